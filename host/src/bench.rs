@@ -1,0 +1,333 @@
+//! `strata bench`: reproducible benchmarks against a real server.
+//!
+//! `strata bench ingest` starts `strata serve` on a temporary data directory
+//! (unless `--url` points at a running server), generates a seeded TSBS-like
+//! `cpu` dataset (hostname + 9 tags, 10 float fields, 10 s interval), sends it
+//! as line protocol in fixed-size batches over N keep-alive connections, and
+//! reports rows/s to acknowledgement, server CPU-seconds per million rows,
+//! bytes on disk per row and the server's peak RSS.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Which benchmark.
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// Line-protocol ingest throughput with the WAL fsync on.
+    Ingest(IngestArgs),
+}
+
+/// Arguments of `strata bench ingest`.
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Rows to send.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub rows: usize,
+    /// Lines per request.
+    #[arg(long, default_value_t = 5_000)]
+    pub batch: usize,
+    /// Distinct hosts (series).
+    #[arg(long, default_value_t = 100)]
+    pub hosts: usize,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Use a running server instead of starting one (CPU and RSS are then not reported).
+    #[arg(long)]
+    pub url: Option<String>,
+}
+
+/// Runs a benchmark and prints its report.
+pub fn run(bench: Bench) -> anyhow::Result<()> {
+    match bench {
+        Bench::Ingest(args) => ingest(args),
+    }
+}
+
+const REGIONS: [&str; 9] = [
+    "us-east-1",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-central-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "sa-east-1",
+];
+const OSES: [&str; 3] = ["Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10"];
+const ARCHES: [&str; 2] = ["x64", "x86"];
+const TEAMS: [&str; 4] = ["SF", "NYC", "LON", "CHI"];
+const ENVIRONMENTS: [&str; 3] = ["production", "staging", "test"];
+const FIELDS: [&str; 10] = [
+    "usage_user",
+    "usage_system",
+    "usage_idle",
+    "usage_nice",
+    "usage_iowait",
+    "usage_irq",
+    "usage_softirq",
+    "usage_steal",
+    "usage_guest",
+    "usage_guest_nice",
+];
+
+/// The seeded cpu dataset as line-protocol bodies of `batch` lines, with
+/// timestamps in seconds starting 2026-01-01T00:00:00Z.
+pub fn generate_cpu(rows: usize, batch: usize, hosts: usize, seed: u64) -> Vec<Bytes> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let series: Vec<String> = (0..hosts)
+        .map(|i| {
+            let region = REGIONS[rng.random_range(0..REGIONS.len())];
+            format!(
+                "cpu,hostname=host_{i},region={region},datacenter={region}{zone},rack={rack},os={os},arch={arch},team={team},service={service},service_version={version},service_environment={env}",
+                zone = ["a", "b", "c"][rng.random_range(0..3)],
+                rack = rng.random_range(0..100),
+                os = OSES[rng.random_range(0..OSES.len())],
+                arch = ARCHES[rng.random_range(0..ARCHES.len())],
+                team = TEAMS[rng.random_range(0..TEAMS.len())],
+                service = rng.random_range(0..20),
+                version = rng.random_range(0..2),
+                env = ENVIRONMENTS[rng.random_range(0..ENVIRONMENTS.len())],
+            )
+        })
+        .collect();
+    let mut values: Vec<[f64; 10]> =
+        (0..hosts).map(|_| std::array::from_fn(|_| rng.random_range(0.0..100.0))).collect();
+    let start_s: i64 = 1_767_225_600;
+    let mut bodies = Vec::with_capacity(rows.div_ceil(batch));
+    let mut body = String::with_capacity(batch * 330);
+    let mut in_body = 0;
+    for row in 0..rows {
+        let host = row % hosts;
+        let time = start_s + (row / hosts) as i64 * 10;
+        body.push_str(&series[host]);
+        for (f, name) in FIELDS.iter().enumerate() {
+            let step: f64 = rng.random_range(-1.0..1.0);
+            let v = (values[host][f] + step).clamp(0.0, 100.0);
+            values[host][f] = v;
+            body.push(if f == 0 { ' ' } else { ',' });
+            body.push_str(name);
+            body.push('=');
+            body.push_str(&format!("{v:.2}"));
+        }
+        body.push(' ');
+        body.push_str(&time.to_string());
+        body.push('\n');
+        in_body += 1;
+        if in_body == batch {
+            bodies.push(Bytes::from(std::mem::take(&mut body)));
+            in_body = 0;
+        }
+    }
+    if in_body > 0 {
+        bodies.push(Bytes::from(body));
+    }
+    bodies
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    data_dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn start_server() -> anyhow::Result<Server> {
+    let data_dir = std::env::temp_dir().join(format!("strata-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let exe = std::env::current_exe().context("locating the strata binary")?;
+    let mut child = Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .env("STRATA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting strata serve")?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let url = line.trim().strip_prefix("strata listening on ").context("server did not print its address")?.to_string();
+    Ok(Server { child, url, data_dir })
+}
+
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn proc_peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => stack.push(entry.path()),
+                Ok(meta) => total += meta.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+async fn post(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<u16> {
+    let request = Request::post(path).header("host", authority).body(Full::new(body))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await?;
+    Ok(status)
+}
+
+async fn connect(authority: &str) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(authority).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let server = match &args.url {
+        Some(_) => None,
+        None => Some(start_server()?),
+    };
+    let url = args.url.clone().or_else(|| server.as_ref().map(|s| s.url.clone())).expect("one of them");
+    let authority = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    eprintln!("generating {} rows ({} hosts, seed {})…", args.rows, args.hosts, args.seed);
+    let bodies = Arc::new(generate_cpu(args.rows, args.batch, args.hosts, args.seed));
+    let body_bytes: usize = bodies.iter().map(Bytes::len).sum();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    runtime.block_on(async {
+        // Wait for readiness.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut sender) = connect(&authority).await {
+                let request = Request::get("/ready").header("host", &authority).body(Full::new(Bytes::new()))?;
+                if let Ok(response) = sender.send_request(request).await
+                    && response.status().is_success()
+                {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("server at {url} did not become ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pid = server.as_ref().map(|s| s.child.id());
+        let cpu_before = pid.and_then(proc_cpu_seconds);
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..args.connections {
+            let (bodies, next, authority) = (bodies.clone(), next.clone(), authority.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut sender = connect(&authority).await?;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else { return anyhow::Ok(()) };
+                    let status =
+                        post(&mut sender, &authority, "/api/v2/write?bucket=cpu&precision=s", body.clone()).await?;
+                    if status != 204 {
+                        bail!("write answered {status}");
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        let elapsed = started.elapsed();
+        let cpu_after = pid.and_then(proc_cpu_seconds);
+        let mut sender = connect(&authority).await?;
+        let flush_status = post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
+        let disk = server.as_ref().map(|s| dir_bytes(&s.data_dir.join("storage")));
+        let rss = pid.and_then(proc_peak_rss_bytes);
+        let rows_per_second = args.rows as f64 / elapsed.as_secs_f64();
+        println!(
+            "strata bench ingest — {} rows, {} hosts, batches of {}, {} connections, WAL fsync on",
+            args.rows, args.hosts, args.batch, args.connections
+        );
+        println!(
+            "  line protocol sent        {:.1} MB ({:.0} bytes/row)",
+            body_bytes as f64 / 1e6,
+            body_bytes as f64 / args.rows as f64
+        );
+        println!("  elapsed to last ack       {:.3} s", elapsed.as_secs_f64());
+        println!("  throughput                {:.0} rows/s", rows_per_second);
+        if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+            println!(
+                "  server CPU                {:.2} s ({:.2} CPU-s per million rows)",
+                after - before,
+                (after - before) / (args.rows as f64 / 1e6)
+            );
+        }
+        if let Some(disk) = disk {
+            println!(
+                "  Parquet on disk           {:.1} MB ({:.2} bytes/row, flush answered {flush_status})",
+                disk as f64 / 1e6,
+                disk as f64 / args.rows as f64
+            );
+        }
+        if let Some(rss) = rss {
+            println!("  server peak RSS           {:.0} MB", rss as f64 / 1e6);
+        }
+        anyhow::Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_is_seeded() {
+        let a = generate_cpu(250, 100, 10, 7);
+        let b = generate_cpu(250, 100, 10, 7);
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 3);
+        let first = std::str::from_utf8(&a[0]).unwrap().lines().next().unwrap().to_string();
+        assert!(first.starts_with("cpu,hostname=host_0,region="), "{first}");
+        assert_eq!(first.split(' ').nth(1).unwrap().split(',').count(), 10);
+        assert_ne!(a, generate_cpu(250, 100, 10, 8));
+    }
+}

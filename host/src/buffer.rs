@@ -1,0 +1,214 @@
+//! In-memory rows awaiting flush, per partition, kept as Arrow batches so that
+//! queries can read them.
+//!
+//! **Invariant:** chunks arrive in WAL sequence order (the WAL writer thread
+//! inserts them), so "every chunk of partition P with seq ≤ S" is exactly the
+//! set of P's acknowledged rows up to S. A flush that commits P up to S can
+//! therefore record S in the catalog and WAL replay can skip P's rows ≤ S.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+
+/// One request's rows for one partition.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The WAL sequence of the request.
+    pub seq: u64,
+    /// The rows.
+    pub batch: RecordBatch,
+    /// Memory held by the batch, in bytes.
+    pub bytes: u64,
+}
+
+#[derive(Debug)]
+struct PartitionBuffer {
+    dataset_id: i64,
+    chunks: Vec<Chunk>,
+    bytes: u64,
+    rows: u64,
+    oldest: Instant,
+    flushing: bool,
+}
+
+/// What a flush takes out of a buffer.
+#[derive(Debug)]
+pub struct FlushSnapshot {
+    /// The dataset.
+    pub dataset_id: i64,
+    /// The rows, in WAL order.
+    pub batches: Vec<RecordBatch>,
+    /// The highest WAL sequence among them.
+    pub max_seq: u64,
+}
+
+/// Buffered rows of every partition.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    partitions: Mutex<HashMap<i64, PartitionBuffer>>,
+    bytes: AtomicU64,
+}
+
+impl Buffers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, PartitionBuffer>> {
+        self.partitions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a chunk (called in WAL order).
+    pub fn insert(&self, dataset_id: i64, partition_id: i64, seq: u64, batch: RecordBatch) {
+        let bytes = batch.get_array_memory_size() as u64;
+        let rows = batch.num_rows() as u64;
+        let mut partitions = self.lock();
+        let buffer = partitions.entry(partition_id).or_insert_with(|| PartitionBuffer {
+            dataset_id,
+            chunks: Vec::new(),
+            bytes: 0,
+            rows: 0,
+            oldest: Instant::now(),
+            flushing: false,
+        });
+        if buffer.chunks.is_empty() {
+            buffer.oldest = Instant::now();
+        }
+        debug_assert!(buffer.chunks.last().is_none_or(|c| c.seq <= seq), "chunks arrive in WAL order");
+        buffer.chunks.push(Chunk { seq, batch, bytes });
+        buffer.bytes += bytes;
+        buffer.rows += rows;
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes buffered across all partitions.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Partitions to flush: those over `flush_bytes` or older than `flush_age`,
+    /// or all of them when `everything`; largest first.
+    pub fn due(&self, flush_bytes: u64, flush_age: Duration, everything: bool) -> Vec<i64> {
+        let partitions = self.lock();
+        let mut due: Vec<(u64, i64)> = partitions
+            .iter()
+            .filter(|(_, b)| !b.flushing && !b.chunks.is_empty())
+            .filter(|(_, b)| everything || b.bytes >= flush_bytes || b.oldest.elapsed() >= flush_age)
+            .map(|(id, b)| (b.bytes, *id))
+            .collect();
+        due.sort_by(|a, b| b.cmp(a));
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The largest partitions holding at least `bytes` between them, for relief
+    /// under memory pressure.
+    pub fn largest(&self, bytes: u64) -> Vec<i64> {
+        let partitions = self.lock();
+        let mut all: Vec<(u64, i64)> = partitions
+            .iter()
+            .filter(|(_, b)| !b.flushing && !b.chunks.is_empty())
+            .map(|(id, b)| (b.bytes, *id))
+            .collect();
+        all.sort_by(|a, b| b.cmp(a));
+        let mut total = 0;
+        all.into_iter()
+            .take_while(|(size, _)| {
+                let take = total < bytes;
+                total += size;
+                take
+            })
+            .map(|(_, id)| id)
+            .collect()
+    }
+
+    /// Marks a partition as flushing and returns its rows; `None` if it is
+    /// empty or already flushing.
+    pub fn begin_flush(&self, partition_id: i64) -> Option<FlushSnapshot> {
+        let mut partitions = self.lock();
+        let buffer = partitions.get_mut(&partition_id)?;
+        if buffer.flushing || buffer.chunks.is_empty() {
+            return None;
+        }
+        buffer.flushing = true;
+        Some(FlushSnapshot {
+            dataset_id: buffer.dataset_id,
+            batches: buffer.chunks.iter().map(|c| c.batch.clone()).collect(),
+            max_seq: buffer.chunks.last().map(|c| c.seq).unwrap_or(0),
+        })
+    }
+
+    /// Drops the chunks a committed flush covered (seq ≤ `max_seq`).
+    pub fn finish_flush(&self, partition_id: i64, max_seq: u64) {
+        let mut partitions = self.lock();
+        let Some(buffer) = partitions.get_mut(&partition_id) else { return };
+        let keep_from = buffer.chunks.partition_point(|c| c.seq <= max_seq);
+        let removed: Vec<Chunk> = buffer.chunks.drain(..keep_from).collect();
+        let removed_bytes: u64 = removed.iter().map(|c| c.bytes).sum();
+        let removed_rows: u64 = removed.iter().map(|c| c.batch.num_rows() as u64).sum();
+        buffer.bytes -= removed_bytes;
+        buffer.rows -= removed_rows;
+        buffer.flushing = false;
+        buffer.oldest = Instant::now();
+        self.bytes.fetch_sub(removed_bytes, Ordering::Relaxed);
+        if buffer.chunks.is_empty() {
+            partitions.remove(&partition_id);
+        }
+    }
+
+    /// Ends a failed flush; the rows stay buffered.
+    pub fn abort_flush(&self, partition_id: i64) {
+        if let Some(buffer) = self.lock().get_mut(&partition_id) {
+            buffer.flushing = false;
+        }
+    }
+
+    /// The lowest WAL sequence still buffered.
+    pub fn low_watermark(&self) -> Option<u64> {
+        self.lock().values().filter_map(|b| b.chunks.first().map(|c| c.seq)).min()
+    }
+
+    /// Buffered `(rows, bytes)` of one partition.
+    pub fn partition_stats(&self, partition_id: i64) -> (u64, u64) {
+        self.lock().get(&partition_id).map(|b| (b.rows, b.bytes)).unwrap_or((0, 0))
+    }
+
+    /// Buffered rows of a dataset, per partition.
+    pub fn dataset_batches(&self, dataset_id: i64) -> Vec<(i64, RecordBatch)> {
+        self.lock()
+            .iter()
+            .filter(|(_, b)| b.dataset_id == dataset_id)
+            .flat_map(|(id, b)| b.chunks.iter().map(move |c| (*id, c.batch.clone())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use std::sync::Arc;
+
+    fn batch(rows: usize) -> RecordBatch {
+        RecordBatch::try_from_iter([("v", Arc::new(Int64Array::from(vec![1; rows])) as _)]).unwrap()
+    }
+
+    #[test]
+    fn flush_removes_only_what_it_covered() {
+        let buffers = Buffers::default();
+        buffers.insert(1, 10, 1, batch(2));
+        buffers.insert(1, 10, 3, batch(3));
+        buffers.insert(1, 11, 2, batch(1));
+        assert_eq!(buffers.low_watermark(), Some(1));
+        let snapshot = buffers.begin_flush(10).unwrap();
+        assert_eq!(snapshot.max_seq, 3);
+        assert!(buffers.begin_flush(10).is_none(), "one flush per partition at a time");
+        buffers.insert(1, 10, 4, batch(4));
+        buffers.finish_flush(10, snapshot.max_seq);
+        assert_eq!(buffers.partition_stats(10).0, 4, "rows that arrived during the flush stay");
+        assert_eq!(buffers.low_watermark(), Some(2));
+        let snapshot = buffers.begin_flush(11).unwrap();
+        buffers.abort_flush(11);
+        assert_eq!(buffers.partition_stats(11).0, 1);
+        assert_eq!(snapshot.batches.len(), 1);
+        assert_eq!(buffers.due(u64::MAX, Duration::from_secs(3600), true).len(), 2);
+    }
+}

@@ -1,0 +1,559 @@
+//! The SQLite catalog: the single commit point of Strata.
+//!
+//! **Invariant:** a file is visible to queries if and only if this catalog
+//! lists it as `live`. Nothing answers a query by listing directories.
+//! Only this module touches rusqlite. All calls block; callers run them off
+//! the async runtime.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::period::{Bucket, Period};
+use crate::schema::DatasetSchema;
+
+/// A catalog failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value could not be decoded.
+    #[error("corrupt catalog value: {0}")]
+    Corrupt(String),
+}
+
+type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// Schema migrations, applied in order; the index + 1 is the version.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE datasets (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    period TEXT NOT NULL,
+    time_column TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL
+);
+CREATE TABLE dataset_schemas (
+    dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+    version INTEGER NOT NULL,
+    schema_json TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    PRIMARY KEY (dataset_id, version)
+);
+CREATE TABLE partitions (
+    id INTEGER PRIMARY KEY,
+    dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+    period_label TEXT NOT NULL,
+    period_start_ns INTEGER NOT NULL,
+    period_end_ns INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    tier TEXT NOT NULL DEFAULT 'hot',
+    read_only INTEGER NOT NULL DEFAULT 0,
+    row_count INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    min_time_ns INTEGER,
+    max_time_ns INTEGER,
+    created_at_ns INTEGER NOT NULL,
+    last_written_at_ns INTEGER NOT NULL,
+    flushed_wal_seq INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (dataset_id, period_label, key)
+);
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY,
+    partition_id INTEGER NOT NULL REFERENCES partitions(id),
+    storage_target TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    row_count INTEGER NOT NULL,
+    min_time_ns INTEGER NOT NULL,
+    max_time_ns INTEGER NOT NULL,
+    checksum_crc32c INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('live', 'tombstoned')),
+    created_at_ns INTEGER NOT NULL,
+    tombstoned_at_ns INTEGER,
+    UNIQUE (storage_target, object_key)
+);
+CREATE INDEX files_by_partition ON files(partition_id, state);
+CREATE TABLE idempotency_keys (
+    dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+    key TEXT NOT NULL,
+    request_sha256 BLOB NOT NULL,
+    status INTEGER NOT NULL,
+    response TEXT NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    PRIMARY KEY (dataset_id, key)
+);
+CREATE TABLE audit_events (
+    id INTEGER PRIMARY KEY,
+    at_ns INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    dataset TEXT,
+    partition TEXT,
+    detail_json TEXT NOT NULL
+);
+CREATE INDEX audit_by_time ON audit_events(at_ns);
+"#];
+
+/// A dataset row.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatasetRecord {
+    /// Catalog id.
+    pub id: i64,
+    /// The validated name.
+    pub name: String,
+    /// Partition period.
+    pub period: Period,
+    /// The time column.
+    pub time_column: String,
+    /// Creation time, ns.
+    pub created_at_ns: i64,
+}
+
+/// A partition row.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionRecord {
+    /// Catalog id (internal).
+    #[serde(skip)]
+    pub id: i64,
+    /// Owning dataset id.
+    #[serde(skip)]
+    pub dataset_id: i64,
+    /// Period label.
+    pub period_label: String,
+    /// Inclusive start, ns.
+    pub period_start_ns: i64,
+    /// Exclusive end, ns.
+    pub period_end_ns: i64,
+    /// Partition key ("" for none).
+    pub key: String,
+    /// hot | warm | cold | archived.
+    pub tier: String,
+    /// Sealed partitions accept no writes.
+    pub read_only: bool,
+    /// Rows in committed files.
+    pub rows: i64,
+    /// Bytes of committed files.
+    pub bytes: i64,
+    /// Earliest committed row time, ns.
+    pub min_time_ns: Option<i64>,
+    /// Latest committed row time, ns.
+    pub max_time_ns: Option<i64>,
+    /// Creation time, ns.
+    pub created_at_ns: i64,
+    /// Last flush into this partition, ns.
+    pub last_written_at_ns: i64,
+    /// Highest WAL sequence whose rows for this partition are in committed files.
+    #[serde(skip)]
+    pub flushed_wal_seq: u64,
+    /// Live files.
+    pub file_count: i64,
+}
+
+/// A file row.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileRecord {
+    /// Catalog id.
+    pub id: i64,
+    /// Owning partition.
+    #[serde(skip)]
+    pub partition_id: i64,
+    /// Storage target name.
+    pub storage_target: String,
+    /// Object key within the target.
+    pub object_key: String,
+    /// Size in bytes.
+    pub bytes: i64,
+    /// Rows.
+    pub rows: i64,
+    /// Earliest row time, ns.
+    pub min_time_ns: i64,
+    /// Latest row time, ns.
+    pub max_time_ns: i64,
+    /// CRC32C of the whole file.
+    pub checksum_crc32c: u32,
+}
+
+/// A file about to be committed by a flush.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    /// Storage target name.
+    pub storage_target: String,
+    /// Object key.
+    pub object_key: String,
+    /// Size in bytes.
+    pub bytes: i64,
+    /// Rows.
+    pub rows: i64,
+    /// Earliest row time, ns.
+    pub min_time_ns: i64,
+    /// Latest row time, ns.
+    pub max_time_ns: i64,
+    /// CRC32C of the whole file.
+    pub checksum_crc32c: u32,
+}
+
+/// A stored idempotency record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of what identifies the request (body and parameters).
+    pub request_sha256: [u8; 32],
+    /// HTTP status of the first response.
+    pub status: u16,
+    /// Body of the first response.
+    pub response: String,
+}
+
+/// The catalog.
+#[derive(Debug)]
+pub struct Catalog {
+    connection: Mutex<Connection>,
+}
+
+const PARTITION_COLUMNS: &str = "p.id, p.dataset_id, p.period_label, p.period_start_ns, p.period_end_ns, p.key, p.tier, p.read_only, \
+     p.row_count, p.bytes, p.min_time_ns, p.max_time_ns, p.created_at_ns, p.last_written_at_ns, p.flushed_wal_seq, \
+     (SELECT COUNT(*) FROM files f WHERE f.partition_id = p.id AND f.state = 'live')";
+
+fn partition_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartitionRecord> {
+    Ok(PartitionRecord {
+        id: row.get(0)?,
+        dataset_id: row.get(1)?,
+        period_label: row.get(2)?,
+        period_start_ns: row.get(3)?,
+        period_end_ns: row.get(4)?,
+        key: row.get(5)?,
+        tier: row.get(6)?,
+        read_only: row.get(7)?,
+        rows: row.get(8)?,
+        bytes: row.get(9)?,
+        min_time_ns: row.get(10)?,
+        max_time_ns: row.get(11)?,
+        created_at_ns: row.get(12)?,
+        last_written_at_ns: row.get(13)?,
+        flushed_wal_seq: row.get::<_, i64>(14)? as u64,
+        file_count: row.get(15)?,
+    })
+}
+
+impl Catalog {
+    /// Opens (creating and migrating) the catalog at `path`.
+    pub fn open(path: &Path) -> Result<Catalog> {
+        let connection = Connection::open(path)?;
+        // WAL journal with synchronous=FULL: a committed transaction survives
+        // power loss, which the "acknowledged means durable" guarantee needs.
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.pragma_update(None, "foreign_keys", "ON")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        let catalog = Catalog { connection: Mutex::new(connection) };
+        catalog.migrate()?;
+        Ok(catalog)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut connection = self.lock();
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = connection.transaction()?;
+            tx.execute_batch(migration)?;
+            tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Every dataset, by name.
+    pub fn datasets(&self) -> Result<Vec<DatasetRecord>> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare("SELECT id, name, period, time_column, created_at_ns FROM datasets ORDER BY name")?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, period, time_column, created_at_ns) = row?;
+            let period = Period::parse(&period).ok_or_else(|| CatalogError::Corrupt(format!("period {period:?}")))?;
+            out.push(DatasetRecord { id, name, period, time_column, created_at_ns });
+        }
+        Ok(out)
+    }
+
+    /// Creates a dataset with an empty schema, or returns the existing one.
+    pub fn create_dataset(&self, name: &str, period: Period, time_column: &str, now_ns: i64) -> Result<DatasetRecord> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO datasets (name, period, time_column, created_at_ns) VALUES (?1, ?2, ?3, ?4)",
+            params![name, period.as_str(), time_column, now_ns],
+        )?;
+        let (id, period, time_column, created_at_ns): (i64, String, String, i64) = tx.query_row(
+            "SELECT id, period, time_column, created_at_ns FROM datasets WHERE name = ?1",
+            [name],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+        )?;
+        let schema = DatasetSchema::empty(&time_column);
+        tx.execute(
+            "INSERT OR IGNORE INTO dataset_schemas (dataset_id, version, schema_json, created_at_ns) VALUES (?1, 0, ?2, ?3)",
+            params![id, serde_json::to_string(&schema).expect("schemas serialize"), now_ns],
+        )?;
+        tx.commit()?;
+        let period = Period::parse(&period).ok_or_else(|| CatalogError::Corrupt(format!("period {period:?}")))?;
+        Ok(DatasetRecord { id, name: name.to_string(), period, time_column, created_at_ns })
+    }
+
+    /// The latest schema of a dataset.
+    pub fn schema(&self, dataset_id: i64) -> Result<DatasetSchema> {
+        let connection = self.lock();
+        let json: String = connection.query_row(
+            "SELECT schema_json FROM dataset_schemas WHERE dataset_id = ?1 ORDER BY version DESC LIMIT 1",
+            [dataset_id],
+            |row| row.get(0),
+        )?;
+        serde_json::from_str(&json).map_err(|e| CatalogError::Corrupt(format!("schema: {e}")))
+    }
+
+    /// Records a new schema version.
+    pub fn save_schema(&self, dataset_id: i64, schema: &DatasetSchema, now_ns: i64) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO dataset_schemas (dataset_id, version, schema_json, created_at_ns) VALUES (?1, ?2, ?3, ?4)",
+            params![dataset_id, schema.version, serde_json::to_string(schema).expect("schemas serialize"), now_ns],
+        )?;
+        Ok(())
+    }
+
+    /// The partition for `(bucket, key)`, created if missing.
+    pub fn partition(&self, dataset_id: i64, bucket: &Bucket, key: &str, now_ns: i64) -> Result<PartitionRecord> {
+        let connection = self.lock();
+        connection.execute(
+            "INSERT OR IGNORE INTO partitions (dataset_id, period_label, period_start_ns, period_end_ns, key, created_at_ns, last_written_at_ns) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            params![dataset_id, bucket.label, bucket.start_ns, bucket.end_ns, key, now_ns],
+        )?;
+        Ok(connection.query_row(
+            &format!("SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 AND p.period_label = ?2 AND p.key = ?3"),
+            params![dataset_id, bucket.label, key],
+            partition_from_row,
+        )?)
+    }
+
+    /// Every partition of a dataset, oldest period first.
+    pub fn partitions(&self, dataset_id: i64) -> Result<Vec<PartitionRecord>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(&format!(
+            "SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 ORDER BY p.period_start_ns, p.key"
+        ))?;
+        let rows = statement.query_map([dataset_id], partition_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every partition of every dataset.
+    pub fn all_partitions(&self) -> Result<Vec<PartitionRecord>> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare(&format!("SELECT {PARTITION_COLUMNS} FROM partitions p ORDER BY p.id"))?;
+        let rows = statement.query_map([], partition_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Marks a partition read-only (sealed) or writable again.
+    pub fn set_read_only(&self, partition_id: i64, read_only: bool) -> Result<()> {
+        self.lock().execute("UPDATE partitions SET read_only = ?2 WHERE id = ?1", params![partition_id, read_only])?;
+        Ok(())
+    }
+
+    /// Live files of a partition.
+    pub fn files(&self, partition_id: i64) -> Result<Vec<FileRecord>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT id, partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c \
+             FROM files WHERE partition_id = ?1 AND state = 'live' ORDER BY id",
+        )?;
+        let rows = statement.query_map([partition_id], |row| {
+            Ok(FileRecord {
+                id: row.get(0)?,
+                partition_id: row.get(1)?,
+                storage_target: row.get(2)?,
+                object_key: row.get(3)?,
+                bytes: row.get(4)?,
+                rows: row.get(5)?,
+                min_time_ns: row.get(6)?,
+                max_time_ns: row.get(7)?,
+                checksum_crc32c: row.get::<_, i64>(8)? as u32,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every object key the catalog references (live or tombstoned) in a target.
+    pub fn referenced_keys(&self, storage_target: &str) -> Result<std::collections::HashSet<String>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare("SELECT object_key FROM files WHERE storage_target = ?1")?;
+        let rows = statement.query_map([storage_target], |row| row.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Commits a flushed file: one transaction adds the file, updates the
+    /// partition's statistics and records the WAL sequence it covers.
+    pub fn commit_flush(&self, partition_id: i64, file: &NewFile, flushed_wal_seq: u64, now_ns: i64) -> Result<i64> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9)",
+            params![partition_id, file.storage_target, file.object_key, file.bytes, file.rows, file.min_time_ns, file.max_time_ns, i64::from(file.checksum_crc32c), now_ns],
+        )?;
+        let file_id = tx.last_insert_rowid();
+        tx.execute(
+            "UPDATE partitions SET row_count = row_count + ?2, bytes = bytes + ?3, \
+               min_time_ns = MIN(COALESCE(min_time_ns, ?4), ?4), max_time_ns = MAX(COALESCE(max_time_ns, ?5), ?5), \
+               last_written_at_ns = ?6, flushed_wal_seq = MAX(flushed_wal_seq, ?7) WHERE id = ?1",
+            params![
+                partition_id,
+                file.rows,
+                file.bytes,
+                file.min_time_ns,
+                file.max_time_ns,
+                now_ns,
+                flushed_wal_seq as i64
+            ],
+        )?;
+        tx.commit()?;
+        Ok(file_id)
+    }
+
+    /// A stored idempotency record.
+    pub fn idempotency(&self, dataset_id: i64, key: &str) -> Result<Option<IdempotencyRecord>> {
+        let connection = self.lock();
+        let row = connection
+            .query_row(
+                "SELECT request_sha256, status, response FROM idempotency_keys WHERE dataset_id = ?1 AND key = ?2",
+                params![dataset_id, key],
+                |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, u16>(1)?, row.get::<_, String>(2)?)),
+            )
+            .optional()?;
+        row.map(|(hash, status, response)| {
+            let request_sha256 =
+                hash.try_into().map_err(|_| CatalogError::Corrupt("idempotency hash length".into()))?;
+            Ok(IdempotencyRecord { request_sha256, status, response })
+        })
+        .transpose()
+    }
+
+    /// Stores idempotency records (existing keys are kept).
+    pub fn save_idempotency(&self, records: &[(i64, String, IdempotencyRecord)], now_ns: i64) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        {
+            let mut statement = tx.prepare(
+                "INSERT OR IGNORE INTO idempotency_keys (dataset_id, key, request_sha256, status, response, created_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (dataset_id, key, record) in records {
+                statement.execute(params![
+                    dataset_id,
+                    key,
+                    &record.request_sha256[..],
+                    record.status,
+                    record.response,
+                    now_ns
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Appends an audit event.
+    pub fn audit(
+        &self,
+        kind: &str,
+        dataset: Option<&str>,
+        partition: Option<&str>,
+        detail: &serde_json::Value,
+        now_ns: i64,
+    ) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO audit_events (at_ns, kind, dataset, partition, detail_json) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![now_ns, kind, dataset, partition, detail.to_string()],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> (Catalog, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("strata-catalog-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (Catalog::open(&dir.join("catalog.sqlite")).unwrap(), dir)
+    }
+
+    #[test]
+    fn flush_commit_updates_partition_statistics() {
+        let (catalog, dir) = catalog();
+        let dataset = catalog.create_dataset("cpu", Period::Day, "time", 1).unwrap();
+        assert_eq!(
+            catalog.create_dataset("cpu", Period::Hour, "ts", 2).unwrap().id,
+            dataset.id,
+            "creation is idempotent"
+        );
+        let bucket = Period::Day.bucket(0);
+        let partition = catalog.partition(dataset.id, &bucket, "", 5).unwrap();
+        assert_eq!(partition.tier, "hot");
+        let file = NewFile {
+            storage_target: "hot".into(),
+            object_key: "data/1/1/a.parquet".into(),
+            bytes: 100,
+            rows: 10,
+            min_time_ns: 3,
+            max_time_ns: 9,
+            checksum_crc32c: 7,
+        };
+        catalog.commit_flush(partition.id, &file, 42, 6).unwrap();
+        let file = NewFile { object_key: "data/1/1/b.parquet".into(), min_time_ns: 1, max_time_ns: 4, ..file };
+        catalog.commit_flush(partition.id, &file, 40, 7).unwrap();
+        let partition = catalog.partition(dataset.id, &bucket, "", 8).unwrap();
+        assert_eq!((partition.rows, partition.bytes, partition.file_count), (20, 200, 2));
+        assert_eq!((partition.min_time_ns, partition.max_time_ns), (Some(1), Some(9)));
+        assert_eq!(partition.flushed_wal_seq, 42, "the covered WAL sequence never goes back");
+        assert_eq!(catalog.referenced_keys("hot").unwrap().len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn schemas_and_idempotency_round_trip() {
+        let (catalog, dir) = catalog();
+        let dataset = catalog.create_dataset("ev", Period::Day, "time", 1).unwrap();
+        assert_eq!(catalog.schema(dataset.id).unwrap().version, 0);
+        let next = catalog
+            .schema(dataset.id)
+            .unwrap()
+            .evolve(&[crate::schema::ColumnDef { name: "a".into(), kind: crate::schema::ColumnKind::Float }])
+            .unwrap()
+            .unwrap();
+        catalog.save_schema(dataset.id, &next, 2).unwrap();
+        assert_eq!(catalog.schema(dataset.id).unwrap(), next);
+        let record = IdempotencyRecord { request_sha256: [3; 32], status: 200, response: "{}".into() };
+        catalog.save_idempotency(&[(dataset.id, "k".into(), record.clone())], 3).unwrap();
+        assert_eq!(catalog.idempotency(dataset.id, "k").unwrap(), Some(record));
+        assert_eq!(catalog.idempotency(dataset.id, "other").unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

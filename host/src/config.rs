@@ -1,0 +1,266 @@
+//! Configuration: one immutable snapshot, parsed from TOML, validated, with
+//! every default written down here and in the README. Unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ingest::IngestLimits;
+use crate::names::DatasetName;
+use crate::period::Period;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Network and data directory.
+    pub server: ServerConfig,
+    /// Limits on requests and memory.
+    pub limits: Limits,
+    /// Write-ahead log and flushing.
+    pub ingest: IngestConfig,
+    /// Per-dataset settings, by dataset name.
+    pub datasets: BTreeMap<String, DatasetConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Only loopback addresses are allowed until
+    /// authentication tokens exist.
+    pub listen: SocketAddr,
+    /// Where the catalog, the WAL and the local storage targets live.
+    pub data_dir: PathBuf,
+    /// How long a graceful shutdown waits for in-flight requests, in ms.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:8086".parse().expect("valid address"),
+            data_dir: PathBuf::from("strata-data"),
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[limits]` — every limit names its unit last.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Bytes of one request body (after gzip decoding too).
+    pub body_bytes_max: usize,
+    /// Records (lines, objects) in one request.
+    pub rows_per_request_max: usize,
+    /// Bytes of one tag value.
+    pub tag_value_bytes_max: usize,
+    /// Bytes of one string field value.
+    pub string_value_bytes_max: usize,
+    /// Non-time columns in one dataset.
+    pub columns_per_dataset_max: usize,
+    /// Datasets in the store.
+    pub datasets_max: usize,
+    /// Bytes of rows held in memory awaiting flush; beyond it writes get 503
+    /// `buffer_full` with `Retry-After`.
+    pub buffer_bytes_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        let ingest = IngestLimits::default();
+        Limits {
+            body_bytes_max: 32 * 1024 * 1024,
+            rows_per_request_max: ingest.rows_per_request_max,
+            tag_value_bytes_max: ingest.tag_value_bytes_max,
+            string_value_bytes_max: ingest.string_value_bytes_max,
+            columns_per_dataset_max: ingest.columns_per_dataset_max,
+            datasets_max: 10_000,
+            buffer_bytes_max: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The subset the parsers need.
+    pub fn ingest(&self) -> IngestLimits {
+        IngestLimits {
+            rows_per_request_max: self.rows_per_request_max,
+            tag_value_bytes_max: self.tag_value_bytes_max,
+            string_value_bytes_max: self.string_value_bytes_max,
+            columns_per_dataset_max: self.columns_per_dataset_max,
+        }
+    }
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// A partition's buffer is flushed to Parquet once it holds this many bytes.
+    pub flush_bytes: u64,
+    /// … or once its oldest row has waited this long, in ms.
+    pub flush_age_ms: u64,
+    /// A WAL segment is closed once it reaches this size, in bytes.
+    pub wal_segment_bytes_max: u64,
+    /// Rows per Parquet row group.
+    pub row_group_rows_max: usize,
+    /// zstd level of flushed Parquet files.
+    pub zstd_level: i32,
+    /// Period of datasets not listed under `[datasets]`.
+    pub default_period: Period,
+    /// Time column of datasets not listed under `[datasets]`.
+    pub default_time_column: String,
+}
+
+impl Default for IngestConfig {
+    fn default() -> IngestConfig {
+        IngestConfig {
+            flush_bytes: 64 * 1024 * 1024,
+            flush_age_ms: 30_000,
+            wal_segment_bytes_max: 64 * 1024 * 1024,
+            row_group_rows_max: 1024 * 1024,
+            zstd_level: 3,
+            default_period: Period::Day,
+            default_time_column: "time".to_string(),
+        }
+    }
+}
+
+/// `[datasets.NAME]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// The partition period (hour, day, week, month, quarter, year).
+    pub period: Option<Period>,
+    /// The name of the time column.
+    pub time_column: Option<String>,
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_path_buf(), message },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<config>"), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !self.server.listen.ip().is_loopback() {
+            return invalid(format!(
+                "server.listen = {} is not a loopback address; Strata serves only loopback until authentication tokens are configured",
+                self.server.listen
+            ));
+        }
+        let l = &self.limits;
+        for (name, value) in [
+            ("limits.body_bytes_max", l.body_bytes_max as u64),
+            ("limits.rows_per_request_max", l.rows_per_request_max as u64),
+            ("limits.tag_value_bytes_max", l.tag_value_bytes_max as u64),
+            ("limits.string_value_bytes_max", l.string_value_bytes_max as u64),
+            ("limits.columns_per_dataset_max", l.columns_per_dataset_max as u64),
+            ("limits.datasets_max", l.datasets_max as u64),
+            ("limits.buffer_bytes_max", l.buffer_bytes_max),
+            ("ingest.flush_bytes", self.ingest.flush_bytes),
+            ("ingest.wal_segment_bytes_max", self.ingest.wal_segment_bytes_max),
+            ("ingest.row_group_rows_max", self.ingest.row_group_rows_max as u64),
+        ] {
+            if value == 0 {
+                return invalid(format!("{name} must be greater than 0"));
+            }
+        }
+        if !(1..=22).contains(&self.ingest.zstd_level) {
+            return invalid(format!("ingest.zstd_level = {} must be within 1..=22", self.ingest.zstd_level));
+        }
+        for (name, dataset) in &self.datasets {
+            DatasetName::parse(name).map_err(|e| ConfigError::Invalid(format!("[datasets.{name}]: {e}")))?;
+            if let Some(column) = &dataset.time_column {
+                crate::names::check_column_name(column)
+                    .map_err(|e| ConfigError::Invalid(format!("[datasets.{name}].time_column: {e}")))?;
+            }
+        }
+        crate::names::check_column_name(&self.ingest.default_time_column)
+            .map_err(|e| ConfigError::Invalid(format!("ingest.default_time_column: {e}")))?;
+        Ok(())
+    }
+
+    /// The period and time column a dataset is created with.
+    pub fn dataset_settings(&self, name: &DatasetName) -> (Period, String) {
+        let dataset = self.datasets.get(name.as_str());
+        let period = dataset.and_then(|d| d.period).unwrap_or(self.ingest.default_period);
+        let time_column =
+            dataset.and_then(|d| d.time_column.clone()).unwrap_or_else(|| self.ingest.default_time_column.clone());
+        (period, time_column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.limits.body_bytes_max, 32 * 1024 * 1024);
+        assert_eq!(config.ingest.default_period, Period::Day);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key() {
+        let error = Config::parse("[limits]\nbody_bytes_mux = 5\n").unwrap_err().to_string();
+        assert!(error.contains("body_bytes_mux"), "{error}");
+        let error = Config::parse("[nonsense]\n").unwrap_err().to_string();
+        assert!(error.contains("nonsense"), "{error}");
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        assert!(Config::parse("[limits]\nbody_bytes_max = 0\n").is_err());
+        assert!(Config::parse("[server]\nlisten = \"0.0.0.0:1\"\n").is_err());
+        assert!(Config::parse("[datasets.\"../x\"]\nperiod = \"day\"\n").is_err());
+        assert!(Config::parse("[datasets.cpu]\nperiod = \"fortnight\"\n").is_err());
+        let config = Config::parse("[datasets.cpu]\nperiod = \"hour\"\ntime_column = \"ts\"\n").unwrap();
+        let name = DatasetName::parse("cpu").unwrap();
+        assert_eq!(config.dataset_settings(&name), (Period::Hour, "ts".to_string()));
+    }
+}

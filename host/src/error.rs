@@ -1,0 +1,182 @@
+//! The one place where a Strata error becomes an HTTP status and a stable code.
+//!
+//! Every module has its own typed error; the HTTP layer converts them into
+//! [`ApiError`], which carries the stable machine-readable `code` that clients
+//! match on. Codes are part of the public contract: never rename one.
+
+use hyper::StatusCode;
+use serde_json::{Value, json};
+
+/// A stable error code with its HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request body or a parameter is not well-formed.
+    BadRequest,
+    /// The JSON body could not be parsed.
+    InvalidJson,
+    /// Line protocol could not be parsed and nothing was written.
+    InvalidLineProtocol,
+    /// Some lines of a line-protocol body were rejected; the others were written.
+    PartialWrite,
+    /// A value has a type other than the column's stored type.
+    SchemaConflict,
+    /// A value is of a kind Strata does not store (nested object, array).
+    UnsupportedValue,
+    /// A dataset name does not match `[a-z0-9][a-z0-9_-]{0,62}`.
+    InvalidDatasetName,
+    /// A timestamp is missing, malformed or outside the representable range.
+    InvalidTimestamp,
+    /// No bearer token was presented where one is required.
+    Unauthorized,
+    /// The token lacks the scope for this operation.
+    Forbidden,
+    /// The dataset, partition or route does not exist.
+    NotFound,
+    /// The method is not allowed on this route.
+    MethodNotAllowed,
+    /// The target partition is sealed (not hot) and accepts no writes.
+    PartitionReadOnly,
+    /// The same idempotency key was used with a different body.
+    IdempotencyKeyReused,
+    /// A request with the same idempotency key is still being processed.
+    IdempotencyKeyInFlight,
+    /// The body is larger than `body_bytes_max`.
+    PayloadTooLarge,
+    /// A per-request or per-dataset limit was exceeded.
+    LimitExceeded,
+    /// The write buffers are full; retry after the advertised delay.
+    BufferFull,
+    /// The server is starting (WAL replay) or shutting down.
+    NotReady,
+    /// The disk refused a write.
+    StorageFull,
+    /// An unexpected internal failure; the message says what failed.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable string clients match on.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidLineProtocol => "invalid_line_protocol",
+            ErrorCode::PartialWrite => "partial_write",
+            ErrorCode::SchemaConflict => "schema_conflict",
+            ErrorCode::UnsupportedValue => "unsupported_value",
+            ErrorCode::InvalidDatasetName => "invalid_dataset_name",
+            ErrorCode::InvalidTimestamp => "invalid_timestamp",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PartitionReadOnly => "partition_read_only",
+            ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::BufferFull => "buffer_full",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::StorageFull => "storage_full",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status for this code. This mapping exists only here.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest
+            | ErrorCode::InvalidJson
+            | ErrorCode::InvalidLineProtocol
+            | ErrorCode::PartialWrite
+            | ErrorCode::SchemaConflict
+            | ErrorCode::UnsupportedValue
+            | ErrorCode::InvalidDatasetName
+            | ErrorCode::InvalidTimestamp => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::PartitionReadOnly | ErrorCode::IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::IdempotencyKeyReused | ErrorCode::LimitExceeded => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::BufferFull => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error as the HTTP client sees it: `{"error":{"code","message",…}}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A sentence for humans naming what was wrong.
+    pub message: String,
+    /// Extra structured detail merged into the `error` object (e.g. rejected lines).
+    pub detail: Option<Value>,
+    /// Seconds after which a retry may succeed (sent as `Retry-After`).
+    pub retry_after_seconds: Option<u32>,
+}
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into(), detail: None, retry_after_seconds: None }
+    }
+
+    /// Adds structured detail to the error body.
+    pub fn with_detail(mut self, detail: Value) -> ApiError {
+        self.detail = Some(detail);
+        self
+    }
+
+    /// Adds a `Retry-After` hint.
+    pub fn with_retry_after(mut self, seconds: u32) -> ApiError {
+        self.retry_after_seconds = Some(seconds);
+        self
+    }
+
+    /// The JSON body of the error response.
+    pub fn body(&self) -> Value {
+        let mut error = json!({ "code": self.code.as_str(), "message": self.message });
+        if let (Some(Value::Object(extra)), Value::Object(map)) = (&self.detail, &mut error) {
+            for (key, value) in extra {
+                map.insert(key.clone(), value.clone());
+            }
+        }
+        json!({ "error": error })
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<crate::catalog::CatalogError> for ApiError {
+    fn from(error: crate::catalog::CatalogError) -> ApiError {
+        ApiError::new(ErrorCode::Internal, format!("catalog: {error}"))
+    }
+}
+
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(error: crate::storage::StorageError) -> ApiError {
+        if error.is_disk_full() {
+            ApiError::new(ErrorCode::StorageFull, format!("storage: {error}"))
+        } else {
+            ApiError::new(ErrorCode::Internal, format!("storage: {error}"))
+        }
+    }
+}
+
+impl From<crate::wal::WalError> for ApiError {
+    fn from(error: crate::wal::WalError) -> ApiError {
+        ApiError::new(ErrorCode::Internal, format!("write-ahead log: {error}"))
+    }
+}

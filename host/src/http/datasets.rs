@@ -1,0 +1,143 @@
+//! Dataset, partition and metrics handlers.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use hyper::{Response, StatusCode};
+use serde_json::{Value as Json, json};
+
+use super::{Body, json_response};
+use crate::error::{ApiError, ErrorCode};
+use crate::names::DatasetName;
+use crate::store::{DatasetState, Store, partition_label};
+
+/// RFC 3339 with as many fractional digits as needed.
+pub fn rfc3339(ns: i64) -> String {
+    DateTime::<Utc>::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn find(store: &Store, raw: &str) -> Result<Arc<DatasetState>, ApiError> {
+    let name = DatasetName::parse(raw).map_err(|m| ApiError::new(ErrorCode::InvalidDatasetName, m))?;
+    store.dataset(name.as_str()).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {name}")))
+}
+
+async fn summary(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> Result<Json, ApiError> {
+    let catalog = store.catalog().clone();
+    let id = dataset.record.id;
+    let partitions = tokio::task::spawn_blocking(move || catalog.partitions(id))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+    let schema = dataset.schema();
+    let rows: i64 = partitions.iter().map(|p| p.rows).sum();
+    let bytes: i64 = partitions.iter().map(|p| p.bytes).sum();
+    let buffered_rows: u64 = partitions.iter().map(|p| store.buffered(p.id).0).sum();
+    Ok(json!({
+        "name": dataset.name.as_str(),
+        "period": dataset.record.period.as_str(),
+        "time_column": schema.time_column,
+        "created_at": rfc3339(dataset.record.created_at_ns),
+        "schema_version": schema.version,
+        "columns": schema.columns.iter().map(|c| json!({ "name": c.name, "kind": c.kind.as_str() })).collect::<Vec<_>>(),
+        "partitions": partitions.len(),
+        "rows": rows as u64 + buffered_rows,
+        "committed_rows": rows,
+        "buffered_rows": buffered_rows,
+        "bytes": bytes,
+    }))
+}
+
+pub(super) async fn list(store: &Arc<Store>) -> Result<Response<Body>, ApiError> {
+    let mut out = Vec::new();
+    for dataset in store.datasets() {
+        out.push(summary(store, &dataset).await?);
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "datasets": out })))
+}
+
+pub(super) async fn show(store: &Arc<Store>, raw: &str) -> Result<Response<Body>, ApiError> {
+    let dataset = find(store, raw)?;
+    Ok(json_response(StatusCode::OK, &summary(store, &dataset).await?))
+}
+
+pub(super) async fn partitions(store: &Arc<Store>, raw: &str) -> Result<Response<Body>, ApiError> {
+    let dataset = find(store, raw)?;
+    let reader = store.clone();
+    let state = dataset.clone();
+    let snapshot = tokio::task::spawn_blocking(move || reader.snapshot(&state))
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+    let storage_root = store.storage_root();
+    let partitions: Vec<Json> = snapshot
+        .partitions
+        .iter()
+        .zip(&snapshot.files)
+        .map(|(p, files)| {
+            let (buffered_rows, buffered_bytes) = store.buffered(p.id);
+            json!({
+                "id": partition_label(&dataset.name, &p.period_label, &p.key),
+                "period_label": p.period_label,
+                "period_start": rfc3339(p.period_start_ns),
+                "period_end": rfc3339(p.period_end_ns),
+                "key": p.key,
+                "tier": p.tier,
+                "read_only": p.read_only,
+                "rows": p.rows,
+                "bytes": p.bytes,
+                "buffered_rows": buffered_rows,
+                "buffered_bytes": buffered_bytes,
+                "min_time": p.min_time_ns.map(rfc3339),
+                "max_time": p.max_time_ns.map(rfc3339),
+                "created_at": rfc3339(p.created_at_ns),
+                "last_written_at": rfc3339(p.last_written_at_ns),
+                "files": files.iter().map(|f| json!({
+                    "storage_target": f.storage_target,
+                    "object_key": f.object_key,
+                    "path": storage_root.join(&f.storage_target).join(&f.object_key),
+                    "bytes": f.bytes,
+                    "rows": f.rows,
+                    "min_time": rfc3339(f.min_time_ns),
+                    "max_time": rfc3339(f.max_time_ns),
+                    "checksum_crc32c": format!("{:08x}", f.checksum_crc32c),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "dataset": dataset.name.as_str(), "partitions": partitions })))
+}
+
+pub(super) async fn seal(
+    store: &Arc<Store>,
+    raw: &str,
+    reference: &[&str],
+    read_only: bool,
+) -> Result<Response<Body>, ApiError> {
+    let dataset = find(store, raw)?;
+    let (label, key) = match reference {
+        [label] => (*label, ""),
+        [label, key] => (*label, *key),
+        _ => {
+            return Err(ApiError::new(ErrorCode::NotFound, "a partition is named by its period label and optional key"));
+        }
+    };
+    let partition = store.set_read_only(&dataset, label, key, read_only).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "id": partition_label(&dataset.name, &partition.period_label, &partition.key), "read_only": partition.read_only }),
+    ))
+}
+
+pub(super) fn metrics(store: &Arc<Store>) -> Response<Body> {
+    let mut text = String::new();
+    let _ = writeln!(text, "# HELP strata_buffered_bytes Bytes of rows waiting to be flushed.");
+    let _ = writeln!(text, "# TYPE strata_buffered_bytes gauge");
+    let _ = writeln!(text, "strata_buffered_bytes {}", store.buffers().bytes());
+    let _ = writeln!(text, "# HELP strata_datasets Datasets in the store.");
+    let _ = writeln!(text, "# TYPE strata_datasets gauge");
+    let _ = writeln!(text, "strata_datasets {}", store.datasets().len());
+    let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}

@@ -1,0 +1,297 @@
+//! The HTTP surface: routing, body limits, and JSON responses. Handlers are
+//! thin: they decode the request, call the store, encode the answer.
+
+mod datasets;
+
+use std::convert::Infallible;
+use std::io::Read;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::{Value as Json, json};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
+use crate::ingest::Precision;
+use crate::store::{Format, Recovery, Store, WriteRequest};
+
+/// Shared state of the HTTP server. The store is absent until start-up
+/// recovery (WAL replay) finishes; until then data routes answer 503.
+#[derive(Debug)]
+pub struct AppState {
+    /// The configuration snapshot.
+    pub config: Arc<Config>,
+    /// The store, once open.
+    pub store: OnceLock<Arc<Store>>,
+    /// What recovery did.
+    pub recovery: OnceLock<Recovery>,
+}
+
+impl AppState {
+    /// State for a server whose store is not open yet.
+    pub fn new(config: Arc<Config>) -> AppState {
+        AppState { config, store: OnceLock::new(), recovery: OnceLock::new() }
+    }
+
+    fn store(&self) -> Result<&Arc<Store>, ApiError> {
+        self.store.get().ok_or_else(|| {
+            ApiError::new(ErrorCode::NotReady, "the server is replaying its write-ahead log").with_retry_after(1)
+        })
+    }
+}
+
+type Body = Full<Bytes>;
+
+/// Serves connections until `shutdown` fires, then waits for in-flight
+/// requests (at most `server.shutdown_timeout_ms`).
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |request| handle(state.clone(), request));
+        let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let timeout = Duration::from_millis(state.config.server.shutdown_timeout_ms);
+    if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within the shutdown timeout");
+    }
+}
+
+async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = match route(&state, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            if error.code == ErrorCode::Internal {
+                tracing::error!(%method, %path, %error, "request failed");
+            }
+            error_response(&error)
+        }
+    };
+    Ok(response)
+}
+
+/// The JSON error response for `error`.
+pub fn error_response(error: &ApiError) -> Response<Body> {
+    let mut response = json_response(error.code.status(), &error.body());
+    if let Some(seconds) = error.retry_after_seconds {
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+fn json_response(status: StatusCode, body: &Json) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn no_content() -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
+/// Query-string parameters, percent-decoded.
+fn query_params(request: &Request<Incoming>) -> Vec<(String, String)> {
+    request.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+fn precision(params: &[(String, String)]) -> Result<Precision, ApiError> {
+    match param(params, "precision") {
+        None | Some("auto") => Ok(Precision::Nanoseconds),
+        Some(raw) => Precision::parse(raw).ok_or_else(|| {
+            ApiError::new(ErrorCode::BadRequest, format!("precision {raw:?} is not one of ns, us, ms, s"))
+        }),
+    }
+}
+
+fn boolean(params: &[(String, String)], name: &str, default: bool) -> Result<bool, ApiError> {
+    match param(params, name) {
+        None => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(raw) => Err(ApiError::new(ErrorCode::BadRequest, format!("{name}={raw:?} must be true or false"))),
+    }
+}
+
+/// Reads the body, refusing more than `body_bytes_max` — before reading
+/// anything when `Content-Length` already says so — and decodes gzip.
+async fn read_body(
+    request: Request<Incoming>,
+    body_bytes_max: usize,
+) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the request body exceeds {body_bytes_max} bytes (limits.body_bytes_max)"),
+        )
+    };
+    if let Some(length) =
+        request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        && length > body_bytes_max as u64
+    {
+        return Err(too_large());
+    }
+    let (parts, mut body) = request.into_parts();
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading the body failed: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > body_bytes_max {
+                return Err(too_large());
+            }
+            collected.extend_from_slice(&data);
+        }
+    }
+    let gzip =
+        parts.headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.eq_ignore_ascii_case("gzip"));
+    let bytes = match gzip {
+        Some(true) => {
+            let mut decoded = Vec::new();
+            let mut decoder = flate2::read::GzDecoder::new(&collected[..]).take(body_bytes_max as u64 + 1);
+            decoder
+                .read_to_end(&mut decoded)
+                .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid gzip body: {e}")))?;
+            if decoded.len() > body_bytes_max {
+                return Err(too_large());
+            }
+            Bytes::from(decoded)
+        }
+        Some(false) => {
+            let encoding = parts.headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if encoding.eq_ignore_ascii_case("identity") {
+                Bytes::from(collected)
+            } else {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    format!("Content-Encoding {encoding:?} is not supported (use gzip or identity)"),
+                ));
+            }
+        }
+        None => Bytes::from(collected),
+    };
+    Ok((parts, bytes))
+}
+
+async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => Ok(json_response(StatusCode::OK, &json!({ "status": "pass" }))),
+        (&Method::GET, ["ready"]) => {
+            state.store()?;
+            Ok(json_response(StatusCode::OK, &json!({ "status": "ready", "recovery": state.recovery.get() })))
+        }
+        (&Method::GET, ["metrics"]) => Ok(datasets::metrics(state.store()?)),
+        (&Method::POST, ["v1", "datasets", dataset, "records"]) => {
+            let dataset = dataset.to_string();
+            write(state, request, Some(dataset), Format::Json, "").await
+        }
+        (&Method::POST, ["api", "v2", "write"]) => write(state, request, None, Format::LineProtocol, "bucket").await,
+        (&Method::POST, ["api", "v3", "write_lp"]) => write(state, request, None, Format::LineProtocol, "db").await,
+        (&Method::GET, ["v1", "datasets"]) => datasets::list(state.store()?).await,
+        (&Method::GET, ["v1", "datasets", dataset]) => datasets::show(state.store()?, dataset).await,
+        (&Method::GET, ["v1", "datasets", dataset, "partitions"]) => {
+            datasets::partitions(state.store()?, dataset).await
+        }
+        (&Method::POST, ["v1", "datasets", dataset, "partitions", rest @ ..]) if rest.len() >= 2 => {
+            let (verb, reference) = rest.split_last().expect("len >= 2");
+            let read_only = match *verb {
+                "seal" => true,
+                "unseal" => false,
+                _ => return Err(ApiError::new(ErrorCode::NotFound, format!("no route POST {path}"))),
+            };
+            datasets::seal(state.store()?, dataset, reference, read_only).await
+        }
+        (&Method::POST, ["v1", "flush"]) => {
+            let flushed = state.store()?.flush(true).await?;
+            Ok(json_response(StatusCode::OK, &json!({ "partitions_flushed": flushed })))
+        }
+        (_, ["health" | "ready" | "metrics"])
+        | (_, ["v1", "datasets", ..])
+        | (_, ["api", "v2", "write"])
+        | (_, ["api", "v3", "write_lp"])
+        | (_, ["v1", "flush"]) => {
+            Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
+        }
+        _ => Err(ApiError::new(ErrorCode::NotFound, format!("no route {method} {path}"))),
+    }
+}
+
+async fn write(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+    dataset: Option<String>,
+    format: Format,
+    dataset_param: &str,
+) -> Result<Response<Body>, ApiError> {
+    let store = state.store()?.clone();
+    let params = query_params(&request);
+    let dataset = match dataset {
+        Some(dataset) => dataset,
+        None => param(&params, dataset_param).map(str::to_string).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!("the {dataset_param} query parameter names the dataset and is required"),
+            )
+        })?,
+    };
+    let precision = precision(&params)?;
+    let accept_partial = boolean(&params, "accept_partial", true)?;
+    let idempotency_key = request
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string))
+        .transpose()
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "Idempotency-Key must be visible ASCII"))?;
+    let influx = format == Format::LineProtocol;
+    let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+    let outcome =
+        store.write(WriteRequest { dataset, body, format, precision, accept_partial, idempotency_key }).await?;
+    let mut response = if influx && outcome.status == 200 {
+        no_content()
+    } else {
+        json_response(StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::OK), &outcome.body)
+    };
+    if outcome.replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}

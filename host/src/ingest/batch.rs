@@ -1,0 +1,445 @@
+//! Columnar accumulation of parsed rows, straight into Arrow arrays.
+//!
+//! Parsers resolve each value's column once and hand whole rows to
+//! [`BatchBuilder::push_row`]; a row is committed entirely or not at all, so a
+//! rejected line never leaves half a row behind.
+
+use std::sync::Arc;
+
+use arrow::array::NullBufferBuilder;
+use arrow::array::{
+    Array, ArrayRef, BooleanBuilder, DictionaryArray, Float64Builder, Int32Array, Int64Builder, StringBuilder,
+    TimestampNanosecondArray, UInt64Builder,
+};
+use arrow::datatypes::Int32Type;
+use rustc_hash::FxHashMap;
+
+use crate::names::check_column_name;
+use crate::schema::{ColumnDef, ColumnKind, DatasetSchema};
+
+/// One parsed value, before it is appended to its column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    /// A string (tag or text column).
+    Text(&'a str),
+    /// A string that had escapes and so is owned.
+    OwnedText(String),
+    /// A dictionary key already resolved in the column (line-protocol series cache).
+    TextKey(i32),
+    /// A float.
+    Float(f64),
+    /// A signed integer.
+    Integer(i64),
+    /// An unsigned integer.
+    Unsigned(u64),
+    /// A boolean.
+    Boolean(bool),
+}
+
+impl Value<'_> {
+    /// The kind of column this value needs.
+    pub fn kind(&self) -> ColumnKind {
+        match self {
+            Value::Text(_) | Value::OwnedText(_) | Value::TextKey(_) => ColumnKind::Text,
+            Value::Float(_) => ColumnKind::Float,
+            Value::Integer(_) => ColumnKind::Integer,
+            Value::Unsigned(_) => ColumnKind::Unsigned,
+            Value::Boolean(_) => ColumnKind::Boolean,
+        }
+    }
+}
+
+/// A dictionary-encoded string column under construction.
+#[derive(Debug)]
+pub struct TextBuilder {
+    lookup: FxHashMap<Box<str>, i32>,
+    values: StringBuilder,
+    keys: Vec<i32>,
+    validity: NullBufferBuilder,
+}
+
+impl Default for TextBuilder {
+    fn default() -> TextBuilder {
+        TextBuilder {
+            lookup: FxHashMap::default(),
+            values: StringBuilder::new(),
+            keys: Vec::new(),
+            validity: NullBufferBuilder::new(0),
+        }
+    }
+}
+
+impl TextBuilder {
+    /// The dictionary key of `text`, adding it if new.
+    pub fn key_of(&mut self, text: &str) -> i32 {
+        if let Some(key) = self.lookup.get(text) {
+            return *key;
+        }
+        let key = self.lookup.len() as i32;
+        self.values.append_value(text);
+        self.lookup.insert(text.into(), key);
+        key
+    }
+
+    fn push_key(&mut self, key: i32) {
+        self.keys.push(key);
+        self.validity.append_non_null();
+    }
+
+    fn push_null(&mut self) {
+        self.keys.push(0);
+        self.validity.append_null();
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        let keys = Int32Array::new(std::mem::take(&mut self.keys).into(), self.validity.finish());
+        let values = Arc::new(self.values.finish());
+        Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).expect("every key was issued by this dictionary"))
+    }
+}
+
+#[derive(Debug)]
+enum ColumnData {
+    Text(TextBuilder),
+    Float(Float64Builder),
+    Integer(Int64Builder),
+    Unsigned(UInt64Builder),
+    Boolean(BooleanBuilder),
+}
+
+#[derive(Debug)]
+struct ColumnBuilder {
+    name: String,
+    kind: ColumnKind,
+    len: usize,
+    /// `row + 1` of the last row that validated a value for this column; catches
+    /// the same column twice in one row.
+    claimed_by_row: usize,
+    data: ColumnData,
+}
+
+impl ColumnBuilder {
+    fn new(name: &str, kind: ColumnKind) -> ColumnBuilder {
+        let data = match kind {
+            ColumnKind::Tag | ColumnKind::Text | ColumnKind::Time => ColumnData::Text(TextBuilder::default()),
+            ColumnKind::Float => ColumnData::Float(Float64Builder::new()),
+            ColumnKind::Integer => ColumnData::Integer(Int64Builder::new()),
+            ColumnKind::Unsigned => ColumnData::Unsigned(UInt64Builder::new()),
+            ColumnKind::Boolean => ColumnData::Boolean(BooleanBuilder::new()),
+        };
+        ColumnBuilder { name: name.to_string(), kind, len: 0, claimed_by_row: 0, data }
+    }
+
+    fn pad_to(&mut self, rows: usize) {
+        let missing = rows - self.len;
+        if missing == 0 {
+            return;
+        }
+        match &mut self.data {
+            ColumnData::Text(b) => (0..missing).for_each(|_| b.push_null()),
+            ColumnData::Float(b) => b.append_nulls(missing),
+            ColumnData::Integer(b) => b.append_nulls(missing),
+            ColumnData::Unsigned(b) => b.append_nulls(missing),
+            ColumnData::Boolean(b) => b.append_nulls(missing),
+        }
+        self.len = rows;
+    }
+
+    fn push(&mut self, value: &Value<'_>) {
+        match (&mut self.data, value) {
+            (ColumnData::Text(b), Value::Text(text)) => {
+                let key = b.key_of(text);
+                b.push_key(key);
+            }
+            (ColumnData::Text(b), Value::OwnedText(text)) => {
+                let key = b.key_of(text);
+                b.push_key(key);
+            }
+            (ColumnData::Text(b), Value::TextKey(key)) => b.push_key(*key),
+            (ColumnData::Float(b), Value::Float(v)) => b.append_value(*v),
+            (ColumnData::Integer(b), Value::Integer(v)) => b.append_value(*v),
+            (ColumnData::Unsigned(b), Value::Unsigned(v)) => b.append_value(*v),
+            (ColumnData::Boolean(b), Value::Boolean(v)) => b.append_value(*v),
+            _ => unreachable!("push_row checks value kinds against the column kind"),
+        }
+        self.len += 1;
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match &mut self.data {
+            ColumnData::Text(b) => b.finish(),
+            ColumnData::Float(b) => Arc::new(b.finish()),
+            ColumnData::Integer(b) => Arc::new(b.finish()),
+            ColumnData::Unsigned(b) => Arc::new(b.finish()),
+            ColumnData::Boolean(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Why one row could not be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    /// The same column appears twice in one row.
+    #[error("column {0:?} appears twice in one row")]
+    DuplicateColumn(String),
+    /// The value's kind does not match the column's stored kind.
+    #[error("column {column:?} is {existing} but the value is {incoming}")]
+    Conflict {
+        /// The column.
+        column: String,
+        /// The kind already stored or seen earlier in this request.
+        existing: &'static str,
+        /// The kind of this value.
+        incoming: &'static str,
+    },
+    /// The column name is not acceptable.
+    #[error("{0}")]
+    BadColumnName(String),
+    /// The name is reserved (the time column, `_measurement`).
+    #[error("column name {0:?} is reserved")]
+    ReservedName(String),
+    /// The request would exceed the per-dataset column limit.
+    #[error("more than {0} columns")]
+    TooManyColumns(usize),
+}
+
+/// The finished columns of a request.
+#[derive(Debug)]
+pub struct ParsedBatch {
+    /// Time of each row, nanoseconds since the epoch.
+    pub times: Vec<i64>,
+    /// The non-time columns present in the request.
+    pub columns: Vec<ColumnDef>,
+    /// One array per entry of `columns`, each `times.len()` long.
+    pub arrays: Vec<ArrayRef>,
+}
+
+impl ParsedBatch {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.times.len()
+    }
+
+    /// The time column as an Arrow array.
+    pub fn time_array(&self) -> TimestampNanosecondArray {
+        TimestampNanosecondArray::from(self.times.clone()).with_timezone("UTC")
+    }
+}
+
+/// Builds one [`ParsedBatch`] from rows.
+#[derive(Debug)]
+pub struct BatchBuilder<'s> {
+    schema: &'s DatasetSchema,
+    columns_max: usize,
+    times: Vec<i64>,
+    columns: Vec<ColumnBuilder>,
+    by_name: FxHashMap<String, usize>,
+}
+
+impl<'s> BatchBuilder<'s> {
+    /// A builder that resolves kinds against `schema` (a snapshot) and allows at
+    /// most `columns_max` non-time columns in the dataset.
+    pub fn new(schema: &'s DatasetSchema, columns_max: usize) -> BatchBuilder<'s> {
+        BatchBuilder { schema, columns_max, times: Vec::new(), columns: Vec::new(), by_name: FxHashMap::default() }
+    }
+
+    /// The name of the dataset's time column.
+    pub fn time_column(&self) -> &str {
+        &self.schema.time_column
+    }
+
+    /// The stored kind of `name`, for parsers that coerce (JSON numbers).
+    pub fn known_kind(&self, name: &str) -> Option<ColumnKind> {
+        match self.by_name.get(name) {
+            Some(index) => Some(self.columns[*index].kind),
+            None => self.schema.kind_of(name),
+        }
+    }
+
+    /// The index of column `name` for values of `kind`, creating it if new.
+    pub fn column(&mut self, name: &str, kind: ColumnKind) -> Result<usize, RowError> {
+        if let Some(index) = self.by_name.get(name) {
+            let existing = self.columns[*index].kind;
+            if !existing.accepts(kind) {
+                return Err(RowError::Conflict {
+                    column: name.to_string(),
+                    existing: existing.as_str(),
+                    incoming: kind.as_str(),
+                });
+            }
+            return Ok(*index);
+        }
+        if name == self.schema.time_column || name == crate::ingest::MEASUREMENT_COLUMN {
+            return Err(RowError::ReservedName(name.to_string()));
+        }
+        check_column_name(name).map_err(RowError::BadColumnName)?;
+        let stored = self.schema.kind_of(name);
+        if let Some(existing) = stored
+            && !existing.accepts(kind)
+        {
+            return Err(RowError::Conflict {
+                column: name.to_string(),
+                existing: existing.as_str(),
+                incoming: kind.as_str(),
+            });
+        }
+        if stored.is_none() {
+            let new_columns = self.columns.iter().filter(|c| self.schema.kind_of(&c.name).is_none()).count();
+            if self.schema.columns.len() + new_columns + 1 > self.columns_max {
+                return Err(RowError::TooManyColumns(self.columns_max));
+            }
+        }
+        // Keep the stored kind (a text value into a tag column stays a tag).
+        let kind = stored.unwrap_or(kind);
+        let index = self.columns.len();
+        self.columns.push(ColumnBuilder::new(name, kind));
+        self.by_name.insert(name.to_string(), index);
+        Ok(index)
+    }
+
+    /// Creates the `_measurement`-style column that parsers may write even
+    /// though users may not name it.
+    pub fn internal_column(&mut self, name: &str, kind: ColumnKind) -> Result<usize, RowError> {
+        if let Some(index) = self.by_name.get(name) {
+            return Ok(*index);
+        }
+        if let Some(existing) = self.schema.kind_of(name)
+            && !existing.accepts(kind)
+        {
+            return Err(RowError::Conflict {
+                column: name.to_string(),
+                existing: existing.as_str(),
+                incoming: kind.as_str(),
+            });
+        }
+        let index = self.columns.len();
+        self.columns.push(ColumnBuilder::new(name, self.schema.kind_of(name).unwrap_or(kind)));
+        self.by_name.insert(name.to_string(), index);
+        Ok(index)
+    }
+
+    /// The dictionary of a text column, for parsers that cache resolved keys.
+    pub fn text_key(&mut self, column: usize, text: &str) -> i32 {
+        match &mut self.columns[column].data {
+            ColumnData::Text(builder) => builder.key_of(text),
+            _ => panic!("text_key on a non-text column"),
+        }
+    }
+
+    /// Number of rows so far.
+    pub fn rows(&self) -> usize {
+        self.times.len()
+    }
+
+    /// Adds one row. `values` pairs column indexes from [`Self::column`] with
+    /// values of a kind the column accepts. Either the whole row is added or,
+    /// on error, nothing.
+    pub fn push_row(&mut self, time_ns: i64, values: &[(usize, Value<'_>)]) -> Result<(), RowError> {
+        let row = self.times.len();
+        for (index, value) in values {
+            let column = &mut self.columns[*index];
+            if column.claimed_by_row == row + 1 {
+                // Undo the claims of this row so a later row is unaffected.
+                for (other, _) in values {
+                    if self.columns[*other].claimed_by_row == row + 1 {
+                        self.columns[*other].claimed_by_row = 0;
+                    }
+                }
+                return Err(RowError::DuplicateColumn(self.columns[*index].name.clone()));
+            }
+            column.claimed_by_row = row + 1;
+            let kind = value.kind();
+            if !column.kind.accepts(kind) {
+                let error = RowError::Conflict {
+                    column: column.name.clone(),
+                    existing: column.kind.as_str(),
+                    incoming: kind.as_str(),
+                };
+                for (other, _) in values {
+                    if self.columns[*other].claimed_by_row == row + 1 {
+                        self.columns[*other].claimed_by_row = 0;
+                    }
+                }
+                return Err(error);
+            }
+        }
+        for (index, value) in values {
+            let column = &mut self.columns[*index];
+            column.pad_to(row);
+            column.push(value);
+        }
+        self.times.push(time_ns);
+        Ok(())
+    }
+
+    /// Finishes the batch: every column padded with nulls to the row count.
+    pub fn finish(mut self) -> ParsedBatch {
+        let rows = self.times.len();
+        let mut columns = Vec::with_capacity(self.columns.len());
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        for column in &mut self.columns {
+            if column.len == 0 && rows > 0 {
+                // Created by a line that was then rejected: no value ever arrived.
+                continue;
+            }
+            column.pad_to(rows);
+            let array = column.finish();
+            debug_assert_eq!(array.len(), rows);
+            columns.push(ColumnDef { name: column.name.clone(), kind: column.kind });
+            arrays.push(array);
+        }
+        ParsedBatch { times: self.times, columns, arrays }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, Float64Array};
+
+    #[test]
+    fn rows_are_padded_with_nulls() {
+        let schema = DatasetSchema::empty("time");
+        let mut builder = BatchBuilder::new(&schema, 10);
+        let host = builder.column("host", ColumnKind::Tag).unwrap();
+        let cpu = builder.column("cpu", ColumnKind::Float).unwrap();
+        builder.push_row(1, &[(host, Value::Text("a")), (cpu, Value::Float(1.5))]).unwrap();
+        builder.push_row(2, &[(host, Value::Text("b"))]).unwrap();
+        builder.push_row(3, &[(cpu, Value::Float(3.0)), (host, Value::Text("a"))]).unwrap();
+        let batch = builder.finish();
+        assert_eq!(batch.rows(), 3);
+        let cpu = batch.arrays[1].as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(cpu.iter().collect::<Vec<_>>(), vec![Some(1.5), None, Some(3.0)]);
+        let host = batch.arrays[0].as_dictionary::<Int32Type>();
+        assert_eq!(host.values().len(), 2, "repeated strings share a dictionary entry");
+    }
+
+    #[test]
+    fn a_bad_row_leaves_nothing_behind() {
+        let schema = DatasetSchema::empty("time");
+        let mut builder = BatchBuilder::new(&schema, 10);
+        let a = builder.column("a", ColumnKind::Float).unwrap();
+        let b = builder.column("b", ColumnKind::Integer).unwrap();
+        builder.push_row(1, &[(a, Value::Float(1.0))]).unwrap();
+        let duplicate = builder.push_row(2, &[(b, Value::Integer(1)), (a, Value::Float(2.0)), (a, Value::Float(3.0))]);
+        assert_eq!(duplicate, Err(RowError::DuplicateColumn("a".into())));
+        let conflict = builder.push_row(2, &[(b, Value::Float(2.0))]);
+        assert!(matches!(conflict, Err(RowError::Conflict { .. })));
+        builder.push_row(3, &[(b, Value::Integer(7)), (a, Value::Float(4.0))]).unwrap();
+        let batch = builder.finish();
+        assert_eq!(batch.times, vec![1, 3]);
+    }
+
+    #[test]
+    fn stored_kinds_win_and_limits_hold() {
+        let schema = DatasetSchema::empty("time")
+            .evolve(&[ColumnDef { name: "x".into(), kind: ColumnKind::Integer }])
+            .unwrap()
+            .unwrap();
+        let mut builder = BatchBuilder::new(&schema, 2);
+        assert!(matches!(builder.column("x", ColumnKind::Float), Err(RowError::Conflict { .. })));
+        assert!(builder.column("y", ColumnKind::Float).is_ok());
+        assert_eq!(builder.column("z", ColumnKind::Float), Err(RowError::TooManyColumns(2)));
+        assert_eq!(builder.column("time", ColumnKind::Float), Err(RowError::ReservedName("time".into())));
+    }
+}

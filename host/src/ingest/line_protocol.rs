@@ -1,0 +1,449 @@
+//! InfluxDB line protocol, parsed straight into columns.
+//!
+//! `measurement[,tag=value…] field=value[,field=value…] [timestamp]`, with the
+//! escaping rules of InfluxDB: in measurements `\,` and `\ `; in tag keys, tag
+//! values and field keys `\,`, `\=` and `\ `; in string field values `\"` and
+//! `\\`. Integers end in `i`, unsigned integers in `u`; booleans are
+//! `t|T|true|True|TRUE|f|F|false|False|FALSE`; everything else numeric is a
+//! float. The measurement is stored in the `_measurement` tag column.
+//!
+//! A line that fails is reported with its number and does not touch the batch;
+//! the caller decides whether the good lines are kept (`accept_partial`).
+
+use rustc_hash::FxHashMap;
+
+use super::batch::{BatchBuilder, RowError, Value};
+use super::{IngestLimits, MEASUREMENT_COLUMN, Precision};
+use crate::schema::ColumnKind;
+
+/// One rejected line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LineError {
+    /// 1-based line number in the body.
+    pub line_number: usize,
+    /// The line, cut to 256 bytes.
+    pub original_line: String,
+    /// What was wrong.
+    pub error_message: String,
+}
+
+/// Why the whole body was refused (as opposed to single lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// More lines than `lines_max`.
+    TooManyLines(usize),
+    /// A column kind conflicts with the stored schema.
+    Conflict(RowError),
+}
+
+/// Parses `body` into `builder`, returning the rejected lines.
+pub fn parse<'b>(
+    body: &'b [u8],
+    precision: Precision,
+    default_time_ns: i64,
+    limits: &IngestLimits,
+    builder: &mut BatchBuilder<'_>,
+) -> Result<Vec<LineError>, BodyError> {
+    let mut errors = Vec::new();
+    let mut series_cache: FxHashMap<&'b [u8], Vec<(usize, i32)>> = FxHashMap::default();
+    let mut values: Vec<(usize, Value<'b>)> = Vec::with_capacity(32);
+    let mut lines = 0usize;
+    for (index, raw_line) in body.split(|b| *b == b'\n').enumerate() {
+        let line = trim_line(raw_line);
+        if line.is_empty() || line[0] == b'#' {
+            continue;
+        }
+        lines += 1;
+        if lines > limits.rows_per_request_max {
+            return Err(BodyError::TooManyLines(limits.rows_per_request_max));
+        }
+        values.clear();
+        match parse_line(line, precision, default_time_ns, limits, builder, &mut series_cache, &mut values) {
+            Ok(time_ns) => match builder.push_row(time_ns, &values) {
+                Ok(()) => {}
+                Err(error @ RowError::Conflict { .. }) => return Err(BodyError::Conflict(error)),
+                Err(error) => errors.push(line_error(index, raw_line, error.to_string())),
+            },
+            Err(LineFailure::Conflict(error)) => return Err(BodyError::Conflict(error)),
+            Err(LineFailure::Syntax(message)) => errors.push(line_error(index, raw_line, message)),
+        }
+    }
+    Ok(errors)
+}
+
+fn line_error(index: usize, raw_line: &[u8], message: String) -> LineError {
+    let cut = &raw_line[..raw_line.len().min(256)];
+    LineError {
+        line_number: index + 1,
+        original_line: String::from_utf8_lossy(cut).into_owned(),
+        error_message: message,
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let mut start = 0;
+    let mut end = line.len();
+    while start < end && (line[start] == b' ' || line[start] == b'\t') {
+        start += 1;
+    }
+    while end > start && matches!(line[end - 1], b'\r' | b' ' | b'\t') {
+        end -= 1;
+    }
+    &line[start..end]
+}
+
+enum LineFailure {
+    Syntax(String),
+    Conflict(RowError),
+}
+
+impl From<RowError> for LineFailure {
+    fn from(error: RowError) -> LineFailure {
+        match error {
+            RowError::Conflict { .. } => LineFailure::Conflict(error),
+            other => LineFailure::Syntax(other.to_string()),
+        }
+    }
+}
+
+fn syntax<T>(message: impl Into<String>) -> Result<T, LineFailure> {
+    Err(LineFailure::Syntax(message.into()))
+}
+
+/// Index of the first unescaped byte in `stops` at or after `from`.
+fn find_unescaped(line: &[u8], from: usize, stops: &[u8]) -> usize {
+    let mut i = from;
+    while i < line.len() {
+        let b = line[i];
+        if b == b'\\' {
+            i += 2;
+            continue;
+        }
+        if stops.contains(&b) {
+            return i;
+        }
+        i += 1;
+    }
+    line.len()
+}
+
+fn as_str(bytes: &[u8]) -> Result<&str, LineFailure> {
+    std::str::from_utf8(bytes).map_err(|_| LineFailure::Syntax("invalid UTF-8".to_string()))
+}
+
+/// Text with the backslash escapes of `escapable` removed.
+fn unescape<'b>(bytes: &'b [u8], escapable: &[u8]) -> Result<Value<'b>, LineFailure> {
+    if !bytes.contains(&b'\\') {
+        return Ok(Value::Text(as_str(bytes)?));
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 1 < bytes.len() && escapable.contains(&bytes[i + 1]) {
+            out.push(bytes[i + 1]);
+            i += 2;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map(Value::OwnedText).map_err(|_| LineFailure::Syntax("invalid UTF-8".to_string()))
+}
+
+fn text_of<'v>(value: &'v Value<'_>) -> &'v str {
+    match value {
+        Value::Text(text) => text,
+        Value::OwnedText(text) => text,
+        _ => unreachable!("unescape returns text"),
+    }
+}
+
+const KEY_ESCAPES: &[u8] = b",= \\";
+const MEASUREMENT_ESCAPES: &[u8] = b", \\";
+
+fn parse_series(
+    series: &[u8],
+    limits: &IngestLimits,
+    builder: &mut BatchBuilder<'_>,
+) -> Result<Vec<(usize, i32)>, LineFailure> {
+    let measurement_end = find_unescaped(series, 0, b",");
+    let measurement = unescape(&series[..measurement_end], MEASUREMENT_ESCAPES)?;
+    if text_of(&measurement).is_empty() {
+        return syntax("missing measurement");
+    }
+    let column = builder.internal_column(MEASUREMENT_COLUMN, ColumnKind::Tag)?;
+    let mut resolved = vec![(column, builder.text_key(column, text_of(&measurement)))];
+    let mut at = measurement_end;
+    while at < series.len() {
+        let start = at + 1;
+        let end = find_unescaped(series, start, b",");
+        let pair = &series[start..end];
+        let equals = find_unescaped(pair, 0, b"=");
+        if equals == pair.len() {
+            return syntax(format!("tag {:?} has no '='", String::from_utf8_lossy(pair)));
+        }
+        let key = unescape(&pair[..equals], KEY_ESCAPES)?;
+        let value = unescape(&pair[equals + 1..], KEY_ESCAPES)?;
+        let (key, value) = (text_of(&key), text_of(&value));
+        if key.is_empty() || value.is_empty() {
+            return syntax("tag key and value must not be empty");
+        }
+        if value.len() > limits.tag_value_bytes_max {
+            return syntax(format!(
+                "tag {key:?} value is {} bytes; at most {} are allowed",
+                value.len(),
+                limits.tag_value_bytes_max
+            ));
+        }
+        let column = builder.column(key, ColumnKind::Tag)?;
+        if resolved.iter().any(|(c, _)| *c == column) {
+            return syntax(format!("tag {key:?} appears twice"));
+        }
+        resolved.push((column, builder.text_key(column, value)));
+        at = end;
+    }
+    Ok(resolved)
+}
+
+fn parse_line<'b>(
+    line: &'b [u8],
+    precision: Precision,
+    default_time_ns: i64,
+    limits: &IngestLimits,
+    builder: &mut BatchBuilder<'_>,
+    series_cache: &mut FxHashMap<&'b [u8], Vec<(usize, i32)>>,
+    values: &mut Vec<(usize, Value<'b>)>,
+) -> Result<i64, LineFailure> {
+    let series_end = find_unescaped(line, 0, b" ");
+    if series_end == line.len() {
+        return syntax("missing fields");
+    }
+    let series = &line[..series_end];
+    let tags = match series_cache.get(series) {
+        Some(tags) => tags,
+        None => {
+            let tags = parse_series(series, limits, builder)?;
+            series_cache.entry(series).or_insert(tags)
+        }
+    };
+    values.extend(tags.iter().map(|(column, key)| (*column, Value::TextKey(*key))));
+
+    // Fields: key=value pairs up to the next unescaped space outside quotes.
+    let mut at = series_end + 1;
+    while at < line.len() && line[at] == b' ' {
+        at += 1;
+    }
+    let mut fields = 0;
+    loop {
+        let key_end = find_unescaped(line, at, b"= ,");
+        if key_end >= line.len() || line[key_end] != b'=' {
+            return syntax("field has no '='");
+        }
+        let key = unescape(&line[at..key_end], KEY_ESCAPES)?;
+        if text_of(&key).is_empty() {
+            return syntax("empty field key");
+        }
+        let value_start = key_end + 1;
+        let (value, value_end) = parse_field_value(line, value_start, limits)?;
+        let column = builder.column(text_of(&key), value.kind())?;
+        values.push((column, value));
+        fields += 1;
+        at = value_end;
+        if at >= line.len() || line[at] == b' ' {
+            break;
+        }
+        // line[at] == b','
+        at += 1;
+    }
+    if fields == 0 {
+        return syntax("missing fields");
+    }
+    while at < line.len() && line[at] == b' ' {
+        at += 1;
+    }
+    if at >= line.len() {
+        return Ok(default_time_ns);
+    }
+    let raw = as_str(&line[at..])?;
+    let time: i64 = raw.parse().map_err(|_| LineFailure::Syntax(format!("invalid timestamp {raw:?}")))?;
+    time.checked_mul(precision.nanos_per_unit())
+        .ok_or_else(|| LineFailure::Syntax(format!("timestamp {raw} out of range")))
+}
+
+/// Parses the value starting at `start`; returns it and the index just after it.
+fn parse_field_value<'b>(
+    line: &'b [u8],
+    start: usize,
+    limits: &IngestLimits,
+) -> Result<(Value<'b>, usize), LineFailure> {
+    if start >= line.len() {
+        return syntax("missing field value");
+    }
+    if line[start] == b'"' {
+        let mut i = start + 1;
+        let mut escaped = false;
+        while i < line.len() {
+            match line[i] {
+                b'\\' => {
+                    escaped = true;
+                    i += 2;
+                    continue;
+                }
+                b'"' => break,
+                _ => i += 1,
+            }
+        }
+        if i >= line.len() {
+            return syntax("unterminated string field");
+        }
+        let inner = &line[start + 1..i];
+        if inner.len() > limits.string_value_bytes_max {
+            return syntax(format!(
+                "string field is {} bytes; at most {} are allowed",
+                inner.len(),
+                limits.string_value_bytes_max
+            ));
+        }
+        let value = if escaped { unescape(inner, b"\"\\")? } else { Value::Text(as_str(inner)?) };
+        let end = i + 1;
+        if end < line.len() && line[end] != b',' && line[end] != b' ' {
+            return syntax("unexpected text after string field");
+        }
+        return Ok((value, end));
+    }
+    let mut end = start;
+    while end < line.len() && line[end] != b',' && line[end] != b' ' {
+        end += 1;
+    }
+    let token = as_str(&line[start..end])?;
+    let value = match token {
+        "t" | "T" | "true" | "True" | "TRUE" => Value::Boolean(true),
+        "f" | "F" | "false" | "False" | "FALSE" => Value::Boolean(false),
+        _ if token.ends_with('i') => Value::Integer(
+            token[..token.len() - 1].parse().map_err(|_| LineFailure::Syntax(format!("invalid integer {token:?}")))?,
+        ),
+        _ if token.ends_with('u') => Value::Unsigned(
+            token[..token.len() - 1]
+                .parse()
+                .map_err(|_| LineFailure::Syntax(format!("invalid unsigned integer {token:?}")))?,
+        ),
+        _ => {
+            let first = token.as_bytes().first().copied().unwrap_or(b'x');
+            let numeric_start = first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.';
+            match token.parse::<f64>() {
+                Ok(v) if numeric_start && v.is_finite() => Value::Float(v),
+                _ => return syntax(format!("invalid field value {token:?}")),
+            }
+        }
+    };
+    Ok((value, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::DatasetSchema;
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int32Type, Int64Type, UInt64Type};
+
+    fn limits() -> IngestLimits {
+        IngestLimits::default()
+    }
+
+    fn run(body: &str) -> (super::super::batch::ParsedBatch, Vec<LineError>) {
+        let schema = DatasetSchema::empty("time");
+        let mut builder = BatchBuilder::new(&schema, 100);
+        let errors = parse(body.as_bytes(), Precision::Nanoseconds, 42, &limits(), &mut builder).unwrap();
+        (builder.finish(), errors)
+    }
+
+    fn text(batch: &super::super::batch::ParsedBatch, name: &str) -> Vec<Option<String>> {
+        let index = batch.columns.iter().position(|c| c.name == name).unwrap();
+        let dict = batch.arrays[index].as_dictionary::<Int32Type>();
+        let values = dict.values().as_string::<i32>();
+        dict.keys().iter().map(|k| k.map(|k| values.value(k as usize).to_string())).collect()
+    }
+
+    fn column<'a>(batch: &'a super::super::batch::ParsedBatch, name: &str) -> &'a dyn Array {
+        let index = batch.columns.iter().position(|c| c.name == name).unwrap();
+        batch.arrays[index].as_ref()
+    }
+
+    #[test]
+    fn all_value_kinds_and_escapes() {
+        let body = "cpu,host=a,region=us\\ west usage=1.5,count=3i,big=18446744073709551615u,ok=t,msg=\"say \\\"hi\\\" \\\\ there\" 1700000000000000000\n\
+                    # a comment\n\
+                    \n\
+                    my\\ meas,ta\\,g\\=k=v\\=1 f\\ x=-2e3,ok=FALSE\r\n\
+                    cpu,host=b usage=2";
+        let (batch, errors) = run(body);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(batch.times, vec![1_700_000_000_000_000_000, 42, 42]);
+        assert_eq!(text(&batch, "_measurement"), vec![Some("cpu".into()), Some("my meas".into()), Some("cpu".into())]);
+        assert_eq!(text(&batch, "region"), vec![Some("us west".into()), None, None]);
+        assert_eq!(text(&batch, "ta,g=k"), vec![None, Some("v=1".into()), None]);
+        assert_eq!(text(&batch, "msg"), vec![Some("say \"hi\" \\ there".into()), None, None]);
+        let usage = column(&batch, "usage").as_primitive::<Float64Type>();
+        assert_eq!(usage.iter().collect::<Vec<_>>(), vec![Some(1.5), None, Some(2.0)]);
+        let fx = column(&batch, "f x").as_primitive::<Float64Type>();
+        assert_eq!(fx.value(1), -2000.0);
+        assert_eq!(column(&batch, "count").as_primitive::<Int64Type>().value(0), 3);
+        assert_eq!(column(&batch, "big").as_primitive::<UInt64Type>().value(0), u64::MAX);
+        let ok = column(&batch, "ok").as_boolean();
+        assert_eq!(ok.iter().collect::<Vec<_>>(), vec![Some(true), Some(false), None]);
+    }
+
+    #[test]
+    fn bad_lines_are_reported_and_skipped() {
+        let body = "cpu usage=1 10\n\
+                    cpu\n\
+                    cpu usage=\n\
+                    cpu usage=abc 10\n\
+                    cpu usage=1 notatime\n\
+                    cpu,host usage=1\n\
+                    cpu msg=\"open 10\n\
+                    cpu usage=1,usage=2 10\n\
+                    ,host=a usage=1\n\
+                    cpu usage=NaN\n\
+                    cpu usage=2 20";
+        let (batch, errors) = run(body);
+        assert_eq!(batch.times, vec![10, 20]);
+        let numbers: Vec<usize> = errors.iter().map(|e| e.line_number).collect();
+        assert_eq!(numbers, vec![2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert!(errors[6].error_message.contains("twice"), "{:?}", errors[6]);
+    }
+
+    #[test]
+    fn precision_scales_timestamps() {
+        let schema = DatasetSchema::empty("time");
+        let mut builder = BatchBuilder::new(&schema, 10);
+        parse(b"m v=1 1700000000", Precision::Seconds, 0, &limits(), &mut builder).unwrap();
+        assert_eq!(builder.finish().times, vec![1_700_000_000_000_000_000]);
+        let mut builder = BatchBuilder::new(&schema, 10);
+        let errors = parse(b"m v=1 9223372036854775807", Precision::Milliseconds, 0, &limits(), &mut builder).unwrap();
+        assert_eq!(errors.len(), 1, "overflowing timestamps are rejected, not wrapped");
+    }
+
+    #[test]
+    fn conflicts_with_the_stored_schema_refuse_the_body() {
+        let schema = DatasetSchema::empty("time")
+            .evolve(&[crate::schema::ColumnDef { name: "usage".into(), kind: ColumnKind::Float }])
+            .unwrap()
+            .unwrap();
+        let mut builder = BatchBuilder::new(&schema, 10);
+        let result = parse(b"m usage=1i 1", Precision::Nanoseconds, 0, &limits(), &mut builder);
+        assert!(matches!(result, Err(BodyError::Conflict(RowError::Conflict { .. }))));
+        let mut builder = BatchBuilder::new(&schema, 10);
+        let result = parse(b"m time=1 1", Precision::Nanoseconds, 0, &limits(), &mut builder).unwrap();
+        assert_eq!(result.len(), 1, "the time column name is reserved");
+    }
+
+    #[test]
+    fn line_limit_refuses_the_body() {
+        let schema = DatasetSchema::empty("time");
+        let mut builder = BatchBuilder::new(&schema, 10);
+        let limits = IngestLimits { rows_per_request_max: 2, ..IngestLimits::default() };
+        let result = parse(b"m v=1\nm v=2\nm v=3", Precision::Nanoseconds, 0, &limits, &mut builder);
+        assert_eq!(result, Err(BodyError::TooManyLines(2)));
+    }
+}

@@ -1,0 +1,194 @@
+//! Request bodies → Arrow columns → per-partition batches.
+//!
+//! Parsing ([`line_protocol`], [`json`]) and routing ([`route`]) are pure
+//! functions over bytes and arrays; the store does the IO.
+
+pub mod batch;
+pub mod json;
+pub mod line_protocol;
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, UInt32Array};
+use arrow::compute::take;
+use arrow::datatypes::{Field, Schema};
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::period::{Bucket, BucketCache, Period};
+use crate::schema::{DatasetSchema, time_type};
+use batch::ParsedBatch;
+
+/// The tag column that holds a line-protocol measurement name.
+pub const MEASUREMENT_COLUMN: &str = "_measurement";
+
+/// Limits applied while parsing one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestLimits {
+    /// Records (lines, objects) in one request.
+    pub rows_per_request_max: usize,
+    /// Bytes of one tag value.
+    pub tag_value_bytes_max: usize,
+    /// Bytes of one string field value.
+    pub string_value_bytes_max: usize,
+    /// Non-time columns in one dataset.
+    pub columns_per_dataset_max: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> IngestLimits {
+        IngestLimits {
+            rows_per_request_max: 1_000_000,
+            tag_value_bytes_max: 4 * 1024,
+            string_value_bytes_max: 64 * 1024,
+            columns_per_dataset_max: 1_000,
+        }
+    }
+}
+
+/// The unit of epoch timestamps in a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// Nanoseconds.
+    Nanoseconds,
+    /// Microseconds.
+    Microseconds,
+    /// Milliseconds.
+    Milliseconds,
+    /// Seconds.
+    Seconds,
+}
+
+impl Precision {
+    /// Parses `ns`, `us`, `ms` or `s` (also InfluxDB 3's `nanosecond` … `second`).
+    pub fn parse(raw: &str) -> Option<Precision> {
+        match raw {
+            "ns" | "n" | "nanosecond" => Some(Precision::Nanoseconds),
+            "us" | "u" | "µs" | "microsecond" => Some(Precision::Microseconds),
+            "ms" | "millisecond" => Some(Precision::Milliseconds),
+            "s" | "second" => Some(Precision::Seconds),
+            _ => None,
+        }
+    }
+
+    /// Nanoseconds in one unit.
+    pub fn nanos_per_unit(self) -> i64 {
+        match self {
+            Precision::Nanoseconds => 1,
+            Precision::Microseconds => 1_000,
+            Precision::Milliseconds => 1_000_000,
+            Precision::Seconds => 1_000_000_000,
+        }
+    }
+}
+
+/// The rows of one request that belong to one partition.
+#[derive(Debug, Clone)]
+pub struct PartitionRows {
+    /// The time bucket.
+    pub bucket: Bucket,
+    /// The partition key ("" when the dataset has no partitioner).
+    pub key: String,
+    /// The rows: the time column first, then the request's columns in schema order.
+    pub batch: RecordBatch,
+}
+
+/// Splits a parsed request into per-partition batches. `keys` holds one
+/// partition key per row (from the partitioner) or `None` for the empty key.
+/// `schema` must already contain every column of `parsed`.
+pub fn route(
+    parsed: ParsedBatch,
+    schema: &DatasetSchema,
+    period: Period,
+    keys: Option<&[String]>,
+) -> Vec<PartitionRows> {
+    let position = |name: &str| schema.columns.iter().position(|c| c.name == name).unwrap_or(usize::MAX);
+    let mut order: Vec<usize> = (0..parsed.columns.len()).collect();
+    order.sort_by_key(|i| position(&parsed.columns[*i].name));
+
+    let mut fields = Vec::with_capacity(order.len() + 1);
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(order.len() + 1);
+    fields.push(Field::new(&schema.time_column, time_type(), false));
+    arrays.push(Arc::new(parsed.time_array()));
+    for i in &order {
+        fields.push(Field::new(&parsed.columns[*i].name, parsed.columns[*i].kind.arrow_type(), true));
+        arrays.push(parsed.arrays[*i].clone());
+    }
+    let whole =
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("parsed columns all have the row count");
+
+    // Group rows by (bucket, key), in order of first appearance.
+    let mut buckets = BucketCache::new(period);
+    let mut groups: Vec<(usize, String, Vec<u32>)> = Vec::new();
+    for (row, time) in parsed.times.iter().enumerate() {
+        let bucket = buckets.index_of(*time);
+        let key = keys.map(|k| k[row].as_str()).unwrap_or("");
+        let group = match groups.iter().position(|(b, k, _)| *b == bucket && k == key) {
+            Some(group) => group,
+            None => {
+                groups.push((bucket, key.to_string(), Vec::new()));
+                groups.len() - 1
+            }
+        };
+        groups[group].2.push(row as u32);
+    }
+    let buckets = buckets.into_buckets();
+    if groups.len() == 1 {
+        let (bucket, key, _) = groups.pop().expect("one group");
+        return vec![PartitionRows { bucket: buckets[bucket].clone(), key, batch: whole }];
+    }
+    groups
+        .into_iter()
+        .map(|(bucket, key, rows)| {
+            let indices = UInt32Array::from(rows);
+            let columns = whole
+                .columns()
+                .iter()
+                .map(|column| take(column.as_ref(), &indices, None).expect("indices are in range"))
+                .collect();
+            let batch = RecordBatch::try_new(whole.schema(), columns).expect("same schema");
+            PartitionRows { bucket: buckets[bucket].clone(), key, batch }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::ColumnKind;
+    use batch::{BatchBuilder, Value};
+
+    #[test]
+    fn rows_split_by_day_in_order_of_appearance() {
+        let day = 86_400_000_000_000i64;
+        let schema = DatasetSchema::empty("time");
+        let mut builder = BatchBuilder::new(&schema, 10);
+        let v = builder.column("v", ColumnKind::Float).unwrap();
+        for (i, t) in [day + 1, 5, day + 2, 6, 2 * day].iter().enumerate() {
+            builder.push_row(*t, &[(v, Value::Float(i as f64))]).unwrap();
+        }
+        let parsed = builder.finish();
+        let schema = schema.evolve(&parsed.columns).unwrap().unwrap();
+        let parts = route(parsed, &schema, Period::Day, None);
+        let labels: Vec<(&str, usize)> = parts.iter().map(|p| (p.bucket.label.as_str(), p.batch.num_rows())).collect();
+        assert_eq!(labels, vec![("1970-01-02", 2), ("1970-01-01", 2), ("1970-01-03", 1)]);
+        assert_eq!(parts[0].batch.schema().field(0).name(), "time");
+    }
+
+    #[test]
+    fn keys_split_partitions_within_a_bucket() {
+        let schema = DatasetSchema::empty("time");
+        let mut builder = BatchBuilder::new(&schema, 10);
+        let v = builder.column("v", ColumnKind::Integer).unwrap();
+        for i in 0..4 {
+            builder.push_row(i, &[(v, Value::Integer(i))]).unwrap();
+        }
+        let parsed = builder.finish();
+        let schema = schema.evolve(&parsed.columns).unwrap().unwrap();
+        let keys: Vec<String> = ["a", "b", "a", "b"].iter().map(|s| s.to_string()).collect();
+        let parts = route(parsed, &schema, Period::Day, Some(&keys));
+        assert_eq!(parts.len(), 2);
+        assert_eq!((parts[0].key.as_str(), parts[0].batch.num_rows()), ("a", 2));
+    }
+}

@@ -1,0 +1,20 @@
+//! Strata: a time-series and event store whose data lifecycle is code.
+//!
+//! See ARCHITECTURE.md for the map of these modules and their invariants.
+
+pub mod bench;
+pub mod buffer;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod failpoint;
+pub mod http;
+pub mod ingest;
+pub mod names;
+pub mod parquet_file;
+pub mod period;
+pub mod schema;
+pub mod server;
+pub mod storage;
+pub mod store;
+pub mod wal;

@@ -1,0 +1,164 @@
+//! Encoding buffered rows as Parquet, and checking a Parquet file.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, TimestampNanosecondArray, new_null_array};
+use arrow::compute::{cast, concat_batches, sort_to_indices, take_record_batch};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+use crate::schema::DatasetSchema;
+
+/// A Parquet encoding failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetFileError {
+    /// Arrow refused an operation.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Parquet refused an operation.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// A check after writing failed.
+    #[error("verification failed: {0}")]
+    Verify(String),
+}
+
+/// An encoded file and what it holds.
+#[derive(Debug)]
+pub struct EncodedFile {
+    /// The Parquet bytes.
+    pub bytes: Vec<u8>,
+    /// Rows.
+    pub rows: i64,
+    /// Earliest row time, ns.
+    pub min_time_ns: i64,
+    /// Latest row time, ns.
+    pub max_time_ns: i64,
+    /// CRC32C of `bytes`.
+    pub checksum_crc32c: u32,
+}
+
+/// Brings a buffered batch (the request's columns only) to the full schema.
+pub fn conform(batch: &RecordBatch, schema: &DatasetSchema) -> Result<RecordBatch, ParquetFileError> {
+    let target = schema.arrow_schema();
+    let columns: Vec<ArrayRef> = target
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+            Some(column) => Ok(cast(column, field.data_type())?),
+            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<_, ParquetFileError>>()?;
+    Ok(RecordBatch::try_new(target, columns)?)
+}
+
+/// Encodes `batches` (one partition's buffered rows) into one Parquet file
+/// sorted by time, zstd-compressed, then re-reads its footer.
+pub fn encode(
+    batches: &[RecordBatch],
+    schema: &DatasetSchema,
+    row_group_rows_max: usize,
+    zstd_level: i32,
+) -> Result<EncodedFile, ParquetFileError> {
+    let conformed: Vec<RecordBatch> = batches.iter().map(|b| conform(b, schema)).collect::<Result<_, _>>()?;
+    let target = schema.arrow_schema();
+    let mut all = concat_batches(&target, &conformed)?;
+    let times = all
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampNanosecondArray>()
+        .ok_or_else(|| ParquetFileError::Verify("time column is not a timestamp".into()))?;
+    let sorted = times.values().windows(2).all(|w| w[0] <= w[1]);
+    if !sorted {
+        let indices = sort_to_indices(all.column(0), None, None)?;
+        all = take_record_batch(&all, &indices)?;
+    }
+    let times = all.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().expect("checked above");
+    let rows = all.num_rows() as i64;
+    let (min_time_ns, max_time_ns) = match (times.values().first(), times.values().last()) {
+        (Some(min), Some(max)) => (*min, *max),
+        _ => return Err(ParquetFileError::Verify("no rows to flush".into())),
+    };
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
+        .set_max_row_group_row_count(Some(row_group_rows_max))
+        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, Arc::clone(&target), Some(properties))?;
+    writer.write(&all)?;
+    writer.close()?;
+    let checksum_crc32c = crc32c::crc32c(&bytes);
+    let encoded = EncodedFile { bytes, rows, min_time_ns, max_time_ns, checksum_crc32c };
+    verify(&encoded.bytes, encoded.rows, encoded.checksum_crc32c)?;
+    Ok(encoded)
+}
+
+/// Checks a Parquet file: checksum, a readable footer and the row count.
+pub fn verify(bytes: &[u8], rows: i64, checksum_crc32c: u32) -> Result<(), ParquetFileError> {
+    let actual = crc32c::crc32c(bytes);
+    if actual != checksum_crc32c {
+        return Err(ParquetFileError::Verify(format!("checksum {actual:08x}, expected {checksum_crc32c:08x}")));
+    }
+    let reader = SerializedFileReader::new(Bytes::copy_from_slice(bytes))?;
+    let footer_rows = reader.metadata().file_metadata().num_rows();
+    if footer_rows != rows {
+        return Err(ParquetFileError::Verify(format!("footer says {footer_rows} rows, expected {rows}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{ColumnDef, ColumnKind};
+    use arrow::array::Float64Array;
+    use arrow::datatypes::{Field, Schema};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[test]
+    fn batches_of_older_schemas_are_conformed_and_sorted() {
+        let schema = DatasetSchema::empty("time")
+            .evolve(&[
+                ColumnDef { name: "a".into(), kind: ColumnKind::Float },
+                ColumnDef { name: "b".into(), kind: ColumnKind::Float },
+            ])
+            .unwrap()
+            .unwrap();
+        let time = Field::new("time", crate::schema::time_type(), false);
+        let only_a = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![time.clone(), Field::new("a", arrow::datatypes::DataType::Float64, true)])),
+            vec![
+                Arc::new(TimestampNanosecondArray::from(vec![30, 10]).with_timezone("UTC")),
+                Arc::new(Float64Array::from(vec![3.0, 1.0])),
+            ],
+        )
+        .unwrap();
+        let only_b = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![time, Field::new("b", arrow::datatypes::DataType::Float64, true)])),
+            vec![
+                Arc::new(TimestampNanosecondArray::from(vec![20]).with_timezone("UTC")),
+                Arc::new(Float64Array::from(vec![2.0])),
+            ],
+        )
+        .unwrap();
+        let file = encode(&[only_a, only_b], &schema, 1024, 3).unwrap();
+        assert_eq!((file.rows, file.min_time_ns, file.max_time_ns), (3, 10, 30));
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(Bytes::from(file.bytes.clone())).unwrap().build().unwrap();
+        let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().unwrap();
+        let read = concat_batches(&batches[0].schema(), &batches).unwrap();
+        let a = read.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![Some(1.0), None, Some(3.0)]);
+        let mut corrupted = file.bytes.clone();
+        corrupted[10] ^= 1;
+        assert!(verify(&corrupted, 3, file.checksum_crc32c).is_err());
+        assert!(verify(&file.bytes, 4, file.checksum_crc32c).is_err());
+    }
+}

@@ -1,0 +1,51 @@
+//! `strata serve`: binds, opens the store, serves, and shuts down in order.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::store::Store;
+
+/// Runs the server until SIGTERM or SIGINT, then stops accepting, lets
+/// in-flight requests finish, flushes every buffer and returns.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let listener = TcpListener::bind(config.server.listen).await?;
+    let address = listener.local_addr()?;
+    // Tests and scripts read this line to find the port when listening on :0.
+    println!("strata listening on http://{address}");
+    tracing::info!(%address, data_dir = %config.server.data_dir.display(), "listening");
+
+    let state = Arc::new(AppState::new(config.clone()));
+    let (shutdown_sender, shutdown) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(http::serve(listener, state.clone(), shutdown.clone()));
+
+    let opening = config.clone();
+    let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(opening)).await??;
+    tracing::info!(?recovery, "recovered; ready");
+    let store = Arc::new(store);
+    let _ = state.recovery.set(recovery);
+    let _ = state.store.set(store.clone());
+    let flusher = tokio::spawn(store.clone().run_flusher(shutdown.clone()));
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let _ = shutdown_sender.send(true);
+    let _ = server.await;
+    let _ = flusher.await;
+    store.close().await.map_err(|e| anyhow::anyhow!("final flush failed: {e}"))?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}

@@ -1,0 +1,381 @@
+//! Storage targets: where Parquet files live. Only this module does file or
+//! object IO for data files.
+//!
+//! Every target offers the same small contract — create-only put, get, ranged
+//! get, head, delete, list — so callers never see local paths unless they ask
+//! for [`StorageTarget::local_path`] (DuckDB reads local files in place).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A validated object key: `/`-separated segments of `[A-Za-z0-9._-]`, no
+/// empty, `.` or `..` segments. Keys are built from ids, never from user text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// Validates a key.
+    pub fn parse(raw: &str) -> Result<ObjectKey, StorageError> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 1024
+            && raw.split('/').all(|segment| {
+                !segment.is_empty()
+                    && segment != "."
+                    && segment != ".."
+                    && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            });
+        if ok { Ok(ObjectKey(raw.to_string())) } else { Err(StorageError::InvalidKey(raw.chars().take(200).collect())) }
+    }
+
+    /// The key of a data file: `data/{dataset_id}/{partition_id}/{file_id}.parquet`.
+    pub fn data_file(dataset_id: i64, partition_id: i64, file_id: &str) -> ObjectKey {
+        ObjectKey::parse(&format!("data/{dataset_id}/{partition_id}/{file_id}.parquet")).expect("ids make valid keys")
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a listing returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The key.
+    pub key: ObjectKey,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Create-only put found the key taken.
+    #[error("object {0} already exists")]
+    AlreadyExists(ObjectKey),
+    /// No such object.
+    #[error("object {0} not found")]
+    NotFound(ObjectKey),
+    /// The key is not valid.
+    #[error("invalid object key {0:?}")]
+    InvalidKey(String),
+    /// An IO error on one object.
+    #[error("{key}: {source}")]
+    Io {
+        /// The object.
+        key: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl StorageError {
+    /// Whether the device is out of space.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+    }
+}
+
+/// One storage backend.
+pub trait StorageTarget: Send + Sync + fmt::Debug {
+    /// The target's configured name.
+    fn name(&self) -> &str;
+    /// Stores `bytes` under `key` durably; fails if `key` exists.
+    fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError>;
+    /// The whole object.
+    fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, StorageError>;
+    /// Bytes `range` of the object.
+    fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Vec<u8>, StorageError>;
+    /// The object's size.
+    fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, StorageError>;
+    /// Removes the object; removing a missing object is not an error.
+    fn delete(&self, key: &ObjectKey) -> Result<(), StorageError>;
+    /// Every object whose key starts with `prefix`.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
+    /// A local path DuckDB can read directly, when the target is local.
+    fn local_path(&self, key: &ObjectKey) -> Option<PathBuf>;
+    /// Copies an object into another target (create-only there).
+    fn copy_to(
+        &self,
+        key: &ObjectKey,
+        destination: &dyn StorageTarget,
+        destination_key: &ObjectKey,
+    ) -> Result<(), StorageError> {
+        let bytes = self.get(key)?;
+        destination.put(destination_key, &bytes)
+    }
+}
+
+/// A target in a local directory. Writes go to a temporary file that is
+/// fsync'd, hard-linked into place (which fails if the name is taken, giving
+/// create-only semantics atomically) and unlinked, then the directory is fsync'd.
+#[derive(Debug)]
+pub struct LocalDirectory {
+    name: String,
+    root: PathBuf,
+}
+
+impl LocalDirectory {
+    /// A target rooted at `root`, created if missing.
+    pub fn open(name: &str, root: &Path) -> Result<LocalDirectory, StorageError> {
+        fs::create_dir_all(root).map_err(|source| StorageError::Io { key: root.display().to_string(), source })?;
+        Ok(LocalDirectory { name: name.to_string(), root: root.to_path_buf() })
+    }
+
+    fn path(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(key.as_str())
+    }
+}
+
+fn io(key: &ObjectKey) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            StorageError::NotFound(key.clone())
+        } else {
+            StorageError::Io { key: key.to_string(), source }
+        }
+    }
+}
+
+/// fsyncs a directory so that a rename or link inside it is durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl StorageTarget for LocalDirectory {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError> {
+        let path = self.path(key);
+        let dir = path.parent().expect("keys have a file name");
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io(key))?;
+            // Make the new directories themselves durable.
+            let mut up = dir;
+            while let Some(parent) = up.parent() {
+                sync_dir(parent).map_err(io(key))?;
+                if parent == self.root {
+                    break;
+                }
+                up = parent;
+            }
+        }
+        let tmp = dir.join(format!(".tmp-{}", rand::random::<u64>()));
+        let result = (|| {
+            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            fs::hard_link(&tmp, &path)
+        })();
+        let _ = fs::remove_file(&tmp);
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StorageError::AlreadyExists(key.clone()));
+            }
+            Err(e) => return Err(io(key)(e)),
+        }
+        crate::failpoint::hit("storage_put_before_dir_sync");
+        sync_dir(dir).map_err(io(key))
+    }
+
+    fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, StorageError> {
+        fs::read(self.path(key)).map_err(io(key))
+    }
+
+    fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
+        let mut file = File::open(self.path(key)).map_err(io(key))?;
+        file.seek(SeekFrom::Start(range.start)).map_err(io(key))?;
+        let mut out = vec![0; (range.end - range.start) as usize];
+        file.read_exact(&mut out).map_err(io(key))?;
+        Ok(out)
+    }
+
+    fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, StorageError> {
+        let meta = fs::metadata(self.path(key)).map_err(io(key))?;
+        Ok(ObjectMeta { key: key.clone(), size: meta.len() })
+    }
+
+    fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        match fs::remove_file(self.path(key)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(key)(e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(StorageError::Io { key: dir.display().to_string(), source }),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|source| StorageError::Io { key: dir.display().to_string(), source })?;
+                let path = entry.path();
+                let meta =
+                    entry.metadata().map_err(|source| StorageError::Io { key: path.display().to_string(), source })?;
+                if meta.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let Ok(relative) = path.strip_prefix(&self.root) else { continue };
+                let Some(relative) = relative.to_str() else { continue };
+                // Temporary files of interrupted puts are not objects.
+                if let Ok(key) = ObjectKey::parse(relative)
+                    && key.as_str().starts_with(prefix)
+                    && !relative.rsplit('/').next().unwrap_or("").starts_with(".tmp-")
+                {
+                    out.push(ObjectMeta { key, size: meta.len() });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
+        Some(self.path(key))
+    }
+}
+
+impl LocalDirectory {
+    /// Removes temporary files left by puts interrupted by a crash.
+    pub fn remove_temporaries(&self) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    fs::remove_file(&path)
+                        .map_err(|source| StorageError::Io { key: path.display().to_string(), source })?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// A target in memory, for unit tests of code above storage.
+#[derive(Debug, Default)]
+pub struct InMemory {
+    name: String,
+    objects: Mutex<BTreeMap<ObjectKey, Vec<u8>>>,
+}
+
+impl InMemory {
+    /// An empty in-memory target.
+    pub fn new(name: &str) -> InMemory {
+        InMemory { name: name.to_string(), objects: Mutex::default() }
+    }
+}
+
+impl StorageTarget for InMemory {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError> {
+        let mut objects = self.objects.lock().expect("not poisoned");
+        if objects.contains_key(key) {
+            return Err(StorageError::AlreadyExists(key.clone()));
+        }
+        objects.insert(key.clone(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, StorageError> {
+        self.objects.lock().expect("not poisoned").get(key).cloned().ok_or_else(|| StorageError::NotFound(key.clone()))
+    }
+
+    fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
+        let bytes = self.get(key)?;
+        bytes
+            .get(range.start as usize..range.end as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| StorageError::Io { key: key.to_string(), source: std::io::ErrorKind::UnexpectedEof.into() })
+    }
+
+    fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, StorageError> {
+        Ok(ObjectMeta { key: key.clone(), size: self.get(key)?.len() as u64 })
+    }
+
+    fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
+        self.objects.lock().expect("not poisoned").remove(key);
+        Ok(())
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
+        let objects = self.objects.lock().expect("not poisoned");
+        Ok(objects
+            .iter()
+            .filter(|(key, _)| key.as_str().starts_with(prefix))
+            .map(|(key, bytes)| ObjectMeta { key: key.clone(), size: bytes.len() as u64 })
+            .collect())
+    }
+
+    fn local_path(&self, _key: &ObjectKey) -> Option<PathBuf> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contract(target: &dyn StorageTarget) {
+        let key = ObjectKey::parse("data/1/2/f.parquet").unwrap();
+        target.put(&key, b"hello world").unwrap();
+        assert!(matches!(target.put(&key, b"again"), Err(StorageError::AlreadyExists(_))));
+        assert_eq!(target.get(&key).unwrap(), b"hello world");
+        assert_eq!(target.get_range(&key, 6..11).unwrap(), b"world");
+        assert_eq!(target.head(&key).unwrap().size, 11);
+        assert_eq!(target.list("data/1/").unwrap().len(), 1);
+        assert_eq!(target.list("data/9/").unwrap().len(), 0);
+        target.delete(&key).unwrap();
+        target.delete(&key).unwrap();
+        assert!(matches!(target.get(&key), Err(StorageError::NotFound(_))));
+    }
+
+    #[test]
+    fn local_directory_meets_the_contract() {
+        let dir = std::env::temp_dir().join(format!("strata-storage-{}", rand::random::<u64>()));
+        let target = LocalDirectory::open("hot", &dir).unwrap();
+        contract(&target);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn in_memory_meets_the_contract() {
+        contract(&InMemory::new("mem"));
+    }
+
+    #[test]
+    fn keys_cannot_escape() {
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a\0b", "a b", "%2e%2e/x"] {
+            assert!(ObjectKey::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(ObjectKey::parse("data/1/2/abc-1.parquet").is_ok());
+    }
+}

@@ -1,0 +1,789 @@
+//! The store: ties the catalog, the WAL, the buffers and storage together into
+//! the write path, flushing and start-up recovery.
+//!
+//! Write path: parse → schema check → route → WAL (group commit, fsync) →
+//! buffers → acknowledge. Flush: buffer → Parquet → storage (create-only,
+//! fsync) → verify → catalog commit → drop buffered rows → WAL truncation.
+//! Start-up: sweep orphans → load catalog → replay WAL → ready.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+
+use crate::buffer::Buffers;
+use crate::catalog::{Catalog, DatasetRecord, IdempotencyRecord, NewFile, PartitionRecord};
+use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
+use crate::ingest::batch::{BatchBuilder, ParsedBatch};
+use crate::ingest::line_protocol::{self, BodyError, LineError};
+use crate::ingest::{self, Precision};
+use crate::names::DatasetName;
+use crate::parquet_file;
+use crate::period::Bucket;
+use crate::schema::DatasetSchema;
+use crate::storage::{LocalDirectory, ObjectKey, StorageTarget};
+use crate::wal::{Wal, WalEntry, decode_batch, encode_batch};
+
+/// Nanoseconds since the epoch, now.
+pub fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+/// The body format of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A JSON array of objects, or NDJSON.
+    Json,
+    /// InfluxDB line protocol.
+    LineProtocol,
+}
+
+/// One write request.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    /// The dataset name as given (validated here).
+    pub dataset: String,
+    /// The (decoded) body.
+    pub body: Bytes,
+    /// Its format.
+    pub format: Format,
+    /// Unit of epoch timestamps.
+    pub precision: Precision,
+    /// Keep the good lines of a line-protocol body when some are bad.
+    pub accept_partial: bool,
+    /// The `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+}
+
+/// The response to a write: the status and JSON body first given for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteResponse {
+    /// HTTP status (200 written, 400 partial write).
+    pub status: u16,
+    /// The JSON body.
+    pub body: Json,
+    /// Whether this is the stored response of an earlier identical request.
+    pub replayed: bool,
+}
+
+/// The longest idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
+/// Rejected lines listed in a partial-write response.
+const LINE_ERRORS_LISTED_MAX: usize = 100;
+
+#[derive(Debug, Clone, Copy)]
+struct PartitionHandle {
+    id: i64,
+    read_only: bool,
+}
+
+/// A dataset as the store keeps it in memory.
+#[derive(Debug)]
+pub struct DatasetState {
+    /// Its catalog row.
+    pub record: DatasetRecord,
+    /// Its validated name.
+    pub name: DatasetName,
+    schema: RwLock<Arc<DatasetSchema>>,
+    evolve: tokio::sync::Mutex<()>,
+    partitions: Mutex<HashMap<(String, String), PartitionHandle>>,
+}
+
+impl DatasetState {
+    /// The current schema.
+    pub fn schema(&self) -> Arc<DatasetSchema> {
+        self.schema.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[derive(Debug, Default)]
+struct IdempotencyMemory {
+    /// Keys whose WAL entry is not yet truncated: `(dataset, key) → (seq, record)`.
+    recent: HashMap<(i64, String), (u64, IdempotencyRecord)>,
+    in_flight: HashSet<(i64, String)>,
+}
+
+/// Removes an idempotency key from the in-flight set when the request ends.
+struct InFlight {
+    memory: Arc<Mutex<IdempotencyMemory>>,
+    key: (i64, String),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner()).in_flight.remove(&self.key);
+    }
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    config: Arc<Config>,
+    catalog: Arc<Catalog>,
+    hot: Arc<LocalDirectory>,
+    wal: Wal,
+    buffers: Arc<Buffers>,
+    datasets: RwLock<HashMap<String, Arc<DatasetState>>>,
+    create_dataset: tokio::sync::Mutex<()>,
+    idempotency: Arc<Mutex<IdempotencyMemory>>,
+    /// Held for writing while a flush commits and drops its buffered rows, and
+    /// for reading while a reader snapshots files plus buffers, so a reader
+    /// never sees rows twice or not at all.
+    visibility: RwLock<()>,
+    flush_lock: tokio::sync::Mutex<()>,
+    closed: AtomicBool,
+}
+
+/// What start-up recovery did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Recovery {
+    /// WAL entries replayed into buffers.
+    pub wal_entries_replayed: u64,
+    /// Rows replayed into buffers.
+    pub rows_replayed: u64,
+    /// Unreferenced data files deleted.
+    pub orphan_files_removed: usize,
+    /// Temporary files of interrupted writes deleted.
+    pub temporary_files_removed: usize,
+}
+
+fn internal(context: &str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> ApiError + '_ {
+    move |error| ApiError::new(ErrorCode::Internal, format!("{context}: {error}"))
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("background task failed: {e}")))
+}
+
+impl Store {
+    /// Opens the store in `config.server.data_dir`: sweeps orphans, loads the
+    /// catalog and replays the WAL. Blocking.
+    pub fn open(config: Arc<Config>) -> anyhow::Result<(Store, Recovery)> {
+        let data_dir = &config.server.data_dir;
+        std::fs::create_dir_all(data_dir)?;
+        let catalog = Arc::new(Catalog::open(&data_dir.join("catalog.sqlite"))?);
+        let hot = Arc::new(LocalDirectory::open("hot", &data_dir.join("storage").join("hot"))?);
+        let mut recovery = Recovery { temporary_files_removed: hot.remove_temporaries()?, ..Recovery::default() };
+
+        // Files a crash left between their write and their catalog commit are
+        // invisible (the catalog never listed them); delete them.
+        let referenced = catalog.referenced_keys(hot.name())?;
+        for object in hot.list("data/")? {
+            if !referenced.contains(object.key.as_str()) {
+                hot.delete(&object.key)?;
+                recovery.orphan_files_removed += 1;
+            }
+        }
+
+        let mut datasets = HashMap::new();
+        for record in catalog.datasets()? {
+            let schema = catalog.schema(record.id)?;
+            let name = DatasetName::parse(&record.name).map_err(anyhow::Error::msg)?;
+            datasets.insert(
+                record.name.clone(),
+                Arc::new(DatasetState {
+                    name,
+                    record,
+                    schema: RwLock::new(Arc::new(schema)),
+                    evolve: tokio::sync::Mutex::new(()),
+                    partitions: Mutex::new(HashMap::new()),
+                }),
+            );
+        }
+        let flushed: HashMap<i64, (i64, u64)> =
+            catalog.all_partitions()?.into_iter().map(|p| (p.id, (p.dataset_id, p.flushed_wal_seq))).collect();
+
+        let buffers = Arc::new(Buffers::default());
+        let idempotency = Arc::new(Mutex::new(IdempotencyMemory::default()));
+        let wal = Wal::open(&data_dir.join("wal"), config.ingest.wal_segment_bytes_max, |seq, payload| {
+            let entry = WalEntry::decode(payload)?;
+            let mut replayed = false;
+            for (partition_id, ipc) in &entry.parts {
+                let Some((dataset_id, flushed_seq)) = flushed.get(partition_id) else {
+                    return Err(crate::wal::WalError::Corrupt(format!(
+                        "entry {seq} names unknown partition {partition_id}"
+                    )));
+                };
+                if seq > *flushed_seq {
+                    let batch = decode_batch(ipc)?;
+                    recovery.rows_replayed += batch.num_rows() as u64;
+                    buffers.insert(*dataset_id, *partition_id, seq, batch);
+                    replayed = true;
+                }
+            }
+            if let Some((key, record)) = entry.idempotency {
+                idempotency.lock().expect("not poisoned").recent.insert((entry.dataset_id, key), (seq, record));
+            }
+            recovery.wal_entries_replayed += u64::from(replayed);
+            Ok(())
+        })?;
+        let store = Store {
+            config,
+            catalog,
+            hot,
+            wal,
+            buffers,
+            datasets: RwLock::new(datasets),
+            create_dataset: tokio::sync::Mutex::new(()),
+            idempotency,
+            visibility: RwLock::new(()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            closed: AtomicBool::new(false),
+        };
+        Ok((store, recovery))
+    }
+
+    /// The configuration snapshot.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The buffers.
+    pub fn buffers(&self) -> &Arc<Buffers> {
+        &self.buffers
+    }
+
+    /// The hot storage target.
+    pub fn hot(&self) -> &Arc<LocalDirectory> {
+        &self.hot
+    }
+
+    /// Where local storage targets keep their files.
+    pub fn storage_root(&self) -> PathBuf {
+        self.config.server.data_dir.join("storage")
+    }
+
+    /// A dataset, if it exists.
+    pub fn dataset(&self, name: &str) -> Option<Arc<DatasetState>> {
+        self.datasets.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Every dataset, by name.
+    pub fn datasets(&self) -> Vec<Arc<DatasetState>> {
+        let mut all: Vec<_> = self.datasets.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        all.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        all
+    }
+
+    async fn dataset_or_create(self: &Arc<Self>, name: &DatasetName) -> Result<Arc<DatasetState>, ApiError> {
+        if let Some(dataset) = self.dataset(name.as_str()) {
+            return Ok(dataset);
+        }
+        let _guard = self.create_dataset.lock().await;
+        if let Some(dataset) = self.dataset(name.as_str()) {
+            return Ok(dataset);
+        }
+        let count = self.datasets.read().unwrap_or_else(|p| p.into_inner()).len();
+        if count >= self.config.limits.datasets_max {
+            return Err(ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!("the store holds {count} datasets, the most allowed (limits.datasets_max)"),
+            ));
+        }
+        let (period, time_column) = self.config.dataset_settings(name);
+        let catalog = self.catalog.clone();
+        let owned = name.clone();
+        let record = blocking(move || catalog.create_dataset(owned.as_str(), period, &time_column, now_ns())).await??;
+        let schema = DatasetSchema::empty(&record.time_column);
+        let state = Arc::new(DatasetState {
+            name: name.clone(),
+            record,
+            schema: RwLock::new(Arc::new(schema)),
+            evolve: tokio::sync::Mutex::new(()),
+            partitions: Mutex::new(HashMap::new()),
+        });
+        self.datasets.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), state.clone());
+        tracing::info!(dataset = %name, "created dataset");
+        Ok(state)
+    }
+
+    /// Writes one request. Returns once the rows are durable.
+    pub async fn write(self: &Arc<Self>, request: WriteRequest) -> Result<WriteResponse, ApiError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ApiError::new(ErrorCode::NotReady, "the server is shutting down").with_retry_after(1));
+        }
+        let name = DatasetName::parse(&request.dataset).map_err(|m| ApiError::new(ErrorCode::InvalidDatasetName, m))?;
+        if let Some(key) = &request.idempotency_key
+            && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX || key.chars().any(char::is_control))
+        {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes without control characters"),
+            ));
+        }
+        if self.buffers.bytes() >= self.config.limits.buffer_bytes_max {
+            return Err(ApiError::new(
+                ErrorCode::BufferFull,
+                format!(
+                    "{} bytes are waiting to be flushed (limits.buffer_bytes_max); retry shortly",
+                    self.buffers.bytes()
+                ),
+            )
+            .with_retry_after(1));
+        }
+        let dataset = self.dataset_or_create(&name).await?;
+
+        // Idempotency: answer a retry with the first response.
+        let request_sha256 = request_digest(&request);
+        let _in_flight = match &request.idempotency_key {
+            None => None,
+            Some(key) => {
+                // Order matters: a finished request's key is always in `recent`
+                // or in the catalog (it is stored there before leaving
+                // `recent`), so checking `recent` and then the catalog cannot
+                // miss it.
+                let id = (dataset.record.id, key.clone());
+                {
+                    let mut memory = self.idempotency.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some((_, record)) = memory.recent.get(&id) {
+                        return replay_record(record, &request_sha256);
+                    }
+                    if !memory.in_flight.insert(id.clone()) {
+                        return Err(ApiError::new(
+                            ErrorCode::IdempotencyKeyInFlight,
+                            "a request with this Idempotency-Key is still being processed",
+                        )
+                        .with_retry_after(1));
+                    }
+                }
+                let guard = InFlight { memory: self.idempotency.clone(), key: id };
+                let catalog = self.catalog.clone();
+                let (dataset_id, owned_key) = (dataset.record.id, key.clone());
+                if let Some(record) = blocking(move || catalog.idempotency(dataset_id, &owned_key)).await?? {
+                    return replay_record(&record, &request_sha256);
+                }
+                Some(guard)
+            }
+        };
+
+        // Parse and route off the async runtime.
+        let schema = dataset.schema();
+        let limits = self.config.limits.ingest();
+        let period = dataset.record.period;
+        let format = request.format;
+        let precision = request.precision;
+        let body = request.body.clone();
+        let parsed = blocking(move || -> Result<(ParsedBatch, Vec<LineError>), ApiError> {
+            let mut builder = BatchBuilder::new(&schema, limits.columns_per_dataset_max);
+            let now = now_ns();
+            let errors = match format {
+                Format::Json => {
+                    ingest::json::parse(&body, precision, now, &limits, &mut builder)?;
+                    Vec::new()
+                }
+                Format::LineProtocol => match line_protocol::parse(&body, precision, now, &limits, &mut builder) {
+                    Ok(errors) => errors,
+                    Err(BodyError::TooManyLines(max)) => {
+                        return Err(ApiError::new(
+                            ErrorCode::LimitExceeded,
+                            format!("more than {max} lines in one request (rows_per_request_max)"),
+                        ));
+                    }
+                    Err(BodyError::Conflict(error)) => {
+                        let column = match &error {
+                            crate::ingest::batch::RowError::Conflict { column, .. } => column.clone(),
+                            _ => String::new(),
+                        };
+                        return Err(ApiError::new(ErrorCode::SchemaConflict, error.to_string())
+                            .with_detail(json!({ "column": column })));
+                    }
+                },
+            };
+            Ok((builder.finish(), errors))
+        })
+        .await??;
+        let (parsed, line_errors) = parsed;
+
+        let rejected = line_errors.len();
+        if rejected > 0 && (!request.accept_partial || parsed.rows() == 0) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidLineProtocol,
+                format!("{rejected} line(s) could not be parsed; nothing was written"),
+            )
+            .with_detail(json!({ "lines": &line_errors[..rejected.min(LINE_ERRORS_LISTED_MAX)] })));
+        }
+
+        let (status, response_body) = if rejected > 0 {
+            let error = ApiError::new(
+                ErrorCode::PartialWrite,
+                format!("{} line(s) written, {rejected} rejected", parsed.rows()),
+            )
+            .with_detail(
+                json!({ "rows": parsed.rows(), "lines": &line_errors[..rejected.min(LINE_ERRORS_LISTED_MAX)] }),
+            );
+            (400u16, error.body())
+        } else {
+            (200u16, Json::Null)
+        };
+
+        if parsed.rows() == 0 {
+            return Ok(WriteResponse { status: 200, body: json!({ "rows": 0, "partitions": 0 }), replayed: false });
+        }
+
+        let schema = self.evolve_schema(&dataset, &parsed).await?;
+        let rows = parsed.rows();
+        let parts = blocking(move || {
+            ingest::route(parsed, &schema, period, None)
+                .into_iter()
+                .map(|part| {
+                    let ipc = encode_batch(&part.batch);
+                    (part, ipc)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+
+        let mut handles = Vec::with_capacity(parts.len());
+        for (part, _) in &parts {
+            let handle = self.partition_handle(&dataset, &part.bucket, &part.key).await?;
+            if handle.read_only {
+                return Err(ApiError::new(
+                    ErrorCode::PartitionReadOnly,
+                    format!(
+                        "partition {} is sealed and accepts no writes; nothing of this request was written",
+                        partition_label(&dataset.name, &part.bucket.label, &part.key)
+                    ),
+                )
+                .with_detail(json!({ "partition": partition_label(&dataset.name, &part.bucket.label, &part.key) })));
+            }
+            handles.push(handle.id);
+        }
+
+        let partitions = parts.len();
+        let response_body =
+            if status == 200 { json!({ "rows": rows, "partitions": partitions }) } else { response_body };
+        let idempotency = request
+            .idempotency_key
+            .clone()
+            .map(|key| (key, IdempotencyRecord { request_sha256, status, response: response_body.to_string() }));
+        let mut wal_parts = Vec::with_capacity(parts.len());
+        let mut batches: Vec<(i64, RecordBatch)> = Vec::with_capacity(parts.len());
+        for ((part, ipc), partition_id) in parts.into_iter().zip(handles) {
+            wal_parts.push((partition_id, ipc));
+            batches.push((partition_id, part.batch));
+        }
+        let dataset_id = dataset.record.id;
+        let entry = WalEntry { dataset_id, idempotency: idempotency.clone(), parts: wal_parts };
+        let payload = entry.encode();
+        let buffers = self.buffers.clone();
+        let memory = self.idempotency.clone();
+        let apply = Box::new(move |seq: u64| {
+            for (partition_id, batch) in batches {
+                buffers.insert(dataset_id, partition_id, seq, batch);
+            }
+            if let Some((key, record)) = idempotency {
+                memory.lock().unwrap_or_else(|p| p.into_inner()).recent.insert((dataset_id, key), (seq, record));
+            }
+        });
+        self.wal.append(payload, apply).await.map_err(|e| {
+            if e.is_disk_full() {
+                ApiError::new(ErrorCode::StorageFull, format!("write-ahead log: {e}"))
+            } else {
+                ApiError::from(e)
+            }
+        })?;
+        Ok(WriteResponse { status, body: response_body, replayed: false })
+    }
+
+    async fn evolve_schema(
+        &self,
+        dataset: &Arc<DatasetState>,
+        parsed: &ParsedBatch,
+    ) -> Result<Arc<DatasetSchema>, ApiError> {
+        let conflict = |e: crate::schema::SchemaConflict| {
+            ApiError::new(ErrorCode::SchemaConflict, e.to_string()).with_detail(json!({ "column": e.column }))
+        };
+        let current = dataset.schema();
+        if current.evolve(&parsed.columns).map_err(conflict)?.is_none() {
+            return Ok(current);
+        }
+        let _guard = dataset.evolve.lock().await;
+        let current = dataset.schema();
+        let Some(next) = current.evolve(&parsed.columns).map_err(conflict)? else {
+            return Ok(current);
+        };
+        if next.columns.len() > self.config.limits.columns_per_dataset_max {
+            return Err(ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "dataset would have {} columns; at most {} are allowed (limits.columns_per_dataset_max)",
+                    next.columns.len(),
+                    self.config.limits.columns_per_dataset_max
+                ),
+            ));
+        }
+        let catalog = self.catalog.clone();
+        let dataset_id = dataset.record.id;
+        let next = Arc::new(next);
+        let saved = next.clone();
+        blocking(move || catalog.save_schema(dataset_id, &saved, now_ns())).await??;
+        *dataset.schema.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        tracing::info!(dataset = %dataset.name, version = next.version, columns = next.columns.len(), "schema evolved");
+        Ok(next)
+    }
+
+    async fn partition_handle(
+        &self,
+        dataset: &Arc<DatasetState>,
+        bucket: &Bucket,
+        key: &str,
+    ) -> Result<PartitionHandle, ApiError> {
+        let cache_key = (bucket.label.clone(), key.to_string());
+        if let Some(handle) = dataset.partitions.lock().unwrap_or_else(|p| p.into_inner()).get(&cache_key) {
+            return Ok(*handle);
+        }
+        let catalog = self.catalog.clone();
+        let (dataset_id, owned_bucket, owned_key) = (dataset.record.id, bucket.clone(), key.to_string());
+        let record = blocking(move || catalog.partition(dataset_id, &owned_bucket, &owned_key, now_ns())).await??;
+        let handle = PartitionHandle { id: record.id, read_only: record.read_only };
+        dataset.partitions.lock().unwrap_or_else(|p| p.into_inner()).insert(cache_key, handle);
+        Ok(handle)
+    }
+
+    /// Seals (or unseals) a partition: a sealed partition refuses writes with
+    /// `partition_read_only`.
+    pub async fn set_read_only(
+        &self,
+        dataset: &Arc<DatasetState>,
+        label: &str,
+        key: &str,
+        read_only: bool,
+    ) -> Result<PartitionRecord, ApiError> {
+        let partition = self.find_partition(dataset, label, key).await?;
+        let catalog = self.catalog.clone();
+        let id = partition.id;
+        blocking(move || catalog.set_read_only(id, read_only)).await??;
+        dataset
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((label.to_string(), key.to_string()), PartitionHandle { id, read_only });
+        let catalog = self.catalog.clone();
+        let details = json!({ "read_only": read_only });
+        let (name, pid) = (dataset.name.to_string(), partition_label(&dataset.name, label, key));
+        blocking(move || catalog.audit("partition_read_only", Some(&name), Some(&pid), &details, now_ns())).await??;
+        Ok(PartitionRecord { read_only, ..partition })
+    }
+
+    async fn find_partition(
+        &self,
+        dataset: &Arc<DatasetState>,
+        label: &str,
+        key: &str,
+    ) -> Result<PartitionRecord, ApiError> {
+        let catalog = self.catalog.clone();
+        let dataset_id = dataset.record.id;
+        let partitions = blocking(move || catalog.partitions(dataset_id)).await??;
+        partitions.into_iter().find(|p| p.period_label == label && p.key == key).ok_or_else(|| {
+            ApiError::new(ErrorCode::NotFound, format!("no partition {}", partition_label(&dataset.name, label, key)))
+        })
+    }
+
+    /// Flushes due partitions (by size and age, or everything) and truncates
+    /// the WAL. Returns how many partitions were flushed.
+    pub async fn flush(self: &Arc<Self>, everything: bool) -> Result<usize, ApiError> {
+        let _guard = self.flush_lock.lock().await;
+        let ingest = &self.config.ingest;
+        let mut due = self.buffers.due(ingest.flush_bytes, Duration::from_millis(ingest.flush_age_ms), everything);
+        // Under memory pressure, relieve the largest partitions first.
+        let high_water = self.config.limits.buffer_bytes_max / 2;
+        if due.is_empty() && self.buffers.bytes() > high_water {
+            due = self.buffers.largest(self.buffers.bytes() - high_water);
+        }
+        let mut flushed = 0;
+        let mut first_error = None;
+        for partition_id in due {
+            let store = self.clone();
+            match blocking(move || store.flush_partition(partition_id)).await? {
+                Ok(true) => flushed += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(partition_id, %error, "flush failed; rows stay buffered and in the WAL");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        let store = self.clone();
+        blocking(move || store.truncate_wal()).await??;
+        match first_error {
+            Some(error) if flushed == 0 => Err(error),
+            _ => Ok(flushed),
+        }
+    }
+
+    fn flush_partition(&self, partition_id: i64) -> Result<bool, ApiError> {
+        let Some(snapshot) = self.buffers.begin_flush(partition_id) else { return Ok(false) };
+        let mut written: Option<ObjectKey> = None;
+        let result = self.flush_snapshot(partition_id, &snapshot, &mut written);
+        match result {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                self.buffers.abort_flush(partition_id);
+                if let Some(key) = written {
+                    // Never committed, so unreferenced: safe to remove now.
+                    let _ = self.hot.delete(&key);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn flush_snapshot(
+        &self,
+        partition_id: i64,
+        snapshot: &crate::buffer::FlushSnapshot,
+        written: &mut Option<ObjectKey>,
+    ) -> Result<(), ApiError> {
+        let dataset = self.datasets().into_iter().find(|d| d.record.id == snapshot.dataset_id).ok_or_else(|| {
+            ApiError::new(ErrorCode::Internal, format!("flush of unknown dataset {}", snapshot.dataset_id))
+        })?;
+        let schema = dataset.schema();
+        let ingest = &self.config.ingest;
+        let file = parquet_file::encode(&snapshot.batches, &schema, ingest.row_group_rows_max, ingest.zstd_level)
+            .map_err(|e| internal("encode Parquet")(Box::new(e)))?;
+        let file_name = format!("{:020}-{:016x}", snapshot.max_seq, rand::random::<u64>());
+        let key = ObjectKey::data_file(snapshot.dataset_id, partition_id, &file_name);
+        self.hot.put(&key, &file.bytes)?;
+        *written = Some(key.clone());
+        crate::failpoint::hit("flush_after_file_write");
+        // Pair assertion across the IO: what storage holds is what we encoded.
+        let stored = self.hot.get(&key)?;
+        parquet_file::verify(&stored, file.rows, file.checksum_crc32c)
+            .map_err(|e| internal("verify flushed file")(Box::new(e)))?;
+        let new_file = NewFile {
+            storage_target: self.hot.name().to_string(),
+            object_key: key.to_string(),
+            bytes: file.bytes.len() as i64,
+            rows: file.rows,
+            min_time_ns: file.min_time_ns,
+            max_time_ns: file.max_time_ns,
+            checksum_crc32c: file.checksum_crc32c,
+        };
+        let _visible = self.visibility.write().unwrap_or_else(|p| p.into_inner());
+        self.catalog.commit_flush(partition_id, &new_file, snapshot.max_seq, now_ns())?;
+        *written = None;
+        crate::failpoint::hit("flush_after_commit");
+        self.buffers.finish_flush(partition_id, snapshot.max_seq);
+        Ok(())
+    }
+
+    /// Persists the idempotency keys of WAL entries about to be deleted, then
+    /// deletes WAL segments whose rows are all in committed files.
+    fn truncate_wal(&self) -> Result<(), ApiError> {
+        let applied = self.wal.applied_through();
+        let low = self.buffers.low_watermark().unwrap_or(u64::MAX).min(applied + 1);
+        let leaving: Vec<(i64, String, IdempotencyRecord)> = {
+            let memory = self.idempotency.lock().unwrap_or_else(|p| p.into_inner());
+            memory
+                .recent
+                .iter()
+                .filter(|(_, (seq, _))| *seq < low)
+                .map(|((dataset, key), (_, record))| (*dataset, key.clone(), record.clone()))
+                .collect()
+        };
+        if !leaving.is_empty() {
+            self.catalog.save_idempotency(&leaving, now_ns())?;
+            let mut memory = self.idempotency.lock().unwrap_or_else(|p| p.into_inner());
+            for (dataset, key, _) in &leaving {
+                memory.recent.remove(&(*dataset, key.clone()));
+            }
+        }
+        self.wal.remove_segments_below(low)?;
+        Ok(())
+    }
+
+    /// Runs the flush loop until `shutdown` fires.
+    pub async fn run_flusher(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(error) = self.flush(false).await {
+                tracing::error!(%error, "flush round failed");
+            }
+        }
+    }
+
+    /// Flushes everything, truncates the WAL and stops the WAL writer.
+    pub async fn close(self: &Arc<Self>) -> Result<(), ApiError> {
+        self.closed.store(true, Ordering::Release);
+        let result = self.flush(true).await;
+        let store = self.clone();
+        blocking(move || store.wal.close()).await?;
+        result.map(|_| ())
+    }
+
+    /// A snapshot of one dataset for readers: committed partitions and files
+    /// plus buffered rows, taken atomically with respect to flush commits.
+    pub fn snapshot(&self, dataset: &DatasetState) -> Result<DatasetSnapshot, ApiError> {
+        let _visible = self.visibility.read().unwrap_or_else(|p| p.into_inner());
+        let partitions = self.catalog.partitions(dataset.record.id)?;
+        let mut files = Vec::new();
+        for partition in &partitions {
+            files.push(self.catalog.files(partition.id)?);
+        }
+        let buffered = self.buffers.dataset_batches(dataset.record.id);
+        Ok(DatasetSnapshot { partitions, files, buffered })
+    }
+
+    /// Statistics of buffered rows of one partition `(rows, bytes)`.
+    pub fn buffered(&self, partition_id: i64) -> (u64, u64) {
+        self.buffers.partition_stats(partition_id)
+    }
+}
+
+/// What a reader sees of a dataset at one instant.
+#[derive(Debug)]
+pub struct DatasetSnapshot {
+    /// Partitions, oldest first.
+    pub partitions: Vec<PartitionRecord>,
+    /// Live files of each partition (same order).
+    pub files: Vec<Vec<crate::catalog::FileRecord>>,
+    /// Buffered rows: `(partition id, batch)`.
+    pub buffered: Vec<(i64, RecordBatch)>,
+}
+
+/// The public id of a partition: `dataset/label` or `dataset/label/key`.
+pub fn partition_label(dataset: &DatasetName, label: &str, key: &str) -> String {
+    if key.is_empty() { format!("{dataset}/{label}") } else { format!("{dataset}/{label}/{key}") }
+}
+
+fn request_digest(request: &WriteRequest) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(match request.format {
+        Format::Json => b"json".as_slice(),
+        Format::LineProtocol => b"lp".as_slice(),
+    });
+    hasher.update(request.precision.nanos_per_unit().to_le_bytes());
+    hasher.update([u8::from(request.accept_partial)]);
+    hasher.update(&request.body);
+    hasher.finalize().into()
+}
+
+fn replay_record(record: &IdempotencyRecord, digest: &[u8; 32]) -> Result<WriteResponse, ApiError> {
+    if record.request_sha256 != *digest {
+        return Err(ApiError::new(
+            ErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was already used with a different request body",
+        ));
+    }
+    let body = serde_json::from_str(&record.response).unwrap_or(Json::Null);
+    Ok(WriteResponse { status: record.status, body, replayed: true })
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests against the real `strata` binary.
+
+mod durability;
+mod ingest;
+mod support;

@@ -1,0 +1,246 @@
+//! Starts the real `strata` binary on port 0 with its own data directory,
+//! waits for `/ready`, and kills it on drop; dumps its log if a test failed.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampNanosecondType, UInt64Type};
+use serde_json::{Value, json};
+
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub data_dir: PathBuf,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    env: Vec<(String, String)>,
+    keep_dir: bool,
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("strata-test-{name}-{}-{}", std::process::id(), rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Server {
+    /// Starts a server with `config` (TOML) in a fresh data directory.
+    pub fn start(name: &str, config: &str) -> Server {
+        Server::start_with_env(name, config, &[])
+    }
+
+    pub fn start_with_env(name: &str, config: &str, env: &[(&str, &str)]) -> Server {
+        let root = temp_dir(name);
+        let config_path = root.join("strata.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut server = Server {
+            child: None,
+            url: String::new(),
+            data_dir: root.join("data"),
+            config_path,
+            log_path: root.join("server.log"),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            keep_dir: false,
+        };
+        server.spawn();
+        server.wait_ready();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&self.config_path)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("STRATA_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log);
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn strata");
+        let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        self.url = line
+            .trim()
+            .strip_prefix("strata listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}; log:\n{}", self.log()))
+            .to_string();
+        std::thread::spawn(move || for _ in reader.lines() {});
+        self.child = Some(child);
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = client().get(format!("{}/ready", self.url)).send()
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server not ready; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sets fail points for the next start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Waits for the process to exit on its own (e.g. a fail point aborted it).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        assert!(status.success());
+        self.wait_exit()
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts again after the process has exited.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+        self.wait_ready();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let response = client().get(format!("{}{path}", self.url)).send().unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    pub fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
+        let response = client().post(format!("{}{path}", self.url)).body(body).send().unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    /// Sends `method path` over a raw socket, exactly as written (HTTP clients
+    /// normalise paths like `/%2e%2e/`), and returns the status and body.
+    pub fn raw(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        use std::io::{Read, Write};
+        let authority = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(authority).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let json = response.split("\r\n\r\n").nth(1).and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+        (status, json)
+    }
+
+    pub fn flush(&self) {
+        let (status, body) = self.post("/v1/flush", "");
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Every committed row of a dataset, read from its Parquet files through
+    /// the manifest, each as `{column: value}` with time as epoch ns.
+    pub fn committed_rows(&self, dataset: &str) -> Vec<BTreeMap<String, Value>> {
+        let (status, manifest) = self.get(&format!("/v1/datasets/{dataset}/partitions"));
+        assert_eq!(status, 200, "{manifest}");
+        let mut rows = Vec::new();
+        for partition in manifest["partitions"].as_array().unwrap() {
+            for file in partition["files"].as_array().unwrap() {
+                rows.extend(read_parquet(Path::new(file["path"].as_str().unwrap())));
+            }
+        }
+        rows
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- strata log ({}) ----\n{}", self.log_path.display(), self.log());
+        } else if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(self.data_dir.parent().unwrap());
+        }
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+/// Reads a Parquet file into rows.
+pub fn read_parquet(path: &Path) -> Vec<BTreeMap<String, Value>> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        for row in 0..batch.num_rows() {
+            let mut out = BTreeMap::new();
+            for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+                if column.is_null(row) {
+                    continue;
+                }
+                let value = match column.data_type() {
+                    DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                        json!(column.as_primitive::<TimestampNanosecondType>().value(row))
+                    }
+                    DataType::Float64 => json!(column.as_primitive::<Float64Type>().value(row)),
+                    DataType::Int64 => json!(column.as_primitive::<Int64Type>().value(row)),
+                    DataType::UInt64 => json!(column.as_primitive::<UInt64Type>().value(row)),
+                    DataType::Boolean => json!(column.as_boolean().value(row)),
+                    DataType::Dictionary(_, _) => {
+                        let dict = column.as_dictionary::<Int32Type>();
+                        let key = dict.keys().value(row) as usize;
+                        json!(dict.values().as_string::<i32>().value(key))
+                    }
+                    other => panic!("unexpected column type {other}"),
+                };
+                out.insert(field.name().clone(), value);
+            }
+            rows.push(out);
+        }
+    }
+    rows
+}
