@@ -135,7 +135,7 @@ mod tests {
         let only_a = RecordBatch::try_new(
             Arc::new(Schema::new(vec![time.clone(), Field::new("a", arrow::datatypes::DataType::Float64, true)])),
             vec![
-                Arc::new(TimestampNanosecondArray::from(vec![30, 10]).with_timezone("UTC")),
+                Arc::new(TimestampNanosecondArray::from(vec![30, 10])),
                 Arc::new(Float64Array::from(vec![3.0, 1.0])),
             ],
         )
@@ -143,7 +143,7 @@ mod tests {
         let only_b = RecordBatch::try_new(
             Arc::new(Schema::new(vec![time, Field::new("b", arrow::datatypes::DataType::Float64, true)])),
             vec![
-                Arc::new(TimestampNanosecondArray::from(vec![20]).with_timezone("UTC")),
+                Arc::new(TimestampNanosecondArray::from(vec![20])),
                 Arc::new(Float64Array::from(vec![2.0])),
             ],
         )

@@ -68,9 +68,14 @@ impl ColumnKind {
     }
 }
 
-/// The Arrow type of every time column.
+/// The Arrow type of every time column: nanoseconds since the epoch.
+///
+/// Times are always UTC, but the type carries no timezone: Parquet then marks
+/// the column `TIMESTAMP(NANOS, isAdjustedToUTC=false)`, which DuckDB reads
+/// as `TIMESTAMP_NS` with full precision (a UTC-adjusted column would be read
+/// as `TIMESTAMPTZ`, truncated to microseconds).
 pub fn time_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+    DataType::Timestamp(TimeUnit::Nanosecond, None)
 }
 
 /// One non-time column.

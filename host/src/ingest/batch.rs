@@ -222,7 +222,7 @@ impl ParsedBatch {
 
     /// The time column as an Arrow array.
     pub fn time_array(&self) -> TimestampNanosecondArray {
-        TimestampNanosecondArray::from(self.times.clone()).with_timezone("UTC")
+        TimestampNanosecondArray::from(self.times.clone())
     }
 }
 
