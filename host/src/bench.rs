@@ -27,6 +27,28 @@ use rand::{Rng, SeedableRng};
 pub enum Bench {
     /// Line-protocol ingest throughput with the WAL fsync on.
     Ingest(IngestArgs),
+    /// Query latency against DuckDB reading the same Parquet files directly.
+    Query(QueryArgs),
+}
+
+/// Arguments of `strata bench query`.
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// Rows to load.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub rows: usize,
+    /// Distinct hosts.
+    #[arg(long, default_value_t = 100)]
+    pub hosts: usize,
+    /// Days the rows span.
+    #[arg(long, default_value_t = 3)]
+    pub days: usize,
+    /// Runs of each query; the median is reported.
+    #[arg(long, default_value_t = 9)]
+    pub runs: usize,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Arguments of `strata bench ingest`.
@@ -56,6 +78,7 @@ pub struct IngestArgs {
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Ingest(args) => ingest(args),
+        Bench::Query(args) => query(args),
     }
 }
 
@@ -90,6 +113,11 @@ const FIELDS: [&str; 10] = [
 /// The seeded cpu dataset as line-protocol bodies of `batch` lines, with
 /// timestamps in seconds starting 2026-01-01T00:00:00Z.
 pub fn generate_cpu(rows: usize, batch: usize, hosts: usize, seed: u64) -> Vec<Bytes> {
+    generate_cpu_every(rows, batch, hosts, seed, 10)
+}
+
+/// [`generate_cpu`] with a chosen interval between a host's rows, in seconds.
+pub fn generate_cpu_every(rows: usize, batch: usize, hosts: usize, seed: u64, interval_s: i64) -> Vec<Bytes> {
     let mut rng = StdRng::seed_from_u64(seed);
     let series: Vec<String> = (0..hosts)
         .map(|i| {
@@ -115,7 +143,7 @@ pub fn generate_cpu(rows: usize, batch: usize, hosts: usize, seed: u64) -> Vec<B
     let mut in_body = 0;
     for row in 0..rows {
         let host = row % hosts;
-        let time = start_s + (row / hosts) as i64 * 10;
+        let time = start_s + (row / hosts) as i64 * interval_s;
         body.push_str(&series[host]);
         for (f, name) in FIELDS.iter().enumerate() {
             let step: f64 = rng.random_range(-1.0..1.0);
@@ -310,6 +338,82 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         }
         if let Some(rss) = rss {
             println!("  server peak RSS           {:.0} MB", rss as f64 / 1e6);
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn median_ms(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let server = start_server()?;
+    let authority = server.url.trim_start_matches("http://").to_string();
+    let interval_s = ((args.days * 86_400 * args.hosts) as f64 / args.rows as f64).max(1.0) as i64;
+    eprintln!("generating {} rows ({} hosts, one row per host every {interval_s} s)…", args.rows, args.hosts);
+    let bodies = generate_cpu_every(args.rows, 5_000, args.hosts, args.seed, interval_s);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while connect(&authority).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("server did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let loading = Instant::now();
+        let mut sender = connect(&authority).await?;
+        for body in bodies.iter() {
+            let status = post(&mut sender, &authority, "/api/v2/write?bucket=cpu&precision=s", body.clone()).await?;
+            if status != 204 {
+                bail!("write answered {status}");
+            }
+        }
+        post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
+        eprintln!("loaded and flushed in {:.1} s", loading.elapsed().as_secs_f64());
+        let start = "2026-01-01T00:00:00Z";
+        let noon = "2026-01-01T12:00:00Z";
+        let hour = "2026-01-01T01:00:00Z";
+        let end = format!("2026-01-{:02}T00:00:00Z", args.days + 1);
+        let cases: Vec<(&str, serde_json::Value, String)> = vec![
+            (
+                "(a) 1-minute avg/max of one host over 12 h",
+                serde_json::json!({"time_range": {"start": start, "end": noon}, "filters": {"column": "hostname", "op": "=", "value": "host_7"},
+                    "downsample": {"interval": "1m", "aggregations": [{"fn": "avg", "column": "usage_user"}, {"fn": "max", "column": "usage_user"}]}}),
+                format!("SELECT time_bucket(INTERVAL 1 minute, time) AS t, avg(usage_user), max(usage_user) FROM cpu WHERE hostname = 'host_7' AND time >= TIMESTAMP '{start}' AND time < TIMESTAMP '{noon}' GROUP BY t ORDER BY t"),
+            ),
+            (
+                "(b) 1-minute avg/max of all hosts by host over 1 h",
+                serde_json::json!({"time_range": {"start": start, "end": hour}, "group_by": ["hostname"],
+                    "downsample": {"interval": "1m", "aggregations": [{"fn": "avg", "column": "usage_user"}, {"fn": "max", "column": "usage_user"}]}}),
+                format!("SELECT time_bucket(INTERVAL 1 minute, time) AS t, hostname, avg(usage_user), max(usage_user) FROM cpu WHERE time >= TIMESTAMP '{start}' AND time < TIMESTAMP '{hour}' GROUP BY ALL ORDER BY hostname, t"),
+            ),
+            (
+                "(c) count over everything",
+                serde_json::json!({"time_range": {"start": start, "end": end},
+                    "downsample": {"interval": format!("{}d", args.days + 1), "aggregations": [{"fn": "count", "column": "usage_user"}]}}),
+                "SELECT count(usage_user) FROM cpu".to_string(),
+            ),
+        ];
+        let files = crate::query::parquet_files(&server.data_dir.join("storage"));
+        println!("strata bench query — {} rows, {} hosts, {} days, {} Parquet files, median of {} runs", args.rows, args.hosts, args.days, files.len(), args.runs);
+        println!("  {:<52} {:>10} {:>14} {:>8}", "query", "strata ms", "duckdb ms", "ratio");
+        for (name, body, sql) in cases {
+            let mut strata = Vec::new();
+            for _ in 0..args.runs {
+                let started = Instant::now();
+                let status = post(&mut sender, &authority, "/v1/datasets/cpu/query", Bytes::from(body.to_string())).await?;
+                if status != 200 {
+                    bail!("{name}: query answered {status}");
+                }
+                strata.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            let direct = crate::query::time_direct(&files, &sql, args.runs)?;
+            let (s, d) = (median_ms(strata), median_ms(direct));
+            println!("  {:<52} {:>10.1} {:>14.1} {:>8.2}", name, s, d, s / d);
         }
         anyhow::Ok(())
     })

@@ -23,6 +23,36 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// Per-dataset settings, by dataset name.
     pub datasets: BTreeMap<String, DatasetConfig>,
+    /// Query execution.
+    pub query: QueryConfig,
+}
+
+/// `[query]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// A query running longer is stopped with 504 `query_timeout`, in ms.
+    pub timeout_ms: u64,
+    /// DuckDB memory limit per query, in bytes.
+    pub memory_bytes_max: u64,
+    /// Queries running at once; more wait (up to the timeout), then get 429.
+    pub concurrent_max: usize,
+    /// DuckDB threads per query.
+    pub threads: u32,
+    /// Bytes of SQL text.
+    pub sql_bytes_max: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> QueryConfig {
+        QueryConfig {
+            timeout_ms: 30_000,
+            memory_bytes_max: 1024 * 1024 * 1024,
+            concurrent_max: 4,
+            threads: 2,
+            sql_bytes_max: 64 * 1024,
+        }
+    }
 }
 
 /// `[server]`
@@ -204,6 +234,11 @@ impl Config {
             ("ingest.flush_bytes", self.ingest.flush_bytes),
             ("ingest.wal_segment_bytes_max", self.ingest.wal_segment_bytes_max),
             ("ingest.row_group_rows_max", self.ingest.row_group_rows_max as u64),
+            ("query.timeout_ms", self.query.timeout_ms),
+            ("query.memory_bytes_max", self.query.memory_bytes_max),
+            ("query.concurrent_max", self.query.concurrent_max as u64),
+            ("query.threads", u64::from(self.query.threads)),
+            ("query.sql_bytes_max", self.query.sql_bytes_max as u64),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be greater than 0"));

@@ -50,6 +50,16 @@ pub enum ErrorCode {
     NotReady,
     /// The disk refused a write.
     StorageFull,
+    /// A query is malformed or names something that does not exist.
+    InvalidQuery,
+    /// SQL tried something read-only SQL may not do (files, settings, writes).
+    QueryRefused,
+    /// A query ran past `query.timeout_ms`.
+    QueryTimeout,
+    /// Too many queries are running.
+    QueryBusy,
+    /// A query needed more memory than `query.memory_bytes_max`.
+    QueryTooLarge,
     /// An unexpected internal failure; the message says what failed.
     Internal,
 }
@@ -78,6 +88,11 @@ impl ErrorCode {
             ErrorCode::BufferFull => "buffer_full",
             ErrorCode::NotReady => "not_ready",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::InvalidQuery => "invalid_query",
+            ErrorCode::QueryRefused => "query_refused",
+            ErrorCode::QueryTimeout => "query_timeout",
+            ErrorCode::QueryBusy => "query_busy",
+            ErrorCode::QueryTooLarge => "query_too_large",
             ErrorCode::Internal => "internal",
         }
     }
@@ -92,7 +107,12 @@ impl ErrorCode {
             | ErrorCode::SchemaConflict
             | ErrorCode::UnsupportedValue
             | ErrorCode::InvalidDatasetName
-            | ErrorCode::InvalidTimestamp => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidTimestamp
+            | ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
+            ErrorCode::QueryRefused => StatusCode::FORBIDDEN,
+            ErrorCode::QueryTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::QueryBusy => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::QueryTooLarge => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,

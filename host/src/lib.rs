@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod names;
 pub mod parquet_file;
 pub mod period;
+pub mod query;
 pub mod schema;
 pub mod server;
 pub mod storage;

@@ -7,6 +7,21 @@ use clap::{Parser, Subcommand};
 
 use strata::config::Config;
 
+/// Keeps freed memory in the process. By default glibc serves every request
+/// buffer and column above 128 KiB with a fresh mmap and returns it on free,
+/// so each request faults (and zeroes) its memory in again: that was a third
+/// of ingest CPU. Buffers up to 32 MiB now come from the heap and the heap is
+/// trimmed only past 512 MiB of free space.
+#[allow(unsafe_code)]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only changes allocator tuning parameters; it is called
+    // first thing in main, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 * 1024 * 1024);
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "strata", version, about = "A time-series and event store whose data lifecycle is code")]
 struct Cli {
@@ -36,6 +51,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, TimestampNanosecondArray, new_null_array};
-use arrow::compute::{cast, concat_batches, sort_to_indices, take_record_batch};
+use arrow::compute::{cast, concat_batches, interleave};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -58,6 +58,45 @@ pub fn conform(batch: &RecordBatch, schema: &DatasetSchema) -> Result<RecordBatc
     Ok(RecordBatch::try_new(target, columns)?)
 }
 
+fn times_of(batch: &RecordBatch) -> &[i64] {
+    batch.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().map(|t| t.values().as_ref()).unwrap_or(&[])
+}
+
+/// Concatenates batches in time order. Chunks usually arrive sorted and in
+/// order, so the common case is one copy; otherwise rows are interleaved by
+/// a sort over `(time, chunk, row)` — still one copy of the data.
+fn sorted_by_time(
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<RecordBatch, ParquetFileError> {
+    let mut in_order = true;
+    let mut previous = i64::MIN;
+    for batch in batches {
+        let times = times_of(batch);
+        if times.first().is_some_and(|first| *first < previous) || !times.windows(2).all(|w| w[0] <= w[1]) {
+            in_order = false;
+            break;
+        }
+        previous = times.last().copied().unwrap_or(previous);
+    }
+    if in_order {
+        return Ok(concat_batches(schema, batches)?);
+    }
+    let mut order: Vec<(i64, u32, u32)> = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+    for (b, batch) in batches.iter().enumerate() {
+        order.extend(times_of(batch).iter().enumerate().map(|(r, t)| (*t, b as u32, r as u32)));
+    }
+    order.sort_unstable();
+    let indices: Vec<(usize, usize)> = order.into_iter().map(|(_, b, r)| (b as usize, r as usize)).collect();
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
+            interleave(&arrays, &indices)
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
 /// Encodes `batches` (one partition's buffered rows) into one Parquet file
 /// sorted by time, zstd-compressed, then re-reads its footer.
 pub fn encode(
@@ -68,18 +107,12 @@ pub fn encode(
 ) -> Result<EncodedFile, ParquetFileError> {
     let conformed: Vec<RecordBatch> = batches.iter().map(|b| conform(b, schema)).collect::<Result<_, _>>()?;
     let target = schema.arrow_schema();
-    let mut all = concat_batches(&target, &conformed)?;
+    let all = sorted_by_time(&target, &conformed)?;
     let times = all
         .column(0)
         .as_any()
         .downcast_ref::<TimestampNanosecondArray>()
-        .ok_or_else(|| ParquetFileError::Verify("time column is not a timestamp".into()))?;
-    let sorted = times.values().windows(2).all(|w| w[0] <= w[1]);
-    if !sorted {
-        let indices = sort_to_indices(all.column(0), None, None)?;
-        all = take_record_batch(&all, &indices)?;
-    }
-    let times = all.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().expect("checked above");
+        .expect("the time column is always a nanosecond timestamp");
     let rows = all.num_rows() as i64;
     let (min_time_ns, max_time_ns) = match (times.values().first(), times.values().last()) {
         (Some(min), Some(max)) => (*min, *max),
@@ -134,18 +167,12 @@ mod tests {
         let time = Field::new("time", crate::schema::time_type(), false);
         let only_a = RecordBatch::try_new(
             Arc::new(Schema::new(vec![time.clone(), Field::new("a", arrow::datatypes::DataType::Float64, true)])),
-            vec![
-                Arc::new(TimestampNanosecondArray::from(vec![30, 10])),
-                Arc::new(Float64Array::from(vec![3.0, 1.0])),
-            ],
+            vec![Arc::new(TimestampNanosecondArray::from(vec![30, 10])), Arc::new(Float64Array::from(vec![3.0, 1.0]))],
         )
         .unwrap();
         let only_b = RecordBatch::try_new(
             Arc::new(Schema::new(vec![time, Field::new("b", arrow::datatypes::DataType::Float64, true)])),
-            vec![
-                Arc::new(TimestampNanosecondArray::from(vec![20])),
-                Arc::new(Float64Array::from(vec![2.0])),
-            ],
+            vec![Arc::new(TimestampNanosecondArray::from(vec![20])), Arc::new(Float64Array::from(vec![2.0]))],
         )
         .unwrap();
         let file = encode(&[only_a, only_b], &schema, 1024, 3).unwrap();

@@ -27,6 +27,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(?recovery, "recovered; ready");
     let store = Arc::new(store);
     let _ = state.recovery.set(recovery);
+    let engine = crate::query::QueryEngine::new(
+        config.query.clone(),
+        &store.storage_root(),
+        &config.server.data_dir.join("query-tmp"),
+    );
+    let _ = state.query.set(Arc::new(engine));
     let _ = state.store.set(store.clone());
     let flusher = tokio::spawn(store.clone().run_flusher(shutdown.clone()));
 

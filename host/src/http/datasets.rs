@@ -17,7 +17,7 @@ pub fn rfc3339(ns: i64) -> String {
     DateTime::<Utc>::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn find(store: &Store, raw: &str) -> Result<Arc<DatasetState>, ApiError> {
+pub(super) fn find(store: &Store, raw: &str) -> Result<Arc<DatasetState>, ApiError> {
     let name = DatasetName::parse(raw).map_err(|m| ApiError::new(ErrorCode::InvalidDatasetName, m))?;
     store.dataset(name.as_str()).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {name}")))
 }
@@ -117,7 +117,10 @@ pub(super) async fn seal(
         [label] => (*label, ""),
         [label, key] => (*label, *key),
         _ => {
-            return Err(ApiError::new(ErrorCode::NotFound, "a partition is named by its period label and optional key"));
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "a partition is named by its period label and optional key",
+            ));
         }
     };
     let partition = store.set_read_only(&dataset, label, key, read_only).await?;
@@ -135,7 +138,7 @@ pub(super) fn metrics(store: &Arc<Store>) -> Response<Body> {
     let _ = writeln!(text, "# HELP strata_datasets Datasets in the store.");
     let _ = writeln!(text, "# TYPE strata_datasets gauge");
     let _ = writeln!(text, "strata_datasets {}", store.datasets().len());
-    let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
+    let mut response = Response::new(Body::full(text));
     response
         .headers_mut()
         .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"));

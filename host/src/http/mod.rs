@@ -2,6 +2,9 @@
 //! thin: they decode the request, call the store, encode the answer.
 
 mod datasets;
+mod query;
+
+pub use datasets::rfc3339;
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -9,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::server::conn::http1;
@@ -35,12 +38,14 @@ pub struct AppState {
     pub store: OnceLock<Arc<Store>>,
     /// What recovery did.
     pub recovery: OnceLock<Recovery>,
+    /// The query engine, once the store is open.
+    pub query: OnceLock<Arc<crate::query::QueryEngine>>,
 }
 
 impl AppState {
     /// State for a server whose store is not open yet.
     pub fn new(config: Arc<Config>) -> AppState {
-        AppState { config, store: OnceLock::new(), recovery: OnceLock::new() }
+        AppState { config, store: OnceLock::new(), recovery: OnceLock::new(), query: OnceLock::new() }
     }
 
     fn store(&self) -> Result<&Arc<Store>, ApiError> {
@@ -50,7 +55,50 @@ impl AppState {
     }
 }
 
-type Body = Full<Bytes>;
+/// A response body: whole, or streamed chunk by chunk (query results).
+#[derive(Debug)]
+pub enum Body {
+    /// The whole body at once.
+    Full(Option<Bytes>),
+    /// Chunks from a producer; the body ends when the sender is dropped.
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    /// A whole body.
+    pub fn full(bytes: impl Into<Bytes>) -> Body {
+        Body::Full(Some(bytes.into()))
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => std::task::Poll::Ready(bytes.take().map(|b| Ok(hyper::body::Frame::data(b)))),
+            Body::Stream(receiver) => {
+                receiver.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    /// Whole bodies get a `Content-Length`; streams are chunked.
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Full(bytes) => hyper::body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
 
 /// Serves connections until `shutdown` fires, then waits for in-flight
 /// requests (at most `server.shutdown_timeout_ms`).
@@ -110,25 +158,25 @@ pub fn error_response(error: &ApiError) -> Response<Body> {
     response
 }
 
-fn json_response(status: StatusCode, body: &Json) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+pub(crate) fn json_response(status: StatusCode, body: &Json) -> Response<Body> {
+    let mut response = Response::new(Body::full(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
 fn no_content() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(Body::full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     response
 }
 
 /// Query-string parameters, percent-decoded.
-fn query_params(request: &Request<Incoming>) -> Vec<(String, String)> {
+pub(crate) fn query_params(request: &Request<Incoming>) -> Vec<(String, String)> {
     request.uri().query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
@@ -152,7 +200,7 @@ fn boolean(params: &[(String, String)], name: &str, default: bool) -> Result<boo
 
 /// Reads the body, refusing more than `body_bytes_max` — before reading
 /// anything when `Content-Length` already says so — and decodes gzip.
-async fn read_body(
+pub(crate) async fn read_body(
     request: Request<Incoming>,
     body_bytes_max: usize,
 ) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
@@ -162,14 +210,14 @@ async fn read_body(
             format!("the request body exceeds {body_bytes_max} bytes (limits.body_bytes_max)"),
         )
     };
-    if let Some(length) =
-        request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
-        && length > body_bytes_max as u64
-    {
+    let announced =
+        request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > body_bytes_max as u64) {
         return Err(too_large());
     }
     let (parts, mut body) = request.into_parts();
-    let mut collected = Vec::new();
+    // Reserve what the client announced (already checked against the limit).
+    let mut collected = Vec::with_capacity(announced.unwrap_or(0) as usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading the body failed: {e}")))?;
         if let Ok(data) = frame.into_data() {
@@ -240,6 +288,11 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
             };
             datasets::seal(state.store()?, dataset, reference, read_only).await
         }
+        (&Method::POST, ["v1", "datasets", dataset, "query"]) => {
+            let dataset = dataset.to_string();
+            query::structured(state, request, &dataset).await
+        }
+        (&Method::POST, ["v1", "sql"]) => query::sql(state, request).await,
         (&Method::POST, ["v1", "flush"]) => {
             let flushed = state.store()?.flush(true).await?;
             Ok(json_response(StatusCode::OK, &json!({ "partitions_flushed": flushed })))
@@ -248,7 +301,7 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         | (_, ["v1", "datasets", ..])
         | (_, ["api", "v2", "write"])
         | (_, ["api", "v3", "write_lp"])
-        | (_, ["v1", "flush"]) => {
+        | (_, ["v1", "flush" | "sql"]) => {
             Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
         }
         _ => Err(ApiError::new(ErrorCode::NotFound, format!("no route {method} {path}"))),

@@ -60,16 +60,21 @@ pub struct TextBuilder {
 
 impl Default for TextBuilder {
     fn default() -> TextBuilder {
-        TextBuilder {
-            lookup: FxHashMap::default(),
-            values: StringBuilder::new(),
-            keys: Vec::new(),
-            validity: NullBufferBuilder::new(0),
-        }
+        TextBuilder::with_capacity(0)
     }
 }
 
 impl TextBuilder {
+    /// A builder with room for `capacity` rows.
+    pub fn with_capacity(capacity: usize) -> TextBuilder {
+        TextBuilder {
+            lookup: FxHashMap::default(),
+            values: StringBuilder::new(),
+            keys: Vec::with_capacity(capacity),
+            validity: NullBufferBuilder::new(capacity),
+        }
+    }
+
     /// The dictionary key of `text`, adding it if new.
     pub fn key_of(&mut self, text: &str) -> i32 {
         if let Some(key) = self.lookup.get(text) {
@@ -119,13 +124,15 @@ struct ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    fn new(name: &str, kind: ColumnKind) -> ColumnBuilder {
+    fn new(name: &str, kind: ColumnKind, capacity: usize) -> ColumnBuilder {
         let data = match kind {
-            ColumnKind::Tag | ColumnKind::Text | ColumnKind::Time => ColumnData::Text(TextBuilder::default()),
-            ColumnKind::Float => ColumnData::Float(Float64Builder::new()),
-            ColumnKind::Integer => ColumnData::Integer(Int64Builder::new()),
-            ColumnKind::Unsigned => ColumnData::Unsigned(UInt64Builder::new()),
-            ColumnKind::Boolean => ColumnData::Boolean(BooleanBuilder::new()),
+            ColumnKind::Tag | ColumnKind::Text | ColumnKind::Time => {
+                ColumnData::Text(TextBuilder::with_capacity(capacity))
+            }
+            ColumnKind::Float => ColumnData::Float(Float64Builder::with_capacity(capacity)),
+            ColumnKind::Integer => ColumnData::Integer(Int64Builder::with_capacity(capacity)),
+            ColumnKind::Unsigned => ColumnData::Unsigned(UInt64Builder::with_capacity(capacity)),
+            ColumnKind::Boolean => ColumnData::Boolean(BooleanBuilder::with_capacity(capacity)),
         };
         ColumnBuilder { name: name.to_string(), kind, len: 0, claimed_by_row: 0, data }
     }
@@ -221,8 +228,8 @@ impl ParsedBatch {
     }
 
     /// The time column as an Arrow array.
-    pub fn time_array(&self) -> TimestampNanosecondArray {
-        TimestampNanosecondArray::from(self.times.clone())
+    pub fn time_array(&mut self) -> TimestampNanosecondArray {
+        TimestampNanosecondArray::from(std::mem::take(&mut self.times))
     }
 }
 
@@ -230,6 +237,8 @@ impl ParsedBatch {
 #[derive(Debug)]
 pub struct BatchBuilder<'s> {
     schema: &'s DatasetSchema,
+    /// Rows expected, so columns allocate once.
+    capacity: usize,
     columns_max: usize,
     times: Vec<i64>,
     columns: Vec<ColumnBuilder>,
@@ -240,7 +249,19 @@ impl<'s> BatchBuilder<'s> {
     /// A builder that resolves kinds against `schema` (a snapshot) and allows at
     /// most `columns_max` non-time columns in the dataset.
     pub fn new(schema: &'s DatasetSchema, columns_max: usize) -> BatchBuilder<'s> {
-        BatchBuilder { schema, columns_max, times: Vec::new(), columns: Vec::new(), by_name: FxHashMap::default() }
+        BatchBuilder::with_capacity(schema, columns_max, 0)
+    }
+
+    /// A builder expecting about `capacity` rows.
+    pub fn with_capacity(schema: &'s DatasetSchema, columns_max: usize, capacity: usize) -> BatchBuilder<'s> {
+        BatchBuilder {
+            schema,
+            capacity,
+            columns_max,
+            times: Vec::with_capacity(capacity),
+            columns: Vec::new(),
+            by_name: FxHashMap::default(),
+        }
     }
 
     /// The name of the dataset's time column.
@@ -292,7 +313,7 @@ impl<'s> BatchBuilder<'s> {
         // Keep the stored kind (a text value into a tag column stays a tag).
         let kind = stored.unwrap_or(kind);
         let index = self.columns.len();
-        self.columns.push(ColumnBuilder::new(name, kind));
+        self.columns.push(ColumnBuilder::new(name, kind, self.capacity));
         self.by_name.insert(name.to_string(), index);
         Ok(index)
     }
@@ -313,9 +334,14 @@ impl<'s> BatchBuilder<'s> {
             });
         }
         let index = self.columns.len();
-        self.columns.push(ColumnBuilder::new(name, self.schema.kind_of(name).unwrap_or(kind)));
+        self.columns.push(ColumnBuilder::new(name, self.schema.kind_of(name).unwrap_or(kind), self.capacity));
         self.by_name.insert(name.to_string(), index);
         Ok(index)
+    }
+
+    /// Whether column `index` stores values of `kind`.
+    pub fn column_accepts(&self, index: usize, kind: ColumnKind) -> bool {
+        self.columns[index].kind.accepts(kind)
     }
 
     /// The dictionary of a text column, for parsers that cache resolved keys.

@@ -45,7 +45,7 @@ pub fn parse<'b>(
     builder: &mut BatchBuilder<'_>,
 ) -> Result<Vec<LineError>, BodyError> {
     let mut errors = Vec::new();
-    let mut series_cache: FxHashMap<&'b [u8], Vec<(usize, i32)>> = FxHashMap::default();
+    let mut caches = LineCaches::default();
     let mut values: Vec<(usize, Value<'b>)> = Vec::with_capacity(32);
     let mut lines = 0usize;
     for (index, raw_line) in body.split(|b| *b == b'\n').enumerate() {
@@ -58,7 +58,13 @@ pub fn parse<'b>(
             return Err(BodyError::TooManyLines(limits.rows_per_request_max));
         }
         values.clear();
-        match parse_line(line, precision, default_time_ns, limits, builder, &mut series_cache, &mut values) {
+        // Validate UTF-8 once per line; everything below slices the &str at
+        // ASCII delimiters, which are always character boundaries.
+        let Ok(line) = std::str::from_utf8(line) else {
+            errors.push(line_error(index, raw_line, "invalid UTF-8".to_string()));
+            continue;
+        };
+        match parse_line(line, precision, default_time_ns, limits, builder, &mut caches, &mut values) {
             Ok(time_ns) => match builder.push_row(time_ns, &values) {
                 Ok(()) => {}
                 Err(error @ RowError::Conflict { .. }) => return Err(BodyError::Conflict(error)),
@@ -92,6 +98,16 @@ fn trim_line(line: &[u8]) -> &[u8] {
     &line[start..end]
 }
 
+/// What one body's lines share.
+#[derive(Default)]
+struct LineCaches<'b> {
+    /// Series text (measurement and tags) → resolved `(column, dictionary key)`.
+    series: FxHashMap<&'b str, Vec<(usize, i32)>>,
+    /// The previous line's field keys and columns, in order. Lines usually
+    /// repeat them, and comparing is cheaper than hashing every key.
+    field_layout: Vec<(&'b str, usize)>,
+}
+
 enum LineFailure {
     Syntax(String),
     Conflict(RowError),
@@ -111,7 +127,8 @@ fn syntax<T>(message: impl Into<String>) -> Result<T, LineFailure> {
 }
 
 /// Index of the first unescaped byte in `stops` at or after `from`.
-fn find_unescaped(line: &[u8], from: usize, stops: &[u8]) -> usize {
+fn find_unescaped(line: &str, from: usize, stops: &[u8]) -> usize {
+    let line = line.as_bytes();
     let mut i = from;
     while i < line.len() {
         let b = line[i];
@@ -127,15 +144,12 @@ fn find_unescaped(line: &[u8], from: usize, stops: &[u8]) -> usize {
     line.len()
 }
 
-fn as_str(bytes: &[u8]) -> Result<&str, LineFailure> {
-    std::str::from_utf8(bytes).map_err(|_| LineFailure::Syntax("invalid UTF-8".to_string()))
-}
-
 /// Text with the backslash escapes of `escapable` removed.
-fn unescape<'b>(bytes: &'b [u8], escapable: &[u8]) -> Result<Value<'b>, LineFailure> {
-    if !bytes.contains(&b'\\') {
-        return Ok(Value::Text(as_str(bytes)?));
+fn unescape<'b>(text: &'b str, escapable: &[u8]) -> Result<Value<'b>, LineFailure> {
+    if !text.as_bytes().contains(&b'\\') {
+        return Ok(Value::Text(text));
     }
+    let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -162,7 +176,7 @@ const KEY_ESCAPES: &[u8] = b",= \\";
 const MEASUREMENT_ESCAPES: &[u8] = b", \\";
 
 fn parse_series(
-    series: &[u8],
+    series: &str,
     limits: &IngestLimits,
     builder: &mut BatchBuilder<'_>,
 ) -> Result<Vec<(usize, i32)>, LineFailure> {
@@ -180,7 +194,7 @@ fn parse_series(
         let pair = &series[start..end];
         let equals = find_unescaped(pair, 0, b"=");
         if equals == pair.len() {
-            return syntax(format!("tag {:?} has no '='", String::from_utf8_lossy(pair)));
+            return syntax(format!("tag {pair:?} has no '='"));
         }
         let key = unescape(&pair[..equals], KEY_ESCAPES)?;
         let value = unescape(&pair[equals + 1..], KEY_ESCAPES)?;
@@ -206,14 +220,15 @@ fn parse_series(
 }
 
 fn parse_line<'b>(
-    line: &'b [u8],
+    line: &'b str,
     precision: Precision,
     default_time_ns: i64,
     limits: &IngestLimits,
     builder: &mut BatchBuilder<'_>,
-    series_cache: &mut FxHashMap<&'b [u8], Vec<(usize, i32)>>,
+    caches: &mut LineCaches<'b>,
     values: &mut Vec<(usize, Value<'b>)>,
 ) -> Result<i64, LineFailure> {
+    let LineCaches { series: series_cache, field_layout } = caches;
     let series_end = find_unescaped(line, 0, b" ");
     if series_end == line.len() {
         return syntax("missing fields");
@@ -229,42 +244,52 @@ fn parse_line<'b>(
     values.extend(tags.iter().map(|(column, key)| (*column, Value::TextKey(*key))));
 
     // Fields: key=value pairs up to the next unescaped space outside quotes.
+    let bytes = line.as_bytes();
     let mut at = series_end + 1;
-    while at < line.len() && line[at] == b' ' {
+    while at < bytes.len() && bytes[at] == b' ' {
         at += 1;
     }
     let mut fields = 0;
     loop {
         let key_end = find_unescaped(line, at, b"= ,");
-        if key_end >= line.len() || line[key_end] != b'=' {
+        if key_end >= bytes.len() || bytes[key_end] != b'=' {
             return syntax("field has no '='");
         }
-        let key = unescape(&line[at..key_end], KEY_ESCAPES)?;
-        if text_of(&key).is_empty() {
-            return syntax("empty field key");
-        }
+        let raw_key = &line[at..key_end];
         let value_start = key_end + 1;
         let (value, value_end) = parse_field_value(line, value_start, limits)?;
-        let column = builder.column(text_of(&key), value.kind())?;
+        let column = match field_layout.get(fields) {
+            Some((known, column)) if *known == raw_key && builder.column_accepts(*column, value.kind()) => *column,
+            _ => {
+                let key = unescape(raw_key, KEY_ESCAPES)?;
+                if text_of(&key).is_empty() {
+                    return syntax("empty field key");
+                }
+                let column = builder.column(text_of(&key), value.kind())?;
+                field_layout.truncate(fields);
+                field_layout.push((raw_key, column));
+                column
+            }
+        };
         values.push((column, value));
         fields += 1;
         at = value_end;
-        if at >= line.len() || line[at] == b' ' {
+        if at >= bytes.len() || bytes[at] == b' ' {
             break;
         }
-        // line[at] == b','
+        // bytes[at] == b','
         at += 1;
     }
     if fields == 0 {
         return syntax("missing fields");
     }
-    while at < line.len() && line[at] == b' ' {
+    while at < bytes.len() && bytes[at] == b' ' {
         at += 1;
     }
-    if at >= line.len() {
+    if at >= bytes.len() {
         return Ok(default_time_ns);
     }
-    let raw = as_str(&line[at..])?;
+    let raw = &line[at..];
     let time: i64 = raw.parse().map_err(|_| LineFailure::Syntax(format!("invalid timestamp {raw:?}")))?;
     time.checked_mul(precision.nanos_per_unit())
         .ok_or_else(|| LineFailure::Syntax(format!("timestamp {raw} out of range")))
@@ -272,10 +297,11 @@ fn parse_line<'b>(
 
 /// Parses the value starting at `start`; returns it and the index just after it.
 fn parse_field_value<'b>(
-    line: &'b [u8],
+    text: &'b str,
     start: usize,
     limits: &IngestLimits,
 ) -> Result<(Value<'b>, usize), LineFailure> {
+    let line = text.as_bytes();
     if start >= line.len() {
         return syntax("missing field value");
     }
@@ -296,7 +322,7 @@ fn parse_field_value<'b>(
         if i >= line.len() {
             return syntax("unterminated string field");
         }
-        let inner = &line[start + 1..i];
+        let inner = &text[start + 1..i];
         if inner.len() > limits.string_value_bytes_max {
             return syntax(format!(
                 "string field is {} bytes; at most {} are allowed",
@@ -304,7 +330,7 @@ fn parse_field_value<'b>(
                 limits.string_value_bytes_max
             ));
         }
-        let value = if escaped { unescape(inner, b"\"\\")? } else { Value::Text(as_str(inner)?) };
+        let value = if escaped { unescape(inner, b"\"\\")? } else { Value::Text(inner) };
         let end = i + 1;
         if end < line.len() && line[end] != b',' && line[end] != b' ' {
             return syntax("unexpected text after string field");
@@ -315,26 +341,33 @@ fn parse_field_value<'b>(
     while end < line.len() && line[end] != b',' && line[end] != b' ' {
         end += 1;
     }
-    let token = as_str(&line[start..end])?;
-    let value = match token {
-        "t" | "T" | "true" | "True" | "TRUE" => Value::Boolean(true),
-        "f" | "F" | "false" | "False" | "FALSE" => Value::Boolean(false),
-        _ if token.ends_with('i') => Value::Integer(
-            token[..token.len() - 1].parse().map_err(|_| LineFailure::Syntax(format!("invalid integer {token:?}")))?,
-        ),
-        _ if token.ends_with('u') => Value::Unsigned(
-            token[..token.len() - 1]
-                .parse()
-                .map_err(|_| LineFailure::Syntax(format!("invalid unsigned integer {token:?}")))?,
-        ),
-        _ => {
-            let first = token.as_bytes().first().copied().unwrap_or(b'x');
-            let numeric_start = first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.';
-            match token.parse::<f64>() {
-                Ok(v) if numeric_start && v.is_finite() => Value::Float(v),
+    let token = &text[start..end];
+    let first = token.as_bytes().first().copied().unwrap_or(b'x');
+    let value = match first {
+        // Only tokens starting with a letter can be booleans; numbers skip
+        // the string comparisons.
+        b't' | b'T' | b'f' | b'F' => match token {
+            "t" | "T" | "true" | "True" | "TRUE" => Value::Boolean(true),
+            "f" | "F" | "false" | "False" | "FALSE" => Value::Boolean(false),
+            _ => return syntax(format!("invalid field value {token:?}")),
+        },
+        b'0'..=b'9' | b'-' | b'+' | b'.' => match token.as_bytes()[token.len() - 1] {
+            b'i' => Value::Integer(
+                token[..token.len() - 1]
+                    .parse()
+                    .map_err(|_| LineFailure::Syntax(format!("invalid integer {token:?}")))?,
+            ),
+            b'u' => Value::Unsigned(
+                token[..token.len() - 1]
+                    .parse()
+                    .map_err(|_| LineFailure::Syntax(format!("invalid unsigned integer {token:?}")))?,
+            ),
+            _ => match token.parse::<f64>() {
+                Ok(v) if v.is_finite() => Value::Float(v),
                 _ => return syntax(format!("invalid field value {token:?}")),
-            }
-        }
+            },
+        },
+        _ => return syntax(format!("invalid field value {token:?}")),
     };
     Ok((value, end))
 }

@@ -98,7 +98,7 @@ pub struct PartitionRows {
 /// partition key per row (from the partitioner) or `None` for the empty key.
 /// `schema` must already contain every column of `parsed`.
 pub fn route(
-    parsed: ParsedBatch,
+    mut parsed: ParsedBatch,
     schema: &DatasetSchema,
     period: Period,
     keys: Option<&[String]>,
@@ -109,19 +109,21 @@ pub fn route(
 
     let mut fields = Vec::with_capacity(order.len() + 1);
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(order.len() + 1);
+    let times = parsed.time_array();
     fields.push(Field::new(&schema.time_column, time_type(), false));
-    arrays.push(Arc::new(parsed.time_array()));
     for i in &order {
         fields.push(Field::new(&parsed.columns[*i].name, parsed.columns[*i].kind.arrow_type(), true));
         arrays.push(parsed.arrays[*i].clone());
     }
+    let time_values = times.values().clone();
+    arrays.insert(0, Arc::new(times));
     let whole =
         RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("parsed columns all have the row count");
 
     // Group rows by (bucket, key), in order of first appearance.
     let mut buckets = BucketCache::new(period);
     let mut groups: Vec<(usize, String, Vec<u32>)> = Vec::new();
-    for (row, time) in parsed.times.iter().enumerate() {
+    for (row, time) in time_values.iter().enumerate() {
         let bucket = buckets.index_of(*time);
         let key = keys.map(|k| k[row].as_str()).unwrap_or("");
         let group = match groups.iter().position(|(b, k, _)| *b == bucket && k == key) {

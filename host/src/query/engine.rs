@@ -1,0 +1,404 @@
+//! DuckDB execution, off the async runtime, with a timeout, a memory limit
+//! and a cap on concurrent queries.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema};
+use bytes::Bytes;
+use duckdb::Connection;
+use duckdb::types::Value;
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::output::{Encoder, OutputFormat};
+use super::plan::{Param, PlannedQuery, QueryRequest, plan, quote};
+use crate::config::QueryConfig;
+use crate::error::{ApiError, ErrorCode};
+use crate::parquet_file::conform;
+use crate::schema::{ColumnKind, DatasetSchema};
+use crate::store::{DatasetSnapshot, DatasetState, Store};
+
+/// What a query looked at.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueryStats {
+    /// Partitions of the dataset in the snapshot.
+    pub partitions_considered: usize,
+    /// Partitions skipped because they lie outside the time range.
+    pub partitions_pruned: usize,
+    /// Parquet files read.
+    pub files_scanned: usize,
+    /// Bytes of those files.
+    pub bytes_scanned: u64,
+    /// Rows taken from ingest buffers.
+    pub rows_from_buffers: u64,
+    /// Rows returned.
+    pub rows_returned: u64,
+    /// Wall time, ms.
+    pub elapsed_ms: f64,
+}
+
+/// A running query's output: a stream of encoded chunks.
+#[derive(Debug)]
+pub struct QueryResult {
+    /// The response content type.
+    pub content_type: &'static str,
+    /// Encoded chunks; the last one closes the document.
+    pub chunks: mpsc::Receiver<Bytes>,
+}
+
+/// The query engine.
+#[derive(Debug)]
+pub struct QueryEngine {
+    config: QueryConfig,
+    storage_root: PathBuf,
+    temp_dir: PathBuf,
+    permits: Arc<Semaphore>,
+}
+
+fn query_error(error: duckdb::Error) -> ApiError {
+    let message = error.to_string();
+    if message.contains("INTERRUPT") || message.contains("Interrupted") {
+        ApiError::new(ErrorCode::QueryTimeout, "the query ran past query.timeout_ms and was stopped")
+    } else if message.contains("Permission Error") || message.contains("disabled") || message.contains("not allowed") {
+        ApiError::new(ErrorCode::QueryRefused, format!("refused: {message}"))
+    } else if message.contains("Out of Memory") {
+        ApiError::new(ErrorCode::QueryTooLarge, format!("the query needs more than query.memory_bytes_max: {message}"))
+    } else {
+        ApiError::new(ErrorCode::InvalidQuery, message)
+    }
+}
+
+fn sql_string(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn duck_type(kind: ColumnKind) -> &'static str {
+    match kind {
+        ColumnKind::Time => "TIMESTAMP_NS",
+        ColumnKind::Tag | ColumnKind::Text => "VARCHAR",
+        ColumnKind::Float => "DOUBLE",
+        ColumnKind::Integer => "BIGINT",
+        ColumnKind::Unsigned => "UBIGINT",
+        ColumnKind::Boolean => "BOOLEAN",
+    }
+}
+
+fn param_value(param: &Param) -> Value {
+    match param {
+        Param::Text(s) => Value::Text(s.clone()),
+        Param::Float(f) => Value::Double(*f),
+        Param::Integer(i) => Value::BigInt(*i),
+        Param::Unsigned(u) => Value::UBigInt(*u),
+        Param::Boolean(b) => Value::Boolean(*b),
+    }
+}
+
+/// The files and buffered rows of one dataset that a query reads.
+struct Source {
+    name: String,
+    schema: Arc<DatasetSchema>,
+    files: Vec<String>,
+    buffered: Vec<RecordBatch>,
+}
+
+impl QueryEngine {
+    /// An engine reading files under `storage_root`.
+    pub fn new(config: QueryConfig, storage_root: &Path, temp_dir: &Path) -> QueryEngine {
+        let permits = Arc::new(Semaphore::new(config.concurrent_max));
+        QueryEngine { config, storage_root: storage_root.to_path_buf(), temp_dir: temp_dir.to_path_buf(), permits }
+    }
+
+    /// A fresh in-memory database per query, locked down: it may read exactly
+    /// `files` (the query's snapshot) and nothing else, load no extension and
+    /// change no setting. Its tables and views (the buffered rows, the dataset
+    /// views) are private to the query.
+    fn connect(&self, files: &[&str]) -> Result<Connection, ApiError> {
+        let connection = Connection::open_in_memory().map_err(query_error)?;
+        let _ = std::fs::create_dir_all(&self.temp_dir);
+        let allowed: Vec<String> = files.iter().map(|f| sql_string(f)).collect();
+        let settings = format!(
+            "SET memory_limit = {memory}; SET threads = {threads}; SET temp_directory = {temp}; \
+             SET autoinstall_known_extensions = false; SET autoload_known_extensions = false; \
+             SET allowed_paths = [{allowed}]; SET allowed_directories = [{temp_dir}]; \
+             SET enable_external_access = false; SET lock_configuration = true;",
+            memory = sql_string(&format!("{}B", self.config.memory_bytes_max)),
+            threads = self.config.threads,
+            temp = sql_string(&self.temp_dir.display().to_string()),
+            allowed = allowed.join(", "),
+            temp_dir = sql_string(&format!("{}/", self.temp_dir.display())),
+        );
+        connection.execute_batch(&settings).map_err(query_error)?;
+        Ok(connection)
+    }
+
+    fn source(
+        &self,
+        dataset: &DatasetState,
+        snapshot: &DatasetSnapshot,
+        range: Option<(i64, i64)>,
+        stats: &mut QueryStats,
+    ) -> Source {
+        let schema = dataset.schema();
+        let mut files = Vec::new();
+        let mut live = std::collections::HashSet::new();
+        stats.partitions_considered += snapshot.partitions.len();
+        for (partition, partition_files) in snapshot.partitions.iter().zip(&snapshot.files) {
+            if let Some((start, end)) = range
+                && (partition.period_end_ns <= start || partition.period_start_ns >= end)
+            {
+                stats.partitions_pruned += 1;
+                continue;
+            }
+            live.insert(partition.id);
+            for file in partition_files {
+                if let Some((start, end)) = range
+                    && (file.max_time_ns < start || file.min_time_ns >= end)
+                {
+                    continue;
+                }
+                stats.files_scanned += 1;
+                stats.bytes_scanned += file.bytes as u64;
+                files.push(self.storage_root.join(&file.storage_target).join(&file.object_key).display().to_string());
+            }
+        }
+        let buffered: Vec<RecordBatch> =
+            snapshot.buffered.iter().filter(|(id, _)| live.contains(id)).map(|(_, b)| b.clone()).collect();
+        stats.rows_from_buffers += buffered.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        Source { name: dataset.name.to_string(), schema, files, buffered }
+    }
+
+    /// Defines a view named `view` over a source's files and buffered rows.
+    fn define(connection: &Connection, view: &str, source: &Source) -> Result<(), ApiError> {
+        let schema = &source.schema;
+        let buffer_table = format!("__buffered_{}", source.name.replace('-', "_"));
+        let columns: Vec<String> = std::iter::once(format!("{} TIMESTAMP_NS", quote(&schema.time_column)))
+            .chain(schema.columns.iter().map(|c| format!("{} {}", quote(&c.name), duck_type(c.kind))))
+            .collect();
+        connection
+            .execute_batch(&format!("CREATE TABLE {} ({})", quote(&buffer_table), columns.join(", ")))
+            .map_err(query_error)?;
+        if !source.buffered.is_empty() {
+            let mut appender = connection.appender(&buffer_table).map_err(query_error)?;
+            for batch in &source.buffered {
+                let full = conform(batch, schema).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+                appender.append_record_batch(plain_strings(&full)?).map_err(query_error)?;
+            }
+            appender.flush().map_err(query_error)?;
+        }
+        let body = if source.files.is_empty() {
+            format!("SELECT * FROM {}", quote(&buffer_table))
+        } else {
+            let list: Vec<String> = source.files.iter().map(|f| sql_string(f)).collect();
+            // Columns added after the last flush exist only in the buffer
+            // table; UNION ALL BY NAME fills them with NULL for the files.
+            format!(
+                "SELECT * FROM read_parquet([{}], union_by_name = true) UNION ALL BY NAME SELECT * FROM {}",
+                list.join(", "),
+                quote(&buffer_table)
+            )
+        };
+        connection.execute_batch(&format!("CREATE VIEW {} AS {body}", quote(view))).map_err(query_error)
+    }
+
+    /// Runs a structured query.
+    pub async fn structured(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        dataset: Arc<DatasetState>,
+        request: QueryRequest,
+        format: OutputFormat,
+    ) -> Result<QueryResult, ApiError> {
+        let schema = dataset.schema();
+        let planned = plan(&request, &schema)?;
+        self.run(store, vec![(dataset, "src".to_string())], Some((planned.start_ns, planned.end_ns)), planned, format)
+            .await
+    }
+
+    /// Runs read-only SQL over views named after the datasets it mentions.
+    pub async fn sql(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        sql: &str,
+        format: OutputFormat,
+    ) -> Result<QueryResult, ApiError> {
+        let text = sql.trim().trim_end_matches(';').trim();
+        if text.is_empty() {
+            return Err(ApiError::new(ErrorCode::BadRequest, "empty SQL"));
+        }
+        if text.len() > self.config.sql_bytes_max {
+            return Err(ApiError::new(
+                ErrorCode::LimitExceeded,
+                format!("SQL longer than {} bytes (query.sql_bytes_max)", self.config.sql_bytes_max),
+            ));
+        }
+        let datasets: Vec<(Arc<DatasetState>, String)> = store
+            .datasets()
+            .into_iter()
+            .filter(|d| text.contains(d.name.as_str()))
+            .map(|d| {
+                let name = d.name.to_string();
+                (d, name)
+            })
+            .collect();
+        // Only a query fits inside a subquery: no COPY, ATTACH, SET, INSTALL,
+        // CREATE, PRAGMA or second statement can be smuggled through.
+        let planned = PlannedQuery {
+            start_ns: i64::MIN,
+            end_ns: i64::MAX,
+            sql: format!("SELECT * FROM (\n{text}\n) AS q"),
+            params: Vec::new(),
+            time_columns: Vec::new(),
+        };
+        self.run(store, datasets, None, planned, format).await
+    }
+
+    async fn run(
+        self: &Arc<Self>,
+        store: &Arc<Store>,
+        datasets: Vec<(Arc<DatasetState>, String)>,
+        range: Option<(i64, i64)>,
+        planned: PlannedQuery,
+        format: OutputFormat,
+    ) -> Result<QueryResult, ApiError> {
+        let started = Instant::now();
+        let permit =
+            tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), self.permits.clone().acquire_owned())
+                .await
+                .map_err(|_| {
+                    ApiError::new(ErrorCode::QueryBusy, "too many queries are running (query.concurrent_max)")
+                        .with_retry_after(1)
+                })?
+                .map_err(|_| ApiError::new(ErrorCode::NotReady, "shutting down"))?;
+        let (first_sender, first_receiver) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
+        let (sender, chunks) = mpsc::channel::<Bytes>(16);
+        let engine = self.clone();
+        let store = store.clone();
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let interrupt_slot: Arc<std::sync::Mutex<Option<Arc<duckdb::InterruptHandle>>>> = Arc::default();
+        let slot = interrupt_slot.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut first = Some(first_sender);
+            let fail_early = |first: &mut Option<tokio::sync::oneshot::Sender<Result<(), ApiError>>>,
+                              error: ApiError| {
+                if let Some(first) = first.take() {
+                    let _ = first.send(Err(error));
+                }
+            };
+            let mut stats = QueryStats::default();
+            let prepared = (|| -> Result<(Connection, Vec<Source>), ApiError> {
+                let mut sources = Vec::new();
+                for (dataset, _) in &datasets {
+                    let snapshot = store.snapshot(dataset)?;
+                    sources.push(engine.source(dataset, &snapshot, range, &mut stats));
+                }
+                let files: Vec<&str> = sources.iter().flat_map(|s| s.files.iter().map(String::as_str)).collect();
+                let connection = engine.connect(&files)?;
+                *slot.lock().expect("not poisoned") = Some(connection.interrupt_handle());
+                for ((_, view), source) in datasets.iter().zip(&sources) {
+                    QueryEngine::define(&connection, view, source)?;
+                }
+                Ok((connection, sources))
+            })();
+            let (connection, _sources) = match prepared {
+                Ok(ok) => ok,
+                Err(error) => return fail_early(&mut first, error),
+            };
+            let mut statement = match connection.prepare(&planned.sql) {
+                Ok(statement) => statement,
+                Err(error) => return fail_early(&mut first, query_error(error)),
+            };
+            let params: Vec<Value> = planned.params.iter().map(param_value).collect();
+            let mut batches = match statement.stream_arrow(duckdb::params_from_iter(params)) {
+                Ok(batches) => batches,
+                Err(error) => return fail_early(&mut first, query_error(error)),
+            };
+            let schema = batches.get_schema();
+            let mut encoder = Encoder::new(format, planned.time_columns.clone());
+            let mut pending = vec![Bytes::from(encoder.begin(&schema))];
+            let mut failure = None;
+            for item in batches.by_ref() {
+                // An interrupt (the timeout) or a runtime error ends the
+                // stream with an error item.
+                let batch = match item {
+                    Ok(batch) => batch,
+                    Err(error) => {
+                        failure = Some(query_error(error));
+                        break;
+                    }
+                };
+                match encoder.batch(&batch) {
+                    Ok(bytes) => pending.push(Bytes::from(bytes)),
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+                if let Some(first) = first.take() {
+                    let _ = first.send(Ok(()));
+                }
+                for chunk in pending.drain(..) {
+                    if sender.blocking_send(chunk).is_err() {
+                        return; // the client went away
+                    }
+                }
+            }
+            if let (Some(error), Some(_)) = (&failure, &first) {
+                return fail_early(&mut first, error.clone());
+            }
+            if let Some(first) = first.take() {
+                let _ = first.send(Ok(()));
+            }
+            stats.rows_returned = encoder.rows();
+            stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            pending.push(Bytes::from(encoder.finish(&json!(stats), failure.as_ref())));
+            for chunk in pending {
+                if sender.blocking_send(chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        let watchdog = {
+            let slot = interrupt_slot.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(handle) = slot.lock().expect("not poisoned").as_ref() {
+                    handle.interrupt();
+                }
+            })
+        };
+        let first = first_receiver
+            .await
+            .unwrap_or_else(|_| Err(ApiError::new(ErrorCode::Internal, "query worker ended early")));
+        if let Err(error) = first {
+            watchdog.abort();
+            return Err(error);
+        }
+        // The watchdog keeps running until the timeout; interrupting a
+        // finished connection is harmless.
+        Ok(QueryResult { content_type: format.content_type(), chunks })
+    }
+}
+
+/// DuckDB's appender takes plain strings; buffers hold dictionary strings.
+fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch, ApiError> {
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if let DataType::Dictionary(_, _) = field.data_type() {
+            fields.push(Field::new(field.name(), DataType::Utf8, true));
+            columns.push(cast(column, &DataType::Utf8).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?);
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}

@@ -1,0 +1,53 @@
+//! Queries: structured JSON queries and read-only SQL, answered by DuckDB over
+//! the Parquet files of one catalog snapshot plus the rows still buffered.
+//!
+//! **Invariant:** only this module imports duckdb. The file list comes from
+//! one catalog snapshot taken together with the buffers (see
+//! `Store::snapshot`), so a query sees every row exactly once even while a
+//! flush commits.
+
+mod engine;
+pub mod output;
+pub mod plan;
+
+pub use engine::{QueryEngine, QueryResult, QueryStats};
+
+/// Every Parquet file under `dir`, for benchmarks that read them directly.
+pub fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Times `sql` run by DuckDB directly over a view `cpu` of `files`, in the
+/// same process, `runs` times; returns milliseconds per run.
+pub fn time_direct(files: &[std::path::PathBuf], sql: &str, runs: usize) -> Result<Vec<f64>, duckdb::Error> {
+    let connection = duckdb::Connection::open_in_memory()?;
+    let list: Vec<String> =
+        files.iter().map(|f| format!("'{}'", f.display().to_string().replace('\'', "''"))).collect();
+    connection.execute_batch(&format!(
+        "SET threads = 2; CREATE VIEW cpu AS SELECT * FROM read_parquet([{}], union_by_name = true)",
+        list.join(", ")
+    ))?;
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let started = std::time::Instant::now();
+        let mut statement = connection.prepare(sql)?;
+        let batches: Vec<arrow::record_batch::RecordBatch> = statement.query_arrow([])?.collect();
+        std::hint::black_box(batches);
+        out.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(out)
+}

@@ -1,0 +1,526 @@
+//! Structured queries: the JSON request and its translation into SQL.
+//!
+//! Pure functions: a request plus a dataset schema become SQL text with bound
+//! parameters. Identifiers are checked against the schema and quoted; values
+//! are never spliced into the text, only bound.
+
+use serde::Deserialize;
+use serde_json::Value as Json;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::schema::{ColumnKind, DatasetSchema};
+
+/// `POST /v1/datasets/{ds}/query`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    /// Required time range; `end` is exclusive.
+    pub time_range: TimeRange,
+    /// Columns to return (default: all). Ignored with `downsample`.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Row filter.
+    #[serde(default)]
+    pub filters: Option<Filter>,
+    /// Tag (or any) columns to group by; with `downsample` only.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// Time buckets and aggregations.
+    #[serde(default)]
+    pub downsample: Option<Downsample>,
+    /// `asc` (default) or `desc` by time.
+    #[serde(default)]
+    pub order: Order,
+    /// At most this many rows.
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// Skip this many rows.
+    #[serde(default)]
+    pub offset: Option<u64>,
+    /// `json` (default), `ndjson`, `csv` or `arrow`; the `Accept` header also works.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// A time range: RFC 3339 strings or epoch nanoseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeRange {
+    /// Inclusive start.
+    pub start: Json,
+    /// Exclusive end.
+    pub end: Json,
+}
+
+/// Sort order by time.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// A filter: a condition or an `and` / `or` of filters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Filter {
+    /// All must hold.
+    And {
+        /// The parts.
+        and: Vec<Filter>,
+    },
+    /// One must hold.
+    Or {
+        /// The parts.
+        or: Vec<Filter>,
+    },
+    /// One comparison.
+    Condition {
+        /// The column.
+        column: String,
+        /// `=`, `!=`, `<`, `<=`, `>`, `>=`, `in`, `is_null`, `is_not_null`.
+        op: String,
+        /// The operand (an array for `in`; absent for the null tests).
+        #[serde(default)]
+        value: Option<Json>,
+    },
+}
+
+/// Time buckets and aggregations.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Downsample {
+    /// Bucket width: `10s`, `1m`, `1h`, `1d`, `500ms` ….
+    pub interval: String,
+    /// What to compute per bucket (and group).
+    pub aggregations: Vec<Aggregation>,
+    /// Empty buckets: `none` (default, omitted), `null` or `previous`.
+    #[serde(default)]
+    pub fill: Fill,
+}
+
+/// Gap filling.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fill {
+    /// Buckets without rows are omitted.
+    #[default]
+    None,
+    /// Buckets without rows appear with nulls.
+    Null,
+    /// Buckets without rows repeat the previous bucket's values.
+    Previous,
+}
+
+/// One aggregation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aggregation {
+    /// avg, min, max, sum, count, median, count_distinct, percentile, first, last.
+    #[serde(rename = "fn")]
+    pub function: String,
+    /// The input column.
+    pub column: String,
+    /// The output name (default `{fn}_{column}`).
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// For `percentile`: in [0, 1].
+    #[serde(default)]
+    pub p: Option<f64>,
+}
+
+/// A bound parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    /// Text.
+    Text(String),
+    /// Float.
+    Float(f64),
+    /// Signed integer.
+    Integer(i64),
+    /// Unsigned integer.
+    Unsigned(u64),
+    /// Boolean.
+    Boolean(bool),
+}
+
+/// The planned SQL over a relation named `src`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedQuery {
+    /// Inclusive start, ns.
+    pub start_ns: i64,
+    /// Exclusive end, ns.
+    pub end_ns: i64,
+    /// SQL selecting from `src`.
+    pub sql: String,
+    /// Parameters, in order.
+    pub params: Vec<Param>,
+    /// Output columns holding epoch-ns times (rendered as timestamps).
+    pub time_columns: Vec<String>,
+}
+
+/// Rows a query may return at most, whatever `limit` says.
+pub const QUERY_ROWS_DEFAULT_MAX: u64 = u64::MAX;
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, message)
+}
+
+/// Quotes an identifier for DuckDB.
+pub fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// Parses a time bound: an RFC 3339 string or an integer of epoch ns.
+pub fn time_bound(value: &Json, what: &str) -> Result<i64, ApiError> {
+    match value {
+        Json::String(text) => crate::ingest::json::parse_rfc3339(text)
+            .map_err(|m| ApiError::new(ErrorCode::InvalidTimestamp, format!("time_range.{what}: {m}"))),
+        Json::Number(n) => n.as_i64().ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidTimestamp, format!("time_range.{what} must be integer epoch nanoseconds"))
+        }),
+        _ => Err(ApiError::new(ErrorCode::InvalidTimestamp, format!("time_range.{what} must be RFC 3339 or epoch ns"))),
+    }
+}
+
+/// Parses `10s`, `1m`, `1h`, `1d`, `1w`, `500ms`, `100us`, `10ns` into ns.
+pub fn interval_ns(raw: &str) -> Result<i64, ApiError> {
+    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (digits, unit) = raw.split_at(split);
+    let count: i64 =
+        digits.parse().map_err(|_| bad(format!("interval {raw:?} must be a number and a unit, like 1m")))?;
+    let unit_ns: i64 = match unit {
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "d" => 86_400_000_000_000,
+        "w" => 604_800_000_000_000,
+        _ => return Err(bad(format!("interval {raw:?}: unit must be ns, us, ms, s, m, h, d or w"))),
+    };
+    match count.checked_mul(unit_ns) {
+        Some(ns) if ns > 0 => Ok(ns),
+        _ => Err(bad(format!("interval {raw:?} must be positive and at most ~292 years"))),
+    }
+}
+
+fn column_kind(schema: &DatasetSchema, name: &str) -> Result<ColumnKind, ApiError> {
+    schema
+        .kind_of(name)
+        .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, format!("no column {name:?} in the dataset")))
+}
+
+fn param_for(kind: ColumnKind, column: &str, value: &Json) -> Result<Param, ApiError> {
+    let mismatch = || bad(format!("filter value {value} does not fit column {column:?} ({})", kind.as_str()));
+    Ok(match kind {
+        ColumnKind::Tag | ColumnKind::Text => Param::Text(value.as_str().ok_or_else(mismatch)?.to_string()),
+        ColumnKind::Float => Param::Float(value.as_f64().ok_or_else(mismatch)?),
+        ColumnKind::Integer => Param::Integer(value.as_i64().ok_or_else(mismatch)?),
+        ColumnKind::Unsigned => Param::Unsigned(value.as_u64().ok_or_else(mismatch)?),
+        ColumnKind::Boolean => Param::Boolean(value.as_bool().ok_or_else(mismatch)?),
+        ColumnKind::Time => Param::Integer(time_bound(value, "filter")?),
+    })
+}
+
+/// Filters nest at most this deep.
+const FILTER_DEPTH_MAX: usize = 16;
+/// Conditions and `in` values in one query.
+const FILTER_TERMS_MAX: usize = 10_000;
+
+fn filter_sql(
+    filter: &Filter,
+    schema: &DatasetSchema,
+    params: &mut Vec<Param>,
+    depth: usize,
+) -> Result<String, ApiError> {
+    if depth > FILTER_DEPTH_MAX {
+        return Err(bad(format!("filters nest deeper than {FILTER_DEPTH_MAX}")));
+    }
+    if params.len() > FILTER_TERMS_MAX {
+        return Err(bad(format!("more than {FILTER_TERMS_MAX} filter values")));
+    }
+    let join = |parts: &[Filter], word: &str, params: &mut Vec<Param>| -> Result<String, ApiError> {
+        if parts.is_empty() {
+            return Err(bad(format!("an empty {word} filter")));
+        }
+        let sql: Vec<String> =
+            parts.iter().map(|p| filter_sql(p, schema, params, depth + 1)).collect::<Result<_, _>>()?;
+        Ok(format!("({})", sql.join(&format!(" {} ", word.to_uppercase()))))
+    };
+    match filter {
+        Filter::And { and } => join(and, "and", params),
+        Filter::Or { or } => join(or, "or", params),
+        Filter::Condition { column, op, value } => {
+            let kind = column_kind(schema, column)?;
+            let left = if kind == ColumnKind::Time { format!("epoch_ns({})", quote(column)) } else { quote(column) };
+            let operator = match op.as_str() {
+                "is_null" => return Ok(format!("{left} IS NULL")),
+                "is_not_null" => return Ok(format!("{left} IS NOT NULL")),
+                "in" => {
+                    let values =
+                        value.as_ref().and_then(Json::as_array).ok_or_else(|| bad("`in` takes an array value"))?;
+                    if values.is_empty() {
+                        return Ok("FALSE".to_string());
+                    }
+                    for v in values {
+                        params.push(param_for(kind, column, v)?);
+                    }
+                    return Ok(format!("{left} IN ({})", vec!["?"; values.len()].join(", ")));
+                }
+                "=" | "!=" | "<" | "<=" | ">" | ">=" => op.as_str(),
+                other => return Err(bad(format!("unknown filter op {other:?}"))),
+            };
+            let value = value.as_ref().ok_or_else(|| bad(format!("filter on {column:?} needs a value")))?;
+            params.push(param_for(kind, column, value)?);
+            Ok(format!("{left} {operator} ?"))
+        }
+    }
+}
+
+fn aggregation_sql(
+    aggregation: &Aggregation,
+    schema: &DatasetSchema,
+    time: &str,
+) -> Result<(String, String), ApiError> {
+    let kind = column_kind(schema, &aggregation.column)?;
+    let column = quote(&aggregation.column);
+    let numeric = matches!(kind, ColumnKind::Float | ColumnKind::Integer | ColumnKind::Unsigned);
+    let need_numeric = |f: &str| {
+        if numeric {
+            Ok(())
+        } else {
+            Err(bad(format!("{f} needs a numeric column; {:?} is {}", aggregation.column, kind.as_str())))
+        }
+    };
+    let sql = match aggregation.function.as_str() {
+        "avg" => {
+            need_numeric("avg")?;
+            format!("avg({column})")
+        }
+        "sum" => {
+            need_numeric("sum")?;
+            format!("sum({column})")
+        }
+        "median" => {
+            need_numeric("median")?;
+            format!("quantile_cont({column}, 0.5)")
+        }
+        "percentile" => {
+            need_numeric("percentile")?;
+            let p = aggregation.p.ok_or_else(|| bad("percentile needs p in [0, 1]"))?;
+            if !(0.0..=1.0).contains(&p) {
+                return Err(bad(format!("percentile p = {p} is outside [0, 1]")));
+            }
+            format!("quantile_cont({column}, {p:?})")
+        }
+        "min" => format!("min({column})"),
+        "max" => format!("max({column})"),
+        "count" => format!("count({column})"),
+        "count_distinct" => format!("count(DISTINCT {column})"),
+        "first" => format!("arg_min({column}, {time}) FILTER (WHERE {column} IS NOT NULL)"),
+        "last" => format!("arg_max({column}, {time}) FILTER (WHERE {column} IS NOT NULL)"),
+        other => {
+            return Err(bad(format!(
+                "unknown aggregation {other:?}; use avg, min, max, sum, count, median, count_distinct, percentile, first or last"
+            )));
+        }
+    };
+    let alias = aggregation.alias.clone().unwrap_or_else(|| format!("{}_{}", aggregation.function, aggregation.column));
+    crate::names::check_column_name(&alias).map_err(bad)?;
+    Ok((sql, alias))
+}
+
+/// Plans `request` over the relation `src` with `schema`.
+pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQuery, ApiError> {
+    let start_ns = time_bound(&request.time_range.start, "start")?;
+    let end_ns = time_bound(&request.time_range.end, "end")?;
+    if end_ns < start_ns {
+        return Err(bad("time_range.end is before time_range.start"));
+    }
+    let time = quote(&schema.time_column);
+    let mut params = vec![Param::Integer(start_ns), Param::Integer(end_ns)];
+    let mut predicate = format!("epoch_ns({time}) >= ? AND epoch_ns({time}) < ?");
+    if let Some(filter) = &request.filters {
+        predicate = format!("{predicate} AND {}", filter_sql(filter, schema, &mut params, 0)?);
+    }
+    let direction = if request.order == Order::Desc { "DESC" } else { "ASC" };
+    let mut paging = String::new();
+    if let Some(limit) = request.limit {
+        paging.push_str(&format!(" LIMIT {limit}"));
+    }
+    if let Some(offset) = request.offset {
+        paging.push_str(&format!(" OFFSET {offset}"));
+    }
+    for column in &request.group_by {
+        let kind = column_kind(schema, column)?;
+        if kind == ColumnKind::Time {
+            return Err(bad("group_by the time column: use downsample"));
+        }
+    }
+    let time_name = schema.time_column.clone();
+    let Some(downsample) = &request.downsample else {
+        if !request.group_by.is_empty() {
+            return Err(bad("group_by needs downsample (aggregations per group)"));
+        }
+        let columns: Vec<String> = match &request.columns {
+            None => std::iter::once(schema.time_column.clone())
+                .chain(schema.columns.iter().map(|c| c.name.clone()))
+                .collect(),
+            Some(columns) => {
+                let mut out = vec![schema.time_column.clone()];
+                for column in columns {
+                    column_kind(schema, column)?;
+                    if !out.contains(column) {
+                        out.push(column.clone());
+                    }
+                }
+                out
+            }
+        };
+        let select: Vec<String> = columns
+            .iter()
+            .map(|c| if *c == schema.time_column { format!("epoch_ns({time}) AS {time}") } else { quote(c) })
+            .collect();
+        let sql =
+            format!("SELECT {} FROM src WHERE {predicate} ORDER BY {time} {direction}{paging}", select.join(", "));
+        return Ok(PlannedQuery { start_ns, end_ns, sql, params, time_columns: vec![time_name] });
+    };
+
+    let interval = interval_ns(&downsample.interval)?;
+    if downsample.aggregations.is_empty() {
+        return Err(bad("downsample needs at least one aggregation"));
+    }
+    let groups: Vec<String> = request.group_by.iter().map(|g| quote(g)).collect();
+    let mut aggregates = Vec::new();
+    let mut aliases: Vec<String> = Vec::new();
+    for aggregation in &downsample.aggregations {
+        let (sql, alias) = aggregation_sql(aggregation, schema, &time)?;
+        if aliases.contains(&alias) || alias == schema.time_column || request.group_by.contains(&alias) {
+            return Err(bad(format!("output column {alias:?} appears twice; set distinct aliases")));
+        }
+        aggregates.push(format!("{sql} AS {}", quote(&alias)));
+        aliases.push(alias);
+    }
+    // Floor division, so times before 1970 land in the right bucket.
+    let bucket = format!("(epoch_ns({time}) - (((epoch_ns({time}) % {interval}) + {interval}) % {interval}))");
+    let group_select: String = groups.iter().map(|g| format!("{g}, ")).collect();
+    let aggregated = format!(
+        "SELECT {bucket} AS {time}, {group_select}{} FROM src WHERE {predicate} GROUP BY ALL",
+        aggregates.join(", ")
+    );
+    let order_groups: String = groups.iter().map(|g| format!("{g}, ")).collect();
+    let sql = match downsample.fill {
+        Fill::None => format!("SELECT * FROM ({aggregated}) ORDER BY {order_groups}{time} {direction}{paging}"),
+        Fill::Null | Fill::Previous => {
+            let first_bucket = start_ns - start_ns.rem_euclid(interval);
+            let buckets = format!(
+                "SELECT range AS {time} FROM range({first_bucket}::BIGINT, {end_ns}::BIGINT, {interval}::BIGINT)"
+            );
+            let keys = if groups.is_empty() {
+                "SELECT 1 AS __all".to_string()
+            } else {
+                format!("SELECT DISTINCT {} FROM agg", groups.join(", "))
+            };
+            let using: Vec<String> = std::iter::once(time.clone()).chain(groups.iter().cloned()).collect();
+            let values: Vec<String> = aliases
+                .iter()
+                .map(|a| {
+                    let a = quote(a);
+                    if downsample.fill == Fill::Previous {
+                        let partition = if groups.is_empty() { String::new() } else { format!("PARTITION BY {} ", groups.join(", ")) };
+                        format!("last_value(agg.{a} IGNORE NULLS) OVER ({partition}ORDER BY b.{time} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {a}")
+                    } else {
+                        format!("agg.{a}")
+                    }
+                })
+                .collect();
+            let group_cols: String = groups.iter().map(|g| format!("k.{g}, ")).collect();
+            let join_on: Vec<String> = using
+                .iter()
+                .map(|c| {
+                    if *c == time { format!("agg.{c} = b.{c}") } else { format!("agg.{c} IS NOT DISTINCT FROM k.{c}") }
+                })
+                .collect();
+            let order: String = groups.iter().map(|g| format!("{g}, ")).collect();
+            format!(
+                "WITH agg AS ({aggregated}), b AS ({buckets}), k AS ({keys}) \
+                 SELECT * FROM (SELECT b.{time} AS {time}, {group_cols}{} FROM b CROSS JOIN k LEFT JOIN agg ON {}) \
+                 ORDER BY {order}{time} {direction}{paging}",
+                values.join(", "),
+                join_on.join(" AND ")
+            )
+        }
+    };
+    Ok(PlannedQuery { start_ns, end_ns, sql, params, time_columns: vec![time_name] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::ColumnDef;
+
+    fn schema() -> DatasetSchema {
+        DatasetSchema::empty("time")
+            .evolve(&[
+                ColumnDef { name: "host".into(), kind: ColumnKind::Tag },
+                ColumnDef { name: "usage".into(), kind: ColumnKind::Float },
+                ColumnDef { name: "we\"ird".into(), kind: ColumnKind::Integer },
+            ])
+            .unwrap()
+            .unwrap()
+    }
+
+    fn request(json: Json) -> QueryRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(interval_ns("10s").unwrap(), 10_000_000_000);
+        assert_eq!(interval_ns("1m").unwrap(), 60_000_000_000);
+        assert_eq!(interval_ns("500ms").unwrap(), 500_000_000);
+        for bad in ["", "m", "10", "1y", "0s", "-1s", "99999999999999d"] {
+            assert!(interval_ns(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn values_are_bound_and_identifiers_quoted() {
+        let planned = plan(
+            &request(serde_json::json!({
+                "time_range": {"start": 0, "end": 100},
+                "filters": {"and": [{"column": "host", "op": "in", "value": ["a", "b'; DROP TABLE x; --"]},
+                                     {"or": [{"column": "we\"ird", "op": ">", "value": 3}, {"column": "usage", "op": "is_null"}]}]},
+                "limit": 5
+            })),
+            &schema(),
+        )
+        .unwrap();
+        assert!(planned.sql.contains("\"we\"\"ird\" > ?"), "{}", planned.sql);
+        assert!(!planned.sql.contains("DROP"), "values never reach the SQL text");
+        assert_eq!(planned.params.len(), 5);
+        assert!(planned.sql.ends_with("LIMIT 5"));
+    }
+
+    #[test]
+    fn unknown_columns_functions_and_bad_values_are_refused() {
+        let cases = [
+            serde_json::json!({"time_range": {"start": 0, "end": 1}, "columns": ["nope"]}),
+            serde_json::json!({"time_range": {"start": 0, "end": 1}, "filters": {"column": "usage", "op": "=", "value": "x"}}),
+            serde_json::json!({"time_range": {"start": 0, "end": 1}, "filters": {"column": "usage", "op": "like", "value": 1}}),
+            serde_json::json!({"time_range": {"start": 0, "end": 1}, "downsample": {"interval": "1m", "aggregations": [{"fn": "avg", "column": "host"}]}}),
+            serde_json::json!({"time_range": {"start": 0, "end": 1}, "downsample": {"interval": "1m", "aggregations": [{"fn": "percentile", "column": "usage", "p": 2}]}}),
+            serde_json::json!({"time_range": {"start": 0, "end": 1}, "downsample": {"interval": "1m", "aggregations": [{"fn": "mode", "column": "usage"}]}}),
+            serde_json::json!({"time_range": {"start": 5, "end": 1}}),
+            serde_json::json!({"time_range": {"start": 0, "end": 1}, "group_by": ["host"]}),
+        ];
+        for case in cases {
+            assert!(plan(&request(case.clone()), &schema()).is_err(), "{case}");
+        }
+    }
+}

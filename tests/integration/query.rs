@@ -1,0 +1,381 @@
+//! Queries against an independent oracle computed here from the generated
+//! input, over flushed and buffered rows, in every output format.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, client};
+
+const HOUR: i64 = 3_600_000_000_000;
+/// 2026-01-01T00:00:00Z
+const T0: i64 = 1_767_225_600_000_000_000;
+
+#[derive(Debug, Clone)]
+struct Point {
+    time: i64,
+    host: Option<String>,
+    usage: Option<f64>,
+    level: i64,
+}
+
+/// Three days of points every 7 minutes for 3 hosts; some rows lack the host
+/// tag, some lack `usage`.
+fn generate() -> Vec<Point> {
+    let mut points = Vec::new();
+    let mut i: i64 = 0;
+    let mut time = T0;
+    while time < T0 + 72 * HOUR {
+        for host in 0..3 {
+            i += 1;
+            points.push(Point {
+                time: time + host,
+                host: if i % 11 == 0 { None } else { Some(format!("h{host}")) },
+                usage: if i % 7 == 0 { None } else { Some(((i * 37) % 1000) as f64 / 10.0) },
+                level: (i * 13) % 5,
+            });
+        }
+        time += 7 * 60 * 1_000_000_000;
+    }
+    points
+}
+
+fn line(p: &Point) -> String {
+    let tags = p.host.as_ref().map(|h| format!(",host={h}")).unwrap_or_default();
+    let usage = p.usage.map(|u| format!("usage={u:?},")).unwrap_or_default();
+    format!("cpu{tags} {usage}level={}i {}\n", p.level, p.time)
+}
+
+/// Loads the points: the first two days flushed to Parquet, the last day buffered.
+fn load(server: &Server, points: &[Point]) {
+    let (flushed, buffered): (Vec<&Point>, Vec<&Point>) = points.iter().partition(|p| p.time < T0 + 48 * HOUR);
+    for chunk in flushed.chunks(500) {
+        let body: String = chunk.iter().map(|p| line(p)).collect();
+        assert_eq!(server.post("/api/v2/write?bucket=cpu", body).0, 204);
+    }
+    server.flush();
+    for chunk in buffered.chunks(500) {
+        let body: String = chunk.iter().map(|p| line(p)).collect();
+        assert_eq!(server.post("/api/v2/write?bucket=cpu", body).0, 204);
+    }
+}
+
+fn query(server: &Server, body: Value) -> Value {
+    let (status, response) = server.post("/v1/datasets/cpu/query", body.to_string());
+    assert_eq!(status, 200, "{response}");
+    response
+}
+
+fn quantile_cont(sorted: &[f64], p: f64) -> f64 {
+    let position = p * (sorted.len() - 1) as f64;
+    let low = position.floor() as usize;
+    let high = position.ceil() as usize;
+    sorted[low] + (sorted[high] - sorted[low]) * (position - low as f64)
+}
+
+fn close(a: &Value, b: f64) -> bool {
+    a.as_f64().is_some_and(|a| (a - b).abs() <= 1e-9 * b.abs().max(1.0))
+}
+
+#[test]
+fn raw_rows_filters_and_pruning_match_the_oracle() {
+    let server = Server::start("query-raw", "[ingest]\nflush_age_ms = 3600000\n");
+    let points = generate();
+    load(&server, &points);
+    // A range across the flushed/buffered boundary, filtered on a tag and a field.
+    let (start, end) = (T0 + 40 * HOUR, T0 + 56 * HOUR);
+    let response = query(
+        &server,
+        json!({
+            "time_range": {"start": start, "end": end},
+            "columns": ["host", "usage"],
+            "filters": {"and": [{"column": "host", "op": "in", "value": ["h0", "h2"]}, {"or": [{"column": "usage", "op": ">=", "value": 50.0}, {"column": "usage", "op": "is_null"}]}]}
+        }),
+    );
+    let expected: Vec<&Point> = points
+        .iter()
+        .filter(|p| p.time >= start && p.time < end)
+        .filter(|p| matches!(p.host.as_deref(), Some("h0" | "h2")))
+        .filter(|p| p.usage.is_none_or(|u| u >= 50.0))
+        .collect();
+    let rows = response["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for (row, point) in rows.iter().zip(&expected) {
+        let time =
+            chrono::DateTime::parse_from_rfc3339(row["time"].as_str().unwrap()).unwrap().timestamp_nanos_opt().unwrap();
+        assert_eq!(time, point.time, "exact nanosecond times");
+        assert_eq!(row["host"].as_str(), point.host.as_deref());
+        assert_eq!(row["usage"].as_f64(), point.usage);
+    }
+    let stats = &response["stats"];
+    assert_eq!(stats["partitions_considered"], 3);
+    // The range covers the second and third day; the first is pruned.
+    assert_eq!(stats["partitions_pruned"], 1);
+    assert!(stats["rows_from_buffers"].as_u64().unwrap() > 0);
+    assert_eq!(stats["rows_returned"], expected.len());
+
+    // One day only: the other two partitions are pruned before DuckDB runs.
+    let response = query(
+        &server,
+        json!({"time_range": {"start": "2026-01-02T00:00:00Z", "end": "2026-01-03T00:00:00Z"}, "limit": 5, "order": "desc"}),
+    );
+    assert_eq!(response["stats"]["partitions_pruned"], 2);
+    assert_eq!(response["rows"].as_array().unwrap().len(), 5);
+    let first = response["rows"][0]["time"].as_str().unwrap();
+    assert!(first.starts_with("2026-01-02T23:"), "{first}");
+
+    // An empty range returns no rows and the column list.
+    let response =
+        query(&server, json!({"time_range": {"start": "2030-01-01T00:00:00Z", "end": "2030-01-02T00:00:00Z"}}));
+    assert_eq!(response["rows"], json!([]));
+    assert!(response["columns"].as_array().unwrap().iter().any(|c| c["name"] == "usage"));
+}
+
+#[test]
+fn every_aggregation_matches_the_oracle_across_partitions_and_buffers() {
+    let server = Server::start("query-agg", "[ingest]\nflush_age_ms = 3600000\n");
+    let points = generate();
+    load(&server, &points);
+    let (start, end) = (T0 + 20 * HOUR, T0 + 60 * HOUR);
+    let response = query(
+        &server,
+        json!({
+            "time_range": {"start": start, "end": end},
+            "group_by": ["host"],
+            "downsample": {"interval": "6h", "aggregations": [
+                {"fn": "avg", "column": "usage", "alias": "avg"},
+                {"fn": "min", "column": "usage", "alias": "min"},
+                {"fn": "max", "column": "usage", "alias": "max"},
+                {"fn": "sum", "column": "usage", "alias": "sum"},
+                {"fn": "count", "column": "usage", "alias": "count"},
+                {"fn": "median", "column": "usage", "alias": "median"},
+                {"fn": "count_distinct", "column": "level", "alias": "levels"},
+                {"fn": "percentile", "column": "usage", "p": 0.9, "alias": "p90"},
+                {"fn": "first", "column": "usage", "alias": "first"},
+                {"fn": "last", "column": "usage", "alias": "last"}
+            ]}
+        }),
+    );
+    // The oracle: group by (bucket, host) in plain Rust.
+    let mut groups: BTreeMap<(Option<String>, i64), Vec<&Point>> = BTreeMap::new();
+    for p in points.iter().filter(|p| p.time >= start && p.time < end) {
+        let bucket = p.time - p.time.rem_euclid(6 * HOUR);
+        groups.entry((p.host.clone(), bucket)).or_default().push(p);
+    }
+    let rows = response["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), groups.len(), "one row per (host, bucket), hosts missing on some rows form their own group");
+    for row in rows {
+        let time =
+            chrono::DateTime::parse_from_rfc3339(row["time"].as_str().unwrap()).unwrap().timestamp_nanos_opt().unwrap();
+        let host = row["host"].as_str().map(str::to_string);
+        let group = &groups[&(host.clone(), time)];
+        let mut values: Vec<f64> = group.iter().filter_map(|p| p.usage).collect();
+        let sum: f64 = values.iter().sum();
+        assert_eq!(row["count"], values.len(), "{row}");
+        assert!(close(&row["sum"], sum), "{row} sum {sum}");
+        assert!(close(&row["avg"], sum / values.len() as f64), "{row}");
+        let first = group.iter().filter(|p| p.usage.is_some()).min_by_key(|p| p.time).unwrap().usage.unwrap();
+        let last = group.iter().filter(|p| p.usage.is_some()).max_by_key(|p| p.time).unwrap().usage.unwrap();
+        assert!(close(&row["first"], first) && close(&row["last"], last), "{row}");
+        values.sort_by(f64::total_cmp);
+        assert!(close(&row["min"], values[0]) && close(&row["max"], *values.last().unwrap()), "{row}");
+        assert!(close(&row["median"], quantile_cont(&values, 0.5)), "{row}");
+        assert!(close(&row["p90"], quantile_cont(&values, 0.9)), "{row}");
+        let levels: std::collections::BTreeSet<i64> = group.iter().map(|p| p.level).collect();
+        assert_eq!(row["levels"], levels.len(), "{row}");
+    }
+}
+
+#[test]
+fn gap_fill_emits_every_bucket() {
+    let server = Server::start("query-fill", "[ingest]\nflush_age_ms = 3600000\n");
+    let body = format!("m v=1 {}\nm v=3 {}\n", T0, T0 + 3 * HOUR);
+    assert_eq!(server.post("/api/v2/write?bucket=cpu", body).0, 204);
+    for (fill, expected) in [
+        ("null", json!([1.0, null, null, 3.0])),
+        ("previous", json!([1.0, 1.0, 1.0, 3.0])),
+        ("none", json!([1.0, 3.0])),
+    ] {
+        let response = query(
+            &server,
+            json!({"time_range": {"start": T0, "end": T0 + 4 * HOUR}, "downsample": {"interval": "1h", "fill": fill, "aggregations": [{"fn": "max", "column": "v", "alias": "v"}]}}),
+        );
+        let values: Vec<Value> = response["rows"].as_array().unwrap().iter().map(|r| r["v"].clone()).collect();
+        assert_eq!(Value::Array(values), expected, "fill {fill}");
+    }
+}
+
+#[test]
+fn every_output_format_parses_back() {
+    let server = Server::start("query-formats", "[ingest]\nflush_age_ms = 3600000\n");
+    let points = generate();
+    load(&server, &points);
+    let request = json!({"time_range": {"start": T0, "end": T0 + 72 * HOUR}, "columns": ["host", "usage", "level"]});
+    let json_rows = query(&server, request.clone())["rows"].as_array().unwrap().clone();
+    assert_eq!(json_rows.len(), points.len());
+
+    let fetch = |format: &str| {
+        let mut body = request.clone();
+        body["format"] = json!(format);
+        let response =
+            client().post(format!("{}/v1/datasets/cpu/query", server.url)).body(body.to_string()).send().unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().unwrap()
+    };
+    let ndjson: Vec<Value> =
+        std::str::from_utf8(&fetch("ndjson")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(ndjson, json_rows);
+
+    let csv_bytes = fetch("csv");
+    let mut reader = csv::Reader::from_reader(&csv_bytes[..]);
+    assert_eq!(reader.headers().unwrap().iter().collect::<Vec<_>>(), vec!["time", "host", "usage", "level"]);
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), json_rows.len());
+    for (record, row) in records.iter().zip(&json_rows) {
+        assert_eq!(record.get(0).unwrap(), row["time"].as_str().unwrap());
+        assert_eq!(record.get(1).unwrap(), row["host"].as_str().unwrap_or(""));
+        assert_eq!(record.get(2).unwrap().parse::<f64>().ok(), row["usage"].as_f64());
+    }
+
+    let arrow_bytes = fetch("arrow");
+    let reader = arrow::ipc::reader::StreamReader::try_new(&arrow_bytes[..], None).unwrap();
+    let mut times = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let column = batch.column(0).as_any().downcast_ref::<arrow::array::TimestampNanosecondArray>().unwrap();
+        times.extend(column.values().iter().copied());
+    }
+    let mut expected: Vec<i64> = points.iter().map(|p| p.time).collect();
+    expected.sort();
+    assert_eq!(times, expected, "Arrow carries exact nanosecond timestamps");
+
+    let response = client()
+        .post(format!("{}/v1/datasets/cpu/query", server.url))
+        .header("accept", "text/csv")
+        .body(request.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/csv");
+}
+
+#[test]
+fn sql_reads_datasets_and_nothing_else() {
+    let server = Server::start("query-sql", "[ingest]\nflush_age_ms = 3600000\n");
+    let points = generate();
+    load(&server, &points);
+    let (status, response) = server
+        .post("/v1/sql", "SELECT host, count(*) AS n FROM cpu WHERE host IS NOT NULL GROUP BY host ORDER BY host;");
+    assert_eq!(status, 200, "{response}");
+    let expected = points.iter().filter(|p| p.host.as_deref() == Some("h0")).count();
+    assert_eq!(response["rows"][0], json!({"host": "h0", "n": expected}));
+    let (status, response) = server.post("/v1/sql", json!({"sql": "SELECT count(*) AS n FROM cpu"}).to_string());
+    assert_eq!((status, response["rows"][0]["n"].as_u64()), (200, Some(points.len() as u64)));
+
+    // Times come back as UTC, to the nanosecond, whatever the SQL did to them.
+    let (status, response) =
+        server.post("/v1/sql", "SELECT min(time) AS first, date_trunc('hour', max(time)) AS h FROM cpu");
+    assert_eq!(status, 200, "{response}");
+    assert_eq!(response["rows"][0]["first"], "2026-01-01T00:00:00Z");
+    assert_eq!(response["rows"][0]["h"], "2026-01-03T23:00:00Z");
+
+    let data_dir = server.data_dir.display().to_string();
+    let attempts = [
+        "SELECT * FROM read_csv('/etc/passwd')".to_string(),
+        "SELECT * FROM read_text('/etc/passwd')".to_string(),
+        "SELECT * FROM read_parquet('/etc/hosts')".to_string(),
+        format!("SELECT * FROM read_text('{data_dir}/catalog.sqlite')"),
+        format!("SELECT * FROM glob('{data_dir}/*')"),
+        "SELECT * FROM glob('/etc/*')".to_string(),
+        "ATTACH '/tmp/x.db' AS x".to_string(),
+        "COPY (SELECT 1) TO '/tmp/strata-escape.csv'".to_string(),
+        "SET enable_external_access = true".to_string(),
+        "INSTALL httpfs".to_string(),
+        "LOAD httpfs".to_string(),
+        "CREATE TABLE t AS SELECT 1".to_string(),
+        "SELECT 1; DROP VIEW cpu".to_string(),
+        "PRAGMA database_list".to_string(),
+        "SELECT 1) UNION ALL (SELECT * FROM read_csv('/etc/passwd')".to_string(),
+    ];
+    // Another dataset's files are inside the data dir but outside this query.
+    assert_eq!(server.post("/api/v2/write?bucket=secret", format!("s v=1i {T0}\n")).0, 204);
+    server.flush();
+    let (_, manifest) = server.get("/v1/datasets/secret/partitions");
+    let secret_file = manifest["partitions"][0]["files"][0]["path"].as_str().unwrap().to_string();
+    assert!(!secret_file.contains("secret"), "object keys come from ids: {secret_file}");
+    let attempts: Vec<String> = attempts
+        .into_iter()
+        .chain([
+            format!("SELECT * FROM read_parquet('{secret_file}')"),
+            format!("SELECT count(*) FROM cpu UNION ALL SELECT count(*) FROM read_parquet('{secret_file}')"),
+        ])
+        .collect();
+    for sql in attempts {
+        let (status, error) = server.post("/v1/sql", sql.clone());
+        assert!(status == 400 || status == 403, "{sql}: {status} {error}");
+        assert!(error["error"]["code"].is_string(), "{sql}: {error}");
+    }
+    assert!(!std::path::Path::new("/tmp/strata-escape.csv").exists());
+    assert_eq!(server.get("/health").0, 200);
+}
+
+#[test]
+fn a_query_past_its_deadline_is_stopped_and_the_server_stays_healthy() {
+    let server = Server::start("query-timeout", "[query]\ntimeout_ms = 300\n");
+    assert_eq!(server.post("/api/v2/write?bucket=cpu", format!("cpu v=1i {T0}\n")).0, 204);
+    let started = std::time::Instant::now();
+    let (status, error) = server.post("/v1/sql", "SELECT count(*) FROM range(100000000000) a, cpu");
+    assert_eq!((status, error["error"]["code"].as_str()), (504, Some("query_timeout")), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "stopped, not run to completion");
+    assert_eq!(server.get("/health").0, 200);
+    let (status, response) = server.post("/v1/sql", "SELECT count(*) AS n FROM cpu");
+    assert_eq!((status, response["rows"][0]["n"].as_u64()), (200, Some(1)));
+}
+
+#[test]
+fn queries_stay_consistent_during_ingest_and_flush() {
+    let server = Server::start("query-consistency", "[ingest]\nflush_age_ms = 3600000\n");
+    // The dataset exists before the first query.
+    assert_eq!(server.post("/api/v2/write?bucket=c", format!("m id=-1i {T0}\n")).0, 204);
+    let url = server.url.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let http = client();
+            let mut id = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body: String = (id..id + 100).map(|i| format!("m id={i}i {}\n", T0 + i)).collect();
+                id += 100;
+                assert_eq!(http.post(format!("{url}/api/v2/write?bucket=c")).body(body).send().unwrap().status(), 204);
+            }
+            id
+        })
+    };
+    let flusher = {
+        let (url, stop) = (url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let http = client();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(http.post(format!("{url}/v1/flush")).send().unwrap().status(), 200);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let mut last = 0;
+    for _ in 0..40 {
+        let (status, response) = server
+            .post("/v1/sql", "SELECT count(*) AS n, count(DISTINCT id) AS d, coalesce(max(id), -1) AS top FROM c");
+        assert_eq!(status, 200, "{response}");
+        let row = &response["rows"][0];
+        let (n, d, top) = (row["n"].as_i64().unwrap(), row["d"].as_i64().unwrap(), row["top"].as_i64().unwrap());
+        assert_eq!(n, d, "no row seen twice");
+        assert_eq!(n, top + 2, "no row missing: ids -1, 0, 1, … are written in order");
+        assert!(n >= last, "counts never go back");
+        last = n;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    flusher.join().unwrap();
+    let (_, response) = server.post("/v1/sql", "SELECT count(*) AS n FROM c");
+    assert_eq!(response["rows"][0]["n"], written + 1);
+}
