@@ -27,6 +27,8 @@ use rand::{Rng, SeedableRng};
 pub enum Bench {
     /// Line-protocol ingest throughput with the WAL fsync on.
     Ingest(IngestArgs),
+    /// Policy runtime: compile, cached load, swap, evaluations, partitioner vs native.
+    Policy(crate::bench_policy::PolicyBenchArgs),
 }
 
 /// Arguments of `strata bench ingest`.
@@ -56,6 +58,7 @@ pub struct IngestArgs {
 pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Ingest(args) => ingest(args),
+        Bench::Policy(args) => crate::bench_policy::run(args),
     }
 }
 

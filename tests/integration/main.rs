@@ -2,4 +2,5 @@
 
 mod durability;
 mod ingest;
+mod policies;
 mod support;

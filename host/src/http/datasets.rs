@@ -117,7 +117,10 @@ pub(super) async fn seal(
         [label] => (*label, ""),
         [label, key] => (*label, *key),
         _ => {
-            return Err(ApiError::new(ErrorCode::NotFound, "a partition is named by its period label and optional key"));
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "a partition is named by its period label and optional key",
+            ));
         }
     };
     let partition = store.set_read_only(&dataset, label, key, read_only).await?;
@@ -127,7 +130,7 @@ pub(super) async fn seal(
     ))
 }
 
-pub(super) fn metrics(store: &Arc<Store>) -> Response<Body> {
+pub(super) fn metrics(store: &Arc<Store>, policy_metrics: &str) -> Response<Body> {
     let mut text = String::new();
     let _ = writeln!(text, "# HELP strata_buffered_bytes Bytes of rows waiting to be flushed.");
     let _ = writeln!(text, "# TYPE strata_buffered_bytes gauge");
@@ -135,6 +138,7 @@ pub(super) fn metrics(store: &Arc<Store>) -> Response<Body> {
     let _ = writeln!(text, "# HELP strata_datasets Datasets in the store.");
     let _ = writeln!(text, "# TYPE strata_datasets gauge");
     let _ = writeln!(text, "strata_datasets {}", store.datasets().len());
+    text.push_str(policy_metrics);
     let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::from(text)));
     response
         .headers_mut()
