@@ -38,6 +38,9 @@ pub struct PolicyBenchArgs {
     /// Records in the partitioner batch.
     #[arg(long, default_value_t = 5_000)]
     pub rows: usize,
+    /// Run only one part: compile, swap, evaluations or partitioner.
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -78,10 +81,24 @@ fn run_in(root: &Path, args: &PolicyBenchArgs) -> anyhow::Result<()> {
         if cfg!(debug_assertions) { "debug" } else { "release" },
         args.repetitions
     );
-    compile_and_load(root, args)?;
-    swap_latency(root, args)?;
-    evaluations(root, args)?;
-    partitioner(root, args)?;
+    let wanted = |part: &str| args.only.as_deref().is_none_or(|only| only == part);
+    if let Some(only) = args.only.as_deref()
+        && !["compile", "swap", "evaluations", "partitioner"].contains(&only)
+    {
+        bail!("--only {only:?} must be compile, swap, evaluations or partitioner");
+    }
+    if wanted("compile") {
+        compile_and_load(root, args)?;
+    }
+    if wanted("swap") {
+        swap_latency(root, args)?;
+    }
+    if wanted("evaluations") {
+        evaluations(root, args)?;
+    }
+    if wanted("partitioner") {
+        partitioner(root, args)?;
+    }
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! hot, valid partition keys), the plan (one entry per partition) and the
 //! diff between two plans.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use serde::Serialize;
 
@@ -43,7 +43,7 @@ impl Decisions {
 /// tiering target is never hotter than the partition's tier.
 pub fn check_decisions(decisions: &Decisions, partitions: &[PartitionFacts]) -> Result<(), String> {
     let tiers: HashMap<&str, Tier> = partitions.iter().map(|p| (p.id.as_str(), p.tier)).collect();
-    let mut seen: HashSet<&str> = HashSet::with_capacity(decisions.len());
+    let mut seen: HashSet<&str> = HashSet::with_capacity_and_hasher(decisions.len(), Default::default());
     let check_id = |id: &'_ str| -> Result<Tier, String> {
         let Some(tier) = tiers.get(id) else {
             return Err(format!("decided about partition {id:?}, which was not in the input"));

@@ -40,18 +40,50 @@ use super::facts::{
 };
 use crate::schema::ColumnKind;
 
-#[allow(missing_docs, clippy::all)] // Generated code.
+#[allow(missing_docs, dead_code, clippy::all)] // Generated code.
 mod bindings {
+    //! `ownership: Borrowing` lets the facts handed to a guest be lowered
+    //! straight from the host's values, without a deep copy per call. The
+    //! shared `types` and `host` interfaces are generated once, from a
+    //! host-only world that uses every type (bindgen cannot generate a
+    //! borrowed type that its world does not use), and the four policy
+    //! worlds refer to them with `with`.
+    pub mod shared {
+        wasmtime::component::bindgen!({
+            path: "wit",
+            inline: "
+                package strata:host-bindings;
+                world every-type {
+                    import strata:policy/host@0.1.0;
+                    use strata:policy/types@0.1.0.{dataset-info, partition-info, column};
+                    use strata:policy/types@0.1.0.{retention-decision, tier-decision, archive-decision};
+                    export every-type: func(dataset: dataset-info, partitions: list<partition-info>, columns: list<column>)
+                        -> tuple<list<retention-decision>, list<tier-decision>, list<archive-decision>>;
+                }
+            ",
+            world: "every-type",
+            ownership: Borrowing { duplicate_if_necessary: false },
+        });
+    }
     pub mod retention {
-        wasmtime::component::bindgen!({ path: "wit", world: "retention" });
+        wasmtime::component::bindgen!({
+            path: "wit",
+            world: "retention",
+            ownership: Borrowing { duplicate_if_necessary: false },
+            with: {
+                "strata:policy/types": super::shared::strata::policy::types,
+                "strata:policy/host": super::shared::strata::policy::host,
+            },
+        });
     }
     pub mod tiering {
         wasmtime::component::bindgen!({
             path: "wit",
             world: "tiering",
+            ownership: Borrowing { duplicate_if_necessary: false },
             with: {
-                "strata:policy/types": super::retention::strata::policy::types,
-                "strata:policy/host": super::retention::strata::policy::host,
+                "strata:policy/types": super::shared::strata::policy::types,
+                "strata:policy/host": super::shared::strata::policy::host,
             },
         });
     }
@@ -59,9 +91,10 @@ mod bindings {
         wasmtime::component::bindgen!({
             path: "wit",
             world: "archival",
+            ownership: Borrowing { duplicate_if_necessary: false },
             with: {
-                "strata:policy/types": super::retention::strata::policy::types,
-                "strata:policy/host": super::retention::strata::policy::host,
+                "strata:policy/types": super::shared::strata::policy::types,
+                "strata:policy/host": super::shared::strata::policy::host,
             },
         });
     }
@@ -69,16 +102,17 @@ mod bindings {
         wasmtime::component::bindgen!({
             path: "wit",
             world: "partitioner",
+            ownership: Borrowing { duplicate_if_necessary: false },
             with: {
-                "strata:policy/types": super::retention::strata::policy::types,
-                "strata:policy/host": super::retention::strata::policy::host,
+                "strata:policy/types": super::shared::strata::policy::types,
+                "strata:policy/host": super::shared::strata::policy::host,
             },
         });
     }
 }
 
-use bindings::retention::strata::policy::host as wit_host;
-use bindings::retention::strata::policy::types as wit;
+use bindings::shared::strata::policy::host as wit_host;
+use bindings::shared::strata::policy::types as wit;
 
 /// How often the ticker thread advances the engine's epoch. Deadlines are
 /// counted in these ticks.
@@ -590,9 +624,10 @@ impl CompiledComponent {
         partitions: &[PartitionFacts],
     ) -> Result<Vec<RetentionDecision>> {
         let WorldPre::Retention(pre) = &self.pre else { return Err(self.not_a(PolicyKind::Retention)) };
-        let (dataset, partitions) = (dataset_to_wit(dataset), partitions_to_wit(partitions));
+        let columns = column_infos_to_wit(dataset);
+        let (dataset, partitions) = (dataset_to_wit(dataset, &columns), partitions_to_wit(partitions));
         let decisions = self.run(call, |store, _| {
-            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, &dataset, &partitions)
+            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, dataset, &partitions)
         })?;
         let bytes = decisions.iter().map(|d| d.partition_id.len() + d.reason.len()).sum();
         check_output(call.limits, decisions.len(), bytes)?;
@@ -619,9 +654,10 @@ impl CompiledComponent {
         partitions: &[PartitionFacts],
     ) -> Result<Vec<TierDecision>> {
         let WorldPre::Tiering(pre) = &self.pre else { return Err(self.not_a(PolicyKind::Tiering)) };
-        let (dataset, partitions) = (dataset_to_wit(dataset), partitions_to_wit(partitions));
+        let columns = column_infos_to_wit(dataset);
+        let (dataset, partitions) = (dataset_to_wit(dataset, &columns), partitions_to_wit(partitions));
         let decisions = self.run(call, |store, _| {
-            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, &dataset, &partitions)
+            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, dataset, &partitions)
         })?;
         let bytes = decisions.iter().map(|d| d.partition_id.len() + d.reason.len()).sum();
         check_output(call.limits, decisions.len(), bytes)?;
@@ -641,9 +677,10 @@ impl CompiledComponent {
         partitions: &[PartitionFacts],
     ) -> Result<Vec<ArchiveDecision>> {
         let WorldPre::Archival(pre) = &self.pre else { return Err(self.not_a(PolicyKind::Archival)) };
-        let (dataset, partitions) = (dataset_to_wit(dataset), partitions_to_wit(partitions));
+        let columns = column_infos_to_wit(dataset);
+        let (dataset, partitions) = (dataset_to_wit(dataset, &columns), partitions_to_wit(partitions));
         let decisions = self.run(call, |store, _| {
-            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, &dataset, &partitions)
+            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, dataset, &partitions)
         })?;
         let bytes = decisions.iter().map(|d| d.partition_id.len() + d.reason.len() + d.target.len()).sum();
         check_output(call.limits, decisions.len(), bytes)?;
@@ -677,7 +714,9 @@ impl CompiledComponent {
         rows: u32,
     ) -> Result<Vec<Result<String, String>>> {
         let WorldPre::Partitioner(pre) = &self.pre else { return Err(self.not_a(PolicyKind::Partitioner)) };
-        let columns: Vec<wit::Column> = columns.iter().map(column_to_wit).collect();
+        let texts = text_columns(columns);
+        let columns: Vec<wit::Column<'_>> =
+            columns.iter().zip(&texts).map(|(column, texts)| column_to_wit(column, texts)).collect();
         let keys = self
             .run(call, |store, _| pre.instantiate(&mut *store)?.call_partition(&mut *store, config, &columns, rows))?;
         let bytes = keys.iter().map(|k| k.as_ref().map_or_else(String::len, String::len)).sum();
@@ -975,40 +1014,39 @@ fn tier_from_wit(tier: wit::Tier) -> Tier {
     }
 }
 
-fn dataset_to_wit(dataset: &DatasetFacts) -> wit::DatasetInfo {
-    wit::DatasetInfo {
-        name: dataset.name.clone(),
-        period: dataset.period.clone(),
-        time_column: dataset.time_column.clone(),
-        columns: dataset
-            .columns
-            .iter()
-            .map(|(name, kind)| wit::ColumnInfo {
-                name: name.clone(),
-                kind: match kind {
-                    ColumnKind::Time => wit::ColumnKind::Time,
-                    ColumnKind::Tag => wit::ColumnKind::Tag,
-                    ColumnKind::Text => wit::ColumnKind::Text,
-                    ColumnKind::Float => wit::ColumnKind::Float,
-                    ColumnKind::Integer => wit::ColumnKind::Integer,
-                    ColumnKind::Unsigned => wit::ColumnKind::Unsigned,
-                    ColumnKind::Boolean => wit::ColumnKind::Boolean,
-                },
-            })
-            .collect(),
-    }
+fn column_infos_to_wit(dataset: &DatasetFacts) -> Vec<wit::ColumnInfo<'_>> {
+    dataset
+        .columns
+        .iter()
+        .map(|(name, kind)| wit::ColumnInfo {
+            name,
+            kind: match kind {
+                ColumnKind::Time => wit::ColumnKind::Time,
+                ColumnKind::Tag => wit::ColumnKind::Tag,
+                ColumnKind::Text => wit::ColumnKind::Text,
+                ColumnKind::Float => wit::ColumnKind::Float,
+                ColumnKind::Integer => wit::ColumnKind::Integer,
+                ColumnKind::Unsigned => wit::ColumnKind::Unsigned,
+                ColumnKind::Boolean => wit::ColumnKind::Boolean,
+            },
+        })
+        .collect()
 }
 
-fn partitions_to_wit(partitions: &[PartitionFacts]) -> Vec<wit::PartitionInfo> {
+fn dataset_to_wit<'a>(dataset: &'a DatasetFacts, columns: &'a [wit::ColumnInfo<'a>]) -> wit::DatasetInfo<'a> {
+    wit::DatasetInfo { name: &dataset.name, period: &dataset.period, time_column: &dataset.time_column, columns }
+}
+
+fn partitions_to_wit(partitions: &[PartitionFacts]) -> Vec<wit::PartitionInfo<'_>> {
     partitions
         .iter()
         .map(|p| wit::PartitionInfo {
-            id: p.id.clone(),
-            dataset: p.dataset.clone(),
-            period_label: p.period_label.clone(),
+            id: &p.id,
+            dataset: &p.dataset,
+            period_label: &p.period_label,
             period_start_ns: p.period_start_ns,
             period_end_ns: p.period_end_ns,
-            key: p.key.clone(),
+            key: &p.key,
             tier: tier_to_wit(p.tier),
             read_only: p.read_only,
             rows: p.rows,
@@ -1023,16 +1061,29 @@ fn partitions_to_wit(partitions: &[PartitionFacts]) -> Vec<wit::PartitionInfo> {
         .collect()
 }
 
-fn column_to_wit(column: &ColumnBatch) -> wit::Column {
+/// Borrowed views of the text columns (the only kind whose element type
+/// differs between the host's values and the bindings); `None` for others.
+fn text_columns(columns: &[ColumnBatch]) -> Vec<Option<Vec<Option<&str>>>> {
+    columns
+        .iter()
+        .map(|column| match &column.values {
+            ColumnValues::Text(values) => Some(values.iter().map(Option::as_deref).collect()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn column_to_wit<'a>(column: &'a ColumnBatch, texts: &'a Option<Vec<Option<&'a str>>>) -> wit::Column<'a> {
     wit::Column {
-        name: column.name.clone(),
-        values: match &column.values {
-            ColumnValues::Text(values) => wit::ColumnValues::Text(values.clone()),
-            ColumnValues::Float(values) => wit::ColumnValues::Float(values.clone()),
-            ColumnValues::Integer(values) => wit::ColumnValues::Integer(values.clone()),
-            ColumnValues::Unsigned(values) => wit::ColumnValues::Unsigned(values.clone()),
-            ColumnValues::Boolean(values) => wit::ColumnValues::Boolean(values.clone()),
-            ColumnValues::Time(values) => wit::ColumnValues::Time(values.clone()),
+        name: &column.name,
+        values: match (&column.values, texts) {
+            (ColumnValues::Text(_), Some(texts)) => wit::ColumnValues::Text(texts),
+            (ColumnValues::Text(_), None) => wit::ColumnValues::Text(&[]),
+            (ColumnValues::Float(values), _) => wit::ColumnValues::Float(values),
+            (ColumnValues::Integer(values), _) => wit::ColumnValues::Integer(values),
+            (ColumnValues::Unsigned(values), _) => wit::ColumnValues::Unsigned(values),
+            (ColumnValues::Boolean(values), _) => wit::ColumnValues::Boolean(values),
+            (ColumnValues::Time(values), _) => wit::ColumnValues::Time(values),
         },
     }
 }
@@ -1258,6 +1309,20 @@ mod tests {
         {
             assert!(matches!(sandbox.load(garbage, PolicyKind::Retention), Err(SandboxError::InvalidComponent(_))));
         }
+    }
+
+    #[test]
+    fn guest_output_is_capped_without_failing_the_guest() {
+        let captured = CapturedOutput::new(10);
+        let mut stream = captured.clone();
+        stream.write(bytes::Bytes::from_static(b"hello ")).unwrap();
+        stream.write(bytes::Bytes::from_static(b"world, and more")).unwrap();
+        assert!(stream.check_write().unwrap() > 0, "a full buffer never blocks or closes the stream");
+        let inner = captured.inner.lock().unwrap();
+        assert_eq!(inner.kept, b"hello worl");
+        assert_eq!(inner.dropped, 11);
+        assert_eq!(truncate_at_char_boundary("héllo", 2), "h");
+        assert_eq!(truncate_at_char_boundary("héllo", 3), "hé");
     }
 
     #[test]
