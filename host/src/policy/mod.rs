@@ -1055,7 +1055,7 @@ impl PolicyRuntime {
                 definition.plugin = PluginSource::File(PathBuf::from("upload"));
                 let component = self
                     .sandbox
-                    .load(&bytes, kind)
+                    .load_uncached(&bytes, kind)
                     .map_err(|source| PolicyError::Component { policy: name.to_string(), source })?;
                 let call = CallContext { policy: name, limits: &definition.limits };
                 match component.validate_config(call, &definition.config_json) {

@@ -332,8 +332,18 @@ impl Sandbox {
     /// `kind`, and prepares it for instantiation. Blocking: Cranelift can
     /// take seconds on a cold cache.
     pub fn load(&self, bytes: &[u8], kind: PolicyKind) -> Result<CompiledComponent> {
+        self.load_with(bytes, kind, true)
+    }
+
+    /// Like [`Sandbox::load`] but never writes the cache: for uploaded
+    /// candidates, which would otherwise fill the disk one upload at a time.
+    pub fn load_uncached(&self, bytes: &[u8], kind: PolicyKind) -> Result<CompiledComponent> {
+        self.load_with(bytes, kind, false)
+    }
+
+    fn load_with(&self, bytes: &[u8], kind: PolicyKind, write_cache: bool) -> Result<CompiledComponent> {
         let sha256 = sha256_hex(bytes);
-        let (component, source) = self.compile(bytes, &sha256)?;
+        let (component, source) = self.compile(bytes, &sha256, write_cache)?;
         check_imports(&component, &self.engine)?;
         let instance_pre = self.instance_pre(&component)?;
         let pre = prepare_world(instance_pre, kind)?;
@@ -344,7 +354,7 @@ impl Sandbox {
     /// worlds it implements (for `strata policy check`).
     pub fn inspect(&self, bytes: &[u8]) -> Result<ComponentReport> {
         let sha256 = sha256_hex(bytes);
-        let (component, _) = self.compile(bytes, &sha256)?;
+        let (component, _) = self.compile(bytes, &sha256, true)?;
         let component_type = component.component_type();
         let imports = component_type.imports(&self.engine).map(|(name, _)| name.to_string()).collect();
         let exports = component_type.exports(&self.engine).map(|(name, _)| name.to_string()).collect();
@@ -394,7 +404,7 @@ impl Sandbox {
 
     /// The compiled form of `bytes`: from the cache when a valid entry
     /// exists, else compiled now and written to the cache.
-    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<(Component, CompileSource)> {
+    fn compile(&self, bytes: &[u8], sha256: &str, write_cache: bool) -> Result<(Component, CompileSource)> {
         if let Some(component) = self.cached(sha256) {
             return Ok((component, CompileSource::Cache));
         }
@@ -405,7 +415,7 @@ impl Sandbox {
         }
         let component = Component::from_binary(&self.engine, bytes)
             .map_err(|e| SandboxError::InvalidComponent(format!("{e:#}")))?;
-        if let Some(dir) = &self.cache_dir {
+        if let Some(dir) = self.cache_dir.as_ref().filter(|_| write_cache) {
             match component.serialize() {
                 Ok(serialized) => {
                     if let Err(error) = write_cache_entry(dir, sha256, &serialized) {
@@ -1343,6 +1353,10 @@ mod tests {
         std::fs::write(&entry, damaged).unwrap();
         let third = sandbox.load(&bytes, PolicyKind::Retention).unwrap();
         assert_eq!(third.source(), CompileSource::Compiled);
+        // Uploaded candidates are compiled but never cached.
+        let candidate = retention_fixture("unreachable");
+        let loaded = sandbox.load_uncached(&candidate, PolicyKind::Retention).unwrap();
+        assert!(!dir.join(format!("{}.cwasm", loaded.sha256())).exists());
         assert_eq!(evaluate(&third, &limits()).unwrap(), []);
         // Kept sources round-trip and are checked.
         sandbox.keep_source(first.sha256(), &bytes).unwrap();
