@@ -29,6 +29,8 @@ pub enum Bench {
     Ingest(IngestArgs),
     /// Query latency against DuckDB reading the same Parquet files directly.
     Query(QueryArgs),
+    /// Policy runtime: compile, cached load, swap, evaluations, partitioner vs native.
+    Policy(crate::bench_policy::PolicyBenchArgs),
 }
 
 /// Arguments of `strata bench query`.
@@ -79,6 +81,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Ingest(args) => ingest(args),
         Bench::Query(args) => query(args),
+        Bench::Policy(args) => crate::bench_policy::run(args),
     }
 }
 

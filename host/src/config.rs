@@ -25,6 +25,8 @@ pub struct Config {
     pub datasets: BTreeMap<String, DatasetConfig>,
     /// Query execution.
     pub query: QueryConfig,
+    /// Where policy files live and how they are reloaded.
+    pub policies: PoliciesConfig,
 }
 
 /// `[query]`
@@ -52,6 +54,27 @@ impl Default for QueryConfig {
             threads: 2,
             sql_bytes_max: 64 * 1024,
         }
+    }
+}
+
+/// `[policies]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoliciesConfig {
+    /// Directory of `*.toml` policy files, relative to the config file.
+    /// Default: `policies/` next to the config file, else `./policies`, if
+    /// either exists; without one, no policies are loaded.
+    pub dir: Option<PathBuf>,
+    /// Where compiled components are cached, by sha256. Default:
+    /// `<data_dir>/policy-cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Quiet time after a file change before the reload, in ms.
+    pub reload_debounce_ms: u64,
+}
+
+impl Default for PoliciesConfig {
+    fn default() -> PoliciesConfig {
+        PoliciesConfig { dir: None, cache_dir: None, reload_debounce_ms: 50 }
     }
 }
 
@@ -254,9 +277,41 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("[datasets.{name}].time_column: {e}")))?;
             }
         }
+        if self.policies.reload_debounce_ms > 60_000 {
+            return invalid(format!(
+                "policies.reload_debounce_ms = {} must be at most 60000",
+                self.policies.reload_debounce_ms
+            ));
+        }
         crate::names::check_column_name(&self.ingest.default_time_column)
             .map_err(|e| ConfigError::Invalid(format!("ingest.default_time_column: {e}")))?;
         Ok(())
+    }
+
+    /// Resolves `policies.dir`: a relative path is taken relative to the
+    /// config file's directory; without one, `policies/` next to the config
+    /// file or in the working directory is used if it exists. The result is
+    /// absolute, so file-change events match it.
+    pub fn resolve_policy_directory(&mut self, config_file: Option<&Path>) {
+        let config_dir = config_file.map(|file| file.parent().unwrap_or(Path::new(".")).to_path_buf());
+        let absolute = |path: PathBuf| {
+            if path.is_absolute() { path } else { std::env::current_dir().map(|cwd| cwd.join(&path)).unwrap_or(path) }
+        };
+        self.policies.dir = match self.policies.dir.take() {
+            Some(dir) if dir.is_relative() => Some(absolute(config_dir.unwrap_or_default().join(dir))),
+            Some(dir) => Some(dir),
+            None => config_dir
+                .map(|dir| dir.join("policies"))
+                .into_iter()
+                .chain(std::iter::once(PathBuf::from("policies")))
+                .find(|candidate| candidate.is_dir())
+                .map(absolute),
+        };
+    }
+
+    /// Where compiled policy components are cached.
+    pub fn policy_cache_dir(&self) -> PathBuf {
+        self.policies.cache_dir.clone().unwrap_or_else(|| self.server.data_dir.join("policy-cache"))
     }
 
     /// The period and time column a dataset is created with.
@@ -286,6 +341,32 @@ mod tests {
         assert!(error.contains("body_bytes_mux"), "{error}");
         let error = Config::parse("[nonsense]\n").unwrap_err().to_string();
         assert!(error.contains("nonsense"), "{error}");
+    }
+
+    #[test]
+    fn the_policy_directory_is_relative_to_the_config_file() {
+        let root = std::env::temp_dir().join(format!("strata-config-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(root.join("policies")).unwrap();
+        let config_file = root.join("strata.toml");
+
+        let mut config = Config::parse("").unwrap();
+        config.resolve_policy_directory(Some(&config_file));
+        assert_eq!(config.policies.dir, Some(root.join("policies")), "policies/ next to the config file");
+
+        let mut config = Config::parse("[policies]\ndir = \"elsewhere\"\n").unwrap();
+        config.resolve_policy_directory(Some(&config_file));
+        assert_eq!(config.policies.dir, Some(root.join("elsewhere")));
+
+        let mut config = Config::parse("[policies]\ndir = \"/abs/olute\"\n").unwrap();
+        config.resolve_policy_directory(Some(&config_file));
+        assert_eq!(config.policies.dir, Some(PathBuf::from("/abs/olute")));
+
+        std::fs::remove_dir_all(root.join("policies")).unwrap();
+        let mut config = Config::parse("").unwrap();
+        config.resolve_policy_directory(Some(&config_file));
+        assert_ne!(config.policies.dir, Some(root.join("policies")), "a missing directory is not used");
+        std::fs::remove_dir_all(root).unwrap();
+        assert!(Config::parse("[policies]\ndirectory = \"x\"\n").unwrap_err().to_string().contains("directory"));
     }
 
     #[test]

@@ -60,6 +60,16 @@ pub enum ErrorCode {
     QueryBusy,
     /// A query needed more memory than `query.memory_bytes_max`.
     QueryTooLarge,
+    /// No policy of that name is loaded.
+    PolicyNotFound,
+    /// A policy file, component, config or version cannot be used.
+    PolicyInvalid,
+    /// A policy call hit one of the policy's limits (deadline, memory, fuel, output).
+    PolicyLimitExceeded,
+    /// A policy trapped or broke the contract (unknown partition, bad key).
+    PolicyFailed,
+    /// The policy has no working version to run.
+    PolicyUnavailable,
     /// An unexpected internal failure; the message says what failed.
     Internal,
 }
@@ -93,6 +103,11 @@ impl ErrorCode {
             ErrorCode::QueryTimeout => "query_timeout",
             ErrorCode::QueryBusy => "query_busy",
             ErrorCode::QueryTooLarge => "query_too_large",
+            ErrorCode::PolicyNotFound => "policy_not_found",
+            ErrorCode::PolicyInvalid => "policy_invalid",
+            ErrorCode::PolicyLimitExceeded => "policy_limit_exceeded",
+            ErrorCode::PolicyFailed => "policy_failed",
+            ErrorCode::PolicyUnavailable => "policy_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -115,11 +130,17 @@ impl ErrorCode {
             ErrorCode::QueryTooLarge => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NotFound | ErrorCode::PolicyNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::PartitionReadOnly | ErrorCode::IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            ErrorCode::PartitionReadOnly | ErrorCode::IdempotencyKeyInFlight | ErrorCode::PolicyUnavailable => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::IdempotencyKeyReused | ErrorCode::LimitExceeded => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::IdempotencyKeyReused
+            | ErrorCode::LimitExceeded
+            | ErrorCode::PolicyInvalid
+            | ErrorCode::PolicyLimitExceeded
+            | ErrorCode::PolicyFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::BufferFull => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -192,6 +213,31 @@ impl From<crate::storage::StorageError> for ApiError {
         } else {
             ApiError::new(ErrorCode::Internal, format!("storage: {error}"))
         }
+    }
+}
+
+impl From<crate::policy::PolicyError> for ApiError {
+    fn from(error: crate::policy::PolicyError) -> ApiError {
+        use crate::policy::PolicyError;
+        let code = match &error {
+            PolicyError::NotFound(_) => ErrorCode::PolicyNotFound,
+            PolicyError::NotActive { .. } => ErrorCode::PolicyUnavailable,
+            PolicyError::WrongKind { .. } => ErrorCode::BadRequest,
+            PolicyError::Definition(_)
+            | PolicyError::Plugin { .. }
+            | PolicyError::Component { .. }
+            | PolicyError::ConfigRejected { .. }
+            | PolicyError::Version { .. }
+            | PolicyError::Duplicate { .. } => ErrorCode::PolicyInvalid,
+            PolicyError::Evaluation { source, .. } if source.is_limit() => ErrorCode::PolicyLimitExceeded,
+            PolicyError::Evaluation { .. } | PolicyError::Contract { .. } => ErrorCode::PolicyFailed,
+            PolicyError::Catalog(_) => ErrorCode::Internal,
+        };
+        let mut api = ApiError::new(code, error.to_string());
+        if let PolicyError::ConfigRejected { problems, .. } = &error {
+            api = api.with_detail(json!({ "problems": problems }));
+        }
+        api
     }
 }
 

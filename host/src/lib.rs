@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map of these modules and their invariants.
 
 pub mod bench;
+pub mod bench_policy;
 pub mod buffer;
 pub mod catalog;
 pub mod config;
@@ -14,6 +15,8 @@ pub mod names;
 pub mod parquet_file;
 pub mod period;
 pub mod query;
+pub mod policy;
+pub mod policy_command;
 pub mod schema;
 pub mod server;
 pub mod storage;

@@ -43,6 +43,11 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Write and check policy plugins.
+    Policy {
+        #[command(subcommand)]
+        command: strata::policy_command::PolicyCommand,
+    },
     /// Run a benchmark.
     Bench {
         #[command(subcommand)]
@@ -61,11 +66,12 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, data_dir, listen } => {
-            let mut config = match config {
-                Some(path) => Config::load(&path)?,
+        Command::Serve { config: config_file, data_dir, listen } => {
+            let mut config = match &config_file {
+                Some(path) => Config::load(path)?,
                 None => Config::default(),
             };
+            config.resolve_policy_directory(config_file.as_deref());
             if let Some(data_dir) = data_dir {
                 config.server.data_dir = data_dir;
             }
@@ -76,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
             runtime.block_on(strata::server::run(config))
         }
+        Command::Policy { command } => strata::policy_command::run(command),
         Command::Bench { which } => strata::bench::run(which),
     }
 }

@@ -6,6 +6,8 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::policy::watcher::PolicyWatcher;
+use crate::policy::{PolicyRuntime, PolicySettings};
 use crate::store::Store;
 
 /// Runs the server until SIGTERM or SIGINT, then stops accepting, lets
@@ -36,22 +38,51 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = state.store.set(store.clone());
     let flusher = tokio::spawn(store.clone().run_flusher(shutdown.clone()));
 
-    wait_for_signal().await;
+    // Policies load after the catalog is open and before /ready turns 200.
+    let settings = PolicySettings {
+        directory: config.policies.dir.clone(),
+        cache_dir: config.policy_cache_dir(),
+        debounce: std::time::Duration::from_millis(config.policies.reload_debounce_ms),
+    };
+    let catalog = store.catalog().clone();
+    let policies = Arc::new(tokio::task::spawn_blocking(move || PolicyRuntime::open(settings, catalog)).await??);
+    let watcher = PolicyWatcher::start(policies.clone())?;
+    let _ = state.policies.set(policies.clone());
+    tracing::info!(directory = ?config.policies.dir, "policies ready");
+
+    wait_for_signal(&policies).await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = shutdown_sender.send(true);
     let _ = server.await;
     let _ = flusher.await;
+    tokio::task::spawn_blocking(move || drop(watcher)).await?;
     store.close().await.map_err(|e| anyhow::anyhow!("final flush failed: {e}"))?;
     tracing::info!("shut down cleanly");
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or SIGINT; reloads the policies on every SIGHUP.
+async fn wait_for_signal(policies: &Arc<PolicyRuntime>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return,
+            _ = interrupt.recv() => return,
+            _ = hangup.recv() => {
+                let runtime = policies.clone();
+                match tokio::task::spawn_blocking(move || runtime.reload()).await {
+                    Ok(report) => tracing::info!(
+                        activated = ?report.activated,
+                        failed = report.failed.len(),
+                        removed = ?report.removed,
+                        "policies reloaded on SIGHUP"
+                    ),
+                    Err(error) => tracing::error!(%error, "policy reload on SIGHUP failed"),
+                }
+            }
+        }
     }
 }

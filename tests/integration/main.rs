@@ -3,4 +3,5 @@
 mod durability;
 mod ingest;
 mod query;
+mod policies;
 mod support;

@@ -34,7 +34,18 @@ impl Server {
     }
 
     pub fn start_with_env(name: &str, config: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_with_files(name, config, env, &[])
+    }
+
+    /// Starts a server after writing `files` (paths relative to the root
+    /// directory that holds `strata.toml`, e.g. `policies/keep.toml`).
+    pub fn start_with_files(name: &str, config: &str, env: &[(&str, &str)], files: &[(&str, &[u8])]) -> Server {
         let root = temp_dir(name);
+        for (path, contents) in files {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
         let config_path = root.join("strata.toml");
         std::fs::write(&config_path, config).unwrap();
         let mut server = Server {
@@ -54,7 +65,10 @@ impl Server {
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+        // The root is the working directory, so `./policies` is the test's
+        // own (usually absent) directory, never the repository's.
         command
+            .current_dir(self.root())
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&self.config_path)
             .arg("--data-dir")
@@ -137,6 +151,16 @@ impl Server {
         assert!(self.child.is_none(), "still running");
         self.spawn();
         self.wait_ready();
+    }
+
+    /// The directory holding `strata.toml`, the data directory and the log.
+    pub fn root(&self) -> PathBuf {
+        self.data_dir.parent().unwrap().to_path_buf()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn log(&self) -> String {

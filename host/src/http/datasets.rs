@@ -130,7 +130,7 @@ pub(super) async fn seal(
     ))
 }
 
-pub(super) fn metrics(store: &Arc<Store>) -> Response<Body> {
+pub(super) fn metrics(store: &Arc<Store>, policy_metrics: &str) -> Response<Body> {
     let mut text = String::new();
     let _ = writeln!(text, "# HELP strata_buffered_bytes Bytes of rows waiting to be flushed.");
     let _ = writeln!(text, "# TYPE strata_buffered_bytes gauge");
@@ -138,6 +138,7 @@ pub(super) fn metrics(store: &Arc<Store>) -> Response<Body> {
     let _ = writeln!(text, "# HELP strata_datasets Datasets in the store.");
     let _ = writeln!(text, "# TYPE strata_datasets gauge");
     let _ = writeln!(text, "strata_datasets {}", store.datasets().len());
+    text.push_str(policy_metrics);
     let mut response = Response::new(Body::full(text));
     response
         .headers_mut()

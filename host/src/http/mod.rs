@@ -5,6 +5,7 @@ mod datasets;
 mod query;
 
 pub use datasets::rfc3339;
+mod policies;
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::ingest::Precision;
+use crate::policy::PolicyRuntime;
 use crate::store::{Format, Recovery, Store, WriteRequest};
 
 /// Shared state of the HTTP server. The store is absent until start-up
@@ -40,17 +42,25 @@ pub struct AppState {
     pub recovery: OnceLock<Recovery>,
     /// The query engine, once the store is open.
     pub query: OnceLock<Arc<crate::query::QueryEngine>>,
+    /// The policy runtime, once the policies are loaded.
+    pub policies: OnceLock<Arc<PolicyRuntime>>,
 }
 
 impl AppState {
     /// State for a server whose store is not open yet.
     pub fn new(config: Arc<Config>) -> AppState {
-        AppState { config, store: OnceLock::new(), recovery: OnceLock::new(), query: OnceLock::new() }
+        AppState { config, store: OnceLock::new(), recovery: OnceLock::new(), query: OnceLock::new(), policies: OnceLock::new() }
     }
 
     fn store(&self) -> Result<&Arc<Store>, ApiError> {
         self.store.get().ok_or_else(|| {
             ApiError::new(ErrorCode::NotReady, "the server is replaying its write-ahead log").with_retry_after(1)
+        })
+    }
+
+    fn policies(&self) -> Result<&Arc<PolicyRuntime>, ApiError> {
+        self.policies.get().ok_or_else(|| {
+            ApiError::new(ErrorCode::NotReady, "the server is still loading its policies").with_retry_after(1)
         })
     }
 }
@@ -265,9 +275,13 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         (&Method::GET, ["health"]) => Ok(json_response(StatusCode::OK, &json!({ "status": "pass" }))),
         (&Method::GET, ["ready"]) => {
             state.store()?;
+            state.policies()?;
             Ok(json_response(StatusCode::OK, &json!({ "status": "ready", "recovery": state.recovery.get() })))
         }
-        (&Method::GET, ["metrics"]) => Ok(datasets::metrics(state.store()?)),
+        (&Method::GET, ["metrics"]) => {
+            let policy_metrics = state.policies.get().map(|runtime| runtime.metrics()).unwrap_or_default();
+            Ok(datasets::metrics(state.store()?, &policy_metrics))
+        }
         (&Method::POST, ["v1", "datasets", dataset, "records"]) => {
             let dataset = dataset.to_string();
             write(state, request, Some(dataset), Format::Json, "").await
@@ -293,6 +307,22 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
             query::structured(state, request, &dataset).await
         }
         (&Method::POST, ["v1", "sql"]) => query::sql(state, request).await,
+        (&Method::GET, ["v1", "policies"]) => policies::list(state.policies()?).await,
+        (&Method::POST, ["v1", "policies", "reload"]) => policies::reload(state.policies()?).await,
+        (&Method::GET, ["v1", "policies", name]) => policies::show(state.policies()?, name).await,
+        (&Method::POST, ["v1", "policies", name, "rollback"]) => {
+            let runtime = state.policies()?.clone();
+            let name = name.to_string();
+            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+            policies::rollback(&runtime, &name, body).await
+        }
+        (&Method::POST, ["v1", "policies", name, "simulate"]) => {
+            let runtime = state.policies()?.clone();
+            let store = state.store()?.clone();
+            let name = name.to_string();
+            let (parts, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+            policies::simulate(&runtime, &store, &name, parts, body).await
+        }
         (&Method::POST, ["v1", "flush"]) => {
             let flushed = state.store()?.flush(true).await?;
             Ok(json_response(StatusCode::OK, &json!({ "partitions_flushed": flushed })))
@@ -301,7 +331,8 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         | (_, ["v1", "datasets", ..])
         | (_, ["api", "v2", "write"])
         | (_, ["api", "v3", "write_lp"])
-        | (_, ["v1", "flush" | "sql"]) => {
+        | (_, ["v1", "flush" | "sql"])
+        | (_, ["v1", "policies", ..]) => {
             Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
         }
         _ => Err(ApiError::new(ErrorCode::NotFound, format!("no route {method} {path}"))),

@@ -1,0 +1,165 @@
+//! Policy handlers: list, show, reload, rollback, simulate. Every call into
+//! the runtime blocks (catalog, components), so it runs on `spawn_blocking`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::{Body, json_response};
+use crate::error::{ApiError, ErrorCode};
+use crate::names::DatasetName;
+use crate::policy::{PolicyRuntime, SimulationTarget, dataset_facts, partition_facts};
+use crate::store::{Store, now_ns};
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("background task failed: {e}")))
+}
+
+pub(super) async fn list(runtime: &Arc<PolicyRuntime>) -> Result<Response<Body>, ApiError> {
+    let (policies, file_errors) = runtime.list();
+    Ok(json_response(StatusCode::OK, &json!({ "policies": policies, "file_errors": file_errors })))
+}
+
+pub(super) async fn show(runtime: &Arc<PolicyRuntime>, name: &str) -> Result<Response<Body>, ApiError> {
+    let runtime = runtime.clone();
+    let name = name.to_string();
+    let detail = blocking(move || runtime.detail(&name)).await??;
+    Ok(json_response(StatusCode::OK, &serde_json::to_value(detail).unwrap_or_default()))
+}
+
+pub(super) async fn reload(runtime: &Arc<PolicyRuntime>) -> Result<Response<Body>, ApiError> {
+    let runtime = runtime.clone();
+    let report = blocking(move || runtime.reload()).await?;
+    Ok(json_response(StatusCode::OK, &serde_json::to_value(report).unwrap_or_default()))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackRequest {
+    /// The version to return to; default: the previous good one.
+    version: Option<i64>,
+}
+
+pub(super) async fn rollback(
+    runtime: &Arc<PolicyRuntime>,
+    name: &str,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let request: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("rollback body: {e}")))?
+    };
+    let runtime = runtime.clone();
+    let policy = name.to_string();
+    let (from, to) = blocking(move || runtime.rollback(&policy, request.version)).await??;
+    Ok(json_response(StatusCode::OK, &json!({ "policy": name, "from": from, "to": to })))
+}
+
+/// `{"now": RFC 3339 or epoch ns, "dataset": "...", "version": seq or sha256 prefix}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimulateRequest {
+    now: Option<Json>,
+    dataset: String,
+    version: Option<Json>,
+}
+
+fn parse_now(raw: Option<&Json>) -> Result<i64, ApiError> {
+    let invalid = |detail: String| {
+        ApiError::new(ErrorCode::InvalidTimestamp, format!("now must be RFC 3339 or epoch nanoseconds: {detail}"))
+    };
+    match raw {
+        None => Ok(now_ns()),
+        Some(Json::Number(number)) => number.as_i64().ok_or_else(|| invalid(number.to_string())),
+        Some(Json::String(text)) => match text.parse::<i64>() {
+            Ok(ns) => Ok(ns),
+            Err(_) => chrono::DateTime::parse_from_rfc3339(text)
+                .map_err(|e| invalid(format!("{text:?}: {e}")))?
+                .timestamp_nanos_opt()
+                .ok_or_else(|| invalid(format!("{text:?} is out of range"))),
+        },
+        Some(other) => Err(invalid(other.to_string())),
+    }
+}
+
+fn parse_version(raw: Option<&Json>) -> Result<SimulationTarget, ApiError> {
+    match raw {
+        None | Some(Json::Null) => Ok(SimulationTarget::Active),
+        Some(Json::Number(number)) => number
+            .as_i64()
+            .map(SimulationTarget::Seq)
+            .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, format!("version {number} is not a sequence number"))),
+        Some(Json::String(text)) if text == "active" => Ok(SimulationTarget::Active),
+        Some(Json::String(text)) => match text.parse::<i64>() {
+            Ok(seq) => Ok(SimulationTarget::Seq(seq)),
+            Err(_) => Ok(SimulationTarget::Sha256(text.to_ascii_lowercase())),
+        },
+        Some(other) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("version must be a sequence number or a sha256 prefix, not {other}"),
+        )),
+    }
+}
+
+pub(super) async fn simulate(
+    runtime: &Arc<PolicyRuntime>,
+    store: &Arc<Store>,
+    name: &str,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let (now_ns, dataset, target) = if content_type.starts_with("application/wasm") {
+        let params: Vec<(String, String)> =
+            parts.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+        let param = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let dataset = param("dataset").ok_or_else(|| {
+            ApiError::new(ErrorCode::BadRequest, "the dataset query parameter is required with an uploaded component")
+        })?;
+        (parse_now(param("now").map(Json::String).as_ref())?, dataset, SimulationTarget::Candidate(body.to_vec()))
+    } else {
+        let request: SimulateRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("simulate body: {e}")))?;
+        (parse_now(request.now.as_ref())?, request.dataset, parse_version(request.version.as_ref())?)
+    };
+    let dataset_name =
+        DatasetName::parse(&dataset).map_err(|message| ApiError::new(ErrorCode::InvalidDatasetName, message))?;
+    let state = store
+        .dataset(dataset_name.as_str())
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {dataset_name}")))?;
+    let catalog = store.catalog().clone();
+    let runtime = runtime.clone();
+    let policy = name.to_string();
+    let (simulation, bound) = blocking(move || -> Result<_, ApiError> {
+        let records = catalog.partitions(state.record.id)?;
+        let facts = dataset_facts(&state.record, &state.schema());
+        let partitions: Vec<_> = records.iter().map(|record| partition_facts(&dataset_name, record)).collect();
+        let bound = runtime.binds(&policy, dataset_name.as_str());
+        let simulation = runtime.simulate(&policy, target, now_ns, &facts, &partitions)?;
+        Ok((simulation, bound))
+    })
+    .await??;
+    let mut summary = serde_json::Map::new();
+    for entry in &simulation.plan {
+        let counts = summary.entry(entry.action).or_insert_with(|| json!({ "partitions": 0, "bytes": 0, "rows": 0 }));
+        counts["partitions"] = json!(counts["partitions"].as_u64().unwrap_or(0) + 1);
+        counts["bytes"] = json!(counts["bytes"].as_u64().unwrap_or(0) + entry.bytes);
+        counts["rows"] = json!(counts["rows"].as_u64().unwrap_or(0) + entry.rows);
+    }
+    let mut body = serde_json::to_value(&simulation).unwrap_or_default();
+    if let Json::Object(map) = &mut body {
+        map.insert("dataset".into(), json!(dataset));
+        map.insert("bound".into(), json!(bound));
+        map.insert("now".into(), json!(super::datasets::rfc3339(now_ns)));
+        map.insert("summary".into(), Json::Object(summary));
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}

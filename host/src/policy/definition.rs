@@ -1,0 +1,491 @@
+//! Policy files: `policies/*.toml`, one policy per file, parsed into an
+//! immutable [`PolicyDefinition`]. Pure: reading the file and the component
+//! is the registry's job.
+//!
+//! ```toml
+//! name = "retention-default"          # optional, defaults to the file name
+//! kind = "retention"                  # partitioner | retention | tiering | archival
+//! plugin = "builtin:retention-by-age" # or a path to a .wasm, relative to this file
+//! datasets = ["orders", "logs-*"]     # names or globs (`*`, `?`)
+//! schedule = "every 1h"               # not for partitioners
+//!
+//! [limits]                            # all optional
+//! deadline_ms = 1000
+//!
+//! [config]                            # handed to the plugin as a JSON object
+//! max_age = "400d"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which world a policy implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// Assigns partition keys on the write path.
+    Partitioner,
+    /// Decides which partitions to delete.
+    Retention,
+    /// Decides which tier partitions belong in.
+    Tiering,
+    /// Decides which partitions to archive.
+    Archival,
+}
+
+impl PolicyKind {
+    /// Every kind.
+    pub const ALL: [PolicyKind; 4] =
+        [PolicyKind::Partitioner, PolicyKind::Retention, PolicyKind::Tiering, PolicyKind::Archival];
+
+    /// The kind's name, which is also its WIT world's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Partitioner => "partitioner",
+            PolicyKind::Retention => "retention",
+            PolicyKind::Tiering => "tiering",
+            PolicyKind::Archival => "archival",
+        }
+    }
+
+    /// Parses a kind name.
+    pub fn parse(raw: &str) -> Option<PolicyKind> {
+        PolicyKind::ALL.into_iter().find(|kind| kind.as_str() == raw)
+    }
+}
+
+/// Per-policy limits, from the `[limits]` table. Each names its unit last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyLimits {
+    /// Wall-clock time one call may run, in milliseconds (epoch interruption).
+    pub deadline_ms: u64,
+    /// Linear memory the component may grow to, in bytes.
+    pub memory_bytes_max: u64,
+    /// WebAssembly fuel (roughly, instructions) one call may use; none = unlimited.
+    pub fuel: Option<u64>,
+    /// Entries in one answer (decisions, keys, config problems).
+    pub decisions_max: u64,
+    /// Bytes of strings in one answer (ids, reasons, keys).
+    pub output_bytes_max: u64,
+}
+
+impl Default for PolicyLimits {
+    fn default() -> PolicyLimits {
+        PolicyLimits {
+            deadline_ms: 1_000,
+            memory_bytes_max: 256 * 1024 * 1024,
+            fuel: None,
+            decisions_max: 1_000_000,
+            output_bytes_max: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Bounds on the limits themselves.
+const DEADLINE_MS_MAX: u64 = 10 * 60 * 1_000;
+const MEMORY_BYTES_MIN: u64 = 1024 * 1024;
+const MEMORY_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
+
+impl PolicyLimits {
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=DEADLINE_MS_MAX).contains(&self.deadline_ms) {
+            return Err(format!("limits.deadline_ms = {} must be within 1..={DEADLINE_MS_MAX}", self.deadline_ms));
+        }
+        if !(MEMORY_BYTES_MIN..=MEMORY_BYTES_MAX).contains(&self.memory_bytes_max) {
+            return Err(format!(
+                "limits.memory_bytes_max = {} must be within {MEMORY_BYTES_MIN}..={MEMORY_BYTES_MAX}",
+                self.memory_bytes_max
+            ));
+        }
+        if self.fuel == Some(0) {
+            return Err("limits.fuel must be greater than 0 (leave it out for no fuel limit)".into());
+        }
+        if self.decisions_max == 0 {
+            return Err("limits.decisions_max must be greater than 0".into());
+        }
+        if self.output_bytes_max == 0 {
+            return Err("limits.output_bytes_max must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where a policy's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginSource {
+    /// A component embedded in the binary (`builtin:NAME`).
+    Builtin(String),
+    /// A `.wasm` file (absolute, resolved against the policy file's directory).
+    File(PathBuf),
+}
+
+impl std::fmt::Display for PluginSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PluginSource::Builtin(name) => write!(f, "builtin:{name}"),
+            PluginSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// How often a scheduled policy runs: `every 10m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// The interval.
+    pub every: Duration,
+}
+
+/// The shortest schedule interval.
+const SCHEDULE_SECONDS_MIN: u64 = 1;
+
+impl Schedule {
+    /// Parses `every N<unit>` with a unit of `s`, `m`, `h` or `d`.
+    pub fn parse(raw: &str) -> Result<Schedule, String> {
+        let invalid = || format!("schedule {raw:?} must look like \"every 10m\" (units s, m, h, d)");
+        let amount = raw.trim().strip_prefix("every").ok_or_else(invalid)?.trim();
+        let unit_start = amount.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+        let (digits, unit) = amount.split_at(unit_start);
+        let count: u64 = digits.parse().map_err(|_| invalid())?;
+        let unit_seconds = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            _ => return Err(invalid()),
+        };
+        let seconds = count.checked_mul(unit_seconds).ok_or_else(invalid)?;
+        if seconds < SCHEDULE_SECONDS_MIN {
+            return Err(format!("schedule {raw:?} must be at least {SCHEDULE_SECONDS_MIN}s"));
+        }
+        Ok(Schedule { every: Duration::from_secs(seconds) })
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = self.every.as_secs();
+        match seconds {
+            s if s % 86_400 == 0 => write!(f, "every {}d", s / 86_400),
+            s if s % 3_600 == 0 => write!(f, "every {}h", s / 3_600),
+            s if s % 60 == 0 => write!(f, "every {}m", s / 60),
+            s => write!(f, "every {s}s"),
+        }
+    }
+}
+
+/// The schedule of retention, tiering and archival policies that name none.
+pub const DEFAULT_SCHEDULE: Schedule = Schedule { every: Duration::from_secs(3_600) };
+
+/// A parsed and validated policy file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDefinition {
+    /// `[a-z0-9][a-z0-9_-]{0,62}`; unique among loaded policies.
+    pub name: String,
+    /// The world it implements.
+    pub kind: PolicyKind,
+    /// The component.
+    pub plugin: PluginSource,
+    /// Dataset names or globs it binds to.
+    pub datasets: Vec<String>,
+    /// When it runs (none for partitioners, which run on the write path).
+    pub schedule: Option<Schedule>,
+    /// Its limits.
+    pub limits: PolicyLimits,
+    /// The `[config]` table as a JSON object string.
+    pub config_json: String,
+    /// The file it was read from (none for an uploaded candidate).
+    pub file: Option<PathBuf>,
+}
+
+/// The file as written; converted into a [`PolicyDefinition`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    name: Option<String>,
+    kind: String,
+    plugin: String,
+    datasets: Vec<String>,
+    schedule: Option<String>,
+    #[serde(default)]
+    limits: PolicyLimits,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+/// A policy file that cannot be used; the message names the file and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct DefinitionError {
+    /// The policy file.
+    pub file: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl PolicyDefinition {
+    /// Parses the TOML text of `file`. Unknown keys, a bad name, kind,
+    /// plugin, dataset pattern, schedule or limit are errors naming the key.
+    pub fn parse(file: &Path, text: &str) -> Result<PolicyDefinition, DefinitionError> {
+        let error = |message: String| DefinitionError { file: file.display().to_string(), message };
+        let parsed: PolicyFile = toml::from_str(text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
+        let name = match parsed.name {
+            Some(name) => name,
+            None => file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string(),
+        };
+        check_policy_name(&name).map_err(|m| error(format!("name: {m}")))?;
+        let kind = PolicyKind::parse(&parsed.kind).ok_or_else(|| {
+            error(format!("kind = {:?} must be one of partitioner, retention, tiering, archival", parsed.kind))
+        })?;
+        let directory = file.parent().unwrap_or(Path::new("."));
+        let plugin = parse_plugin(&parsed.plugin, directory).map_err(|m| error(format!("plugin: {m}")))?;
+        if parsed.datasets.is_empty() {
+            return Err(error("datasets must name at least one dataset or glob, e.g. [\"*\"]".into()));
+        }
+        for pattern in &parsed.datasets {
+            check_dataset_pattern(pattern).map_err(|m| error(format!("datasets: {m}")))?;
+        }
+        let schedule = match (kind, parsed.schedule) {
+            (PolicyKind::Partitioner, Some(_)) => {
+                return Err(error("schedule: partitioners run on the write path and take no schedule".into()));
+            }
+            (PolicyKind::Partitioner, None) => None,
+            (_, Some(raw)) => Some(Schedule::parse(&raw).map_err(error)?),
+            (_, None) => Some(DEFAULT_SCHEDULE),
+        };
+        parsed.limits.validate().map_err(error)?;
+        let config = toml_to_json(toml::Value::Table(parsed.config)).map_err(|m| error(format!("config: {m}")))?;
+        Ok(PolicyDefinition {
+            name,
+            kind,
+            plugin,
+            datasets: parsed.datasets,
+            schedule,
+            limits: parsed.limits,
+            config_json: config.to_string(),
+            file: Some(file.to_path_buf()),
+        })
+    }
+
+    /// Whether this policy binds to `dataset`.
+    pub fn applies_to(&self, dataset: &str) -> bool {
+        self.datasets.iter().any(|pattern| glob_matches(pattern, dataset))
+    }
+
+    /// A digest of everything that changes behaviour except the component
+    /// bytes (kind, datasets, schedule, limits, config): two loads with the
+    /// same component and the same digest are the same version.
+    pub fn digest(&self) -> String {
+        let canonical = serde_json::json!({
+            "kind": self.kind,
+            "datasets": self.datasets,
+            "schedule": self.schedule.map(|s| s.to_string()),
+            "limits": self.limits,
+            "config": self.config_json,
+        });
+        super::sandbox::sha256_hex(canonical.to_string().as_bytes())
+    }
+}
+
+/// Checks a policy name: `[a-z0-9][a-z0-9_-]{0,62}`.
+pub fn check_policy_name(name: &str) -> Result<(), String> {
+    crate::names::DatasetName::parse(name)
+        .map(|_| ())
+        .map_err(|_| format!("{name:?} must match [a-z0-9][a-z0-9_-]{{0,62}}"))
+}
+
+fn parse_plugin(raw: &str, directory: &Path) -> Result<PluginSource, String> {
+    if let Some(name) = raw.strip_prefix("builtin:") {
+        if super::builtins::component(name).is_none() {
+            return Err(format!(
+                "{raw:?} is not a built-in; built-ins are {}",
+                super::builtins::names().map(|n| format!("builtin:{n}")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        return Ok(PluginSource::Builtin(name.to_string()));
+    }
+    if raw.is_empty() {
+        return Err("empty; use builtin:NAME or a path to a .wasm component".into());
+    }
+    let path = Path::new(raw);
+    Ok(PluginSource::File(if path.is_absolute() { path.to_path_buf() } else { directory.join(path) }))
+}
+
+fn check_dataset_pattern(pattern: &str) -> Result<(), String> {
+    let valid = !pattern.is_empty()
+        && pattern.len() <= 63
+        && pattern.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*?".contains(&b));
+    if valid { Ok(()) } else { Err(format!("{pattern:?} is not a dataset name or a glob of [a-z0-9_-*?]")) }
+}
+
+/// Glob matching with `*` (any run, including empty) and `?` (one byte).
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
+    let (mut p, mut n) = (0, 0);
+    // Position after the last `*` and the name position it was tried at.
+    let mut backtrack: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            backtrack = Some((p + 1, n));
+            p += 1;
+        } else if let Some((star_p, star_n)) = backtrack {
+            p = star_p;
+            n = star_n + 1;
+            backtrack = Some((star_p, star_n + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|b| *b == b'*')
+}
+
+/// Converts the `[config]` table to JSON: tables become objects, arrays
+/// arrays, datetimes RFC 3339 strings. Non-finite floats have no JSON form.
+fn toml_to_json(value: toml::Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value as Json;
+    Ok(match value {
+        toml::Value::String(s) => Json::String(s),
+        toml::Value::Integer(i) => Json::from(i),
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(f).map(Json::Number).ok_or_else(|| format!("{f} has no JSON form"))?
+        }
+        toml::Value::Boolean(b) => Json::Bool(b),
+        toml::Value::Datetime(d) => Json::String(d.to_string()),
+        toml::Value::Array(items) => Json::Array(items.into_iter().map(toml_to_json).collect::<Result<_, _>>()?),
+        toml::Value::Table(table) => {
+            Json::Object(table.into_iter().map(|(k, v)| Ok((k, toml_to_json(v)?))).collect::<Result<_, String>>()?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<PolicyDefinition, DefinitionError> {
+        PolicyDefinition::parse(Path::new("/etc/strata/policies/keep.toml"), text)
+    }
+
+    const MINIMAL: &str = "kind = \"retention\"\nplugin = \"builtin:retention-by-age\"\ndatasets = [\"*\"]\n";
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() {
+        let definition = parse(&format!("{MINIMAL}[config]\nmax_age = \"400d\"\n")).unwrap();
+        assert_eq!(definition.name, "keep", "the name defaults to the file name");
+        assert_eq!(definition.kind, PolicyKind::Retention);
+        assert_eq!(definition.plugin, PluginSource::Builtin("retention-by-age".into()));
+        assert_eq!(definition.schedule, Some(DEFAULT_SCHEDULE));
+        assert_eq!(definition.limits, PolicyLimits::default());
+        assert_eq!(definition.config_json, r#"{"max_age":"400d"}"#);
+    }
+
+    #[test]
+    fn config_tables_become_json_objects() {
+        let definition = parse(&format!(
+            "{MINIMAL}[config]\nn = 3\nx = 1.5\nflag = true\nlist = [\"a\", \"b\"]\nwhen = 2026-01-02T03:04:05Z\n[config.nested]\nk = \"v\"\n"
+        ))
+        .unwrap();
+        let config: serde_json::Value = serde_json::from_str(&definition.config_json).unwrap();
+        assert_eq!(
+            config,
+            serde_json::json!({"n": 3, "x": 1.5, "flag": true, "list": ["a", "b"], "when": "2026-01-02T03:04:05Z", "nested": {"k": "v"}})
+        );
+    }
+
+    #[test]
+    fn mistakes_are_errors_naming_the_key() {
+        let cases = [
+            (format!("{MINIMAL}shedule = \"every 1h\"\n"), "shedule"),
+            (format!("{MINIMAL}[limits]\ndeadline = 5\n"), "deadline"),
+            (format!("{MINIMAL}[limits]\ndeadline_ms = 0\n"), "deadline_ms"),
+            (format!("{MINIMAL}[limits]\nmemory_bytes_max = 10\n"), "memory_bytes_max"),
+            (format!("{MINIMAL}[limits]\nfuel = 0\n"), "fuel"),
+            (format!("{MINIMAL}schedule = \"hourly\"\n"), "schedule"),
+            (format!("{MINIMAL}name = \"Bad Name\"\n"), "name"),
+            (MINIMAL.replace("retention\"", "compaction\""), "kind"),
+            (MINIMAL.replace("builtin:retention-by-age", "builtin:nope"), "plugin"),
+            (MINIMAL.replace("[\"*\"]", "[]"), "datasets"),
+            (MINIMAL.replace("[\"*\"]", "[\"../x\"]"), "datasets"),
+            (MINIMAL.replace("kind = \"retention\"\n", ""), "kind"),
+            ("kind = \"partitioner\"\nplugin = \"builtin:partition-by-hash\"\ndatasets = [\"*\"]\nschedule = \"every 1m\"\n".into(), "schedule"),
+        ];
+        for (text, key) in cases {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+            assert!(error.starts_with("/etc/strata/policies/keep.toml"), "{error}");
+        }
+    }
+
+    #[test]
+    fn plugin_paths_are_relative_to_the_policy_file() {
+        let definition = parse(&MINIMAL.replace("builtin:retention-by-age", "../plugins/mine.wasm")).unwrap();
+        assert_eq!(definition.plugin, PluginSource::File(PathBuf::from("/etc/strata/policies/../plugins/mine.wasm")));
+        let definition = parse(&MINIMAL.replace("builtin:retention-by-age", "/opt/p.wasm")).unwrap();
+        assert_eq!(definition.plugin, PluginSource::File(PathBuf::from("/opt/p.wasm")));
+    }
+
+    #[test]
+    fn the_shipped_policy_files_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let mut parsed = Vec::new();
+        for directory in [root.clone(), root.join("examples")] {
+            for entry in std::fs::read_dir(&directory).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let definition = PolicyDefinition::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+                    parsed.push((definition.name, definition.kind));
+                }
+            }
+        }
+        parsed.sort();
+        assert!(parsed.contains(&("tiering".into(), PolicyKind::Tiering)), "{parsed:?}");
+        assert!(parsed.contains(&("retention-400d".into(), PolicyKind::Retention)), "{parsed:?}");
+    }
+
+    #[test]
+    fn schedules_parse_and_print() {
+        assert_eq!(Schedule::parse("every 10m").unwrap().every, Duration::from_secs(600));
+        assert_eq!(Schedule::parse("every 2d").unwrap().to_string(), "every 2d");
+        assert_eq!(Schedule::parse(" every 90s ").unwrap().to_string(), "every 90s");
+        for bad in ["10m", "every", "every m", "every 0s", "every 5y", "every -1h", "every 99999999999999999999d"] {
+            assert!(Schedule::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dataset_globs() {
+        let cases = [
+            ("orders", "orders", true),
+            ("orders", "orders2", false),
+            ("logs-*", "logs-web", true),
+            ("logs-*", "logs-", true),
+            ("logs-*", "log", false),
+            ("*", "anything", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("cpu-?", "cpu-1", true),
+            ("cpu-?", "cpu-12", false),
+            ("*-eu", "shop-eu", true),
+        ];
+        for (pattern, name, expected) in cases {
+            assert_eq!(glob_matches(pattern, name), expected, "{pattern} ~ {name}");
+        }
+    }
+
+    #[test]
+    fn the_digest_changes_with_behaviour_only() {
+        let a = parse(MINIMAL).unwrap();
+        let mut b = a.clone();
+        b.file = None;
+        assert_eq!(a.digest(), b.digest(), "where the file lives is not behaviour");
+        b.limits.deadline_ms = 5;
+        assert_ne!(a.digest(), b.digest());
+    }
+}

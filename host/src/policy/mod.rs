@@ -1,0 +1,1290 @@
+//! The policy runtime: policies are WebAssembly components bound to
+//! datasets by TOML files, hot-reloaded while the server runs.
+//!
+//! - [`definition`] parses `policies/*.toml`.
+//! - [`sandbox`] is the only module that touches wasmtime.
+//! - [`plan`] holds the pure contract checks, plans and diffs.
+//! - This module is the registry: one [`PolicyRuntime`] keeps the active
+//!   version of every policy behind an atomic pointer (evaluations in flight
+//!   finish on the version they started with), records every version in the
+//!   catalog, reloads, rolls back and simulates.
+//! - [`watcher`] turns file changes into reloads.
+//!
+//! **Invariant:** a broken component or config never replaces a working
+//! one. A reload compiles, type-checks, runs `validate-config` and a smoke
+//! evaluation first; any failure leaves the last good version serving and
+//! is visible in `GET /v1/policies/{name}`, the log and `/metrics`.
+//!
+//! Every method that runs a component or touches the catalog blocks: call
+//! it from `spawn_blocking` or a dedicated thread.
+
+pub mod builtins;
+pub mod definition;
+pub mod facts;
+pub mod plan;
+pub mod sandbox;
+pub mod watcher;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+
+use crate::catalog::{Catalog, CatalogError, PolicyVersionAttempt, PolicyVersionRecord, PolicyVersionStatus};
+use crate::store::now_ns;
+use definition::{DefinitionError, PluginSource, PolicyDefinition, PolicyKind, PolicyLimits};
+use facts::{ColumnBatch, DatasetFacts, PartitionFacts};
+use plan::{Decisions, PlanChange, PlanEntry};
+use sandbox::{CallContext, CompiledComponent, Sandbox, SandboxError};
+
+/// The largest plugin file read, in bytes.
+pub const PLUGIN_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Versions listed by `GET /v1/policies/{name}`.
+const VERSIONS_LISTED_MAX: usize = 50;
+
+/// A policy runtime failure. Messages name the policy and, for limits, the
+/// limit's TOML key.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// No policy of that name is loaded.
+    #[error("no policy named {0:?}")]
+    NotFound(String),
+    /// The policy exists but no version of it ever loaded.
+    #[error("policy {policy:?} has no working version: {reason}")]
+    NotActive {
+        /// The policy.
+        policy: String,
+        /// Why its last load failed.
+        reason: String,
+    },
+    /// The operation does not apply to this kind of policy.
+    #[error("policy {policy:?} is a {kind} policy; {operation} needs a {wanted} policy")]
+    WrongKind {
+        /// The policy.
+        policy: String,
+        /// Its kind.
+        kind: &'static str,
+        /// What was attempted.
+        operation: &'static str,
+        /// The kinds it applies to.
+        wanted: &'static str,
+    },
+    /// A policy file is malformed.
+    #[error(transparent)]
+    Definition(#[from] DefinitionError),
+    /// The plugin file cannot be read.
+    #[error("policy {policy:?}: cannot read plugin {plugin}: {message}")]
+    Plugin {
+        /// The policy.
+        policy: String,
+        /// The plugin reference.
+        plugin: String,
+        /// Why.
+        message: String,
+    },
+    /// The component was refused (invalid, forbidden import, wrong world).
+    #[error("policy {policy:?}: {source}")]
+    Component {
+        /// The policy.
+        policy: String,
+        /// What the sandbox said.
+        source: SandboxError,
+    },
+    /// `validate-config` rejected the config.
+    #[error("policy {policy:?}: the plugin rejected its config: {}", problems.join("; "))]
+    ConfigRejected {
+        /// The policy.
+        policy: String,
+        /// Every problem the plugin reported.
+        problems: Vec<String>,
+    },
+    /// A call failed: a limit, a trap.
+    #[error("policy {policy:?}: {source}")]
+    Evaluation {
+        /// The policy.
+        policy: String,
+        /// What the sandbox said.
+        source: SandboxError,
+    },
+    /// The answer broke the contract (unknown partition, bad key, …).
+    #[error("policy {policy:?} broke the contract: {message}")]
+    Contract {
+        /// The policy.
+        policy: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The requested version does not exist or cannot be used.
+    #[error("policy {policy:?}: {message}")]
+    Version {
+        /// The policy.
+        policy: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// Two policy files define the same name.
+    #[error("{file}: policy {policy:?} is already defined by {other}")]
+    Duplicate {
+        /// The policy.
+        policy: String,
+        /// The file that lost.
+        file: String,
+        /// The file that defines it.
+        other: String,
+    },
+    /// The catalog failed.
+    #[error("catalog: {0}")]
+    Catalog(#[from] CatalogError),
+}
+
+/// Where policies come from and where compiled components are cached.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    /// The directory of `*.toml` policy files; none = no policies.
+    pub directory: Option<PathBuf>,
+    /// Compiled components and kept component bytes, by sha256.
+    pub cache_dir: PathBuf,
+    /// Quiet time after a file change before the reload.
+    pub debounce: Duration,
+}
+
+/// One loaded version: what an evaluation holds on to.
+#[derive(Debug)]
+struct LoadedVersion {
+    seq: i64,
+    definition: PolicyDefinition,
+    component: CompiledComponent,
+    activated_at_ns: i64,
+}
+
+/// Counters of one policy.
+#[derive(Debug, Default)]
+struct PolicyStats {
+    invocations: AtomicU64,
+    failures: AtomicU64,
+    limit_failures: AtomicU64,
+    reload_failures: AtomicU64,
+    last_duration_us: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct PolicyState {
+    /// The latest definition read from the file, even if it failed to load.
+    definition: Option<PolicyDefinition>,
+    /// (component sha256, definition digest) of the last file content tried:
+    /// a reload skips a policy whose file and component did not change,
+    /// which also keeps a rollback in place until the file changes.
+    last_seen: Option<(String, String)>,
+    /// The last load failure since the last successful load.
+    load_error: Option<TimedMessage>,
+    /// The last evaluation failure.
+    evaluation_error: Option<TimedMessage>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct TimedMessage {
+    message: String,
+    at: String,
+}
+
+impl TimedMessage {
+    fn now(message: String) -> TimedMessage {
+        TimedMessage { message, at: rfc3339(now_ns()) }
+    }
+}
+
+#[derive(Debug)]
+struct PolicyEntry {
+    name: String,
+    active: ArcSwapOption<LoadedVersion>,
+    state: Mutex<PolicyState>,
+    stats: PolicyStats,
+}
+
+impl PolicyEntry {
+    fn new(name: &str) -> PolicyEntry {
+        PolicyEntry {
+            name: name.to_string(),
+            active: ArcSwapOption::empty(),
+            state: Mutex::new(PolicyState::default()),
+            stats: PolicyStats::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PolicyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A file that could not be attributed to a policy (its TOML does not parse
+/// and it never did).
+#[derive(Debug, Clone, Serialize)]
+pub struct FileError {
+    /// The policy, when the file is known to define one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The file.
+    pub file: String,
+    /// What is wrong.
+    pub error: String,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadReport {
+    /// Policies whose new version is now active.
+    pub activated: Vec<String>,
+    /// Policies whose file and component did not change.
+    pub unchanged: Vec<String>,
+    /// Policies or files that failed, with the error (the last good version keeps serving).
+    pub failed: Vec<FileError>,
+    /// Policies whose file disappeared.
+    pub removed: Vec<String>,
+    /// How long the reload took, in ms.
+    pub duration_ms: u64,
+}
+
+/// Which version a simulation evaluates.
+#[derive(Debug, Clone)]
+pub enum SimulationTarget {
+    /// The active version.
+    Active,
+    /// A recorded version, by sequence number.
+    Seq(i64),
+    /// A recorded version, by component sha256 (or a unique prefix of at least 8 characters).
+    Sha256(String),
+    /// Uploaded component bytes, run with the policy's current definition.
+    Candidate(Vec<u8>),
+}
+
+/// Identifies the version a simulation ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionLabel {
+    /// `active`, `version` or `candidate`.
+    pub label: &'static str,
+    /// Sequence number (none for a candidate).
+    pub seq: Option<i64>,
+    /// sha256 of the component.
+    pub component_sha256: String,
+}
+
+/// The answer to a simulation: what would happen, and how it differs from
+/// the active version. Nothing is changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Simulation {
+    /// The policy.
+    pub policy: String,
+    /// Its kind.
+    pub kind: PolicyKind,
+    /// The version evaluated.
+    pub version: VersionLabel,
+    /// One entry per partition.
+    pub plan: Vec<PlanEntry>,
+    /// The active version, when it is not the one evaluated.
+    pub against: Option<VersionLabel>,
+    /// Partitions whose outcome differs from the active version's.
+    pub diff: Vec<PlanChange>,
+    /// Wall time of the evaluation, in microseconds.
+    pub duration_us: u64,
+}
+
+/// A summary of one policy for the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicySummary {
+    /// Name.
+    pub name: String,
+    /// Kind (from the active version, else the latest definition).
+    pub kind: Option<PolicyKind>,
+    /// `active` when a version serves, else `failed`.
+    pub status: &'static str,
+    /// The active version's sequence number.
+    pub active_seq: Option<i64>,
+    /// The active version's component sha256.
+    pub component_sha256: Option<String>,
+    /// Plugin reference.
+    pub plugin: Option<String>,
+    /// Dataset patterns.
+    pub datasets: Vec<String>,
+    /// Schedule.
+    pub schedule: Option<String>,
+    /// The policy file.
+    pub file: Option<String>,
+    /// Calls so far (simulations and smoke tests included).
+    pub invocations: u64,
+    /// Failed calls.
+    pub failures: u64,
+    /// Failed reloads.
+    pub reload_failures: u64,
+    /// The last load error since the last good load.
+    pub load_error: Option<serde_json::Value>,
+}
+
+/// Everything `GET /v1/policies/{name}` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyDetail {
+    /// The summary.
+    #[serde(flatten)]
+    pub summary: PolicySummary,
+    /// Limits of the active version (or the latest definition).
+    pub limits: Option<PolicyLimits>,
+    /// The config handed to the plugin.
+    pub config: Option<serde_json::Value>,
+    /// When the active version was activated.
+    pub activated_at: Option<String>,
+    /// Calls that hit a limit.
+    pub limit_failures: u64,
+    /// Duration of the last call, in microseconds.
+    pub last_duration_us: u64,
+    /// The last evaluation error.
+    pub evaluation_error: Option<serde_json::Value>,
+    /// Versions, newest first.
+    pub versions: Vec<VersionView>,
+}
+
+/// One version as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionView {
+    /// Sequence number.
+    pub seq: i64,
+    /// Status.
+    pub status: PolicyVersionStatus,
+    /// Component sha256.
+    pub component_sha256: String,
+    /// Where the component came from.
+    pub source: String,
+    /// Last load attempt.
+    pub loaded_at: String,
+    /// Last activation.
+    pub activated_at: Option<String>,
+    /// Why its last load failed.
+    pub last_error: Option<String>,
+}
+
+impl From<&PolicyVersionRecord> for VersionView {
+    fn from(record: &PolicyVersionRecord) -> VersionView {
+        VersionView {
+            seq: record.seq,
+            status: record.status,
+            component_sha256: record.component_sha256.clone(),
+            source: record.source.clone(),
+            loaded_at: rfc3339(record.loaded_at_ns),
+            activated_at: record.activated_at_ns.map(rfc3339),
+            last_error: record.last_error.clone(),
+        }
+    }
+}
+
+/// The result of a typed evaluation, with the version that produced it.
+#[derive(Debug, Clone)]
+pub struct Evaluated<T> {
+    /// The validated decisions.
+    pub decisions: T,
+    /// The version's sequence number.
+    pub seq: i64,
+    /// The version's component sha256.
+    pub component_sha256: String,
+    /// Wall time of the call.
+    pub duration: Duration,
+}
+
+/// The registry of policies and the façade of the runtime.
+#[derive(Debug)]
+pub struct PolicyRuntime {
+    sandbox: Sandbox,
+    catalog: Arc<Catalog>,
+    settings: PolicySettings,
+    entries: RwLock<BTreeMap<String, Arc<PolicyEntry>>>,
+    /// Policy name of each file that ever parsed.
+    file_policies: Mutex<HashMap<PathBuf, String>>,
+    /// Files that do not parse and were never attributed to a policy.
+    file_errors: Mutex<Vec<FileError>>,
+    /// Serialises reloads and rollbacks.
+    reload_lock: Mutex<()>,
+    reloads_total: AtomicU64,
+    reload_failures_total: AtomicU64,
+}
+
+impl PolicyRuntime {
+    /// Creates the sandbox and loads every policy in the directory. A policy
+    /// that fails to load falls back to its last active version in the
+    /// catalog (from an earlier run), if its component is still cached.
+    pub fn open(settings: PolicySettings, catalog: Arc<Catalog>) -> Result<PolicyRuntime, PolicyError> {
+        let sandbox = Sandbox::new(Some(settings.cache_dir.clone()))
+            .map_err(|source| PolicyError::Component { policy: "(runtime)".into(), source })?;
+        let runtime = PolicyRuntime {
+            sandbox,
+            catalog,
+            settings,
+            entries: RwLock::new(BTreeMap::new()),
+            file_policies: Mutex::new(HashMap::new()),
+            file_errors: Mutex::new(Vec::new()),
+            reload_lock: Mutex::new(()),
+            reloads_total: AtomicU64::new(0),
+            reload_failures_total: AtomicU64::new(0),
+        };
+        let report = runtime.reload();
+        for name in report.failed.iter().filter_map(|f| f.policy.as_deref()) {
+            runtime.restore_from_catalog(name);
+        }
+        tracing::info!(
+            activated = ?report.activated,
+            failed = report.failed.len(),
+            directory = ?runtime.settings.directory,
+            "policies loaded"
+        );
+        Ok(runtime)
+    }
+
+    /// The settings it was opened with.
+    pub fn settings(&self) -> &PolicySettings {
+        &self.settings
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<PolicyEntry>, PolicyError> {
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PolicyError::NotFound(name.to_string()))
+    }
+
+    fn entries(&self) -> Vec<Arc<PolicyEntry>> {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Plugin files policies load from (the watcher watches their directories).
+    pub fn plugin_files(&self) -> Vec<PathBuf> {
+        self.entries()
+            .iter()
+            .filter_map(|entry| match entry.state().definition.as_ref().map(|d| d.plugin.clone()) {
+                Some(PluginSource::File(path)) => Some(path),
+                _ => None,
+            })
+            .collect()
+    }
+
+    // ----- reload ---------------------------------------------------------
+
+    /// Re-reads the policy directory. New or changed policies are loaded
+    /// and, if every check passes, swapped in; unchanged ones are skipped;
+    /// failures leave the last good version serving.
+    pub fn reload(&self) -> ReloadReport {
+        let _serialised = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        self.reloads_total.fetch_add(1, Ordering::Relaxed);
+        let mut report = ReloadReport::default();
+        let mut file_errors = Vec::new();
+        let mut seen: HashMap<String, PathBuf> = HashMap::new();
+
+        for file in self.policy_files(&mut file_errors) {
+            let outcome = self.reload_file(&file, &mut seen, &mut report);
+            if let Err(error) = outcome {
+                let message = error.to_string();
+                let known = self.file_policies.lock().unwrap_or_else(|p| p.into_inner()).get(&file).cloned();
+                match known.and_then(|name| self.entry(&name).ok()) {
+                    Some(entry) if !matches!(error, PolicyError::Duplicate { .. }) => {
+                        seen.insert(entry.name.clone(), file.clone());
+                        self.record_load_failure(&entry, &message);
+                        report.failed.push(FileError {
+                            policy: Some(entry.name.clone()),
+                            file: file.display().to_string(),
+                            error: message,
+                        });
+                    }
+                    _ => {
+                        self.reload_failures_total.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(file = %file.display(), error = %message, "policy file rejected");
+                        let error = FileError { policy: None, file: file.display().to_string(), error: message };
+                        file_errors.push(error.clone());
+                        report.failed.push(error);
+                    }
+                }
+            }
+        }
+
+        // Policies whose file is gone.
+        let gone: Vec<Arc<PolicyEntry>> = self.entries().into_iter().filter(|e| !seen.contains_key(&e.name)).collect();
+        for entry in gone {
+            entry.active.store(None);
+            if let Err(error) = self.catalog.deactivate_policy(&entry.name) {
+                tracing::error!(policy = entry.name, %error, "cannot record a removed policy");
+            }
+            self.entries.write().unwrap_or_else(|p| p.into_inner()).remove(&entry.name);
+            tracing::info!(policy = entry.name, "policy removed: its file is gone");
+            report.removed.push(entry.name.clone());
+        }
+        *self.file_errors.lock().unwrap_or_else(|p| p.into_inner()) = file_errors;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        report
+    }
+
+    fn policy_files(&self, file_errors: &mut Vec<FileError>) -> Vec<PathBuf> {
+        let Some(directory) = &self.settings.directory else { return Vec::new() };
+        let entries = match std::fs::read_dir(directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(error) => {
+                file_errors.push(FileError {
+                    policy: None,
+                    file: directory.display().to_string(),
+                    error: error.to_string(),
+                });
+                return Vec::new();
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "toml") && path.is_file())
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn reload_file(
+        &self,
+        file: &Path,
+        seen: &mut HashMap<String, PathBuf>,
+        report: &mut ReloadReport,
+    ) -> Result<(), PolicyError> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            PolicyError::Definition(DefinitionError { file: file.display().to_string(), message: e.to_string() })
+        })?;
+        let definition = PolicyDefinition::parse(file, &text)?;
+        if let Some(other) = seen.get(&definition.name) {
+            return Err(PolicyError::Duplicate {
+                policy: definition.name.clone(),
+                file: file.display().to_string(),
+                other: other.display().to_string(),
+            });
+        }
+        seen.insert(definition.name.clone(), file.to_path_buf());
+        self.file_policies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(file.to_path_buf(), definition.name.clone());
+        let entry = {
+            let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            entries
+                .entry(definition.name.clone())
+                .or_insert_with(|| Arc::new(PolicyEntry::new(&definition.name)))
+                .clone()
+        };
+        entry.state().definition = Some(definition.clone());
+        let bytes = read_plugin(&definition)?;
+        let fingerprint = (sandbox::sha256_hex(&bytes), definition.digest());
+        if entry.state().last_seen.as_ref() == Some(&fingerprint) {
+            report.unchanged.push(definition.name);
+            return Ok(());
+        }
+        entry.state().last_seen = Some(fingerprint.clone());
+        if let Some(active) = entry.active.load_full()
+            && active.component.sha256() == fingerprint.0
+            && active.definition.digest() == fingerprint.1
+        {
+            entry.state().load_error = None;
+            report.unchanged.push(definition.name);
+            return Ok(());
+        }
+        self.activate(&entry, definition, &bytes)?;
+        report.activated.push(entry.name.clone());
+        Ok(())
+    }
+
+    /// Loads, checks and swaps in a version; records the outcome either way.
+    fn activate(&self, entry: &PolicyEntry, definition: PolicyDefinition, bytes: &[u8]) -> Result<(), PolicyError> {
+        let source = definition.plugin.to_string();
+        let definition_json = serde_json::to_string(&definition).expect("definitions serialize");
+        let component_sha256 = sandbox::sha256_hex(bytes);
+        let digest = definition.digest();
+        let prepared = self.prepare(entry, &definition, bytes);
+        let error = prepared.as_ref().err().map(ToString::to_string);
+        let attempt = PolicyVersionAttempt {
+            policy: &definition.name,
+            component_sha256: &component_sha256,
+            definition_sha256: &digest,
+            source: &source,
+            definition_json: &definition_json,
+            error: error.as_deref(),
+        };
+        let seq = self.catalog.record_policy_version(&attempt, now_ns())?;
+        let component = prepared?;
+        if let Err(error) = self.sandbox.keep_source(&component_sha256, bytes) {
+            tracing::warn!(policy = entry.name, %error, "cannot keep the component bytes; rollback to this version will not work");
+        }
+        let version = LoadedVersion { seq, definition, component, activated_at_ns: now_ns() };
+        tracing::info!(
+            policy = entry.name,
+            seq,
+            sha256 = %component_sha256,
+            compiled = ?version.component.source(),
+            "policy version active"
+        );
+        entry.active.store(Some(Arc::new(version)));
+        entry.state().load_error = None;
+        Ok(())
+    }
+
+    fn record_load_failure(&self, entry: &PolicyEntry, message: &str) {
+        entry.stats.reload_failures.fetch_add(1, Ordering::Relaxed);
+        self.reload_failures_total.fetch_add(1, Ordering::Relaxed);
+        let serving = entry.active.load().as_ref().map(|v| v.seq);
+        tracing::error!(policy = entry.name, error = %message, serving_seq = ?serving, "policy reload failed; the last good version keeps serving");
+        entry.state().load_error = Some(TimedMessage::now(message.to_string()));
+    }
+
+    /// Compiles and checks a component for `definition`: world and imports,
+    /// `validate-config`, then a smoke evaluation (an empty partition list,
+    /// or a one-record batch for a partitioner) whose answer must pass the
+    /// contract checks.
+    fn prepare(
+        &self,
+        entry: &PolicyEntry,
+        definition: &PolicyDefinition,
+        bytes: &[u8],
+    ) -> Result<CompiledComponent, PolicyError> {
+        let policy = definition.name.clone();
+        let component = self
+            .sandbox
+            .load(bytes, definition.kind)
+            .map_err(|source| PolicyError::Component { policy: policy.clone(), source })?;
+        let call = CallContext { policy: &policy, limits: &definition.limits };
+        match component.validate_config(call, &definition.config_json) {
+            Ok(Ok(())) => {}
+            Ok(Err(problems)) => return Err(PolicyError::ConfigRejected { policy, problems }),
+            Err(source) => return Err(PolicyError::Evaluation { policy, source }),
+        }
+        match definition.kind {
+            PolicyKind::Partitioner => {
+                self.call_partition(entry, &component, definition, &[], 1)?;
+            }
+            _ => {
+                let dataset = DatasetFacts {
+                    name: "smoke-test".into(),
+                    period: "day".into(),
+                    time_column: "time".into(),
+                    columns: vec![("time".into(), crate::schema::ColumnKind::Time)],
+                };
+                self.call_scheduled(entry, &component, definition, now_ns(), &dataset, &[])?;
+            }
+        }
+        Ok(component)
+    }
+
+    /// When a policy has no working version (typically at start-up with a
+    /// broken file), loads the version the catalog last had active.
+    fn restore_from_catalog(&self, name: &str) {
+        let Ok(entry) = self.entry(name) else { return };
+        if entry.active.load().is_some() {
+            return;
+        }
+        let versions = match self.catalog.policy_versions(name) {
+            Ok(versions) => versions,
+            Err(error) => {
+                tracing::error!(policy = name, %error, "cannot read policy versions");
+                return;
+            }
+        };
+        let Some(record) = versions.iter().find(|v| v.status == PolicyVersionStatus::Active) else { return };
+        match self.load_record(&entry, record) {
+            Ok(version) => {
+                tracing::warn!(
+                    policy = name,
+                    seq = record.seq,
+                    "policy file is broken; serving the last good version from the catalog"
+                );
+                entry.active.store(Some(Arc::new(version)));
+            }
+            Err(error) => {
+                tracing::error!(policy = name, seq = record.seq, %error, "cannot restore the last good version")
+            }
+        }
+    }
+
+    fn load_record(&self, entry: &PolicyEntry, record: &PolicyVersionRecord) -> Result<LoadedVersion, PolicyError> {
+        let version_error = |message: String| PolicyError::Version { policy: record.policy.clone(), message };
+        let definition: PolicyDefinition = serde_json::from_str(&record.definition_json)
+            .map_err(|e| version_error(format!("version {} has an unreadable definition: {e}", record.seq)))?;
+        let bytes = match &definition.plugin {
+            PluginSource::Builtin(name) => builtins::component(name)
+                .filter(|bytes| sandbox::sha256_hex(bytes) == record.component_sha256)
+                .map(<[u8]>::to_vec),
+            PluginSource::File(_) => None,
+        }
+        .or_else(|| self.sandbox.kept_source(&record.component_sha256))
+        .ok_or_else(|| version_error(format!("the component of version {} is no longer available", record.seq)))?;
+        let component = self.prepare(entry, &definition, &bytes)?;
+        Ok(LoadedVersion { seq: record.seq, definition, component, activated_at_ns: now_ns() })
+    }
+
+    // ----- rollback ---------------------------------------------------------
+
+    /// Makes an earlier good version active again: `seq`, or by default the
+    /// newest superseded version older than the active one. It stays active
+    /// until the policy file or its component changes.
+    pub fn rollback(&self, name: &str, seq: Option<i64>) -> Result<(Option<i64>, i64), PolicyError> {
+        let _serialised = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = self.entry(name)?;
+        let current = entry.active.load_full().map(|v| v.seq);
+        let versions = self.catalog.policy_versions(name)?;
+        let version_error = |message: String| PolicyError::Version { policy: name.to_string(), message };
+        let record = match seq {
+            Some(seq) => {
+                let record = versions
+                    .iter()
+                    .find(|v| v.seq == seq)
+                    .ok_or_else(|| version_error(format!("has no version {seq}")))?;
+                if record.status == PolicyVersionStatus::Failed {
+                    return Err(version_error(format!(
+                        "version {seq} failed to load ({}) and cannot be rolled back to",
+                        record.last_error.as_deref().unwrap_or("unknown error")
+                    )));
+                }
+                record
+            }
+            None => versions
+                .iter()
+                .filter(|v| v.status == PolicyVersionStatus::Superseded)
+                .find(|v| current.is_none_or(|current| v.seq < current))
+                .ok_or_else(|| version_error("has no earlier good version to roll back to".into()))?,
+        };
+        if Some(record.seq) == current {
+            return Ok((current, record.seq));
+        }
+        let version = self.load_record(&entry, record)?;
+        self.catalog.activate_policy_version(name, record.seq, now_ns())?;
+        tracing::info!(policy = name, from = ?current, to = record.seq, "policy rolled back");
+        entry.active.store(Some(Arc::new(version)));
+        entry.state().load_error = None;
+        Ok((current, record.seq))
+    }
+
+    // ----- evaluation -------------------------------------------------------
+
+    fn active(&self, name: &str) -> Result<(Arc<PolicyEntry>, Arc<LoadedVersion>), PolicyError> {
+        let entry = self.entry(name)?;
+        let active = entry.active.load_full().ok_or_else(|| PolicyError::NotActive {
+            policy: name.to_string(),
+            reason: entry.state().load_error.as_ref().map(|e| e.message.clone()).unwrap_or_else(|| "not loaded".into()),
+        })?;
+        Ok((entry, active))
+    }
+
+    /// Evaluates the active version of a retention policy.
+    pub fn evaluate_retention(
+        &self,
+        name: &str,
+        now_ns: i64,
+        dataset: &DatasetFacts,
+        partitions: &[PartitionFacts],
+    ) -> Result<Evaluated<Vec<facts::RetentionDecision>>, PolicyError> {
+        self.evaluate_scheduled(name, PolicyKind::Retention, now_ns, dataset, partitions).map(|e| Evaluated {
+            decisions: match e.decisions {
+                Decisions::Retention(d) => d,
+                _ => unreachable!("checked the kind"),
+            },
+            seq: e.seq,
+            component_sha256: e.component_sha256,
+            duration: e.duration,
+        })
+    }
+
+    /// Evaluates the active version of a tiering policy.
+    pub fn evaluate_tiering(
+        &self,
+        name: &str,
+        now_ns: i64,
+        dataset: &DatasetFacts,
+        partitions: &[PartitionFacts],
+    ) -> Result<Evaluated<Vec<facts::TierDecision>>, PolicyError> {
+        self.evaluate_scheduled(name, PolicyKind::Tiering, now_ns, dataset, partitions).map(|e| Evaluated {
+            decisions: match e.decisions {
+                Decisions::Tiering(d) => d,
+                _ => unreachable!("checked the kind"),
+            },
+            seq: e.seq,
+            component_sha256: e.component_sha256,
+            duration: e.duration,
+        })
+    }
+
+    /// Evaluates the active version of an archival policy.
+    pub fn evaluate_archival(
+        &self,
+        name: &str,
+        now_ns: i64,
+        dataset: &DatasetFacts,
+        partitions: &[PartitionFacts],
+    ) -> Result<Evaluated<Vec<facts::ArchiveDecision>>, PolicyError> {
+        self.evaluate_scheduled(name, PolicyKind::Archival, now_ns, dataset, partitions).map(|e| Evaluated {
+            decisions: match e.decisions {
+                Decisions::Archival(d) => d,
+                _ => unreachable!("checked the kind"),
+            },
+            seq: e.seq,
+            component_sha256: e.component_sha256,
+            duration: e.duration,
+        })
+    }
+
+    fn evaluate_scheduled(
+        &self,
+        name: &str,
+        kind: PolicyKind,
+        now_ns: i64,
+        dataset: &DatasetFacts,
+        partitions: &[PartitionFacts],
+    ) -> Result<Evaluated<Decisions>, PolicyError> {
+        let (entry, version) = self.active(name)?;
+        if version.definition.kind != kind {
+            return Err(PolicyError::WrongKind {
+                policy: name.to_string(),
+                kind: version.definition.kind.as_str(),
+                operation: "this evaluation",
+                wanted: kind.as_str(),
+            });
+        }
+        let started = Instant::now();
+        let decisions =
+            self.call_scheduled(&entry, &version.component, &version.definition, now_ns, dataset, partitions)?;
+        Ok(Evaluated {
+            decisions,
+            seq: version.seq,
+            component_sha256: version.component.sha256().to_string(),
+            duration: started.elapsed(),
+        })
+    }
+
+    /// The columns the active version of a partitioner needs.
+    pub fn partitioner_columns(&self, name: &str) -> Result<Vec<String>, PolicyError> {
+        let (entry, version) = self.active(name)?;
+        self.require_partitioner(name, &version)?;
+        let call = CallContext { policy: name, limits: &version.definition.limits };
+        let started = Instant::now();
+        let outcome = version.component.partitioner_columns(call, &version.definition.config_json);
+        self.count(&entry, started, outcome.as_ref().err());
+        outcome.map_err(|source| PolicyError::Evaluation { policy: name.to_string(), source })
+    }
+
+    /// Partition keys for a batch of `rows` records from the active version
+    /// of a partitioner: one result per record, checked against the
+    /// contract. This is what the write path's routing step calls (one call
+    /// per request) before `ingest::route(…, keys)`.
+    pub fn partition(
+        &self,
+        name: &str,
+        columns: &[ColumnBatch],
+        rows: u32,
+    ) -> Result<Evaluated<Vec<Result<String, String>>>, PolicyError> {
+        let (entry, version) = self.active(name)?;
+        self.require_partitioner(name, &version)?;
+        let started = Instant::now();
+        let keys = self.call_partition(&entry, &version.component, &version.definition, columns, rows)?;
+        Ok(Evaluated {
+            decisions: keys,
+            seq: version.seq,
+            component_sha256: version.component.sha256().to_string(),
+            duration: started.elapsed(),
+        })
+    }
+
+    fn require_partitioner(&self, name: &str, version: &LoadedVersion) -> Result<(), PolicyError> {
+        if version.definition.kind != PolicyKind::Partitioner {
+            return Err(PolicyError::WrongKind {
+                policy: name.to_string(),
+                kind: version.definition.kind.as_str(),
+                operation: "partitioning",
+                wanted: "partitioner",
+            });
+        }
+        Ok(())
+    }
+
+    fn call_partition(
+        &self,
+        entry: &PolicyEntry,
+        component: &CompiledComponent,
+        definition: &PolicyDefinition,
+        columns: &[ColumnBatch],
+        rows: u32,
+    ) -> Result<Vec<Result<String, String>>, PolicyError> {
+        let call = CallContext { policy: &definition.name, limits: &definition.limits };
+        let started = Instant::now();
+        let outcome = component.partition(call, &definition.config_json, columns, rows);
+        self.count(entry, started, outcome.as_ref().err());
+        let keys = outcome.map_err(|source| PolicyError::Evaluation { policy: definition.name.clone(), source })?;
+        plan::check_keys(&keys, rows as usize)
+            .map_err(|message| self.contract_failure(entry, &definition.name, message))?;
+        Ok(keys)
+    }
+
+    fn call_scheduled(
+        &self,
+        entry: &PolicyEntry,
+        component: &CompiledComponent,
+        definition: &PolicyDefinition,
+        now_ns: i64,
+        dataset: &DatasetFacts,
+        partitions: &[PartitionFacts],
+    ) -> Result<Decisions, PolicyError> {
+        let call = CallContext { policy: &definition.name, limits: &definition.limits };
+        let config = definition.config_json.as_str();
+        let started = Instant::now();
+        let outcome = match definition.kind {
+            PolicyKind::Retention => {
+                component.evaluate_retention(call, now_ns, config, dataset, partitions).map(Decisions::Retention)
+            }
+            PolicyKind::Tiering => {
+                component.evaluate_tiering(call, now_ns, config, dataset, partitions).map(Decisions::Tiering)
+            }
+            PolicyKind::Archival => {
+                component.evaluate_archival(call, now_ns, config, dataset, partitions).map(Decisions::Archival)
+            }
+            PolicyKind::Partitioner => {
+                return Err(PolicyError::WrongKind {
+                    policy: definition.name.clone(),
+                    kind: "partitioner",
+                    operation: "evaluating partitions",
+                    wanted: "retention, tiering or archival",
+                });
+            }
+        };
+        self.count(entry, started, outcome.as_ref().err());
+        let decisions =
+            outcome.map_err(|source| PolicyError::Evaluation { policy: definition.name.clone(), source })?;
+        plan::check_decisions(&decisions, partitions)
+            .map_err(|message| self.contract_failure(entry, &definition.name, message))?;
+        Ok(decisions)
+    }
+
+    fn count(&self, entry: &PolicyEntry, started: Instant, error: Option<&SandboxError>) {
+        let stats = &entry.stats;
+        stats.invocations.fetch_add(1, Ordering::Relaxed);
+        stats.last_duration_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if let Some(error) = error {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            if error.is_limit() {
+                stats.limit_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::warn!(policy = entry.name, %error, "policy call failed");
+            entry.state().evaluation_error = Some(TimedMessage::now(error.to_string()));
+        }
+    }
+
+    fn contract_failure(&self, entry: &PolicyEntry, policy: &str, message: String) -> PolicyError {
+        entry.stats.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(policy, %message, "policy broke the contract");
+        entry.state().evaluation_error = Some(TimedMessage::now(format!("broke the contract: {message}")));
+        PolicyError::Contract { policy: policy.to_string(), message }
+    }
+
+    // ----- simulation -------------------------------------------------------
+
+    /// Evaluates a version of a retention, tiering or archival policy
+    /// against `partitions` at `now_ns`, and diffs it against the active
+    /// version. Changes nothing.
+    pub fn simulate(
+        &self,
+        name: &str,
+        target: SimulationTarget,
+        now_ns: i64,
+        dataset: &DatasetFacts,
+        partitions: &[PartitionFacts],
+    ) -> Result<Simulation, PolicyError> {
+        let entry = self.entry(name)?;
+        let active = entry.active.load_full();
+        let kind = active
+            .as_ref()
+            .map(|v| v.definition.kind)
+            .or_else(|| entry.state().definition.as_ref().map(|d| d.kind))
+            .ok_or_else(|| PolicyError::NotActive { policy: name.into(), reason: "not loaded".into() })?;
+        if kind == PolicyKind::Partitioner {
+            return Err(PolicyError::WrongKind {
+                policy: name.to_string(),
+                kind: kind.as_str(),
+                operation: "simulation against partitions",
+                wanted: "retention, tiering or archival",
+            });
+        }
+        let version_error = |message: String| PolicyError::Version { policy: name.to_string(), message };
+        // The version to evaluate: (label, seq, definition, component).
+        let evaluated: Arc<LoadedVersion>;
+        let label = match target {
+            SimulationTarget::Active => {
+                evaluated = active.clone().ok_or_else(|| PolicyError::NotActive {
+                    policy: name.into(),
+                    reason: entry.state().load_error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+                })?;
+                "active"
+            }
+            SimulationTarget::Seq(_) | SimulationTarget::Sha256(_) => {
+                let versions = self.catalog.policy_versions(name)?;
+                let record = match &target {
+                    SimulationTarget::Seq(seq) => versions.iter().find(|v| v.seq == *seq),
+                    SimulationTarget::Sha256(prefix) => {
+                        if prefix.len() < 8 {
+                            return Err(version_error("a version sha256 prefix needs at least 8 characters".into()));
+                        }
+                        let matching: Vec<&PolicyVersionRecord> =
+                            versions.iter().filter(|v| v.component_sha256.starts_with(prefix.as_str())).collect();
+                        if matching.len() > 1 {
+                            return Err(version_error(format!("sha256 prefix {prefix} matches several versions")));
+                        }
+                        matching.first().copied()
+                    }
+                    _ => None,
+                }
+                .ok_or_else(|| version_error("has no such version".into()))?;
+                evaluated = match &active {
+                    Some(active) if active.seq == record.seq => active.clone(),
+                    _ => Arc::new(self.load_record(&entry, record)?),
+                };
+                "version"
+            }
+            SimulationTarget::Candidate(bytes) => {
+                let mut definition = active
+                    .as_ref()
+                    .map(|v| v.definition.clone())
+                    .or_else(|| entry.state().definition.clone())
+                    .ok_or_else(|| version_error("has no definition to run a candidate with".into()))?;
+                definition.plugin = PluginSource::File(PathBuf::from("upload"));
+                let component = self
+                    .sandbox
+                    .load_uncached(&bytes, kind)
+                    .map_err(|source| PolicyError::Component { policy: name.to_string(), source })?;
+                let call = CallContext { policy: name, limits: &definition.limits };
+                match component.validate_config(call, &definition.config_json) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(problems)) => return Err(PolicyError::ConfigRejected { policy: name.into(), problems }),
+                    Err(source) => return Err(PolicyError::Evaluation { policy: name.into(), source }),
+                }
+                evaluated = Arc::new(LoadedVersion { seq: 0, definition, component, activated_at_ns: 0 });
+                "candidate"
+            }
+        };
+        let started = Instant::now();
+        let decisions =
+            self.call_scheduled(&entry, &evaluated.component, &evaluated.definition, now_ns, dataset, partitions)?;
+        let duration_us = started.elapsed().as_micros() as u64;
+        let plan = plan::plan(&decisions, partitions);
+        let version = VersionLabel {
+            label,
+            seq: (label != "candidate").then_some(evaluated.seq),
+            component_sha256: evaluated.component.sha256().to_string(),
+        };
+        let (against, diff) = match &active {
+            Some(active) if !Arc::ptr_eq(active, &evaluated) => {
+                let active_decisions =
+                    self.call_scheduled(&entry, &active.component, &active.definition, now_ns, dataset, partitions)?;
+                let active_plan = plan::plan(&active_decisions, partitions);
+                let label = VersionLabel {
+                    label: "active",
+                    seq: Some(active.seq),
+                    component_sha256: active.component.sha256().to_string(),
+                };
+                (Some(label), plan::diff(&active_plan, &plan))
+            }
+            _ => (None, Vec::new()),
+        };
+        Ok(Simulation { policy: name.to_string(), kind, version, plan, against, diff, duration_us })
+    }
+
+    // ----- views ------------------------------------------------------------
+
+    /// Names of the policies of `kind` bound to `dataset`.
+    pub fn policies_for(&self, dataset: &str, kind: PolicyKind) -> Vec<String> {
+        self.entries()
+            .iter()
+            .filter_map(|entry| {
+                let active = entry.active.load_full()?;
+                (active.definition.kind == kind && active.definition.applies_to(dataset)).then(|| entry.name.clone())
+            })
+            .collect()
+    }
+
+    /// Whether policy `name` (its active version, else its latest
+    /// definition) binds to `dataset`.
+    pub fn binds(&self, name: &str, dataset: &str) -> bool {
+        let Ok(entry) = self.entry(name) else { return false };
+        if let Some(active) = entry.active.load_full() {
+            return active.definition.applies_to(dataset);
+        }
+        entry.state().definition.as_ref().is_some_and(|d| d.applies_to(dataset))
+    }
+
+    /// The partitioner bound to `dataset`, if exactly one is; two or more is
+    /// an error (the write path cannot guess).
+    pub fn partitioner_for(&self, dataset: &str) -> Result<Option<String>, PolicyError> {
+        let mut names = self.policies_for(dataset, PolicyKind::Partitioner);
+        match names.len() {
+            0 => Ok(None),
+            1 => Ok(names.pop()),
+            _ => Err(PolicyError::Version {
+                policy: names.join(", "),
+                message: format!("several partitioners are bound to dataset {dataset:?}"),
+            }),
+        }
+    }
+
+    fn summary(&self, entry: &PolicyEntry) -> PolicySummary {
+        let active = entry.active.load_full();
+        let state = entry.state();
+        let definition = active.as_ref().map(|v| &v.definition).or(state.definition.as_ref());
+        PolicySummary {
+            name: entry.name.clone(),
+            kind: definition.map(|d| d.kind),
+            status: if active.is_some() { "active" } else { "failed" },
+            active_seq: active.as_ref().map(|v| v.seq),
+            component_sha256: active.as_ref().map(|v| v.component.sha256().to_string()),
+            plugin: definition.map(|d| d.plugin.to_string()),
+            datasets: definition.map(|d| d.datasets.clone()).unwrap_or_default(),
+            schedule: definition.and_then(|d| d.schedule).map(|s| s.to_string()),
+            file: definition.and_then(|d| d.file.as_ref()).map(|f| f.display().to_string()),
+            invocations: entry.stats.invocations.load(Ordering::Relaxed),
+            failures: entry.stats.failures.load(Ordering::Relaxed),
+            reload_failures: entry.stats.reload_failures.load(Ordering::Relaxed),
+            load_error: state.load_error.as_ref().map(|e| serde_json::to_value(e).unwrap_or_default()),
+        }
+    }
+
+    /// Every policy, by name, and the files that could not be read.
+    pub fn list(&self) -> (Vec<PolicySummary>, Vec<FileError>) {
+        let summaries = self.entries().iter().map(|entry| self.summary(entry)).collect();
+        (summaries, self.file_errors.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// One policy in detail, with its versions from the catalog.
+    pub fn detail(&self, name: &str) -> Result<PolicyDetail, PolicyError> {
+        let entry = self.entry(name)?;
+        let summary = self.summary(&entry);
+        let active = entry.active.load_full();
+        let versions = self.catalog.policy_versions(name)?;
+        let state = entry.state();
+        let definition = active.as_ref().map(|v| &v.definition).or(state.definition.as_ref());
+        Ok(PolicyDetail {
+            summary,
+            limits: definition.map(|d| d.limits.clone()),
+            config: definition.and_then(|d| serde_json::from_str(&d.config_json).ok()),
+            activated_at: active.as_ref().map(|v| rfc3339(v.activated_at_ns)),
+            limit_failures: entry.stats.limit_failures.load(Ordering::Relaxed),
+            last_duration_us: entry.stats.last_duration_us.load(Ordering::Relaxed),
+            evaluation_error: state.evaluation_error.as_ref().map(|e| serde_json::to_value(e).unwrap_or_default()),
+            versions: versions.iter().take(VERSIONS_LISTED_MAX).map(VersionView::from).collect(),
+        })
+    }
+
+    /// Prometheus text for `/metrics`.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        let entries = self.entries();
+        let mut family = |name: &str, help: &str, kind: &str, value: &dyn Fn(&PolicyEntry) -> u64| {
+            let _ = writeln!(text, "# HELP {name} {help}");
+            let _ = writeln!(text, "# TYPE {name} {kind}");
+            for entry in &entries {
+                let _ = writeln!(text, "{name}{{policy=\"{}\"}} {}", entry.name, value(entry));
+            }
+        };
+        family("strata_policy_invocations_total", "Calls into the policy's component.", "counter", &|e| {
+            e.stats.invocations.load(Ordering::Relaxed)
+        });
+        family("strata_policy_failures_total", "Failed calls (traps, limits, contract violations).", "counter", &|e| {
+            e.stats.failures.load(Ordering::Relaxed)
+        });
+        family("strata_policy_limit_failures_total", "Calls stopped by a limit.", "counter", &|e| {
+            e.stats.limit_failures.load(Ordering::Relaxed)
+        });
+        family("strata_policy_reload_failures_total", "Reloads rejected for this policy.", "counter", &|e| {
+            e.stats.reload_failures.load(Ordering::Relaxed)
+        });
+        family("strata_policy_active_version", "Sequence number of the active version (0 = none).", "gauge", &|e| {
+            e.active.load().as_ref().map_or(0, |v| v.seq as u64)
+        });
+        family("strata_policy_last_duration_microseconds", "Duration of the last call.", "gauge", &|e| {
+            e.stats.last_duration_us.load(Ordering::Relaxed)
+        });
+        let _ = writeln!(text, "# HELP strata_policy_reloads_total Reloads of the policy directory.");
+        let _ = writeln!(text, "# TYPE strata_policy_reloads_total counter");
+        let _ = writeln!(text, "strata_policy_reloads_total {}", self.reloads_total.load(Ordering::Relaxed));
+        let _ = writeln!(text, "# HELP strata_policy_reload_errors_total Policies or files rejected by reloads.");
+        let _ = writeln!(text, "# TYPE strata_policy_reload_errors_total counter");
+        let _ =
+            writeln!(text, "strata_policy_reload_errors_total {}", self.reload_failures_total.load(Ordering::Relaxed));
+        text
+    }
+
+    /// The sandbox (for `strata policy check` and the benchmark).
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
+fn read_plugin(definition: &PolicyDefinition) -> Result<Vec<u8>, PolicyError> {
+    let error = |message: String| PolicyError::Plugin {
+        policy: definition.name.clone(),
+        plugin: definition.plugin.to_string(),
+        message,
+    };
+    match &definition.plugin {
+        PluginSource::Builtin(name) => {
+            builtins::component(name).map(<[u8]>::to_vec).ok_or_else(|| error("no such built-in".into()))
+        }
+        PluginSource::File(path) => {
+            use std::io::Read as _;
+            let file = std::fs::File::open(path).map_err(|e| error(e.to_string()))?;
+            let mut bytes = Vec::new();
+            file.take(PLUGIN_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(|e| error(e.to_string()))?;
+            if bytes.len() as u64 > PLUGIN_BYTES_MAX {
+                return Err(error(format!("larger than {PLUGIN_BYTES_MAX} bytes")));
+            }
+            Ok(bytes)
+        }
+    }
+}
+
+/// RFC 3339 with as many fractional digits as needed.
+fn rfc3339(ns: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// The facts of a dataset, from its catalog record and schema.
+pub fn dataset_facts(record: &crate::catalog::DatasetRecord, schema: &crate::schema::DatasetSchema) -> DatasetFacts {
+    let mut columns = vec![(schema.time_column.clone(), crate::schema::ColumnKind::Time)];
+    columns.extend(schema.columns.iter().map(|c| (c.name.clone(), c.kind)));
+    DatasetFacts {
+        name: record.name.clone(),
+        period: record.period.as_str().to_string(),
+        time_column: schema.time_column.clone(),
+        columns,
+    }
+}
+
+/// The facts of one partition, from its catalog record.
+pub fn partition_facts(
+    dataset: &crate::names::DatasetName,
+    record: &crate::catalog::PartitionRecord,
+) -> PartitionFacts {
+    PartitionFacts {
+        id: crate::store::partition_label(dataset, &record.period_label, &record.key),
+        dataset: dataset.as_str().to_string(),
+        period_label: record.period_label.clone(),
+        period_start_ns: record.period_start_ns,
+        period_end_ns: record.period_end_ns,
+        key: record.key.clone(),
+        tier: facts::Tier::parse(&record.tier).unwrap_or(facts::Tier::Hot),
+        read_only: record.read_only,
+        rows: record.rows.max(0) as u64,
+        bytes: record.bytes.max(0) as u64,
+        min_time_ns: record.min_time_ns,
+        max_time_ns: record.max_time_ns,
+        created_at_ns: record.created_at_ns,
+        last_written_at_ns: record.last_written_at_ns,
+        file_count: record.file_count.clamp(0, i64::from(u32::MAX)) as u32,
+        archived: false,
+    }
+}
