@@ -55,10 +55,10 @@ mod bindings {
                 package strata:host-bindings;
                 world every-type {
                     import strata:policy/host@0.1.0;
-                    use strata:policy/types@0.1.0.{dataset-info, partition-info, column};
-                    use strata:policy/types@0.1.0.{retention-decision, tier-decision, archive-decision};
-                    export every-type: func(dataset: dataset-info, partitions: list<partition-info>, columns: list<column>)
-                        -> tuple<list<retention-decision>, list<tier-decision>, list<archive-decision>>;
+                    use strata:policy/types@0.1.0.{dataset-info, partitions, column};
+                    use strata:policy/types@0.1.0.{retention-answer, tiering-answer, archival-answer, batch-keys};
+                    export every-type: func(dataset: dataset-info, partitions: partitions, columns: list<column>)
+                        -> tuple<retention-answer, tiering-answer, archival-answer, batch-keys>;
                 }
             ",
             world: "every-type",
@@ -206,6 +206,11 @@ pub enum SandboxError {
         /// What the guest returned.
         actual: u64,
     },
+    /// The answer breaks the contract in a way that cannot be represented
+    /// as decisions: it refers to a partition, reason, key or record that
+    /// does not exist.
+    #[error("broke the contract: {0}")]
+    BrokenContract(String),
     /// The engine itself failed (never the guest's fault).
     #[error("sandbox: {0}")]
     Internal(String),
@@ -635,23 +640,27 @@ impl CompiledComponent {
     ) -> Result<Vec<RetentionDecision>> {
         let WorldPre::Retention(pre) = &self.pre else { return Err(self.not_a(PolicyKind::Retention)) };
         let columns = column_infos_to_wit(dataset);
-        let (dataset, partitions) = (dataset_to_wit(dataset, &columns), partitions_to_wit(partitions));
-        let decisions = self.run(call, |store, _| {
-            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, dataset, &partitions)
+        let facts = PartitionColumns::new(partitions)?;
+        let (dataset, facts) = (dataset_to_wit(dataset, &columns), facts.to_wit());
+        let answer = self.run(call, |store, _| {
+            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, dataset, facts)
         })?;
-        let bytes = decisions.iter().map(|d| d.partition_id.len() + d.reason.len()).sum();
-        check_output(call.limits, decisions.len(), bytes)?;
-        Ok(decisions
-            .into_iter()
-            .map(|d| RetentionDecision {
-                partition_id: d.partition_id,
-                action: match d.action {
-                    wit::RetentionAction::Keep => RetentionAction::Keep,
-                    wit::RetentionAction::Delete => RetentionAction::Delete,
-                },
-                reason: d.reason,
+        check_output(call.limits, answer.decisions.len(), string_bytes(&answer.reasons))?;
+        let answer_facts = AnswerFacts { partitions, reasons: &answer.reasons };
+        answer
+            .decisions
+            .iter()
+            .map(|d| {
+                Ok(RetentionDecision {
+                    partition_id: answer_facts.partition_id(d.partition)?,
+                    action: match d.action {
+                        wit::RetentionAction::Keep => RetentionAction::Keep,
+                        wit::RetentionAction::Delete => RetentionAction::Delete,
+                    },
+                    reason: answer_facts.reason(d.reason)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Calls a tiering policy's `evaluate`.
@@ -665,16 +674,24 @@ impl CompiledComponent {
     ) -> Result<Vec<TierDecision>> {
         let WorldPre::Tiering(pre) = &self.pre else { return Err(self.not_a(PolicyKind::Tiering)) };
         let columns = column_infos_to_wit(dataset);
-        let (dataset, partitions) = (dataset_to_wit(dataset, &columns), partitions_to_wit(partitions));
-        let decisions = self.run(call, |store, _| {
-            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, dataset, &partitions)
+        let facts = PartitionColumns::new(partitions)?;
+        let (dataset, facts) = (dataset_to_wit(dataset, &columns), facts.to_wit());
+        let answer = self.run(call, |store, _| {
+            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, dataset, facts)
         })?;
-        let bytes = decisions.iter().map(|d| d.partition_id.len() + d.reason.len()).sum();
-        check_output(call.limits, decisions.len(), bytes)?;
-        Ok(decisions
-            .into_iter()
-            .map(|d| TierDecision { partition_id: d.partition_id, target: tier_from_wit(d.target), reason: d.reason })
-            .collect())
+        check_output(call.limits, answer.decisions.len(), string_bytes(&answer.reasons))?;
+        let answer_facts = AnswerFacts { partitions, reasons: &answer.reasons };
+        answer
+            .decisions
+            .iter()
+            .map(|d| {
+                Ok(TierDecision {
+                    partition_id: answer_facts.partition_id(d.partition)?,
+                    target: tier_from_wit(d.target),
+                    reason: answer_facts.reason(d.reason)?,
+                })
+            })
+            .collect()
     }
 
     /// Calls an archival policy's `evaluate`.
@@ -688,34 +705,40 @@ impl CompiledComponent {
     ) -> Result<Vec<ArchiveDecision>> {
         let WorldPre::Archival(pre) = &self.pre else { return Err(self.not_a(PolicyKind::Archival)) };
         let columns = column_infos_to_wit(dataset);
-        let (dataset, partitions) = (dataset_to_wit(dataset, &columns), partitions_to_wit(partitions));
-        let decisions = self.run(call, |store, _| {
-            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, dataset, &partitions)
+        let facts = PartitionColumns::new(partitions)?;
+        let (dataset, facts) = (dataset_to_wit(dataset, &columns), facts.to_wit());
+        let answer = self.run(call, |store, _| {
+            pre.instantiate(&mut *store)?.call_evaluate(&mut *store, now_ns, config, dataset, facts)
         })?;
-        let bytes = decisions.iter().map(|d| d.partition_id.len() + d.reason.len() + d.target.len()).sum();
-        check_output(call.limits, decisions.len(), bytes)?;
-        Ok(decisions
+        let targets: usize = answer.decisions.iter().map(|d| d.target.len()).sum();
+        check_output(call.limits, answer.decisions.len(), string_bytes(&answer.reasons) + targets)?;
+        let answer_facts = AnswerFacts { partitions, reasons: &answer.reasons };
+        answer
+            .decisions
             .into_iter()
-            .map(|d| ArchiveDecision {
-                partition_id: d.partition_id,
-                target: d.target,
-                compression_level: d.compression_level,
-                row_group_rows: d.row_group_rows,
-                delete_source_after: d.delete_source_after,
-                reason: d.reason,
+            .map(|d| {
+                Ok(ArchiveDecision {
+                    partition_id: answer_facts.partition_id(d.partition)?,
+                    target: d.target,
+                    compression_level: d.compression_level,
+                    row_group_rows: d.row_group_rows,
+                    delete_source_after: d.delete_source_after,
+                    reason: answer_facts.reason(d.reason)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Calls a partitioner's `columns`: the columns `partition` needs.
     pub fn partitioner_columns(&self, call: CallContext<'_>, config: &str) -> Result<Vec<String>> {
         let WorldPre::Partitioner(pre) = &self.pre else { return Err(self.not_a(PolicyKind::Partitioner)) };
         let columns = self.run(call, |store, _| pre.instantiate(&mut *store)?.call_columns(&mut *store, config))?;
-        check_output(call.limits, columns.len(), columns.iter().map(String::len).sum())?;
+        check_output(call.limits, columns.len(), string_bytes(&columns))?;
         Ok(columns)
     }
 
-    /// Calls a partitioner's `partition` on a batch of `rows` records.
+    /// Calls a partitioner's `partition` on a batch of `rows` records: one
+    /// result per record, its key or why it cannot be keyed.
     pub fn partition(
         &self,
         call: CallContext<'_>,
@@ -724,14 +747,15 @@ impl CompiledComponent {
         rows: u32,
     ) -> Result<Vec<Result<String, String>>> {
         let WorldPre::Partitioner(pre) = &self.pre else { return Err(self.not_a(PolicyKind::Partitioner)) };
-        let texts = text_columns(columns);
+        let texts = columns.iter().map(TextColumn::new).collect::<Result<Vec<_>>>()?;
         let columns: Vec<wit::Column<'_>> =
             columns.iter().zip(&texts).map(|(column, texts)| column_to_wit(column, texts)).collect();
-        let keys = self
+        let answer = self
             .run(call, |store, _| pre.instantiate(&mut *store)?.call_partition(&mut *store, config, &columns, rows))?;
-        let bytes = keys.iter().map(|k| k.as_ref().map_or_else(String::len, String::len)).sum();
-        check_output(call.limits, keys.len(), bytes)?;
-        Ok(keys)
+        let messages: usize = answer.rejected.iter().map(|r| r.message.len()).sum();
+        let results = answer.record_keys.len().max(answer.rejected.len());
+        check_output(call.limits, results, string_bytes(&answer.keys) + messages)?;
+        keys_from_wit(answer, rows as usize)
     }
 
     fn not_a(&self, wanted: PolicyKind) -> SandboxError {
@@ -1047,48 +1071,176 @@ fn dataset_to_wit<'a>(dataset: &'a DatasetFacts, columns: &'a [wit::ColumnInfo<'
     wit::DatasetInfo { name: &dataset.name, period: &dataset.period, time_column: &dataset.time_column, columns }
 }
 
-fn partitions_to_wit(partitions: &[PartitionFacts]) -> Vec<wit::PartitionInfo<'_>> {
-    partitions
-        .iter()
-        .map(|p| wit::PartitionInfo {
-            id: &p.id,
-            dataset: &p.dataset,
-            period_label: &p.period_label,
-            period_start_ns: p.period_start_ns,
-            period_end_ns: p.period_end_ns,
-            key: &p.key,
-            tier: tier_to_wit(p.tier),
-            read_only: p.read_only,
-            rows: p.rows,
-            bytes: p.bytes,
-            min_time_ns: p.min_time_ns,
-            max_time_ns: p.max_time_ns,
-            created_at_ns: p.created_at_ns,
-            last_written_at_ns: p.last_written_at_ns,
-            file_count: p.file_count,
-            archived: p.archived,
-        })
-        .collect()
+fn string_bytes(strings: &[String]) -> usize {
+    strings.iter().map(String::len).sum()
 }
 
-/// Borrowed views of the text columns (the only kind whose element type
-/// differs between the host's values and the bindings); `None` for others.
-fn text_columns(columns: &[ColumnBatch]) -> Vec<Option<Vec<Option<&str>>>> {
-    columns
-        .iter()
-        .map(|column| match &column.values {
-            ColumnValues::Text(values) => Some(values.iter().map(Option::as_deref).collect()),
-            _ => None,
-        })
-        .collect()
+/// A list of strings in the `texts` form: one buffer and end offsets.
+#[derive(Default)]
+struct TextsBuffer {
+    text: String,
+    ends: Vec<u32>,
 }
 
-fn column_to_wit<'a>(column: &'a ColumnBatch, texts: &'a Option<Vec<Option<&'a str>>>) -> wit::Column<'a> {
+impl TextsBuffer {
+    fn with_capacity(count: usize) -> TextsBuffer {
+        TextsBuffer { text: String::with_capacity(count * 16), ends: Vec::with_capacity(count) }
+    }
+
+    fn push(&mut self, value: &str) -> Result<()> {
+        self.text.push_str(value);
+        let end = u32::try_from(self.text.len())
+            .map_err(|_| SandboxError::Internal("more than 4 GiB of strings in one call".into()))?;
+        self.ends.push(end);
+        Ok(())
+    }
+
+    fn to_wit(&self) -> wit::Texts<'_> {
+        wit::Texts { text: &self.text, ends: &self.ends }
+    }
+}
+
+/// The partition facts of one call, column by column (the WIT `partitions`
+/// record): lowering a few flat lists costs a handful of copies, where a
+/// list of records with strings cost an allocation in the guest per string.
+struct PartitionColumns {
+    period_start_ns: Vec<i64>,
+    period_end_ns: Vec<i64>,
+    period_label: TextsBuffer,
+    key: TextsBuffer,
+    tier: Vec<wit::Tier>,
+    read_only: Vec<bool>,
+    rows: Vec<u64>,
+    bytes: Vec<u64>,
+    min_time_ns: Vec<Option<i64>>,
+    max_time_ns: Vec<Option<i64>>,
+    created_at_ns: Vec<i64>,
+    last_written_at_ns: Vec<i64>,
+    file_count: Vec<u32>,
+    archived: Vec<bool>,
+}
+
+impl PartitionColumns {
+    fn new(partitions: &[PartitionFacts]) -> Result<PartitionColumns> {
+        let count = partitions.len();
+        let mut columns = PartitionColumns {
+            period_start_ns: Vec::with_capacity(count),
+            period_end_ns: Vec::with_capacity(count),
+            period_label: TextsBuffer::with_capacity(count),
+            key: TextsBuffer::with_capacity(count),
+            tier: Vec::with_capacity(count),
+            read_only: Vec::with_capacity(count),
+            rows: Vec::with_capacity(count),
+            bytes: Vec::with_capacity(count),
+            min_time_ns: Vec::with_capacity(count),
+            max_time_ns: Vec::with_capacity(count),
+            created_at_ns: Vec::with_capacity(count),
+            last_written_at_ns: Vec::with_capacity(count),
+            file_count: Vec::with_capacity(count),
+            archived: Vec::with_capacity(count),
+        };
+        // One pass over the facts: each partition is read once, while it is
+        // in cache.
+        for p in partitions {
+            columns.period_start_ns.push(p.period_start_ns);
+            columns.period_end_ns.push(p.period_end_ns);
+            columns.period_label.push(&p.period_label)?;
+            columns.key.push(&p.key)?;
+            columns.tier.push(tier_to_wit(p.tier));
+            columns.read_only.push(p.read_only);
+            columns.rows.push(p.rows);
+            columns.bytes.push(p.bytes);
+            columns.min_time_ns.push(p.min_time_ns);
+            columns.max_time_ns.push(p.max_time_ns);
+            columns.created_at_ns.push(p.created_at_ns);
+            columns.last_written_at_ns.push(p.last_written_at_ns);
+            columns.file_count.push(p.file_count);
+            columns.archived.push(p.archived);
+        }
+        Ok(columns)
+    }
+
+    fn to_wit(&self) -> wit::Partitions<'_> {
+        wit::Partitions {
+            period_start_ns: &self.period_start_ns,
+            period_end_ns: &self.period_end_ns,
+            period_label: self.period_label.to_wit(),
+            key: self.key.to_wit(),
+            tier: &self.tier,
+            read_only: &self.read_only,
+            rows: &self.rows,
+            bytes: &self.bytes,
+            min_time_ns: &self.min_time_ns,
+            max_time_ns: &self.max_time_ns,
+            created_at_ns: &self.created_at_ns,
+            last_written_at_ns: &self.last_written_at_ns,
+            file_count: &self.file_count,
+            archived: &self.archived,
+        }
+    }
+}
+
+/// Resolves the indexes of an answer: partitions by their position in the
+/// input, reasons by their position in the answer's `reasons`.
+struct AnswerFacts<'a> {
+    partitions: &'a [PartitionFacts],
+    reasons: &'a [String],
+}
+
+impl AnswerFacts<'_> {
+    fn partition_id(&self, index: u32) -> Result<String> {
+        match self.partitions.get(index as usize) {
+            Some(partition) => Ok(partition.id.clone()),
+            None => Err(SandboxError::BrokenContract(format!(
+                "a decision refers to partition {index}, but only {} were given",
+                self.partitions.len()
+            ))),
+        }
+    }
+
+    fn reason(&self, index: u32) -> Result<String> {
+        match self.reasons.get(index as usize) {
+            Some(reason) => Ok(reason.clone()),
+            None => Err(SandboxError::BrokenContract(format!(
+                "a decision refers to reason {index}, but the answer has {} reasons",
+                self.reasons.len()
+            ))),
+        }
+    }
+}
+
+/// A text column of a batch in the WIT `text-values` form; `None` for the
+/// other kinds, whose values are lowered as they are.
+struct TextColumn {
+    values: TextsBuffer,
+    nulls: Vec<u32>,
+}
+
+impl TextColumn {
+    fn new(column: &ColumnBatch) -> Result<Option<TextColumn>> {
+        let ColumnValues::Text(values) = &column.values else { return Ok(None) };
+        let mut texts = TextsBuffer::with_capacity(values.len());
+        let mut nulls = Vec::new();
+        for (row, value) in values.iter().enumerate() {
+            if value.is_none() {
+                nulls.push(u32::try_from(row).map_err(|_| SandboxError::Internal("batch too large".into()))?);
+            }
+            texts.push(value.as_deref().unwrap_or(""))?;
+        }
+        Ok(Some(TextColumn { values: texts, nulls }))
+    }
+}
+
+fn column_to_wit<'a>(column: &'a ColumnBatch, text: &'a Option<TextColumn>) -> wit::Column<'a> {
     wit::Column {
         name: &column.name,
-        values: match (&column.values, texts) {
-            (ColumnValues::Text(_), Some(texts)) => wit::ColumnValues::Text(texts),
-            (ColumnValues::Text(_), None) => wit::ColumnValues::Text(&[]),
+        values: match (&column.values, text) {
+            (ColumnValues::Text(_), Some(text)) => {
+                wit::ColumnValues::Text(wit::TextValues { values: text.values.to_wit(), nulls: &text.nulls })
+            }
+            (ColumnValues::Text(_), None) => {
+                wit::ColumnValues::Text(wit::TextValues { values: wit::Texts { text: "", ends: &[] }, nulls: &[] })
+            }
             (ColumnValues::Float(values), _) => wit::ColumnValues::Float(values),
             (ColumnValues::Integer(values), _) => wit::ColumnValues::Integer(values),
             (ColumnValues::Unsigned(values), _) => wit::ColumnValues::Unsigned(values),
@@ -1096,6 +1248,44 @@ fn column_to_wit<'a>(column: &'a ColumnBatch, texts: &'a Option<Vec<Option<&'a s
             (ColumnValues::Time(values), _) => wit::ColumnValues::Time(values),
         },
     }
+}
+
+/// One result per record from a partitioner's `batch-keys`. Indexes that
+/// point nowhere, a record rejected twice or a key list of the wrong length
+/// break the contract; the keys themselves are checked by
+/// `plan::check_keys`.
+fn keys_from_wit(answer: wit::BatchKeys, rows: usize) -> Result<Vec<Result<String, String>>> {
+    if answer.record_keys.len() != rows {
+        return Err(SandboxError::BrokenContract(format!(
+            "record-keys has {} entries for {rows} records",
+            answer.record_keys.len()
+        )));
+    }
+    let mut rejected: Vec<Option<String>> = vec![None; rows];
+    for record in answer.rejected {
+        let slot = rejected.get_mut(record.row as usize).ok_or_else(|| {
+            SandboxError::BrokenContract(format!("rejects record {}, but the batch has {rows} records", record.row))
+        })?;
+        if slot.replace(record.message).is_some() {
+            return Err(SandboxError::BrokenContract(format!("rejects record {} more than once", record.row)));
+        }
+    }
+    answer
+        .record_keys
+        .iter()
+        .zip(rejected)
+        .enumerate()
+        .map(|(row, (&key, rejected))| match rejected {
+            Some(message) => Ok(Err(message)),
+            None => match answer.keys.get(key as usize) {
+                Some(key) => Ok(Ok(key.clone())),
+                None => Err(SandboxError::BrokenContract(format!(
+                    "record {row} has key {key}, but the answer has {} keys",
+                    answer.keys.len()
+                ))),
+            },
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1277,7 +1467,8 @@ mod tests {
     #[test]
     fn a_huge_answer_is_refused_by_count() {
         let sandbox = sandbox();
-        // 200,000 zeroed decisions (20 bytes each) above the first page.
+        // 200,000 zeroed decisions (12 bytes each) above the first page,
+        // and no reasons.
         let huge = "(drop (memory.grow (i32.const 64)))
                     (i32.store (i32.const 16) (i32.const 65536))
                     (i32.store (i32.const 20) (i32.const 200000))
@@ -1289,6 +1480,37 @@ mod tests {
             error,
             SandboxError::OutputTooLarge { what: "results", limit: "decisions_max", maximum: 1_000, actual: 200_000 }
         );
+    }
+
+    #[test]
+    fn an_answer_pointing_nowhere_breaks_the_contract() {
+        let sandbox = sandbox();
+        // One decision for partition 99 (of 3) with reason 0, and one empty reason.
+        let nowhere = "(i32.store (i32.const 512) (i32.const 99))
+                       (i32.store (i32.const 16) (i32.const 512))
+                       (i32.store (i32.const 20) (i32.const 1))
+                       (i32.store (i32.const 24) (i32.const 600))
+                       (i32.store (i32.const 28) (i32.const 1))
+                       (return (i32.const 16))";
+        let component = sandbox.load(&retention_fixture(nowhere), PolicyKind::Retention).unwrap();
+        let error = evaluate(&component, &limits()).unwrap_err();
+        assert!(
+            matches!(&error, SandboxError::BrokenContract(message) if message.contains("partition 99")),
+            "{error:?}"
+        );
+        // The same decision for partition 2 refers to a reason that exists.
+        let fine = nowhere.replace("(i32.const 99)", "(i32.const 2)");
+        let component = sandbox.load(&retention_fixture(&fine), PolicyKind::Retention).unwrap();
+        let decisions = evaluate(&component, &limits()).unwrap();
+        assert_eq!(
+            decisions,
+            [RetentionDecision { partition_id: "cpu/3".into(), action: RetentionAction::Keep, reason: String::new() }]
+        );
+        // A reason index past the end is refused too.
+        let no_reason =
+            fine.replace("(i32.store (i32.const 28) (i32.const 1))", "(i32.store (i32.const 28) (i32.const 0))");
+        let component = sandbox.load(&retention_fixture(&no_reason), PolicyKind::Retention).unwrap();
+        assert!(matches!(evaluate(&component, &limits()), Err(SandboxError::BrokenContract(_))));
     }
 
     #[test]

@@ -16,6 +16,8 @@
 // real dead code.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 #[allow(unsafe_code, missing_docs, clippy::too_many_arguments)] // Generated code.
@@ -23,7 +25,7 @@ mod wit {
     wit_bindgen::generate!({ world: "archival", path: "../../wit" });
 }
 
-use wit::strata::policy::types::{ArchiveDecision, PartitionInfo};
+use wit::strata::policy::types::{ArchivalAnswer, ArchiveDecision, Partitions};
 
 /// The config as written in the policy's TOML table.
 #[derive(Deserialize)]
@@ -53,8 +55,7 @@ struct Config {
 
 impl Config {
     fn parse(json: &str) -> Result<Config, Vec<String>> {
-        let file: ConfigFile =
-            serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
+        let file: ConfigFile = serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
         let mut errors = Vec::new();
         let after_ns = parse_duration_ns(&file.after).unwrap_or_else(|error| {
             errors.push(format!("after: {error}"));
@@ -63,9 +64,7 @@ impl Config {
         if let Some(level) = file.compression_level
             && !(1..=22).contains(&level)
         {
-            errors.push(format!(
-                "compression_level: {level} is not a zstd level (1 to 22)"
-            ));
+            errors.push(format!("compression_level: {level} is not a zstd level (1 to 22)"));
         }
         if file.row_group_rows == Some(0) {
             errors.push("row_group_rows: must be greater than zero".to_string());
@@ -85,22 +84,25 @@ impl Config {
 }
 
 /// The policy itself: a decision for each partition to archive.
-fn evaluate(now_ns: i64, config: &Config, partitions: &[PartitionInfo]) -> Vec<ArchiveDecision> {
-    partitions
+fn evaluate(now_ns: i64, config: &Config, partitions: &Partitions) -> ArchivalAnswer {
+    let mut reasons = Reasons::default();
+    let decisions = partitions
+        .period_end_ns
         .iter()
-        .filter(|partition| !partition.archived)
-        .filter_map(|partition| {
-            let age_ns = now_ns.saturating_sub(partition.period_end_ns);
+        .zip(&partitions.archived)
+        .enumerate()
+        .filter(|(_, (_, archived))| !**archived)
+        .filter_map(|(index, (&period_end_ns, _))| {
+            let age_ns = now_ns.saturating_sub(period_end_ns);
             if age_ns <= config.after_ns {
                 return None;
             }
-            let reason = format!(
-                "period ended {} ago, more than after {}, and not archived yet",
-                format_duration(age_ns),
-                config.after
-            );
+            let age = Age::of(age_ns);
+            let reason = reasons.index_of(age, || {
+                format!("period ended {age} ago, more than after {}, and not archived yet", config.after)
+            });
             Some(ArchiveDecision {
-                partition_id: partition.id.clone(),
+                partition: index as u32,
                 target: config.target.clone(),
                 compression_level: config.compression_level,
                 row_group_rows: config.row_group_rows,
@@ -108,14 +110,39 @@ fn evaluate(now_ns: i64, config: &Config, partitions: &[PartitionInfo]) -> Vec<A
                 reason,
             })
         })
-        .collect()
+        .collect();
+    ArchivalAnswer { decisions, reasons: reasons.texts }
+}
+
+/// The answer's `reasons`, each formatted once: decisions refer to them by
+/// index, looked up by what the reason depends on.
+struct Reasons<K> {
+    index: HashMap<K, u32>,
+    texts: Vec<String>,
+}
+
+impl<K> Default for Reasons<K> {
+    fn default() -> Self {
+        Reasons { index: HashMap::new(), texts: Vec::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Reasons<K> {
+    /// The index of the reason for `key`, formatting it the first time.
+    fn index_of(&mut self, key: K, text: impl FnOnce() -> String) -> u32 {
+        let texts = &mut self.texts;
+        *self.index.entry(key).or_insert_with(|| {
+            texts.push(text());
+            (texts.len() - 1) as u32
+        })
+    }
 }
 
 /// Glue between the `archival` world and the functions above. It compiles on
 /// every target, but only the WebAssembly build exports it.
 #[allow(unsafe_code)] // `export!` expands to the component's ABI functions.
 mod component {
-    use super::wit::strata::policy::types::{ArchiveDecision, DatasetInfo, PartitionInfo};
+    use super::wit::strata::policy::types::{ArchivalAnswer, DatasetInfo, Partitions};
     use super::{Config, evaluate};
 
     struct Policy;
@@ -125,16 +152,11 @@ mod component {
             Config::parse(&config).map(|_| ())
         }
 
-        fn evaluate(
-            now_ns: i64,
-            config: String,
-            _dataset: DatasetInfo,
-            partitions: Vec<PartitionInfo>,
-        ) -> Vec<ArchiveDecision> {
+        fn evaluate(now_ns: i64, config: String, _dataset: DatasetInfo, partitions: Partitions) -> ArchivalAnswer {
             // The host never calls `evaluate` with a config that
             // `validate-config` rejected, so this trap is a host bug.
-            let config = Config::parse(&config)
-                .unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")));
+            let config =
+                Config::parse(&config).unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")));
             evaluate(now_ns, &config, &partitions)
         }
     }
@@ -147,9 +169,7 @@ mod component {
 /// whole number and one unit) into nanoseconds.
 fn parse_duration_ns(text: &str) -> Result<i64, String> {
     const SECOND_NS: i64 = 1_000_000_000;
-    let unit_start = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let unit_start = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(unit_start);
     let unit_ns = match unit {
         "s" => SECOND_NS,
@@ -158,63 +178,71 @@ fn parse_duration_ns(text: &str) -> Result<i64, String> {
         "d" => 86_400 * SECOND_NS,
         "w" => 7 * 86_400 * SECOND_NS,
         _ => {
-            return Err(format!(
-                "`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"
-            ));
+            return Err(format!("`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"));
         }
     };
-    let count: i64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"))?;
+    let count: i64 = digits.parse().map_err(|_| format!("`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"))?;
     if count == 0 {
         return Err(format!("`{text}` must be longer than zero"));
     }
-    count
-        .checked_mul(unit_ns)
-        .ok_or_else(|| format!("`{text}` is too long"))
+    count.checked_mul(unit_ns).ok_or_else(|| format!("`{text}` is too long"))
 }
 
-/// Formats nanoseconds for a reason, truncated to the largest whole unit:
+/// A duration truncated to its largest whole unit, as quoted in reasons:
 /// `95d`, `5h`, `42s`.
-fn format_duration(ns: i64) -> String {
-    const SECOND_NS: i64 = 1_000_000_000;
-    let seconds = ns / SECOND_NS;
-    match seconds {
-        s if s >= 86_400 => format!("{}d", s / 86_400),
-        s if s >= 3_600 => format!("{}h", s / 3_600),
-        s if s >= 60 => format!("{}m", s / 60),
-        s => format!("{s}s"),
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Age {
+    count: i64,
+    unit: char,
+}
+
+impl Age {
+    fn of(ns: i64) -> Age {
+        const SECOND_NS: i64 = 1_000_000_000;
+        let (count, unit) = match ns / SECOND_NS {
+            s if s >= 86_400 => (s / 86_400, 'd'),
+            s if s >= 3_600 => (s / 3_600, 'h'),
+            s if s >= 60 => (s / 60, 'm'),
+            s => (s, 's'),
+        };
+        Age { count, unit }
+    }
+}
+
+impl std::fmt::Display for Age {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.count, self.unit)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wit::strata::policy::types::Tier;
+    use crate::wit::strata::policy::types::{Texts, Tier};
 
     const DAY_NS: i64 = 86_400 * 1_000_000_000;
     const NOW_NS: i64 = 20_000 * DAY_NS;
 
-    /// A daily partition whose period ended `ended_days_ago` days before now.
-    fn partition(id: &str, ended_days_ago: i64, archived: bool) -> PartitionInfo {
-        let period_end_ns = NOW_NS - ended_days_ago * DAY_NS;
-        PartitionInfo {
-            id: id.to_string(),
-            dataset: "cpu".to_string(),
-            period_label: id.to_string(),
-            period_start_ns: period_end_ns - DAY_NS,
-            period_end_ns,
-            key: String::new(),
-            tier: Tier::Cold,
-            read_only: true,
-            rows: 10,
-            bytes: 1_000,
-            min_time_ns: None,
-            max_time_ns: None,
-            created_at_ns: period_end_ns - DAY_NS,
-            last_written_at_ns: period_end_ns,
-            file_count: 1,
-            archived,
+    /// Cold daily partitions `(days since the period ended, archived)`.
+    fn partitions(cases: &[(i64, bool)]) -> Partitions {
+        let ends: Vec<i64> = cases.iter().map(|(days, _)| NOW_NS - days * DAY_NS).collect();
+        let count = ends.len();
+        let empty = || Texts { text: String::new(), ends: vec![0; count] };
+        Partitions {
+            period_start_ns: ends.iter().map(|end| end - DAY_NS).collect(),
+            period_end_ns: ends.clone(),
+            period_label: empty(),
+            key: empty(),
+            tier: vec![Tier::Cold; count],
+            read_only: vec![true; count],
+            rows: vec![10; count],
+            bytes: vec![1_000; count],
+            min_time_ns: vec![None; count],
+            max_time_ns: vec![None; count],
+            created_at_ns: ends.iter().map(|end| end - DAY_NS).collect(),
+            last_written_at_ns: ends,
+            file_count: vec![1; count],
+            archived: cases.iter().map(|(_, archived)| *archived).collect(),
         }
     }
 
@@ -228,10 +256,7 @@ mod tests {
             (r#"{}"#, 1),
             (r#"{"after": "180d", "compression_level": 0}"#, 1),
             (r#"{"after": "180d", "compression_level": 300}"#, 1),
-            (
-                r#"{"after": "soon", "compression_level": 23, "row_group_rows": 0}"#,
-                3,
-            ),
+            (r#"{"after": "soon", "compression_level": 23, "row_group_rows": 0}"#, 3),
             (r#"{"after": "180d", "delete_source": true}"#, 1),
         ];
         for (json, error_count) in cases {
@@ -247,23 +272,18 @@ mod tests {
                 "compression_level": 9}"#,
         )
         .unwrap();
-        let partitions = [
-            partition("open", -1, false),
-            partition("young", 30, false),
-            partition("boundary", 180, false),
-            partition("old", 181, false),
-            partition("old-archived", 400, true),
-        ];
-        let decisions = evaluate(NOW_NS, &config, &partitions);
-        assert_eq!(decisions.len(), 1);
-        let decision = &decisions[0];
-        assert_eq!(decision.partition_id, "old");
+        // open, young, boundary, old, old and archived
+        let partitions = partitions(&[(-1, false), (30, false), (180, false), (181, false), (400, true)]);
+        let answer = evaluate(NOW_NS, &config, &partitions);
+        assert_eq!(answer.decisions.len(), 1);
+        let decision = &answer.decisions[0];
+        assert_eq!(decision.partition, 3);
         assert_eq!(decision.target, "glacier");
         assert_eq!(decision.compression_level, Some(9));
         assert_eq!(decision.row_group_rows, None);
         assert!(decision.delete_source_after);
         assert_eq!(
-            decision.reason,
+            answer.reasons[decision.reason as usize],
             "period ended 181d ago, more than after 180d, and not archived yet"
         );
     }

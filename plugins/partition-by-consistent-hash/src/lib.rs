@@ -21,6 +21,8 @@
 // real dead code.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 #[allow(unsafe_code, missing_docs, clippy::too_many_arguments)] // Generated code.
@@ -28,7 +30,7 @@ mod wit {
     wit_bindgen::generate!({ world: "partitioner", path: "../../wit" });
 }
 
-use wit::strata::policy::types::{Column, ColumnValues};
+use wit::strata::policy::types::{BatchKeys, Column, ColumnValues, RejectedRecord, TextValues};
 
 /// Node names become partition keys, which the host caps at 63 characters.
 const NODE_NAME_CHARS_MAX: usize = 63;
@@ -55,8 +57,7 @@ fn default_virtual_nodes() -> u32 {
 
 impl Config {
     fn parse(json: &str) -> Result<Config, Vec<String>> {
-        let config: Config =
-            serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
+        let config: Config = serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
         let mut errors = Vec::new();
         if config.fields.is_empty() {
             errors.push("fields: name at least one field".to_string());
@@ -68,9 +69,7 @@ impl Config {
             errors.push(format!("nodes: name between 1 and {NODES_MAX} nodes"));
         }
         for (index, node) in config.nodes.iter().enumerate() {
-            let valid_chars = node
-                .chars()
-                .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'));
+            let valid_chars = node.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'));
             if !valid_chars || node.is_empty() || node.len() > NODE_NAME_CHARS_MAX {
                 errors.push(format!(
                     "nodes: `{node}` is not 1 to {NODE_NAME_CHARS_MAX} characters from a-z, 0-9, `_` and `-`"
@@ -81,16 +80,9 @@ impl Config {
             }
         }
         if !(1..=VIRTUAL_NODES_MAX).contains(&config.virtual_nodes) {
-            errors.push(format!(
-                "virtual_nodes: {} is not between 1 and {VIRTUAL_NODES_MAX}",
-                config.virtual_nodes
-            ));
+            errors.push(format!("virtual_nodes: {} is not between 1 and {VIRTUAL_NODES_MAX}", config.virtual_nodes));
         }
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
 }
 
@@ -120,15 +112,8 @@ impl<'a> Ring<'a> {
 
 /// The policy itself: one node name per record.
 fn partition(config: &Config, columns: &[Column], rows: usize) -> Vec<Result<String, String>> {
-    if let Some(bad) = columns
-        .iter()
-        .find(|column| value_count(&column.values) != rows)
-    {
-        let error = format!(
-            "column `{}` has {} values for {rows} records",
-            bad.name,
-            value_count(&bad.values)
-        );
+    if let Some(bad) = columns.iter().find(|column| value_count(&column.values) != rows) {
+        let error = format!("column `{}` has {} values for {rows} records", bad.name, value_count(&bad.values));
         return vec![Err(error); rows];
     }
     let find = |name: &str| columns.iter().find(|c| c.name == name).map(|c| &c.values);
@@ -156,15 +141,13 @@ fn partition(config: &Config, columns: &[Column], rows: usize) -> Vec<Result<Str
 fn fnv1a_64(bytes: &[u8]) -> u64 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(OFFSET_BASIS, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
-    })
+    bytes.iter().fold(OFFSET_BASIS, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME))
 }
 
 /// The value of one record in a column as text, or `None` when null.
 fn value_text(values: &ColumnValues, row: usize) -> Option<String> {
     match values {
-        ColumnValues::Text(values) => values[row].clone(),
+        ColumnValues::Text(values) => text_value(values, row).map(str::to_string),
         ColumnValues::Float(values) => values[row].map(|value| value.to_string()),
         ColumnValues::Integer(values) => values[row].map(|value| value.to_string()),
         ColumnValues::Unsigned(values) => values[row].map(|value| value.to_string()),
@@ -173,9 +156,43 @@ fn value_text(values: &ColumnValues, row: usize) -> Option<String> {
     }
 }
 
+/// Record `row`'s value in a text column: string `row` of the buffer,
+/// unless the record is listed as null.
+fn text_value(values: &TextValues, row: usize) -> Option<&str> {
+    if values.nulls.binary_search(&(row as u32)).is_ok() {
+        return None;
+    }
+    let ends = &values.values.ends;
+    let start = if row == 0 { 0 } else { ends[row - 1] as usize };
+    Some(&values.values.text[start..ends[row] as usize])
+}
+
+/// The answer for a batch: each distinct key once, and per record the
+/// index of its key (or why it has none).
+fn batch_keys(results: Vec<Result<String, String>>) -> BatchKeys {
+    let mut keys: Vec<String> = Vec::new();
+    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut rejected = Vec::new();
+    let record_keys = results
+        .into_iter()
+        .enumerate()
+        .map(|(row, result)| match result {
+            Ok(key) => *index.entry(key).or_insert_with_key(|key| {
+                keys.push(key.clone());
+                (keys.len() - 1) as u32
+            }),
+            Err(message) => {
+                rejected.push(RejectedRecord { row: row as u32, message });
+                0
+            }
+        })
+        .collect();
+    BatchKeys { keys, record_keys, rejected }
+}
+
 fn value_count(values: &ColumnValues) -> usize {
     match values {
-        ColumnValues::Text(values) => values.len(),
+        ColumnValues::Text(values) => values.values.ends.len(),
         ColumnValues::Float(values) => values.len(),
         ColumnValues::Integer(values) => values.len(),
         ColumnValues::Unsigned(values) => values.len(),
@@ -188,16 +205,15 @@ fn value_count(values: &ColumnValues) -> usize {
 /// every target, but only the WebAssembly build exports it.
 #[allow(unsafe_code)] // `export!` expands to the component's ABI functions.
 mod component {
-    use super::wit::strata::policy::types::Column;
-    use super::{Config, partition};
+    use super::wit::strata::policy::types::{BatchKeys, Column};
+    use super::{Config, batch_keys, partition};
 
     struct Policy;
 
     /// The host never calls `columns` or `partition` with a config that
     /// `validate-config` rejected, so this trap is a host bug.
     fn parse(config: &str) -> Config {
-        Config::parse(config)
-            .unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")))
+        Config::parse(config).unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")))
     }
 
     impl super::wit::Guest for Policy {
@@ -209,12 +225,8 @@ mod component {
             parse(&config).fields
         }
 
-        fn partition(
-            config: String,
-            columns: Vec<Column>,
-            rows: u32,
-        ) -> Vec<Result<String, String>> {
-            partition(&parse(&config), &columns, rows as usize)
+        fn partition(config: String, columns: Vec<Column>, rows: u32) -> BatchKeys {
+            batch_keys(partition(&parse(&config), &columns, rows as usize))
         }
     }
 
@@ -225,13 +237,24 @@ mod component {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wit::strata::policy::types::Texts;
+
+    /// A text column in the `text-values` form.
+    fn text_values(values: &[Option<String>]) -> TextValues {
+        let mut texts = TextValues { values: Texts { text: String::new(), ends: Vec::new() }, nulls: Vec::new() };
+        for (row, value) in values.iter().enumerate() {
+            match value {
+                Some(value) => texts.values.text.push_str(value),
+                None => texts.nulls.push(row as u32),
+            }
+            texts.values.ends.push(texts.values.text.len() as u32);
+        }
+        texts
+    }
 
     fn hosts(count: usize) -> Column {
-        let values = (0..count).map(|i| Some(format!("host-{i}"))).collect();
-        Column {
-            name: "host".to_string(),
-            values: ColumnValues::Text(values),
-        }
+        let values: Vec<Option<String>> = (0..count).map(|i| Some(format!("host-{i}"))).collect();
+        Column { name: "host".to_string(), values: ColumnValues::Text(text_values(&values)) }
     }
 
     fn config(json: &str) -> Config {
@@ -240,10 +263,7 @@ mod tests {
 
     #[test]
     fn validates_config() {
-        assert_eq!(
-            config(r#"{"fields": ["host"], "nodes": ["n1"]}"#).virtual_nodes,
-            64
-        );
+        assert_eq!(config(r#"{"fields": ["host"], "nodes": ["n1"]}"#).virtual_nodes, 64);
         let cases: &[(&str, usize)] = &[
             (r#"{"fields": ["host"]}"#, 1),
             (r#"{"fields": ["host"], "nodes": []}"#, 1),
@@ -288,10 +308,7 @@ mod tests {
         let old = partition(&before, &[hosts(1000)], 1000);
         let new = partition(&after, &[hosts(1000)], 1000);
         for (old, new) in old.iter().zip(&new) {
-            assert!(
-                old == new || new.as_deref() == Ok("n4"),
-                "{old:?} moved to {new:?}"
-            );
+            assert!(old == new || new.as_deref() == Ok("n4"), "{old:?} moved to {new:?}");
         }
     }
 }

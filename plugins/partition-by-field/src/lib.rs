@@ -21,6 +21,8 @@
 // real dead code.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 #[allow(unsafe_code, missing_docs, clippy::too_many_arguments)] // Generated code.
@@ -28,7 +30,7 @@ mod wit {
     wit_bindgen::generate!({ world: "partitioner", path: "../../wit" });
 }
 
-use wit::strata::policy::types::{Column, ColumnValues};
+use wit::strata::policy::types::{BatchKeys, Column, ColumnValues, RejectedRecord, TextValues};
 
 /// Keys longer than this are cut; the host accepts no longer key.
 const KEY_CHARS_MAX: usize = 63;
@@ -50,31 +52,18 @@ fn default_separator() -> String {
 
 impl Config {
     fn parse(json: &str) -> Result<Config, Vec<String>> {
-        let config: Config =
-            serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
+        let config: Config = serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
         let mut errors = Vec::new();
         if config.fields.is_empty() {
             errors.push("fields: name at least one field".to_string());
         }
-        if config
-            .fields
-            .iter()
-            .chain(&config.fallback)
-            .any(|name| name.is_empty())
-        {
+        if config.fields.iter().chain(&config.fallback).any(|name| name.is_empty()) {
             errors.push("fields, fallback: a field name cannot be empty".to_string());
         }
         if sanitise(&config.separator) != config.separator {
-            errors.push(format!(
-                "separator: `{}` has characters other than a-z, 0-9, `_` and `-`",
-                config.separator
-            ));
+            errors.push(format!("separator: `{}` has characters other than a-z, 0-9, `_` and `-`", config.separator));
         }
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
 
     /// The columns `partition` reads: the fields, then the fallback.
@@ -91,15 +80,8 @@ impl Config {
 
 /// The policy itself: one key, or one reason why there is none, per record.
 fn partition(config: &Config, columns: &[Column], rows: usize) -> Vec<Result<String, String>> {
-    if let Some(bad) = columns
-        .iter()
-        .find(|column| value_count(&column.values) != rows)
-    {
-        let error = format!(
-            "column `{}` has {} values for {rows} records",
-            bad.name,
-            value_count(&bad.values)
-        );
+    if let Some(bad) = columns.iter().find(|column| value_count(&column.values) != rows) {
+        let error = format!("column `{}` has {} values for {rows} records", bad.name, value_count(&bad.values));
         return vec![Err(error); rows];
     }
     let find = |name: &str| columns.iter().find(|c| c.name == name).map(|c| &c.values);
@@ -146,7 +128,7 @@ fn sanitise(key: &str) -> String {
 /// The value of one record in a column as text, or `None` when null.
 fn value_text(values: &ColumnValues, row: usize) -> Option<String> {
     match values {
-        ColumnValues::Text(values) => values[row].clone(),
+        ColumnValues::Text(values) => text_value(values, row).map(str::to_string),
         ColumnValues::Float(values) => values[row].map(|value| value.to_string()),
         ColumnValues::Integer(values) => values[row].map(|value| value.to_string()),
         ColumnValues::Unsigned(values) => values[row].map(|value| value.to_string()),
@@ -155,9 +137,43 @@ fn value_text(values: &ColumnValues, row: usize) -> Option<String> {
     }
 }
 
+/// Record `row`'s value in a text column: string `row` of the buffer,
+/// unless the record is listed as null.
+fn text_value(values: &TextValues, row: usize) -> Option<&str> {
+    if values.nulls.binary_search(&(row as u32)).is_ok() {
+        return None;
+    }
+    let ends = &values.values.ends;
+    let start = if row == 0 { 0 } else { ends[row - 1] as usize };
+    Some(&values.values.text[start..ends[row] as usize])
+}
+
+/// The answer for a batch: each distinct key once, and per record the
+/// index of its key (or why it has none).
+fn batch_keys(results: Vec<Result<String, String>>) -> BatchKeys {
+    let mut keys: Vec<String> = Vec::new();
+    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut rejected = Vec::new();
+    let record_keys = results
+        .into_iter()
+        .enumerate()
+        .map(|(row, result)| match result {
+            Ok(key) => *index.entry(key).or_insert_with_key(|key| {
+                keys.push(key.clone());
+                (keys.len() - 1) as u32
+            }),
+            Err(message) => {
+                rejected.push(RejectedRecord { row: row as u32, message });
+                0
+            }
+        })
+        .collect();
+    BatchKeys { keys, record_keys, rejected }
+}
+
 fn value_count(values: &ColumnValues) -> usize {
     match values {
-        ColumnValues::Text(values) => values.len(),
+        ColumnValues::Text(values) => values.values.ends.len(),
         ColumnValues::Float(values) => values.len(),
         ColumnValues::Integer(values) => values.len(),
         ColumnValues::Unsigned(values) => values.len(),
@@ -170,16 +186,15 @@ fn value_count(values: &ColumnValues) -> usize {
 /// every target, but only the WebAssembly build exports it.
 #[allow(unsafe_code)] // `export!` expands to the component's ABI functions.
 mod component {
-    use super::wit::strata::policy::types::Column;
-    use super::{Config, partition};
+    use super::wit::strata::policy::types::{BatchKeys, Column};
+    use super::{Config, batch_keys, partition};
 
     struct Policy;
 
     /// The host never calls `columns` or `partition` with a config that
     /// `validate-config` rejected, so this trap is a host bug.
     fn parse(config: &str) -> Config {
-        Config::parse(config)
-            .unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")))
+        Config::parse(config).unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")))
     }
 
     impl super::wit::Guest for Policy {
@@ -191,12 +206,8 @@ mod component {
             parse(&config).columns()
         }
 
-        fn partition(
-            config: String,
-            columns: Vec<Column>,
-            rows: u32,
-        ) -> Vec<Result<String, String>> {
-            partition(&parse(&config), &columns, rows as usize)
+        fn partition(config: String, columns: Vec<Column>, rows: u32) -> BatchKeys {
+            batch_keys(partition(&parse(&config), &columns, rows as usize))
         }
     }
 
@@ -207,16 +218,24 @@ mod component {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wit::strata::policy::types::Texts;
+
+    /// A text column in the `text-values` form.
+    fn text_values(values: &[Option<String>]) -> TextValues {
+        let mut texts = TextValues { values: Texts { text: String::new(), ends: Vec::new() }, nulls: Vec::new() };
+        for (row, value) in values.iter().enumerate() {
+            match value {
+                Some(value) => texts.values.text.push_str(value),
+                None => texts.nulls.push(row as u32),
+            }
+            texts.values.ends.push(texts.values.text.len() as u32);
+        }
+        texts
+    }
 
     fn text(name: &str, values: &[Option<&str>]) -> Column {
-        let values = values
-            .iter()
-            .map(|value| value.map(str::to_string))
-            .collect();
-        Column {
-            name: name.to_string(),
-            values: ColumnValues::Text(values),
-        }
+        let values: Vec<Option<String>> = values.iter().map(|value| value.map(str::to_string)).collect();
+        Column { name: name.to_string(), values: ColumnValues::Text(text_values(&values)) }
     }
 
     fn config(json: &str) -> Config {
@@ -241,16 +260,9 @@ mod tests {
 
     #[test]
     fn keys_by_field_then_fallback_then_default() {
-        let columns = [
-            text("tenant", &[Some("acme"), None, None]),
-            text("region", &[Some("eu"), Some("us"), None]),
-        ];
-        let with_default =
-            config(r#"{"fields": ["tenant"], "fallback": "region", "default": "shared"}"#);
-        assert_eq!(
-            partition(&with_default, &columns, 3),
-            [Ok("acme".into()), Ok("us".into()), Ok("shared".into())]
-        );
+        let columns = [text("tenant", &[Some("acme"), None, None]), text("region", &[Some("eu"), Some("us"), None])];
+        let with_default = config(r#"{"fields": ["tenant"], "fallback": "region", "default": "shared"}"#);
+        assert_eq!(partition(&with_default, &columns, 3), [Ok("acme".into()), Ok("us".into()), Ok("shared".into())]);
         let without_default = config(r#"{"fields": ["tenant"], "fallback": "region"}"#);
         assert_eq!(
             partition(&without_default, &columns, 3)[2],
@@ -264,14 +276,8 @@ mod tests {
     fn joins_several_fields_of_any_kind() {
         let columns = [
             text("tenant", &[Some("acme")]),
-            Column {
-                name: "shard".into(),
-                values: ColumnValues::Unsigned(vec![Some(7)]),
-            },
-            Column {
-                name: "beta".into(),
-                values: ColumnValues::Boolean(vec![Some(true)]),
-            },
+            Column { name: "shard".into(), values: ColumnValues::Unsigned(vec![Some(7)]) },
+            Column { name: "beta".into(), values: ColumnValues::Boolean(vec![Some(true)]) },
         ];
         let config = config(r#"{"fields": ["tenant", "shard", "beta"], "separator": "_"}"#);
         assert_eq!(partition(&config, &columns, 1), [Ok("acme_7_true".into())]);

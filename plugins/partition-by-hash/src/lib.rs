@@ -18,6 +18,8 @@
 // real dead code.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 
 #[allow(unsafe_code, missing_docs, clippy::too_many_arguments)] // Generated code.
@@ -25,7 +27,7 @@ mod wit {
     wit_bindgen::generate!({ world: "partitioner", path: "../../wit" });
 }
 
-use wit::strata::policy::types::{Column, ColumnValues};
+use wit::strata::policy::types::{BatchKeys, Column, ColumnValues, RejectedRecord, TextValues};
 
 /// More buckets than this is a configuration mistake, not a partitioning.
 const BUCKETS_MAX: u32 = 4096;
@@ -43,8 +45,7 @@ struct Config {
 
 impl Config {
     fn parse(json: &str) -> Result<Config, Vec<String>> {
-        let config: Config =
-            serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
+        let config: Config = serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
         let mut errors = Vec::new();
         if config.fields.is_empty() {
             errors.push("fields: name at least one field".to_string());
@@ -53,38 +54,32 @@ impl Config {
             errors.push("fields: a field name cannot be empty".to_string());
         }
         if !(1..=BUCKETS_MAX).contains(&config.buckets) {
-            errors.push(format!(
-                "buckets: {} is not between 1 and {BUCKETS_MAX}",
-                config.buckets
-            ));
+            errors.push(format!("buckets: {} is not between 1 and {BUCKETS_MAX}", config.buckets));
         }
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
 }
 
-/// The policy itself: one bucket key per record.
-fn partition(config: &Config, columns: &[Column], rows: usize) -> Vec<Result<String, String>> {
-    if let Some(bad) = columns
-        .iter()
-        .find(|column| value_count(&column.values) != rows)
-    {
-        let error = format!(
-            "column `{}` has {} values for {rows} records",
-            bad.name,
-            value_count(&bad.values)
-        );
-        return vec![Err(error); rows];
+/// The policy itself: one bucket key per record. Each bucket's key is
+/// formatted once, the first time a record lands in it.
+fn partition(config: &Config, columns: &[Column], rows: usize) -> BatchKeys {
+    if let Some(bad) = columns.iter().find(|column| value_count(&column.values) != rows) {
+        let message = format!("column `{}` has {} values for {rows} records", bad.name, value_count(&bad.values));
+        return BatchKeys {
+            keys: Vec::new(),
+            record_keys: vec![0; rows],
+            rejected: (0..rows as u32).map(|row| RejectedRecord { row, message: message.clone() }).collect(),
+        };
     }
     let find = |name: &str| columns.iter().find(|c| c.name == name).map(|c| &c.values);
     let fields: Vec<Option<&ColumnValues>> = config.fields.iter().map(|name| find(name)).collect();
     let width = (config.buckets - 1).to_string().len();
 
+    let mut keys = Vec::new();
+    // The index in `keys` of each bucket's key, once it has one.
+    let mut key_of_bucket: Vec<Option<u32>> = vec![None; config.buckets as usize];
     let mut bytes = Vec::new();
-    (0..rows)
+    let record_keys = (0..rows)
         .map(|row| {
             bytes.clear();
             for (index, values) in fields.iter().enumerate() {
@@ -96,35 +91,48 @@ fn partition(config: &Config, columns: &[Column], rows: usize) -> Vec<Result<Str
                 }
             }
             let bucket = fnv1a_64(&bytes) % u64::from(config.buckets);
-            Ok(format!("b{bucket:0width$}"))
+            *key_of_bucket[bucket as usize].get_or_insert_with(|| {
+                keys.push(format!("b{bucket:0width$}"));
+                (keys.len() - 1) as u32
+            })
         })
-        .collect()
+        .collect();
+    BatchKeys { keys, record_keys, rejected: Vec::new() }
 }
 
 /// 64-bit FNV-1a: simple, stable across versions and platforms.
 fn fnv1a_64(bytes: &[u8]) -> u64 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(OFFSET_BASIS, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
-    })
+    bytes.iter().fold(OFFSET_BASIS, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME))
 }
 
 /// The value of one record in a column as text, or `None` when null.
-fn value_text(values: &ColumnValues, row: usize) -> Option<String> {
+fn value_text(values: &ColumnValues, row: usize) -> Option<Cow<'_, str>> {
     match values {
-        ColumnValues::Text(values) => values[row].clone(),
-        ColumnValues::Float(values) => values[row].map(|value| value.to_string()),
-        ColumnValues::Integer(values) => values[row].map(|value| value.to_string()),
-        ColumnValues::Unsigned(values) => values[row].map(|value| value.to_string()),
-        ColumnValues::Boolean(values) => values[row].map(|value| value.to_string()),
-        ColumnValues::Time(values) => Some(values[row].to_string()),
+        ColumnValues::Text(values) => text_value(values, row).map(Cow::Borrowed),
+        ColumnValues::Float(values) => values[row].map(|value| value.to_string().into()),
+        ColumnValues::Integer(values) => values[row].map(|value| value.to_string().into()),
+        ColumnValues::Unsigned(values) => values[row].map(|value| value.to_string().into()),
+        ColumnValues::Boolean(values) => values[row].map(|value| value.to_string().into()),
+        ColumnValues::Time(values) => Some(values[row].to_string().into()),
     }
+}
+
+/// Record `row`'s value in a text column: string `row` of the buffer,
+/// unless the record is listed as null.
+fn text_value(values: &TextValues, row: usize) -> Option<&str> {
+    if values.nulls.binary_search(&(row as u32)).is_ok() {
+        return None;
+    }
+    let ends = &values.values.ends;
+    let start = if row == 0 { 0 } else { ends[row - 1] as usize };
+    Some(&values.values.text[start..ends[row] as usize])
 }
 
 fn value_count(values: &ColumnValues) -> usize {
     match values {
-        ColumnValues::Text(values) => values.len(),
+        ColumnValues::Text(values) => values.values.ends.len(),
         ColumnValues::Float(values) => values.len(),
         ColumnValues::Integer(values) => values.len(),
         ColumnValues::Unsigned(values) => values.len(),
@@ -137,7 +145,7 @@ fn value_count(values: &ColumnValues) -> usize {
 /// every target, but only the WebAssembly build exports it.
 #[allow(unsafe_code)] // `export!` expands to the component's ABI functions.
 mod component {
-    use super::wit::strata::policy::types::Column;
+    use super::wit::strata::policy::types::{BatchKeys, Column};
     use super::{Config, partition};
 
     struct Policy;
@@ -145,8 +153,7 @@ mod component {
     /// The host never calls `columns` or `partition` with a config that
     /// `validate-config` rejected, so this trap is a host bug.
     fn parse(config: &str) -> Config {
-        Config::parse(config)
-            .unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")))
+        Config::parse(config).unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")))
     }
 
     impl super::wit::Guest for Policy {
@@ -158,11 +165,7 @@ mod component {
             parse(&config).fields
         }
 
-        fn partition(
-            config: String,
-            columns: Vec<Column>,
-            rows: u32,
-        ) -> Vec<Result<String, String>> {
+        fn partition(config: String, columns: Vec<Column>, rows: u32) -> BatchKeys {
             partition(&parse(&config), &columns, rows as usize)
         }
     }
@@ -174,16 +177,25 @@ mod component {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wit::strata::policy::types::Texts;
 
     fn text(name: &str, values: &[Option<&str>]) -> Column {
-        let values = values
-            .iter()
-            .map(|value| value.map(str::to_string))
-            .collect();
-        Column {
-            name: name.to_string(),
-            values: ColumnValues::Text(values),
+        let mut texts = TextValues { values: Texts { text: String::new(), ends: Vec::new() }, nulls: Vec::new() };
+        for (row, value) in values.iter().enumerate() {
+            match value {
+                Some(value) => texts.values.text.push_str(value),
+                None => texts.nulls.push(row as u32),
+            }
+            texts.values.ends.push(texts.values.text.len() as u32);
         }
+        Column { name: name.to_string(), values: ColumnValues::Text(texts) }
+    }
+
+    /// The key of every record, in order.
+    fn keys(config: &Config, columns: &[Column], rows: usize) -> Vec<String> {
+        let answer = partition(config, columns, rows);
+        assert!(answer.rejected.is_empty());
+        answer.record_keys.iter().map(|&key| answer.keys[key as usize].clone()).collect()
     }
 
     fn config(json: &str) -> Config {
@@ -218,7 +230,7 @@ mod tests {
         let columns = [text("host", &[Some("a")])];
         let key = |buckets: u32| {
             let config = config(&format!(r#"{{"fields": ["host"], "buckets": {buckets}}}"#));
-            partition(&config, &columns, 1).remove(0).unwrap()
+            keys(&config, &columns, 1).remove(0)
         };
         // fnv1a_64("a") = 0xaf63dc4c8601ec8c = 12638187200555641996.
         assert_eq!(key(1), "b0");
@@ -230,37 +242,22 @@ mod tests {
 
     #[test]
     fn hashes_several_fields_joined_with_unit_separator() {
-        let columns = [
-            text("host", &[Some("a"), None]),
-            text("dc", &[Some("b"), Some("b")]),
-        ];
+        let columns = [text("host", &[Some("a"), None]), text("dc", &[Some("b"), Some("b")])];
         let config = config(r#"{"fields": ["host", "dc"], "buckets": 4096}"#);
-        let keys = partition(&config, &columns, 2);
-        assert_eq!(keys[0], Ok(format!("b{:04}", fnv1a_64(b"a\x1fb") % 4096)));
-        assert_eq!(keys[1], Ok(format!("b{:04}", fnv1a_64(b"\x1fb") % 4096)));
+        let keys = keys(&config, &columns, 2);
+        assert_eq!(keys[0], format!("b{:04}", fnv1a_64(b"a\x1fb") % 4096));
+        assert_eq!(keys[1], format!("b{:04}", fnv1a_64(b"\x1fb") % 4096));
     }
 
     #[test]
     fn spreads_records_over_all_buckets() {
         let hosts: Vec<String> = (0..1000).map(|i| format!("host-{i}")).collect();
-        let values = hosts
-            .iter()
-            .map(|host| Some(host.as_str()))
-            .collect::<Vec<_>>();
+        let values = hosts.iter().map(|host| Some(host.as_str())).collect::<Vec<_>>();
         let config = config(r#"{"fields": ["host"], "buckets": 16}"#);
-        let mut keys: Vec<String> = partition(&config, &[text("host", &values)], 1000)
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
+        let mut keys: Vec<String> = keys(&config, &[text("host", &values)], 1000);
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), 16);
-        assert_eq!(
-            (
-                keys.first().unwrap().as_str(),
-                keys.last().unwrap().as_str()
-            ),
-            ("b00", "b15")
-        );
+        assert_eq!((keys.first().unwrap().as_str(), keys.last().unwrap().as_str()), ("b00", "b15"));
     }
 }

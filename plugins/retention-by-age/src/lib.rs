@@ -14,6 +14,8 @@
 // real dead code.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 #[allow(unsafe_code, missing_docs, clippy::too_many_arguments)] // Generated code.
@@ -21,7 +23,7 @@ mod wit {
     wit_bindgen::generate!({ world: "retention", path: "../../wit" });
 }
 
-use wit::strata::policy::types::{PartitionInfo, RetentionAction, RetentionDecision};
+use wit::strata::policy::types::{Partitions, RetentionAction, RetentionAnswer, RetentionDecision};
 
 /// The config as written in the policy's TOML table.
 #[derive(Deserialize)]
@@ -41,57 +43,81 @@ struct Config {
 
 impl Config {
     fn parse(json: &str) -> Result<Config, Vec<String>> {
-        let file: ConfigFile =
-            serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
-        let max_age_ns =
-            parse_duration_ns(&file.max_age).map_err(|error| vec![format!("max_age: {error}")])?;
-        Ok(Config {
-            max_age_ns,
-            max_age: file.max_age,
-        })
+        let file: ConfigFile = serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
+        let max_age_ns = parse_duration_ns(&file.max_age).map_err(|error| vec![format!("max_age: {error}")])?;
+        Ok(Config { max_age_ns, max_age: file.max_age })
     }
 }
 
+/// What a reason depends on. Partitions of the same age (in whole units)
+/// get the same reason, which is formatted once and shared in the answer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Why {
+    NotEnded,
+    Older(Age),
+    Within(Age),
+}
+
 /// The policy itself: one decision per partition.
-fn evaluate(now_ns: i64, config: &Config, partitions: &[PartitionInfo]) -> Vec<RetentionDecision> {
-    partitions
+fn evaluate(now_ns: i64, config: &Config, partitions: &Partitions) -> RetentionAnswer {
+    let mut reasons = Reasons::default();
+    let decisions = partitions
+        .period_end_ns
         .iter()
-        .map(|partition| {
-            let age_ns = now_ns.saturating_sub(partition.period_end_ns);
-            let (action, reason) = if age_ns <= 0 {
-                (
-                    RetentionAction::Keep,
-                    "period has not ended yet".to_string(),
-                )
+        .enumerate()
+        .map(|(index, &period_end_ns)| {
+            let age_ns = now_ns.saturating_sub(period_end_ns);
+            let (action, why) = if age_ns <= 0 {
+                (RetentionAction::Keep, Why::NotEnded)
             } else if age_ns > config.max_age_ns {
-                let reason = format!(
-                    "period ended {} ago, more than max_age {}",
-                    format_duration(age_ns),
-                    config.max_age
-                );
-                (RetentionAction::Delete, reason)
+                (RetentionAction::Delete, Why::Older(Age::of(age_ns)))
             } else {
-                let reason = format!(
-                    "period ended {} ago, within max_age {}",
-                    format_duration(age_ns),
-                    config.max_age
-                );
-                (RetentionAction::Keep, reason)
+                (RetentionAction::Keep, Why::Within(Age::of(age_ns)))
             };
-            RetentionDecision {
-                partition_id: partition.id.clone(),
-                action,
-                reason,
-            }
+            let reason = reasons.index_of(why, || match why {
+                Why::NotEnded => "period has not ended yet".to_string(),
+                Why::Older(age) => {
+                    format!("period ended {age} ago, more than max_age {}", config.max_age)
+                }
+                Why::Within(age) => {
+                    format!("period ended {age} ago, within max_age {}", config.max_age)
+                }
+            });
+            RetentionDecision { partition: index as u32, action, reason }
         })
-        .collect()
+        .collect();
+    RetentionAnswer { decisions, reasons: reasons.texts }
+}
+
+/// The answer's `reasons`, each formatted once: decisions refer to them by
+/// index, looked up by what the reason depends on.
+struct Reasons<K> {
+    index: HashMap<K, u32>,
+    texts: Vec<String>,
+}
+
+impl<K> Default for Reasons<K> {
+    fn default() -> Self {
+        Reasons { index: HashMap::new(), texts: Vec::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Reasons<K> {
+    /// The index of the reason for `key`, formatting it the first time.
+    fn index_of(&mut self, key: K, text: impl FnOnce() -> String) -> u32 {
+        let texts = &mut self.texts;
+        *self.index.entry(key).or_insert_with(|| {
+            texts.push(text());
+            (texts.len() - 1) as u32
+        })
+    }
 }
 
 /// Glue between the `retention` world and the functions above. It compiles on
 /// every target, but only the WebAssembly build exports it.
 #[allow(unsafe_code)] // `export!` expands to the component's ABI functions.
 mod component {
-    use super::wit::strata::policy::types::{DatasetInfo, PartitionInfo, RetentionDecision};
+    use super::wit::strata::policy::types::{DatasetInfo, Partitions, RetentionAnswer};
     use super::{Config, evaluate};
 
     struct Policy;
@@ -101,16 +127,11 @@ mod component {
             Config::parse(&config).map(|_| ())
         }
 
-        fn evaluate(
-            now_ns: i64,
-            config: String,
-            _dataset: DatasetInfo,
-            partitions: Vec<PartitionInfo>,
-        ) -> Vec<RetentionDecision> {
+        fn evaluate(now_ns: i64, config: String, _dataset: DatasetInfo, partitions: Partitions) -> RetentionAnswer {
             // The host never calls `evaluate` with a config that
             // `validate-config` rejected, so this trap is a host bug.
-            let config = Config::parse(&config)
-                .unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")));
+            let config =
+                Config::parse(&config).unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")));
             evaluate(now_ns, &config, &partitions)
         }
     }
@@ -123,9 +144,7 @@ mod component {
 /// whole number and one unit) into nanoseconds.
 fn parse_duration_ns(text: &str) -> Result<i64, String> {
     const SECOND_NS: i64 = 1_000_000_000;
-    let unit_start = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let unit_start = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(unit_start);
     let unit_ns = match unit {
         "s" => SECOND_NS,
@@ -134,63 +153,71 @@ fn parse_duration_ns(text: &str) -> Result<i64, String> {
         "d" => 86_400 * SECOND_NS,
         "w" => 7 * 86_400 * SECOND_NS,
         _ => {
-            return Err(format!(
-                "`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"
-            ));
+            return Err(format!("`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"));
         }
     };
-    let count: i64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"))?;
+    let count: i64 = digits.parse().map_err(|_| format!("`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"))?;
     if count == 0 {
         return Err(format!("`{text}` must be longer than zero"));
     }
-    count
-        .checked_mul(unit_ns)
-        .ok_or_else(|| format!("`{text}` is too long"))
+    count.checked_mul(unit_ns).ok_or_else(|| format!("`{text}` is too long"))
 }
 
-/// Formats nanoseconds for a reason, truncated to the largest whole unit:
+/// A duration truncated to its largest whole unit, as quoted in reasons:
 /// `95d`, `5h`, `42s`.
-fn format_duration(ns: i64) -> String {
-    const SECOND_NS: i64 = 1_000_000_000;
-    let seconds = ns / SECOND_NS;
-    match seconds {
-        s if s >= 86_400 => format!("{}d", s / 86_400),
-        s if s >= 3_600 => format!("{}h", s / 3_600),
-        s if s >= 60 => format!("{}m", s / 60),
-        s => format!("{s}s"),
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Age {
+    count: i64,
+    unit: char,
+}
+
+impl Age {
+    fn of(ns: i64) -> Age {
+        const SECOND_NS: i64 = 1_000_000_000;
+        let (count, unit) = match ns / SECOND_NS {
+            s if s >= 86_400 => (s / 86_400, 'd'),
+            s if s >= 3_600 => (s / 3_600, 'h'),
+            s if s >= 60 => (s / 60, 'm'),
+            s => (s, 's'),
+        };
+        Age { count, unit }
+    }
+}
+
+impl std::fmt::Display for Age {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.count, self.unit)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wit::strata::policy::types::Tier;
+    use crate::wit::strata::policy::types::{Texts, Tier};
 
     const DAY_NS: i64 = 86_400 * 1_000_000_000;
     const NOW_NS: i64 = 20_000 * DAY_NS;
 
-    /// A daily partition whose period ended `ended_days_ago` days before now.
-    fn partition(id: &str, ended_days_ago: i64) -> PartitionInfo {
-        let period_end_ns = NOW_NS - ended_days_ago * DAY_NS;
-        PartitionInfo {
-            id: id.to_string(),
-            dataset: "cpu".to_string(),
-            period_label: id.to_string(),
-            period_start_ns: period_end_ns - DAY_NS,
-            period_end_ns,
-            key: String::new(),
-            tier: Tier::Hot,
-            read_only: false,
-            rows: 10,
-            bytes: 1_000,
-            min_time_ns: None,
-            max_time_ns: None,
-            created_at_ns: period_end_ns - DAY_NS,
-            last_written_at_ns: period_end_ns,
-            file_count: 1,
-            archived: false,
+    /// Daily partitions whose periods ended `ended_days_ago` days before now.
+    fn partitions(ended_days_ago: &[i64]) -> Partitions {
+        let ends: Vec<i64> = ended_days_ago.iter().map(|days| NOW_NS - days * DAY_NS).collect();
+        let count = ends.len();
+        let empty = || Texts { text: String::new(), ends: vec![0; count] };
+        Partitions {
+            period_start_ns: ends.iter().map(|end| end - DAY_NS).collect(),
+            period_end_ns: ends.clone(),
+            period_label: empty(),
+            key: empty(),
+            tier: vec![Tier::Hot; count],
+            read_only: vec![false; count],
+            rows: vec![10; count],
+            bytes: vec![1_000; count],
+            min_time_ns: vec![None; count],
+            max_time_ns: vec![None; count],
+            created_at_ns: ends.iter().map(|end| end - DAY_NS).collect(),
+            last_written_at_ns: ends,
+            file_count: vec![1; count],
+            archived: vec![false; count],
         }
     }
 
@@ -237,44 +264,32 @@ mod tests {
 
     #[test]
     fn deletes_partitions_whose_period_ended_more_than_max_age_ago() {
-        let partitions = [
-            partition("open", -1),
-            partition("fresh", 1),
-            partition("boundary", 90),
-            partition("old", 91),
-            partition("ancient", 400),
-        ];
-        let decisions = evaluate(NOW_NS, &config(r#"{"max_age": "90d"}"#), &partitions);
-        let actions: Vec<(&str, RetentionAction)> = decisions
+        let partitions = partitions(&[-1, 1, 90, 91, 400, 91]);
+        let answer = evaluate(NOW_NS, &config(r#"{"max_age": "90d"}"#), &partitions);
+        let decisions: Vec<(u32, RetentionAction, &str)> = answer
+            .decisions
             .iter()
-            .map(|d| (d.partition_id.as_str(), d.action))
+            .map(|d| (d.partition, d.action, answer.reasons[d.reason as usize].as_str()))
             .collect();
         assert_eq!(
-            actions,
+            decisions,
             [
-                ("open", RetentionAction::Keep),
-                ("fresh", RetentionAction::Keep),
-                ("boundary", RetentionAction::Keep),
-                ("old", RetentionAction::Delete),
-                ("ancient", RetentionAction::Delete),
+                (0, RetentionAction::Keep, "period has not ended yet"),
+                (1, RetentionAction::Keep, "period ended 1d ago, within max_age 90d"),
+                (2, RetentionAction::Keep, "period ended 90d ago, within max_age 90d"),
+                (3, RetentionAction::Delete, "period ended 91d ago, more than max_age 90d"),
+                (4, RetentionAction::Delete, "period ended 400d ago, more than max_age 90d"),
+                (5, RetentionAction::Delete, "period ended 91d ago, more than max_age 90d"),
             ]
         );
-        assert_eq!(
-            decisions[3].reason,
-            "period ended 91d ago, more than max_age 90d"
-        );
-        assert_eq!(
-            decisions[1].reason,
-            "period ended 1d ago, within max_age 90d"
-        );
-        assert_eq!(decisions[0].reason, "period has not ended yet");
+        assert_eq!(answer.reasons.len(), 5, "equal reasons are shared");
     }
 
     #[test]
     fn survives_extreme_timestamps() {
-        let mut far_past = partition("far-past", 0);
-        far_past.period_end_ns = i64::MIN;
-        let decisions = evaluate(i64::MAX, &config(r#"{"max_age": "1s"}"#), &[far_past]);
-        assert_eq!(decisions[0].action, RetentionAction::Delete);
+        let mut far_past = partitions(&[0]);
+        far_past.period_end_ns[0] = i64::MIN;
+        let answer = evaluate(i64::MAX, &config(r#"{"max_age": "1s"}"#), &far_past);
+        assert_eq!(answer.decisions[0].action, RetentionAction::Delete);
     }
 }

@@ -26,7 +26,7 @@ mod wit {
     wit_bindgen::generate!({ world: "retention", path: "../../wit" });
 }
 
-use wit::strata::policy::types::{DatasetInfo, PartitionInfo, RetentionAction, RetentionDecision};
+use wit::strata::policy::types::{DatasetInfo, Partitions, RetentionAction, RetentionAnswer, RetentionDecision, Texts};
 
 /// EDIT: the policy's config: the keys of its TOML table. Unknown keys are
 /// rejected, so a typo in the policy file is an error, not a silent default.
@@ -41,48 +41,46 @@ struct Config {
 impl Config {
     /// Parses and checks the config. Return every problem, one message each.
     fn parse(json: &str) -> Result<Config, Vec<String>> {
-        let config: Config =
-            serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
+        let config: Config = serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
         // EDIT: check values here, e.g. `if config.x == 0 { errors.push(...) }`.
         let errors: Vec<String> = Vec::new();
-        if errors.is_empty() {
-            Ok(config)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
 }
 
 /// EDIT: the policy itself. A plain function of its inputs (no clock, files,
 /// network or environment) that gives every decision a reason.
-fn evaluate(
-    now_ns: i64,
-    config: &Config,
-    _dataset: &DatasetInfo,
-    partitions: &[PartitionInfo],
-) -> Vec<RetentionDecision> {
-    partitions
-        .iter()
-        .map(|partition| {
-            let period_ended = partition.period_end_ns <= now_ns;
-            let (action, reason) = if config.delete_empty && period_ended && partition.rows == 0 {
-                (
-                    RetentionAction::Delete,
-                    "period has ended and the partition has no rows",
-                )
+///
+/// The facts come column by column: partition `i` is entry `i` of every
+/// list in `partitions`, and a decision names it by `i`. Reasons are listed
+/// once in the answer and decisions refer to them by index.
+fn evaluate(now_ns: i64, config: &Config, _dataset: &DatasetInfo, partitions: &Partitions) -> RetentionAnswer {
+    const DELETE_EMPTY: u32 = 0;
+    const KEEP: u32 = 1;
+    let reasons = vec![
+        "period has ended and the partition has no rows".to_string(),
+        "the template policy keeps everything else".to_string(),
+    ];
+    let decisions = (0..partitions.period_end_ns.len())
+        .map(|i| {
+            let period_ended = partitions.period_end_ns[i] <= now_ns;
+            let (action, reason) = if config.delete_empty && period_ended && partitions.rows[i] == 0 {
+                (RetentionAction::Delete, DELETE_EMPTY)
             } else {
-                (
-                    RetentionAction::Keep,
-                    "the template policy keeps everything else",
-                )
+                (RetentionAction::Keep, KEEP)
             };
-            RetentionDecision {
-                partition_id: partition.id.clone(),
-                action,
-                reason: reason.to_string(),
-            }
+            RetentionDecision { partition: i as u32, action, reason }
         })
-        .collect()
+        .collect();
+    RetentionAnswer { decisions, reasons }
+}
+
+#[allow(dead_code)] // A helper to copy: this policy reads no text column.
+/// String `i` of a `texts` list (e.g. `partitions.key`): the host
+/// guarantees that the offsets are in order and on character boundaries.
+fn text(texts: &Texts, i: usize) -> &str {
+    let start = if i == 0 { 0 } else { texts.ends[i - 1] as usize };
+    &texts.text[start..texts.ends[i] as usize]
 }
 
 /// Glue between the `retention` world and the functions above. It compiles on
@@ -90,7 +88,7 @@ fn evaluate(
 #[allow(unsafe_code)] // `export!` expands to the component's ABI functions.
 mod component {
     use super::wit::strata::policy::host::{LogLevel, log};
-    use super::wit::strata::policy::types::{DatasetInfo, PartitionInfo, RetentionDecision};
+    use super::wit::strata::policy::types::{DatasetInfo, Partitions, RetentionAnswer};
     use super::{Config, evaluate};
 
     struct Policy;
@@ -100,17 +98,13 @@ mod component {
             Config::parse(&config).map(|_| ())
         }
 
-        fn evaluate(
-            now_ns: i64,
-            config: String,
-            dataset: DatasetInfo,
-            partitions: Vec<PartitionInfo>,
-        ) -> Vec<RetentionDecision> {
+        fn evaluate(now_ns: i64, config: String, dataset: DatasetInfo, partitions: Partitions) -> RetentionAnswer {
             // The host never calls `evaluate` with a config that
             // `validate-config` rejected, so this trap is a host bug.
-            let config = Config::parse(&config)
-                .unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")));
-            let message = format!("{}: {} partitions", dataset.name, partitions.len());
+            let config =
+                Config::parse(&config).unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")));
+            let count = partitions.period_end_ns.len();
+            let message = format!("{}: {count} partitions", dataset.name);
             log(LogLevel::Debug, &message);
             evaluate(now_ns, &config, &dataset, &partitions)
         }
@@ -137,73 +131,55 @@ mod tests {
         }
     }
 
-    /// A daily partition with `rows` rows whose period ended
-    /// `ended_days_ago` days before now.
-    fn partition(id: &str, ended_days_ago: i64, rows: u64) -> PartitionInfo {
-        let period_end_ns = NOW_NS - ended_days_ago * DAY_NS;
-        PartitionInfo {
-            id: id.to_string(),
-            dataset: "cpu".to_string(),
-            period_label: id.to_string(),
-            period_start_ns: period_end_ns - DAY_NS,
-            period_end_ns,
-            key: String::new(),
-            tier: Tier::Hot,
-            read_only: false,
-            rows,
-            bytes: rows * 100,
-            min_time_ns: None,
-            max_time_ns: None,
-            created_at_ns: period_end_ns - DAY_NS,
-            last_written_at_ns: period_end_ns,
-            file_count: 1,
-            archived: false,
+    /// Daily partitions `(key, days since the period ended, rows)`.
+    fn partitions(cases: &[(&str, i64, u64)]) -> Partitions {
+        let ends: Vec<i64> = cases.iter().map(|(_, days, _)| NOW_NS - days * DAY_NS).collect();
+        let count = ends.len();
+        let mut key = Texts { text: String::new(), ends: Vec::new() };
+        for (name, _, _) in cases {
+            key.text.push_str(name);
+            key.ends.push(key.text.len() as u32);
+        }
+        Partitions {
+            period_start_ns: ends.iter().map(|end| end - DAY_NS).collect(),
+            period_end_ns: ends.clone(),
+            period_label: Texts { text: String::new(), ends: vec![0; count] },
+            key,
+            tier: vec![Tier::Hot; count],
+            read_only: vec![false; count],
+            rows: cases.iter().map(|(_, _, rows)| *rows).collect(),
+            bytes: cases.iter().map(|(_, _, rows)| rows * 100).collect(),
+            min_time_ns: vec![None; count],
+            max_time_ns: vec![None; count],
+            created_at_ns: ends.iter().map(|end| end - DAY_NS).collect(),
+            last_written_at_ns: ends,
+            file_count: vec![1; count],
+            archived: vec![false; count],
         }
     }
 
     #[test]
     fn validates_config() {
         assert!(!Config::parse("{}").unwrap().delete_empty);
-        assert!(
-            Config::parse(r#"{"delete_empty": true}"#)
-                .unwrap()
-                .delete_empty
-        );
+        assert!(Config::parse(r#"{"delete_empty": true}"#).unwrap().delete_empty);
         assert!(Config::parse(r#"{"delete_empty": "yes"}"#).is_err());
         assert!(Config::parse(r#"{"delete_emtpy": true}"#).is_err());
     }
 
     #[test]
     fn keeps_everything_by_default() {
-        let partitions = [partition("empty", 3, 0), partition("full", 3, 10)];
-        let decisions = evaluate(
-            NOW_NS,
-            &Config::parse("{}").unwrap(),
-            &dataset(),
-            &partitions,
-        );
-        assert!(decisions.iter().all(|d| d.action == RetentionAction::Keep));
+        let partitions = partitions(&[("empty", 3, 0), ("full", 3, 10)]);
+        let answer = evaluate(NOW_NS, &Config::parse("{}").unwrap(), &dataset(), &partitions);
+        assert!(answer.decisions.iter().all(|d| d.action == RetentionAction::Keep));
+        assert_eq!(text(&partitions.key, 1), "full");
     }
 
     #[test]
     fn deletes_empty_ended_partitions_when_asked() {
         let config = Config::parse(r#"{"delete_empty": true}"#).unwrap();
-        let partitions = [
-            partition("empty", 3, 0),
-            partition("full", 3, 10),
-            partition("open", -1, 0),
-        ];
-        let actions: Vec<RetentionAction> = evaluate(NOW_NS, &config, &dataset(), &partitions)
-            .iter()
-            .map(|d| d.action)
-            .collect();
-        assert_eq!(
-            actions,
-            [
-                RetentionAction::Delete,
-                RetentionAction::Keep,
-                RetentionAction::Keep
-            ]
-        );
+        let partitions = partitions(&[("empty", 3, 0), ("full", 3, 10), ("open", -1, 0)]);
+        let actions: Vec<RetentionAction> =
+            evaluate(NOW_NS, &config, &dataset(), &partitions).decisions.iter().map(|d| d.action).collect();
+        assert_eq!(actions, [RetentionAction::Delete, RetentionAction::Keep, RetentionAction::Keep]);
     }
 }

@@ -17,6 +17,8 @@
 // real dead code.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 
 #[allow(unsafe_code, missing_docs, clippy::too_many_arguments)] // Generated code.
@@ -24,7 +26,7 @@ mod wit {
     wit_bindgen::generate!({ world: "tiering", path: "../../wit" });
 }
 
-use wit::strata::policy::types::{PartitionInfo, Tier, TierDecision};
+use wit::strata::policy::types::{Partitions, Tier, TierDecision, TieringAnswer};
 
 /// The config as written in the policy's TOML table.
 #[derive(Deserialize)]
@@ -54,8 +56,7 @@ struct Config {
 
 impl Config {
     fn parse(json: &str) -> Result<Config, Vec<String>> {
-        let file: ConfigFile =
-            serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
+        let file: ConfigFile = serde_json::from_str(json).map_err(|error| vec![format!("config: {error}")])?;
         let mut errors = Vec::new();
         let mut thresholds: Vec<Threshold> = Vec::new();
         let keys = [
@@ -71,73 +72,113 @@ impl Config {
                     if let Some(previous) = thresholds.last()
                         && after_ns <= previous.after_ns
                     {
-                        errors.push(format!(
-                            "{key}: {value} must be longer than {}",
-                            previous.described
-                        ));
+                        errors.push(format!("{key}: {value} must be longer than {}", previous.described));
                     }
-                    thresholds.push(Threshold {
-                        tier,
-                        after_ns,
-                        described: format!("{key} {value}"),
-                    });
+                    thresholds.push(Threshold { tier, after_ns, described: format!("{key} {value}") });
                 }
             }
         }
         if thresholds.is_empty() && errors.is_empty() {
             errors.push("config: set at least one of warm_after, cold_after, archive_after".into());
         }
-        if errors.is_empty() {
-            Ok(Config { thresholds })
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(Config { thresholds }) } else { Err(errors) }
     }
 }
 
 /// The policy itself: one decision per partition.
-fn evaluate(now_ns: i64, config: &Config, partitions: &[PartitionInfo]) -> Vec<TierDecision> {
-    partitions
+fn evaluate(now_ns: i64, config: &Config, partitions: &Partitions) -> TieringAnswer {
+    let mut reasons = Reasons::default();
+    let decisions = partitions
+        .period_end_ns
         .iter()
-        .map(|partition| {
-            let (target, reason) = decide(now_ns, config, partition);
+        .zip(&partitions.tier)
+        .enumerate()
+        .map(|(index, (&period_end_ns, &current))| {
+            let situation = Situation::of(now_ns, config, period_end_ns, current);
             TierDecision {
-                partition_id: partition.id.clone(),
-                target,
-                reason,
+                partition: index as u32,
+                target: situation.target(config),
+                reason: reasons.index_of(situation, || situation.reason(config)),
             }
         })
-        .collect()
+        .collect();
+    TieringAnswer { decisions, reasons: reasons.texts }
 }
 
-fn decide(now_ns: i64, config: &Config, partition: &PartitionInfo) -> (Tier, String) {
-    let current = partition.tier;
-    let age_ns = now_ns.saturating_sub(partition.period_end_ns);
-    if age_ns <= 0 {
-        return (current, "period has not ended yet".to_string());
+/// Everything a decision and its reason depend on, so that partitions in
+/// the same situation share one reason, formatted once.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Situation {
+    /// The partition's current tier, by `depth`.
+    current: u8,
+    /// Time since the period ended; `None` while it has not ended.
+    age: Option<Age>,
+    /// The deepest threshold passed, by index into `Config::thresholds`.
+    passed: Option<usize>,
+}
+
+impl Situation {
+    fn of(now_ns: i64, config: &Config, period_end_ns: i64, current: Tier) -> Situation {
+        let age_ns = now_ns.saturating_sub(period_end_ns);
+        if age_ns <= 0 {
+            return Situation { current: depth(current), age: None, passed: None };
+        }
+        let passed = config.thresholds.iter().rposition(|t| age_ns > t.after_ns);
+        Situation { current: depth(current), age: Some(Age::of(age_ns)), passed }
     }
-    let age = format_duration(age_ns);
-    // The deepest tier whose threshold the partition has passed, if any.
-    let Some(passed) = config.thresholds.iter().rev().find(|t| age_ns > t.after_ns) else {
-        let first = &config.thresholds[0];
-        return (
-            current,
-            format!("period ended {age} ago, within {}", first.described),
-        );
-    };
-    let because = format!("period ended {age} ago, more than {}", passed.described);
-    if depth(passed.tier) > depth(current) {
-        (passed.tier, because)
-    } else if passed.tier == current {
-        (current, format!("{because}; already {}", name(current)))
-    } else {
-        (
-            current,
-            format!(
-                "{because}; already {}, tiers never move back",
-                name(current)
-            ),
-        )
+
+    fn target(&self, config: &Config) -> Tier {
+        let current = TIERS[self.current as usize];
+        match self.passed.map(|index| config.thresholds[index].tier) {
+            Some(passed) if depth(passed) > self.current => passed,
+            _ => current,
+        }
+    }
+
+    fn reason(&self, config: &Config) -> String {
+        let current = TIERS[self.current as usize];
+        let Some(age) = self.age else {
+            return "period has not ended yet".to_string();
+        };
+        let Some(passed) = self.passed.map(|index| &config.thresholds[index]) else {
+            let first = &config.thresholds[0];
+            return format!("period ended {age} ago, within {}", first.described);
+        };
+        let because = format!("period ended {age} ago, more than {}", passed.described);
+        if depth(passed.tier) > self.current {
+            because
+        } else if passed.tier == current {
+            format!("{because}; already {}", name(current))
+        } else {
+            format!("{because}; already {}, tiers never move back", name(current))
+        }
+    }
+}
+
+/// Every tier, by `depth`.
+const TIERS: [Tier; 4] = [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archived];
+
+/// The answer's `reasons`, each formatted once: decisions refer to them by
+/// index, looked up by what the reason depends on.
+struct Reasons<K> {
+    index: HashMap<K, u32>,
+    texts: Vec<String>,
+}
+
+impl<K> Default for Reasons<K> {
+    fn default() -> Self {
+        Reasons { index: HashMap::new(), texts: Vec::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Reasons<K> {
+    /// The index of the reason for `key`, formatting it the first time.
+    fn index_of(&mut self, key: K, text: impl FnOnce() -> String) -> u32 {
+        let texts = &mut self.texts;
+        *self.index.entry(key).or_insert_with(|| {
+            texts.push(text());
+            (texts.len() - 1) as u32
+        })
     }
 }
 
@@ -164,7 +205,7 @@ fn name(tier: Tier) -> &'static str {
 /// every target, but only the WebAssembly build exports it.
 #[allow(unsafe_code)] // `export!` expands to the component's ABI functions.
 mod component {
-    use super::wit::strata::policy::types::{DatasetInfo, PartitionInfo, TierDecision};
+    use super::wit::strata::policy::types::{DatasetInfo, Partitions, TieringAnswer};
     use super::{Config, evaluate};
 
     struct Policy;
@@ -174,16 +215,11 @@ mod component {
             Config::parse(&config).map(|_| ())
         }
 
-        fn evaluate(
-            now_ns: i64,
-            config: String,
-            _dataset: DatasetInfo,
-            partitions: Vec<PartitionInfo>,
-        ) -> Vec<TierDecision> {
+        fn evaluate(now_ns: i64, config: String, _dataset: DatasetInfo, partitions: Partitions) -> TieringAnswer {
             // The host never calls `evaluate` with a config that
             // `validate-config` rejected, so this trap is a host bug.
-            let config = Config::parse(&config)
-                .unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")));
+            let config =
+                Config::parse(&config).unwrap_or_else(|errors| panic!("invalid config: {}", errors.join("; ")));
             evaluate(now_ns, &config, &partitions)
         }
     }
@@ -196,9 +232,7 @@ mod component {
 /// whole number and one unit) into nanoseconds.
 fn parse_duration_ns(text: &str) -> Result<i64, String> {
     const SECOND_NS: i64 = 1_000_000_000;
-    let unit_start = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let unit_start = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(unit_start);
     let unit_ns = match unit {
         "s" => SECOND_NS,
@@ -207,64 +241,78 @@ fn parse_duration_ns(text: &str) -> Result<i64, String> {
         "d" => 86_400 * SECOND_NS,
         "w" => 7 * 86_400 * SECOND_NS,
         _ => {
-            return Err(format!(
-                "`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"
-            ));
+            return Err(format!("`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"));
         }
     };
-    let count: i64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"))?;
+    let count: i64 = digits.parse().map_err(|_| format!("`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"))?;
     if count == 0 {
         return Err(format!("`{text}` must be longer than zero"));
     }
-    count
-        .checked_mul(unit_ns)
-        .ok_or_else(|| format!("`{text}` is too long"))
+    count.checked_mul(unit_ns).ok_or_else(|| format!("`{text}` is too long"))
 }
 
-/// Formats nanoseconds for a reason, truncated to the largest whole unit:
+/// A duration truncated to its largest whole unit, as quoted in reasons:
 /// `95d`, `5h`, `42s`.
-fn format_duration(ns: i64) -> String {
-    const SECOND_NS: i64 = 1_000_000_000;
-    let seconds = ns / SECOND_NS;
-    match seconds {
-        s if s >= 86_400 => format!("{}d", s / 86_400),
-        s if s >= 3_600 => format!("{}h", s / 3_600),
-        s if s >= 60 => format!("{}m", s / 60),
-        s => format!("{s}s"),
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Age {
+    count: i64,
+    unit: char,
+}
+
+impl Age {
+    fn of(ns: i64) -> Age {
+        const SECOND_NS: i64 = 1_000_000_000;
+        let (count, unit) = match ns / SECOND_NS {
+            s if s >= 86_400 => (s / 86_400, 'd'),
+            s if s >= 3_600 => (s / 3_600, 'h'),
+            s if s >= 60 => (s / 60, 'm'),
+            s => (s, 's'),
+        };
+        Age { count, unit }
+    }
+}
+
+impl std::fmt::Display for Age {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.count, self.unit)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wit::strata::policy::types::Texts;
 
     const DAY_NS: i64 = 86_400 * 1_000_000_000;
     const NOW_NS: i64 = 20_000 * DAY_NS;
 
-    /// A daily partition in `tier` whose period ended `ended_days_ago` days
-    /// before now.
-    fn partition(ended_days_ago: i64, tier: Tier) -> PartitionInfo {
-        let period_end_ns = NOW_NS - ended_days_ago * DAY_NS;
-        PartitionInfo {
-            id: format!("p{ended_days_ago}"),
-            dataset: "cpu".to_string(),
-            period_label: String::new(),
-            period_start_ns: period_end_ns - DAY_NS,
-            period_end_ns,
-            key: String::new(),
-            tier,
-            read_only: false,
-            rows: 10,
-            bytes: 1_000,
-            min_time_ns: None,
-            max_time_ns: None,
-            created_at_ns: period_end_ns - DAY_NS,
-            last_written_at_ns: period_end_ns,
-            file_count: 1,
-            archived: false,
+    /// Daily partitions `(days since the period ended, current tier)`.
+    fn partitions(cases: &[(i64, Tier)]) -> Partitions {
+        let ends: Vec<i64> = cases.iter().map(|(days, _)| NOW_NS - days * DAY_NS).collect();
+        let count = ends.len();
+        let empty = || Texts { text: String::new(), ends: vec![0; count] };
+        Partitions {
+            period_start_ns: ends.iter().map(|end| end - DAY_NS).collect(),
+            period_end_ns: ends.clone(),
+            period_label: empty(),
+            key: empty(),
+            tier: cases.iter().map(|(_, tier)| *tier).collect(),
+            read_only: vec![false; count],
+            rows: vec![10; count],
+            bytes: vec![1_000; count],
+            min_time_ns: vec![None; count],
+            max_time_ns: vec![None; count],
+            created_at_ns: ends.iter().map(|end| end - DAY_NS).collect(),
+            last_written_at_ns: ends,
+            file_count: vec![1; count],
+            archived: vec![false; count],
         }
+    }
+
+    /// `(target, reason)` of every decision, in order.
+    fn decide(config: &Config, partitions: &Partitions) -> Vec<(Tier, String)> {
+        let answer = evaluate(NOW_NS, config, partitions);
+        answer.decisions.iter().map(|d| (d.target, answer.reasons[d.reason as usize].clone())).collect()
     }
 
     const ALL: &str = r#"{"warm_after": "7d", "cold_after": "30d", "archive_after": "365d"}"#;
@@ -272,13 +320,7 @@ mod tests {
     #[test]
     fn validates_config() {
         assert_eq!(Config::parse(ALL).unwrap().thresholds.len(), 3);
-        assert_eq!(
-            Config::parse(r#"{"cold_after": "30d"}"#)
-                .unwrap()
-                .thresholds
-                .len(),
-            1
-        );
+        assert_eq!(Config::parse(r#"{"cold_after": "30d"}"#).unwrap().thresholds.len(), 1);
         let cases: &[(&str, usize)] = &[
             (r#"{}"#, 1),
             (r#"{"warm_after": "7d", "cold_after": "7d"}"#, 1),
@@ -310,38 +352,26 @@ mod tests {
             (400, Tier::Hot, Tier::Archived),
         ];
         for (days, current, expected) in cases {
-            let decisions = evaluate(NOW_NS, &config, &[partition(days, current)]);
-            assert_eq!(
-                decisions[0].target,
-                expected,
-                "{days}d in {}",
-                name(current)
-            );
+            let decisions = decide(&config, &partitions(&[(days, current)]));
+            assert_eq!(decisions[0].0, expected, "{days}d in {}", name(current));
         }
     }
 
     #[test]
     fn never_touches_the_open_period() {
         let config = Config::parse(r#"{"warm_after": "1s"}"#).unwrap();
-        let mut open = partition(0, Tier::Hot);
-        open.period_end_ns = NOW_NS + 1;
-        let decision = &evaluate(NOW_NS, &config, &[open])[0];
-        assert_eq!(decision.target, Tier::Hot);
-        assert_eq!(decision.reason, "period has not ended yet");
+        let mut open = partitions(&[(0, Tier::Hot)]);
+        open.period_end_ns[0] = NOW_NS + 1;
+        let decision = &decide(&config, &open)[0];
+        assert_eq!(decision.0, Tier::Hot);
+        assert_eq!(decision.1, "period has not ended yet");
     }
 
     #[test]
     fn explains_every_decision() {
         let config = Config::parse(ALL).unwrap();
-        let partitions = [
-            partition(3, Tier::Hot),
-            partition(40, Tier::Hot),
-            partition(3, Tier::Cold),
-        ];
-        let reasons: Vec<String> = evaluate(NOW_NS, &config, &partitions)
-            .into_iter()
-            .map(|d| d.reason)
-            .collect();
+        let three = partitions(&[(3, Tier::Hot), (40, Tier::Hot), (3, Tier::Cold)]);
+        let reasons: Vec<String> = decide(&config, &three).into_iter().map(|(_, reason)| reason).collect();
         assert_eq!(
             reasons,
             [
@@ -350,10 +380,7 @@ mod tests {
                 "period ended 3d ago, within warm_after 7d",
             ]
         );
-        let reason = &evaluate(NOW_NS, &config, &[partition(10, Tier::Cold)])[0].reason;
-        assert_eq!(
-            reason,
-            "period ended 10d ago, more than warm_after 7d; already cold, tiers never move back"
-        );
+        let reason = &decide(&config, &partitions(&[(10, Tier::Cold)]))[0].1;
+        assert_eq!(reason, "period ended 10d ago, more than warm_after 7d; already cold, tiers never move back");
     }
 }
