@@ -23,6 +23,9 @@ pub enum CatalogError {
     /// A stored value could not be decoded.
     #[error("corrupt catalog value: {0}")]
     Corrupt(String),
+    /// A commit found the catalog changed under it; nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
 }
 
 type Result<T, E = CatalogError> = std::result::Result<T, E>;
@@ -112,6 +115,18 @@ CREATE TABLE policy_versions (
     PRIMARY KEY (policy, seq),
     UNIQUE (policy, component_sha256, definition_sha256)
 );
+"#,
+    r#"
+ALTER TABLE partitions ADD COLUMN deleted_at_ns INTEGER;
+CREATE TABLE lifecycle_runs (
+    id INTEGER PRIMARY KEY,
+    policy TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    started_at_ns INTEGER NOT NULL,
+    report_json TEXT NOT NULL
+);
+CREATE INDEX audit_by_dataset ON audit_events(dataset, at_ns);
+CREATE INDEX files_tombstoned ON files(state, tombstoned_at_ns);
 "#,
 ];
 
@@ -354,6 +369,57 @@ fn partition_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartitionReco
     })
 }
 
+fn file_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
+    Ok(FileRecord {
+        id: row.get(0)?,
+        partition_id: row.get(1)?,
+        storage_target: row.get(2)?,
+        object_key: row.get(3)?,
+        bytes: row.get(4)?,
+        rows: row.get(5)?,
+        min_time_ns: row.get(6)?,
+        max_time_ns: row.get(7)?,
+        checksum_crc32c: row.get::<_, i64>(8)? as u32,
+    })
+}
+
+/// A stored run report with its catalog id filled in.
+fn with_id(id: i64, text: &str) -> serde_json::Value {
+    let mut value: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("id".into(), id.into());
+    }
+    value
+}
+
+/// What one storage target holds according to the catalog.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetUsage {
+    /// Target name.
+    pub target: String,
+    /// Live files.
+    pub files: i64,
+    /// Bytes of live files.
+    pub bytes: i64,
+    /// Tombstoned files not yet swept.
+    pub tombstoned_files: i64,
+    /// Bytes of those.
+    pub tombstoned_bytes: i64,
+}
+
+/// A lifecycle run to record.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// Policy name.
+    pub policy: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Start, ns.
+    pub started_at_ns: i64,
+    /// The whole report.
+    pub report: serde_json::Value,
+}
+
 impl Catalog {
     /// Opens (creating and migrating) the catalog at `path`.
     pub fn open(path: &Path) -> Result<Catalog> {
@@ -470,7 +536,8 @@ impl Catalog {
     pub fn partitions(&self, dataset_id: i64) -> Result<Vec<PartitionRecord>> {
         let connection = self.lock();
         let mut statement = connection.prepare(&format!(
-            "SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 ORDER BY p.period_start_ns, p.key"
+            "SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 AND p.deleted_at_ns IS NULL \
+             ORDER BY p.period_start_ns, p.key"
         ))?;
         let rows = statement.query_map([dataset_id], partition_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -498,19 +565,7 @@ impl Catalog {
             "SELECT id, partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c \
              FROM files WHERE partition_id = ?1 AND state = 'live' ORDER BY id",
         )?;
-        let rows = statement.query_map([partition_id], |row| {
-            Ok(FileRecord {
-                id: row.get(0)?,
-                partition_id: row.get(1)?,
-                storage_target: row.get(2)?,
-                object_key: row.get(3)?,
-                bytes: row.get(4)?,
-                rows: row.get(5)?,
-                min_time_ns: row.get(6)?,
-                max_time_ns: row.get(7)?,
-                checksum_crc32c: row.get::<_, i64>(8)? as u32,
-            })
-        })?;
+        let rows = statement.query_map([partition_id], file_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -683,6 +738,175 @@ impl Catalog {
             "SELECT {POLICY_VERSION_COLUMNS} FROM policy_versions WHERE policy = ?1 ORDER BY seq DESC"
         ))?;
         let rows = statement.query_map([policy], policy_version_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Swaps the listed live files of a partition to `target` and
+    /// tombstones their old rows, and sets the partition's tier, in one
+    /// transaction. The partition becomes read-only.
+    pub fn commit_move(
+        &self,
+        partition_id: i64,
+        file_ids: &[i64],
+        target: &str,
+        tier: &str,
+        now_ns: i64,
+    ) -> Result<()> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        for file_id in file_ids {
+            let inserted = tx.execute(
+                "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns) \
+                 SELECT partition_id, ?2, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, 'live', ?3 \
+                 FROM files WHERE id = ?1 AND partition_id = ?4 AND state = 'live'",
+                params![file_id, target, now_ns, partition_id],
+            )?;
+            let tombstoned = tx.execute(
+                "UPDATE files SET state = 'tombstoned', tombstoned_at_ns = ?2 WHERE id = ?1 AND state = 'live'",
+                params![file_id, now_ns],
+            )?;
+            if inserted != 1 || tombstoned != 1 {
+                return Err(CatalogError::Conflict(format!("file {file_id} changed during the move")));
+            }
+        }
+        tx.execute("UPDATE partitions SET tier = ?2, read_only = 1 WHERE id = ?1", params![partition_id, tier])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes a partition: its files are tombstoned (invisible at once) and
+    /// the partition is hidden and refuses writes. One transaction.
+    pub fn delete_partition(&self, partition_id: i64, now_ns: i64) -> Result<()> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "UPDATE files SET state = 'tombstoned', tombstoned_at_ns = ?2 WHERE partition_id = ?1 AND state = 'live'",
+            params![partition_id, now_ns],
+        )?;
+        tx.execute(
+            "UPDATE partitions SET read_only = 1, deleted_at_ns = ?2 WHERE id = ?1 AND deleted_at_ns IS NULL",
+            params![partition_id, now_ns],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Files tombstoned before `before_ns`, and live files of deleted
+    /// partitions (rows that were still buffered when the partition went).
+    pub fn expired_tombstones(&self, before_ns: i64) -> Result<Vec<FileRecord>> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "UPDATE files SET state = 'tombstoned', tombstoned_at_ns = \
+               (SELECT deleted_at_ns FROM partitions p WHERE p.id = files.partition_id) \
+             WHERE state = 'live' AND partition_id IN (SELECT id FROM partitions WHERE deleted_at_ns IS NOT NULL)",
+            [],
+        )?;
+        let files = {
+            let mut statement = tx.prepare(
+                "SELECT id, partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c \
+                 FROM files WHERE state = 'tombstoned' AND tombstoned_at_ns < ?1 ORDER BY id LIMIT 10000",
+            )?;
+            let rows = statement.query_map([before_ns], file_from_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        Ok(files)
+    }
+
+    /// Forgets a tombstoned file once it is deleted from its target.
+    pub fn forget_file(&self, file_id: i64) -> Result<()> {
+        self.lock().execute("DELETE FROM files WHERE id = ?1 AND state = 'tombstoned'", [file_id])?;
+        Ok(())
+    }
+
+    /// Files and bytes per storage target, live and tombstoned.
+    pub fn target_usage(&self) -> Result<Vec<TargetUsage>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT storage_target, \
+               SUM(state = 'live'), COALESCE(SUM(CASE WHEN state = 'live' THEN bytes END), 0), \
+               SUM(state = 'tombstoned'), COALESCE(SUM(CASE WHEN state = 'tombstoned' THEN bytes END), 0) \
+             FROM files GROUP BY storage_target ORDER BY storage_target",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(TargetUsage {
+                target: row.get(0)?,
+                files: row.get(1)?,
+                bytes: row.get(2)?,
+                tombstoned_files: row.get(3)?,
+                tombstoned_bytes: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records a lifecycle run; returns its id.
+    pub fn record_run(&self, run: &RunRecord) -> Result<i64> {
+        let connection = self.lock();
+        connection.execute(
+            "INSERT INTO lifecycle_runs (policy, dataset, started_at_ns, report_json) VALUES (?1, ?2, ?3, ?4)",
+            params![run.policy, run.dataset, run.started_at_ns, run.report.to_string()],
+        )?;
+        let id = connection.last_insert_rowid();
+        Ok(id)
+    }
+
+    /// Recent lifecycle runs, newest first, optionally of one policy or dataset.
+    pub fn runs(
+        &self,
+        policy: Option<&str>,
+        dataset: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(i64, serde_json::Value)>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT id, report_json FROM lifecycle_runs WHERE (?1 IS NULL OR policy = ?1) AND (?2 IS NULL OR dataset = ?2) \
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = statement.query_map(params![policy, dataset, limit as i64], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?;
+        rows.map(|r| {
+            let (id, text) = r?;
+            Ok((id, with_id(id, &text)))
+        })
+        .collect()
+    }
+
+    /// One lifecycle run.
+    pub fn run(&self, id: i64) -> Result<Option<serde_json::Value>> {
+        let connection = self.lock();
+        let text: Option<String> = connection
+            .query_row("SELECT report_json FROM lifecycle_runs WHERE id = ?1", [id], |row| row.get(0))
+            .optional()?;
+        Ok(text.map(|t| with_id(id, &t)))
+    }
+
+    /// Audit events, oldest first, filtered by dataset, kind and time.
+    pub fn audit_events(
+        &self,
+        dataset: Option<&str>,
+        kind: Option<&str>,
+        since_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<serde_json::Value>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT id, at_ns, kind, dataset, partition, detail_json FROM audit_events \
+             WHERE (?1 IS NULL OR dataset = ?1) AND (?2 IS NULL OR kind = ?2) AND at_ns >= ?3 ORDER BY id LIMIT ?4",
+        )?;
+        let rows = statement.query_map(params![dataset, kind, since_ns, limit as i64], |row| {
+            let detail: String = row.get(5)?;
+            Ok(serde_json::json!({
+                "id": row.get::<_, i64>(0)?,
+                "at_ns": row.get::<_, i64>(1)?,
+                "kind": row.get::<_, String>(2)?,
+                "dataset": row.get::<_, Option<String>>(3)?,
+                "partition": row.get::<_, Option<String>>(4)?,
+                "detail": serde_json::from_str::<serde_json::Value>(&detail).unwrap_or(serde_json::Value::Null),
+            }))
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

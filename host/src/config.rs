@@ -27,6 +27,46 @@ pub struct Config {
     pub query: QueryConfig,
     /// Where policy files live and how they are reloaded.
     pub policies: PoliciesConfig,
+    /// Guard rails and timing of lifecycle runs.
+    pub lifecycle: LifecycleConfig,
+}
+
+/// `[lifecycle]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// Run retention and tiering policies on their schedules.
+    pub scheduler: bool,
+    /// A tombstoned file is deleted this long after its tombstone, in ms.
+    pub grace_ms: u64,
+    /// How often the sweeper looks for expired tombstones, in ms.
+    pub sweep_interval_ms: u64,
+    /// A partition whose period ended less than this long ago is never
+    /// deleted, in ms (per dataset: `[datasets.<name>] min_retention_ms`).
+    pub min_retention_ms: u64,
+    /// At most this many deletes per run.
+    pub max_deletes_per_run: usize,
+    /// At most this fraction of a dataset's partitions deleted per run.
+    pub max_delete_fraction: f64,
+    /// Only archived partitions may be deleted.
+    pub require_archive_before_delete: bool,
+    /// Allow moves to a hotter tier (cold → warm …).
+    pub allow_backward_moves: bool,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> LifecycleConfig {
+        LifecycleConfig {
+            scheduler: true,
+            grace_ms: 3_600_000,
+            sweep_interval_ms: 60_000,
+            min_retention_ms: 86_400_000,
+            max_deletes_per_run: 1_000,
+            max_delete_fraction: 0.5,
+            require_archive_before_delete: false,
+            allow_backward_moves: false,
+        }
+    }
 }
 
 /// `[query]`
@@ -191,6 +231,8 @@ pub struct DatasetConfig {
     pub period: Option<Period>,
     /// The name of the time column.
     pub time_column: Option<String>,
+    /// Overrides `lifecycle.min_retention_ms` for this dataset.
+    pub min_retention_ms: Option<u64>,
 }
 
 /// A configuration that could not be loaded.
@@ -262,6 +304,7 @@ impl Config {
             ("query.concurrent_max", self.query.concurrent_max as u64),
             ("query.threads", u64::from(self.query.threads)),
             ("query.sql_bytes_max", self.query.sql_bytes_max as u64),
+            ("lifecycle.sweep_interval_ms", self.lifecycle.sweep_interval_ms),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be greater than 0"));
@@ -276,6 +319,12 @@ impl Config {
                 crate::names::check_column_name(column)
                     .map_err(|e| ConfigError::Invalid(format!("[datasets.{name}].time_column: {e}")))?;
             }
+        }
+        if !(0.0..=1.0).contains(&self.lifecycle.max_delete_fraction) {
+            return invalid(format!(
+                "lifecycle.max_delete_fraction = {} must be within 0..=1",
+                self.lifecycle.max_delete_fraction
+            ));
         }
         if self.policies.reload_debounce_ms > 60_000 {
             return invalid(format!(

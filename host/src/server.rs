@@ -6,6 +6,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::lifecycle::Lifecycle;
 use crate::policy::watcher::PolicyWatcher;
 use crate::policy::{PolicyRuntime, PolicySettings};
 use crate::store::Store;
@@ -49,12 +50,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let watcher = PolicyWatcher::start(policies.clone())?;
     let _ = state.policies.set(policies.clone());
     tracing::info!(directory = ?config.policies.dir, "policies ready");
+    let lifecycle = {
+        let (store, policies, config) = (store.clone(), policies.clone(), config.clone());
+        Arc::new(tokio::task::spawn_blocking(move || Lifecycle::open(store, policies, config)).await??)
+    };
+    let _ = state.lifecycle.set(lifecycle.clone());
+    let sweeper = tokio::spawn(lifecycle.clone().run_sweeper(shutdown.clone()));
+    let scheduler = config.lifecycle.scheduler.then(|| tokio::spawn(lifecycle.clone().run_scheduler(shutdown.clone())));
 
     wait_for_signal(&policies).await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     let _ = shutdown_sender.send(true);
     let _ = server.await;
     let _ = flusher.await;
+    let _ = sweeper.await;
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
+    }
     tokio::task::spawn_blocking(move || drop(watcher)).await?;
     store.close().await.map_err(|e| anyhow::anyhow!("final flush failed: {e}"))?;
     tracing::info!("shut down cleanly");

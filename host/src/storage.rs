@@ -133,6 +133,11 @@ impl LocalDirectory {
         Ok(LocalDirectory { name: name.to_string(), root: root.to_path_buf() })
     }
 
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn path(&self, key: &ObjectKey) -> PathBuf {
         self.root.join(key.as_str())
     }

@@ -2,6 +2,7 @@
 
 mod durability;
 mod ingest;
-mod query;
+mod lifecycle;
 mod policies;
+mod query;
 mod support;

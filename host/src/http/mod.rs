@@ -2,6 +2,7 @@
 //! thin: they decode the request, call the store, encode the answer.
 
 mod datasets;
+mod lifecycle;
 mod query;
 
 pub use datasets::rfc3339;
@@ -44,17 +45,32 @@ pub struct AppState {
     pub query: OnceLock<Arc<crate::query::QueryEngine>>,
     /// The policy runtime, once the policies are loaded.
     pub policies: OnceLock<Arc<PolicyRuntime>>,
+    /// The lifecycle engine, once the policies are loaded.
+    pub lifecycle: OnceLock<Arc<crate::lifecycle::Lifecycle>>,
 }
 
 impl AppState {
     /// State for a server whose store is not open yet.
     pub fn new(config: Arc<Config>) -> AppState {
-        AppState { config, store: OnceLock::new(), recovery: OnceLock::new(), query: OnceLock::new(), policies: OnceLock::new() }
+        AppState {
+            config,
+            store: OnceLock::new(),
+            recovery: OnceLock::new(),
+            query: OnceLock::new(),
+            policies: OnceLock::new(),
+            lifecycle: OnceLock::new(),
+        }
     }
 
     fn store(&self) -> Result<&Arc<Store>, ApiError> {
         self.store.get().ok_or_else(|| {
             ApiError::new(ErrorCode::NotReady, "the server is replaying its write-ahead log").with_retry_after(1)
+        })
+    }
+
+    fn lifecycle(&self) -> Result<&Arc<crate::lifecycle::Lifecycle>, ApiError> {
+        self.lifecycle.get().ok_or_else(|| {
+            ApiError::new(ErrorCode::NotReady, "the server is still loading its policies").with_retry_after(1)
         })
     }
 
@@ -316,6 +332,18 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
             let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
             policies::rollback(&runtime, &name, body).await
         }
+        (&Method::POST, ["v1", "policies", name, "run"]) => {
+            let lifecycle = state.lifecycle()?.clone();
+            let name = name.to_string();
+            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+            lifecycle::run(&lifecycle, &name, body).await
+        }
+        (&Method::GET, ["v1", "lifecycle", "runs"]) => {
+            lifecycle::runs(state.lifecycle()?, query_params(&request)).await
+        }
+        (&Method::GET, ["v1", "lifecycle", "runs", id]) => lifecycle::run_detail(state.lifecycle()?, id).await,
+        (&Method::GET, ["v1", "storage-targets"]) => lifecycle::storage_targets(state.lifecycle()?).await,
+        (&Method::GET, ["v1", "audit"]) => lifecycle::audit(state.lifecycle()?, query_params(&request)).await,
         (&Method::POST, ["v1", "policies", name, "simulate"]) => {
             let runtime = state.policies()?.clone();
             let store = state.store()?.clone();
@@ -332,7 +360,7 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         | (_, ["api", "v2", "write"])
         | (_, ["api", "v3", "write_lp"])
         | (_, ["v1", "flush" | "sql"])
-        | (_, ["v1", "policies", ..]) => {
+        | (_, ["v1", "policies" | "lifecycle" | "audit" | "storage-targets", ..]) => {
             Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
         }
         _ => Err(ApiError::new(ErrorCode::NotFound, format!("no route {method} {path}"))),

@@ -178,11 +178,11 @@ pub fn quote(identifier: &str) -> String {
 pub fn time_bound(value: &Json, what: &str) -> Result<i64, ApiError> {
     match value {
         Json::String(text) => crate::ingest::json::parse_rfc3339(text)
-            .map_err(|m| ApiError::new(ErrorCode::InvalidTimestamp, format!("time_range.{what}: {m}"))),
+            .map_err(|m| ApiError::new(ErrorCode::InvalidTimestamp, format!("{what}: {m}"))),
         Json::Number(n) => n.as_i64().ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidTimestamp, format!("time_range.{what} must be integer epoch nanoseconds"))
+            ApiError::new(ErrorCode::InvalidTimestamp, format!("{what} must be integer epoch nanoseconds"))
         }),
-        _ => Err(ApiError::new(ErrorCode::InvalidTimestamp, format!("time_range.{what} must be RFC 3339 or epoch ns"))),
+        _ => Err(ApiError::new(ErrorCode::InvalidTimestamp, format!("{what} must be RFC 3339 or epoch ns"))),
     }
 }
 
@@ -337,8 +337,8 @@ fn aggregation_sql(
 
 /// Plans `request` over the relation `src` with `schema`.
 pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQuery, ApiError> {
-    let start_ns = time_bound(&request.time_range.start, "start")?;
-    let end_ns = time_bound(&request.time_range.end, "end")?;
+    let start_ns = time_bound(&request.time_range.start, "time_range.start")?;
+    let end_ns = time_bound(&request.time_range.end, "time_range.end")?;
     if end_ns < start_ns {
         return Err(bad("time_range.end is before time_range.start"));
     }

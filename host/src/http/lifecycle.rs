@@ -1,0 +1,129 @@
+//! Lifecycle handlers: run a policy now, list runs, read the audit log.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use super::{Body, json_response, param};
+use crate::error::{ApiError, ErrorCode};
+use crate::lifecycle::Lifecycle;
+use crate::storage::StorageTarget;
+use crate::store::now_ns;
+use hyper::Response;
+
+/// `POST /v1/policies/{name}/run`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    /// Only this dataset (default: every dataset the policy binds).
+    dataset: Option<String>,
+    /// Decide and judge, execute nothing.
+    #[serde(default)]
+    dry: bool,
+    /// The `now` the policy sees: RFC 3339 or epoch ns (default: the clock).
+    now: Option<Json>,
+}
+
+pub(super) async fn run(lifecycle: &Arc<Lifecycle>, policy: &str, body: Bytes) -> Result<Response<Body>, ApiError> {
+    let request: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RunRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("run body: {e}")))?
+    };
+    let now = match &request.now {
+        None => now_ns(),
+        Some(value) => crate::query::plan::time_bound(value, "now")?,
+    };
+    let runs = lifecycle.run_policy(policy, request.dataset.as_deref(), now, request.dry).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("background task failed: {e}")))
+}
+
+fn limit(params: &[(String, String)]) -> Result<usize, ApiError> {
+    match param(params, "limit") {
+        None => Ok(100),
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, format!("limit {raw:?} must be within 1..=10000"))),
+    }
+}
+
+pub(super) async fn runs(
+    lifecycle: &Arc<Lifecycle>,
+    params: Vec<(String, String)>,
+) -> Result<Response<Body>, ApiError> {
+    let limit = limit(&params)?;
+    let catalog = lifecycle.catalog().clone();
+    let runs = blocking(move || catalog.runs(param(&params, "policy"), param(&params, "dataset"), limit)).await??;
+    // The list leaves out each run's decisions; `GET /v1/lifecycle/runs/{id}` has them.
+    let runs: Vec<Json> = runs
+        .into_iter()
+        .map(|(_, mut run)| {
+            if let Some(object) = run.as_object_mut() {
+                object.remove("entries");
+            }
+            run
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
+}
+
+pub(super) async fn run_detail(lifecycle: &Arc<Lifecycle>, raw: &str) -> Result<Response<Body>, ApiError> {
+    let id: i64 = raw.parse().map_err(|_| ApiError::new(ErrorCode::NotFound, format!("no run {raw:?}")))?;
+    let catalog = lifecycle.catalog().clone();
+    let run = blocking(move || catalog.run(id)).await??;
+    let run = run.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no run {id}")))?;
+    Ok(json_response(StatusCode::OK, &run))
+}
+
+pub(super) async fn audit(
+    lifecycle: &Arc<Lifecycle>,
+    params: Vec<(String, String)>,
+) -> Result<Response<Body>, ApiError> {
+    let limit = limit(&params)?;
+    let since = match param(&params, "since") {
+        None => i64::MIN,
+        Some(raw) => {
+            let value = raw.parse::<i64>().map(Json::from).unwrap_or_else(|_| Json::String(raw.to_string()));
+            crate::query::plan::time_bound(&value, "since")?
+        }
+    };
+    let catalog = lifecycle.catalog().clone();
+    let events =
+        blocking(move || catalog.audit_events(param(&params, "dataset"), param(&params, "kind"), since, limit))
+            .await??;
+    Ok(json_response(StatusCode::OK, &json!({ "events": events })))
+}
+
+pub(super) async fn storage_targets(lifecycle: &Arc<Lifecycle>) -> Result<Response<Body>, ApiError> {
+    let catalog = lifecycle.catalog().clone();
+    let usage = blocking(move || catalog.target_usage()).await??;
+    let targets: Vec<Json> = lifecycle
+        .targets()
+        .tiers()
+        .map(|(tier, target)| {
+            let usage = usage.iter().find(|u| u.target == target.name()).cloned().unwrap_or_default();
+            json!({
+                "name": target.name(),
+                "kind": "local",
+                "tier": tier.as_str(),
+                "path": target.root(),
+                "files": usage.files,
+                "bytes": usage.bytes,
+                "tombstoned_files": usage.tombstoned_files,
+                "tombstoned_bytes": usage.tombstoned_bytes,
+            })
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "storage_targets": targets })))
+}

@@ -1,0 +1,624 @@
+//! The lifecycle engine: runs retention and tiering policies over a
+//! dataset's partitions and executes what the guard rails accept.
+//!
+//! A run: catalog snapshot → partition facts → the component → guard rails →
+//! execution, one partition at a time → audit and run record. One failing
+//! partition never aborts the run; it is reported and decided again on the
+//! next run.
+//!
+//! **Invariant:** no step deletes data before the catalog commit that makes
+//! it unreferenced. A move copies each file create-only to the target,
+//! verifies it, then swaps the file rows in one catalog transaction and
+//! tombstones the old copies; a delete only tombstones. The sweeper removes
+//! tombstoned files after `lifecycle.grace_ms`, so a query that took its
+//! snapshot before a commit still finds its files.
+
+pub mod guard;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{Catalog, PartitionRecord, RunRecord};
+use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
+use crate::policy::definition::{DEFAULT_SCHEDULE, PolicyKind, Schedule};
+use crate::policy::facts::{PartitionFacts, RetentionAction, Tier};
+use crate::policy::{PolicyRuntime, dataset_facts, partition_facts};
+use crate::storage::{LocalDirectory, ObjectKey, StorageError, StorageTarget};
+use crate::store::{DatasetState, Store, now_ns};
+use guard::{Action, GuardRails, Proposal, Verdict};
+
+/// The storage target of each tier: local directories under
+/// `<data_dir>/storage/`, named `hot`, `warm`, `cold` and `archive`.
+#[derive(Debug)]
+pub struct Targets {
+    by_tier: BTreeMap<Tier, Arc<LocalDirectory>>,
+}
+
+impl Targets {
+    /// Opens the tier directories; `hot` is the store's own.
+    pub fn open(hot: Arc<LocalDirectory>, storage_root: &Path) -> Result<Targets, StorageError> {
+        let mut by_tier = BTreeMap::new();
+        by_tier.insert(Tier::Hot, hot);
+        for (tier, name) in [(Tier::Warm, "warm"), (Tier::Cold, "cold"), (Tier::Archived, "archive")] {
+            by_tier.insert(tier, Arc::new(LocalDirectory::open(name, &storage_root.join(name))?));
+        }
+        Ok(Targets { by_tier })
+    }
+
+    /// The target of a tier.
+    pub fn tier(&self, tier: Tier) -> &Arc<LocalDirectory> {
+        &self.by_tier[&tier]
+    }
+
+    /// A target by name.
+    pub fn named(&self, name: &str) -> Option<&Arc<LocalDirectory>> {
+        self.by_tier.values().find(|t| t.name() == name)
+    }
+
+    /// Every tier with its target, hottest first.
+    pub fn tiers(&self) -> impl Iterator<Item = (Tier, &Arc<LocalDirectory>)> {
+        self.by_tier.iter().map(|(tier, target)| (*tier, target))
+    }
+
+    /// Every target, hottest first.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<LocalDirectory>> {
+        self.by_tier.values()
+    }
+}
+
+/// What happened to one decision of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunEntry {
+    /// The partition's public id.
+    pub partition_id: String,
+    /// `keep`, `delete` or `move`.
+    pub action: &'static str,
+    /// The tier of a move.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// The policy's reason.
+    pub reason: String,
+    /// The guard's verdict: `accept`, `noop` or `reject`.
+    pub verdict: &'static str,
+    /// Why the guard refused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// `executed`, `failed`, `rejected`, `noop` or `planned` (dry run).
+    pub outcome: &'static str,
+    /// Why execution failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Bytes copied.
+    pub bytes_moved: u64,
+}
+
+impl RunEntry {
+    fn new(proposal: Proposal, verdict: &Verdict) -> RunEntry {
+        let (action, tier) = match proposal.action {
+            Action::Keep => ("keep", None),
+            Action::Delete => ("delete", None),
+            Action::Move(tier) => ("move", Some(tier)),
+        };
+        let (verdict, why, outcome) = match verdict {
+            Verdict::Accept => ("accept", None, "planned"),
+            Verdict::NoOp => ("noop", None, "noop"),
+            Verdict::Reject(why) => ("reject", Some(why.clone()), "rejected"),
+        };
+        RunEntry {
+            partition_id: proposal.partition_id,
+            action,
+            tier,
+            reason: proposal.reason,
+            verdict,
+            why,
+            outcome,
+            error: None,
+            bytes_moved: 0,
+        }
+    }
+}
+
+/// One run of one policy over one dataset.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Catalog id of the run.
+    pub id: i64,
+    /// Policy name.
+    pub policy: String,
+    /// Policy kind.
+    pub kind: PolicyKind,
+    /// The component version that decided.
+    pub component_sha256: Option<String>,
+    /// The dataset.
+    pub dataset: String,
+    /// The `now` the policy was given, ns.
+    pub now_ns: i64,
+    /// Decided and judged, nothing executed.
+    pub dry: bool,
+    /// Wall-clock start, ns.
+    pub started_at_ns: i64,
+    /// Wall-clock end, ns.
+    pub finished_at_ns: i64,
+    /// Decisions returned.
+    pub decisions: usize,
+    /// Decisions executed.
+    pub executed: usize,
+    /// Decisions the guard rails refused.
+    pub rejected: usize,
+    /// Decisions that failed during execution.
+    pub failed: usize,
+    /// Bytes copied between targets.
+    pub bytes_moved: u64,
+    /// Time in the component, ms.
+    pub evaluation_ms: f64,
+    /// sha256 of the facts the component saw.
+    pub input_sha256: String,
+    /// Why the whole run failed (the policy could not be evaluated).
+    pub error: Option<String>,
+    /// Every decision and what became of it.
+    pub entries: Vec<RunEntry>,
+}
+
+/// The lifecycle engine.
+#[derive(Debug)]
+pub struct Lifecycle {
+    store: Arc<Store>,
+    policies: Arc<PolicyRuntime>,
+    targets: Targets,
+    config: Arc<Config>,
+    /// One run at a time: runs see each other's results.
+    running: tokio::sync::Mutex<()>,
+    /// When each (policy, dataset) last ran on schedule, ns.
+    last_scheduled: Mutex<HashMap<(String, String), i64>>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::new(ErrorCode::Internal, format!("worker: {e}")))
+}
+
+impl Lifecycle {
+    /// Opens the tier targets and removes copies a crash left between their
+    /// write and their catalog commit. Blocking.
+    pub fn open(store: Arc<Store>, policies: Arc<PolicyRuntime>, config: Arc<Config>) -> anyhow::Result<Lifecycle> {
+        let targets = Targets::open(store.hot().clone(), &store.storage_root())?;
+        for target in targets.all().filter(|t| t.name() != store.hot().name()) {
+            let removed = target.remove_temporaries()?;
+            let referenced = store.catalog().referenced_keys(target.name())?;
+            let mut orphans = 0;
+            for object in target.list("data/")? {
+                if !referenced.contains(object.key.as_str()) {
+                    target.delete(&object.key)?;
+                    orphans += 1;
+                }
+            }
+            if removed + orphans > 0 {
+                tracing::info!(target = target.name(), temporaries = removed, orphans, "swept unfinished copies");
+            }
+        }
+        Ok(Lifecycle {
+            store,
+            policies,
+            targets,
+            config,
+            running: tokio::sync::Mutex::new(()),
+            last_scheduled: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        self.store.catalog()
+    }
+
+    /// The tier targets.
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    fn rails(&self, dataset: &str) -> GuardRails {
+        let lifecycle = &self.config.lifecycle;
+        let min_retention_ms =
+            self.config.datasets.get(dataset).and_then(|d| d.min_retention_ms).unwrap_or(lifecycle.min_retention_ms);
+        GuardRails {
+            min_retention_ns: i64::try_from(min_retention_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000),
+            max_deletes_per_run: lifecycle.max_deletes_per_run,
+            max_delete_fraction: lifecycle.max_delete_fraction,
+            require_archive_before_delete: lifecycle.require_archive_before_delete,
+            allow_backward_moves: lifecycle.allow_backward_moves,
+        }
+    }
+
+    /// Runs `policy` now over `dataset` (or every dataset it binds), with the
+    /// policy seeing `now_ns`.
+    pub async fn run_policy(
+        &self,
+        policy: &str,
+        dataset: Option<&str>,
+        now_ns: i64,
+        dry: bool,
+    ) -> Result<Vec<RunReport>, ApiError> {
+        let kind = self
+            .policies
+            .list()
+            .0
+            .into_iter()
+            .find(|s| s.name == policy)
+            .ok_or_else(|| ApiError::new(ErrorCode::PolicyNotFound, format!("no policy {policy}")))?
+            .kind
+            .ok_or_else(|| ApiError::new(ErrorCode::PolicyUnavailable, format!("policy {policy} has no version")))?;
+        if !matches!(kind, PolicyKind::Retention | PolicyKind::Tiering) {
+            return Err(ApiError::new(
+                ErrorCode::PolicyInvalid,
+                format!("policy {policy} is a {} policy; runs execute retention and tiering policies", kind.as_str()),
+            ));
+        }
+        let datasets: Vec<Arc<DatasetState>> = match dataset {
+            Some(name) => {
+                let state = self
+                    .store
+                    .dataset(name)
+                    .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {name}")))?;
+                if !self.policies.binds(policy, name) {
+                    return Err(ApiError::new(
+                        ErrorCode::BadRequest,
+                        format!("policy {policy} is not bound to dataset {name}"),
+                    ));
+                }
+                vec![state]
+            }
+            None => {
+                self.store.datasets().into_iter().filter(|d| self.policies.binds(policy, d.name.as_str())).collect()
+            }
+        };
+        let _one_at_a_time = self.running.lock().await;
+        let mut reports = Vec::new();
+        for dataset in datasets {
+            reports.push(self.run_one(policy, kind, &dataset, now_ns, dry).await?);
+        }
+        Ok(reports)
+    }
+
+    async fn run_one(
+        &self,
+        policy: &str,
+        kind: PolicyKind,
+        dataset: &Arc<DatasetState>,
+        now: i64,
+        dry: bool,
+    ) -> Result<RunReport, ApiError> {
+        let started_at_ns = now_ns();
+        let catalog = self.store.catalog().clone();
+        let dataset_id = dataset.record.id;
+        let records = blocking(move || catalog.partitions(dataset_id)).await??;
+        let facts: Vec<PartitionFacts> = records.iter().map(|r| partition_facts(&dataset.name, r)).collect();
+        let dataset_info = dataset_facts(&dataset.record, &dataset.schema());
+        let input_sha256 = {
+            let mut hasher = Sha256::new();
+            hasher.update(now.to_le_bytes());
+            hasher.update(format!("{dataset_info:?}{facts:?}").as_bytes());
+            hex::encode(hasher.finalize())
+        };
+        let mut report = RunReport {
+            id: 0,
+            policy: policy.to_string(),
+            kind,
+            component_sha256: None,
+            dataset: dataset.name.to_string(),
+            now_ns: now,
+            dry,
+            started_at_ns,
+            finished_at_ns: 0,
+            decisions: 0,
+            executed: 0,
+            rejected: 0,
+            failed: 0,
+            bytes_moved: 0,
+            evaluation_ms: 0.0,
+            input_sha256,
+            error: None,
+            entries: Vec::new(),
+        };
+
+        let evaluated = {
+            let (policies, name, facts) = (self.policies.clone(), policy.to_string(), facts.clone());
+            blocking(move || -> Result<(Vec<Proposal>, String, Duration), String> {
+                match kind {
+                    PolicyKind::Retention => {
+                        let e = policies
+                            .evaluate_retention(&name, now, &dataset_info, &facts)
+                            .map_err(|e| e.to_string())?;
+                        let proposals = e
+                            .decisions
+                            .into_iter()
+                            .map(|d| Proposal {
+                                partition_id: d.partition_id,
+                                action: match d.action {
+                                    RetentionAction::Keep => Action::Keep,
+                                    RetentionAction::Delete => Action::Delete,
+                                },
+                                reason: d.reason,
+                            })
+                            .collect();
+                        Ok((proposals, e.component_sha256, e.duration))
+                    }
+                    _ => {
+                        let e =
+                            policies.evaluate_tiering(&name, now, &dataset_info, &facts).map_err(|e| e.to_string())?;
+                        let proposals = e
+                            .decisions
+                            .into_iter()
+                            .map(|d| Proposal {
+                                partition_id: d.partition_id,
+                                action: Action::Move(d.target),
+                                reason: d.reason,
+                            })
+                            .collect();
+                        Ok((proposals, e.component_sha256, e.duration))
+                    }
+                }
+            })
+            .await?
+        };
+        match evaluated {
+            Err(error) => report.error = Some(error),
+            Ok((proposals, sha256, duration)) => {
+                report.component_sha256 = Some(sha256);
+                report.evaluation_ms = duration.as_secs_f64() * 1000.0;
+                report.decisions = proposals.len();
+                let verdicts = guard::judge(&facts, &proposals, &self.rails(dataset.name.as_str()), now);
+                for (proposal, verdict) in proposals.into_iter().zip(verdicts) {
+                    let action = proposal.action;
+                    let mut entry = RunEntry::new(proposal, &verdict);
+                    match verdict {
+                        Verdict::NoOp => {}
+                        Verdict::Reject(_) => report.rejected += 1,
+                        Verdict::Accept if dry => {}
+                        Verdict::Accept => {
+                            let record = records
+                                .iter()
+                                .zip(&facts)
+                                .find(|(_, f)| f.id == entry.partition_id)
+                                .map(|(r, _)| r.clone())
+                                .expect("the guard accepts only known partitions");
+                            match self.execute(dataset, &record, action).await {
+                                Ok(bytes) => {
+                                    entry.outcome = "executed";
+                                    entry.bytes_moved = bytes;
+                                    report.executed += 1;
+                                    report.bytes_moved += bytes;
+                                }
+                                Err(error) => {
+                                    tracing::warn!(partition = %entry.partition_id, %error, "lifecycle step failed");
+                                    entry.outcome = "failed";
+                                    entry.error = Some(error);
+                                    report.failed += 1;
+                                }
+                            }
+                        }
+                    }
+                    report.entries.push(entry);
+                }
+            }
+        }
+        report.finished_at_ns = now_ns();
+
+        let catalog = self.store.catalog().clone();
+        let saved = report.clone();
+        report.id = blocking(move || -> Result<i64, ApiError> {
+            let id = catalog.record_run(&RunRecord {
+                policy: saved.policy.clone(),
+                dataset: saved.dataset.clone(),
+                started_at_ns: saved.started_at_ns,
+                report: serde_json::to_value(&saved).unwrap_or_default(),
+            })?;
+            for entry in saved.entries.iter().filter(|e| e.outcome != "noop") {
+                let detail = json!({
+                    "run": id,
+                    "policy": saved.policy,
+                    "component_sha256": saved.component_sha256,
+                    "input_sha256": saved.input_sha256,
+                    "now_ns": saved.now_ns,
+                    "action": entry.action,
+                    "tier": entry.tier,
+                    "reason": entry.reason,
+                    "verdict": entry.verdict,
+                    "why": entry.why,
+                    "outcome": entry.outcome,
+                    "error": entry.error,
+                    "dry": saved.dry,
+                });
+                catalog.audit(
+                    "lifecycle_decision",
+                    Some(&saved.dataset),
+                    Some(&entry.partition_id),
+                    &detail,
+                    saved.finished_at_ns,
+                )?;
+            }
+            Ok(id)
+        })
+        .await??;
+        Ok(report)
+    }
+
+    /// Executes one accepted decision; returns the bytes copied.
+    async fn execute(
+        &self,
+        dataset: &Arc<DatasetState>,
+        record: &PartitionRecord,
+        action: Action,
+    ) -> Result<u64, String> {
+        // Seal first so no new rows arrive, then flush what is buffered so
+        // every row of the partition is in a committed file.
+        if !record.read_only {
+            self.store
+                .set_read_only(dataset, &record.period_label, &record.key, true)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        self.store.flush(true).await.map_err(|e| e.to_string())?;
+        let (rows, _) = self.store.buffered(record.id);
+        if rows > 0 {
+            return Err(format!("{rows} rows still buffered; retried on the next run"));
+        }
+        match action {
+            Action::Keep => Ok(0),
+            Action::Delete => {
+                let catalog = self.store.catalog().clone();
+                let id = record.id;
+                blocking(move || catalog.delete_partition(id, now_ns()).map_err(|e| e.to_string()))
+                    .await
+                    .map_err(|e| e.to_string())??;
+                Ok(0)
+            }
+            Action::Move(tier) => {
+                let source_targets: Vec<Arc<LocalDirectory>> = self.targets.all().cloned().collect();
+                let destination = self.targets.tier(tier).clone();
+                let catalog = self.store.catalog().clone();
+                let id = record.id;
+                blocking(move || move_partition(&catalog, &source_targets, &destination, id, tier))
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        }
+    }
+
+    /// Runs due scheduled policies until `shutdown` fires.
+    pub async fn run_scheduler(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = now_ns();
+            for summary in self.policies.list().0 {
+                if !matches!(summary.kind, Some(PolicyKind::Retention | PolicyKind::Tiering))
+                    || summary.active_seq.is_none()
+                {
+                    continue;
+                }
+                let every =
+                    summary.schedule.as_deref().and_then(|s| Schedule::parse(s).ok()).unwrap_or(DEFAULT_SCHEDULE).every;
+                for dataset in self.store.datasets() {
+                    if !self.policies.binds(&summary.name, dataset.name.as_str()) {
+                        continue;
+                    }
+                    let due = {
+                        let mut last = self.last_scheduled.lock().unwrap_or_else(|p| p.into_inner());
+                        let last = last.entry((summary.name.clone(), dataset.name.to_string())).or_insert(now);
+                        if now - *last >= every.as_nanos() as i64 {
+                            *last = now;
+                            true
+                        } else {
+                            false
+                        }
+                    };
+                    if due {
+                        match self.run_policy(&summary.name, Some(dataset.name.as_str()), now, false).await {
+                            Ok(reports) => {
+                                for r in reports {
+                                    tracing::info!(policy = %r.policy, dataset = %r.dataset, executed = r.executed, rejected = r.rejected, failed = r.failed, "scheduled run");
+                                }
+                            }
+                            Err(error) => tracing::warn!(policy = %summary.name, %error, "scheduled run failed"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes tombstoned files past the grace period, every
+    /// `lifecycle.sweep_interval_ms`, until `shutdown` fires.
+    pub async fn run_sweeper(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.lifecycle.sweep_interval_ms.max(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let this = self.clone();
+            match blocking(move || this.sweep(now_ns())).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(swept)) => tracing::info!(swept, "tombstoned files deleted"),
+                Ok(Err(error)) => tracing::warn!(%error, "sweep failed"),
+                Err(error) => tracing::warn!(%error, "sweep failed"),
+            }
+        }
+    }
+
+    /// Deletes tombstoned files whose grace period ended before `now`.
+    /// Blocking. Returns how many were deleted.
+    pub fn sweep(&self, now: i64) -> Result<usize, String> {
+        let grace_ns =
+            i64::try_from(self.config.lifecycle.grace_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
+        let catalog = self.store.catalog();
+        let expired = catalog.expired_tombstones(now.saturating_sub(grace_ns)).map_err(|e| e.to_string())?;
+        let mut swept = 0;
+        for file in expired {
+            let Some(target) = self.targets.named(&file.storage_target) else { continue };
+            let key = ObjectKey::parse(&file.object_key).map_err(|e| e.to_string())?;
+            match target.delete(&key) {
+                Ok(()) | Err(StorageError::NotFound(_)) => {}
+                Err(error) => return Err(error.to_string()),
+            }
+            catalog.forget_file(file.id).map_err(|e| e.to_string())?;
+            swept += 1;
+        }
+        Ok(swept)
+    }
+}
+
+/// Copies every live file of a partition that is not on `destination` there,
+/// verifies each copy, then commits the new locations and tombstones the old
+/// copies in one catalog transaction. Blocking. Returns the bytes copied.
+fn move_partition(
+    catalog: &Catalog,
+    targets: &[Arc<LocalDirectory>],
+    destination: &Arc<LocalDirectory>,
+    partition_id: i64,
+    tier: Tier,
+) -> Result<u64, String> {
+    let files = catalog.files(partition_id).map_err(|e| e.to_string())?;
+    let mut moved = Vec::new();
+    let mut bytes_moved = 0u64;
+    for file in files.iter().filter(|f| f.storage_target != destination.name()) {
+        let source = targets
+            .iter()
+            .find(|t| t.name() == file.storage_target)
+            .ok_or_else(|| format!("file {} is on unknown target {}", file.id, file.storage_target))?;
+        let key = ObjectKey::parse(&file.object_key).map_err(|e| e.to_string())?;
+        let bytes = source.get(&key).map_err(|e| e.to_string())?;
+        crate::parquet_file::verify(&bytes, file.rows, file.checksum_crc32c)
+            .map_err(|e| format!("source {key} on {}: {e}", source.name()))?;
+        match destination.put(&key, &bytes) {
+            // A copy from an attempt that crashed before its commit is kept
+            // only if it verifies below.
+            Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
+            Err(error) => return Err(error.to_string()),
+        }
+        crate::failpoint::hit("lifecycle_after_copy");
+        let copied = destination.get(&key).map_err(|e| e.to_string())?;
+        if let Err(error) = crate::parquet_file::verify(&copied, file.rows, file.checksum_crc32c) {
+            let _ = destination.delete(&key);
+            return Err(format!("copy of {key} on {} does not verify: {error}", destination.name()));
+        }
+        bytes_moved += copied.len() as u64;
+        moved.push(file.id);
+    }
+    catalog
+        .commit_move(partition_id, &moved, destination.name(), tier.as_str(), now_ns())
+        .map_err(|e| e.to_string())?;
+    crate::failpoint::hit("lifecycle_after_commit");
+    Ok(bytes_moved)
+}

@@ -1,0 +1,243 @@
+//! Lifecycle runs against the real binary: tier moves and retention deletes
+//! decided by the built-in policies, refused by the guard rails, and crashes
+//! in the middle of a move. `now` is passed to each run, so ages need no
+//! waiting.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::support::Server;
+
+const DAY: i64 = 86_400_000_000_000;
+/// 2025-01-01T00:00:00Z
+const START: i64 = 1_735_689_600_000_000_000;
+
+const TIERING: &str = "name = \"tiering\"\nkind = \"tiering\"\nplugin = \"builtin:tier-by-age\"\ndatasets = [\"metrics\"]\nschedule = \"every 1h\"\n[config]\nwarm_after = \"30d\"\ncold_after = \"180d\"\n";
+const RETENTION: &str = "name = \"retention\"\nkind = \"retention\"\nplugin = \"builtin:retention-by-age\"\ndatasets = [\"metrics\"]\nschedule = \"every 1h\"\n[config]\nmax_age = \"400d\"\n";
+
+/// One row a day for `days` days from START, `v` = the day's index.
+fn load(server: &Server, days: i64) {
+    let records: Vec<Value> = (0..days).map(|d| json!({"time": START + d * DAY + 3_600_000_000_000, "v": d})).collect();
+    let (status, body) = server.post("/v1/datasets/metrics/records", Value::Array(records).to_string());
+    assert_eq!(status, 200, "{body}");
+    server.flush();
+}
+
+/// `(count, sum of v)` through SQL.
+fn totals(server: &Server) -> (i64, i64) {
+    let (status, body) =
+        server.post("/v1/sql", "SELECT count(*) AS n, CAST(coalesce(sum(v), 0) AS BIGINT) AS s FROM metrics");
+    assert_eq!(status, 200, "{body}");
+    (body["rows"][0]["n"].as_i64().unwrap(), body["rows"][0]["s"].as_i64().unwrap())
+}
+
+fn manifest(server: &Server) -> Vec<Value> {
+    let (status, body) = server.get("/v1/datasets/metrics/partitions");
+    assert_eq!(status, 200, "{body}");
+    body["partitions"].as_array().unwrap().clone()
+}
+
+fn run(server: &Server, policy: &str, body: Value) -> Value {
+    let (status, response) = server.post(&format!("/v1/policies/{policy}/run"), body.to_string());
+    assert_eq!(status, 200, "{response}");
+    response["runs"][0].clone()
+}
+
+fn parquet_files(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else if entry.path().extension().is_some_and(|e| e == "parquet") {
+                out.insert(entry.path());
+            }
+        }
+    }
+    out
+}
+
+fn referenced_files(server: &Server) -> BTreeSet<PathBuf> {
+    manifest(server)
+        .iter()
+        .flat_map(|p| p["files"].as_array().unwrap().iter().map(|f| PathBuf::from(f["path"].as_str().unwrap())))
+        .collect()
+}
+
+fn time_ns(value: &Value) -> i64 {
+    match value {
+        Value::Number(n) => n.as_i64().unwrap(),
+        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_nanos_opt().unwrap(),
+        other => panic!("not a time: {other}"),
+    }
+}
+
+#[test]
+fn data_flows_through_the_tiers_and_retention_exactly_as_configured() {
+    let config = "[datasets.metrics]\nperiod = \"week\"\n[lifecycle]\nscheduler = false\ngrace_ms = 0\nsweep_interval_ms = 100\nmin_retention_ms = 0\nmax_delete_fraction = 1.0\n";
+    let server = Server::start_with_files(
+        "lifecycle-flow",
+        config,
+        &[],
+        &[("policies/tiering.toml", TIERING.as_bytes()), ("policies/retention.toml", RETENTION.as_bytes())],
+    );
+    let days = 430;
+    load(&server, days);
+    let before = totals(&server);
+    assert_eq!(before, (days, (0..days).sum()));
+    let now = START + (days - 1) * DAY + 12 * 3_600_000_000_000;
+
+    // A dry run decides and judges but moves nothing.
+    let dry = run(&server, "tiering", json!({"dataset": "metrics", "now": now, "dry": true}));
+    assert!(dry["entries"].as_array().unwrap().iter().any(|e| e["outcome"] == "planned"), "{dry}");
+    assert!(manifest(&server).iter().all(|p| p["tier"] == "hot"));
+
+    let tiering = run(&server, "tiering", json!({"dataset": "metrics", "now": now}));
+    assert_eq!((tiering["failed"].as_u64(), tiering["rejected"].as_u64()), (Some(0), Some(0)), "{tiering}");
+    assert!(tiering["bytes_moved"].as_u64().unwrap() > 0);
+    let partitions = manifest(&server);
+    let mut moved = 0;
+    for partition in &partitions {
+        let age = now - time_ns(&partition["period_end"]);
+        let expected = if age > 180 * DAY {
+            "cold"
+        } else if age > 30 * DAY {
+            "warm"
+        } else {
+            "hot"
+        };
+        assert_eq!(partition["tier"], expected, "{partition}");
+        if expected != "hot" {
+            moved += 1;
+            assert_eq!(partition["read_only"], true);
+            for file in partition["files"].as_array().unwrap() {
+                let directory = if expected == "cold" { "cold" } else { "warm" };
+                assert!(file["path"].as_str().unwrap().contains(&format!("/storage/{directory}/")), "{file}");
+            }
+        }
+    }
+    assert!(moved > 50, "{moved} partitions moved");
+    let (_, targets) = server.get("/v1/storage-targets");
+    let live_files = |name: &str| {
+        targets["storage_targets"].as_array().unwrap().iter().find(|t| t["name"] == name).unwrap()["files"]
+            .as_i64()
+            .unwrap()
+    };
+    assert!(live_files("warm") > 0 && live_files("cold") > 0 && live_files("hot") > 0, "{targets}");
+    assert_eq!(totals(&server), before, "the same rows after the moves");
+    // A write into a partition that left hot is refused, not dropped.
+    let (status, body) = server.post("/v1/datasets/metrics/records", json!([{"time": START, "v": 1}]).to_string());
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("partition_read_only")), "{body}");
+
+    // Retention: every partition whose period ended more than 400 days ago goes.
+    let expected_rows: i64 = partitions
+        .iter()
+        .filter(|p| now - time_ns(&p["period_end"]) <= 400 * DAY)
+        .map(|p| p["rows"].as_i64().unwrap())
+        .sum();
+    let retention = run(&server, "retention", json!({"now": now}));
+    assert!(retention["executed"].as_u64().unwrap() > 0, "{retention}");
+    assert_eq!(retention["failed"], 0, "{retention}");
+    assert_eq!(totals(&server).0, expected_rows);
+    assert!(manifest(&server).iter().all(|p| now - time_ns(&p["period_end"]) <= 400 * DAY));
+
+    // Every decision is audited with the component version that made it.
+    let (_, audit) = server.get("/v1/audit?dataset=metrics&kind=lifecycle_decision&limit=10000");
+    let events = audit["events"].as_array().unwrap();
+    let executed = events.iter().filter(|e| e["detail"]["outcome"] == "executed").count();
+    assert_eq!(executed as u64, tiering["executed"].as_u64().unwrap() + retention["executed"].as_u64().unwrap());
+    assert!(events.iter().all(|e| e["detail"]["component_sha256"].as_str().is_some_and(|s| s.len() == 64)));
+    let (_, runs) = server.get("/v1/lifecycle/runs?dataset=metrics");
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 3);
+    let (status, detail) = server.get(&format!("/v1/lifecycle/runs/{}", tiering["id"]));
+    assert_eq!((status, detail["executed"].clone()), (200, tiering["executed"].clone()));
+
+    // With no grace period the sweeper deletes every superseded copy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let on_disk = parquet_files(&server.data_dir.join("storage"));
+        if on_disk == referenced_files(&server) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unreferenced files remain: {:?}",
+            on_disk.difference(&referenced_files(&server)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(totals(&server).0, expected_rows);
+}
+
+#[test]
+fn guard_rails_refuse_what_a_policy_must_not_do() {
+    // A retention policy that wants everything gone.
+    let reckless = RETENTION.replace("max_age = \"400d\"", "max_age = \"1s\"");
+    let config = "[lifecycle]\nscheduler = false\nmin_retention_ms = 2592000000\nmax_deletes_per_run = 3\nmax_delete_fraction = 1.0\n";
+    let server =
+        Server::start_with_files("lifecycle-guard", config, &[], &[("policies/retention.toml", reckless.as_bytes())]);
+    let days = 41;
+    load(&server, days);
+    let before = totals(&server);
+    // Inside the last day: that period is still open.
+    let now = START + (days - 1) * DAY + 12 * 3_600_000_000_000;
+    let report = run(&server, "retention", json!({"now": now}));
+    let entries = report["entries"].as_array().unwrap();
+    assert_eq!(entries.len() as i64, days, "{report}");
+    let why = |needle: &str| entries.iter().filter(|e| e["why"].as_str().is_some_and(|w| w.contains(needle))).count();
+    // Days 0..=9 ended more than 30 days before now; three of them may go.
+    assert_eq!(report["executed"], 3, "{report}");
+    assert_eq!(why("more than 3 deletes"), 7);
+    assert_eq!(why("minimum retention"), 30);
+    // The open period is kept by the policy itself (the guard would refuse it).
+    assert_eq!(report["rejected"], 37);
+    assert_eq!(totals(&server).0, before.0 - 3);
+    // Each rejection is audited with its reason.
+    let (_, audit) = server.get("/v1/audit?dataset=metrics&limit=10000");
+    let rejected: Vec<&Value> =
+        audit["events"].as_array().unwrap().iter().filter(|e| e["detail"]["outcome"] == "rejected").collect();
+    assert_eq!(rejected.len(), 37);
+    assert!(rejected.iter().all(|e| e["detail"]["verdict"] == "reject" && e["detail"]["why"].is_string()));
+    // A deleted period refuses late writes instead of resurrecting.
+    let (status, body) = server
+        .post("/v1/datasets/metrics/records", json!([{"time": START + 3_600_000_000_000i64, "v": 0}]).to_string());
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("partition_read_only")), "{body}");
+    // Unknown policies and datasets are clear errors.
+    assert_eq!(server.post("/v1/policies/nope/run", "").1["error"]["code"], "policy_not_found");
+    assert_eq!(server.post("/v1/policies/retention/run", json!({"dataset": "other"}).to_string()).0, 404);
+}
+
+#[test]
+fn a_crash_between_copy_and_commit_loses_nothing_and_the_move_completes_after_restart() {
+    let config = "[lifecycle]\nscheduler = false\ngrace_ms = 0\nsweep_interval_ms = 100\n";
+    let tiering = TIERING.replace("warm_after = \"30d\"\ncold_after = \"180d\"", "warm_after = \"2d\"");
+    let mut server = Server::start_with_files(
+        "lifecycle-crash",
+        config,
+        &[("STRATA_FAILPOINTS", "lifecycle_after_copy")],
+        &[("policies/tiering.toml", tiering.as_bytes())],
+    );
+    load(&server, 10);
+    let before = totals(&server);
+    let now = START + 9 * DAY + 12 * 3_600_000_000_000;
+    let _ = crate::support::client()
+        .post(format!("{}/v1/policies/tiering/run", server.url))
+        .body(json!({"now": now}).to_string())
+        .send();
+    assert!(!server.wait_exit().success(), "the fail point should have aborted the server");
+    server.set_env(&[]);
+    server.start_again();
+    // Nothing moved, nothing lost, the half-made copy is gone.
+    assert!(manifest(&server).iter().all(|p| p["tier"] == "hot"));
+    assert_eq!(totals(&server), before);
+    assert_eq!(parquet_files(&server.data_dir.join("storage")), referenced_files(&server));
+    // The next run completes the move.
+    let report = run(&server, "tiering", json!({"now": now}));
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(manifest(&server).iter().filter(|p| p["tier"] == "warm").count() >= 7);
+    assert_eq!(totals(&server), before);
+}
