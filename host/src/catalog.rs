@@ -392,6 +392,32 @@ fn with_id(id: i64, text: &str) -> serde_json::Value {
     value
 }
 
+/// Which audit events to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter<'a> {
+    /// Only this dataset.
+    pub dataset: Option<&'a str>,
+    /// Only this partition (its public id).
+    pub partition: Option<&'a str>,
+    /// Only this kind.
+    pub kind: Option<&'a str>,
+    /// Only events at or after this time, ns.
+    pub since_ns: i64,
+    /// At most this many.
+    pub limit: usize,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+}
+
+/// Partitions and bytes per tier, and the oldest hot period's end.
+#[derive(Debug, Clone, Default)]
+pub struct TierCounts {
+    /// `(tier, partitions, bytes)`.
+    pub tiers: Vec<(String, i64, i64)>,
+    /// The end of the oldest hot partition's period, ns.
+    pub oldest_hot_period_end_ns: Option<i64>,
+}
+
 /// What one storage target holds according to the catalog.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TargetUsage {
@@ -820,6 +846,23 @@ impl Catalog {
         Ok(())
     }
 
+    /// Partitions and bytes per tier (deleted partitions excluded).
+    pub fn tier_counts(&self) -> Result<TierCounts> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT tier, COUNT(*), COALESCE(SUM(bytes), 0) FROM partitions WHERE deleted_at_ns IS NULL GROUP BY tier ORDER BY tier",
+        )?;
+        let tiers = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let oldest_hot_period_end_ns = connection.query_row(
+            "SELECT MIN(period_end_ns) FROM partitions WHERE deleted_at_ns IS NULL AND tier = 'hot'",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(TierCounts { tiers, oldest_hot_period_end_ns })
+    }
+
     /// Files and bytes per storage target, live and tombstoned.
     pub fn target_usage(&self) -> Result<Vec<TargetUsage>> {
         let connection = self.lock();
@@ -884,19 +927,16 @@ impl Catalog {
     }
 
     /// Audit events, oldest first, filtered by dataset, kind and time.
-    pub fn audit_events(
-        &self,
-        dataset: Option<&str>,
-        kind: Option<&str>,
-        since_ns: i64,
-        limit: usize,
-    ) -> Result<Vec<serde_json::Value>> {
+    pub fn audit_events(&self, filter: &AuditFilter<'_>) -> Result<Vec<serde_json::Value>> {
         let connection = self.lock();
-        let mut statement = connection.prepare(
+        let order = if filter.newest_first { "DESC" } else { "ASC" };
+        let mut statement = connection.prepare(&format!(
             "SELECT id, at_ns, kind, dataset, partition, detail_json FROM audit_events \
-             WHERE (?1 IS NULL OR dataset = ?1) AND (?2 IS NULL OR kind = ?2) AND at_ns >= ?3 ORDER BY id LIMIT ?4",
-        )?;
-        let rows = statement.query_map(params![dataset, kind, since_ns, limit as i64], |row| {
+             WHERE (?1 IS NULL OR dataset = ?1) AND (?2 IS NULL OR kind = ?2) AND at_ns >= ?3 \
+               AND (?5 IS NULL OR partition = ?5) ORDER BY id {order} LIMIT ?4"
+        ))?;
+        let parameters = params![filter.dataset, filter.kind, filter.since_ns, filter.limit as i64, filter.partition];
+        let rows = statement.query_map(parameters, |row| {
             let detail: String = row.get(5)?;
             Ok(serde_json::json!({
                 "id": row.get::<_, i64>(0)?,

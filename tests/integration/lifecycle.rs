@@ -129,6 +129,21 @@ fn data_flows_through_the_tiers_and_retention_exactly_as_configured() {
     };
     assert!(live_files("warm") > 0 && live_files("cold") > 0 && live_files("hot") > 0, "{targets}");
     assert_eq!(totals(&server), before, "the same rows after the moves");
+    // Explain says where a partition is and which decision put it there.
+    let (status, explained) = server.get("/v1/datasets/metrics/partitions/2025-W02/explain");
+    assert_eq!(status, 200, "{explained}");
+    assert_eq!((explained["tier"].as_str(), explained["read_only"].as_bool()), (Some("cold"), Some(true)));
+    let tiering_view =
+        explained["policies"].as_array().unwrap().iter().find(|p| p["name"] == "tiering").unwrap().clone();
+    let last = &tiering_view["last_decision"];
+    assert_eq!((last["outcome"].as_str(), last["tier"].as_str()), (Some("executed"), Some("cold")), "{explained}");
+    assert!(last["reason"].as_str().unwrap().contains("cold_after"), "{explained}");
+    assert_eq!(last["component_sha256"], tiering["component_sha256"]);
+    assert!(explained["policies"].as_array().unwrap().iter().any(|p| p["name"] == "retention"));
+    assert_eq!(server.get("/v1/datasets/metrics/partitions/1999-W01/explain").0, 404);
+    let metrics = server.get_text("/metrics");
+    assert!(metrics.contains("strata_partitions{tier=\"cold\"}"), "{metrics}");
+    assert!(metrics.contains("strata_lifecycle_transitions_total{from=\"hot\",to=\"warm\"}"), "{metrics}");
     // A write into a partition that left hot is refused, not dropped.
     let (status, body) = server.post("/v1/datasets/metrics/records", json!([{"time": START, "v": 1}]).to_string());
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("partition_read_only")), "{body}");

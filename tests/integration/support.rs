@@ -173,6 +173,10 @@ impl Server {
         (status, response.json().unwrap_or(Value::Null))
     }
 
+    pub fn get_text(&self, path: &str) -> String {
+        client().get(format!("{}{path}", self.url)).send().unwrap().text().unwrap()
+    }
+
     pub fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
         let response = client().post(format!("{}{path}", self.url)).body(body).send().unwrap();
         let status = response.status().as_u16();

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::{Body, json_response, param};
+use crate::catalog::AuditFilter;
 use crate::error::{ApiError, ErrorCode};
 use crate::lifecycle::Lifecycle;
 use crate::storage::StorageTarget;
@@ -99,9 +100,17 @@ pub(super) async fn audit(
         }
     };
     let catalog = lifecycle.catalog().clone();
-    let events =
-        blocking(move || catalog.audit_events(param(&params, "dataset"), param(&params, "kind"), since, limit))
-            .await??;
+    let events = blocking(move || {
+        catalog.audit_events(&AuditFilter {
+            dataset: param(&params, "dataset"),
+            partition: param(&params, "partition"),
+            kind: param(&params, "kind"),
+            since_ns: since,
+            limit,
+            newest_first: false,
+        })
+    })
+    .await??;
     Ok(json_response(StatusCode::OK, &json!({ "events": events })))
 }
 
@@ -126,4 +135,22 @@ pub(super) async fn storage_targets(lifecycle: &Arc<Lifecycle>) -> Result<Respon
         })
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "storage_targets": targets })))
+}
+
+pub(super) async fn explain(
+    lifecycle: &Arc<Lifecycle>,
+    dataset: &str,
+    reference: &[&str],
+) -> Result<Response<Body>, ApiError> {
+    let (label, key) = match reference {
+        [label] => (label.to_string(), String::new()),
+        [label, key] => (label.to_string(), key.to_string()),
+        _ => {
+            return Err(ApiError::new(ErrorCode::NotFound, "a partition is named by its period label and optional key"));
+        }
+    };
+    let lifecycle = lifecycle.clone();
+    let dataset = dataset.to_string();
+    let explanation = blocking(move || lifecycle.explain(&dataset, &label, &key)).await??;
+    Ok(json_response(StatusCode::OK, &explanation))
 }

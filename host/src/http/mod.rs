@@ -295,7 +295,12 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
             Ok(json_response(StatusCode::OK, &json!({ "status": "ready", "recovery": state.recovery.get() })))
         }
         (&Method::GET, ["metrics"]) => {
-            let policy_metrics = state.policies.get().map(|runtime| runtime.metrics()).unwrap_or_default();
+            let mut policy_metrics = state.policies.get().map(|runtime| runtime.metrics()).unwrap_or_default();
+            if let Some(lifecycle) = state.lifecycle.get() {
+                let lifecycle = lifecycle.clone();
+                policy_metrics
+                    .push_str(&tokio::task::spawn_blocking(move || lifecycle.metrics()).await.unwrap_or_default());
+            }
             Ok(datasets::metrics(state.store()?, &policy_metrics))
         }
         (&Method::POST, ["v1", "datasets", dataset, "records"]) => {
@@ -342,6 +347,11 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
             lifecycle::runs(state.lifecycle()?, query_params(&request)).await
         }
         (&Method::GET, ["v1", "lifecycle", "runs", id]) => lifecycle::run_detail(state.lifecycle()?, id).await,
+        (&Method::GET, ["v1", "datasets", dataset, "partitions", rest @ ..])
+            if rest.len() >= 2 && rest.last() == Some(&"explain") =>
+        {
+            lifecycle::explain(state.lifecycle()?, dataset, &rest[..rest.len() - 1]).await
+        }
         (&Method::GET, ["v1", "storage-targets"]) => lifecycle::storage_targets(state.lifecycle()?).await,
         (&Method::GET, ["v1", "audit"]) => lifecycle::audit(state.lifecycle()?, query_params(&request)).await,
         (&Method::POST, ["v1", "policies", name, "simulate"]) => {

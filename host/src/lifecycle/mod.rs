@@ -177,6 +177,8 @@ pub struct Lifecycle {
     running: tokio::sync::Mutex<()>,
     /// When each (policy, dataset) last ran on schedule, ns.
     last_scheduled: Mutex<HashMap<(String, String), i64>>,
+    /// Counters for `/metrics`, by metric name with labels.
+    counters: Mutex<BTreeMap<String, u64>>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
@@ -209,6 +211,7 @@ impl Lifecycle {
             config,
             running: tokio::sync::Mutex::new(()),
             last_scheduled: Mutex::new(HashMap::new()),
+            counters: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -389,6 +392,19 @@ impl Lifecycle {
                                 .expect("the guard accepts only known partitions");
                             match self.execute(dataset, &record, action).await {
                                 Ok(bytes) => {
+                                    match action {
+                                        Action::Move(to) => self.count(
+                                            format!(
+                                                "strata_lifecycle_transitions_total{{from=\"{}\",to=\"{}\"}}",
+                                                record.tier,
+                                                to.as_str()
+                                            ),
+                                            1,
+                                        ),
+                                        Action::Delete => self.count("strata_lifecycle_deletes_total".into(), 1),
+                                        Action::Keep => {}
+                                    }
+                                    self.count("strata_lifecycle_bytes_moved_total".into(), bytes);
                                     entry.outcome = "executed";
                                     entry.bytes_moved = bytes;
                                     report.executed += 1;
@@ -408,6 +424,13 @@ impl Lifecycle {
             }
         }
         report.finished_at_ns = now_ns();
+        let labels = format!("policy=\"{}\",kind=\"{}\"", report.policy, report.kind.as_str());
+        self.count(format!("strata_lifecycle_runs_total{{{labels}}}"), 1);
+        self.count(format!("strata_lifecycle_rejected_total{{{labels}}}"), report.rejected as u64);
+        self.count(format!("strata_lifecycle_failed_total{{{labels}}}"), report.failed as u64);
+        if report.error.is_some() {
+            self.count(format!("strata_lifecycle_run_errors_total{{{labels}}}"), 1);
+        }
 
         let catalog = self.store.catalog().clone();
         let saved = report.clone();
@@ -446,6 +469,133 @@ impl Lifecycle {
         })
         .await??;
         Ok(report)
+    }
+
+    fn count(&self, metric: String, by: u64) {
+        *self.counters.lock().unwrap_or_else(|p| p.into_inner()).entry(metric).or_default() += by;
+    }
+
+    /// Prometheus text for `/metrics`: partitions and bytes per tier, the
+    /// age of the oldest hot partition, and the lifecycle counters.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut text = String::new();
+        if let Ok(counts) = self.store.catalog().tier_counts() {
+            let _ = writeln!(text, "# HELP strata_partitions Partitions per tier.\n# TYPE strata_partitions gauge");
+            for (tier, partitions, _) in &counts.tiers {
+                let _ = writeln!(text, "strata_partitions{{tier=\"{tier}\"}} {partitions}");
+            }
+            let _ = writeln!(text, "# HELP strata_tier_bytes Bytes per tier.\n# TYPE strata_tier_bytes gauge");
+            for (tier, _, bytes) in &counts.tiers {
+                let _ = writeln!(text, "strata_tier_bytes{{tier=\"{tier}\"}} {bytes}");
+            }
+            if let Some(end) = counts.oldest_hot_period_end_ns {
+                let age = (now_ns() - end).max(0) as f64 / 1e9;
+                let _ = writeln!(
+                    text,
+                    "# HELP strata_oldest_hot_partition_age_seconds Since the end of the oldest hot partition's period.\n\
+                     # TYPE strata_oldest_hot_partition_age_seconds gauge\nstrata_oldest_hot_partition_age_seconds {age:.0}"
+                );
+            }
+        }
+        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut described = std::collections::BTreeSet::new();
+        for (metric, value) in counters.iter() {
+            let name = metric.split('{').next().unwrap_or(metric);
+            if described.insert(name.to_string()) {
+                let _ = writeln!(text, "# TYPE {name} counter");
+            }
+            let _ = writeln!(text, "{metric} {value}");
+        }
+        text
+    }
+
+    /// Why a partition is where it is: its state, the policies bound to its
+    /// dataset with the last decision of each, when each runs next, and the
+    /// errors still pending. Blocking.
+    pub fn explain(&self, dataset: &str, label: &str, key: &str) -> Result<serde_json::Value, ApiError> {
+        let state = self
+            .store
+            .dataset(dataset)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
+        let id = crate::store::partition_label(&state.name, label, key);
+        let record = self
+            .store
+            .catalog()
+            .partitions(state.record.id)?
+            .into_iter()
+            .find(|p| p.period_label == label && p.key == key)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no partition {id}")))?;
+        let decisions = self.store.catalog().audit_events(&crate::catalog::AuditFilter {
+            dataset: Some(dataset),
+            partition: Some(&id),
+            kind: Some("lifecycle_decision"),
+            since_ns: i64::MIN,
+            limit: 200,
+            newest_first: true,
+        })?;
+        let summaries = self.policies.list().0;
+        let mut policies = Vec::new();
+        let mut pending_errors = Vec::new();
+        for summary in summaries.iter().filter(|s| self.policies.binds(&s.name, dataset)) {
+            let Some(kind) = summary.kind else { continue };
+            if kind == PolicyKind::Partitioner {
+                continue;
+            }
+            let last = decisions.iter().find(|e| e["detail"]["policy"] == summary.name.as_str()).map(|e| {
+                let detail = &e["detail"];
+                if detail["outcome"] == "failed" {
+                    pending_errors
+                        .push(json!({ "policy": summary.name, "error": detail["error"], "at_ns": e["at_ns"] }));
+                }
+                json!({
+                    "at_ns": e["at_ns"],
+                    "run": detail["run"],
+                    "action": detail["action"],
+                    "tier": detail["tier"],
+                    "reason": detail["reason"],
+                    "verdict": detail["verdict"],
+                    "why": detail["why"],
+                    "outcome": detail["outcome"],
+                    "component_sha256": detail["component_sha256"],
+                    "dry": detail["dry"],
+                })
+            });
+            let every =
+                summary.schedule.as_deref().and_then(|s| Schedule::parse(s).ok()).unwrap_or(DEFAULT_SCHEDULE).every;
+            let next = (self.config.lifecycle.scheduler && kind != PolicyKind::Archival).then(|| {
+                let last_run = self
+                    .last_scheduled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&(summary.name.clone(), dataset.to_string()))
+                    .copied();
+                last_run.map(|t| crate::http::rfc3339(t + every.as_nanos() as i64))
+            });
+            policies.push(json!({
+                "name": summary.name,
+                "kind": kind.as_str(),
+                "status": summary.status,
+                "component_sha256": summary.component_sha256,
+                "schedule": summary.schedule,
+                "last_decision": last,
+                "next_evaluation": next.flatten(),
+            }));
+        }
+        let now = now_ns();
+        Ok(json!({
+            "id": id,
+            "tier": record.tier,
+            "read_only": record.read_only,
+            "open": record.period_start_ns <= now && now < record.period_end_ns,
+            "period_start": crate::http::rfc3339(record.period_start_ns),
+            "period_end": crate::http::rfc3339(record.period_end_ns),
+            "rows": record.rows,
+            "bytes": record.bytes,
+            "files": record.file_count,
+            "policies": policies,
+            "pending_errors": pending_errors,
+        }))
     }
 
     /// Executes one accepted decision; returns the bytes copied.
