@@ -128,6 +128,21 @@ CREATE TABLE lifecycle_runs (
 CREATE INDEX audit_by_dataset ON audit_events(dataset, at_ns);
 CREATE INDEX files_tombstoned ON files(state, tombstoned_at_ns);
 "#,
+    r#"
+CREATE TABLE archives (
+    id INTEGER PRIMARY KEY,
+    partition_id INTEGER NOT NULL REFERENCES partitions(id),
+    storage_target TEXT NOT NULL,
+    object_key TEXT NOT NULL,
+    manifest_key TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    row_count INTEGER NOT NULL,
+    checksum_crc32c INTEGER NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    UNIQUE (storage_target, object_key)
+);
+CREATE INDEX archives_by_partition ON archives(partition_id);
+"#,
 ];
 
 /// A dataset row.
@@ -183,6 +198,8 @@ pub struct PartitionRecord {
     pub flushed_wal_seq: u64,
     /// Live files.
     pub file_count: i64,
+    /// A verified archive copy exists.
+    pub archived: bool,
 }
 
 /// A file row.
@@ -346,7 +363,8 @@ pub struct Catalog {
 
 const PARTITION_COLUMNS: &str = "p.id, p.dataset_id, p.period_label, p.period_start_ns, p.period_end_ns, p.key, p.tier, p.read_only, \
      p.row_count, p.bytes, p.min_time_ns, p.max_time_ns, p.created_at_ns, p.last_written_at_ns, p.flushed_wal_seq, \
-     (SELECT COUNT(*) FROM files f WHERE f.partition_id = p.id AND f.state = 'live')";
+     (SELECT COUNT(*) FROM files f WHERE f.partition_id = p.id AND f.state = 'live'), \
+     EXISTS (SELECT 1 FROM archives a WHERE a.partition_id = p.id)";
 
 fn partition_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartitionRecord> {
     Ok(PartitionRecord {
@@ -366,6 +384,7 @@ fn partition_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartitionReco
         last_written_at_ns: row.get(13)?,
         flushed_wal_seq: row.get::<_, i64>(14)? as u64,
         file_count: row.get(15)?,
+        archived: row.get(16)?,
     })
 }
 
@@ -431,6 +450,27 @@ pub struct TargetUsage {
     pub tombstoned_files: i64,
     /// Bytes of those.
     pub tombstoned_bytes: i64,
+}
+
+/// A verified archive about to be committed.
+#[derive(Debug, Clone)]
+pub struct NewArchive {
+    /// Storage target name.
+    pub storage_target: String,
+    /// The re-encoded Parquet file.
+    pub object_key: String,
+    /// Its manifest (checksums, rows, sources).
+    pub manifest_key: String,
+    /// Bytes of the Parquet file.
+    pub bytes: i64,
+    /// Rows.
+    pub rows: i64,
+    /// Earliest row time, ns.
+    pub min_time_ns: i64,
+    /// Latest row time, ns.
+    pub max_time_ns: i64,
+    /// CRC32C of the Parquet file.
+    pub checksum_crc32c: u32,
 }
 
 /// A lifecycle run to record.
@@ -598,7 +638,11 @@ impl Catalog {
     /// Every object key the catalog references (live or tombstoned) in a target.
     pub fn referenced_keys(&self, storage_target: &str) -> Result<std::collections::HashSet<String>> {
         let connection = self.lock();
-        let mut statement = connection.prepare("SELECT object_key FROM files WHERE storage_target = ?1")?;
+        let mut statement = connection.prepare(
+            "SELECT object_key FROM files WHERE storage_target = ?1 \
+             UNION SELECT object_key FROM archives WHERE storage_target = ?1 \
+             UNION SELECT manifest_key FROM archives WHERE storage_target = ?1",
+        )?;
         let rows = statement.query_map([storage_target], |row| row.get::<_, String>(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -800,6 +844,69 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records a verified archive of a partition. With `replace_source` the
+    /// archive becomes the partition's only live file (tier `archived`) and
+    /// the other files are tombstoned, in the same transaction.
+    pub fn commit_archive(
+        &self,
+        partition_id: i64,
+        archive: &NewArchive,
+        replace_source: bool,
+        now_ns: i64,
+    ) -> Result<()> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "INSERT INTO archives (partition_id, storage_target, object_key, manifest_key, bytes, row_count, checksum_crc32c, created_at_ns) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                partition_id,
+                archive.storage_target,
+                archive.object_key,
+                archive.manifest_key,
+                archive.bytes,
+                archive.rows,
+                i64::from(archive.checksum_crc32c),
+                now_ns
+            ],
+        )?;
+        if replace_source {
+            let live_rows: i64 = tx.query_row(
+                "SELECT COALESCE(SUM(row_count), 0) FROM files WHERE partition_id = ?1 AND state = 'live'",
+                [partition_id],
+                |row| row.get(0),
+            )?;
+            if live_rows != archive.rows {
+                return Err(CatalogError::Conflict(format!(
+                    "the partition holds {live_rows} rows, the archive {}",
+                    archive.rows
+                )));
+            }
+            tx.execute(
+                "UPDATE files SET state = 'tombstoned', tombstoned_at_ns = ?2 WHERE partition_id = ?1 AND state = 'live'",
+                params![partition_id, now_ns],
+            )?;
+            tx.execute(
+                "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9)",
+                params![
+                    partition_id,
+                    archive.storage_target,
+                    archive.object_key,
+                    archive.bytes,
+                    archive.rows,
+                    archive.min_time_ns,
+                    archive.max_time_ns,
+                    i64::from(archive.checksum_crc32c),
+                    now_ns
+                ],
+            )?;
+            tx.execute("UPDATE partitions SET tier = 'archived', read_only = 1 WHERE id = ?1", [partition_id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Deletes a partition: its files are tombstoned (invisible at once) and
     /// the partition is hidden and refuses writes. One transaction.
     pub fn delete_partition(&self, partition_id: i64, now_ns: i64) -> Result<()> {
@@ -827,6 +934,13 @@ impl Catalog {
                (SELECT deleted_at_ns FROM partitions p WHERE p.id = files.partition_id) \
              WHERE state = 'live' AND partition_id IN (SELECT id FROM partitions WHERE deleted_at_ns IS NOT NULL)",
             [],
+        )?;
+        // A tombstoned row whose object is an archive copy (a restored
+        // partition's former location) is forgotten; the archive stays.
+        tx.execute(
+            "DELETE FROM files WHERE state = 'tombstoned' AND tombstoned_at_ns < ?1 AND EXISTS \
+               (SELECT 1 FROM archives a WHERE a.storage_target = files.storage_target AND a.object_key = files.object_key)",
+            [before_ns],
         )?;
         let files = {
             let mut statement = tx.prepare(

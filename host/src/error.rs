@@ -70,6 +70,8 @@ pub enum ErrorCode {
     PolicyFailed,
     /// The policy has no working version to run.
     PolicyUnavailable,
+    /// A restore of a partition that is not archived.
+    NotArchived,
     /// An unexpected internal failure; the message says what failed.
     Internal,
 }
@@ -108,6 +110,7 @@ impl ErrorCode {
             ErrorCode::PolicyLimitExceeded => "policy_limit_exceeded",
             ErrorCode::PolicyFailed => "policy_failed",
             ErrorCode::PolicyUnavailable => "policy_unavailable",
+            ErrorCode::NotArchived => "partition_not_archived",
             ErrorCode::Internal => "internal",
         }
     }
@@ -132,9 +135,10 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::PolicyNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::PartitionReadOnly | ErrorCode::IdempotencyKeyInFlight | ErrorCode::PolicyUnavailable => {
-                StatusCode::CONFLICT
-            }
+            ErrorCode::PartitionReadOnly
+            | ErrorCode::IdempotencyKeyInFlight
+            | ErrorCode::PolicyUnavailable
+            | ErrorCode::NotArchived => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::IdempotencyKeyReused
             | ErrorCode::LimitExceeded

@@ -146,11 +146,46 @@ pub(super) async fn explain(
         [label] => (label.to_string(), String::new()),
         [label, key] => (label.to_string(), key.to_string()),
         _ => {
-            return Err(ApiError::new(ErrorCode::NotFound, "a partition is named by its period label and optional key"));
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "a partition is named by its period label and optional key",
+            ));
         }
     };
     let lifecycle = lifecycle.clone();
     let dataset = dataset.to_string();
     let explanation = blocking(move || lifecycle.explain(&dataset, &label, &key)).await??;
     Ok(json_response(StatusCode::OK, &explanation))
+}
+
+/// `POST /v1/datasets/{ds}/partitions/{label}[/{key}]/restore`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreRequest {
+    /// `hot`, `warm` or `cold` (default).
+    tier: Option<String>,
+}
+
+pub(super) async fn restore(
+    lifecycle: &Arc<Lifecycle>,
+    dataset: &str,
+    reference: &str,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let request: RestoreRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RestoreRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("restore body: {e}")))?
+    };
+    let tier =
+        match request.tier.as_deref() {
+            None => None,
+            Some(raw) => Some(crate::policy::facts::Tier::parse(raw).ok_or_else(|| {
+                ApiError::new(ErrorCode::BadRequest, format!("tier {raw:?} is not hot, warm or cold"))
+            })?),
+        };
+    let (label, key) = reference.split_once('/').unwrap_or((reference, ""));
+    let restored = lifecycle.restore(dataset, label, key, tier).await?;
+    Ok(json_response(StatusCode::OK, &restored))
 }

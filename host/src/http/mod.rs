@@ -314,6 +314,14 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         (&Method::GET, ["v1", "datasets", dataset, "partitions"]) => {
             datasets::partitions(state.store()?, dataset).await
         }
+        (&Method::POST, ["v1", "datasets", dataset, "partitions", rest @ ..])
+            if rest.len() >= 2 && rest.last() == Some(&"restore") =>
+        {
+            let lifecycle = state.lifecycle()?.clone();
+            let (dataset, reference) = (dataset.to_string(), rest[..rest.len() - 1].join("/"));
+            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+            lifecycle::restore(&lifecycle, &dataset, &reference, body).await
+        }
         (&Method::POST, ["v1", "datasets", dataset, "partitions", rest @ ..]) if rest.len() >= 2 => {
             let (verb, reference) = rest.split_last().expect("len >= 2");
             let read_only = match *verb {

@@ -30,6 +30,8 @@ pub enum Action {
     Delete,
     /// Move the partition to a tier.
     Move(Tier),
+    /// Archive the partition (options travel with the decision).
+    Archive,
 }
 
 /// One decision of a policy, in the host's terms.
@@ -86,6 +88,8 @@ pub fn judge(partitions: &[PartitionFacts], proposals: &[Proposal], rails: &Guar
             }
             match proposal.action {
                 Action::Keep => Verdict::NoOp,
+                Action::Archive if partition.archived || partition.tier == Tier::Archived => Verdict::NoOp,
+                Action::Archive => Verdict::Accept,
                 Action::Move(Tier::Archived) => {
                     Verdict::Reject("partitions are archived by archival policies, not moved there".into())
                 }

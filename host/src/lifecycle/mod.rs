@@ -24,11 +24,11 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Catalog, PartitionRecord, RunRecord};
+use crate::catalog::{Catalog, NewArchive, PartitionRecord, RunRecord};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::policy::definition::{DEFAULT_SCHEDULE, PolicyKind, Schedule};
-use crate::policy::facts::{PartitionFacts, RetentionAction, Tier};
+use crate::policy::facts::{ArchiveDecision, PartitionFacts, RetentionAction, Tier};
 use crate::policy::{PolicyRuntime, dataset_facts, partition_facts};
 use crate::storage::{LocalDirectory, ObjectKey, StorageError, StorageTarget};
 use crate::store::{DatasetState, Store, now_ns};
@@ -105,6 +105,7 @@ impl RunEntry {
             Action::Keep => ("keep", None),
             Action::Delete => ("delete", None),
             Action::Move(tier) => ("move", Some(tier)),
+            Action::Archive => ("archive", None),
         };
         let (verdict, why, outcome) = match verdict {
             Verdict::Accept => ("accept", None, "planned"),
@@ -256,10 +257,10 @@ impl Lifecycle {
             .ok_or_else(|| ApiError::new(ErrorCode::PolicyNotFound, format!("no policy {policy}")))?
             .kind
             .ok_or_else(|| ApiError::new(ErrorCode::PolicyUnavailable, format!("policy {policy} has no version")))?;
-        if !matches!(kind, PolicyKind::Retention | PolicyKind::Tiering) {
+        if kind == PolicyKind::Partitioner {
             return Err(ApiError::new(
                 ErrorCode::PolicyInvalid,
-                format!("policy {policy} is a {} policy; runs execute retention and tiering policies", kind.as_str()),
+                format!("policy {policy} is a partitioner; it runs on the write path, not in lifecycle runs"),
             ));
         }
         let datasets: Vec<Arc<DatasetState>> = match dataset {
@@ -331,7 +332,7 @@ impl Lifecycle {
 
         let evaluated = {
             let (policies, name, facts) = (self.policies.clone(), policy.to_string(), facts.clone());
-            blocking(move || -> Result<(Vec<Proposal>, String, Duration), String> {
+            blocking(move || -> Result<Evaluation, String> {
                 match kind {
                     PolicyKind::Retention => {
                         let e = policies
@@ -349,7 +350,32 @@ impl Lifecycle {
                                 reason: d.reason,
                             })
                             .collect();
-                        Ok((proposals, e.component_sha256, e.duration))
+                        Ok(Evaluation {
+                            proposals,
+                            archive_options: Vec::new(),
+                            component_sha256: e.component_sha256,
+                            duration: e.duration,
+                        })
+                    }
+                    PolicyKind::Archival => {
+                        let e =
+                            policies.evaluate_archival(&name, now, &dataset_info, &facts).map_err(|e| e.to_string())?;
+                        let proposals = e
+                            .decisions
+                            .iter()
+                            .map(|d| Proposal {
+                                partition_id: d.partition_id.clone(),
+                                action: Action::Archive,
+                                reason: d.reason.clone(),
+                            })
+                            .collect();
+                        let options = e.decisions.into_iter().map(Some).collect();
+                        Ok(Evaluation {
+                            proposals,
+                            archive_options: options,
+                            component_sha256: e.component_sha256,
+                            duration: e.duration,
+                        })
                     }
                     _ => {
                         let e =
@@ -363,7 +389,12 @@ impl Lifecycle {
                                 reason: d.reason,
                             })
                             .collect();
-                        Ok((proposals, e.component_sha256, e.duration))
+                        Ok(Evaluation {
+                            proposals,
+                            archive_options: Vec::new(),
+                            component_sha256: e.component_sha256,
+                            duration: e.duration,
+                        })
                     }
                 }
             })
@@ -371,12 +402,13 @@ impl Lifecycle {
         };
         match evaluated {
             Err(error) => report.error = Some(error),
-            Ok((proposals, sha256, duration)) => {
+            Ok(Evaluation { proposals, mut archive_options, component_sha256: sha256, duration }) => {
+                archive_options.resize(proposals.len(), None);
                 report.component_sha256 = Some(sha256);
                 report.evaluation_ms = duration.as_secs_f64() * 1000.0;
                 report.decisions = proposals.len();
                 let verdicts = guard::judge(&facts, &proposals, &self.rails(dataset.name.as_str()), now);
-                for (proposal, verdict) in proposals.into_iter().zip(verdicts) {
+                for ((proposal, verdict), options) in proposals.into_iter().zip(verdicts).zip(archive_options) {
                     let action = proposal.action;
                     let mut entry = RunEntry::new(proposal, &verdict);
                     match verdict {
@@ -390,7 +422,7 @@ impl Lifecycle {
                                 .find(|(_, f)| f.id == entry.partition_id)
                                 .map(|(r, _)| r.clone())
                                 .expect("the guard accepts only known partitions");
-                            match self.execute(dataset, &record, action).await {
+                            match self.execute(dataset, &record, action, options.as_ref()).await {
                                 Ok(bytes) => {
                                     match action {
                                         Action::Move(to) => self.count(
@@ -402,6 +434,7 @@ impl Lifecycle {
                                             1,
                                         ),
                                         Action::Delete => self.count("strata_lifecycle_deletes_total".into(), 1),
+                                        Action::Archive => self.count("strata_lifecycle_archives_total".into(), 1),
                                         Action::Keep => {}
                                     }
                                     self.count("strata_lifecycle_bytes_moved_total".into(), bytes);
@@ -604,6 +637,7 @@ impl Lifecycle {
         dataset: &Arc<DatasetState>,
         record: &PartitionRecord,
         action: Action,
+        archive: Option<&ArchiveDecision>,
     ) -> Result<u64, String> {
         // Seal first so no new rows arrive, then flush what is buffered so
         // every row of the partition is in a committed file.
@@ -628,6 +662,37 @@ impl Lifecycle {
                     .map_err(|e| e.to_string())??;
                 Ok(0)
             }
+            Action::Archive => {
+                let decision = archive.ok_or("an archive decision without options")?.clone();
+                if !(decision.target.is_empty() || decision.target == "archive") {
+                    return Err(format!(
+                        "unknown archive target {:?}; the archive target is \"archive\"",
+                        decision.target
+                    ));
+                }
+                let destination = self.targets.tier(Tier::Archived).clone();
+                let source_targets: Vec<Arc<LocalDirectory>> = self.targets.all().cloned().collect();
+                let catalog = self.store.catalog().clone();
+                let schema = dataset.schema();
+                let (dataset_id, id) = (dataset.record.id, record.id);
+                let row_group_rows = decision.row_group_rows.map_or(ARCHIVE_ROW_GROUP_ROWS, |r| r as usize);
+                let zstd_level = decision.compression_level.map_or(ARCHIVE_ZSTD_LEVEL, i32::from);
+                blocking(move || {
+                    archive_partition(&ArchiveJob {
+                        catalog: &catalog,
+                        targets: &source_targets,
+                        destination: &destination,
+                        schema: &schema,
+                        dataset_id,
+                        partition_id: id,
+                        row_group_rows,
+                        zstd_level,
+                        replace_source: decision.delete_source_after,
+                    })
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            }
             Action::Move(tier) => {
                 let source_targets: Vec<Arc<LocalDirectory>> = self.targets.all().cloned().collect();
                 let destination = self.targets.tier(tier).clone();
@@ -638,6 +703,54 @@ impl Lifecycle {
                     .map_err(|e| e.to_string())?
             }
         }
+    }
+
+    /// Brings an archived partition back to `tier` (default cold): its
+    /// archive file is copied there and verified like any move. The archive
+    /// itself stays. The partition stays read-only.
+    pub async fn restore(
+        &self,
+        dataset: &str,
+        label: &str,
+        key: &str,
+        tier: Option<Tier>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let tier = tier.unwrap_or(Tier::Cold);
+        if tier == Tier::Archived {
+            return Err(ApiError::new(ErrorCode::BadRequest, "restore to hot, warm or cold"));
+        }
+        let state = self
+            .store
+            .dataset(dataset)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
+        let id = crate::store::partition_label(&state.name, label, key);
+        let catalog = self.store.catalog().clone();
+        let dataset_id = state.record.id;
+        let record = blocking(move || catalog.partitions(dataset_id))
+            .await??
+            .into_iter()
+            .find(|p| p.period_label == label && p.key == key)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no partition {id}")))?;
+        if record.tier != Tier::Archived.as_str() {
+            return Err(ApiError::new(
+                ErrorCode::NotArchived,
+                format!("partition {id} is {}, not archived; there is nothing to restore", record.tier),
+            ));
+        }
+        let _one_at_a_time = self.running.lock().await;
+        let source_targets: Vec<Arc<LocalDirectory>> = self.targets.all().cloned().collect();
+        let destination = self.targets.tier(tier).clone();
+        let catalog = self.store.catalog().clone();
+        let partition_id = record.id;
+        let bytes = blocking(move || move_partition(&catalog, &source_targets, &destination, partition_id, tier))
+            .await?
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("restore of {id} failed: {e}")))?;
+        let detail = json!({ "tier": tier.as_str(), "bytes_moved": bytes });
+        let catalog = self.store.catalog().clone();
+        let (name, pid) = (dataset.to_string(), id.clone());
+        blocking(move || catalog.audit("partition_restored", Some(&name), Some(&pid), &detail, now_ns())).await??;
+        self.count(format!("strata_lifecycle_transitions_total{{from=\"archived\",to=\"{}\"}}", tier.as_str()), 1);
+        Ok(json!({ "id": id, "tier": tier.as_str(), "bytes_moved": bytes }))
     }
 
     /// Runs due scheduled policies until `shutdown` fires.
@@ -771,4 +884,113 @@ fn move_partition(
         .map_err(|e| e.to_string())?;
     crate::failpoint::hit("lifecycle_after_commit");
     Ok(bytes_moved)
+}
+
+/// Zstandard level of archives when the decision names none.
+const ARCHIVE_ZSTD_LEVEL: i32 = 9;
+/// Rows per row group of archives when the decision names none.
+const ARCHIVE_ROW_GROUP_ROWS: usize = 1_048_576;
+
+/// A policy's answer in the host's terms.
+struct Evaluation {
+    proposals: Vec<Proposal>,
+    /// The options of each archive decision, by proposal index.
+    archive_options: Vec<Option<ArchiveDecision>>,
+    component_sha256: String,
+    duration: Duration,
+}
+
+/// What archiving one partition needs.
+struct ArchiveJob<'a> {
+    catalog: &'a Catalog,
+    targets: &'a [Arc<LocalDirectory>],
+    destination: &'a Arc<LocalDirectory>,
+    schema: &'a crate::schema::DatasetSchema,
+    dataset_id: i64,
+    partition_id: i64,
+    row_group_rows: usize,
+    zstd_level: i32,
+    replace_source: bool,
+}
+
+/// Re-encodes a partition's files into one Parquet file on the archive
+/// target, writes a manifest next to it, verifies both by reading them back,
+/// then commits. Blocking. Returns the bytes written.
+fn archive_partition(job: &ArchiveJob<'_>) -> Result<u64, String> {
+    let files = job.catalog.files(job.partition_id).map_err(|e| e.to_string())?;
+    if files.is_empty() {
+        return Err("the partition has no files to archive".into());
+    }
+    let mut batches = Vec::new();
+    let mut sources = Vec::new();
+    for file in &files {
+        let source = job
+            .targets
+            .iter()
+            .find(|t| t.name() == file.storage_target)
+            .ok_or_else(|| format!("file {} is on unknown target {}", file.id, file.storage_target))?;
+        let key = ObjectKey::parse(&file.object_key).map_err(|e| e.to_string())?;
+        let bytes = source.get(&key).map_err(|e| e.to_string())?;
+        crate::parquet_file::verify(&bytes, file.rows, file.checksum_crc32c)
+            .map_err(|e| format!("source {key} on {}: {e}", source.name()))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+            .and_then(|b| b.build())
+            .map_err(|e| format!("reading {key}: {e}"))?;
+        for batch in reader {
+            batches.push(batch.map_err(|e| format!("reading {key}: {e}"))?);
+        }
+        sources.push(json!({
+            "storage_target": file.storage_target,
+            "object_key": file.object_key,
+            "rows": file.rows,
+            "bytes": file.bytes,
+            "checksum_crc32c": format!("{:08x}", file.checksum_crc32c),
+        }));
+    }
+    let expected_rows: i64 = files.iter().map(|f| f.rows).sum();
+    let encoded = crate::parquet_file::encode(&batches, job.schema, job.row_group_rows, job.zstd_level)
+        .map_err(|e| format!("re-encoding: {e}"))?;
+    if encoded.rows != expected_rows {
+        return Err(format!("re-encoded {} rows, the files hold {expected_rows}", encoded.rows));
+    }
+    let name = format!("archive-{:016x}", rand::random::<u64>());
+    let key = ObjectKey::data_file(job.dataset_id, job.partition_id, &name);
+    let manifest_key = ObjectKey::parse(&format!("data/{}/{}/{name}.manifest.json", job.dataset_id, job.partition_id))
+        .map_err(|e| e.to_string())?;
+    job.destination.put(&key, &encoded.bytes).map_err(|e| e.to_string())?;
+    let manifest = json!({
+        "format": "strata-archive-1",
+        "file": {
+            "object_key": key.as_str(),
+            "rows": encoded.rows,
+            "bytes": encoded.bytes.len(),
+            "checksum_crc32c": format!("{:08x}", encoded.checksum_crc32c),
+            "min_time_ns": encoded.min_time_ns,
+            "max_time_ns": encoded.max_time_ns,
+            "zstd_level": job.zstd_level,
+            "row_group_rows": job.row_group_rows,
+        },
+        "sources": sources,
+    })
+    .to_string();
+    job.destination.put(&manifest_key, manifest.as_bytes()).map_err(|e| e.to_string())?;
+    crate::failpoint::hit("archive_after_write");
+    let stored = job.destination.get(&key).map_err(|e| e.to_string())?;
+    crate::parquet_file::verify(&stored, encoded.rows, encoded.checksum_crc32c)
+        .map_err(|e| format!("archive {key} does not verify: {e}"))?;
+    if job.destination.get(&manifest_key).map_err(|e| e.to_string())? != manifest.as_bytes() {
+        return Err(format!("manifest {manifest_key} does not read back"));
+    }
+    let archive = NewArchive {
+        storage_target: job.destination.name().to_string(),
+        object_key: key.to_string(),
+        manifest_key: manifest_key.to_string(),
+        bytes: encoded.bytes.len() as i64,
+        rows: encoded.rows,
+        min_time_ns: encoded.min_time_ns,
+        max_time_ns: encoded.max_time_ns,
+        checksum_crc32c: encoded.checksum_crc32c,
+    };
+    job.catalog.commit_archive(job.partition_id, &archive, job.replace_source, now_ns()).map_err(|e| e.to_string())?;
+    Ok(encoded.bytes.len() as u64)
 }

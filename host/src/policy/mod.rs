@@ -1285,6 +1285,6 @@ pub fn partition_facts(
         created_at_ns: record.created_at_ns,
         last_written_at_ns: record.last_written_at_ns,
         file_count: record.file_count.clamp(0, i64::from(u32::MAX)) as u32,
-        archived: false,
+        archived: record.archived,
     }
 }
