@@ -598,6 +598,16 @@ impl Catalog {
         )?)
     }
 
+    /// The keys of a dataset's partitions in one period.
+    pub fn period_keys(&self, dataset_id: i64, label: &str) -> Result<Vec<String>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT key FROM partitions WHERE dataset_id = ?1 AND period_label = ?2 AND deleted_at_ns IS NULL ORDER BY key",
+        )?;
+        let rows = statement.query_map(params![dataset_id, label], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Every partition of a dataset, oldest period first.
     pub fn partitions(&self, dataset_id: i64) -> Result<Vec<PartitionRecord>> {
         let connection = self.lock();

@@ -52,6 +52,18 @@ pub struct LifecycleConfig {
     pub require_archive_before_delete: bool,
     /// Allow moves to a hotter tier (cold → warm …).
     pub allow_backward_moves: bool,
+    /// Create a live dataset's next-period partitions this long before the
+    /// current period ends, in ms (0: never).
+    pub precreate_lead_ms: u64,
+    /// `/health/lifecycle` degrades when a hot partition's period ended
+    /// longer ago than this, in ms (unset: not checked).
+    pub health_max_hot_age_ms: Option<u64>,
+    /// The same for warm partitions.
+    pub health_max_warm_age_ms: Option<u64>,
+    /// The same for cold partitions.
+    pub health_max_cold_age_ms: Option<u64>,
+    /// Past this multiple of a threshold, unhealthy instead of degraded.
+    pub health_unhealthy_multiplier: f64,
 }
 
 impl Default for LifecycleConfig {
@@ -65,6 +77,11 @@ impl Default for LifecycleConfig {
             max_delete_fraction: 0.5,
             require_archive_before_delete: false,
             allow_backward_moves: false,
+            precreate_lead_ms: 86_400_000,
+            health_max_hot_age_ms: None,
+            health_max_warm_age_ms: None,
+            health_max_cold_age_ms: None,
+            health_unhealthy_multiplier: 2.0,
         }
     }
 }
@@ -324,6 +341,12 @@ impl Config {
             return invalid(format!(
                 "lifecycle.max_delete_fraction = {} must be within 0..=1",
                 self.lifecycle.max_delete_fraction
+            ));
+        }
+        if !(self.lifecycle.health_unhealthy_multiplier >= 1.0) {
+            return invalid(format!(
+                "lifecycle.health_unhealthy_multiplier = {} must be at least 1",
+                self.lifecycle.health_unhealthy_multiplier
             ));
         }
         if self.policies.reload_debounce_ms > 60_000 {

@@ -306,3 +306,66 @@ fn archived_partitions_stay_queryable_and_restore_byte_identical() {
     assert_eq!(archive_files.len(), 2, "{archive_files:?}");
     assert_eq!(all_rows(&server), before);
 }
+
+#[test]
+fn a_crash_after_writing_an_archive_leaves_no_trace_and_the_next_run_archives() {
+    let archival = "name = \"archival\"\nkind = \"archival\"\nplugin = \"builtin:archive-after\"\ndatasets = [\"metrics\"]\n[config]\nafter = \"2d\"\ndelete_source_after = true\n";
+    let config = "[lifecycle]\nscheduler = false\n";
+    let mut server = Server::start_with_files(
+        "lifecycle-archive-crash",
+        config,
+        &[("STRATA_FAILPOINTS", "archive_after_write")],
+        &[("policies/archival.toml", archival.as_bytes())],
+    );
+    load(&server, 5);
+    let before = all_rows(&server);
+    let now = START + 4 * DAY + 12 * 3_600_000_000_000;
+    let _ = crate::support::client()
+        .post(format!("{}/v1/policies/archival/run", server.url))
+        .body(json!({"now": now}).to_string())
+        .send();
+    assert!(!server.wait_exit().success(), "the fail point should have aborted the server");
+    server.set_env(&[]);
+    server.start_again();
+    assert!(manifest(&server).iter().all(|p| p["tier"] == "hot"));
+    assert_eq!(all_rows(&server), before);
+    // The unfinished archive and its manifest were swept at start-up.
+    let archive_dir = server.data_dir.join("storage").join("archive");
+    assert!(parquet_files(&archive_dir).is_empty());
+    let report = run(&server, "archival", json!({"now": now}));
+    assert_eq!((report["executed"].as_u64(), report["failed"].as_u64()), (Some(2), Some(0)), "{report}");
+    assert_eq!(all_rows(&server), before);
+}
+
+#[test]
+fn live_datasets_get_their_next_partition_and_health_reports_overdue_tiers() {
+    let config = "[lifecycle]\nscheduler = false\nhealth_max_hot_age_ms = 86400000\n";
+    let server = Server::start("lifecycle-health", config);
+    // A live dataset: a row now, daily periods, the default one-day lead.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    assert_eq!(server.post("/api/v2/write?bucket=live", format!("m v=1i {now}\n")).0, 204);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let partitions = loop {
+        let (_, body) = server.get("/v1/datasets/live/partitions");
+        let partitions = body["partitions"].as_array().unwrap().clone();
+        if partitions.len() == 2 {
+            break partitions;
+        }
+        assert!(std::time::Instant::now() < deadline, "no next-period partition: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(partitions[1]["period_start"], partitions[0]["period_end"]);
+    assert_eq!((partitions[1]["rows"].as_i64(), partitions[1]["tier"].as_str()), (Some(0), Some("hot")));
+    let (status, health) = server.get("/health/lifecycle");
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")), "{health}");
+
+    // Old data still hot, far past the one-day expectation: unhealthy.
+    load(&server, 3);
+    let (status, health) = server.get("/health/lifecycle");
+    assert_eq!((status, health["status"].as_str()), (503, Some("unhealthy")), "{health}");
+    let problems = health["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 3, "{health}");
+    assert!(
+        problems.iter().all(|p| p["dataset"] == "metrics" && p["problem"].as_str().unwrap().starts_with("hot for"))
+    );
+}

@@ -360,6 +360,14 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         {
             lifecycle::explain(state.lifecycle()?, dataset, &rest[..rest.len() - 1]).await
         }
+        (&Method::GET, ["health", "lifecycle"]) => {
+            let lifecycle = state.lifecycle()?.clone();
+            let health = tokio::task::spawn_blocking(move || lifecycle.health(crate::store::now_ns()))
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::Internal, format!("background task failed: {e}")))??;
+            let status = if health["status"] == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+            Ok(json_response(status, &health))
+        }
         (&Method::GET, ["v1", "storage-targets"]) => lifecycle::storage_targets(state.lifecycle()?).await,
         (&Method::GET, ["v1", "audit"]) => lifecycle::audit(state.lifecycle()?, query_params(&request)).await,
         (&Method::POST, ["v1", "policies", name, "simulate"]) => {

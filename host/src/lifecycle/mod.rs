@@ -753,6 +753,91 @@ impl Lifecycle {
         Ok(json!({ "id": id, "tier": tier.as_str(), "bytes_moved": bytes }))
     }
 
+    /// Creates the next period's partitions of every live dataset (one with
+    /// a partition for the current period) once the current period ends
+    /// within `lifecycle.precreate_lead_ms`. Blocking. Returns how many
+    /// partitions it asked for (existing ones are left as they are).
+    pub fn precreate(&self, now: i64) -> Result<usize, ApiError> {
+        let lead_ns = ms_to_ns(self.config.lifecycle.precreate_lead_ms);
+        if lead_ns == 0 {
+            return Ok(0);
+        }
+        let catalog = self.store.catalog();
+        let mut created = 0;
+        for dataset in self.store.datasets() {
+            let current = dataset.record.period.bucket(now);
+            if now.saturating_add(lead_ns) < current.end_ns {
+                continue;
+            }
+            let next = dataset.record.period.bucket(current.end_ns);
+            for key in catalog.period_keys(dataset.record.id, &current.label)? {
+                catalog.partition(dataset.record.id, &next, &key, now)?;
+                created += 1;
+            }
+        }
+        Ok(created)
+    }
+
+    /// `GET /health/lifecycle`: healthy, degraded or unhealthy, with the
+    /// problems found. Next-period partitions missing inside the lead window
+    /// degrade; partitions older than `lifecycle.health_max_<tier>_age_ms`
+    /// degrade, and past `health_unhealthy_multiplier` times that are
+    /// unhealthy. Blocking.
+    pub fn health(&self, now: i64) -> Result<serde_json::Value, ApiError> {
+        let lifecycle = &self.config.lifecycle;
+        let catalog = self.store.catalog();
+        let mut problems = Vec::new();
+        let mut worst = 0u8;
+        let lead_ns = ms_to_ns(lifecycle.precreate_lead_ms);
+        for dataset in self.store.datasets() {
+            let current = dataset.record.period.bucket(now);
+            let keys = catalog.period_keys(dataset.record.id, &current.label)?;
+            if lead_ns > 0 && !keys.is_empty() && now.saturating_add(lead_ns) >= current.end_ns {
+                let next = dataset.record.period.bucket(current.end_ns);
+                let next_keys = catalog.period_keys(dataset.record.id, &next.label)?;
+                for key in keys.iter().filter(|k| !next_keys.contains(k)) {
+                    worst = worst.max(1);
+                    problems.push(json!({
+                        "status": "degraded",
+                        "dataset": dataset.name.as_str(),
+                        "partition": crate::store::partition_label(&dataset.name, &next.label, key),
+                        "problem": "the next period's partition does not exist yet",
+                    }));
+                }
+            }
+            let thresholds = [
+                (Tier::Hot, lifecycle.health_max_hot_age_ms),
+                (Tier::Warm, lifecycle.health_max_warm_age_ms),
+                (Tier::Cold, lifecycle.health_max_cold_age_ms),
+            ];
+            for partition in catalog.partitions(dataset.record.id)? {
+                let Some((_, Some(max_ms))) = thresholds.iter().find(|(t, _)| t.as_str() == partition.tier) else {
+                    continue;
+                };
+                let age_ns = now.saturating_sub(partition.period_end_ns);
+                let max_ns = ms_to_ns(*max_ms);
+                if age_ns <= max_ns {
+                    continue;
+                }
+                let unhealthy = age_ns as f64 > max_ns as f64 * lifecycle.health_unhealthy_multiplier;
+                worst = worst.max(if unhealthy { 2 } else { 1 });
+                problems.push(json!({
+                    "status": if unhealthy { "unhealthy" } else { "degraded" },
+                    "dataset": dataset.name.as_str(),
+                    "partition": crate::store::partition_label(&dataset.name, &partition.period_label, &partition.key),
+                    "problem": format!(
+                        "{} for {:.1} days after its period ended; expected at most {:.1}",
+                        partition.tier,
+                        age_ns as f64 / 86_400e9,
+                        max_ns as f64 / 86_400e9
+                    ),
+                }));
+            }
+        }
+        let status = ["healthy", "degraded", "unhealthy"][usize::from(worst)];
+        Ok(json!({ "status": status, "problems": problems }))
+    }
+
     /// Runs due scheduled policies until `shutdown` fires.
     pub async fn run_scheduler(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -763,6 +848,14 @@ impl Lifecycle {
                 _ = shutdown.changed() => return,
             }
             let now = now_ns();
+            let this = self.clone();
+            match blocking(move || this.precreate(now)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) | Err(error) => tracing::warn!(%error, "pre-creating partitions failed"),
+            }
+            if !self.config.lifecycle.scheduler {
+                continue;
+            }
             for summary in self.policies.list().0 {
                 if !matches!(summary.kind, Some(PolicyKind::Retention | PolicyKind::Tiering))
                     || summary.active_seq.is_none()
@@ -890,6 +983,10 @@ fn move_partition(
 const ARCHIVE_ZSTD_LEVEL: i32 = 9;
 /// Rows per row group of archives when the decision names none.
 const ARCHIVE_ROW_GROUP_ROWS: usize = 1_048_576;
+
+fn ms_to_ns(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
+}
 
 /// A policy's answer in the host's terms.
 struct Evaluation {
