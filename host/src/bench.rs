@@ -7,6 +7,7 @@
 //! reports rows/s to acknowledgement, server CPU-seconds per million rows,
 //! bytes on disk per row and the server's peak RSS.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +32,26 @@ pub enum Bench {
     Query(QueryArgs),
     /// Policy runtime: compile, cached load, swap, evaluations, partitioner vs native.
     Policy(crate::bench_policy::PolicyBenchArgs),
+    /// Lifecycle: a tier transition of many partitions against a plain file
+    /// copy, and a run over 100,000 partitions that changes nothing.
+    Lifecycle(LifecycleArgs),
+}
+
+/// Arguments of `strata bench lifecycle`.
+#[derive(Debug, clap::Args)]
+pub struct LifecycleArgs {
+    /// Partitions to move (one per day).
+    #[arg(long, default_value_t = 1_000)]
+    pub partitions: usize,
+    /// Rows per moved partition (10 random float fields each).
+    #[arg(long, default_value_t = 2_000)]
+    pub rows_per_partition: usize,
+    /// Partitions of the run that changes nothing (one per hour).
+    #[arg(long, default_value_t = 100_000)]
+    pub idle_partitions: usize,
+    /// Runs of the idle policy; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
 }
 
 /// Arguments of `strata bench query`.
@@ -82,6 +103,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Ingest(args) => ingest(args),
         Bench::Query(args) => query(args),
         Bench::Policy(args) => crate::bench_policy::run(args),
+        Bench::Lifecycle(args) => lifecycle(args),
     }
 }
 
@@ -178,6 +200,13 @@ struct Server {
     data_dir: PathBuf,
 }
 
+impl Server {
+    /// The storage directory (all tiers).
+    fn storage(&self) -> PathBuf {
+        self.data_dir.join("data").join("storage")
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -187,12 +216,28 @@ impl Drop for Server {
 }
 
 fn start_server() -> anyhow::Result<Server> {
+    start_server_with(None)
+}
+
+/// Starts `strata serve` on a fresh directory; `config` (TOML) goes into
+/// `strata.toml` there, with `files` (relative path, contents) beside it.
+fn start_server_with(config: Option<(&str, &[(&str, &str)])>) -> anyhow::Result<Server> {
     let data_dir = std::env::temp_dir().join(format!("strata-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
+    std::fs::create_dir_all(&data_dir)?;
     let exe = std::env::current_exe().context("locating the strata binary")?;
-    let mut child = Command::new(exe)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
+    let mut command = Command::new(exe);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.join("data"));
+    if let Some((text, files)) = config {
+        for (path, contents) in files {
+            let path = data_dir.join(path);
+            std::fs::create_dir_all(path.parent().expect("relative path"))?;
+            std::fs::write(path, contents)?;
+        }
+        std::fs::write(data_dir.join("strata.toml"), text)?;
+        command.arg("--config").arg(data_dir.join("strata.toml"));
+    }
+    let mut child = command
         .env("STRATA_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -311,7 +356,7 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         let cpu_after = pid.and_then(proc_cpu_seconds);
         let mut sender = connect(&authority).await?;
         let flush_status = post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
-        let disk = server.as_ref().map(|s| dir_bytes(&s.data_dir.join("storage")));
+        let disk = server.as_ref().map(|s| dir_bytes(&s.storage()));
         let rss = pid.and_then(proc_peak_rss_bytes);
         let rows_per_second = args.rows as f64 / elapsed.as_secs_f64();
         println!(
@@ -401,7 +446,7 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
                 "SELECT count(usage_user) FROM cpu".to_string(),
             ),
         ];
-        let files = crate::query::parquet_files(&server.data_dir.join("storage"));
+        let files = crate::query::parquet_files(&server.storage());
         println!("strata bench query — {} rows, {} hosts, {} days, {} Parquet files, median of {} runs", args.rows, args.hosts, args.days, files.len(), args.runs);
         println!("  {:<52} {:>10} {:>14} {:>8}", "query", "strata ms", "duckdb ms", "ratio");
         for (name, body, sql) in cases {
@@ -418,6 +463,160 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
             let (s, d) = (median_ms(strata), median_ms(direct));
             println!("  {:<52} {:>10.1} {:>14.1} {:>8.2}", name, s, d, s / d);
         }
+        anyhow::Ok(())
+    })
+}
+
+async fn post_json(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    if sender.ready().await.is_err() {
+        *sender = connect(authority).await?;
+    }
+    let request = Request::post(path).header("host", authority).body(Full::new(Bytes::from(body.to_string())))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if status != 200 {
+        bail!("{path} answered {status}: {value}");
+    }
+    Ok(value)
+}
+
+/// Copies `files` into `into`, each fsync'd, then fsyncs the directory: what
+/// a durable copy costs without Strata.
+fn plain_copy(files: &[PathBuf], into: &Path) -> anyhow::Result<u64> {
+    std::fs::create_dir_all(into)?;
+    let mut bytes = 0;
+    for (i, file) in files.iter().enumerate() {
+        let destination = into.join(format!("{i}.parquet"));
+        bytes += std::fs::copy(file, &destination)?;
+        std::fs::File::open(&destination)?.sync_all()?;
+    }
+    std::fs::File::open(into)?.sync_all()?;
+    Ok(bytes)
+}
+
+fn lifecycle(args: LifecycleArgs) -> anyhow::Result<()> {
+    const DAY_S: i64 = 86_400;
+    let moving = "name = \"move-all\"\nkind = \"tiering\"\nplugin = \"builtin:tier-by-age\"\ndatasets = [\"moving\"]\n[config]\nwarm_after = \"1d\"\n";
+    let idle = "name = \"idle\"\nkind = \"tiering\"\nplugin = \"builtin:tier-by-age\"\ndatasets = [\"idle\"]\n[config]\nwarm_after = \"36500d\"\n";
+    let config = "[datasets.moving]\nperiod = \"day\"\n[datasets.idle]\nperiod = \"hour\"\n[ingest]\nflush_age_ms = 86400000\nflush_bytes = 1073741824\n\
+         [limits]\nbuffer_bytes_max = 4294967296\nrows_per_request_max = 1000000\n[lifecycle]\nscheduler = false\nprecreate_lead_ms = 0\n";
+    let server =
+        start_server_with(Some((config, &[("policies/move-all.toml", moving), ("policies/idle.toml", idle)])))?;
+    let authority = server.url.trim_start_matches("http://").to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while connect(&authority).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("server did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut sender = connect(&authority).await?;
+        // 2020-01-01T00:00:00Z onwards, one partition a day.
+        let start_s: i64 = 1_577_836_800;
+        let mut rng = StdRng::seed_from_u64(7);
+        eprintln!("loading {} partitions × {} rows…", args.partitions, args.rows_per_partition);
+        for day in 0..args.partitions as i64 {
+            let mut body = String::with_capacity(args.rows_per_partition * 200);
+            for row in 0..args.rows_per_partition as i64 {
+                body.push_str("m ");
+                for (i, field) in FIELDS.iter().enumerate() {
+                    let _ = write!(body, "{}{field}={}", if i == 0 { "" } else { "," }, rng.random::<f64>());
+                }
+                let _ = writeln!(
+                    body,
+                    " {}",
+                    start_s + day * DAY_S + row * (DAY_S / args.rows_per_partition.max(1) as i64)
+                );
+            }
+            // The server may close an idle keep-alive connection; open another.
+            if sender.ready().await.is_err() {
+                sender = connect(&authority).await?;
+            }
+            let status = post(&mut sender, &authority, "/api/v2/write?bucket=moving&precision=s", Bytes::from(body))
+                .await
+                .with_context(|| format!("writing day {day}"))?;
+            if status != 204 {
+                bail!("write answered {status}");
+            }
+        }
+        if sender.ready().await.is_err() {
+            sender = connect(&authority).await?;
+        }
+        post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
+        let hot_files = crate::query::parquet_files(&server.storage().join("hot"));
+        let hot_bytes: u64 = hot_files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+
+        let now_ns = (start_s + (args.partitions as i64 + 30) * DAY_S) * 1_000_000_000;
+        let started = Instant::now();
+        let report =
+            post_json(&mut sender, &authority, "/v1/policies/move-all/run", serde_json::json!({"now": now_ns})).await?;
+        let move_s = started.elapsed().as_secs_f64();
+        let run = &report["runs"][0];
+        let moved = run["bytes_moved"].as_u64().unwrap_or(0);
+        let started = Instant::now();
+        let copied = plain_copy(&hot_files, &server.data_dir.join("plain-copy"))?;
+        let copy_s = started.elapsed().as_secs_f64();
+
+        eprintln!("loading {} idle partitions…", args.idle_partitions);
+        let hours: Vec<i64> = (0..args.idle_partitions as i64).collect();
+        for chunk in hours.chunks(50_000) {
+            if sender.ready().await.is_err() {
+                sender = connect(&authority).await?;
+            }
+            let body: String = chunk.iter().map(|h| format!("m v=1i {}\n", start_s + h * 3_600)).collect();
+            let status =
+                post(&mut sender, &authority, "/api/v2/write?bucket=idle&precision=s", Bytes::from(body)).await?;
+            if status != 204 {
+                bail!("write answered {status}");
+            }
+        }
+        let idle_now = (start_s + args.idle_partitions as i64 * 3_600 + DAY_S) * 1_000_000_000;
+        let mut idle_ms = Vec::new();
+        let mut idle_report = serde_json::Value::Null;
+        for _ in 0..args.runs.max(1) {
+            let started = Instant::now();
+            idle_report =
+                post_json(&mut sender, &authority, "/v1/policies/idle/run", serde_json::json!({"now": idle_now}))
+                    .await?;
+            idle_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        let idle_run = &idle_report["runs"][0];
+
+        println!("strata bench lifecycle");
+        println!(
+            "  transition: {} partitions, {} files, {:.1} MB hot → warm: {:.2} s ({:.1} MB/s), executed {}, failed {}",
+            args.partitions,
+            hot_files.len(),
+            hot_bytes as f64 / 1e6,
+            move_s,
+            moved as f64 / 1e6 / move_s,
+            run["executed"],
+            run["failed"],
+        );
+        println!(
+            "  plain copy of the same files (fsync each + dir): {:.2} s ({:.1} MB/s) → Strata at {:.2}× copy speed",
+            copy_s,
+            copied as f64 / 1e6 / copy_s,
+            (moved as f64 / move_s) / (copied as f64 / copy_s),
+        );
+        println!(
+            "  run that changes nothing over {} partitions: median {:.1} ms of {} (evaluation {:.1} ms, unchanged {})",
+            args.idle_partitions,
+            median_ms(idle_ms.clone()),
+            idle_ms.len(),
+            idle_run["evaluation_ms"].as_f64().unwrap_or(0.0),
+            idle_run["unchanged"],
+        );
         anyhow::Ok(())
     })
 }

@@ -1008,14 +1008,31 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Records a lifecycle run; returns its id.
-    pub fn record_run(&self, run: &RunRecord) -> Result<i64> {
-        let connection = self.lock();
-        connection.execute(
+    /// Records a lifecycle run and the audit events `events(run id)` makes
+    /// for it, in one transaction; returns the run's id.
+    pub fn record_run(
+        &self,
+        run: &RunRecord,
+        events: impl FnOnce(i64) -> Vec<(String, serde_json::Value)>,
+        now_ns: i64,
+    ) -> Result<i64> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
             "INSERT INTO lifecycle_runs (policy, dataset, started_at_ns, report_json) VALUES (?1, ?2, ?3, ?4)",
             params![run.policy, run.dataset, run.started_at_ns, run.report.to_string()],
         )?;
-        let id = connection.last_insert_rowid();
+        let id = tx.last_insert_rowid();
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO audit_events (at_ns, kind, dataset, partition, detail_json) \
+                 VALUES (?1, 'lifecycle_decision', ?2, ?3, ?4)",
+            )?;
+            for (partition, detail) in events(id) {
+                insert.execute(params![now_ns, run.dataset, partition, detail.to_string()])?;
+            }
+        }
+        tx.commit()?;
         Ok(id)
     }
 

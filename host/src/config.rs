@@ -343,7 +343,8 @@ impl Config {
                 self.lifecycle.max_delete_fraction
             ));
         }
-        if !(self.lifecycle.health_unhealthy_multiplier >= 1.0) {
+        let multiplier = self.lifecycle.health_unhealthy_multiplier;
+        if multiplier.is_nan() || multiplier < 1.0 {
             return invalid(format!(
                 "lifecycle.health_unhealthy_multiplier = {} must be at least 1",
                 self.lifecycle.health_unhealthy_multiplier

@@ -2,7 +2,7 @@
 //! policy returns. Pure: a snapshot of partition facts, the proposals, the
 //! rails and `now` in, a verdict per proposal out.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::policy::facts::{PartitionFacts, Tier};
 
@@ -67,6 +67,7 @@ fn rank(tier: Tier) -> u8 {
 
 /// Judges every proposal against the snapshot and the rails.
 pub fn judge(partitions: &[PartitionFacts], proposals: &[Proposal], rails: &GuardRails, now_ns: i64) -> Vec<Verdict> {
+    let by_id: HashMap<&str, &PartitionFacts> = partitions.iter().map(|p| (p.id.as_str(), p)).collect();
     let mut seen = HashSet::new();
     let delete_cap =
         rails.max_deletes_per_run.min((partitions.len() as f64 * rails.max_delete_fraction.clamp(0.0, 1.0)) as usize);
@@ -74,7 +75,7 @@ pub fn judge(partitions: &[PartitionFacts], proposals: &[Proposal], rails: &Guar
     proposals
         .iter()
         .map(|proposal| {
-            let Some(partition) = partitions.iter().find(|p| p.id == proposal.partition_id) else {
+            let Some(partition) = by_id.get(proposal.partition_id.as_str()) else {
                 return Verdict::Reject(format!("no partition {:?} in this dataset", proposal.partition_id));
             };
             if !seen.insert(proposal.partition_id.as_str()) {

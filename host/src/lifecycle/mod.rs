@@ -149,6 +149,8 @@ pub struct RunReport {
     pub finished_at_ns: i64,
     /// Decisions returned.
     pub decisions: usize,
+    /// Decisions that change nothing (keep, or already there); not listed.
+    pub unchanged: usize,
     /// Decisions executed.
     pub executed: usize,
     /// Decisions the guard rails refused.
@@ -163,7 +165,7 @@ pub struct RunReport {
     pub input_sha256: String,
     /// Why the whole run failed (the policy could not be evaluated).
     pub error: Option<String>,
-    /// Every decision and what became of it.
+    /// Every decision that asked for a change, and what became of it.
     pub entries: Vec<RunEntry>,
 }
 
@@ -320,6 +322,7 @@ impl Lifecycle {
             started_at_ns,
             finished_at_ns: 0,
             decisions: 0,
+            unchanged: 0,
             executed: 0,
             rejected: 0,
             failed: 0,
@@ -408,20 +411,25 @@ impl Lifecycle {
                 report.evaluation_ms = duration.as_secs_f64() * 1000.0;
                 report.decisions = proposals.len();
                 let verdicts = guard::judge(&facts, &proposals, &self.rails(dataset.name.as_str()), now);
+                let record_of: HashMap<&str, &PartitionRecord> =
+                    facts.iter().zip(&records).map(|(f, r)| (f.id.as_str(), r)).collect();
                 for ((proposal, verdict), options) in proposals.into_iter().zip(verdicts).zip(archive_options) {
                     let action = proposal.action;
                     let mut entry = RunEntry::new(proposal, &verdict);
                     match verdict {
-                        Verdict::NoOp => {}
+                        // Keeps are counted, not listed: a run over 100,000
+                        // partitions that changes nothing stays small.
+                        Verdict::NoOp => {
+                            report.unchanged += 1;
+                            continue;
+                        }
                         Verdict::Reject(_) => report.rejected += 1,
                         Verdict::Accept if dry => {}
                         Verdict::Accept => {
-                            let record = records
-                                .iter()
-                                .zip(&facts)
-                                .find(|(_, f)| f.id == entry.partition_id)
-                                .map(|(r, _)| r.clone())
-                                .expect("the guard accepts only known partitions");
+                            let record = (*record_of
+                                .get(entry.partition_id.as_str())
+                                .expect("the guard accepts only known partitions"))
+                            .clone();
                             match self.execute(dataset, &record, action, options.as_ref()).await {
                                 Ok(bytes) => {
                                     match action {
@@ -468,37 +476,37 @@ impl Lifecycle {
         let catalog = self.store.catalog().clone();
         let saved = report.clone();
         report.id = blocking(move || -> Result<i64, ApiError> {
-            let id = catalog.record_run(&RunRecord {
+            let run = RunRecord {
                 policy: saved.policy.clone(),
                 dataset: saved.dataset.clone(),
                 started_at_ns: saved.started_at_ns,
                 report: serde_json::to_value(&saved).unwrap_or_default(),
-            })?;
-            for entry in saved.entries.iter().filter(|e| e.outcome != "noop") {
-                let detail = json!({
-                    "run": id,
-                    "policy": saved.policy,
-                    "component_sha256": saved.component_sha256,
-                    "input_sha256": saved.input_sha256,
-                    "now_ns": saved.now_ns,
-                    "action": entry.action,
-                    "tier": entry.tier,
-                    "reason": entry.reason,
-                    "verdict": entry.verdict,
-                    "why": entry.why,
-                    "outcome": entry.outcome,
-                    "error": entry.error,
-                    "dry": saved.dry,
-                });
-                catalog.audit(
-                    "lifecycle_decision",
-                    Some(&saved.dataset),
-                    Some(&entry.partition_id),
-                    &detail,
-                    saved.finished_at_ns,
-                )?;
-            }
-            Ok(id)
+            };
+            let events = |id: i64| {
+                saved
+                    .entries
+                    .iter()
+                    .map(|entry| {
+                        let detail = json!({
+                            "run": id,
+                            "policy": saved.policy,
+                            "component_sha256": saved.component_sha256,
+                            "input_sha256": saved.input_sha256,
+                            "now_ns": saved.now_ns,
+                            "action": entry.action,
+                            "tier": entry.tier,
+                            "reason": entry.reason,
+                            "verdict": entry.verdict,
+                            "why": entry.why,
+                            "outcome": entry.outcome,
+                            "error": entry.error,
+                            "dry": saved.dry,
+                        });
+                        (entry.partition_id.clone(), detail)
+                    })
+                    .collect()
+            };
+            Ok(catalog.record_run(&run, events, saved.finished_at_ns)?)
         })
         .await??;
         Ok(report)
@@ -647,7 +655,9 @@ impl Lifecycle {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        self.store.flush(true).await.map_err(|e| e.to_string())?;
+        if self.store.buffered(record.id).0 > 0 {
+            self.store.flush(true).await.map_err(|e| e.to_string())?;
+        }
         let (rows, _) = self.store.buffered(record.id);
         if rows > 0 {
             return Err(format!("{rows} rows still buffered; retried on the next run"));
