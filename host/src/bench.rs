@@ -293,6 +293,20 @@ async fn post(
     Ok(status)
 }
 
+/// Waits until the server accepts connections (then a little longer, for
+/// `/ready`).
+async fn wait_until_up(authority: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while connect(authority).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("server did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
 async fn connect(authority: &str) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
     let stream = tokio::net::TcpStream::connect(authority).await?;
     stream.set_nodelay(true)?;
@@ -404,14 +418,7 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
     let bodies = generate_cpu_every(args.rows, 5_000, args.hosts, args.seed, interval_s);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while connect(&authority).await.is_err() {
-            if Instant::now() > deadline {
-                bail!("server did not start");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_until_up(&authority).await?;
         let loading = Instant::now();
         let mut sender = connect(&authority).await?;
         for body in bodies.iter() {
@@ -512,14 +519,7 @@ fn lifecycle(args: LifecycleArgs) -> anyhow::Result<()> {
     let authority = server.url.trim_start_matches("http://").to_string();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while connect(&authority).await.is_err() {
-            if Instant::now() > deadline {
-                bail!("server did not start");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_until_up(&authority).await?;
         let mut sender = connect(&authority).await?;
         // 2020-01-01T00:00:00Z onwards, one partition a day.
         let start_s: i64 = 1_577_836_800;

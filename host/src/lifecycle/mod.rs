@@ -336,70 +336,26 @@ impl Lifecycle {
         let evaluated = {
             let (policies, name, facts) = (self.policies.clone(), policy.to_string(), facts.clone());
             blocking(move || -> Result<Evaluation, String> {
-                match kind {
-                    PolicyKind::Retention => {
-                        let e = policies
-                            .evaluate_retention(&name, now, &dataset_info, &facts)
-                            .map_err(|e| e.to_string())?;
-                        let proposals = e
-                            .decisions
-                            .into_iter()
-                            .map(|d| Proposal {
-                                partition_id: d.partition_id,
-                                action: match d.action {
-                                    RetentionAction::Keep => Action::Keep,
-                                    RetentionAction::Delete => Action::Delete,
-                                },
-                                reason: d.reason,
-                            })
-                            .collect();
-                        Ok(Evaluation {
-                            proposals,
-                            archive_options: Vec::new(),
-                            component_sha256: e.component_sha256,
-                            duration: e.duration,
-                        })
-                    }
-                    PolicyKind::Archival => {
-                        let e =
-                            policies.evaluate_archival(&name, now, &dataset_info, &facts).map_err(|e| e.to_string())?;
-                        let proposals = e
-                            .decisions
-                            .iter()
-                            .map(|d| Proposal {
-                                partition_id: d.partition_id.clone(),
-                                action: Action::Archive,
-                                reason: d.reason.clone(),
-                            })
-                            .collect();
-                        let options = e.decisions.into_iter().map(Some).collect();
-                        Ok(Evaluation {
-                            proposals,
-                            archive_options: options,
-                            component_sha256: e.component_sha256,
-                            duration: e.duration,
-                        })
-                    }
-                    _ => {
-                        let e =
-                            policies.evaluate_tiering(&name, now, &dataset_info, &facts).map_err(|e| e.to_string())?;
-                        let proposals = e
-                            .decisions
-                            .into_iter()
-                            .map(|d| Proposal {
-                                partition_id: d.partition_id,
-                                action: Action::Move(d.target),
-                                reason: d.reason,
-                            })
-                            .collect();
-                        Ok(Evaluation {
-                            proposals,
-                            archive_options: Vec::new(),
-                            component_sha256: e.component_sha256,
-                            duration: e.duration,
-                        })
-                    }
-                }
+                Ok(match kind {
+                    PolicyKind::Retention => Evaluation::of(
+                        policies.evaluate_retention(&name, now, &dataset_info, &facts).map_err(|e| e.to_string())?,
+                        |d| {
+                            let action = match d.action {
+                                RetentionAction::Keep => Action::Keep,
+                                RetentionAction::Delete => Action::Delete,
+                            };
+                            (action, None)
+                        },
+                    ),
+                    PolicyKind::Archival => Evaluation::of(
+                        policies.evaluate_archival(&name, now, &dataset_info, &facts).map_err(|e| e.to_string())?,
+                        |d| (Action::Archive, Some(d.clone())),
+                    ),
+                    _ => Evaluation::of(
+                        policies.evaluate_tiering(&name, now, &dataset_info, &facts).map_err(|e| e.to_string())?,
+                        |d| (Action::Move(d.target), None),
+                    ),
+                })
             })
             .await?
         };
@@ -1005,6 +961,52 @@ struct Evaluation {
     archive_options: Vec<Option<ArchiveDecision>>,
     component_sha256: String,
     duration: Duration,
+}
+
+/// A decision of any kind: its partition and reason.
+trait Decision {
+    fn partition_id(&self) -> &str;
+    fn reason(&self) -> &str;
+}
+
+macro_rules! decision {
+    ($($t:ty),*) => {$(
+        impl Decision for $t {
+            fn partition_id(&self) -> &str {
+                &self.partition_id
+            }
+            fn reason(&self) -> &str {
+                &self.reason
+            }
+        }
+    )*};
+}
+decision!(crate::policy::facts::RetentionDecision, crate::policy::facts::TierDecision, ArchiveDecision);
+
+impl Evaluation {
+    /// Turns a policy's decisions into proposals (and archive options).
+    fn of<T: Decision>(
+        evaluated: crate::policy::Evaluated<Vec<T>>,
+        action: impl Fn(&T) -> (Action, Option<ArchiveDecision>),
+    ) -> Evaluation {
+        let (proposals, archive_options) = evaluated
+            .decisions
+            .iter()
+            .map(|d| {
+                let (action, options) = action(d);
+                (
+                    Proposal { partition_id: d.partition_id().to_string(), action, reason: d.reason().to_string() },
+                    options,
+                )
+            })
+            .unzip();
+        Evaluation {
+            proposals,
+            archive_options,
+            component_sha256: evaluated.component_sha256,
+            duration: evaluated.duration,
+        }
+    }
 }
 
 /// What archiving one partition needs.
