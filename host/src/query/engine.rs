@@ -136,6 +136,14 @@ impl QueryEngine {
         Ok(connection)
     }
 
+    /// The local path DuckDB reads a committed file from. This is the
+    /// file-resolution seam: every target today is a directory under the
+    /// storage root named after the target; a remote target will resolve to
+    /// its local cache here.
+    fn resolve(&self, file: &crate::catalog::FileRecord) -> String {
+        self.storage_root.join(&file.storage_target).join(&file.object_key).display().to_string()
+    }
+
     fn source(
         &self,
         dataset: &DatasetState,
@@ -163,7 +171,7 @@ impl QueryEngine {
                 }
                 stats.files_scanned += 1;
                 stats.bytes_scanned += file.bytes as u64;
-                files.push(self.storage_root.join(&file.storage_target).join(&file.object_key).display().to_string());
+                files.push(self.resolve(file));
             }
         }
         let buffered: Vec<RecordBatch> =
