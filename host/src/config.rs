@@ -100,6 +100,9 @@ pub struct QueryConfig {
     pub threads: u32,
     /// Bytes of SQL text.
     pub sql_bytes_max: usize,
+    /// Read archived partitions in place; when false they are skipped and
+    /// listed in the answer's `stats.archived_skipped`.
+    pub read_archived: bool,
 }
 
 impl Default for QueryConfig {
@@ -110,6 +113,7 @@ impl Default for QueryConfig {
             concurrent_max: 4,
             threads: 2,
             sql_bytes_max: 64 * 1024,
+            read_archived: true,
         }
     }
 }

@@ -370,3 +370,22 @@ fn live_datasets_get_their_next_partition_and_health_reports_overdue_tiers() {
         problems.iter().all(|p| p["dataset"] == "metrics" && p["problem"].as_str().unwrap().starts_with("hot for"))
     );
 }
+
+#[test]
+fn archived_partitions_can_be_skipped_by_queries_but_never_silently() {
+    let archival = "name = \"archival\"\nkind = \"archival\"\nplugin = \"builtin:archive-after\"\ndatasets = [\"metrics\"]\n[config]\nafter = \"2d\"\ndelete_source_after = true\n";
+    let config = "[query]\nread_archived = false\n[lifecycle]\nscheduler = false\n";
+    let server = Server::start_with_files(
+        "lifecycle-skip-archived",
+        config,
+        &[],
+        &[("policies/archival.toml", archival.as_bytes())],
+    );
+    load(&server, 5);
+    let now = START + 4 * DAY + 12 * 3_600_000_000_000;
+    assert_eq!(run(&server, "archival", json!({"now": now}))["executed"], 2);
+    let (status, body) = server.post("/v1/sql", "SELECT count(*) AS n FROM metrics");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"][0]["n"], 3, "the two archived days are not read");
+    assert_eq!(body["stats"]["archived_skipped"], json!(["metrics/2025-01-01", "metrics/2025-01-02"]), "{body}");
+}

@@ -36,6 +36,8 @@ pub struct QueryStats {
     pub bytes_scanned: u64,
     /// Rows taken from ingest buffers.
     pub rows_from_buffers: u64,
+    /// Archived partitions in range that were not read (`query.read_archived = false`).
+    pub archived_skipped: Vec<String>,
     /// Rows returned.
     pub rows_returned: u64,
     /// Wall time, ms.
@@ -160,6 +162,14 @@ impl QueryEngine {
                 && (partition.period_end_ns <= start || partition.period_start_ns >= end)
             {
                 stats.partitions_pruned += 1;
+                continue;
+            }
+            if !self.config.read_archived && partition.tier == "archived" {
+                stats.archived_skipped.push(crate::store::partition_label(
+                    &dataset.name,
+                    &partition.period_label,
+                    &partition.key,
+                ));
                 continue;
             }
             live.insert(partition.id);
