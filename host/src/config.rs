@@ -52,6 +52,11 @@ pub struct LifecycleConfig {
     pub require_archive_before_delete: bool,
     /// Allow moves to a hotter tier (cold → warm …).
     pub allow_backward_moves: bool,
+    /// A partition whose step failed is retried no sooner than this, doubling
+    /// with each failure up to `retry_max_ms`, in ms.
+    pub retry_base_ms: u64,
+    /// The longest wait between retries, in ms.
+    pub retry_max_ms: u64,
     /// Create a live dataset's next-period partitions this long before the
     /// current period ends, in ms (0: never).
     pub precreate_lead_ms: u64,
@@ -77,6 +82,8 @@ impl Default for LifecycleConfig {
             max_delete_fraction: 0.5,
             require_archive_before_delete: false,
             allow_backward_moves: false,
+            retry_base_ms: 60_000,
+            retry_max_ms: 6 * 3_600_000,
             precreate_lead_ms: 86_400_000,
             health_max_hot_age_ms: None,
             health_max_warm_age_ms: None,

@@ -389,3 +389,33 @@ fn archived_partitions_can_be_skipped_by_queries_but_never_silently() {
     assert_eq!(body["rows"][0]["n"], 3, "the two archived days are not read");
     assert_eq!(body["stats"]["archived_skipped"], json!(["metrics/2025-01-01", "metrics/2025-01-02"]), "{body}");
 }
+
+#[test]
+fn a_failing_partition_never_stops_the_run_and_is_retried_after_a_backoff() {
+    let config = "[lifecycle]\nscheduler = false\nretry_base_ms = 1000\n";
+    let tiering = TIERING.replace("warm_after = \"30d\"\ncold_after = \"180d\"", "warm_after = \"2d\"");
+    let server =
+        Server::start_with_files("lifecycle-retry", config, &[], &[("policies/tiering.toml", tiering.as_bytes())]);
+    load(&server, 6);
+    let before = totals(&server);
+    let now = START + 5 * DAY + 12 * 3_600_000_000_000;
+    // The warm target's directory becomes a file: every copy there fails.
+    let warm = server.data_dir.join("storage").join("warm");
+    std::fs::remove_dir_all(&warm).unwrap();
+    std::fs::write(&warm, b"not a directory").unwrap();
+    let report = run(&server, "tiering", json!({"now": now}));
+    assert_eq!((report["failed"].as_u64(), report["executed"].as_u64()), (Some(3), Some(0)), "{report}");
+    assert!(report["entries"].as_array().unwrap().iter().all(|e| e["error"].is_string()));
+    assert_eq!(totals(&server), before, "nothing lost");
+    let (_, explained) = server.get("/v1/datasets/metrics/partitions/2025-01-01/explain");
+    assert_eq!(explained["pending_errors"].as_array().map(Vec::len), Some(1), "{explained}");
+    // Repaired, but inside the backoff: deferred, not retried.
+    std::fs::remove_file(&warm).unwrap();
+    std::fs::create_dir(&warm).unwrap();
+    let report = run(&server, "tiering", json!({"now": now}));
+    assert_eq!((report["deferred"].as_u64(), report["executed"].as_u64()), (Some(3), Some(0)), "{report}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let report = run(&server, "tiering", json!({"now": now}));
+    assert_eq!((report["executed"].as_u64(), report["failed"].as_u64()), (Some(3), Some(0)), "{report}");
+    assert_eq!(totals(&server), before);
+}

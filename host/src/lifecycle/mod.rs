@@ -157,6 +157,8 @@ pub struct RunReport {
     pub rejected: usize,
     /// Decisions that failed during execution.
     pub failed: usize,
+    /// Accepted decisions for partitions still waiting out a retry backoff.
+    pub deferred: usize,
     /// Bytes copied between targets.
     pub bytes_moved: u64,
     /// Time in the component, ms.
@@ -182,6 +184,8 @@ pub struct Lifecycle {
     last_scheduled: Mutex<HashMap<(String, String), i64>>,
     /// Counters for `/metrics`, by metric name with labels.
     counters: Mutex<BTreeMap<String, u64>>,
+    /// Partitions whose last step failed: `(failures, no retry before, ns)`.
+    backoff: Mutex<HashMap<i64, (u32, i64)>>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
@@ -215,6 +219,7 @@ impl Lifecycle {
             running: tokio::sync::Mutex::new(()),
             last_scheduled: Mutex::new(HashMap::new()),
             counters: Mutex::new(BTreeMap::new()),
+            backoff: Mutex::new(HashMap::new()),
         })
     }
 
@@ -326,6 +331,7 @@ impl Lifecycle {
             executed: 0,
             rejected: 0,
             failed: 0,
+            deferred: 0,
             bytes_moved: 0,
             evaluation_ms: 0.0,
             input_sha256,
@@ -381,6 +387,16 @@ impl Lifecycle {
                         }
                         Verdict::Reject(_) => report.rejected += 1,
                         Verdict::Accept if dry => {}
+                        Verdict::Accept if self.deferral(record_of[entry.partition_id.as_str()].id).is_some() => {
+                            let (failures, retry_at) =
+                                self.deferral(record_of[entry.partition_id.as_str()].id).expect("checked");
+                            entry.outcome = "deferred";
+                            entry.error = Some(format!(
+                                "failed {failures} time(s); retried after {}",
+                                crate::http::rfc3339(retry_at)
+                            ));
+                            report.deferred += 1;
+                        }
                         Verdict::Accept => {
                             let record = (*record_of
                                 .get(entry.partition_id.as_str())
@@ -402,6 +418,7 @@ impl Lifecycle {
                                         Action::Keep => {}
                                     }
                                     self.count("strata_lifecycle_bytes_moved_total".into(), bytes);
+                                    self.backoff.lock().unwrap_or_else(|p| p.into_inner()).remove(&record.id);
                                     entry.outcome = "executed";
                                     entry.bytes_moved = bytes;
                                     report.executed += 1;
@@ -411,6 +428,7 @@ impl Lifecycle {
                                     tracing::warn!(partition = %entry.partition_id, %error, "lifecycle step failed");
                                     entry.outcome = "failed";
                                     entry.error = Some(error);
+                                    self.failed_step(record.id);
                                     report.failed += 1;
                                 }
                             }
@@ -466,6 +484,22 @@ impl Lifecycle {
         })
         .await??;
         Ok(report)
+    }
+
+    /// `(failures, no retry before)` while a partition waits out its backoff.
+    fn deferral(&self, partition_id: i64) -> Option<(u32, i64)> {
+        let backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        backoff.get(&partition_id).copied().filter(|(_, retry_at)| *retry_at > now_ns())
+    }
+
+    /// Records a failed step: the next attempt waits `retry_base_ms`,
+    /// doubling with each failure up to `retry_max_ms`.
+    fn failed_step(&self, partition_id: i64) {
+        let lifecycle = &self.config.lifecycle;
+        let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let failures = backoff.get(&partition_id).map_or(0, |(n, _)| *n) + 1;
+        let wait_ms = lifecycle.retry_base_ms.saturating_mul(1 << (failures - 1).min(20)).min(lifecycle.retry_max_ms);
+        backoff.insert(partition_id, (failures, now_ns().saturating_add(ms_to_ns(wait_ms))));
     }
 
     fn count(&self, metric: String, by: u64) {
