@@ -45,6 +45,8 @@ fn main() {
     let outer_target_dir = out_dir.ancestors().nth(4).map(Path::to_path_buf).unwrap_or_else(|| out_dir.clone());
     let plugins_target_dir = outer_target_dir.join("plugins-target");
 
+    ensure_wasm_target();
+
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -88,6 +90,29 @@ fn main() {
     }
     generated.push_str("];\n");
     std::fs::write(out_dir.join("builtin_policies.rs"), generated).expect("write builtin_policies.rs");
+}
+
+/// Installs the wasm32-wasip2 standard library with rustup when the active
+/// toolchain lacks it. rustup adds the targets of `rust-toolchain.toml` when
+/// it installs the toolchain, but not to a toolchain that was already there.
+fn ensure_wasm_target() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let installed = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .is_some_and(|dir| Path::new(dir.trim()).is_dir());
+    if installed {
+        return;
+    }
+    println!("cargo:warning=installing the wasm32-wasip2 target with rustup (once)");
+    match Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => println!("cargo:warning=`rustup target add wasm32-wasip2` failed ({status})"),
+        Err(error) => println!("cargo:warning=cannot run rustup to add wasm32-wasip2: {error}"),
+    }
 }
 
 /// Tells cargo to rerun this script when a plugin's sources, the plugins

@@ -1032,6 +1032,24 @@ impl Catalog {
                 insert.execute(params![now_ns, run.dataset, partition, detail.to_string()])?;
             }
         }
+        // A run whose policy could not be evaluated or broke the contract
+        // decided nothing; the refusal of its whole answer is audited too.
+        if let Some(error) = run.report.get("error").and_then(|e| e.as_str()) {
+            let detail = serde_json::json!({
+                "run": id,
+                "policy": run.policy,
+                "component_sha256": run.report.get("component_sha256"),
+                "input_sha256": run.report.get("input_sha256"),
+                "now_ns": run.report.get("now_ns"),
+                "error": error,
+                "outcome": "refused",
+            });
+            tx.execute(
+                "INSERT INTO audit_events (at_ns, kind, dataset, partition, detail_json) \
+                 VALUES (?1, 'lifecycle_run_refused', ?2, NULL, ?3)",
+                params![now_ns, run.dataset, detail.to_string()],
+            )?;
+        }
         tx.commit()?;
         Ok(id)
     }

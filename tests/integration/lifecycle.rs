@@ -419,3 +419,101 @@ fn a_failing_partition_never_stops_the_run_and_is_retried_after_a_backoff() {
     assert_eq!((report["executed"].as_u64(), report["failed"].as_u64()), (Some(3), Some(0)), "{report}");
     assert_eq!(totals(&server), before);
 }
+
+/// A `retention` component (tests/fixtures/retention.wat) whose answer is
+/// `decisions` (partition index, action: 0 keep / 1 delete), all with the
+/// reason "evil", followed by `zeroed` more all-zero decisions.
+fn retention_answering(decisions: &[(u32, u8)], zeroed: u32) -> Vec<u8> {
+    const DECISIONS_AT: u32 = 65_536;
+    let count = decisions.len() as u32 + zeroed;
+    let reasons_at = DECISIONS_AT + 12 * count;
+    let pages = (reasons_at + 64) / 65_536 + 1;
+    let mut behaviour = format!("(drop (memory.grow (i32.const {pages})))\n");
+    for (index, (partition, action)) in decisions.iter().enumerate() {
+        let at = DECISIONS_AT + 12 * index as u32;
+        behaviour += &format!(
+            "(i32.store (i32.const {at}) (i32.const {partition})) (i32.store8 (i32.const {}) (i32.const {action})) \
+             (i32.store (i32.const {}) (i32.const 0))\n",
+            at + 4,
+            at + 8
+        );
+    }
+    behaviour += &format!(
+        "(i32.store (i32.const {reasons_at}) (i32.const {text})) (i32.store (i32.const {len_at}) (i32.const 4))
+         (i32.store (i32.const {text}) (i32.const 0x6c697665))
+         (i32.store (i32.const 16) (i32.const {DECISIONS_AT})) (i32.store (i32.const 20) (i32.const {count}))
+         (i32.store (i32.const 24) (i32.const {reasons_at})) (i32.store (i32.const 28) (i32.const 1))
+         (return (i32.const 16))",
+        text = reasons_at + 16,
+        len_at = reasons_at + 4,
+    );
+    let fixture = include_str!("../fixtures/retention.wat");
+    wat::parse_str(fixture.replace(";;BEHAVIOUR", &behaviour)).unwrap()
+}
+
+#[test]
+fn a_malicious_retention_policy_loses_nothing_and_every_refusal_is_audited() {
+    let policy = "name = \"hostile\"\nkind = \"retention\"\nplugin = \"hostile.wasm\"\ndatasets = [\"metrics\"]\n";
+    let config = "[lifecycle]\nscheduler = false\nprecreate_lead_ms = 0\n[policies]\nreload_debounce_ms = 10\n";
+    let server = Server::start_with_files(
+        "lifecycle-hostile",
+        config,
+        &[],
+        &[("policies/hostile.toml", policy.as_bytes()), ("policies/hostile.wasm", &retention_answering(&[], 0))],
+    );
+    let days = 10;
+    load(&server, days);
+    let before = totals(&server);
+    // Inside the last day: partition 9 (in time order) is the open period.
+    let now = START + (days - 1) * DAY + 12 * 3_600_000_000_000;
+    let install = |bytes: Vec<u8>| {
+        let sha = strata::policy::sandbox::sha256_hex(&bytes);
+        std::fs::write(server.root().join("policies/hostile.wasm"), bytes).unwrap();
+        let (status, body) = server.post("/v1/policies/reload", "");
+        assert_eq!(status, 200, "{body}");
+        let (_, shown) = server.get("/v1/policies/hostile");
+        assert_eq!(
+            shown["versions"].as_array().unwrap().iter().find(|v| v["status"] == "active").unwrap()["component_sha256"],
+            sha,
+            "{shown}"
+        );
+    };
+    let refused_runs = |server: &Server| {
+        let (_, audit) = server.get("/v1/audit?dataset=metrics&kind=lifecycle_run_refused&limit=1000");
+        audit["events"].as_array().unwrap().len()
+    };
+
+    // Whole answers that break the contract are refused whole: nothing runs.
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("an unknown partition", retention_answering(&[(0, 1), (1_000, 1)], 0), "1000"),
+        ("a duplicate", retention_answering(&[(2, 1), (3, 1), (2, 1)], 0), "more than once"),
+        ("a million decisions", retention_answering(&[(0, 1)], 999_999), "partition"),
+    ];
+    for (index, (what, bytes, mentions)) in cases.into_iter().enumerate() {
+        install(bytes);
+        let report = run(&server, "hostile", json!({"now": now}));
+        let error = report["error"].as_str().unwrap_or_else(|| panic!("{what}: {report}"));
+        assert!(error.contains(mentions), "{what}: {error}");
+        assert_eq!(
+            (report["executed"].as_i64(), report["entries"].as_array().map(Vec::len)),
+            (Some(0), Some(0)),
+            "{what}"
+        );
+        assert_eq!(totals(&server), before, "{what}: nothing may be lost");
+        assert_eq!(refused_runs(&server), index + 1, "{what}: the refusal is audited");
+        assert!(manifest(&server).iter().all(|p| p["tier"] == "hot" && p["rows"] == 1), "{what}");
+    }
+
+    // A well-formed answer is judged decision by decision: the open period
+    // is refused and audited, a closed old one goes.
+    install(retention_answering(&[(9, 1), (0, 1)], 0));
+    let report = run(&server, "hostile", json!({"now": now}));
+    assert_eq!((report["executed"].as_i64(), report["rejected"].as_i64()), (Some(1), Some(1)), "{report}");
+    let (_, audit) = server.get("/v1/audit?dataset=metrics&kind=lifecycle_decision&limit=1000");
+    let events = audit["events"].as_array().unwrap();
+    let rejected = events.iter().find(|e| e["detail"]["outcome"] == "rejected").expect("the refusal is audited");
+    assert!(rejected["detail"]["why"].as_str().unwrap().contains("open"), "{rejected}");
+    assert_eq!(rejected["detail"]["reason"], "evil");
+    assert_eq!(totals(&server).0, before.0 - 1);
+    assert_eq!(manifest(&server).len() as i64, days - 1);
+}

@@ -402,8 +402,10 @@ impl Lifecycle {
                                 .get(entry.partition_id.as_str())
                                 .expect("the guard accepts only known partitions"))
                             .clone();
+                            let step_started = std::time::Instant::now();
                             match self.execute(dataset, &record, action, options.as_ref()).await {
                                 Ok(bytes) => {
+                                    let step_ms = step_started.elapsed().as_millis() as u64;
                                     match action {
                                         Action::Move(to) => self.count(
                                             format!(
@@ -414,7 +416,11 @@ impl Lifecycle {
                                             1,
                                         ),
                                         Action::Delete => self.count("strata_lifecycle_deletes_total".into(), 1),
-                                        Action::Archive => self.count("strata_lifecycle_archives_total".into(), 1),
+                                        Action::Archive => {
+                                            self.count("strata_lifecycle_archives_total".into(), 1);
+                                            self.count("strata_lifecycle_archive_bytes_total".into(), bytes);
+                                            self.count("strata_lifecycle_archive_duration_ms_total".into(), step_ms);
+                                        }
                                         Action::Keep => {}
                                     }
                                     self.count("strata_lifecycle_bytes_moved_total".into(), bytes);
@@ -592,16 +598,16 @@ impl Lifecycle {
                     "dry": detail["dry"],
                 })
             });
-            let every =
-                summary.schedule.as_deref().and_then(|s| Schedule::parse(s).ok()).unwrap_or(DEFAULT_SCHEDULE).every;
-            let next = (self.config.lifecycle.scheduler && kind != PolicyKind::Archival).then(|| {
+            let schedule =
+                summary.schedule.as_deref().and_then(|s| Schedule::parse(s).ok()).unwrap_or(DEFAULT_SCHEDULE);
+            let next = self.config.lifecycle.scheduler.then(|| {
                 let last_run = self
                     .last_scheduled
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&(summary.name.clone(), dataset.to_string()))
                     .copied();
-                last_run.map(|t| crate::http::rfc3339(t + every.as_nanos() as i64))
+                last_run.and_then(|t| schedule.next_after(t)).map(crate::http::rfc3339)
             });
             policies.push(json!({
                 "name": summary.name,
@@ -857,13 +863,13 @@ impl Lifecycle {
                 continue;
             }
             for summary in self.policies.list().0 {
-                if !matches!(summary.kind, Some(PolicyKind::Retention | PolicyKind::Tiering))
+                if !matches!(summary.kind, Some(PolicyKind::Retention | PolicyKind::Tiering | PolicyKind::Archival))
                     || summary.active_seq.is_none()
                 {
                     continue;
                 }
-                let every =
-                    summary.schedule.as_deref().and_then(|s| Schedule::parse(s).ok()).unwrap_or(DEFAULT_SCHEDULE).every;
+                let schedule =
+                    summary.schedule.as_deref().and_then(|s| Schedule::parse(s).ok()).unwrap_or(DEFAULT_SCHEDULE);
                 for dataset in self.store.datasets() {
                     if !self.policies.binds(&summary.name, dataset.name.as_str()) {
                         continue;
@@ -871,7 +877,9 @@ impl Lifecycle {
                     let due = {
                         let mut last = self.last_scheduled.lock().unwrap_or_else(|p| p.into_inner());
                         let last = last.entry((summary.name.clone(), dataset.name.to_string())).or_insert(now);
-                        if now - *last >= every.as_nanos() as i64 {
+                        // The first run is one schedule step after start-up
+                        // (or after the dataset appeared), never at once.
+                        if schedule.next_after(*last).is_some_and(|due| now >= due) {
                             *last = now;
                             true
                         } else {

@@ -132,21 +132,51 @@ impl std::fmt::Display for PluginSource {
     }
 }
 
-/// How often a scheduled policy runs: `every 10m`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Schedule {
-    /// The interval.
-    pub every: Duration,
+/// When a scheduled policy runs: at a fixed interval (`every 10m`) or on a
+/// cron pattern evaluated in UTC (`0 3 * * *`, `@daily`, or six fields with
+/// seconds first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Schedule {
+    /// Runs when this long has passed since the last run (or start-up).
+    Every(Duration),
+    /// Runs at each time the pattern matches.
+    Cron(Box<CronPattern>),
 }
+
+/// A parsed cron pattern; equal when its text is.
+#[derive(Debug, Clone)]
+pub struct CronPattern {
+    text: String,
+    cron: croner::Cron,
+}
+
+impl PartialEq for CronPattern {
+    fn eq(&self, other: &CronPattern) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for CronPattern {}
 
 /// The shortest schedule interval.
 const SCHEDULE_SECONDS_MIN: u64 = 1;
 
 impl Schedule {
-    /// Parses `every N<unit>` with a unit of `s`, `m`, `h` or `d`.
+    /// Parses `every N<unit>` with a unit of `s`, `m`, `h` or `d`, or a cron
+    /// pattern: five fields (minute hour day-of-month month day-of-week),
+    /// six with seconds first, or an alias such as `@hourly`.
     pub fn parse(raw: &str) -> Result<Schedule, String> {
+        let raw = raw.trim();
+        match raw.strip_prefix("every") {
+            Some(amount) => Self::parse_every(raw, amount),
+            None => Self::parse_cron(raw),
+        }
+    }
+
+    fn parse_every(raw: &str, amount: &str) -> Result<Schedule, String> {
         let invalid = || format!("schedule {raw:?} must look like \"every 10m\" (units s, m, h, d)");
-        let amount = raw.trim().strip_prefix("every").ok_or_else(invalid)?.trim();
+        let amount = amount.trim();
         let unit_start = amount.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
         let (digits, unit) = amount.split_at(unit_start);
         let count: u64 = digits.parse().map_err(|_| invalid())?;
@@ -161,24 +191,74 @@ impl Schedule {
         if seconds < SCHEDULE_SECONDS_MIN {
             return Err(format!("schedule {raw:?} must be at least {SCHEDULE_SECONDS_MIN}s"));
         }
-        Ok(Schedule { every: Duration::from_secs(seconds) })
+        Ok(Schedule::Every(Duration::from_secs(seconds)))
+    }
+
+    fn parse_cron(raw: &str) -> Result<Schedule, String> {
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(raw)
+            .map_err(|e| {
+                format!(
+                    "schedule {raw:?} is neither \"every N<s|m|h|d>\" nor a cron pattern \
+                     (\"minute hour day month weekday\", e.g. \"0 3 * * *\"): {e}"
+                )
+            })?;
+        // A pattern that never matches (e.g. 30 February) would silently
+        // never run; refuse it.
+        let probe = chrono::DateTime::<chrono::Utc>::from_timestamp(0, 0).unwrap_or_default();
+        cron.find_next_occurrence(&probe, false).map_err(|e| format!("schedule {raw:?} never matches: {e}"))?;
+        Ok(Schedule::Cron(Box::new(CronPattern { text: raw.to_string(), cron })))
+    }
+
+    /// The first time, in ns since the epoch, strictly after `after_ns` at
+    /// which the schedule is due; `None` when a cron pattern has no further
+    /// match.
+    pub fn next_after(&self, after_ns: i64) -> Option<i64> {
+        match self {
+            Schedule::Every(every) => {
+                Some(after_ns.saturating_add(i64::try_from(every.as_nanos()).unwrap_or(i64::MAX)))
+            }
+            Schedule::Cron(pattern) => {
+                let after = chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(after_ns);
+                let next = pattern.cron.find_next_occurrence(&after, false).ok()?;
+                next.timestamp_nanos_opt()
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for Schedule {
+    type Error = String;
+
+    fn try_from(raw: String) -> Result<Schedule, String> {
+        Schedule::parse(&raw)
+    }
+}
+
+impl From<Schedule> for String {
+    fn from(schedule: Schedule) -> String {
+        schedule.to_string()
     }
 }
 
 impl std::fmt::Display for Schedule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let seconds = self.every.as_secs();
-        match seconds {
-            s if s % 86_400 == 0 => write!(f, "every {}d", s / 86_400),
-            s if s % 3_600 == 0 => write!(f, "every {}h", s / 3_600),
-            s if s % 60 == 0 => write!(f, "every {}m", s / 60),
-            s => write!(f, "every {s}s"),
+        match self {
+            Schedule::Every(every) => match every.as_secs() {
+                s if s % 86_400 == 0 => write!(f, "every {}d", s / 86_400),
+                s if s % 3_600 == 0 => write!(f, "every {}h", s / 3_600),
+                s if s % 60 == 0 => write!(f, "every {}m", s / 60),
+                s => write!(f, "every {s}s"),
+            },
+            Schedule::Cron(pattern) => f.write_str(&pattern.text),
         }
     }
 }
 
 /// The schedule of retention, tiering and archival policies that name none.
-pub const DEFAULT_SCHEDULE: Schedule = Schedule { every: Duration::from_secs(3_600) };
+pub const DEFAULT_SCHEDULE: Schedule = Schedule::Every(Duration::from_secs(3_600));
 
 /// A parsed and validated policy file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,7 +362,7 @@ impl PolicyDefinition {
         let canonical = serde_json::json!({
             "kind": self.kind,
             "datasets": self.datasets,
-            "schedule": self.schedule.map(|s| s.to_string()),
+            "schedule": self.schedule.as_ref().map(|s| s.to_string()),
             "limits": self.limits,
             "config": self.config_json,
         });
@@ -451,11 +531,44 @@ mod tests {
 
     #[test]
     fn schedules_parse_and_print() {
-        assert_eq!(Schedule::parse("every 10m").unwrap().every, Duration::from_secs(600));
+        assert_eq!(Schedule::parse("every 10m").unwrap(), Schedule::Every(Duration::from_secs(600)));
         assert_eq!(Schedule::parse("every 2d").unwrap().to_string(), "every 2d");
         assert_eq!(Schedule::parse(" every 90s ").unwrap().to_string(), "every 90s");
-        for bad in ["10m", "every", "every m", "every 0s", "every 5y", "every -1h", "every 99999999999999999999d"] {
+        assert_eq!(Schedule::parse("0 3 * * *").unwrap().to_string(), "0 3 * * *");
+        assert_eq!(Schedule::parse("@hourly").unwrap().to_string(), "@hourly");
+        for bad in [
+            "10m",
+            "every",
+            "every m",
+            "every 0s",
+            "every 5y",
+            "every -1h",
+            "every 99999999999999999999d",
+            "61 * * * *",
+            "* * *",
+            "0 0 30 2 *",
+            "",
+        ] {
             assert!(Schedule::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn schedules_say_when_they_are_next_due() {
+        let hour_ns = 3_600 * 1_000_000_000_i64;
+        // 2026-01-15T10:20:00Z
+        let t = 1_768_472_400 * 1_000_000_000_i64;
+        let cases = [
+            ("every 1h", t, t + hour_ns),
+            ("0 * * * *", t, t + 40 * 60 * 1_000_000_000),
+            // Strictly after: a run at exactly 11:00 is next due at 12:00.
+            ("0 * * * *", t + 40 * 60 * 1_000_000_000, t + 40 * 60 * 1_000_000_000 + hour_ns),
+            // UTC, whatever the machine's zone: 03:00 the next day.
+            ("0 3 * * *", t, t + (24 + 3) * hour_ns - (10 * 60 + 20) * 60 * 1_000_000_000),
+            ("*/15 * * * * *", t, t + 15 * 1_000_000_000),
+        ];
+        for (raw, after, expected) in cases {
+            assert_eq!(Schedule::parse(raw).unwrap().next_after(after), Some(expected), "{raw}");
         }
     }
 

@@ -167,8 +167,24 @@ struct PolicyStats {
     invocations: AtomicU64,
     failures: AtomicU64,
     limit_failures: AtomicU64,
+    traps: AtomicU64,
     reload_failures: AtomicU64,
     last_duration_us: AtomicU64,
+    /// Calls per component version (sha256 prefix), for `/metrics`.
+    by_version: Mutex<BTreeMap<String, VersionStats>>,
+}
+
+/// How many component versions of one policy `/metrics` keeps counters
+/// for; past it the least-called version's counters are dropped.
+const VERSIONS_COUNTED_MAX: usize = 16;
+
+/// Counters of one component version of a policy.
+#[derive(Debug, Default, Clone, Copy)]
+struct VersionStats {
+    invocations: u64,
+    failures: u64,
+    traps: u64,
+    micros_total: u64,
 }
 
 #[derive(Debug, Default)]
@@ -867,7 +883,7 @@ impl PolicyRuntime {
         let call = CallContext { policy: name, limits: &version.definition.limits };
         let started = Instant::now();
         let outcome = version.component.partitioner_columns(call, &version.definition.config_json);
-        self.count(&entry, started, outcome.as_ref().err());
+        self.count(&entry, version.component.sha256(), started, outcome.as_ref().err());
         outcome.map_err(|source| PolicyError::Evaluation { policy: name.to_string(), source })
     }
 
@@ -916,7 +932,7 @@ impl PolicyRuntime {
         let call = CallContext { policy: &definition.name, limits: &definition.limits };
         let started = Instant::now();
         let outcome = component.partition(call, &definition.config_json, columns, rows);
-        self.count(entry, started, outcome.as_ref().err());
+        self.count(entry, component.sha256(), started, outcome.as_ref().err());
         let keys = outcome.map_err(|source| PolicyError::Evaluation { policy: definition.name.clone(), source })?;
         plan::check_keys(&keys, rows as usize)
             .map_err(|message| self.contract_failure(entry, &definition.name, message))?;
@@ -954,7 +970,7 @@ impl PolicyRuntime {
                 });
             }
         };
-        self.count(entry, started, outcome.as_ref().err());
+        self.count(entry, component.sha256(), started, outcome.as_ref().err());
         let decisions =
             outcome.map_err(|source| PolicyError::Evaluation { policy: definition.name.clone(), source })?;
         plan::check_decisions(&decisions, partitions)
@@ -962,14 +978,34 @@ impl PolicyRuntime {
         Ok(decisions)
     }
 
-    fn count(&self, entry: &PolicyEntry, started: Instant, error: Option<&SandboxError>) {
+    fn count(&self, entry: &PolicyEntry, component_sha256: &str, started: Instant, error: Option<&SandboxError>) {
         let stats = &entry.stats;
+        let micros = started.elapsed().as_micros() as u64;
+        let trapped = matches!(error, Some(SandboxError::Trap(_) | SandboxError::StackOverflow { .. }));
         stats.invocations.fetch_add(1, Ordering::Relaxed);
-        stats.last_duration_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats.last_duration_us.store(micros, Ordering::Relaxed);
+        {
+            let mut by_version = stats.by_version.lock().unwrap_or_else(|p| p.into_inner());
+            let version = component_sha256.get(..12).unwrap_or(component_sha256);
+            if !by_version.contains_key(version) && by_version.len() >= VERSIONS_COUNTED_MAX {
+                let least = by_version.iter().min_by_key(|(_, v)| v.invocations).map(|(k, _)| k.clone());
+                if let Some(least) = least {
+                    by_version.remove(&least);
+                }
+            }
+            let counters = by_version.entry(version.to_string()).or_default();
+            counters.invocations += 1;
+            counters.failures += u64::from(error.is_some());
+            counters.traps += u64::from(trapped);
+            counters.micros_total += micros;
+        }
         if let Some(error) = error {
             stats.failures.fetch_add(1, Ordering::Relaxed);
             if error.is_limit() {
                 stats.limit_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            if trapped {
+                stats.traps.fetch_add(1, Ordering::Relaxed);
             }
             tracing::warn!(policy = entry.name, %error, "policy call failed");
             entry.state().evaluation_error = Some(TimedMessage::now(error.to_string()));
@@ -1143,7 +1179,7 @@ impl PolicyRuntime {
             component_sha256: active.as_ref().map(|v| v.component.sha256().to_string()),
             plugin: definition.map(|d| d.plugin.to_string()),
             datasets: definition.map(|d| d.datasets.clone()).unwrap_or_default(),
-            schedule: definition.and_then(|d| d.schedule).map(|s| s.to_string()),
+            schedule: definition.and_then(|d| d.schedule.as_ref()).map(|s| s.to_string()),
             file: definition.and_then(|d| d.file.as_ref()).map(|f| f.display().to_string()),
             invocations: entry.stats.invocations.load(Ordering::Relaxed),
             failures: entry.stats.failures.load(Ordering::Relaxed),
@@ -1199,6 +1235,12 @@ impl PolicyRuntime {
         family("strata_policy_limit_failures_total", "Calls stopped by a limit.", "counter", &|e| {
             e.stats.limit_failures.load(Ordering::Relaxed)
         });
+        family(
+            "strata_policy_traps_total",
+            "Calls that trapped (panic, unreachable, stack overflow).",
+            "counter",
+            &|e| e.stats.traps.load(Ordering::Relaxed),
+        );
         family("strata_policy_reload_failures_total", "Reloads rejected for this policy.", "counter", &|e| {
             e.stats.reload_failures.load(Ordering::Relaxed)
         });
@@ -1208,6 +1250,32 @@ impl PolicyRuntime {
         family("strata_policy_last_duration_microseconds", "Duration of the last call.", "gauge", &|e| {
             e.stats.last_duration_us.load(Ordering::Relaxed)
         });
+        let versions: Vec<(String, Vec<(String, VersionStats)>)> = entries
+            .iter()
+            .map(|e| {
+                let by_version = e.stats.by_version.lock().unwrap_or_else(|p| p.into_inner());
+                (e.name.clone(), by_version.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            })
+            .collect();
+        type Family = (&'static str, &'static str, fn(&VersionStats) -> String);
+        let per_version: [Family; 4] = [
+            ("strata_policy_version_invocations_total", "Calls per component version (sha256 prefix).", |v| {
+                v.invocations.to_string()
+            }),
+            ("strata_policy_version_failures_total", "Failed calls per component version.", |v| v.failures.to_string()),
+            ("strata_policy_version_traps_total", "Trapped calls per component version.", |v| v.traps.to_string()),
+            ("strata_policy_version_seconds_total", "Time in calls per component version.", |v| {
+                format!("{:.6}", v.micros_total as f64 / 1e6)
+            }),
+        ];
+        for (name, help, value) in per_version {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (policy, counters) in &versions {
+                for (version, stats) in counters {
+                    let _ = writeln!(text, "{name}{{policy=\"{policy}\",version=\"{version}\"}} {}", value(stats));
+                }
+            }
+        }
         let _ = writeln!(text, "# HELP strata_policy_reloads_total Reloads of the policy directory.");
         let _ = writeln!(text, "# TYPE strata_policy_reloads_total counter");
         let _ = writeln!(text, "strata_policy_reloads_total {}", self.reloads_total.load(Ordering::Relaxed));
