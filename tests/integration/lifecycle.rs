@@ -234,7 +234,7 @@ fn a_crash_between_copy_and_commit_loses_nothing_and_the_move_completes_after_re
     let mut server = Server::start_with_files(
         "lifecycle-crash",
         config,
-        &[("STRATA_FAILPOINTS", "lifecycle_after_copy")],
+        &[("STRATA_FAILPOINTS", "lifecycle.move.after_copy")],
         &[("policies/tiering.toml", tiering.as_bytes())],
     );
     load(&server, 10);
@@ -315,7 +315,7 @@ fn a_crash_after_writing_an_archive_leaves_no_trace_and_the_next_run_archives() 
     let mut server = Server::start_with_files(
         "lifecycle-archive-crash",
         config,
-        &[("STRATA_FAILPOINTS", "archive_after_write")],
+        &[("STRATA_FAILPOINTS", "lifecycle.archive.after_write")],
         &[("policies/archival.toml", archival.as_bytes())],
     );
     load(&server, 5);
