@@ -450,6 +450,24 @@ pub struct TargetUsage {
     pub tombstoned_files: i64,
     /// Bytes of those.
     pub tombstoned_bytes: i64,
+    /// Archives (an archive that replaced its partition's files is also a
+    /// live file).
+    pub archives: i64,
+    /// Bytes of those.
+    pub archive_bytes: i64,
+}
+
+/// A file's verified copy on the destination of a move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedFile {
+    /// The id of the file that was copied.
+    pub id: i64,
+    /// The copy's key on the destination target.
+    pub object_key: String,
+    /// The copy's size.
+    pub bytes: i64,
+    /// The copy's CRC32C.
+    pub checksum_crc32c: u32,
 }
 
 /// A verified archive about to be committed.
@@ -821,25 +839,32 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Swaps the listed live files of a partition to `target` and
-    /// tombstones their old rows, and sets the partition's tier, in one
-    /// transaction. The partition becomes read-only.
+    /// Swaps the listed live files of a partition to their copies on
+    /// `target` and tombstones their old rows, and sets the partition's
+    /// tier, in one transaction. The partition becomes read-only. A copy
+    /// keeps its file's rows and time range; its key, size and checksum are
+    /// the copy's own (a re-encoded copy differs from its source).
     pub fn commit_move(
         &self,
         partition_id: i64,
-        file_ids: &[i64],
+        copies: &[MovedFile],
         target: &str,
         tier: &str,
         now_ns: i64,
     ) -> Result<()> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
-        for file_id in file_ids {
+        for copy in copies {
+            let file_id = copy.id;
             let inserted = tx.execute(
                 "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns) \
-                 SELECT partition_id, ?2, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, 'live', ?3 \
+                 SELECT partition_id, ?2, ?5, ?6, row_count, min_time_ns, max_time_ns, ?7, 'live', ?3 \
                  FROM files WHERE id = ?1 AND partition_id = ?4 AND state = 'live'",
-                params![file_id, target, now_ns, partition_id],
+                params![file_id, target, now_ns, partition_id, copy.object_key, copy.bytes, i64::from(copy.checksum_crc32c)],
+            )?;
+            tx.execute(
+                "UPDATE partitions SET bytes = bytes + ?3 - (SELECT bytes FROM files WHERE id = ?2) WHERE id = ?1",
+                params![partition_id, file_id, copy.bytes],
             )?;
             let tombstoned = tx.execute(
                 "UPDATE files SET state = 'tombstoned', tombstoned_at_ns = ?2 WHERE id = ?1 AND state = 'live'",
@@ -987,14 +1012,26 @@ impl Catalog {
         Ok(TierCounts { tiers, oldest_hot_period_end_ns })
     }
 
+    /// Every storage target a file row or an archive names.
+    pub fn storage_targets_in_use(&self) -> Result<Vec<String>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT storage_target FROM files UNION SELECT storage_target FROM archives ORDER BY storage_target",
+        )?;
+        let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Files and bytes per storage target, live and tombstoned.
     pub fn target_usage(&self) -> Result<Vec<TargetUsage>> {
         let connection = self.lock();
         let mut statement = connection.prepare(
-            "SELECT storage_target, \
-               SUM(state = 'live'), COALESCE(SUM(CASE WHEN state = 'live' THEN bytes END), 0), \
-               SUM(state = 'tombstoned'), COALESCE(SUM(CASE WHEN state = 'tombstoned' THEN bytes END), 0) \
-             FROM files GROUP BY storage_target ORDER BY storage_target",
+            "SELECT storage_target, SUM(live), SUM(live_bytes), SUM(dead), SUM(dead_bytes), SUM(archive), SUM(archive_bytes) \
+             FROM (SELECT storage_target, state = 'live' AS live, CASE WHEN state = 'live' THEN bytes ELSE 0 END AS live_bytes, \
+                     state = 'tombstoned' AS dead, CASE WHEN state = 'tombstoned' THEN bytes ELSE 0 END AS dead_bytes, \
+                     0 AS archive, 0 AS archive_bytes FROM files \
+                   UNION ALL SELECT storage_target, 0, 0, 0, 0, 1, bytes FROM archives) \
+             GROUP BY storage_target ORDER BY storage_target",
         )?;
         let rows = statement.query_map([], |row| {
             Ok(TargetUsage {
@@ -1003,6 +1040,8 @@ impl Catalog {
                 bytes: row.get(2)?,
                 tombstoned_files: row.get(3)?,
                 tombstoned_bytes: row.get(4)?,
+                archives: row.get(5)?,
+                archive_bytes: row.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::ingest::IngestLimits;
-use crate::names::DatasetName;
+use crate::names::{DatasetName, TargetName};
+use crate::parquet_file::Encoding;
 use crate::period::Period;
+use crate::policy::facts::Tier;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -29,6 +31,108 @@ pub struct Config {
     pub policies: PoliciesConfig,
     /// Guard rails and timing of lifecycle runs.
     pub lifecycle: LifecycleConfig,
+    /// Storage targets and the target (and file encoding) of each tier.
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: named storage targets, and which one each tier uses.
+///
+/// Four local targets always exist, `hot`, `warm`, `cold` and `archive`, in
+/// `<data_dir>/storage/<name>`; declaring one of those names moves it.
+/// Defaults map each tier to the target of its name (`archived` →
+/// `archive`), so `strata serve` works with nothing configured.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `[storage.targets.NAME]`, by name.
+    pub targets: BTreeMap<String, TargetConfig>,
+    /// `[storage.tiers.TIER]`.
+    pub tiers: TiersConfig,
+}
+
+/// The storage targets that exist without configuration.
+pub const DEFAULT_TARGETS: [&str; 4] = ["hot", "warm", "cold", "archive"];
+
+/// `[storage.targets.NAME]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The backend; `local` (a directory) is the only kind so far.
+    #[serde(default)]
+    pub kind: TargetKind,
+    /// The directory of a local target; relative paths are taken relative
+    /// to `server.data_dir`. Default: `<data_dir>/storage/<name>`.
+    pub path: Option<PathBuf>,
+}
+
+/// The kind of a storage target.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// A directory on a local (or mounted) file system.
+    #[default]
+    Local,
+}
+
+impl TargetKind {
+    /// The kind's name in TOML and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Local => "local",
+        }
+    }
+}
+
+/// `[storage.tiers]`: one table per tier.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TiersConfig {
+    /// `[storage.tiers.hot]`
+    pub hot: TierConfig,
+    /// `[storage.tiers.warm]`
+    pub warm: TierConfig,
+    /// `[storage.tiers.cold]`
+    pub cold: TierConfig,
+    /// `[storage.tiers.archived]`
+    pub archived: TierConfig,
+}
+
+impl TiersConfig {
+    /// The table of one tier.
+    pub fn get(&self, tier: Tier) -> &TierConfig {
+        match tier {
+            Tier::Hot => &self.hot,
+            Tier::Warm => &self.warm,
+            Tier::Cold => &self.cold,
+            Tier::Archived => &self.archived,
+        }
+    }
+}
+
+/// `[storage.tiers.TIER]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TierConfig {
+    /// The storage target of the tier. Default: the target named like the
+    /// tier (`archive` for `archived`).
+    pub target: Option<String>,
+    /// Re-encode files arriving in this tier with this zstd level (1..=22).
+    /// With neither encoding key set, files are copied byte for byte.
+    pub zstd_level: Option<i32>,
+    /// Re-encode files arriving in this tier with row groups of at most
+    /// this many rows. The key not set takes its `[ingest]` value.
+    pub row_group_rows_max: Option<usize>,
+}
+
+/// A storage target with its location resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedTarget {
+    /// The validated name.
+    pub name: TargetName,
+    /// The backend.
+    pub kind: TargetKind,
+    /// The directory (absolute when `server.data_dir` is).
+    pub path: PathBuf,
 }
 
 /// `[lifecycle]`
@@ -369,7 +473,122 @@ impl Config {
         }
         crate::names::check_column_name(&self.ingest.default_time_column)
             .map_err(|e| ConfigError::Invalid(format!("ingest.default_time_column: {e}")))?;
+        self.validate_storage()
+    }
+
+    /// Target names are safe identifiers, every tier's target exists, tier
+    /// encodings are in range, and no two targets share or nest directories
+    /// (nor hold the data directory, or live inside its WAL or caches).
+    fn validate_storage(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        for name in self.storage.targets.keys() {
+            TargetName::parse(name).map_err(|e| ConfigError::Invalid(format!("[storage.targets.{name}]: {e}")))?;
+        }
+        for (name, target) in &self.storage.targets {
+            if target.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return invalid(format!("storage.targets.{name}.path is empty"));
+            }
+        }
+        let targets = self.storage_targets();
+        for tier in [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archived] {
+            let table = self.storage.tiers.get(tier);
+            let target = self.tier_target(tier);
+            if !targets.iter().any(|t| t.name.as_str() == target) {
+                return invalid(format!(
+                    "storage.tiers.{}.target = {target:?} names no storage target; declare [storage.targets.{target}]",
+                    tier.as_str()
+                ));
+            }
+            if let Some(level) = table.zstd_level
+                && !(1..=22).contains(&level)
+            {
+                return invalid(format!("storage.tiers.{}.zstd_level = {level} must be within 1..=22", tier.as_str()));
+            }
+            if table.row_group_rows_max == Some(0) {
+                return invalid(format!("storage.tiers.{}.row_group_rows_max must be greater than 0", tier.as_str()));
+            }
+        }
+        let data_dir = normalize(&absolute(&self.server.data_dir));
+        let reserved = ["wal", "policy-cache", "query-tmp"].map(|d| data_dir.join(d));
+        for (i, a) in targets.iter().enumerate() {
+            let path = normalize(&absolute(&a.path));
+            if data_dir.starts_with(&path) {
+                return invalid(format!(
+                    "storage target {} at {} would hold the data directory {} (catalog and WAL); give it its own directory",
+                    a.name,
+                    a.path.display(),
+                    data_dir.display()
+                ));
+            }
+            if let Some(inside) = reserved.iter().find(|r| path.starts_with(r)) {
+                return invalid(format!(
+                    "storage target {} at {} lies inside {}, which Strata manages",
+                    a.name,
+                    a.path.display(),
+                    inside.display()
+                ));
+            }
+            for b in &targets[i + 1..] {
+                let other = normalize(&absolute(&b.path));
+                if paths_overlap(&path, &other) {
+                    return invalid(format!(
+                        "storage targets {} ({}) and {} ({}) share or nest directories; each target needs its own",
+                        a.name,
+                        a.path.display(),
+                        b.name,
+                        b.path.display()
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Every storage target: the four defaults, then those declared, each
+    /// once, with relative paths resolved against `server.data_dir`. Call
+    /// after [`Config::validate`] (names are checked there).
+    pub fn storage_targets(&self) -> Vec<ResolvedTarget> {
+        let declared = self.storage.targets.iter().map(|(name, t)| (name.as_str(), t.clone()));
+        let defaults = DEFAULT_TARGETS
+            .iter()
+            .filter(|name| !self.storage.targets.contains_key(**name))
+            .map(|name| (*name, TargetConfig::default()));
+        let mut out: Vec<ResolvedTarget> = defaults
+            .chain(declared)
+            .filter_map(|(name, target)| {
+                let path = match target.path {
+                    Some(path) if path.is_absolute() => path,
+                    Some(path) => self.server.data_dir.join(path),
+                    None => self.server.data_dir.join("storage").join(name),
+                };
+                Some(ResolvedTarget { name: TargetName::parse(name).ok()?, kind: target.kind, path })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The name of the storage target `tier` uses.
+    pub fn tier_target(&self, tier: Tier) -> &str {
+        self.storage.tiers.get(tier).target.as_deref().unwrap_or(match tier {
+            Tier::Hot => "hot",
+            Tier::Warm => "warm",
+            Tier::Cold => "cold",
+            Tier::Archived => "archive",
+        })
+    }
+
+    /// How files arriving in `tier` are re-encoded; `None`: copied as they
+    /// are. A key the tier does not set takes its `[ingest]` value.
+    pub fn tier_encoding(&self, tier: Tier) -> Option<Encoding> {
+        let table = self.storage.tiers.get(tier);
+        if table.zstd_level.is_none() && table.row_group_rows_max.is_none() {
+            return None;
+        }
+        Some(Encoding {
+            zstd_level: table.zstd_level.unwrap_or(self.ingest.zstd_level),
+            row_group_rows_max: table.row_group_rows_max.unwrap_or(self.ingest.row_group_rows_max),
+        })
     }
 
     /// Resolves `policies.dir`: a relative path is taken relative to the
@@ -406,6 +625,33 @@ impl Config {
             dataset.and_then(|d| d.time_column.clone()).unwrap_or_else(|| self.ingest.default_time_column.clone());
         (period, time_column)
     }
+}
+
+/// `path` made absolute against the working directory (lexically; the path
+/// need not exist).
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) }
+}
+
+/// `path` with `.` dropped and `..` applied, without touching the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Whether two (normalized) directories are the same or one holds the other.
+pub fn paths_overlap(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
 }
 
 #[cfg(test)]
@@ -451,6 +697,83 @@ mod tests {
         assert_ne!(config.policies.dir, Some(root.join("policies")), "a missing directory is not used");
         std::fs::remove_dir_all(root).unwrap();
         assert!(Config::parse("[policies]\ndirectory = \"x\"\n").unwrap_err().to_string().contains("directory"));
+    }
+
+    #[test]
+    fn storage_defaults_are_four_local_directories_one_per_tier() {
+        let config = Config::parse("[server]\ndata_dir = \"/srv/strata\"\n").unwrap();
+        let targets = config.storage_targets();
+        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["archive", "cold", "hot", "warm"]);
+        assert!(targets.iter().all(|t| t.kind == TargetKind::Local));
+        assert_eq!(targets[0].path, PathBuf::from("/srv/strata/storage/archive"));
+        let tiers = [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archived].map(|t| config.tier_target(t));
+        assert_eq!(tiers, ["hot", "warm", "cold", "archive"]);
+        assert!([Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archived].iter().all(|t| config.tier_encoding(*t).is_none()));
+    }
+
+    #[test]
+    fn tiers_map_to_named_targets_with_their_encoding() {
+        let config = Config::parse(
+            "[server]\ndata_dir = \"/srv/strata\"\n\
+             [storage.targets.fast]\nkind = \"local\"\npath = \"/mnt/ssd/strata\"\n\
+             [storage.targets.big-disk]\npath = \"big\"\n\
+             [storage.targets.hot]\npath = \"/mnt/nvme/hot\"\n\
+             [storage.tiers.warm]\ntarget = \"fast\"\n\
+             [storage.tiers.cold]\ntarget = \"big-disk\"\nzstd_level = 9\nrow_group_rows_max = 4194304\n\
+             [storage.tiers.archived]\nzstd_level = 15\n",
+        )
+        .unwrap();
+        let path = |name: &str| config.storage_targets().into_iter().find(|t| t.name.as_str() == name).unwrap().path;
+        assert_eq!(path("fast"), PathBuf::from("/mnt/ssd/strata"));
+        assert_eq!(path("big-disk"), PathBuf::from("/srv/strata/big"), "relative to the data directory");
+        assert_eq!(path("hot"), PathBuf::from("/mnt/nvme/hot"), "a default target moved");
+        assert_eq!(path("warm"), PathBuf::from("/srv/strata/storage/warm"), "unused defaults still exist");
+        assert_eq!(config.storage_targets().len(), 6);
+        assert_eq!((config.tier_target(Tier::Warm), config.tier_target(Tier::Cold)), ("fast", "big-disk"));
+        assert_eq!(config.tier_encoding(Tier::Cold), Some(Encoding { zstd_level: 9, row_group_rows_max: 4_194_304 }));
+        assert_eq!(
+            config.tier_encoding(Tier::Archived),
+            Some(Encoding { zstd_level: 15, row_group_rows_max: config.ingest.row_group_rows_max }),
+            "an unset key takes the [ingest] value"
+        );
+        assert_eq!(config.tier_encoding(Tier::Warm), None);
+    }
+
+    #[test]
+    fn bad_storage_configuration_is_refused_naming_the_problem() {
+        let refused = |toml: &str, needle: &str| {
+            let text = format!("[server]\ndata_dir = \"/srv/strata\"\n{toml}");
+            let error = Config::parse(&text).err().unwrap_or_else(|| panic!("accepted: {toml}")).to_string();
+            assert!(error.contains(needle), "{toml}: {error}");
+        };
+        refused("[storage.targets.fast]\npth = \"/x\"\n", "pth");
+        refused("[storage.targets.fast]\nkind = \"s3\"\n", "s3");
+        refused("[storage.tiers.frozen]\ntarget = \"cold\"\n", "frozen");
+        refused("[storage.tiers.cold]\nzstd = 9\n", "zstd");
+        refused("[storage]\ntarget = \"x\"\n", "target");
+        refused("[storage.targets.\"../up\"]\npath = \"/x\"\n", "../up");
+        refused("[storage.targets.Fast]\npath = \"/x\"\n", "Fast");
+        refused("[storage.targets.fast]\npath = \"\"\n", "empty");
+        refused("[storage.tiers.cold]\ntarget = \"big-disk\"\n", "storage.tiers.cold.target = \"big-disk\"");
+        refused("[storage.tiers.cold]\nzstd_level = 23\n", "storage.tiers.cold.zstd_level");
+        refused("[storage.tiers.warm]\nrow_group_rows_max = 0\n", "storage.tiers.warm.row_group_rows_max");
+        // Two targets in one directory, or one inside the other.
+        refused(
+            "[storage.targets.a]\npath = \"/mnt/x\"\n[storage.targets.b]\npath = \"/mnt/x/\"\n",
+            "a (/mnt/x) and b",
+        );
+        refused("[storage.targets.a]\npath = \"/mnt/x\"\n[storage.targets.b]\npath = \"/mnt/x/../x/y\"\n", "nest");
+        refused("[storage.targets.a]\npath = \"storage/hot\"\n", "a (/srv/strata/storage/hot) and hot");
+        refused("[storage.targets.a]\npath = \"storage\"\n", "share or nest");
+        refused(
+            "[storage.targets.warm]\npath = \"/mnt/ssd\"\n[storage.targets.cold]\npath = \"/mnt/ssd/cold\"\n",
+            "nest",
+        );
+        // The data directory itself, and what Strata keeps in it.
+        refused("[storage.targets.a]\npath = \"/srv\"\n", "would hold the data directory");
+        refused("[storage.targets.a]\npath = \".\"\n", "would hold the data directory");
+        refused("[storage.targets.a]\npath = \"wal/x\"\n", "inside /srv/strata/wal");
     }
 
     #[test]

@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
                 config.server.listen = listen;
             }
             config.validate()?;
+            strata::failpoint::check().map_err(anyhow::Error::msg)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
             runtime.block_on(strata::server::run(config))
         }

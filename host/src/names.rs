@@ -46,6 +46,45 @@ impl fmt::Display for DatasetName {
     }
 }
 
+/// A storage target name: `[a-z0-9][a-z0-9_-]{0,62}`, like a dataset name.
+///
+/// [`TargetName::parse`] is the only way to obtain one. Target names are
+/// stored in the catalog next to every file, and the default local target of
+/// a name is the directory `<data_dir>/storage/<name>`, so a name can never
+/// carry a separator, `..` or anything else a path could be tricked with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetName(String);
+
+/// The longest storage target name, in bytes.
+pub const TARGET_NAME_BYTES_MAX: usize = 63;
+
+impl TargetName {
+    /// Validates `raw` as a storage target name.
+    pub fn parse(raw: &str) -> Result<TargetName, String> {
+        let bytes = raw.as_bytes();
+        let first_ok = bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let rest_ok = bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-');
+        if !first_ok || !rest_ok || bytes.len() > TARGET_NAME_BYTES_MAX {
+            return Err(format!(
+                "storage target name {:?} must match [a-z0-9][a-z0-9_-]{{0,62}}",
+                raw.chars().take(80).collect::<String>()
+            ));
+        }
+        Ok(TargetName(raw.to_string()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TargetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The longest column name, in bytes.
 pub const COLUMN_NAME_BYTES_MAX: usize = 128;
 
@@ -90,6 +129,16 @@ mod tests {
             &"y".repeat(10_000),
         ] {
             assert!(DatasetName::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn target_names() {
+        for good in ["hot", "big-disk", "ssd_1", "0", &"t".repeat(63)] {
+            assert!(TargetName::parse(good).is_ok(), "{good} should be accepted");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "/mnt", "Hot", "-x", "_x", "a.b", "a b", "a\0b", &"t".repeat(64)] {
+            assert!(TargetName::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 

@@ -1,12 +1,11 @@
-//! Encoding buffered rows as Parquet, and checking a Parquet file.
-
-use std::sync::Arc;
+//! Encoding buffered rows as Parquet, re-encoding a file, and checking a Parquet file.
 
 use arrow::array::{Array, ArrayRef, TimestampNanosecondArray, new_null_array};
 use arrow::compute::{cast, concat_batches, interleave};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::WriterProperties;
@@ -26,6 +25,15 @@ pub enum ParquetFileError {
     /// A check after writing failed.
     #[error("verification failed: {0}")]
     Verify(String),
+}
+
+/// How a file is encoded: its zstd level and the most rows in a row group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Encoding {
+    /// zstd level, 1..=22.
+    pub zstd_level: i32,
+    /// Rows per row group, at most.
+    pub row_group_rows_max: usize,
 }
 
 /// An encoded file and what it holds.
@@ -118,19 +126,61 @@ pub fn encode(
         (Some(min), Some(max)) => (*min, *max),
         _ => return Err(ParquetFileError::Verify("no rows to flush".into())),
     };
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(zstd_level)?))
-        .set_max_row_group_row_count(Some(row_group_rows_max))
-        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
-        .build();
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, Arc::clone(&target), Some(properties))?;
-    writer.write(&all)?;
-    writer.close()?;
+    let bytes = write(&all, Encoding { zstd_level, row_group_rows_max })?;
     let checksum_crc32c = crc32c::crc32c(&bytes);
     let encoded = EncodedFile { bytes, rows, min_time_ns, max_time_ns, checksum_crc32c };
     verify(&encoded.bytes, encoded.rows, encoded.checksum_crc32c)?;
     Ok(encoded)
+}
+
+/// Writes one time-sorted batch as a Parquet file.
+fn write(all: &RecordBatch, encoding: Encoding) -> Result<Vec<u8>, ParquetFileError> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(encoding.zstd_level)?))
+        .set_max_row_group_row_count(Some(encoding.row_group_rows_max))
+        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, all.schema(), Some(properties))?;
+    writer.write(all)?;
+    writer.close()?;
+    Ok(bytes)
+}
+
+/// Every row of a Parquet file as one batch, with the file's Arrow schema.
+fn read_all(bytes: &[u8]) -> Result<RecordBatch, ParquetFileError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(bytes))?;
+    let schema = builder.schema().clone();
+    let batches: Vec<RecordBatch> = builder.build()?.collect::<Result<_, _>>()?;
+    Ok(concat_batches(&schema, &batches)?)
+}
+
+/// Re-encodes one of our Parquet files (`rows` rows, sorted by time) with
+/// `encoding`: the same schema and the same rows in the same order. The new
+/// file is verified (checksum, footer, row count) and read back, and its
+/// content must equal the original's.
+pub fn reencode(bytes: &[u8], rows: i64, encoding: Encoding) -> Result<EncodedFile, ParquetFileError> {
+    let original = read_all(bytes)?;
+    if original.num_rows() as i64 != rows {
+        return Err(ParquetFileError::Verify(format!("the file holds {} rows, expected {rows}", original.num_rows())));
+    }
+    let times = original
+        .columns()
+        .first()
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| ParquetFileError::Verify("the first column is not a nanosecond timestamp".into()))?;
+    let (min_time_ns, max_time_ns) = match (times.values().first(), times.values().last()) {
+        (Some(min), Some(max)) => (*min, *max),
+        _ => return Err(ParquetFileError::Verify("no rows to re-encode".into())),
+    };
+    let bytes = write(&original, encoding)?;
+    let checksum_crc32c = crc32c::crc32c(&bytes);
+    verify(&bytes, rows, checksum_crc32c)?;
+    // Pair assertion: what the new file decodes to is what the old one held.
+    if read_all(&bytes)? != original {
+        return Err(ParquetFileError::Verify("the re-encoded file's rows differ from the original's".into()));
+    }
+    Ok(EncodedFile { bytes, rows, min_time_ns, max_time_ns, checksum_crc32c })
 }
 
 /// Checks a Parquet file: checksum, a readable footer and the row count.
@@ -149,11 +199,12 @@ pub fn verify(bytes: &[u8], rows: i64, checksum_crc32c: u32) -> Result<(), Parqu
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::schema::{ColumnDef, ColumnKind};
     use arrow::array::Float64Array;
     use arrow::datatypes::{Field, Schema};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     #[test]
     fn batches_of_older_schemas_are_conformed_and_sorted() {
@@ -187,5 +238,40 @@ mod tests {
         corrupted[10] ^= 1;
         assert!(verify(&corrupted, 3, file.checksum_crc32c).is_err());
         assert!(verify(&file.bytes, 4, file.checksum_crc32c).is_err());
+    }
+
+    #[test]
+    fn reencoding_keeps_every_row_and_changes_only_the_encoding() {
+        let schema = DatasetSchema::empty("time")
+            .evolve(&[
+                ColumnDef { name: "host".into(), kind: ColumnKind::Tag },
+                ColumnDef { name: "v".into(), kind: ColumnKind::Float },
+            ])
+            .unwrap()
+            .unwrap();
+        let rows = 10_000;
+        let batch = RecordBatch::try_new(
+            schema.arrow_schema(),
+            vec![
+                Arc::new(TimestampNanosecondArray::from((0..rows).collect::<Vec<i64>>())),
+                Arc::new(
+                    (0..rows)
+                        .map(|i| Some(["a", "b", "c", "d", "e", "f", "g"][(i % 7) as usize]))
+                        .collect::<arrow::array::DictionaryArray<arrow::datatypes::Int32Type>>(),
+                ),
+                Arc::new(Float64Array::from((0..rows).map(|i| (i % 100) as f64).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        let original = encode(&[batch], &schema, 1_000_000, 1).unwrap();
+        let encoding = Encoding { zstd_level: 9, row_group_rows_max: 1_000 };
+        let again = reencode(&original.bytes, original.rows, encoding).unwrap();
+        assert_ne!(again.checksum_crc32c, original.checksum_crc32c);
+        assert_eq!((again.rows, again.min_time_ns, again.max_time_ns), (rows, 0, rows - 1));
+        assert_eq!(read_all(&again.bytes).unwrap(), read_all(&original.bytes).unwrap());
+        let groups = SerializedFileReader::new(Bytes::from(again.bytes.clone())).unwrap().metadata().num_row_groups();
+        assert_eq!(groups, 10);
+        assert!(reencode(&original.bytes, rows + 1, encoding).is_err(), "a row count that disagrees is refused");
+        assert!(reencode(&original.bytes[..original.bytes.len() / 2], rows, encoding).is_err());
     }
 }

@@ -32,7 +32,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = state.recovery.set(recovery);
     let engine = crate::query::QueryEngine::new(
         config.query.clone(),
-        &store.storage_root(),
+        store.targets().clone(),
         &config.server.data_dir.join("query-tmp"),
     );
     let _ = state.query.set(Arc::new(engine));

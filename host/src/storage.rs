@@ -4,6 +4,15 @@
 //! Every target offers the same small contract — create-only put, get, ranged
 //! get, head, delete, list — so callers never see local paths unless they ask
 //! for [`StorageTarget::local_path`] (DuckDB reads local files in place).
+//! [`Targets`] holds the configured targets and the target of each tier;
+//! callers hold `Arc<dyn StorageTarget>`, never a concrete backend.
+//! [`Faulty`] wraps a target to inject the faults `STRATA_FAILPOINTS` asks for.
+
+mod faulty;
+mod targets;
+
+pub use faulty::Faulty;
+pub use targets::Targets;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,6 +44,21 @@ impl ObjectKey {
     /// The key of a data file: `data/{dataset_id}/{partition_id}/{file_id}.parquet`.
     pub fn data_file(dataset_id: i64, partition_id: i64, file_id: &str) -> ObjectKey {
         ObjectKey::parse(&format!("data/{dataset_id}/{partition_id}/{file_id}.parquet")).expect("ids make valid keys")
+    }
+
+    /// The key for a new version of this data file (a re-encoded copy):
+    /// the same directory, the same name but for a fresh random suffix, so
+    /// it never collides with the file it replaces and names stay short.
+    pub fn new_version(&self) -> ObjectKey {
+        let (directory, file) = self.0.rsplit_once('/').unwrap_or(("", &self.0));
+        let stem = file.strip_suffix(".parquet").unwrap_or(file);
+        let base = match stem.rsplit_once('-') {
+            Some((base, suffix)) if suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit()) => base,
+            _ => stem,
+        };
+        let name = format!("{base}-{:016x}.parquet", rand::random::<u64>());
+        let key = if directory.is_empty() { name } else { format!("{directory}/{name}") };
+        ObjectKey::parse(&key).expect("a valid key with a hex suffix is valid")
     }
 
     /// The key as text.
@@ -70,6 +94,9 @@ pub enum StorageError {
     /// The key is not valid.
     #[error("invalid object key {0:?}")]
     InvalidKey(String),
+    /// The targets cannot be set up as configured.
+    #[error("{0}")]
+    Misconfigured(String),
     /// An IO error on one object.
     #[error("{key}: {source}")]
     Io {
@@ -91,6 +118,10 @@ impl StorageError {
 pub trait StorageTarget: Send + Sync + fmt::Debug {
     /// The target's configured name.
     fn name(&self) -> &str;
+    /// The backend: `local`, `memory` (an S3 target will say `s3`).
+    fn kind(&self) -> &'static str;
+    /// Where the objects live, for operators: a directory, a bucket URL.
+    fn location(&self) -> String;
     /// Stores `bytes` under `key` durably; fails if `key` exists.
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError>;
     /// The whole object.
@@ -105,6 +136,11 @@ pub trait StorageTarget: Send + Sync + fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
     /// A local path DuckDB can read directly, when the target is local.
     fn local_path(&self, key: &ObjectKey) -> Option<PathBuf>;
+    /// Removes what puts interrupted by a crash left behind (temporary
+    /// files, unfinished uploads); returns how many. Run at start-up only.
+    fn remove_temporaries(&self) -> Result<usize, StorageError> {
+        Ok(0)
+    }
     /// Copies an object into another target (create-only there).
     fn copy_to(
         &self,
@@ -163,6 +199,14 @@ impl StorageTarget for LocalDirectory {
         &self.name
     }
 
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError> {
         let path = self.path(key);
         let dir = path.parent().expect("keys have a file name");
@@ -193,7 +237,7 @@ impl StorageTarget for LocalDirectory {
             }
             Err(e) => return Err(io(key)(e)),
         }
-        crate::failpoint::hit("storage_put_before_dir_sync");
+        crate::failpoint::hit("local.put.before_dir_sync");
         sync_dir(dir).map_err(io(key))
     }
 
@@ -258,11 +302,9 @@ impl StorageTarget for LocalDirectory {
     fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
         Some(self.path(key))
     }
-}
 
-impl LocalDirectory {
-    /// Removes temporary files left by puts interrupted by a crash.
-    pub fn remove_temporaries(&self) -> Result<usize, StorageError> {
+    /// Removes the `.tmp-*` files of puts interrupted by a crash.
+    fn remove_temporaries(&self) -> Result<usize, StorageError> {
         let mut removed = 0;
         let mut stack = vec![self.root.clone()];
         while let Some(dir) = stack.pop() {
@@ -299,6 +341,14 @@ impl InMemory {
 impl StorageTarget for InMemory {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn location(&self) -> String {
+        format!("memory:{}", self.name)
     }
 
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError> {
@@ -382,5 +432,18 @@ mod tests {
             assert!(ObjectKey::parse(bad).is_err(), "{bad:?}");
         }
         assert!(ObjectKey::parse("data/1/2/abc-1.parquet").is_ok());
+    }
+
+    #[test]
+    fn a_new_version_of_a_file_gets_a_fresh_sibling_key() {
+        let flushed = ObjectKey::parse("data/1/2/00000000000000000042-00000000deadbeef.parquet").unwrap();
+        let again = flushed.new_version();
+        assert_ne!(again, flushed);
+        assert!(again.as_str().starts_with("data/1/2/00000000000000000042-"), "{again}");
+        assert_eq!(again.as_str().len(), flushed.as_str().len());
+        assert_eq!(again.new_version().as_str().len(), flushed.as_str().len(), "names do not grow");
+        let archive = ObjectKey::parse("data/1/2/archive-0123456789abcdef.parquet").unwrap().new_version();
+        assert!(archive.as_str().starts_with("data/1/2/archive-") && archive.as_str().ends_with(".parquet"));
+        assert!(ObjectKey::parse("data/1/2/odd.parquet").unwrap().new_version().as_str().starts_with("data/1/2/odd-"));
     }
 }

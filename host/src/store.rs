@@ -7,7 +7,6 @@
 //! Start-up: sweep orphans → load catalog → replay WAL → ready.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -27,8 +26,9 @@ use crate::ingest::{self, Precision};
 use crate::names::DatasetName;
 use crate::parquet_file;
 use crate::period::Bucket;
+use crate::policy::facts::Tier;
 use crate::schema::DatasetSchema;
-use crate::storage::{LocalDirectory, ObjectKey, StorageTarget};
+use crate::storage::{ObjectKey, StorageTarget, Targets};
 use crate::wal::{Wal, WalEntry, decode_batch, encode_batch};
 
 /// Nanoseconds since the epoch, now.
@@ -127,7 +127,10 @@ impl Drop for InFlight {
 pub struct Store {
     config: Arc<Config>,
     catalog: Arc<Catalog>,
-    hot: Arc<LocalDirectory>,
+    /// Every storage target, and the target of each tier.
+    targets: Arc<Targets>,
+    /// The hot tier's target: flushes write here.
+    hot: Arc<dyn StorageTarget>,
     wal: Wal,
     buffers: Arc<Buffers>,
     datasets: RwLock<HashMap<String, Arc<DatasetState>>>,
@@ -171,7 +174,18 @@ impl Store {
         let data_dir = &config.server.data_dir;
         std::fs::create_dir_all(data_dir)?;
         let catalog = Arc::new(Catalog::open(&data_dir.join("catalog.sqlite"))?);
-        let hot = Arc::new(LocalDirectory::open("hot", &data_dir.join("storage").join("hot"))?);
+        let targets = Arc::new(Targets::open(&config)?);
+        // A file on a target the configuration no longer names would be
+        // unreadable, and its copies unsweepable: refuse to start instead.
+        for name in catalog.storage_targets_in_use()? {
+            if targets.named(&name).is_none() {
+                anyhow::bail!(
+                    "the catalog has files on storage target {name:?}, which is not configured; \
+                     declare [storage.targets.{name}] with its location"
+                );
+            }
+        }
+        let hot = targets.tier(Tier::Hot).clone();
         let mut recovery = Recovery { temporary_files_removed: hot.remove_temporaries()?, ..Recovery::default() };
 
         // Files a crash left between their write and their catalog commit are
@@ -229,6 +243,7 @@ impl Store {
         let store = Store {
             config,
             catalog,
+            targets,
             hot,
             wal,
             buffers,
@@ -257,14 +272,14 @@ impl Store {
         &self.buffers
     }
 
-    /// The hot storage target.
-    pub fn hot(&self) -> &Arc<LocalDirectory> {
+    /// The hot tier's storage target.
+    pub fn hot(&self) -> &Arc<dyn StorageTarget> {
         &self.hot
     }
 
-    /// Where local storage targets keep their files.
-    pub fn storage_root(&self) -> PathBuf {
-        self.config.server.data_dir.join("storage")
+    /// Every storage target, and the target of each tier.
+    pub fn targets(&self) -> &Arc<Targets> {
+        &self.targets
     }
 
     /// A dataset, if it exists.
@@ -664,7 +679,7 @@ impl Store {
         let key = ObjectKey::data_file(snapshot.dataset_id, partition_id, &file_name);
         self.hot.put(&key, &file.bytes)?;
         *written = Some(key.clone());
-        crate::failpoint::hit("flush_after_file_write");
+        crate::failpoint::hit("flush.after_file_write");
         // Pair assertion across the IO: what storage holds is what we encoded.
         let stored = self.hot.get(&key)?;
         parquet_file::verify(&stored, file.rows, file.checksum_crc32c)
@@ -681,7 +696,7 @@ impl Store {
         let _visible = self.visibility.write().unwrap_or_else(|p| p.into_inner());
         self.catalog.commit_flush(partition_id, &new_file, snapshot.max_seq, now_ns())?;
         *written = None;
-        crate::failpoint::hit("flush_after_commit");
+        crate::failpoint::hit("flush.after_commit");
         self.buffers.finish_flush(partition_id, snapshot.max_seq);
         Ok(())
     }

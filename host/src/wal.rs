@@ -328,7 +328,7 @@ impl Writer {
                 }
                 continue;
             }
-            crate::failpoint::hit("wal_before_fsync");
+            crate::failpoint::hit("wal.before_fsync");
             if let Err(source) = self.file.sync_data() {
                 // After a failed fsync the page cache state is unknown; refuse
                 // everything until an operator restarts and the WAL is replayed.

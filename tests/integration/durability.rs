@@ -119,19 +119,19 @@ fn crash_in_flush(failpoint: &str) {
         }
     }
     assert_eq!(on_disk, 1, "after {failpoint}: orphans were swept");
-    if failpoint == "flush_after_file_write" {
+    if failpoint == "flush.after_file_write" {
         assert_eq!(ready["recovery"]["orphan_files_removed"], 1, "{ready}");
     }
 }
 
 #[test]
 fn crash_between_parquet_write_and_catalog_commit_leaves_nothing_visible_twice() {
-    crash_in_flush("flush_after_file_write");
+    crash_in_flush("flush.after_file_write");
 }
 
 #[test]
 fn crash_after_catalog_commit_does_not_replay_committed_rows() {
-    crash_in_flush("flush_after_commit");
+    crash_in_flush("flush.after_commit");
 }
 
 #[test]

@@ -5,4 +5,5 @@ mod ingest;
 mod lifecycle;
 mod policies;
 mod query;
+mod storage;
 mod support;

@@ -67,7 +67,7 @@ pub(super) async fn partitions(store: &Arc<Store>, raw: &str) -> Result<Response
     let snapshot = tokio::task::spawn_blocking(move || reader.snapshot(&state))
         .await
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
-    let storage_root = store.storage_root();
+    let targets = store.targets().clone();
     let partitions: Vec<Json> = snapshot
         .partitions
         .iter()
@@ -93,7 +93,7 @@ pub(super) async fn partitions(store: &Arc<Store>, raw: &str) -> Result<Response
                 "files": files.iter().map(|f| json!({
                     "storage_target": f.storage_target,
                     "object_key": f.object_key,
-                    "path": storage_root.join(&f.storage_target).join(&f.object_key),
+                    "path": targets.local_path(&f.storage_target, &f.object_key),
                     "bytes": f.bytes,
                     "rows": f.rows,
                     "min_time": rfc3339(f.min_time_ns),

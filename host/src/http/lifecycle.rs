@@ -11,7 +11,6 @@ use super::{Body, json_response, param};
 use crate::catalog::AuditFilter;
 use crate::error::{ApiError, ErrorCode};
 use crate::lifecycle::Lifecycle;
-use crate::storage::StorageTarget;
 use crate::store::now_ns;
 use hyper::Response;
 
@@ -114,24 +113,38 @@ pub(super) async fn audit(
     Ok(json_response(StatusCode::OK, &json!({ "events": events })))
 }
 
+/// `GET /v1/storage-targets`: every target with its tiers (and how files
+/// arriving in each are encoded) and what the catalog says it holds.
 pub(super) async fn storage_targets(lifecycle: &Arc<Lifecycle>) -> Result<Response<Body>, ApiError> {
     let catalog = lifecycle.catalog().clone();
     let usage = blocking(move || catalog.target_usage()).await??;
-    let targets: Vec<Json> = lifecycle
-        .targets()
-        .tiers()
-        .map(|(tier, target)| {
+    let all = lifecycle.targets();
+    let targets: Vec<Json> = all
+        .all()
+        .map(|target| {
             let usage = usage.iter().find(|u| u.target == target.name()).cloned().unwrap_or_default();
-            json!({
+            let tiers: Vec<Json> = all
+                .tiers_of(target.name())
+                .into_iter()
+                .map(|tier| json!({ "tier": tier.as_str(), "encoding": lifecycle.arrival_encoding(tier) }))
+                .collect();
+            let mut view = json!({
                 "name": target.name(),
-                "kind": "local",
-                "tier": tier.as_str(),
-                "path": target.root(),
+                "kind": target.kind(),
+                "location": target.location(),
+                "tiers": tiers,
                 "files": usage.files,
                 "bytes": usage.bytes,
                 "tombstoned_files": usage.tombstoned_files,
                 "tombstoned_bytes": usage.tombstoned_bytes,
-            })
+                "archives": usage.archives,
+                "archive_bytes": usage.archive_bytes,
+            });
+            let faults = all.faults(target.name());
+            if !faults.is_empty() {
+                view["injected_faults"] = json!(faults);
+            }
+            view
         })
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "storage_targets": targets })))

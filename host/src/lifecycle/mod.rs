@@ -16,7 +16,6 @@
 pub mod guard;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,54 +23,20 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Catalog, NewArchive, PartitionRecord, RunRecord};
+use crate::catalog::{Catalog, MovedFile, NewArchive, PartitionRecord, RunRecord};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
+use crate::parquet_file::Encoding;
 use crate::policy::definition::{DEFAULT_SCHEDULE, PolicyKind, Schedule};
 use crate::policy::facts::{ArchiveDecision, PartitionFacts, RetentionAction, Tier};
 use crate::policy::{PolicyRuntime, dataset_facts, partition_facts};
-use crate::storage::{LocalDirectory, ObjectKey, StorageError, StorageTarget};
+use crate::storage::{ObjectKey, StorageError, StorageTarget};
 use crate::store::{DatasetState, Store, now_ns};
 use guard::{Action, GuardRails, Proposal, Verdict};
 
-/// The storage target of each tier: local directories under
-/// `<data_dir>/storage/`, named `hot`, `warm`, `cold` and `archive`.
-#[derive(Debug)]
-pub struct Targets {
-    by_tier: BTreeMap<Tier, Arc<LocalDirectory>>,
-}
-
-impl Targets {
-    /// Opens the tier directories; `hot` is the store's own.
-    pub fn open(hot: Arc<LocalDirectory>, storage_root: &Path) -> Result<Targets, StorageError> {
-        let mut by_tier = BTreeMap::new();
-        by_tier.insert(Tier::Hot, hot);
-        for (tier, name) in [(Tier::Warm, "warm"), (Tier::Cold, "cold"), (Tier::Archived, "archive")] {
-            by_tier.insert(tier, Arc::new(LocalDirectory::open(name, &storage_root.join(name))?));
-        }
-        Ok(Targets { by_tier })
-    }
-
-    /// The target of a tier.
-    pub fn tier(&self, tier: Tier) -> &Arc<LocalDirectory> {
-        &self.by_tier[&tier]
-    }
-
-    /// A target by name.
-    pub fn named(&self, name: &str) -> Option<&Arc<LocalDirectory>> {
-        self.by_tier.values().find(|t| t.name() == name)
-    }
-
-    /// Every tier with its target, hottest first.
-    pub fn tiers(&self) -> impl Iterator<Item = (Tier, &Arc<LocalDirectory>)> {
-        self.by_tier.iter().map(|(tier, target)| (*tier, target))
-    }
-
-    /// Every target, hottest first.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<LocalDirectory>> {
-        self.by_tier.values()
-    }
-}
+/// The storage targets and the target of each tier (opened by the store
+/// from `[storage]`).
+pub use crate::storage::Targets;
 
 /// What happened to one decision of a run.
 #[derive(Debug, Clone, Serialize)]
@@ -176,7 +141,7 @@ pub struct RunReport {
 pub struct Lifecycle {
     store: Arc<Store>,
     policies: Arc<PolicyRuntime>,
-    targets: Targets,
+    targets: Arc<Targets>,
     config: Arc<Config>,
     /// One run at a time: runs see each other's results.
     running: tokio::sync::Mutex<()>,
@@ -193,10 +158,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Lifecycle {
-    /// Opens the tier targets and removes copies a crash left between their
-    /// write and their catalog commit. Blocking.
+    /// Removes copies a crash left between their write and their catalog
+    /// commit from every target but the hot tier's (the store swept that
+    /// one before flushing). Blocking.
     pub fn open(store: Arc<Store>, policies: Arc<PolicyRuntime>, config: Arc<Config>) -> anyhow::Result<Lifecycle> {
-        let targets = Targets::open(store.hot().clone(), &store.storage_root())?;
+        let targets = store.targets().clone();
         for target in targets.all().filter(|t| t.name() != store.hot().name()) {
             let removed = target.remove_temporaries()?;
             let referenced = store.catalog().referenced_keys(target.name())?;
@@ -228,9 +194,21 @@ impl Lifecycle {
         self.store.catalog()
     }
 
-    /// The tier targets.
+    /// The storage targets and the target of each tier.
     pub fn targets(&self) -> &Targets {
         &self.targets
+    }
+
+    /// How files arriving in `tier` are encoded: the tier's `[storage.tiers]`
+    /// encoding (`None`: moves copy byte for byte). Archives are always
+    /// re-encoded, so `archived` answers the archive defaults when unset.
+    pub fn arrival_encoding(&self, tier: Tier) -> Option<Encoding> {
+        match (tier, self.targets.encoding(tier)) {
+            (Tier::Archived, None) => {
+                Some(Encoding { zstd_level: ARCHIVE_ZSTD_LEVEL, row_group_rows_max: ARCHIVE_ROW_GROUP_ROWS })
+            }
+            (_, encoding) => encoding,
+        }
     }
 
     fn rails(&self, dataset: &str) -> GuardRails {
@@ -666,27 +644,32 @@ impl Lifecycle {
                 blocking(move || catalog.delete_partition(id, now_ns()).map_err(|e| e.to_string()))
                     .await
                     .map_err(|e| e.to_string())??;
+                crate::failpoint::hit("lifecycle.delete.after_commit");
                 Ok(0)
             }
             Action::Archive => {
                 let decision = archive.ok_or("an archive decision without options")?.clone();
-                if !(decision.target.is_empty() || decision.target == "archive") {
-                    return Err(format!(
-                        "unknown archive target {:?}; the archive target is \"archive\"",
-                        decision.target
-                    ));
-                }
-                let destination = self.targets.tier(Tier::Archived).clone();
-                let source_targets: Vec<Arc<LocalDirectory>> = self.targets.all().cloned().collect();
+                // "" is the archived tier's target; a name, any configured target.
+                let destination = if decision.target.is_empty() {
+                    self.targets.tier(Tier::Archived).clone()
+                } else {
+                    self.targets.named(&decision.target).cloned().ok_or_else(|| {
+                        let names: Vec<&str> = self.targets.all().map(|t| t.name()).collect();
+                        format!("unknown archive target {:?}; the storage targets are {names:?}", decision.target)
+                    })?
+                };
+                let targets = self.targets.clone();
                 let catalog = self.store.catalog().clone();
                 let schema = dataset.schema();
                 let (dataset_id, id) = (dataset.record.id, record.id);
-                let row_group_rows = decision.row_group_rows.map_or(ARCHIVE_ROW_GROUP_ROWS, |r| r as usize);
-                let zstd_level = decision.compression_level.map_or(ARCHIVE_ZSTD_LEVEL, i32::from);
+                // The decision's options, else the archived tier's encoding, else the defaults.
+                let defaults = self.arrival_encoding(Tier::Archived).expect("archives always have an encoding");
+                let row_group_rows = decision.row_group_rows.map_or(defaults.row_group_rows_max, |r| r as usize);
+                let zstd_level = decision.compression_level.map_or(defaults.zstd_level, i32::from);
                 blocking(move || {
                     archive_partition(&ArchiveJob {
                         catalog: &catalog,
-                        targets: &source_targets,
+                        targets: &targets,
                         destination: &destination,
                         schema: &schema,
                         dataset_id,
@@ -700,13 +683,10 @@ impl Lifecycle {
                 .map_err(|e| e.to_string())?
             }
             Action::Move(tier) => {
-                let source_targets: Vec<Arc<LocalDirectory>> = self.targets.all().cloned().collect();
-                let destination = self.targets.tier(tier).clone();
+                let targets = self.targets.clone();
                 let catalog = self.store.catalog().clone();
                 let id = record.id;
-                blocking(move || move_partition(&catalog, &source_targets, &destination, id, tier))
-                    .await
-                    .map_err(|e| e.to_string())?
+                blocking(move || move_partition(&catalog, &targets, id, tier)).await.map_err(|e| e.to_string())?
             }
         }
     }
@@ -744,11 +724,10 @@ impl Lifecycle {
             ));
         }
         let _one_at_a_time = self.running.lock().await;
-        let source_targets: Vec<Arc<LocalDirectory>> = self.targets.all().cloned().collect();
-        let destination = self.targets.tier(tier).clone();
+        let targets = self.targets.clone();
         let catalog = self.store.catalog().clone();
         let partition_id = record.id;
-        let bytes = blocking(move || move_partition(&catalog, &source_targets, &destination, partition_id, tier))
+        let bytes = blocking(move || move_partition(&catalog, &targets, partition_id, tier))
             .await?
             .map_err(|e| ApiError::new(ErrorCode::Internal, format!("restore of {id} failed: {e}")))?;
         let detail = json!({ "tier": tier.as_str(), "bytes_moved": bytes });
@@ -921,69 +900,107 @@ impl Lifecycle {
         }
     }
 
-    /// Deletes tombstoned files whose grace period ended before `now`.
-    /// Blocking. Returns how many were deleted.
+    /// Deletes tombstoned files whose grace period ended before `now`: the
+    /// object first, then its catalog row, so a crash between the two leaves
+    /// a row whose object is already gone (deleted again, harmlessly, by the
+    /// next sweep). A file that cannot be deleted stays tombstoned and is
+    /// tried again on the next sweep; the others go on. Blocking. Returns how
+    /// many were deleted, or the first error if none could be.
     pub fn sweep(&self, now: i64) -> Result<usize, String> {
         let grace_ns =
             i64::try_from(self.config.lifecycle.grace_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000);
         let catalog = self.store.catalog();
         let expired = catalog.expired_tombstones(now.saturating_sub(grace_ns)).map_err(|e| e.to_string())?;
         let mut swept = 0;
+        let mut first_error = None;
         for file in expired {
             let Some(target) = self.targets.named(&file.storage_target) else { continue };
             let key = ObjectKey::parse(&file.object_key).map_err(|e| e.to_string())?;
             match target.delete(&key) {
                 Ok(()) | Err(StorageError::NotFound(_)) => {}
-                Err(error) => return Err(error.to_string()),
+                Err(error) => {
+                    self.count("strata_lifecycle_sweep_failures_total".into(), 1);
+                    tracing::warn!(target = target.name(), key = %key, %error, "tombstoned file not deleted; retried on the next sweep");
+                    first_error.get_or_insert(format!("{} on {}: {error}", key, target.name()));
+                    continue;
+                }
             }
+            crate::failpoint::hit("lifecycle.sweep.after_delete");
             catalog.forget_file(file.id).map_err(|e| e.to_string())?;
             swept += 1;
         }
-        Ok(swept)
+        match first_error {
+            Some(error) if swept == 0 => Err(error),
+            _ => Ok(swept),
+        }
     }
 }
 
-/// Copies every live file of a partition that is not on `destination` there,
-/// verifies each copy, then commits the new locations and tombstones the old
-/// copies in one catalog transaction. Blocking. Returns the bytes copied.
-fn move_partition(
-    catalog: &Catalog,
-    targets: &[Arc<LocalDirectory>],
-    destination: &Arc<LocalDirectory>,
-    partition_id: i64,
-    tier: Tier,
-) -> Result<u64, String> {
+/// Moves a partition to `tier`: copies each live file to the tier's target
+/// — byte for byte, or re-encoded under a new key when the tier sets an
+/// encoding — verifies each copy as read back (checksum, footer, rows), then
+/// commits the new locations and tombstones the old copies in one catalog
+/// transaction. Without an encoding, files already on the target stay as
+/// they are; with one, every file is re-encoded. Blocking. Returns the bytes
+/// written.
+fn move_partition(catalog: &Catalog, targets: &Targets, partition_id: i64, tier: Tier) -> Result<u64, String> {
+    let destination = targets.tier(tier);
+    let encoding = targets.encoding(tier);
     let files = catalog.files(partition_id).map_err(|e| e.to_string())?;
-    let mut moved = Vec::new();
+    let mut copies = Vec::new();
     let mut bytes_moved = 0u64;
-    for file in files.iter().filter(|f| f.storage_target != destination.name()) {
+    for file in files.iter().filter(|f| encoding.is_some() || f.storage_target != destination.name()) {
         let source = targets
-            .iter()
-            .find(|t| t.name() == file.storage_target)
+            .named(&file.storage_target)
             .ok_or_else(|| format!("file {} is on unknown target {}", file.id, file.storage_target))?;
         let key = ObjectKey::parse(&file.object_key).map_err(|e| e.to_string())?;
         let bytes = source.get(&key).map_err(|e| e.to_string())?;
         crate::parquet_file::verify(&bytes, file.rows, file.checksum_crc32c)
             .map_err(|e| format!("source {key} on {}: {e}", source.name()))?;
-        match destination.put(&key, &bytes) {
-            // A copy from an attempt that crashed before its commit is kept
-            // only if it verifies below.
-            Ok(()) | Err(StorageError::AlreadyExists(_)) => {}
-            Err(error) => return Err(error.to_string()),
-        }
-        crate::failpoint::hit("lifecycle_after_copy");
-        let copied = destination.get(&key).map_err(|e| e.to_string())?;
-        if let Err(error) = crate::parquet_file::verify(&copied, file.rows, file.checksum_crc32c) {
-            let _ = destination.delete(&key);
-            return Err(format!("copy of {key} on {} does not verify: {error}", destination.name()));
-        }
-        bytes_moved += copied.len() as u64;
-        moved.push(file.id);
+        let (copy_key, copy, checksum_crc32c) = match encoding {
+            None => (key, bytes, file.checksum_crc32c),
+            Some(encoding) => {
+                let encoded = crate::parquet_file::reencode(&bytes, file.rows, encoding)
+                    .map_err(|e| format!("re-encoding {key} for {}: {e}", tier.as_str()))?;
+                (key.new_version(), encoded.bytes, encoded.checksum_crc32c)
+            }
+        };
+        let created = match destination.put(&copy_key, &copy) {
+            Ok(()) => true,
+            // A byte copy from an attempt that crashed before its commit is
+            // kept only if it verifies below.
+            Err(StorageError::AlreadyExists(_)) => false,
+            Err(error) => return Err(format!("copying {copy_key} to {}: {error}", destination.name())),
+        };
+        crate::failpoint::hit("lifecycle.move.after_copy");
+        let verified = destination.get(&copy_key).map_err(|e| e.to_string()).and_then(|stored| {
+            crate::parquet_file::verify(&stored, file.rows, checksum_crc32c)
+                .map(|()| stored.len())
+                .map_err(|e| e.to_string())
+        });
+        let stored_bytes = match verified {
+            Ok(stored_bytes) => stored_bytes,
+            Err(error) => {
+                // Only a copy this attempt created is certainly unreferenced;
+                // anything else is left to the start-up orphan sweep.
+                if created {
+                    let _ = destination.delete(&copy_key);
+                }
+                return Err(format!("copy of {copy_key} on {} does not verify: {error}", destination.name()));
+            }
+        };
+        bytes_moved += stored_bytes as u64;
+        copies.push(MovedFile {
+            id: file.id,
+            object_key: copy_key.to_string(),
+            bytes: stored_bytes as i64,
+            checksum_crc32c,
+        });
     }
     catalog
-        .commit_move(partition_id, &moved, destination.name(), tier.as_str(), now_ns())
+        .commit_move(partition_id, &copies, destination.name(), tier.as_str(), now_ns())
         .map_err(|e| e.to_string())?;
-    crate::failpoint::hit("lifecycle_after_commit");
+    crate::failpoint::hit("lifecycle.move.after_commit");
     Ok(bytes_moved)
 }
 
@@ -1054,8 +1071,8 @@ impl Evaluation {
 /// What archiving one partition needs.
 struct ArchiveJob<'a> {
     catalog: &'a Catalog,
-    targets: &'a [Arc<LocalDirectory>],
-    destination: &'a Arc<LocalDirectory>,
+    targets: &'a Targets,
+    destination: &'a Arc<dyn StorageTarget>,
     schema: &'a crate::schema::DatasetSchema,
     dataset_id: i64,
     partition_id: i64,
@@ -1077,8 +1094,7 @@ fn archive_partition(job: &ArchiveJob<'_>) -> Result<u64, String> {
     for file in &files {
         let source = job
             .targets
-            .iter()
-            .find(|t| t.name() == file.storage_target)
+            .named(&file.storage_target)
             .ok_or_else(|| format!("file {} is on unknown target {}", file.id, file.storage_target))?;
         let key = ObjectKey::parse(&file.object_key).map_err(|e| e.to_string())?;
         let bytes = source.get(&key).map_err(|e| e.to_string())?;
@@ -1108,7 +1124,6 @@ fn archive_partition(job: &ArchiveJob<'_>) -> Result<u64, String> {
     let key = ObjectKey::data_file(job.dataset_id, job.partition_id, &name);
     let manifest_key = ObjectKey::parse(&format!("data/{}/{}/{name}.manifest.json", job.dataset_id, job.partition_id))
         .map_err(|e| e.to_string())?;
-    job.destination.put(&key, &encoded.bytes).map_err(|e| e.to_string())?;
     let manifest = json!({
         "format": "strata-archive-1",
         "file": {
@@ -1124,13 +1139,23 @@ fn archive_partition(job: &ArchiveJob<'_>) -> Result<u64, String> {
         "sources": sources,
     })
     .to_string();
-    job.destination.put(&manifest_key, manifest.as_bytes()).map_err(|e| e.to_string())?;
-    crate::failpoint::hit("archive_after_write");
-    let stored = job.destination.get(&key).map_err(|e| e.to_string())?;
-    crate::parquet_file::verify(&stored, encoded.rows, encoded.checksum_crc32c)
-        .map_err(|e| format!("archive {key} does not verify: {e}"))?;
-    if job.destination.get(&manifest_key).map_err(|e| e.to_string())? != manifest.as_bytes() {
-        return Err(format!("manifest {manifest_key} does not read back"));
+    let written = (|| -> Result<(), String> {
+        job.destination.put(&key, &encoded.bytes).map_err(|e| format!("writing {key}: {e}"))?;
+        job.destination.put(&manifest_key, manifest.as_bytes()).map_err(|e| format!("writing {manifest_key}: {e}"))?;
+        crate::failpoint::hit("lifecycle.archive.after_write");
+        let stored = job.destination.get(&key).map_err(|e| e.to_string())?;
+        crate::parquet_file::verify(&stored, encoded.rows, encoded.checksum_crc32c)
+            .map_err(|e| format!("archive {key} on {} does not verify: {e}", job.destination.name()))?;
+        if job.destination.get(&manifest_key).map_err(|e| e.to_string())? != manifest.as_bytes() {
+            return Err(format!("manifest {manifest_key} on {} does not read back", job.destination.name()));
+        }
+        Ok(())
+    })();
+    if let Err(error) = written {
+        // Both names are fresh and uncommitted, so nothing else refers to them.
+        let _ = job.destination.delete(&key);
+        let _ = job.destination.delete(&manifest_key);
+        return Err(error);
     }
     let archive = NewArchive {
         storage_target: job.destination.name().to_string(),
@@ -1143,5 +1168,6 @@ fn archive_partition(job: &ArchiveJob<'_>) -> Result<u64, String> {
         checksum_crc32c: encoded.checksum_crc32c,
     };
     job.catalog.commit_archive(job.partition_id, &archive, job.replace_source, now_ns()).map_err(|e| e.to_string())?;
+    crate::failpoint::hit("lifecycle.archive.after_commit");
     Ok(encoded.bytes.len() as u64)
 }

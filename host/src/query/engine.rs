@@ -21,6 +21,7 @@ use crate::config::QueryConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::parquet_file::conform;
 use crate::schema::{ColumnKind, DatasetSchema};
+use crate::storage::Targets;
 use crate::store::{DatasetSnapshot, DatasetState, Store};
 
 /// What a query looked at.
@@ -57,7 +58,7 @@ pub struct QueryResult {
 #[derive(Debug)]
 pub struct QueryEngine {
     config: QueryConfig,
-    storage_root: PathBuf,
+    targets: Arc<Targets>,
     temp_dir: PathBuf,
     permits: Arc<Semaphore>,
 }
@@ -109,10 +110,10 @@ struct Source {
 }
 
 impl QueryEngine {
-    /// An engine reading files under `storage_root`.
-    pub fn new(config: QueryConfig, storage_root: &Path, temp_dir: &Path) -> QueryEngine {
+    /// An engine reading the files of `targets`.
+    pub fn new(config: QueryConfig, targets: Arc<Targets>, temp_dir: &Path) -> QueryEngine {
         let permits = Arc::new(Semaphore::new(config.concurrent_max));
-        QueryEngine { config, storage_root: storage_root.to_path_buf(), temp_dir: temp_dir.to_path_buf(), permits }
+        QueryEngine { config, targets, temp_dir: temp_dir.to_path_buf(), permits }
     }
 
     /// A fresh in-memory database per query, locked down: it may read exactly
@@ -139,11 +140,20 @@ impl QueryEngine {
     }
 
     /// The local path DuckDB reads a committed file from. This is the
-    /// file-resolution seam: every target today is a directory under the
-    /// storage root named after the target; a remote target will resolve to
-    /// its local cache here.
-    fn resolve(&self, file: &crate::catalog::FileRecord) -> String {
-        self.storage_root.join(&file.storage_target).join(&file.object_key).display().to_string()
+    /// file-resolution seam: every target today is a local directory that
+    /// hands out paths; a remote target will resolve to its local cache here.
+    fn resolve(&self, file: &crate::catalog::FileRecord) -> Result<String, ApiError> {
+        self.targets.local_path(&file.storage_target, &file.object_key).map(|p| p.display().to_string()).ok_or_else(
+            || {
+                ApiError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "file {} is on storage target {}, which has no local path",
+                        file.object_key, file.storage_target
+                    ),
+                )
+            },
+        )
     }
 
     fn source(
@@ -152,7 +162,7 @@ impl QueryEngine {
         snapshot: &DatasetSnapshot,
         range: Option<(i64, i64)>,
         stats: &mut QueryStats,
-    ) -> Source {
+    ) -> Result<Source, ApiError> {
         let schema = dataset.schema();
         let mut files = Vec::new();
         let mut live = std::collections::HashSet::new();
@@ -181,13 +191,13 @@ impl QueryEngine {
                 }
                 stats.files_scanned += 1;
                 stats.bytes_scanned += file.bytes as u64;
-                files.push(self.resolve(file));
+                files.push(self.resolve(file)?);
             }
         }
         let buffered: Vec<RecordBatch> =
             snapshot.buffered.iter().filter(|(id, _)| live.contains(id)).map(|(_, b)| b.clone()).collect();
         stats.rows_from_buffers += buffered.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        Source { name: dataset.name.to_string(), schema, files, buffered }
+        Ok(Source { name: dataset.name.to_string(), schema, files, buffered })
     }
 
     /// Defines a view named `view` over a source's files and buffered rows.
@@ -313,7 +323,7 @@ impl QueryEngine {
                 let mut sources = Vec::new();
                 for (dataset, _) in &datasets {
                     let snapshot = store.snapshot(dataset)?;
-                    sources.push(engine.source(dataset, &snapshot, range, &mut stats));
+                    sources.push(engine.source(dataset, &snapshot, range, &mut stats)?);
                 }
                 let files: Vec<&str> = sources.iter().flat_map(|s| s.files.iter().map(String::as_str)).collect();
                 let connection = engine.connect(&files)?;

@@ -1,0 +1,213 @@
+//! The configured storage targets, by name, and the target and file
+//! encoding of each tier.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{Faulty, LocalDirectory, ObjectKey, StorageError, StorageTarget};
+use crate::config::{Config, TargetKind};
+use crate::parquet_file::Encoding;
+use crate::policy::facts::Tier;
+
+/// Every tier, hottest first.
+pub const TIERS: [Tier; 4] = [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archived];
+
+#[derive(Debug)]
+struct TierStorage {
+    target: Arc<dyn StorageTarget>,
+    encoding: Option<Encoding>,
+}
+
+/// The storage targets of one configuration and what each tier uses.
+/// Callers see `Arc<dyn StorageTarget>`, never a concrete backend.
+#[derive(Debug)]
+pub struct Targets {
+    by_name: BTreeMap<String, Arc<dyn StorageTarget>>,
+    by_tier: BTreeMap<Tier, TierStorage>,
+    /// Injected faults by target name (fault-injection runs only).
+    faults: BTreeMap<String, Vec<String>>,
+}
+
+impl Targets {
+    /// Opens every target of `config` (local directories are created) and
+    /// maps the tiers. A target named by `STRATA_FAILPOINTS` is wrapped in
+    /// [`Faulty`]. Two local targets whose directories turn out to be the
+    /// same or nested once symlinks are resolved are refused (the
+    /// configuration check compares the paths as written). Blocking.
+    pub fn open(config: &Config) -> Result<Targets, StorageError> {
+        let mut by_name = BTreeMap::new();
+        let mut faults = BTreeMap::new();
+        let mut roots: Vec<(String, PathBuf)> = Vec::new();
+        for resolved in config.storage_targets() {
+            let name = resolved.name.as_str();
+            let target: Arc<dyn StorageTarget> = match resolved.kind {
+                TargetKind::Local => {
+                    let local = LocalDirectory::open(name, &resolved.path)?;
+                    let root = local
+                        .root()
+                        .canonicalize()
+                        .map_err(|source| StorageError::Io { key: local.root().display().to_string(), source })?;
+                    if let Some((other, other_root)) =
+                        roots.iter().find(|(_, r)| crate::config::paths_overlap(r, &root))
+                    {
+                        return Err(StorageError::Misconfigured(format!(
+                            "storage targets {other} ({}) and {name} ({}) share or nest directories once symlinks are resolved",
+                            other_root.display(),
+                            root.display()
+                        )));
+                    }
+                    roots.push((name.to_string(), root));
+                    Arc::new(local)
+                }
+            };
+            let injected = crate::failpoint::storage_faults(name);
+            let target: Arc<dyn StorageTarget> = if injected.is_empty() {
+                target
+            } else {
+                let faulty = Faulty::new(target, injected);
+                tracing::warn!(target = name, faults = ?faulty.describe(), "storage target wrapped for fault injection");
+                faults.insert(name.to_string(), faulty.describe());
+                Arc::new(faulty)
+            };
+            by_name.insert(name.to_string(), target);
+        }
+        let mut targets = Targets::new(
+            by_name.into_values().collect(),
+            TIERS.map(|tier| (tier, config.tier_target(tier), config.tier_encoding(tier))),
+        )?;
+        targets.faults = faults;
+        Ok(targets)
+    }
+
+    /// Targets from opened parts, e.g. in-memory targets in unit tests.
+    /// Every tier's target must be among `targets`.
+    pub fn new(
+        targets: Vec<Arc<dyn StorageTarget>>,
+        tiers: [(Tier, &str, Option<Encoding>); 4],
+    ) -> Result<Targets, StorageError> {
+        let by_name: BTreeMap<String, Arc<dyn StorageTarget>> =
+            targets.into_iter().map(|t| (t.name().to_string(), t)).collect();
+        let mut by_tier = BTreeMap::new();
+        for (tier, name, encoding) in tiers {
+            let target = by_name.get(name).cloned().ok_or_else(|| {
+                StorageError::Misconfigured(format!(
+                    "tier {} uses storage target {name}, which does not exist",
+                    tier.as_str()
+                ))
+            })?;
+            by_tier.insert(tier, TierStorage { target, encoding });
+        }
+        if let Some(missing) = TIERS.iter().find(|t| !by_tier.contains_key(t)) {
+            return Err(StorageError::Misconfigured(format!("tier {} has no storage target", missing.as_str())));
+        }
+        Ok(Targets { by_name, by_tier, faults: BTreeMap::new() })
+    }
+
+    /// The target of a tier.
+    pub fn tier(&self, tier: Tier) -> &Arc<dyn StorageTarget> {
+        &self.by_tier[&tier].target
+    }
+
+    /// How files arriving in a tier are re-encoded; `None`: copied byte for byte.
+    pub fn encoding(&self, tier: Tier) -> Option<Encoding> {
+        self.by_tier[&tier].encoding
+    }
+
+    /// A target by name.
+    pub fn named(&self, name: &str) -> Option<&Arc<dyn StorageTarget>> {
+        self.by_name.get(name)
+    }
+
+    /// Every tier with its target, hottest first.
+    pub fn tiers(&self) -> impl Iterator<Item = (Tier, &Arc<dyn StorageTarget>)> {
+        self.by_tier.iter().map(|(tier, storage)| (*tier, &storage.target))
+    }
+
+    /// The tiers that use target `name`, hottest first.
+    pub fn tiers_of(&self, name: &str) -> Vec<Tier> {
+        self.tiers().filter(|(_, target)| target.name() == name).map(|(tier, _)| tier).collect()
+    }
+
+    /// Every target once, by name, used by a tier or not.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn StorageTarget>> {
+        self.by_name.values()
+    }
+
+    /// The faults injected into target `name` (empty outside fault-injection runs).
+    pub fn faults(&self, name: &str) -> &[String] {
+        self.faults.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The local path of a catalog file `(target, object key)`, for readers
+    /// that open files in place (DuckDB); `None` if the target is unknown or
+    /// not local.
+    pub fn local_path(&self, target: &str, object_key: &str) -> Option<PathBuf> {
+        self.named(target)?.local_path(&ObjectKey::parse(object_key).ok()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::InMemory;
+
+    #[test]
+    fn tiers_resolve_to_their_targets_and_share_them() {
+        let fast: Arc<dyn StorageTarget> = Arc::new(InMemory::new("fast"));
+        let slow: Arc<dyn StorageTarget> = Arc::new(InMemory::new("slow"));
+        let encoding = Some(Encoding { zstd_level: 9, row_group_rows_max: 100 });
+        let targets = Targets::new(
+            vec![fast, slow],
+            [
+                (Tier::Hot, "fast", None),
+                (Tier::Warm, "slow", None),
+                (Tier::Cold, "slow", encoding),
+                (Tier::Archived, "slow", None),
+            ],
+        )
+        .unwrap();
+        assert_eq!(targets.tier(Tier::Cold).name(), "slow");
+        assert_eq!(targets.encoding(Tier::Cold), encoding);
+        assert_eq!(targets.encoding(Tier::Warm), None);
+        assert_eq!(targets.tiers_of("slow"), [Tier::Warm, Tier::Cold, Tier::Archived]);
+        assert_eq!(targets.all().count(), 2);
+        assert_eq!(targets.local_path("fast", "data/1/2/x.parquet"), None, "in-memory targets have no paths");
+
+        let only: Arc<dyn StorageTarget> = Arc::new(InMemory::new("only"));
+        let error = Targets::new(
+            vec![only],
+            [
+                (Tier::Hot, "only", None),
+                (Tier::Warm, "gone", None),
+                (Tier::Cold, "only", None),
+                (Tier::Archived, "only", None),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("gone"), "{error}");
+    }
+
+    #[test]
+    fn symlinked_directories_cannot_alias_two_targets() {
+        let root = std::env::temp_dir().join(format!("strata-targets-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("alias")).unwrap();
+        let config = Config::parse(&format!(
+            "[server]\ndata_dir = \"{}\"\n[storage.targets.a]\npath = \"{}\"\n[storage.targets.b]\npath = \"{}\"\n",
+            root.join("data").display(),
+            root.join("real").display(),
+            root.join("alias/inner").display(),
+        ))
+        .expect("the paths as written do not overlap");
+        let error = Targets::open(&config).unwrap_err().to_string();
+        assert!(error.contains("share or nest"), "{error}");
+        let config = Config::parse(&format!("[server]\ndata_dir = \"{}\"\n", root.join("data").display())).unwrap();
+        let targets = Targets::open(&config).unwrap();
+        assert_eq!(targets.tier(Tier::Archived).name(), "archive");
+        assert_eq!(targets.tier(Tier::Archived).kind(), "local");
+        assert!(targets.tier(Tier::Hot).location().ends_with("data/storage/hot"));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}
