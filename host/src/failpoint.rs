@@ -3,7 +3,10 @@
 //!
 //! Enabled only through the `STRATA_FAILPOINTS` environment variable (a
 //! comma-separated list of names), read once at start. In production the list
-//! is empty and [`hit`] is one relaxed load.
+//! is empty and [`hit`] and [`active`] are one relaxed load.
+//!
+//! [`hit`] kills the process (a crash at that step); [`active`] lets the code
+//! at a step fail as a faulty storage target would, without dying.
 
 use std::sync::OnceLock;
 
@@ -24,4 +27,11 @@ pub fn hit(name: &str) {
         eprintln!("strata: fail point {name} reached; aborting");
         std::process::abort();
     }
+}
+
+/// Whether fail point `name` is enabled: the caller then fails its step the
+/// way a faulty storage target would (an error, not a crash).
+pub fn active(name: &str) -> bool {
+    let enabled = enabled();
+    !enabled.is_empty() && enabled.iter().any(|n| n == name)
 }
