@@ -225,6 +225,8 @@ fn a_crash_at_any_step_of_a_chunk_loses_nothing_and_the_job_resumes() {
         assert_eq!((interrupted["attempts"].as_i64(), interrupted["cursor"].as_i64()), (Some(1), Some(committed)));
         assert!(interrupted["last_error"].as_str().unwrap().contains("interrupted"), "{interrupted}");
 
+        let dry = compact(&server, "events", json!({"dry": true}));
+        assert_eq!(dry["partitions"][0]["outcome"], "resumable", "{dry}");
         // The next request resumes the job where it stopped and completes it.
         let resumed = compact(&server, "events", json!({"partition": "2025-01-01"}));
         let report = &resumed["partitions"][0];
@@ -316,5 +318,54 @@ fn writes_and_flushes_continue_while_a_partition_is_compacted() {
     server.flush();
     compact(&server, "events", json!({}));
     assert_eq!(all_rows(&server, "events"), rows);
+    assert_disk_matches_catalog(&server, "events");
+}
+
+#[test]
+fn a_move_that_gets_there_first_wins_and_the_moved_files_are_compacted_on_their_new_tier() {
+    let tiering = "name = \"tiering\"\nkind = \"tiering\"\nplugin = \"builtin:tier-by-age\"\ndatasets = [\"events\"]\n\
+                   [config]\nwarm_after = \"2d\"\n";
+    let mut server = Server::start_with_files(
+        "compaction-move",
+        CONFIG,
+        &[("STRATA_FAILPOINTS", "compaction_after_checkpoint")],
+        &[("policies/tiering.toml", tiering.as_bytes())],
+    );
+    write_small_files(&server, "events", START, 0, 8, 3);
+    let before = all_rows(&server, "events");
+    // A job is planned (two chunks of the hot files), then the server dies.
+    let _ = crate::support::client().post(format!("{}/v1/datasets/events/compact", server.url)).body("{}").send();
+    assert!(!server.wait_exit().success());
+    server.set_env(&[]);
+    server.start_again();
+    assert_eq!(checkpoint(&server, "events", "events/2025-01-01")["total_chunks"], 2);
+
+    // The partition moves to warm before the job resumes: new file rows, old ones tombstoned.
+    let (status, run) =
+        server.post("/v1/policies/tiering/run", json!({"dataset": "events", "now": START + 5 * DAY}).to_string());
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["runs"][0]["executed"], 1, "{run}");
+    // The resumed job finds none of its inputs live on hot: every chunk is skipped.
+    let resumed = compact(&server, "events", json!({"partition": "2025-01-01"}));
+    let report = &resumed["partitions"][0];
+    assert_eq!(report["outcome"], "completed", "{resumed}");
+    assert_eq!((report["chunks_merged"].as_u64(), report["chunks_skipped"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(report["checkpoint"]["skipped_chunks"], 2);
+    assert_eq!(file_count(&server, "events", "2025-01-01"), 8);
+    assert_eq!(all_rows(&server, "events"), before);
+
+    // A new job compacts the moved files where they now are.
+    let again = compact(&server, "events", json!({}));
+    assert_eq!(again["partitions"][0]["outcome"], "completed", "{again}");
+    assert_eq!(again["partitions"][0]["tier"], "warm");
+    let day = partitions(&server, "events").into_iter().find(|p| p["period_label"] == "2025-01-01").unwrap();
+    assert_eq!(day["tier"], "warm");
+    let files = day["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    assert!(
+        files.iter().all(|f| f["storage_target"] == "warm" && f["path"].as_str().unwrap().contains("/storage/warm/")),
+        "{day}"
+    );
+    assert_eq!(all_rows(&server, "events"), before);
     assert_disk_matches_catalog(&server, "events");
 }
