@@ -173,6 +173,49 @@ pub struct LifecycleConfig {
     pub health_max_cold_age_ms: Option<u64>,
     /// Past this multiple of a threshold, unhealthy instead of degraded.
     pub health_unhealthy_multiplier: f64,
+    /// Merging small files (`[lifecycle.compaction]`).
+    pub compaction: CompactionConfig,
+}
+
+/// `[lifecycle.compaction]` — merging a partition's small files into larger
+/// ones, chunk by chunk, with a resumable checkpoint per partition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// Datasets may be compacted (per dataset: `[datasets.<name>] compaction`).
+    pub enabled: bool,
+    /// How often the scheduler looks for partitions to compact, in ms
+    /// (0: only on `POST /v1/datasets/{ds}/compact`).
+    pub interval_ms: u64,
+    /// A partition is compacted once it has at least this many small live files.
+    pub min_files: usize,
+    /// A file smaller than this is small, in bytes.
+    pub small_file_bytes: u64,
+    /// The input files of one chunk add up to at most this, in bytes; it
+    /// bounds the output file's size and a chunk's memory.
+    pub target_file_bytes: u64,
+    /// At most this many files are merged by one chunk into one file.
+    pub chunk_files: usize,
+    /// A failed job is retried by the scheduler until it has been attempted
+    /// this many times; then it waits for an operator's `compact` request.
+    pub max_attempts: u32,
+    /// A completed checkpoint is kept this long for audits, in ms.
+    pub checkpoint_retention_ms: u64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> CompactionConfig {
+        CompactionConfig {
+            enabled: true,
+            interval_ms: 300_000,
+            min_files: 8,
+            small_file_bytes: 16 * 1024 * 1024,
+            target_file_bytes: 128 * 1024 * 1024,
+            chunk_files: 32,
+            max_attempts: 3,
+            checkpoint_retention_ms: 86_400_000,
+        }
+    }
 }
 
 impl Default for LifecycleConfig {
@@ -193,6 +236,7 @@ impl Default for LifecycleConfig {
             health_max_warm_age_ms: None,
             health_max_cold_age_ms: None,
             health_unhealthy_multiplier: 2.0,
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -365,6 +409,8 @@ pub struct DatasetConfig {
     pub time_column: Option<String>,
     /// Overrides `lifecycle.min_retention_ms` for this dataset.
     pub min_retention_ms: Option<u64>,
+    /// Overrides `lifecycle.compaction.enabled` for this dataset.
+    pub compaction: Option<bool>,
 }
 
 /// A configuration that could not be loaded.
@@ -464,6 +510,25 @@ impl Config {
                 "lifecycle.health_unhealthy_multiplier = {} must be at least 1",
                 self.lifecycle.health_unhealthy_multiplier
             ));
+        }
+        let compaction = &self.lifecycle.compaction;
+        if compaction.min_files < 2 {
+            return invalid(format!("lifecycle.compaction.min_files = {} must be at least 2", compaction.min_files));
+        }
+        if compaction.chunk_files < 2 {
+            return invalid(format!(
+                "lifecycle.compaction.chunk_files = {} must be at least 2",
+                compaction.chunk_files
+            ));
+        }
+        if compaction.small_file_bytes == 0 || compaction.target_file_bytes < compaction.small_file_bytes {
+            return invalid(format!(
+                "lifecycle.compaction.small_file_bytes = {} must be greater than 0 and at most target_file_bytes = {}",
+                compaction.small_file_bytes, compaction.target_file_bytes
+            ));
+        }
+        if compaction.max_attempts == 0 {
+            return invalid("lifecycle.compaction.max_attempts must be at least 1".to_string());
         }
         if self.policies.reload_debounce_ms > 60_000 {
             return invalid(format!(
@@ -782,6 +847,12 @@ mod tests {
         assert!(Config::parse("[server]\nlisten = \"0.0.0.0:1\"\n").is_err());
         assert!(Config::parse("[datasets.\"../x\"]\nperiod = \"day\"\n").is_err());
         assert!(Config::parse("[datasets.cpu]\nperiod = \"fortnight\"\n").is_err());
+        assert!(Config::parse("[lifecycle.compaction]\nchunk_files = 1\n").is_err());
+        assert!(Config::parse("[lifecycle.compaction]\nsmall_file_bytes = 10\ntarget_file_bytes = 5\n").is_err());
+        assert!(Config::parse("[lifecycle.compaction]\nmax_attempts = 0\n").is_err());
+        assert!(
+            Config::parse("[lifecycle.compaction]\nchunk_size = 4\n").unwrap_err().to_string().contains("chunk_size")
+        );
         let config = Config::parse("[datasets.cpu]\nperiod = \"hour\"\ntime_column = \"ts\"\n").unwrap();
         let name = DatasetName::parse("cpu").unwrap();
         assert_eq!(config.dataset_settings(&name), (Period::Hour, "ts".to_string()));

@@ -72,6 +72,8 @@ pub enum ErrorCode {
     PolicyUnavailable,
     /// A restore of a partition that is not archived.
     NotArchived,
+    /// A compaction request for a dataset whose compaction is switched off.
+    CompactionDisabled,
     /// An unexpected internal failure; the message says what failed.
     Internal,
 }
@@ -111,6 +113,7 @@ impl ErrorCode {
             ErrorCode::PolicyFailed => "policy_failed",
             ErrorCode::PolicyUnavailable => "policy_unavailable",
             ErrorCode::NotArchived => "partition_not_archived",
+            ErrorCode::CompactionDisabled => "compaction_disabled",
             ErrorCode::Internal => "internal",
         }
     }
@@ -138,7 +141,8 @@ impl ErrorCode {
             ErrorCode::PartitionReadOnly
             | ErrorCode::IdempotencyKeyInFlight
             | ErrorCode::PolicyUnavailable
-            | ErrorCode::NotArchived => StatusCode::CONFLICT,
+            | ErrorCode::NotArchived
+            | ErrorCode::CompactionDisabled => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::IdempotencyKeyReused
             | ErrorCode::LimitExceeded

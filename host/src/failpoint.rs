@@ -90,7 +90,16 @@ pub const STEPS: &[&str] = &[
     "lifecycle.archive.after_commit",
     "lifecycle.delete.after_commit",
     "lifecycle.sweep.after_delete",
+    "compaction.after_checkpoint",
+    "compaction.after_write",
+    "compaction.after_commit",
+    "compaction.read_back",
 ];
+
+/// Steps that can also `corrupt` the bytes they read back, where a
+/// target-wide `storage.get.<target>=corrupt` would break other steps first
+/// (a compaction's read-back, on the hot target that flushes verify too).
+pub const CORRUPTIBLE_STEPS: &[&str] = &["compaction.read_back"];
 
 /// One enabled point.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,8 +133,12 @@ pub fn parse(raw: &str) -> Result<Vec<FailPoint>, String> {
             if op == StorageOp::Delete && matches!(action, Action::Short | Action::Corrupt) {
                 return Err(format!("fail point {entry:?}: a delete can only error or abort"));
             }
+        } else if action == Action::Corrupt && CORRUPTIBLE_STEPS.contains(&name) {
         } else if action != Action::Abort {
-            return Err(format!("fail point {entry:?}: only storage.<op>.<target> points can error, short or corrupt"));
+            return Err(format!(
+                "fail point {entry:?}: only storage.<op>.<target> points can error, short or corrupt \
+                 (and {CORRUPTIBLE_STEPS:?} can corrupt)"
+            ));
         }
         points.push(FailPoint { name: name.to_string(), action });
     }
@@ -163,6 +176,12 @@ pub fn hit(name: &str) {
     if !enabled.is_empty() && enabled.iter().any(|p| p.name == name && p.action == Action::Abort) {
         abort(name);
     }
+}
+
+/// Whether step `name` is to corrupt what it read (see [`CORRUPTIBLE_STEPS`]).
+pub fn corrupts(name: &str) -> bool {
+    let enabled = enabled();
+    !enabled.is_empty() && enabled.iter().any(|p| p.name == name && p.action == Action::Corrupt)
 }
 
 /// Aborts the process at fail point `name`.
@@ -208,6 +227,8 @@ mod tests {
         for bad in [
             "storage.put.warm=explode",
             "lifecycle.move.after_copy=error",
+            "compaction.after_write=corrupt",
+            "compaction.read_back=error",
             "storage.put.warm=",
             "storage.copy.warm=error",
             "storage.put=error",

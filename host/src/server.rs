@@ -57,6 +57,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = state.lifecycle.set(lifecycle.clone());
     let sweeper = tokio::spawn(lifecycle.clone().run_sweeper(shutdown.clone()));
     let scheduler = tokio::spawn(lifecycle.clone().run_scheduler(shutdown.clone()));
+    let compactor = tokio::spawn(lifecycle.clone().run_compactor(shutdown.clone()));
 
     wait_for_signal(&policies).await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -65,6 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = flusher.await;
     let _ = sweeper.await;
     let _ = scheduler.await;
+    let _ = compactor.await;
     tokio::task::spawn_blocking(move || drop(watcher)).await?;
     store.close().await.map_err(|e| anyhow::anyhow!("final flush failed: {e}"))?;
     tracing::info!("shut down cleanly");

@@ -1,5 +1,6 @@
 //! End-to-end tests against the real `strata` binary.
 
+mod compaction;
 mod durability;
 mod ingest;
 mod lifecycle;

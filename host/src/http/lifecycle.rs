@@ -1,4 +1,5 @@
-//! Lifecycle handlers: run a policy now, list runs, read the audit log.
+//! Lifecycle handlers: run a policy now, list runs, read the audit log,
+//! compact a dataset's small files and show its compaction checkpoints.
 
 use std::sync::Arc;
 
@@ -201,4 +202,43 @@ pub(super) async fn restore(
     let (label, key) = reference.split_once('/').unwrap_or((reference, ""));
     let restored = lifecycle.restore(dataset, label, key, tier).await?;
     Ok(json_response(StatusCode::OK, &restored))
+}
+
+/// `POST /v1/datasets/{ds}/compact`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompactRequest {
+    /// Only this partition: `label` or `label/key` (or its full id
+    /// `dataset/label[/key]`). Default: every partition with an unfinished
+    /// job or at least `min_files` files.
+    partition: Option<String>,
+    /// Plan, change nothing.
+    #[serde(default)]
+    dry: bool,
+}
+
+pub(super) async fn compact(
+    lifecycle: &Arc<Lifecycle>,
+    dataset: &str,
+    body: Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let request: CompactRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CompactRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("compact body: {e}")))?
+    };
+    let reference = request.partition.as_deref().map(|raw| {
+        let raw = raw.strip_prefix(&format!("{dataset}/")).unwrap_or(raw);
+        raw.split_once('/').unwrap_or((raw, ""))
+    });
+    let answer = lifecycle.compact(dataset, reference, request.dry).await?;
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+pub(super) async fn compaction(lifecycle: &Arc<Lifecycle>, dataset: &str) -> Result<Response<Body>, ApiError> {
+    let lifecycle = lifecycle.clone();
+    let dataset = dataset.to_string();
+    let status = blocking(move || lifecycle.compaction_status(&dataset)).await??;
+    Ok(json_response(StatusCode::OK, &status))
 }

@@ -331,6 +331,15 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
             };
             datasets::seal(state.store()?, dataset, reference, read_only).await
         }
+        (&Method::POST, ["v1", "datasets", dataset, "compact"]) => {
+            let lifecycle = state.lifecycle()?.clone();
+            let dataset = dataset.to_string();
+            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+            lifecycle::compact(&lifecycle, &dataset, body).await
+        }
+        (&Method::GET, ["v1", "datasets", dataset, "compaction"]) => {
+            lifecycle::compaction(state.lifecycle()?, dataset).await
+        }
         (&Method::POST, ["v1", "datasets", dataset, "query"]) => {
             let dataset = dataset.to_string();
             query::structured(state, request, &dataset).await

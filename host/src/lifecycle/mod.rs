@@ -4,7 +4,8 @@
 //! A run: catalog snapshot → partition facts → the component → guard rails →
 //! execution, one partition at a time → audit and run record. One failing
 //! partition never aborts the run; it is reported and decided again on the
-//! next run.
+//! next run. Compaction of small files ([`compaction`]) is host-native and
+//! takes the same run lock for each chunk it merges.
 //!
 //! **Invariant:** no step deletes data before the catalog commit that makes
 //! it unreferenced. A move copies each file create-only to the target,
@@ -13,9 +14,10 @@
 //! tombstoned files after `lifecycle.grace_ms`, so a query that took its
 //! snapshot before a commit still finds its files.
 
+pub mod compaction;
 pub mod guard;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -143,7 +145,8 @@ pub struct Lifecycle {
     policies: Arc<PolicyRuntime>,
     targets: Arc<Targets>,
     config: Arc<Config>,
-    /// One run at a time: runs see each other's results.
+    /// One run (or restore, or compaction chunk) at a time: each sees the
+    /// others' results, and a move never interleaves with a merge.
     running: tokio::sync::Mutex<()>,
     /// When each (policy, dataset) last ran on schedule, ns.
     last_scheduled: Mutex<HashMap<(String, String), i64>>,
@@ -151,6 +154,8 @@ pub struct Lifecycle {
     counters: Mutex<BTreeMap<String, u64>>,
     /// Partitions whose last step failed: `(failures, no retry before, ns)`.
     backoff: Mutex<HashMap<i64, (u32, i64)>>,
+    /// Partitions a compaction request is working on.
+    compacting: Mutex<HashSet<i64>>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
@@ -177,6 +182,10 @@ impl Lifecycle {
                 tracing::info!(target = target.name(), temporaries = removed, orphans, "swept unfinished copies");
             }
         }
+        let interrupted = store.catalog().fail_interrupted_compactions(now_ns())?;
+        if interrupted > 0 {
+            tracing::warn!(interrupted, "compaction jobs were interrupted; the next pass resumes them at their cursor");
+        }
         Ok(Lifecycle {
             store,
             policies,
@@ -186,6 +195,7 @@ impl Lifecycle {
             last_scheduled: Mutex::new(HashMap::new()),
             counters: Mutex::new(BTreeMap::new()),
             backoff: Mutex::new(HashMap::new()),
+            compacting: Mutex::new(HashSet::new()),
         })
     }
 
@@ -513,6 +523,7 @@ impl Lifecycle {
                 );
             }
         }
+        self.compaction_metrics(&mut text);
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         let mut described = std::collections::BTreeSet::new();
         for (metric, value) in counters.iter() {
@@ -597,6 +608,11 @@ impl Lifecycle {
                 "next_evaluation": next.flatten(),
             }));
         }
+        let compaction = self
+            .store
+            .catalog()
+            .compaction_checkpoint(record.id)?
+            .map(|checkpoint| compaction::checkpoint_json(&state.name, &checkpoint));
         let now = now_ns();
         Ok(json!({
             "id": id,
@@ -610,6 +626,7 @@ impl Lifecycle {
             "files": record.file_count,
             "policies": policies,
             "pending_errors": pending_errors,
+            "compaction": compaction,
         }))
     }
 
