@@ -3,6 +3,7 @@
 mod durability;
 mod ingest;
 mod lifecycle;
+mod partitioning;
 mod policies;
 mod query;
 mod support;
