@@ -154,6 +154,9 @@ fn a_field_partitioner_keys_json_and_line_protocol_rows_and_replay_keeps_them() 
     let t7: Vec<f64> = t7.into_iter().map(|(_, amount)| amount).collect();
     let acme = written.iter().filter(|(_, t, _)| *t == "ACME Corp").count();
 
+    let (_, listing) = server.get("/v1/datasets/orders/partitions");
+    assert!(listing["partitions"].as_array().unwrap().iter().all(|p| p["key_field"] == "tenant"), "{listing}");
+
     // A filter on the key field prunes the other tenants' partitions…
     let (rows, stats) = query_rows(&server, "orders", Some(json!({ "column": "tenant", "op": "=", "value": "t7" })));
     assert_eq!(rows.iter().map(|r| r.2).collect::<Vec<_>>(), t7);
@@ -253,6 +256,8 @@ fn a_hash_partitioner_spreads_rows_over_its_buckets() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["rows"].as_array().unwrap().len(), 2);
     assert_eq!(answer["stats"]["partitions_pruned_by_key"], 0);
+    let (_, listing) = server.get("/v1/datasets/cpu/partitions");
+    assert!(listing["partitions"].as_array().unwrap().iter().all(|p| p["key_field"].is_null()), "{listing}");
 }
 
 #[test]
