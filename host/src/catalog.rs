@@ -163,6 +163,12 @@ CREATE TABLE compaction_checkpoints (
 );
 CREATE INDEX compaction_by_status ON compaction_checkpoints(status, finished_at_ns);
 "#,
+    // Which field, if any, keys a partition's rows verbatim (query pruning by
+    // key). Partitions from before are of unknown keying: never pruned.
+    r#"
+ALTER TABLE partitions ADD COLUMN key_field TEXT;
+UPDATE partitions SET key_field = '';
+"#,
 ];
 
 /// A dataset row.
@@ -220,6 +226,13 @@ pub struct PartitionRecord {
     pub file_count: i64,
     /// A verified archive copy exists.
     pub archived: bool,
+    /// How the partition's rows were keyed: `None` before its first write,
+    /// `Some(field)` when every row's key is the value of `field` verbatim
+    /// (the built-in `partition-by-field` on one field), `Some("")` for
+    /// anything else — another partitioner, none, or a mix. Only a
+    /// partition with a field can be pruned by a filter on that field.
+    #[serde(skip)]
+    pub key_field: Option<String>,
 }
 
 /// A file row.
@@ -384,7 +397,7 @@ pub struct Catalog {
 const PARTITION_COLUMNS: &str = "p.id, p.dataset_id, p.period_label, p.period_start_ns, p.period_end_ns, p.key, p.tier, p.read_only, \
      p.row_count, p.bytes, p.min_time_ns, p.max_time_ns, p.created_at_ns, p.last_written_at_ns, p.flushed_wal_seq, \
      (SELECT COUNT(*) FROM files f WHERE f.partition_id = p.id AND f.state = 'live'), \
-     EXISTS (SELECT 1 FROM archives a WHERE a.partition_id = p.id)";
+     EXISTS (SELECT 1 FROM archives a WHERE a.partition_id = p.id), p.key_field";
 
 fn partition_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartitionRecord> {
     Ok(PartitionRecord {
@@ -405,6 +418,7 @@ fn partition_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartitionReco
         flushed_wal_seq: row.get::<_, i64>(14)? as u64,
         file_count: row.get(15)?,
         archived: row.get(16)?,
+        key_field: row.get(17)?,
     })
 }
 
@@ -758,6 +772,20 @@ impl Catalog {
             &format!("SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 AND p.period_label = ?2 AND p.key = ?3"),
             params![dataset_id, bucket.label, key],
             partition_from_row,
+        )?)
+    }
+
+    /// Records that rows keyed by `key_field` (a field name, or "" for any
+    /// other keying) are about to be written into a partition, and returns
+    /// the partition's keying afterwards: the first write sets it, a write
+    /// keyed another way turns it into "" for good. One statement, so two
+    /// writers keyed differently cannot both win.
+    pub fn note_key_field(&self, partition_id: i64, key_field: &str) -> Result<String> {
+        Ok(self.lock().query_row(
+            "UPDATE partitions SET key_field = CASE WHEN key_field IS NULL OR key_field = ?2 THEN ?2 ELSE '' END \
+             WHERE id = ?1 RETURNING key_field",
+            params![partition_id, key_field],
+            |row| row.get(0),
         )?)
     }
 
@@ -1672,6 +1700,23 @@ mod tests {
         assert_eq!(catalog.prune_compaction_checkpoints(13).unwrap(), 0, "kept for the retention period");
         assert_eq!(catalog.prune_compaction_checkpoints(14).unwrap(), 1);
         assert!(catalog.compaction_checkpoint(partition.id).unwrap().is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_partition_remembers_one_key_field_until_a_write_keys_it_another_way() {
+        let (catalog, dir) = catalog();
+        let dataset = catalog.create_dataset("orders", Period::Day, "time", 1).unwrap();
+        let bucket = Period::Day.bucket(0);
+        let partition = catalog.partition(dataset.id, &bucket, "acme", 5).unwrap();
+        assert_eq!(partition.key_field, None, "nothing written yet");
+        assert_eq!(catalog.note_key_field(partition.id, "tenant").unwrap(), "tenant");
+        assert_eq!(catalog.note_key_field(partition.id, "tenant").unwrap(), "tenant");
+        assert_eq!(catalog.note_key_field(partition.id, "region").unwrap(), "", "mixed keying");
+        assert_eq!(catalog.note_key_field(partition.id, "tenant").unwrap(), "", "mixed for good");
+        assert_eq!(catalog.partition(dataset.id, &bucket, "acme", 6).unwrap().key_field.as_deref(), Some(""));
+        let unkeyed = catalog.partition(dataset.id, &bucket, "", 5).unwrap();
+        assert_eq!(catalog.note_key_field(unkeyed.id, "").unwrap(), "");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

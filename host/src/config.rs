@@ -383,6 +383,21 @@ pub struct IngestConfig {
     pub default_period: Period,
     /// Time column of datasets not listed under `[datasets]`.
     pub default_time_column: String,
+    /// What a write does with rows for a sealed partition (per dataset:
+    /// `[datasets.<name>] late_rows`).
+    pub late_rows: LateRows,
+}
+
+/// What a write does with rows whose partition is sealed (read-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LateRows {
+    /// Refuse the whole request: 409 `partition_read_only`, nothing written.
+    #[default]
+    RefuseRequest,
+    /// Write the rows of writable partitions and refuse the others, listed
+    /// by line or record number in a 409 `late_rows_refused` answer.
+    RefuseRows,
 }
 
 impl Default for IngestConfig {
@@ -395,6 +410,7 @@ impl Default for IngestConfig {
             zstd_level: 3,
             default_period: Period::Day,
             default_time_column: "time".to_string(),
+            late_rows: LateRows::RefuseRequest,
         }
     }
 }
@@ -411,6 +427,8 @@ pub struct DatasetConfig {
     pub min_retention_ms: Option<u64>,
     /// Overrides `lifecycle.compaction.enabled` for this dataset.
     pub compaction: Option<bool>,
+    /// Overrides `ingest.late_rows` for this dataset.
+    pub late_rows: Option<LateRows>,
 }
 
 /// A configuration that could not be loaded.
@@ -690,6 +708,11 @@ impl Config {
             dataset.and_then(|d| d.time_column.clone()).unwrap_or_else(|| self.ingest.default_time_column.clone());
         (period, time_column)
     }
+
+    /// What a write to `dataset` does with rows for sealed partitions.
+    pub fn late_rows(&self, dataset: &DatasetName) -> LateRows {
+        self.datasets.get(dataset.as_str()).and_then(|d| d.late_rows).unwrap_or(self.ingest.late_rows)
+    }
 }
 
 /// `path` made absolute against the working directory (lexically; the path
@@ -856,5 +879,17 @@ mod tests {
         let config = Config::parse("[datasets.cpu]\nperiod = \"hour\"\ntime_column = \"ts\"\n").unwrap();
         let name = DatasetName::parse("cpu").unwrap();
         assert_eq!(config.dataset_settings(&name), (Period::Hour, "ts".to_string()));
+    }
+
+    #[test]
+    fn late_rows_default_and_per_dataset_override() {
+        let (cpu, logs) = (DatasetName::parse("cpu").unwrap(), DatasetName::parse("logs").unwrap());
+        let config = Config::parse("[datasets.cpu]\nlate_rows = \"refuse_rows\"\n").unwrap();
+        assert_eq!((config.late_rows(&cpu), config.late_rows(&logs)), (LateRows::RefuseRows, LateRows::RefuseRequest));
+        let config =
+            Config::parse("[ingest]\nlate_rows = \"refuse_rows\"\n[datasets.cpu]\nlate_rows = \"refuse_request\"\n");
+        let config = config.unwrap();
+        assert_eq!((config.late_rows(&cpu), config.late_rows(&logs)), (LateRows::RefuseRequest, LateRows::RefuseRows));
+        assert!(Config::parse("[ingest]\nlate_rows = \"drop\"\n").unwrap_err().to_string().contains("drop"));
     }
 }

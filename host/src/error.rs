@@ -36,6 +36,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The target partition is sealed (not hot) and accepts no writes.
     PartitionReadOnly,
+    /// With `late_rows = "refuse_rows"`: the rows for sealed partitions were
+    /// refused (listed), the others written.
+    LateRowsRefused,
     /// The same idempotency key was used with a different body.
     IdempotencyKeyReused,
     /// A request with the same idempotency key is still being processed.
@@ -95,6 +98,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PartitionReadOnly => "partition_read_only",
+            ErrorCode::LateRowsRefused => "late_rows_refused",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::IdempotencyKeyInFlight => "idempotency_key_in_flight",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -139,6 +143,7 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::PolicyNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PartitionReadOnly
+            | ErrorCode::LateRowsRefused
             | ErrorCode::IdempotencyKeyInFlight
             | ErrorCode::PolicyUnavailable
             | ErrorCode::NotArchived
@@ -236,14 +241,17 @@ impl From<crate::policy::PolicyError> for ApiError {
             | PolicyError::Component { .. }
             | PolicyError::ConfigRejected { .. }
             | PolicyError::Version { .. }
-            | PolicyError::Duplicate { .. } => ErrorCode::PolicyInvalid,
+            | PolicyError::Duplicate { .. }
+            | PolicyError::SeveralPartitioners { .. } => ErrorCode::PolicyInvalid,
             PolicyError::Evaluation { source, .. } if source.is_limit() => ErrorCode::PolicyLimitExceeded,
             PolicyError::Evaluation { .. } | PolicyError::Contract { .. } => ErrorCode::PolicyFailed,
             PolicyError::Catalog(_) => ErrorCode::Internal,
         };
         let mut api = ApiError::new(code, error.to_string());
-        if let PolicyError::ConfigRejected { problems, .. } = &error {
-            api = api.with_detail(json!({ "problems": problems }));
+        match &error {
+            PolicyError::ConfigRejected { problems, .. } => api = api.with_detail(json!({ "problems": problems })),
+            PolicyError::SeveralPartitioners { policies, .. } => api = api.with_detail(json!({ "policies": policies })),
+            _ => {}
         }
         api
     }

@@ -48,6 +48,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let catalog = store.catalog().clone();
     let policies = Arc::new(tokio::task::spawn_blocking(move || PolicyRuntime::open(settings, catalog)).await??);
     let watcher = PolicyWatcher::start(policies.clone())?;
+    store.attach_policies(policies.clone());
     let _ = state.policies.set(policies.clone());
     tracing::info!(directory = ?config.policies.dir, "policies ready");
     let lifecycle = {

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::buffer::Buffers;
 use crate::catalog::{Catalog, DatasetRecord, IdempotencyRecord, NewFile, PartitionRecord};
-use crate::config::Config;
+use crate::config::{Config, LateRows};
 use crate::error::{ApiError, ErrorCode};
 use crate::ingest::batch::{BatchBuilder, ParsedBatch};
 use crate::ingest::line_protocol::{self, BodyError, LineError};
@@ -27,6 +27,8 @@ use crate::names::DatasetName;
 use crate::parquet_file;
 use crate::period::Bucket;
 use crate::policy::facts::Tier;
+use crate::policy::facts::is_valid_partition_key;
+use crate::policy::{BoundPartitioner, PolicyRuntime};
 use crate::schema::DatasetSchema;
 use crate::storage::{ObjectKey, StorageTarget, Targets};
 use crate::wal::{Wal, WalEntry, decode_batch, encode_batch};
@@ -78,10 +80,12 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
 /// Rejected lines listed in a partial-write response.
 const LINE_ERRORS_LISTED_MAX: usize = 100;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct PartitionHandle {
     id: i64,
     read_only: bool,
+    /// The catalog's `key_field` as last seen (see `Catalog::note_key_field`).
+    key_field: Option<Arc<str>>,
 }
 
 /// A dataset as the store keeps it in memory.
@@ -142,6 +146,8 @@ pub struct Store {
     visibility: RwLock<()>,
     flush_lock: tokio::sync::Mutex<()>,
     closed: AtomicBool,
+    /// The policy runtime, once loaded: the partitioners of the write path.
+    policies: OnceLock<Arc<PolicyRuntime>>,
 }
 
 /// What start-up recovery did.
@@ -253,6 +259,7 @@ impl Store {
             visibility: RwLock::new(()),
             flush_lock: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
+            policies: OnceLock::new(),
         };
         Ok((store, recovery))
     }
@@ -350,6 +357,11 @@ impl Store {
             )
             .with_retry_after(1));
         }
+        // Until the policies are loaded nobody knows how a dataset's records
+        // are keyed, so writes wait (503, like WAL replay at start-up).
+        let policies = self.policies.get().cloned().ok_or_else(|| {
+            ApiError::new(ErrorCode::NotReady, "the server is still loading its policies").with_retry_after(1)
+        })?;
         let dataset = self.dataset_or_create(&name).await?;
 
         // Idempotency: answer a retry with the first response.
@@ -426,38 +438,38 @@ impl Store {
             Ok((builder.finish(), errors))
         })
         .await??;
-        let (parsed, line_errors) = parsed;
+        let (parsed, mut line_errors) = parsed;
 
-        let rejected = line_errors.len();
-        if rejected > 0 && (!request.accept_partial || parsed.rows() == 0) {
+        let parse_rejected = line_errors.len();
+        if parse_rejected > 0 && (!request.accept_partial || parsed.rows() == 0) {
             return Err(ApiError::new(
                 ErrorCode::InvalidLineProtocol,
-                format!("{rejected} line(s) could not be parsed; nothing was written"),
+                format!("{parse_rejected} line(s) could not be parsed; nothing was written"),
             )
-            .with_detail(json!({ "lines": &line_errors[..rejected.min(LINE_ERRORS_LISTED_MAX)] })));
+            .with_detail(json!({ "lines": &line_errors[..parse_rejected.min(LINE_ERRORS_LISTED_MAX)] })));
         }
-
-        let (status, response_body) = if rejected > 0 {
-            let error = ApiError::new(
-                ErrorCode::PartialWrite,
-                format!("{} line(s) written, {rejected} rejected", parsed.rows()),
-            )
-            .with_detail(
-                json!({ "rows": parsed.rows(), "lines": &line_errors[..rejected.min(LINE_ERRORS_LISTED_MAX)] }),
-            );
-            (400u16, error.body())
-        } else {
-            (200u16, Json::Null)
-        };
-
         if parsed.rows() == 0 {
             return Ok(WriteResponse { status: 200, body: json!({ "rows": 0, "partitions": 0 }), replayed: false });
         }
 
+        // Partition keys: one batched call into the dataset's partitioner
+        // (pinned to the version active now), off the async runtime.
+        let (mut parsed, keys, key_field) = match policies.partitioner_for(name.as_str())? {
+            None => (parsed, None, String::new()),
+            Some(partitioner) => {
+                let keyed = self.partition_keys(&partitioner, &dataset, parsed, &request, &mut line_errors).await?;
+                (keyed.0, Some(keyed.1), partitioner.verbatim_field().unwrap_or_default())
+            }
+        };
+        let record_numbers = std::mem::take(&mut parsed.record_numbers);
+        let number_of = |row: u32| record_numbers.get(row as usize).map_or(row as usize + 1, |n| *n as usize);
+
+        let rejected = line_errors.len();
+        let line_errors_listed = &line_errors[..rejected.min(LINE_ERRORS_LISTED_MAX)];
         let schema = self.evolve_schema(&dataset, &parsed).await?;
         let rows = parsed.rows();
         let parts = blocking(move || {
-            ingest::route(parsed, &schema, period, None)
+            ingest::route(parsed, &schema, period, keys.as_deref())
                 .into_iter()
                 .map(|part| {
                     let ipc = encode_batch(&part.batch);
@@ -467,34 +479,112 @@ impl Store {
         })
         .await?;
 
-        let mut handles = Vec::with_capacity(parts.len());
-        for (part, _) in &parts {
+        // Sealed partitions: refuse the request, or (late_rows = refuse_rows)
+        // just their rows.
+        let late_rows = self.config.late_rows(&name);
+        let mut writable = Vec::with_capacity(parts.len());
+        let mut sealed: Vec<(String, Vec<u32>)> = Vec::new();
+        for (part, ipc) in parts {
+            if !is_valid_partition_key(&part.key) {
+                // The runtime checked every key; this is the pair assertion
+                // before a key reaches the catalog, ids and URLs.
+                return Err(ApiError::new(
+                    ErrorCode::Internal,
+                    format!("refusing invalid partition key {:?}", part.key),
+                ));
+            }
             let handle = self.partition_handle(&dataset, &part.bucket, &part.key).await?;
             if handle.read_only {
-                return Err(ApiError::new(
-                    ErrorCode::PartitionReadOnly,
-                    format!(
-                        "partition {} is sealed and accepts no writes; nothing of this request was written",
-                        partition_label(&dataset.name, &part.bucket.label, &part.key)
-                    ),
-                )
-                .with_detail(json!({ "partition": partition_label(&dataset.name, &part.bucket.label, &part.key) })));
+                let label = partition_label(&dataset.name, &part.bucket.label, &part.key);
+                if late_rows == LateRows::RefuseRequest {
+                    return Err(ApiError::new(
+                        ErrorCode::PartitionReadOnly,
+                        format!(
+                            "partition {label} is sealed and accepts no writes; nothing of this request was written"
+                        ),
+                    )
+                    .with_detail(json!({ "partition": label })));
+                }
+                sealed.push((label, part.rows));
+                continue;
             }
-            handles.push(handle.id);
+            writable.push((part, ipc, handle));
+        }
+        let row_field = if request.format == Format::LineProtocol { "line_number" } else { "record" };
+        let refused_rows: usize = sealed.iter().map(|(_, rows)| rows.len()).sum();
+        let refused = || {
+            let mut listed: Vec<(usize, &str)> = sealed
+                .iter()
+                .flat_map(|(label, rows)| rows.iter().map(|row| (number_of(*row), label.as_str())))
+                .collect();
+            listed.sort_unstable();
+            listed.truncate(LINE_ERRORS_LISTED_MAX);
+            listed
+                .into_iter()
+                .map(|(number, label)| json!({ row_field: number, "partition": label }))
+                .collect::<Vec<_>>()
+        };
+        let sealed_labels: Vec<&str> = sealed.iter().map(|(label, _)| label.as_str()).collect();
+        if writable.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::PartitionReadOnly,
+                format!(
+                    "every row of this request is for a sealed partition ({}); nothing was written",
+                    sealed_labels.join(", ")
+                ),
+            )
+            .with_detail(json!({
+                "partition": sealed_labels[0],
+                "partitions": sealed_labels,
+                "refused_rows": refused_rows,
+                "refused": refused(),
+            })));
+        }
+        for (part, _, handle) in &mut writable {
+            if handle.key_field.as_deref() != Some(key_field.as_str()) {
+                self.note_key_field(&dataset, part, handle, &key_field).await?;
+            }
         }
 
-        let partitions = parts.len();
-        let response_body =
-            if status == 200 { json!({ "rows": rows, "partitions": partitions }) } else { response_body };
+        let written = rows - refused_rows;
+        let partitions = writable.len();
+        let (status, response_body) = if refused_rows > 0 {
+            let mut detail = json!({
+                "rows": written,
+                "partitions": partitions,
+                "refused_rows": refused_rows,
+                "refused": refused(),
+                "sealed_partitions": sealed_labels,
+            });
+            if rejected > 0 {
+                detail["lines"] = json!(line_errors_listed);
+            }
+            let error = ApiError::new(
+                ErrorCode::LateRowsRefused,
+                format!(
+                    "{written} row(s) written, {refused_rows} refused: sealed partition(s) {} accept no writes",
+                    sealed_labels.join(", ")
+                ),
+            )
+            .with_detail(detail);
+            (ErrorCode::LateRowsRefused.status().as_u16(), error.body())
+        } else if rejected > 0 {
+            let error =
+                ApiError::new(ErrorCode::PartialWrite, format!("{written} line(s) written, {rejected} rejected"))
+                    .with_detail(json!({ "rows": written, "lines": line_errors_listed }));
+            (ErrorCode::PartialWrite.status().as_u16(), error.body())
+        } else {
+            (200u16, json!({ "rows": written, "partitions": partitions }))
+        };
         let idempotency = request
             .idempotency_key
             .clone()
             .map(|key| (key, IdempotencyRecord { request_sha256, status, response: response_body.to_string() }));
-        let mut wal_parts = Vec::with_capacity(parts.len());
-        let mut batches: Vec<(i64, RecordBatch)> = Vec::with_capacity(parts.len());
-        for ((part, ipc), partition_id) in parts.into_iter().zip(handles) {
-            wal_parts.push((partition_id, ipc));
-            batches.push((partition_id, part.batch));
+        let mut wal_parts = Vec::with_capacity(writable.len());
+        let mut batches: Vec<(i64, RecordBatch)> = Vec::with_capacity(writable.len());
+        for (part, ipc, handle) in writable {
+            wal_parts.push((handle.id, ipc));
+            batches.push((handle.id, part.batch));
         }
         let dataset_id = dataset.record.id;
         let entry = WalEntry { dataset_id, idempotency: idempotency.clone(), parts: wal_parts };
@@ -564,14 +654,125 @@ impl Store {
     ) -> Result<PartitionHandle, ApiError> {
         let cache_key = (bucket.label.clone(), key.to_string());
         if let Some(handle) = dataset.partitions.lock().unwrap_or_else(|p| p.into_inner()).get(&cache_key) {
-            return Ok(*handle);
+            return Ok(handle.clone());
         }
         let catalog = self.catalog.clone();
         let (dataset_id, owned_bucket, owned_key) = (dataset.record.id, bucket.clone(), key.to_string());
         let record = blocking(move || catalog.partition(dataset_id, &owned_bucket, &owned_key, now_ns())).await??;
-        let handle = PartitionHandle { id: record.id, read_only: record.read_only };
-        dataset.partitions.lock().unwrap_or_else(|p| p.into_inner()).insert(cache_key, handle);
+        let handle =
+            PartitionHandle { id: record.id, read_only: record.read_only, key_field: record.key_field.map(Arc::from) };
+        dataset.partitions.lock().unwrap_or_else(|p| p.into_inner()).insert(cache_key, handle.clone());
         Ok(handle)
+    }
+
+    /// Records in the catalog how the rows about to be written into `part`
+    /// are keyed (`key_field`: a field name, or "" for anything else), and
+    /// caches the partition's resulting keying in `handle`.
+    async fn note_key_field(
+        &self,
+        dataset: &Arc<DatasetState>,
+        part: &ingest::PartitionRows,
+        handle: &mut PartitionHandle,
+        key_field: &str,
+    ) -> Result<(), ApiError> {
+        let catalog = self.catalog.clone();
+        let (id, owned) = (handle.id, key_field.to_string());
+        let now = blocking(move || catalog.note_key_field(id, &owned)).await??;
+        handle.key_field = Some(Arc::from(now));
+        let cache_key = (part.bucket.label.clone(), part.key.clone());
+        if let Some(cached) = dataset.partitions.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&cache_key) {
+            cached.key_field = handle.key_field.clone();
+        }
+        Ok(())
+    }
+
+    /// Runs the dataset's partitioner over `parsed` (one call, off the async
+    /// runtime) and returns the rows that got a key, with their keys.
+    ///
+    /// A failed call (trap, limit, invalid key) refuses the request. Records
+    /// the partitioner rejects refuse it too — except in a line-protocol
+    /// request with `accept_partial`, where their lines are dropped and
+    /// reported in `line_errors` like lines that do not parse, as long as
+    /// some line is left.
+    async fn partition_keys(
+        &self,
+        partitioner: &BoundPartitioner,
+        dataset: &Arc<DatasetState>,
+        parsed: ParsedBatch,
+        request: &WriteRequest,
+        line_errors: &mut Vec<LineError>,
+    ) -> Result<(ParsedBatch, Vec<String>), ApiError> {
+        let policies = self.policies.get().cloned().expect("checked by write");
+        let (bound, time_column) = (partitioner.clone(), dataset.record.time_column.clone());
+        let (parsed, results) = blocking(move || {
+            let results = policies.partition_batch(&bound, &parsed, &time_column);
+            (parsed, results)
+        })
+        .await?;
+        let name = partitioner.name();
+        let results = results.map_err(|error| {
+            let error = ApiError::from(error);
+            ApiError::new(
+                error.code,
+                format!("the partitioner failed, nothing of this request was written: {}", error.message),
+            )
+            .with_detail(json!({ "policy": name }))
+        })?;
+        let rejected: Vec<(usize, &str)> = results
+            .iter()
+            .enumerate()
+            .filter_map(|(row, result)| result.as_ref().err().map(|m| (row, m.as_str())))
+            .collect();
+        if rejected.is_empty() {
+            let keys = results.into_iter().map(|key| key.expect("no rejected record")).collect();
+            return Ok((parsed, keys));
+        }
+
+        let line_protocol = request.format == Format::LineProtocol;
+        if line_protocol {
+            let numbers: Vec<usize> = rejected.iter().map(|(row, _)| parsed.record_number(*row)).collect();
+            let texts = line_texts(&request.body, &numbers);
+            for ((number, (_, message)), text) in numbers.iter().zip(&rejected).zip(texts) {
+                line_errors.push(LineError {
+                    line_number: *number,
+                    original_line: text,
+                    error_message: format!("partitioner {name}: {message}"),
+                });
+            }
+            line_errors.sort_by_key(|error| error.line_number);
+        }
+        if !(line_protocol && request.accept_partial) || rejected.len() == parsed.rows() {
+            let count = rejected.len();
+            let (first_row, first_message) = rejected[0];
+            let first = parsed.record_number(first_row);
+            let unit = if line_protocol { "line" } else { "record" };
+            let detail = if line_protocol {
+                json!({ "policy": name, "lines": &line_errors[..line_errors.len().min(LINE_ERRORS_LISTED_MAX)] })
+            } else {
+                let records: Vec<Json> = rejected
+                    .iter()
+                    .take(LINE_ERRORS_LISTED_MAX)
+                    .map(|(row, message)| json!({ "record": parsed.record_number(*row), "error_message": message }))
+                    .collect();
+                json!({ "policy": name, "records": records })
+            };
+            return Err(ApiError::new(
+                ErrorCode::PolicyFailed,
+                format!(
+                    "partitioner {name} could not key {count} {unit}(s) ({unit} {first}: {first_message}); nothing was written"
+                ),
+            )
+            .with_detail(detail));
+        }
+        let keep: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        let keys = results.into_iter().filter_map(Result::ok).collect();
+        Ok((parsed.retain_rows(&keep), keys))
+    }
+
+    /// Gives the write path the policy runtime (the partitioners). Until
+    /// this is called, writes answer 503 `not_ready`.
+    pub fn attach_policies(&self, policies: Arc<PolicyRuntime>) {
+        let _ = self.policies.set(policies);
     }
 
     /// Seals (or unseals) a partition: a sealed partition refuses writes with
@@ -591,7 +792,9 @@ impl Store {
             .partitions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((label.to_string(), key.to_string()), PartitionHandle { id, read_only });
+            .entry((label.to_string(), key.to_string()))
+            .and_modify(|handle| handle.read_only = read_only)
+            .or_insert(PartitionHandle { id, read_only, key_field: partition.key_field.as_deref().map(Arc::from) });
         let catalog = self.catalog.clone();
         let details = json!({ "read_only": read_only });
         let (name, pid) = (dataset.name.to_string(), partition_label(&dataset.name, label, key));
@@ -783,6 +986,21 @@ pub struct DatasetSnapshot {
 /// The public id of a partition: `dataset/label` or `dataset/label/key`.
 pub fn partition_label(dataset: &DatasetName, label: &str, key: &str) -> String {
     if key.is_empty() { format!("{dataset}/{label}") } else { format!("{dataset}/{label}/{key}") }
+}
+
+/// The text of each line `numbers` (1-based, ascending or not) names in
+/// `body`, cut to 256 bytes like a parse error's `original_line`. One pass.
+fn line_texts(body: &[u8], numbers: &[usize]) -> Vec<String> {
+    let wanted: HashSet<usize> = numbers.iter().copied().collect();
+    let last = numbers.iter().copied().max().unwrap_or(0);
+    let mut found: HashMap<usize, String> = HashMap::with_capacity(wanted.len());
+    for (index, line) in body.split(|b| *b == b'\n').enumerate().take(last) {
+        if wanted.contains(&(index + 1)) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            found.insert(index + 1, String::from_utf8_lossy(&line[..line.len().min(256)]).into_owned());
+        }
+    }
+    numbers.iter().map(|number| found.get(number).cloned().unwrap_or_default()).collect()
 }
 
 fn request_digest(request: &WriteRequest) -> [u8; 32] {

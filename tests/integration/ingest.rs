@@ -311,6 +311,71 @@ fn sealed_partitions_refuse_writes() {
 }
 
 #[test]
+fn late_rows_can_be_refused_row_by_row() {
+    // Globally refuse_rows; the `strict` dataset keeps the default behaviour.
+    let config = format!("{CONFIG}late_rows = \"refuse_rows\"\n[datasets.strict]\nlate_rows = \"refuse_request\"\n");
+    let server = Server::start("late-rows", &config);
+    for dataset in ["late", "strict"] {
+        let day1 = r#"[{"time":"2026-02-01T00:00:00Z","v":1}]"#;
+        assert_eq!(server.post(&format!("/v1/datasets/{dataset}/records"), day1).0, 200);
+        assert_eq!(server.post(&format!("/v1/datasets/{dataset}/partitions/2026-02-01/seal"), "").0, 200);
+    }
+    let mixed = r#"[{"time":"2026-02-02T00:00:00Z","v":2},{"time":"2026-02-01T05:00:00Z","v":3},
+                    {"time":"2026-02-02T01:00:00Z","v":4},{"time":"2026-02-01T06:00:00Z","v":5}]"#;
+
+    let (status, error) = server.post("/v1/datasets/strict/records", mixed);
+    assert_eq!((status, error["error"]["code"].as_str()), (409, Some("partition_read_only")), "{error}");
+    assert_eq!(server.get("/v1/datasets/strict").1["rows"], 1);
+
+    // JSON: the rows for open partitions are written, the late ones listed.
+    let send = |body: &str| {
+        let response = client()
+            .post(format!("{}/v1/datasets/late/records", server.url))
+            .header("idempotency-key", "late-1")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let replayed = response.headers().get("idempotent-replayed").is_some();
+        (response.status().as_u16(), replayed, response.json::<Value>().unwrap())
+    };
+    let (status, replayed, error) = send(mixed);
+    assert_eq!((status, replayed, error["error"]["code"].as_str()), (409, false, Some("late_rows_refused")), "{error}");
+    assert_eq!(error["error"]["rows"], 2);
+    assert_eq!(error["error"]["refused_rows"], 2);
+    assert_eq!(
+        error["error"]["refused"],
+        json!([{ "record": 2, "partition": "late/2026-02-01" }, { "record": 4, "partition": "late/2026-02-01" }])
+    );
+    assert_eq!(error["error"]["sealed_partitions"], json!(["late/2026-02-01"]));
+    assert_eq!(server.get("/v1/datasets/late").1["rows"], 3, "the first row and the two on 2026-02-02");
+    // A retry gets the same answer and writes nothing again.
+    let (status, replayed, again) = send(mixed);
+    assert_eq!((status, replayed), (409, true));
+    assert_eq!(again, error);
+    assert_eq!(server.get("/v1/datasets/late").1["rows"], 3);
+
+    // Line protocol: late lines and bad lines are both reported by number.
+    let body = "m v=6 1769990400\nm v=7 1769904000\nbroken\nm v=8 1769990401\n";
+    let (status, error) = server.post("/api/v2/write?bucket=late&precision=s", body);
+    assert_eq!((status, error["error"]["code"].as_str()), (409, Some("late_rows_refused")), "{error}");
+    assert_eq!(error["error"]["rows"], 2);
+    assert_eq!(error["error"]["refused"], json!([{ "line_number": 2, "partition": "late/2026-02-01" }]));
+    assert_eq!(error["error"]["lines"][0]["line_number"], 3);
+    assert_eq!(server.get("/v1/datasets/late").1["rows"], 5);
+
+    // Only late rows: nothing to write, the whole request is refused.
+    let (status, error) = server.post("/v1/datasets/late/records", r#"[{"time":"2026-02-01T07:00:00Z","v":9}]"#);
+    assert_eq!((status, error["error"]["code"].as_str()), (409, Some("partition_read_only")), "{error}");
+    assert_eq!(error["error"]["refused"], json!([{ "record": 1, "partition": "late/2026-02-01" }]));
+    assert_eq!(server.get("/v1/datasets/late").1["rows"], 5);
+
+    server.flush();
+    let mut values: Vec<f64> = server.committed_rows("late").iter().map(|r| r["v"].as_f64().unwrap()).collect();
+    values.sort_by(f64::total_cmp);
+    assert_eq!(values, [1.0, 2.0, 4.0, 6.0, 8.0]);
+}
+
+#[test]
 fn full_buffers_push_back_with_retry_after() {
     let config = "[ingest]\nflush_age_ms = 3600000\nflush_bytes = 1000000000\n[limits]\nbuffer_bytes_max = 20000\n";
     let server = Server::start("backpressure", config);

@@ -4,6 +4,7 @@ mod compaction;
 mod durability;
 mod ingest;
 mod lifecycle;
+mod partitioning;
 mod policies;
 mod query;
 mod storage;

@@ -80,6 +80,7 @@ pub(super) async fn partitions(store: &Arc<Store>, raw: &str) -> Result<Response
                 "period_start": rfc3339(p.period_start_ns),
                 "period_end": rfc3339(p.period_end_ns),
                 "key": p.key,
+                "key_field": p.key_field.as_deref().filter(|field| !field.is_empty()),
                 "tier": p.tier,
                 "read_only": p.read_only,
                 "rows": p.rows,

@@ -1,8 +1,11 @@
 //! Columnar accumulation of parsed rows, straight into Arrow arrays.
 //!
 //! Parsers resolve each value's column once and hand whole rows to
-//! [`BatchBuilder::push_row`]; a row is committed entirely or not at all, so a
-//! rejected line never leaves half a row behind.
+//! [`BatchBuilder::push_record`]; a row is committed entirely or not at all, so a
+//! rejected line never leaves half a row behind. Each row remembers the
+//! number of the record it came from, so a row refused later (by the
+//! partitioner, or because its partition is sealed) can be reported by the
+//! line or record number the client knows.
 
 use std::sync::Arc;
 
@@ -219,12 +222,46 @@ pub struct ParsedBatch {
     pub columns: Vec<ColumnDef>,
     /// One array per entry of `columns`, each `times.len()` long.
     pub arrays: Vec<ArrayRef>,
+    /// The 1-based number of each row's record in the body: its line for
+    /// line protocol and NDJSON, its position for a JSON array. Empty when
+    /// the rows were pushed without numbers (then row `i` is record `i + 1`).
+    pub record_numbers: Vec<u32>,
 }
 
 impl ParsedBatch {
     /// Number of rows.
     pub fn rows(&self) -> usize {
         self.times.len()
+    }
+
+    /// The 1-based record (or line) number of `row` in the request body.
+    pub fn record_number(&self, row: usize) -> usize {
+        self.record_numbers.get(row).map_or(row + 1, |number| *number as usize)
+    }
+
+    /// The batch without the rows whose `keep` entry is false. A column left
+    /// with no value at all is dropped, as if the removed rows had never
+    /// been parsed (so they cannot add columns to the schema).
+    pub fn retain_rows(self, keep: &[bool]) -> ParsedBatch {
+        debug_assert_eq!(keep.len(), self.rows());
+        let mask = arrow::array::BooleanArray::from(keep.to_vec());
+        let times = self.times.iter().zip(keep).filter(|(_, k)| **k).map(|(t, _)| *t).collect();
+        let record_numbers = if self.record_numbers.is_empty() {
+            Vec::new()
+        } else {
+            self.record_numbers.iter().zip(keep).filter(|(_, k)| **k).map(|(n, _)| *n).collect()
+        };
+        let mut columns = Vec::with_capacity(self.columns.len());
+        let mut arrays = Vec::with_capacity(self.arrays.len());
+        for (column, array) in self.columns.into_iter().zip(self.arrays) {
+            let kept = arrow::compute::filter(array.as_ref(), &mask).expect("the mask has the batch's length");
+            if kept.null_count() == kept.len() && !kept.is_empty() {
+                continue;
+            }
+            columns.push(column);
+            arrays.push(kept);
+        }
+        ParsedBatch { times, columns, arrays, record_numbers }
     }
 
     /// The time column as an Arrow array.
@@ -241,6 +278,8 @@ pub struct BatchBuilder<'s> {
     capacity: usize,
     columns_max: usize,
     times: Vec<i64>,
+    /// Record number of each row pushed with [`Self::push_record`].
+    numbers: Vec<u32>,
     columns: Vec<ColumnBuilder>,
     by_name: FxHashMap<String, usize>,
 }
@@ -259,6 +298,7 @@ impl<'s> BatchBuilder<'s> {
             capacity,
             columns_max,
             times: Vec::with_capacity(capacity),
+            numbers: Vec::with_capacity(capacity),
             columns: Vec::new(),
             by_name: FxHashMap::default(),
         }
@@ -398,6 +438,14 @@ impl<'s> BatchBuilder<'s> {
         Ok(())
     }
 
+    /// Adds one row, like [`Self::push_row`], that came from record (or
+    /// line) `number` of the body (1-based).
+    pub fn push_record(&mut self, number: usize, time_ns: i64, values: &[(usize, Value<'_>)]) -> Result<(), RowError> {
+        self.push_row(time_ns, values)?;
+        self.numbers.push(u32::try_from(number).unwrap_or(u32::MAX));
+        Ok(())
+    }
+
     /// Finishes the batch: every column padded with nulls to the row count.
     pub fn finish(mut self) -> ParsedBatch {
         let rows = self.times.len();
@@ -414,7 +462,9 @@ impl<'s> BatchBuilder<'s> {
             columns.push(ColumnDef { name: column.name.clone(), kind: column.kind });
             arrays.push(array);
         }
-        ParsedBatch { times: self.times, columns, arrays }
+        // Numbers are all-or-nothing: a batch built with `push_row` has none.
+        let record_numbers = if self.numbers.len() == rows { self.numbers } else { Vec::new() };
+        ParsedBatch { times: self.times, columns, arrays, record_numbers }
     }
 }
 

@@ -87,7 +87,7 @@ fn add_record(
         let column = builder.column(name, value.kind()).map_err(|e| row_error(e, number))?;
         values.push((column, value));
     }
-    builder.push_row(time_ns, &values).map_err(|e| row_error(e, number))
+    builder.push_record(number, time_ns, &values).map_err(|e| row_error(e, number))
 }
 
 fn builder_time_column(builder: &BatchBuilder<'_>) -> String {

@@ -65,7 +65,7 @@ pub fn parse<'b>(
             continue;
         };
         match parse_line(line, precision, default_time_ns, limits, builder, &mut caches, &mut values) {
-            Ok(time_ns) => match builder.push_row(time_ns, &values) {
+            Ok(time_ns) => match builder.push_record(index + 1, time_ns, &values) {
                 Ok(()) => {}
                 Err(error @ RowError::Conflict { .. }) => return Err(BodyError::Conflict(error)),
                 Err(error) => errors.push(line_error(index, raw_line, error.to_string())),

@@ -13,6 +13,7 @@ use arrow::array::{ArrayRef, UInt32Array};
 use arrow::compute::take;
 use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::period::{Bucket, BucketCache, Period};
@@ -92,6 +93,8 @@ pub struct PartitionRows {
     pub key: String,
     /// The rows: the time column first, then the request's columns in schema order.
     pub batch: RecordBatch,
+    /// The index in the parsed batch of each row of `batch`, in order.
+    pub rows: Vec<u32>,
 }
 
 /// Splits a parsed request into per-partition batches. `keys` holds one
@@ -103,6 +106,7 @@ pub fn route(
     period: Period,
     keys: Option<&[String]>,
 ) -> Vec<PartitionRows> {
+    debug_assert!(keys.is_none_or(|keys| keys.len() == parsed.rows()));
     let position = |name: &str| schema.columns.iter().position(|c| c.name == name).unwrap_or(usize::MAX);
     let mut order: Vec<usize> = (0..parsed.columns.len()).collect();
     order.sort_by_key(|i| position(&parsed.columns[*i].name));
@@ -120,37 +124,42 @@ pub fn route(
     let whole =
         RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("parsed columns all have the row count");
 
-    // Group rows by (bucket, key), in order of first appearance.
+    // Group rows by (bucket, key), in order of first appearance. Rows of a
+    // request usually come in runs, so the previous row's group is tried
+    // before the map.
     let mut buckets = BucketCache::new(period);
-    let mut groups: Vec<(usize, String, Vec<u32>)> = Vec::new();
+    let mut groups: Vec<(usize, &str, Vec<u32>)> = Vec::new();
+    let mut group_of: FxHashMap<(usize, &str), usize> = FxHashMap::default();
+    let mut previous: Option<usize> = None;
     for (row, time) in time_values.iter().enumerate() {
         let bucket = buckets.index_of(*time);
         let key = keys.map(|k| k[row].as_str()).unwrap_or("");
-        let group = match groups.iter().position(|(b, k, _)| *b == bucket && k == key) {
-            Some(group) => group,
-            None => {
-                groups.push((bucket, key.to_string(), Vec::new()));
+        let group = match previous {
+            Some(group) if groups[group].0 == bucket && groups[group].1 == key => group,
+            _ => *group_of.entry((bucket, key)).or_insert_with(|| {
+                groups.push((bucket, key, Vec::new()));
                 groups.len() - 1
-            }
+            }),
         };
+        previous = Some(group);
         groups[group].2.push(row as u32);
     }
     let buckets = buckets.into_buckets();
     if groups.len() == 1 {
-        let (bucket, key, _) = groups.pop().expect("one group");
-        return vec![PartitionRows { bucket: buckets[bucket].clone(), key, batch: whole }];
+        let (bucket, key, rows) = groups.pop().expect("one group");
+        return vec![PartitionRows { bucket: buckets[bucket].clone(), key: key.to_string(), batch: whole, rows }];
     }
     groups
         .into_iter()
         .map(|(bucket, key, rows)| {
-            let indices = UInt32Array::from(rows);
+            let indices = UInt32Array::from(rows.clone());
             let columns = whole
                 .columns()
                 .iter()
                 .map(|column| take(column.as_ref(), &indices, None).expect("indices are in range"))
                 .collect();
             let batch = RecordBatch::try_new(whole.schema(), columns).expect("same schema");
-            PartitionRows { bucket: buckets[bucket].clone(), key, batch }
+            PartitionRows { bucket: buckets[bucket].clone(), key: key.to_string(), batch, rows }
         })
         .collect()
 }
@@ -175,6 +184,8 @@ mod tests {
         let parts = route(parsed, &schema, Period::Day, None);
         let labels: Vec<(&str, usize)> = parts.iter().map(|p| (p.bucket.label.as_str(), p.batch.num_rows())).collect();
         assert_eq!(labels, vec![("1970-01-02", 2), ("1970-01-01", 2), ("1970-01-03", 1)]);
+        let rows: Vec<&[u32]> = parts.iter().map(|p| p.rows.as_slice()).collect();
+        assert_eq!(rows, [&[0, 2][..], &[1, 3], &[4]]);
         assert_eq!(parts[0].batch.schema().field(0).name(), "time");
     }
 
@@ -192,5 +203,7 @@ mod tests {
         let parts = route(parsed, &schema, Period::Day, Some(&keys));
         assert_eq!(parts.len(), 2);
         assert_eq!((parts[0].key.as_str(), parts[0].batch.num_rows()), ("a", 2));
+        assert_eq!(parts[0].rows, [0, 2]);
+        assert_eq!(parts[1].rows, [1, 3]);
     }
 }

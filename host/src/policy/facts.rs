@@ -298,6 +298,7 @@ mod partitioner_input_tests {
                 Arc::new(hosts) as ArrayRef,
                 Arc::new(Float64Array::from(vec![Some(0.5), Some(1.0), None])) as ArrayRef,
             ],
+            record_numbers: Vec::new(),
         };
         let wanted = ["usage", "missing", "host", "time"].map(String::from);
         let columns = partitioner_input(&parsed, "time", &wanted);

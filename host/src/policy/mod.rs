@@ -126,6 +126,18 @@ pub enum PolicyError {
         /// What was wrong.
         message: String,
     },
+    /// More than one partitioner binds a dataset: the write path cannot
+    /// guess which one keys its records, so it refuses them.
+    #[error(
+        "policies {} are all partitioners bound to dataset {dataset:?}; bind at most one partitioner per dataset",
+        policies.join(", ")
+    )]
+    SeveralPartitioners {
+        /// The dataset.
+        dataset: String,
+        /// The partitioners that bind it.
+        policies: Vec<String>,
+    },
     /// Two policy files define the same name.
     #[error("{file}: policy {policy:?} is already defined by {other}")]
     Duplicate {
@@ -159,6 +171,10 @@ struct LoadedVersion {
     definition: PolicyDefinition,
     component: CompiledComponent,
     activated_at_ns: i64,
+    /// A partitioner's answer to `columns`, asked once when the version
+    /// loads, so that a write request costs exactly one call (`partition`).
+    /// Empty for the other kinds.
+    partitioner_columns: Vec<String>,
 }
 
 /// Counters of one policy.
@@ -407,6 +423,51 @@ pub struct Evaluated<T> {
     pub duration: Duration,
 }
 
+/// A partitioner bound to a dataset, pinned to one version (see
+/// [`PolicyRuntime::partitioner_for`]).
+#[derive(Debug, Clone)]
+pub struct BoundPartitioner {
+    entry: Arc<PolicyEntry>,
+    version: Arc<LoadedVersion>,
+}
+
+impl BoundPartitioner {
+    /// The policy's name.
+    pub fn name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// The version's sequence number.
+    pub fn seq(&self) -> i64 {
+        self.version.seq
+    }
+
+    /// The columns the partitioner reads.
+    pub fn columns(&self) -> &[String] {
+        &self.version.partitioner_columns
+    }
+
+    /// The field whose value *is* the key, when the partitioner says so
+    /// without doubt: the built-in `partition-by-field` with exactly one
+    /// field. Its key is then the field's value verbatim whenever that
+    /// value is itself a valid key (other values are sanitised, and
+    /// records without the field take a fallback or default — never the
+    /// key of a record that has the field). Queries use this to prune
+    /// partitions by an `=` / `in` filter on the field. `None` for every
+    /// other partitioner (hashes, composite keys, custom components).
+    pub fn verbatim_field(&self) -> Option<String> {
+        let definition = &self.version.definition;
+        if !matches!(&definition.plugin, PluginSource::Builtin(name) if name == "partition-by-field") {
+            return None;
+        }
+        let config: serde_json::Value = serde_json::from_str(&definition.config_json).ok()?;
+        match config.get("fields")?.as_array()?.as_slice() {
+            [field] => field.as_str().map(str::to_string),
+            _ => None,
+        }
+    }
+}
+
 /// The registry of policies and the façade of the runtime.
 #[derive(Debug)]
 pub struct PolicyRuntime {
@@ -629,11 +690,11 @@ impl PolicyRuntime {
             error: error.as_deref(),
         };
         let seq = self.catalog.record_policy_version(&attempt, now_ns())?;
-        let component = prepared?;
+        let (component, partitioner_columns) = prepared?;
         if let Err(error) = self.sandbox.keep_source(&component_sha256, bytes) {
             tracing::warn!(policy = entry.name, %error, "cannot keep the component bytes; rollback to this version will not work");
         }
-        let version = LoadedVersion { seq, definition, component, activated_at_ns: now_ns() };
+        let version = LoadedVersion { seq, definition, component, activated_at_ns: now_ns(), partitioner_columns };
         tracing::info!(
             policy = entry.name,
             seq,
@@ -657,13 +718,14 @@ impl PolicyRuntime {
     /// Compiles and checks a component for `definition`: world and imports,
     /// `validate-config`, then a smoke evaluation (an empty partition list,
     /// or a one-record batch for a partitioner) whose answer must pass the
-    /// contract checks.
+    /// contract checks. Returns the component and, for a partitioner, the
+    /// columns it declares.
     fn prepare(
         &self,
         entry: &PolicyEntry,
         definition: &PolicyDefinition,
         bytes: &[u8],
-    ) -> Result<CompiledComponent, PolicyError> {
+    ) -> Result<(CompiledComponent, Vec<String>), PolicyError> {
         let policy = definition.name.clone();
         let component = self
             .sandbox
@@ -675,8 +737,14 @@ impl PolicyRuntime {
             Ok(Err(problems)) => return Err(PolicyError::ConfigRejected { policy, problems }),
             Err(source) => return Err(PolicyError::Evaluation { policy, source }),
         }
+        let mut partitioner_columns = Vec::new();
         match definition.kind {
             PolicyKind::Partitioner => {
+                let started = Instant::now();
+                let outcome = component.partitioner_columns(call, &definition.config_json);
+                self.count(entry, component.sha256(), started, outcome.as_ref().err());
+                partitioner_columns =
+                    outcome.map_err(|source| PolicyError::Evaluation { policy: policy.clone(), source })?;
                 self.call_partition(entry, &component, definition, &[], 1)?;
             }
             _ => {
@@ -689,7 +757,7 @@ impl PolicyRuntime {
                 self.call_scheduled(entry, &component, definition, now_ns(), &dataset, &[])?;
             }
         }
-        Ok(component)
+        Ok((component, partitioner_columns))
     }
 
     /// When a policy has no working version (typically at start-up with a
@@ -734,8 +802,8 @@ impl PolicyRuntime {
         }
         .or_else(|| self.sandbox.kept_source(&record.component_sha256))
         .ok_or_else(|| version_error(format!("the component of version {} is no longer available", record.seq)))?;
-        let component = self.prepare(entry, &definition, &bytes)?;
-        Ok(LoadedVersion { seq: record.seq, definition, component, activated_at_ns: now_ns() })
+        let (component, partitioner_columns) = self.prepare(entry, &definition, &bytes)?;
+        Ok(LoadedVersion { seq: record.seq, definition, component, activated_at_ns: now_ns(), partitioner_columns })
     }
 
     // ----- rollback ---------------------------------------------------------
@@ -876,49 +944,70 @@ impl PolicyRuntime {
         })
     }
 
-    /// The columns the active version of a partitioner needs.
-    pub fn partitioner_columns(&self, name: &str) -> Result<Vec<String>, PolicyError> {
-        let (entry, version) = self.active(name)?;
-        self.require_partitioner(name, &version)?;
-        let call = CallContext { policy: name, limits: &version.definition.limits };
-        let started = Instant::now();
-        let outcome = version.component.partitioner_columns(call, &version.definition.config_json);
-        self.count(&entry, version.component.sha256(), started, outcome.as_ref().err());
-        outcome.map_err(|source| PolicyError::Evaluation { policy: name.to_string(), source })
-    }
-
-    /// Partition keys for a batch of `rows` records from the active version
-    /// of a partitioner: one result per record, checked against the
-    /// contract. This is what the write path's routing step calls (one call
-    /// per request) before `ingest::route(…, keys)`.
-    pub fn partition(
-        &self,
-        name: &str,
-        columns: &[ColumnBatch],
-        rows: u32,
-    ) -> Result<Evaluated<Vec<Result<String, String>>>, PolicyError> {
-        let (entry, version) = self.active(name)?;
-        self.require_partitioner(name, &version)?;
-        let started = Instant::now();
-        let keys = self.call_partition(&entry, &version.component, &version.definition, columns, rows)?;
-        Ok(Evaluated {
-            decisions: keys,
-            seq: version.seq,
-            component_sha256: version.component.sha256().to_string(),
-            duration: started.elapsed(),
-        })
-    }
-
-    fn require_partitioner(&self, name: &str, version: &LoadedVersion) -> Result<(), PolicyError> {
-        if version.definition.kind != PolicyKind::Partitioner {
-            return Err(PolicyError::WrongKind {
-                policy: name.to_string(),
-                kind: version.definition.kind.as_str(),
-                operation: "partitioning",
-                wanted: "partitioner",
-            });
+    /// The partitioner bound to `dataset`, pinned to its active version:
+    /// the write path resolves it once per request, so a reload while the
+    /// request runs does not change how that request is keyed. `None` when
+    /// no partitioner binds the dataset.
+    ///
+    /// Refused, rather than guessed around: two or more partitioners bound
+    /// to the dataset (`SeveralPartitioners`), and a bound partitioner that
+    /// never loaded (`NotActive`) — writing those records unkeyed would put
+    /// them where no later query or policy expects them.
+    pub fn partitioner_for(&self, dataset: &str) -> Result<Option<BoundPartitioner>, PolicyError> {
+        let mut bound = Vec::new();
+        let mut names = Vec::new();
+        for entry in self.entries() {
+            match entry.active.load_full() {
+                Some(version) => {
+                    if version.definition.kind == PolicyKind::Partitioner && version.definition.applies_to(dataset) {
+                        names.push(entry.name.clone());
+                        bound.push(BoundPartitioner { entry, version });
+                    }
+                }
+                None => {
+                    let binds = entry
+                        .state()
+                        .definition
+                        .as_ref()
+                        .is_some_and(|d| d.kind == PolicyKind::Partitioner && d.applies_to(dataset));
+                    if binds {
+                        names.push(entry.name.clone());
+                    }
+                }
+            }
         }
-        Ok(())
+        if names.len() > 1 {
+            return Err(PolicyError::SeveralPartitioners { dataset: dataset.to_string(), policies: names });
+        }
+        match (bound.pop(), names.pop()) {
+            (Some(bound), _) => Ok(Some(bound)),
+            (None, Some(name)) => Err(match self.active(&name) {
+                Err(error) => error,
+                // It became active after the bindings were read: retrying sees it.
+                Ok(_) => PolicyError::NotActive { policy: name, reason: "it was loading; retry".into() },
+            }),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// One partition key (or the reason there is none) per row of
+    /// `parsed`, from one call into `partitioner`'s component with only
+    /// the columns it declared. Answers are checked against the contract
+    /// (one result per record, keys of at most 63 characters from
+    /// `[a-z0-9_-]`): a violation fails the whole call.
+    pub fn partition_batch(
+        &self,
+        partitioner: &BoundPartitioner,
+        parsed: &crate::ingest::batch::ParsedBatch,
+        time_column: &str,
+    ) -> Result<Vec<Result<String, String>>, PolicyError> {
+        let version = &partitioner.version;
+        let rows = u32::try_from(parsed.rows()).map_err(|_| PolicyError::Contract {
+            policy: partitioner.entry.name.clone(),
+            message: format!("a batch of {} records is too large to partition", parsed.rows()),
+        })?;
+        let columns = facts::partitioner_input(parsed, time_column, &version.partitioner_columns);
+        self.call_partition(&partitioner.entry, &version.component, &version.definition, &columns, rows)
     }
 
     fn call_partition(
@@ -1099,7 +1188,13 @@ impl PolicyRuntime {
                     Ok(Err(problems)) => return Err(PolicyError::ConfigRejected { policy: name.into(), problems }),
                     Err(source) => return Err(PolicyError::Evaluation { policy: name.into(), source }),
                 }
-                evaluated = Arc::new(LoadedVersion { seq: 0, definition, component, activated_at_ns: 0 });
+                evaluated = Arc::new(LoadedVersion {
+                    seq: 0,
+                    definition,
+                    component,
+                    activated_at_ns: 0,
+                    partitioner_columns: Vec::new(),
+                });
                 "candidate"
             }
         };
@@ -1151,20 +1246,6 @@ impl PolicyRuntime {
             return active.definition.applies_to(dataset);
         }
         entry.state().definition.as_ref().is_some_and(|d| d.applies_to(dataset))
-    }
-
-    /// The partitioner bound to `dataset`, if exactly one is; two or more is
-    /// an error (the write path cannot guess).
-    pub fn partitioner_for(&self, dataset: &str) -> Result<Option<String>, PolicyError> {
-        let mut names = self.policies_for(dataset, PolicyKind::Partitioner);
-        match names.len() {
-            0 => Ok(None),
-            1 => Ok(names.pop()),
-            _ => Err(PolicyError::Version {
-                policy: names.join(", "),
-                message: format!("several partitioners are bound to dataset {dataset:?}"),
-            }),
-        }
     }
 
     fn summary(&self, entry: &PolicyEntry) -> PolicySummary {

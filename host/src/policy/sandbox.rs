@@ -1394,6 +1394,37 @@ mod tests {
     }
 
     #[test]
+    fn the_partitioner_fixture_keys_rejects_and_misbehaves_on_demand() {
+        const PARTITIONER: &str = include_str!("../../../tests/fixtures/partitioner.wat");
+        // One sandbox for all: its epoch ticker is what stops the loop.
+        let sandbox = sandbox();
+        let load = |behaviour: &str| {
+            let bytes = wat::parse_str(PARTITIONER.replace(";;BEHAVIOUR", behaviour)).expect("fixture parses");
+            sandbox.load(&bytes, PolicyKind::Partitioner).unwrap()
+        };
+        let limits = limits();
+        let call = CallContext { policy: "fixture", limits: &limits };
+        let tenants = ColumnBatch {
+            name: "tenant".into(),
+            values: ColumnValues::Text(vec![Some("a".into()), None, Some("c".into())]),
+        };
+        let plain = load("");
+        assert_eq!(plain.partitioner_columns(call, "{}").unwrap(), ["tenant"]);
+        assert_eq!(plain.partition(call, "{}", std::slice::from_ref(&tenants), 3).unwrap(), vec![Ok(String::new()); 3]);
+        let keys = load("(call $bad_key)").partition(call, "{}", std::slice::from_ref(&tenants), 3).unwrap();
+        assert_eq!(keys[1], Ok("Bad/Key".to_string()), "the host's contract check refuses it, not the sandbox");
+        assert_eq!(load("(call $bad_key)").partition(call, "{}", &[], 1).unwrap(), [Ok(String::new())]);
+        let keys = load("(call $reject_first)").partition(call, "{}", std::slice::from_ref(&tenants), 3).unwrap();
+        assert_eq!(keys[0], Err("no tenant in this record".to_string()));
+        assert_eq!(keys[2], Ok(String::new()));
+        let trap = load("unreachable").partition(call, "{}", std::slice::from_ref(&tenants), 3).unwrap_err();
+        assert!(matches!(trap, SandboxError::Trap(_)), "{trap}");
+        let spin =
+            load("(loop $forever (br $forever))").partition(call, "{}", std::slice::from_ref(&tenants), 3).unwrap_err();
+        assert!(matches!(spin, SandboxError::DeadlineExceeded { .. }), "{spin}");
+    }
+
+    #[test]
     fn every_builtin_loads_as_its_world() {
         let sandbox = sandbox();
         let expected = [

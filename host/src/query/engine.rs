@@ -16,7 +16,7 @@ use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::output::{Encoder, OutputFormat};
-use super::plan::{Param, PlannedQuery, QueryRequest, plan, quote};
+use super::plan::{KeyFilter, Param, PlannedQuery, QueryRequest, plan, prunable_by_key, quote};
 use crate::config::QueryConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::parquet_file::conform;
@@ -31,6 +31,9 @@ pub struct QueryStats {
     pub partitions_considered: usize,
     /// Partitions skipped because they lie outside the time range.
     pub partitions_pruned: usize,
+    /// Partitions skipped because their key is outside the filters (see
+    /// `plan::prunable_by_key`).
+    pub partitions_pruned_by_key: usize,
     /// Parquet files read.
     pub files_scanned: usize,
     /// Bytes of those files.
@@ -161,6 +164,7 @@ impl QueryEngine {
         dataset: &DatasetState,
         snapshot: &DatasetSnapshot,
         range: Option<(i64, i64)>,
+        key_filters: &[KeyFilter],
         stats: &mut QueryStats,
     ) -> Result<Source, ApiError> {
         let schema = dataset.schema();
@@ -172,6 +176,10 @@ impl QueryEngine {
                 && (partition.period_end_ns <= start || partition.period_start_ns >= end)
             {
                 stats.partitions_pruned += 1;
+                continue;
+            }
+            if prunable_by_key(partition.key_field.as_deref(), &partition.key, key_filters) {
+                stats.partitions_pruned_by_key += 1;
                 continue;
             }
             if !self.config.read_archived && partition.tier == "archived" {
@@ -281,6 +289,7 @@ impl QueryEngine {
             sql: format!("SELECT * FROM (\n{text}\n) AS q"),
             params: Vec::new(),
             time_columns: Vec::new(),
+            key_filters: Vec::new(),
         };
         self.run(store, datasets, None, planned, format).await
     }
@@ -323,7 +332,7 @@ impl QueryEngine {
                 let mut sources = Vec::new();
                 for (dataset, _) in &datasets {
                     let snapshot = store.snapshot(dataset)?;
-                    sources.push(engine.source(dataset, &snapshot, range, &mut stats)?);
+                    sources.push(engine.source(dataset, &snapshot, range, &planned.key_filters, &mut stats)?);
                 }
                 let files: Vec<&str> = sources.iter().flat_map(|s| s.files.iter().map(String::as_str)).collect();
                 let connection = engine.connect(&files)?;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::policy::facts::is_valid_partition_key;
 use crate::schema::{ColumnKind, DatasetSchema};
 
 /// `POST /v1/datasets/{ds}/query`.
@@ -160,6 +161,57 @@ pub struct PlannedQuery {
     pub params: Vec<Param>,
     /// Output columns holding epoch-ns times (rendered as timestamps).
     pub time_columns: Vec<String>,
+    /// What the filters say about tag and text columns, for pruning
+    /// partitions by key.
+    pub key_filters: Vec<KeyFilter>,
+}
+
+/// A condition every row of a query's answer meets: `column` holds one of
+/// `values`. Taken from the `=` and `in` filters on tag and text columns
+/// that the whole filter requires (the top level, or inside `and`s only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyFilter {
+    /// The column.
+    pub column: String,
+    /// Its possible values.
+    pub values: Vec<String>,
+}
+
+fn key_filters(filter: &Filter, schema: &DatasetSchema, out: &mut Vec<KeyFilter>) {
+    match filter {
+        Filter::And { and } => and.iter().for_each(|part| key_filters(part, schema, out)),
+        Filter::Or { .. } => {}
+        Filter::Condition { column, op, value } => {
+            if !matches!(schema.kind_of(column), Some(ColumnKind::Tag | ColumnKind::Text)) {
+                return;
+            }
+            let values: Option<Vec<String>> = match (op.as_str(), value) {
+                ("=", Some(Json::String(value))) => Some(vec![value.clone()]),
+                ("in", Some(Json::Array(values))) => {
+                    values.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>()
+                }
+                _ => None,
+            };
+            if let Some(values) = values {
+                out.push(KeyFilter { column: column.clone(), values });
+            }
+        }
+    }
+}
+
+/// Whether a partition can be skipped by key: its rows were all keyed by
+/// the value of one field verbatim (`key_field`, see
+/// `catalog::PartitionRecord::key_field`), a filter restricts that field to
+/// values that are all valid keys (so each is its own key), and the
+/// partition's key is none of them. Anything less certain keeps the
+/// partition: pruning must never drop a row the filter would keep.
+pub fn prunable_by_key(key_field: Option<&str>, key: &str, filters: &[KeyFilter]) -> bool {
+    let Some(field) = key_field.filter(|field| !field.is_empty()) else { return false };
+    filters.iter().any(|filter| {
+        filter.column == field
+            && filter.values.iter().all(|value| is_valid_partition_key(value))
+            && !filter.values.iter().any(|value| value == key)
+    })
 }
 
 /// Rows a query may return at most, whatever `limit` says.
@@ -345,8 +397,10 @@ pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQue
     let time = quote(&schema.time_column);
     let mut params = vec![Param::Integer(start_ns), Param::Integer(end_ns)];
     let mut predicate = format!("epoch_ns({time}) >= ? AND epoch_ns({time}) < ?");
+    let mut key_filter_list = Vec::new();
     if let Some(filter) = &request.filters {
         predicate = format!("{predicate} AND {}", filter_sql(filter, schema, &mut params, 0)?);
+        key_filters(filter, schema, &mut key_filter_list);
     }
     let direction = if request.order == Order::Desc { "DESC" } else { "ASC" };
     let mut paging = String::new();
@@ -388,7 +442,14 @@ pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQue
             .collect();
         let sql =
             format!("SELECT {} FROM src WHERE {predicate} ORDER BY {time} {direction}{paging}", select.join(", "));
-        return Ok(PlannedQuery { start_ns, end_ns, sql, params, time_columns: vec![time_name] });
+        return Ok(PlannedQuery {
+            start_ns,
+            end_ns,
+            sql,
+            params,
+            time_columns: vec![time_name],
+            key_filters: key_filter_list,
+        });
     };
 
     let interval = interval_ns(&downsample.interval)?;
@@ -456,7 +517,7 @@ pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQue
             )
         }
     };
-    Ok(PlannedQuery { start_ns, end_ns, sql, params, time_columns: vec![time_name] })
+    Ok(PlannedQuery { start_ns, end_ns, sql, params, time_columns: vec![time_name], key_filters: key_filter_list })
 }
 
 #[cfg(test)]
@@ -505,6 +566,52 @@ mod tests {
         assert!(!planned.sql.contains("DROP"), "values never reach the SQL text");
         assert_eq!(planned.params.len(), 5);
         assert!(planned.sql.ends_with("LIMIT 5"));
+    }
+
+    #[test]
+    fn key_filters_come_from_required_equalities_on_text_columns() {
+        let planned = plan(
+            &request(serde_json::json!({
+                "time_range": {"start": 0, "end": 100},
+                "filters": {"and": [
+                    {"column": "host", "op": "in", "value": ["a", "b"]},
+                    {"and": [{"column": "host", "op": "=", "value": "a"}]},
+                    {"or": [{"column": "host", "op": "=", "value": "c"}, {"column": "usage", "op": "is_null"}]},
+                    {"column": "host", "op": "!=", "value": "d"},
+                    {"column": "usage", "op": "=", "value": 1.5}
+                ]}
+            })),
+            &schema(),
+        )
+        .unwrap();
+        let values: Vec<Vec<&str>> =
+            planned.key_filters.iter().map(|f| f.values.iter().map(String::as_str).collect()).collect();
+        assert_eq!(values, [vec!["a", "b"], vec!["a"]], "`or`, `!=` and number columns say nothing");
+        assert!(planned.key_filters.iter().all(|f| f.column == "host"));
+    }
+
+    #[test]
+    fn partitions_are_pruned_by_key_only_when_certain() {
+        let filter = |values: &[&str]| {
+            vec![KeyFilter { column: "tenant".into(), values: values.iter().map(|v| v.to_string()).collect() }]
+        };
+        let cases: &[(Option<&str>, &str, Vec<KeyFilter>, bool)] = &[
+            (Some("tenant"), "t9", filter(&["t7"]), true),
+            (Some("tenant"), "t7", filter(&["t7"]), false),
+            (Some("tenant"), "t9", filter(&["t7", "t9"]), false),
+            (Some("tenant"), "", filter(&["t7"]), true),
+            (Some("tenant"), "t9", filter(&[]), true),
+            // "T7" is sanitised to the key "t7": the key says nothing certain.
+            (Some("tenant"), "t9", filter(&["T7"]), false),
+            (Some("tenant"), "t7", filter(&["T7"]), false),
+            (Some("region"), "t9", filter(&["t7"]), false),
+            (Some(""), "t9", filter(&["t7"]), false),
+            (None, "t9", filter(&["t7"]), false),
+            (Some("tenant"), "t9", vec![], false),
+        ];
+        for (key_field, key, filters, expected) in cases {
+            assert_eq!(prunable_by_key(*key_field, key, filters), *expected, "{key_field:?} {key:?} {filters:?}");
+        }
     }
 
     #[test]
