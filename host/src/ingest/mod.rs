@@ -126,7 +126,9 @@ pub fn route(
 
     // Group rows by (bucket, key), in order of first appearance. Rows of a
     // request usually come in runs, so the previous row's group is tried
-    // before the map.
+    // before the map, comparing keys by address first: unkeyed rows all
+    // share one "", and a memcmp call per row, even of two empty keys,
+    // made this loop as slow as parsing (0.4 ms per 5,000 rows here).
     let mut buckets = BucketCache::new(period);
     let mut groups: Vec<(usize, &str, Vec<u32>)> = Vec::new();
     let mut group_of: FxHashMap<(usize, &str), usize> = FxHashMap::default();
@@ -135,7 +137,11 @@ pub fn route(
         let bucket = buckets.index_of(*time);
         let key = keys.map(|k| k[row].as_str()).unwrap_or("");
         let group = match previous {
-            Some(group) if groups[group].0 == bucket && groups[group].1 == key => group,
+            Some(group)
+                if groups[group].0 == bucket && (std::ptr::eq(groups[group].1, key) || groups[group].1 == key) =>
+            {
+                group
+            }
             _ => *group_of.entry((bucket, key)).or_insert_with(|| {
                 groups.push((bucket, key, Vec::new()));
                 groups.len() - 1
