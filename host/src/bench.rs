@@ -287,24 +287,33 @@ async fn post(
     body: Bytes,
 ) -> anyhow::Result<u16> {
     let request = Request::post(path).header("host", authority).body(Full::new(body))?;
+    // The connection task may not have taken the previous response's end
+    // yet (it runs on another worker): wait for it rather than fail.
+    sender.ready().await?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let _ = response.into_body().collect().await?;
     Ok(status)
 }
 
-/// Waits until the server accepts connections (then a little longer, for
-/// `/ready`).
+/// Waits until the server answers `GET /ready` with 200: writes before
+/// that (WAL replay, policy loading) would get 503 `not_ready`.
 async fn wait_until_up(authority: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while connect(authority).await.is_err() {
+    loop {
+        if let Ok(mut sender) = connect(authority).await {
+            let request = Request::get("/ready").header("host", authority).body(Full::new(Bytes::new()))?;
+            if let Ok(response) = sender.send_request(request).await
+                && response.status().is_success()
+            {
+                return Ok(());
+            }
+        }
         if Instant::now() > deadline {
-            bail!("server did not start");
+            bail!("server at {authority} did not become ready");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok(())
 }
 
 async fn connect(authority: &str) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
@@ -327,22 +336,7 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let body_bytes: usize = bodies.iter().map(Bytes::len).sum();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     runtime.block_on(async {
-        // Wait for readiness.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(mut sender) = connect(&authority).await {
-                let request = Request::get("/ready").header("host", &authority).body(Full::new(Bytes::new()))?;
-                if let Ok(response) = sender.send_request(request).await
-                    && response.status().is_success()
-                {
-                    break;
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("server at {url} did not become ready");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_up(&authority).await?;
         let pid = server.as_ref().map(|s| s.child.id());
         let cpu_before = pid.and_then(proc_cpu_seconds);
         let next = Arc::new(AtomicUsize::new(0));

@@ -290,8 +290,12 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
     match (&method, segments.as_slice()) {
         (&Method::GET, ["health"]) => Ok(json_response(StatusCode::OK, &json!({ "status": "pass" }))),
         (&Method::GET, ["ready"]) => {
+            // Ready means every endpoint answers: the store has replayed
+            // its WAL, the policies are loaded and the lifecycle engine is
+            // open (its start-up sweep done).
             state.store()?;
             state.policies()?;
+            state.lifecycle()?;
             Ok(json_response(StatusCode::OK, &json!({ "status": "ready", "recovery": state.recovery.get() })))
         }
         (&Method::GET, ["metrics"]) => {
