@@ -3,11 +3,12 @@
 //! target that fails every attempt, and writes that go on meanwhile.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::lifecycle::parquet_files;
 use crate::support::Server;
 
 /// 2025-01-01T00:00:00Z
@@ -73,22 +74,6 @@ fn checkpoint(server: &Server, dataset: &str, partition: &str) -> Value {
     let (status, body) = server.get(&format!("/v1/datasets/{dataset}/compaction"));
     assert_eq!(status, 200, "{body}");
     body["checkpoints"].as_array().unwrap().iter().find(|c| c["partition"] == partition).cloned().unwrap_or_default()
-}
-
-fn parquet_files(dir: &Path) -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else if entry.path().extension().is_some_and(|e| e == "parquet") {
-                out.insert(entry.path());
-            }
-        }
-    }
-    out
 }
 
 /// Waits until the files on disk are exactly those the catalog lists as

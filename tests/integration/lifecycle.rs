@@ -46,19 +46,7 @@ pub(crate) fn run(server: &Server, policy: &str, body: Value) -> Value {
 }
 
 pub(crate) fn parquet_files(dir: &Path) -> BTreeSet<PathBuf> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else if entry.path().extension().is_some_and(|e| e == "parquet") {
-                out.insert(entry.path());
-            }
-        }
-    }
-    out
+    crate::support::files_under(dir).into_iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect()
 }
 
 pub(crate) fn referenced_files(server: &Server) -> BTreeSet<PathBuf> {
@@ -386,8 +374,7 @@ fn retention_answering(decisions: &[(u32, u8)], zeroed: u32) -> Vec<u8> {
         text = reasons_at + 16,
         len_at = reasons_at + 4,
     );
-    let fixture = include_str!("../fixtures/retention.wat");
-    wat::parse_str(fixture.replace(";;BEHAVIOUR", &behaviour)).unwrap()
+    crate::policies::retention_fixture(&behaviour)
 }
 
 #[test]

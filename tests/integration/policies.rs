@@ -19,7 +19,7 @@ fn config() -> String {
     format!("[ingest]\nflush_age_ms = 3600000\n[policies]\ncache_dir = {:?}\nreload_debounce_ms = 50\n", cache)
 }
 
-fn retention_fixture(behaviour: &str) -> Vec<u8> {
+pub(crate) fn retention_fixture(behaviour: &str) -> Vec<u8> {
     wat::parse_str(FIXTURE.replace(";;BEHAVIOUR", behaviour)).unwrap()
 }
 

@@ -31,23 +31,6 @@ fn target(server: &Server, name: &str) -> Value {
     targets(server).into_iter().find(|t| t["name"] == name).unwrap_or_else(|| panic!("no target {name}"))
 }
 
-/// Every file under `dir`, recursively.
-fn all_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            if entry.file_type().unwrap().is_dir() {
-                stack.push(entry.path());
-            } else {
-                out.push(entry.path().display().to_string());
-            }
-        }
-    }
-    out
-}
-
 /// The catalog and the disk agree: every live file exists with the size and
 /// CRC32C the catalog records, each on its tier's directory, every Parquet
 /// file on disk is live in the catalog (waiting for the sweeper to delete
@@ -79,7 +62,7 @@ fn assert_catalog_matches_disk(server: &Server, context: &str) {
             assert_eq!(format!("{:08x}", crc32c::crc32c(&bytes)), file["checksum_crc32c"], "{context}: {path}");
         }
     }
-    let files = all_files(&storage);
+    let files: Vec<String> = crate::support::files_under(&storage).iter().map(|f| f.display().to_string()).collect();
     assert!(!files.iter().any(|f| f.contains("/.tmp-")), "{context}: temporaries left: {files:?}");
     let manifests = files.iter().filter(|f| f.ends_with(".manifest.json")).count();
     let archived = partitions.iter().filter(|p| p["tier"] == "archived").count();
