@@ -443,7 +443,7 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
             (
                 "(c) count over everything",
                 serde_json::json!({"time_range": {"start": start, "end": end},
-                    "downsample": {"interval": format!("{}d", args.days + 1), "aggregations": [{"fn": "count", "column": "usage_user"}]}}),
+                    "downsample": {"aggregations": [{"fn": "count", "column": "usage_user"}]}}),
                 "SELECT count(usage_user) FROM cpu".to_string(),
             ),
         ];

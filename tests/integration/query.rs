@@ -187,6 +187,58 @@ fn every_aggregation_matches_the_oracle_across_partitions_and_buffers() {
 }
 
 #[test]
+fn an_aggregate_over_the_whole_range_matches_the_oracle() {
+    let server = Server::start("query-whole", "[ingest]\nflush_age_ms = 3600000\n");
+    let points = generate();
+    load(&server, &points);
+    // Whole days (every partition lies inside the range, flushed and
+    // buffered alike), part of a day, a range inside one aligned 1d bucket,
+    // and an empty range.
+    for (start, end, interval) in [
+        (T0, T0 + 72 * HOUR, None),
+        (T0 + 5 * HOUR + 3, T0 + 50 * HOUR, None),
+        (T0 + 49 * HOUR, T0 + 60 * HOUR, Some("1d")),
+        (T0 + 10 * HOUR, T0 + 10 * HOUR, None),
+    ] {
+        let mut downsample = json!({"aggregations": [
+            {"fn": "count", "column": "usage", "alias": "count"},
+            {"fn": "sum", "column": "usage", "alias": "sum"},
+            {"fn": "first", "column": "usage", "alias": "first"}
+        ]});
+        if let Some(interval) = interval {
+            downsample["interval"] = json!(interval);
+        }
+        let response = query(
+            &server,
+            json!({"time_range": {"start": start, "end": end}, "group_by": ["host"], "downsample": downsample}),
+        );
+        let mut groups: BTreeMap<Option<String>, Vec<&Point>> = BTreeMap::new();
+        for p in points.iter().filter(|p| p.time >= start && p.time < end) {
+            groups.entry(p.host.clone()).or_default().push(p);
+        }
+        let rows = response["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), groups.len(), "one row per host in [{start}, {end}): {response}");
+        let label = match interval {
+            None => start,
+            Some(_) => start - start.rem_euclid(24 * HOUR),
+        };
+        for row in rows {
+            let time = chrono::DateTime::parse_from_rfc3339(row["time"].as_str().unwrap())
+                .unwrap()
+                .timestamp_nanos_opt()
+                .unwrap();
+            assert_eq!(time, label, "{row}");
+            let group = &groups[&row["host"].as_str().map(str::to_string)];
+            let values: Vec<f64> = group.iter().filter_map(|p| p.usage).collect();
+            assert_eq!(row["count"], values.len(), "{row}");
+            assert!(close(&row["sum"], values.iter().sum()), "{row}");
+            let first = group.iter().filter(|p| p.usage.is_some()).min_by_key(|p| p.time).unwrap().usage.unwrap();
+            assert!(close(&row["first"], first), "{row}");
+        }
+    }
+}
+
+#[test]
 fn gap_fill_emits_every_bucket() {
     let server = Server::start("query-fill", "[ingest]\nflush_age_ms = 3600000\n");
     let body = format!("m v=1 {}\nm v=3 {}\n", T0, T0 + 3 * HOUR);

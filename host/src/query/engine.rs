@@ -110,6 +110,8 @@ struct Source {
     schema: Arc<DatasetSchema>,
     files: Vec<String>,
     buffered: Vec<RecordBatch>,
+    /// Every partition read lies wholly inside the query's time range.
+    within_range: bool,
 }
 
 impl QueryEngine {
@@ -170,6 +172,7 @@ impl QueryEngine {
         let schema = dataset.schema();
         let mut files = Vec::new();
         let mut live = std::collections::HashSet::new();
+        let mut within_range = range.is_some();
         stats.partitions_considered += snapshot.partitions.len();
         for (partition, partition_files) in snapshot.partitions.iter().zip(&snapshot.files) {
             if let Some((start, end)) = range
@@ -191,6 +194,9 @@ impl QueryEngine {
                 continue;
             }
             live.insert(partition.id);
+            if let Some((start, end)) = range {
+                within_range &= partition.period_start_ns >= start && partition.period_end_ns <= end;
+            }
             for file in partition_files {
                 if let Some((start, end)) = range
                     && (file.max_time_ns < start || file.min_time_ns >= end)
@@ -205,7 +211,7 @@ impl QueryEngine {
         let buffered: Vec<RecordBatch> =
             snapshot.buffered.iter().filter(|(id, _)| live.contains(id)).map(|(_, b)| b.clone()).collect();
         stats.rows_from_buffers += buffered.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        Ok(Source { name: dataset.name.to_string(), schema, files, buffered })
+        Ok(Source { name: dataset.name.to_string(), schema, files, buffered, within_range })
     }
 
     /// Defines a view named `view` over a source's files and buffered rows.
@@ -287,6 +293,7 @@ impl QueryEngine {
             start_ns: i64::MIN,
             end_ns: i64::MAX,
             sql: format!("SELECT * FROM (\n{text}\n) AS q"),
+            sql_within_range: String::new(),
             params: Vec::new(),
             time_columns: Vec::new(),
             key_filters: Vec::new(),
@@ -342,11 +349,16 @@ impl QueryEngine {
                 }
                 Ok((connection, sources))
             })();
-            let (connection, _sources) = match prepared {
+            let (connection, sources) = match prepared {
                 Ok(ok) => ok,
                 Err(error) => return fail_early(&mut first, error),
             };
-            let mut statement = match connection.prepare(&planned.sql) {
+            let sql = if range.is_some() && sources.iter().all(|s| s.within_range) {
+                &planned.sql_within_range
+            } else {
+                &planned.sql
+            };
+            let mut statement = match connection.prepare(sql) {
                 Ok(statement) => statement,
                 Err(error) => return fail_early(&mut first, query_error(error)),
             };

@@ -94,8 +94,11 @@ pub enum Filter {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Downsample {
-    /// Bucket width: `10s`, `1m`, `1h`, `1d`, `500ms` ….
-    pub interval: String,
+    /// Bucket width: `10s`, `1m`, `1h`, `1d`, `500ms` …; buckets start at
+    /// multiples of it since the epoch. Absent: the whole time range is one
+    /// bucket, labelled with its start.
+    #[serde(default)]
+    pub interval: Option<String>,
     /// What to compute per bucket (and group).
     pub aggregations: Vec<Aggregation>,
     /// Empty buckets: `none` (default, omitted), `null` or `previous`.
@@ -157,6 +160,10 @@ pub struct PlannedQuery {
     pub end_ns: i64,
     /// SQL selecting from `src`.
     pub sql: String,
+    /// The same query without the time-range predicate, for a snapshot
+    /// whose partitions all lie inside the range (every row qualifies, so
+    /// DuckDB need not read the time column to check).
+    pub sql_within_range: String,
     /// Parameters, in order.
     pub params: Vec<Param>,
     /// Output columns holding epoch-ns times (rendered as timestamps).
@@ -395,13 +402,50 @@ pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQue
         return Err(bad("time_range.end is before time_range.start"));
     }
     let time = quote(&schema.time_column);
-    let mut params = vec![Param::Integer(start_ns), Param::Integer(end_ns)];
-    let mut predicate = format!("epoch_ns({time}) >= ? AND epoch_ns({time}) < ?");
+    let mut params = Vec::new();
+    // The bounds are integers parsed above, so they are written into the
+    // text: a constant comparison on the bare column is what lets DuckDB
+    // skip Parquet row groups by their statistics, and a bound timestamp
+    // parameter would lose the nanoseconds.
+    let in_range = format!("{time} >= make_timestamp_ns({start_ns}) AND {time} < make_timestamp_ns({end_ns})");
+    let mut filter = None;
     let mut key_filter_list = Vec::new();
-    if let Some(filter) = &request.filters {
-        predicate = format!("{predicate} AND {}", filter_sql(filter, schema, &mut params, 0)?);
-        key_filters(filter, schema, &mut key_filter_list);
+    if let Some(request_filter) = &request.filters {
+        filter = Some(filter_sql(request_filter, schema, &mut params, 0)?);
+        key_filters(request_filter, schema, &mut key_filter_list);
     }
+    for column in &request.group_by {
+        let kind = column_kind(schema, column)?;
+        if kind == ColumnKind::Time {
+            return Err(bad("group_by the time column: use downsample"));
+        }
+    }
+    let render = |time_predicate: Option<&str>| -> Result<String, ApiError> {
+        let predicate = match (time_predicate, &filter) {
+            (Some(t), Some(f)) => format!("{t} AND {f}"),
+            (Some(t), None) => t.to_string(),
+            (None, Some(f)) => f.clone(),
+            (None, None) => "TRUE".to_string(),
+        };
+        match &request.downsample {
+            None => raw_sql(request, schema, &predicate),
+            Some(downsample) => downsample_sql(request, downsample, schema, &predicate, start_ns, end_ns),
+        }
+    };
+    let sql = render(Some(&in_range))?;
+    let sql_within_range = render(None)?;
+    Ok(PlannedQuery {
+        start_ns,
+        end_ns,
+        sql,
+        sql_within_range,
+        params,
+        time_columns: vec![schema.time_column.clone()],
+        key_filters: key_filter_list,
+    })
+}
+
+fn paging(request: &QueryRequest) -> (&'static str, String) {
     let direction = if request.order == Order::Desc { "DESC" } else { "ASC" };
     let mut paging = String::new();
     if let Some(limit) = request.limit {
@@ -410,49 +454,47 @@ pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQue
     if let Some(offset) = request.offset {
         paging.push_str(&format!(" OFFSET {offset}"));
     }
-    for column in &request.group_by {
-        let kind = column_kind(schema, column)?;
-        if kind == ColumnKind::Time {
-            return Err(bad("group_by the time column: use downsample"));
-        }
-    }
-    let time_name = schema.time_column.clone();
-    let Some(downsample) = &request.downsample else {
-        if !request.group_by.is_empty() {
-            return Err(bad("group_by needs downsample (aggregations per group)"));
-        }
-        let columns: Vec<String> = match &request.columns {
-            None => std::iter::once(schema.time_column.clone())
-                .chain(schema.columns.iter().map(|c| c.name.clone()))
-                .collect(),
-            Some(columns) => {
-                let mut out = vec![schema.time_column.clone()];
-                for column in columns {
-                    column_kind(schema, column)?;
-                    if !out.contains(column) {
-                        out.push(column.clone());
-                    }
-                }
-                out
-            }
-        };
-        let select: Vec<String> = columns
-            .iter()
-            .map(|c| if *c == schema.time_column { format!("epoch_ns({time}) AS {time}") } else { quote(c) })
-            .collect();
-        let sql =
-            format!("SELECT {} FROM src WHERE {predicate} ORDER BY {time} {direction}{paging}", select.join(", "));
-        return Ok(PlannedQuery {
-            start_ns,
-            end_ns,
-            sql,
-            params,
-            time_columns: vec![time_name],
-            key_filters: key_filter_list,
-        });
-    };
+    (direction, paging)
+}
 
-    let interval = interval_ns(&downsample.interval)?;
+/// Rows as stored, time as epoch ns.
+fn raw_sql(request: &QueryRequest, schema: &DatasetSchema, predicate: &str) -> Result<String, ApiError> {
+    if !request.group_by.is_empty() {
+        return Err(bad("group_by needs downsample (aggregations per group)"));
+    }
+    let time = quote(&schema.time_column);
+    let (direction, paging) = paging(request);
+    let columns: Vec<String> = match &request.columns {
+        None => std::iter::once(schema.time_column.clone()).chain(schema.columns.iter().map(|c| c.name.clone())).collect(),
+        Some(columns) => {
+            let mut out = vec![schema.time_column.clone()];
+            for column in columns {
+                column_kind(schema, column)?;
+                if !out.contains(column) {
+                    out.push(column.clone());
+                }
+            }
+            out
+        }
+    };
+    let select: Vec<String> = columns
+        .iter()
+        .map(|c| if *c == schema.time_column { format!("epoch_ns({time}) AS {time}") } else { quote(c) })
+        .collect();
+    Ok(format!("SELECT {} FROM src WHERE {predicate} ORDER BY {time} {direction}{paging}", select.join(", ")))
+}
+
+/// Aggregations per time bucket (and group), with optional gap filling.
+fn downsample_sql(
+    request: &QueryRequest,
+    downsample: &Downsample,
+    schema: &DatasetSchema,
+    predicate: &str,
+    start_ns: i64,
+    end_ns: i64,
+) -> Result<String, ApiError> {
+    let time = quote(&schema.time_column);
+    let (direction, paging) = paging(request);
     if downsample.aggregations.is_empty() {
         return Err(bad("downsample needs at least one aggregation"));
     }
@@ -467,18 +509,33 @@ pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQue
         aggregates.push(format!("{sql} AS {}", quote(&alias)));
         aliases.push(alias);
     }
-    // Floor division, so times before 1970 land in the right bucket.
-    let bucket = format!("(epoch_ns({time}) - (((epoch_ns({time}) % {interval}) + {interval}) % {interval}))");
+    let (first_bucket, interval, one_bucket) = match &downsample.interval {
+        Some(raw) => {
+            let interval = interval_ns(raw)?;
+            let first = start_ns - start_ns.rem_euclid(interval);
+            (first, interval, end_ns > start_ns && (end_ns - 1) - (end_ns - 1).rem_euclid(interval) == first)
+        }
+        None => (start_ns, end_ns.saturating_sub(start_ns).max(1), true),
+    };
     let group_select: String = groups.iter().map(|g| format!("{g}, ")).collect();
-    let aggregated = format!(
-        "SELECT {bucket} AS {time}, {group_select}{} FROM src WHERE {predicate} GROUP BY ALL",
-        aggregates.join(", ")
-    );
+    let aggregated = if one_bucket {
+        // The whole range is one bucket: a plain aggregate, with no
+        // per-row bucket arithmetic and no grouping by time. HAVING keeps
+        // an empty range empty, as the bucketed form is.
+        let grouping = if groups.is_empty() { String::new() } else { format!(" GROUP BY {}", groups.join(", ")) };
+        format!(
+            "SELECT {first_bucket}::BIGINT AS {time}, {group_select}{} FROM src WHERE {predicate}{grouping} HAVING count(*) > 0",
+            aggregates.join(", ")
+        )
+    } else {
+        // Floor division, so times before 1970 land in the right bucket.
+        let bucket = format!("(epoch_ns({time}) - (((epoch_ns({time}) % {interval}) + {interval}) % {interval}))");
+        format!("SELECT {bucket} AS {time}, {group_select}{} FROM src WHERE {predicate} GROUP BY ALL", aggregates.join(", "))
+    };
     let order_groups: String = groups.iter().map(|g| format!("{g}, ")).collect();
-    let sql = match downsample.fill {
+    Ok(match downsample.fill {
         Fill::None => format!("SELECT * FROM ({aggregated}) ORDER BY {order_groups}{time} {direction}{paging}"),
         Fill::Null | Fill::Previous => {
-            let first_bucket = start_ns - start_ns.rem_euclid(interval);
             let buckets = format!(
                 "SELECT range AS {time} FROM range({first_bucket}::BIGINT, {end_ns}::BIGINT, {interval}::BIGINT)"
             );
@@ -516,8 +573,7 @@ pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQue
                 join_on.join(" AND ")
             )
         }
-    };
-    Ok(PlannedQuery { start_ns, end_ns, sql, params, time_columns: vec![time_name], key_filters: key_filter_list })
+    })
 }
 
 #[cfg(test)]
@@ -564,8 +620,44 @@ mod tests {
         .unwrap();
         assert!(planned.sql.contains("\"we\"\"ird\" > ?"), "{}", planned.sql);
         assert!(!planned.sql.contains("DROP"), "values never reach the SQL text");
-        assert_eq!(planned.params.len(), 5);
+        assert_eq!(planned.params.len(), 3, "the filter values; the time bounds are planner integers");
         assert!(planned.sql.ends_with("LIMIT 5"));
+        assert!(planned.sql.contains("\"time\" >= make_timestamp_ns(0) AND \"time\" < make_timestamp_ns(100)"), "{}", planned.sql);
+        assert!(!planned.sql_within_range.contains("make_timestamp_ns"), "{}", planned.sql_within_range);
+        assert!(planned.sql_within_range.contains("\"we\"\"ird\" > ?"), "the filters stay");
+    }
+
+    #[test]
+    fn a_range_inside_one_bucket_is_a_plain_aggregate() {
+        let day = 86_400_000_000_000i64;
+        let query = |start: i64, end: i64| {
+            plan(
+                &request(serde_json::json!({
+                    "time_range": {"start": start, "end": end},
+                    "downsample": {"interval": "1d", "aggregations": [{"fn": "count", "column": "usage"}]}
+                })),
+                &schema(),
+            )
+            .unwrap()
+            .sql
+        };
+        let inside = query(day + 5, 2 * day);
+        assert!(inside.contains(&format!("SELECT {day}::BIGINT AS")), "{inside}");
+        assert!(inside.contains("HAVING count(*) > 0") && !inside.contains("GROUP BY"), "{inside}");
+        let across = query(day + 5, 2 * day + 1);
+        assert!(across.contains("GROUP BY ALL") && across.contains("% 86400000000000"), "{across}");
+        let empty = query(day, day);
+        assert!(empty.contains("GROUP BY ALL"), "an empty range keeps the general form: {empty}");
+        let whole = plan(
+            &request(serde_json::json!({
+                "time_range": {"start": day + 5, "end": 9 * day},
+                "downsample": {"aggregations": [{"fn": "count", "column": "usage"}]}
+            })),
+            &schema(),
+        )
+        .unwrap()
+        .sql;
+        assert!(whole.contains(&format!("SELECT {}::BIGINT AS", day + 5)), "no interval: one bucket at the start: {whole}");
     }
 
     #[test]
