@@ -604,11 +604,13 @@ fn lifecycle(args: LifecycleArgs) -> anyhow::Result<()> {
             (moved as f64 / move_s) / (copied as f64 / copy_s),
         );
         println!(
-            "  run that changes nothing over {} partitions: median {:.1} ms of {} (evaluation {:.1} ms, unchanged {})",
+            "  run that changes nothing over {} partitions: median {:.1} ms of {} (last run: catalog and facts {:.1} ms, evaluation {:.1} ms, judging {:.1} ms; unchanged {})",
             args.idle_partitions,
             median_ms(idle_ms.clone()),
             idle_ms.len(),
+            idle_run["snapshot_ms"].as_f64().unwrap_or(0.0),
             idle_run["evaluation_ms"].as_f64().unwrap_or(0.0),
+            idle_run["execution_ms"].as_f64().unwrap_or(0.0),
             idle_run["unchanged"],
         );
         anyhow::Ok(())

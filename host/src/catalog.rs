@@ -169,6 +169,11 @@ CREATE INDEX compaction_by_status ON compaction_checkpoints(status, finished_at_
 ALTER TABLE partitions ADD COLUMN key_field TEXT;
 UPDATE partitions SET key_field = '';
 "#,
+    // A dataset's partitions in period order without a sort (every
+    // lifecycle run reads them all).
+    r#"
+CREATE INDEX partitions_by_period ON partitions(dataset_id, period_start_ns, key);
+"#,
 ];
 
 /// A dataset row.
@@ -502,6 +507,19 @@ pub struct MovedFile {
     pub bytes: i64,
     /// The copy's CRC32C.
     pub checksum_crc32c: u32,
+}
+
+/// One partition's verified move, for [`Catalog::commit_moves`].
+#[derive(Debug, Clone)]
+pub struct MoveCommit {
+    /// The partition.
+    pub partition_id: i64,
+    /// Its copied files.
+    pub copies: Vec<MovedFile>,
+    /// The storage target holding the copies.
+    pub target: String,
+    /// The partition's new tier.
+    pub tier: String,
 }
 
 /// A verified archive about to be committed.
@@ -1016,7 +1034,9 @@ impl Catalog {
     /// `target` and tombstones their old rows, and sets the partition's
     /// tier, in one transaction. The partition becomes read-only. A copy
     /// keeps its file's rows and time range; its key, size and checksum are
-    /// the copy's own (a re-encoded copy differs from its source).
+    /// the copy's own (a re-encoded copy differs from its source). A file
+    /// that changed meanwhile (compaction merged it) is a conflict and
+    /// nothing is written.
     pub fn commit_move(
         &self,
         partition_id: i64,
@@ -1025,16 +1045,49 @@ impl Catalog {
         tier: &str,
         now_ns: i64,
     ) -> Result<()> {
+        let commit = MoveCommit { partition_id, copies: copies.to_vec(), target: target.to_string(), tier: tier.to_string() };
+        self.commit_moves(std::slice::from_ref(&commit), now_ns)?.remove(0)
+    }
+
+    /// Commits many verified moves in one transaction (one fsync). Each
+    /// partition's part sits in a savepoint: a conflict rolls back that
+    /// partition alone, reported in its slot of the answer; the others
+    /// commit. An SQLite error fails the whole batch and writes nothing.
+    pub fn commit_moves(&self, moves: &[MoveCommit], now_ns: i64) -> Result<Vec<Result<()>>> {
         let mut connection = self.lock();
-        let tx = connection.transaction()?;
-        for copy in copies {
+        let mut tx = connection.transaction()?;
+        let mut outcomes = Vec::with_capacity(moves.len());
+        for commit in moves {
+            let savepoint = tx.savepoint()?;
+            match Self::move_in(&savepoint, commit, now_ns) {
+                Ok(()) => {
+                    savepoint.commit()?;
+                    outcomes.push(Ok(()));
+                }
+                Err(CatalogError::Conflict(message)) => {
+                    savepoint.finish()?; // rolls back this partition's part
+                    outcomes.push(Err(CatalogError::Conflict(message)));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    fn move_in(tx: &rusqlite::Connection, commit: &MoveCommit, now_ns: i64) -> Result<()> {
+        let partition_id = commit.partition_id;
+        for copy in &commit.copies {
             let file_id = copy.id;
             let inserted = tx.execute(
                 "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns) \
                  SELECT partition_id, ?2, ?5, ?6, row_count, min_time_ns, max_time_ns, ?7, 'live', ?3 \
                  FROM files WHERE id = ?1 AND partition_id = ?4 AND state = 'live'",
-                params![file_id, target, now_ns, partition_id, copy.object_key, copy.bytes, i64::from(copy.checksum_crc32c)],
+                params![file_id, commit.target, now_ns, partition_id, copy.object_key, copy.bytes, i64::from(copy.checksum_crc32c)],
             )?;
+            if inserted != 1 {
+                return Err(CatalogError::Conflict(format!("file {file_id} changed during the move")));
+            }
             tx.execute(
                 "UPDATE partitions SET bytes = bytes + ?3 - (SELECT bytes FROM files WHERE id = ?2) WHERE id = ?1",
                 params![partition_id, file_id, copy.bytes],
@@ -1043,11 +1096,31 @@ impl Catalog {
                 "UPDATE files SET state = 'tombstoned', tombstoned_at_ns = ?2 WHERE id = ?1 AND state = 'live'",
                 params![file_id, now_ns],
             )?;
-            if inserted != 1 || tombstoned != 1 {
+            if tombstoned != 1 {
                 return Err(CatalogError::Conflict(format!("file {file_id} changed during the move")));
             }
         }
-        tx.execute("UPDATE partitions SET tier = ?2, read_only = 1 WHERE id = ?1", params![partition_id, tier])?;
+        tx.execute("UPDATE partitions SET tier = ?2, read_only = 1 WHERE id = ?1", params![partition_id, commit.tier])?;
+        Ok(())
+    }
+
+    /// Seals partitions (read-only, so they take no more rows), with one
+    /// audit event each, in one transaction. `seals` holds each partition's
+    /// id and label.
+    pub fn seal_partitions(&self, dataset: &str, seals: &[(i64, String)], now_ns: i64) -> Result<()> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        {
+            let mut update = tx.prepare_cached("UPDATE partitions SET read_only = 1 WHERE id = ?1")?;
+            let mut audit = tx.prepare_cached(
+                "INSERT INTO audit_events (at_ns, kind, dataset, partition, detail_json) VALUES (?1, 'partition_read_only', ?2, ?3, ?4)",
+            )?;
+            let detail = serde_json::json!({ "read_only": true }).to_string();
+            for (id, label) in seals {
+                update.execute([id])?;
+                audit.execute(params![now_ns, dataset, label, detail])?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }
@@ -1700,6 +1773,77 @@ mod tests {
         assert_eq!(catalog.prune_compaction_checkpoints(13).unwrap(), 0, "kept for the retention period");
         assert_eq!(catalog.prune_compaction_checkpoints(14).unwrap(), 1);
         assert!(catalog.compaction_checkpoint(partition.id).unwrap().is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_batch_of_moves_commits_together_and_a_conflict_fails_only_its_partition() {
+        let (catalog, dir) = catalog();
+        let dataset = catalog.create_dataset("cpu", Period::Day, "time", 1).unwrap();
+        let mut partitions = Vec::new();
+        for day in 0..3i64 {
+            let bucket = Period::Day.bucket(day * 86_400_000_000_000);
+            let partition = catalog.partition(dataset.id, &bucket, "", 1).unwrap();
+            let file = NewFile {
+                storage_target: "hot".into(),
+                object_key: format!("data/1/{}/a.parquet", partition.id),
+                bytes: 100,
+                rows: 10,
+                min_time_ns: day,
+                max_time_ns: day,
+                checksum_crc32c: 7,
+            };
+            catalog.commit_flush(partition.id, &file, 1, 2).unwrap();
+            partitions.push((bucket, partition.id, catalog.files(partition.id).unwrap().remove(0)));
+        }
+        let commits: Vec<MoveCommit> = partitions
+            .iter()
+            .map(|(_, id, file)| MoveCommit {
+                partition_id: *id,
+                copies: vec![MovedFile {
+                    // The middle partition's file id is stale: someone else changed it.
+                    id: if *id == partitions[1].1 { file.id + 1000 } else { file.id },
+                    object_key: file.object_key.clone(),
+                    bytes: 90,
+                    checksum_crc32c: 8,
+                }],
+                target: "warm".into(),
+                tier: "warm".into(),
+            })
+            .collect();
+        catalog.seal_partitions("cpu", &[(partitions[0].1, "p0".into()), (partitions[1].1, "p1".into())], 3).unwrap();
+        let outcomes = catalog.commit_moves(&commits, 4).unwrap();
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        assert!(matches!(outcomes[1], Err(CatalogError::Conflict(_))), "{outcomes:?}");
+        let tiers: Vec<(String, bool, i64, String)> = partitions
+            .iter()
+            .map(|(bucket, id, _)| {
+                let p = catalog.partition(dataset.id, bucket, "", 5).unwrap();
+                let files = catalog.files(*id).unwrap();
+                assert_eq!(files.len(), 1);
+                (p.tier, p.read_only, p.bytes, files[0].storage_target.clone())
+            })
+            .collect();
+        assert_eq!(
+            tiers,
+            [
+                ("warm".to_string(), true, 90, "warm".to_string()),
+                ("hot".to_string(), true, 100, "hot".to_string()),
+                ("warm".to_string(), true, 90, "warm".to_string())
+            ],
+            "the conflicting partition is untouched (but sealed); the others moved"
+        );
+        let sealed = catalog
+            .audit_events(&AuditFilter {
+                dataset: Some("cpu"),
+                partition: None,
+                kind: Some("partition_read_only"),
+                since_ns: 0,
+                limit: 10,
+                newest_first: false,
+            })
+            .unwrap();
+        assert_eq!(sealed.len(), 2, "one audit event per sealed partition");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -161,6 +161,11 @@ pub struct LifecycleConfig {
     pub retry_base_ms: u64,
     /// The longest wait between retries, in ms.
     pub retry_max_ms: u64,
+    /// Partitions a run copies and verifies at once when moving between
+    /// tiers (copies wait mostly on fsync, so a few overlap well).
+    pub move_concurrency: usize,
+    /// Moved partitions committed per catalog transaction.
+    pub move_commit_batch: usize,
     /// Create a live dataset's next-period partitions this long before the
     /// current period ends, in ms (0: never).
     pub precreate_lead_ms: u64,
@@ -231,6 +236,8 @@ impl Default for LifecycleConfig {
             allow_backward_moves: false,
             retry_base_ms: 60_000,
             retry_max_ms: 6 * 3_600_000,
+            move_concurrency: 4,
+            move_commit_batch: 100,
             precreate_lead_ms: 86_400_000,
             health_max_hot_age_ms: None,
             health_max_warm_age_ms: None,
@@ -501,6 +508,8 @@ impl Config {
             ("query.threads", u64::from(self.query.threads)),
             ("query.sql_bytes_max", self.query.sql_bytes_max as u64),
             ("lifecycle.sweep_interval_ms", self.lifecycle.sweep_interval_ms),
+            ("lifecycle.move_concurrency", self.lifecycle.move_concurrency as u64),
+            ("lifecycle.move_commit_batch", self.lifecycle.move_commit_batch as u64),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be greater than 0"));

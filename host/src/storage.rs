@@ -211,12 +211,21 @@ impl StorageTarget for LocalDirectory {
         let path = self.path(key);
         let dir = path.parent().expect("keys have a file name");
         if !dir.exists() {
+            // The deepest directory that exists gains the first new entry.
+            let mut existing = dir;
+            while let Some(parent) = existing.parent() {
+                existing = parent;
+                if existing == self.root || existing.exists() {
+                    break;
+                }
+            }
             fs::create_dir_all(dir).map_err(io(key))?;
-            // Make the new directories themselves durable.
+            // Make the new directories' entries durable: each new
+            // directory's parent, up to the one that existed.
             let mut up = dir;
             while let Some(parent) = up.parent() {
                 sync_dir(parent).map_err(io(key))?;
-                if parent == self.root {
+                if parent == existing {
                     break;
                 }
                 up = parent;

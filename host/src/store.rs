@@ -802,6 +802,31 @@ impl Store {
         Ok(PartitionRecord { read_only, ..partition })
     }
 
+    /// Seals partitions of `dataset` (read-only: writes into them get 409)
+    /// in one catalog transaction, each with its audit event.
+    pub async fn seal(&self, dataset: &Arc<DatasetState>, partitions: &[PartitionRecord]) -> Result<(), ApiError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let catalog = self.catalog.clone();
+        let seals: Vec<(i64, String)> =
+            partitions.iter().map(|p| (p.id, partition_label(&dataset.name, &p.period_label, &p.key))).collect();
+        let name = dataset.name.to_string();
+        blocking(move || catalog.seal_partitions(&name, &seals, now_ns())).await??;
+        let mut handles = dataset.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        for partition in partitions {
+            handles
+                .entry((partition.period_label.clone(), partition.key.clone()))
+                .and_modify(|handle| handle.read_only = true)
+                .or_insert(PartitionHandle {
+                    id: partition.id,
+                    read_only: true,
+                    key_field: partition.key_field.as_deref().map(Arc::from),
+                });
+        }
+        Ok(())
+    }
+
     async fn find_partition(
         &self,
         dataset: &Arc<DatasetState>,

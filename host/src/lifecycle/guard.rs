@@ -2,7 +2,7 @@
 //! policy returns. Pure: a snapshot of partition facts, the proposals, the
 //! rails and `now` in, a verdict per proposal out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::policy::facts::{PartitionFacts, Tier};
 
@@ -67,18 +67,51 @@ fn rank(tier: Tier) -> u8 {
 
 /// Judges every proposal against the snapshot and the rails.
 pub fn judge(partitions: &[PartitionFacts], proposals: &[Proposal], rails: &GuardRails, now_ns: i64) -> Vec<Verdict> {
-    let by_id: HashMap<&str, &PartitionFacts> = partitions.iter().map(|p| (p.id.as_str(), p)).collect();
-    let mut seen = HashSet::new();
+    judge_located(partitions, proposals, &locate(partitions, proposals), rails, now_ns)
+}
+
+/// The index in `partitions` of each proposal's partition, if it has one.
+/// Policies usually answer in the order they were asked, so a proposal is
+/// first checked against the partition at its own position; only the
+/// others are looked up by id.
+pub fn locate(partitions: &[PartitionFacts], proposals: &[Proposal]) -> Vec<Option<usize>> {
+    let mut by_id: Option<HashMap<&str, usize>> = None;
+    proposals
+        .iter()
+        .enumerate()
+        .map(|(i, proposal)| {
+            if partitions.get(i).is_some_and(|p| p.id == proposal.partition_id) {
+                return Some(i);
+            }
+            by_id
+                .get_or_insert_with(|| partitions.iter().enumerate().map(|(i, p)| (p.id.as_str(), i)).collect())
+                .get(proposal.partition_id.as_str())
+                .copied()
+        })
+        .collect()
+}
+
+/// [`judge`] with the proposals' partitions already located.
+pub fn judge_located(
+    partitions: &[PartitionFacts],
+    proposals: &[Proposal],
+    located: &[Option<usize>],
+    rails: &GuardRails,
+    now_ns: i64,
+) -> Vec<Verdict> {
+    let mut seen = vec![false; partitions.len()];
     let delete_cap =
         rails.max_deletes_per_run.min((partitions.len() as f64 * rails.max_delete_fraction.clamp(0.0, 1.0)) as usize);
     let mut deletes = 0usize;
     proposals
         .iter()
-        .map(|proposal| {
-            let Some(partition) = by_id.get(proposal.partition_id.as_str()) else {
+        .zip(located)
+        .map(|(proposal, located)| {
+            let Some(index) = *located else {
                 return Verdict::Reject(format!("no partition {:?} in this dataset", proposal.partition_id));
             };
-            if !seen.insert(proposal.partition_id.as_str()) {
+            let partition = &partitions[index];
+            if std::mem::replace(&mut seen[index], true) {
                 return Verdict::Reject("a second decision for the same partition in one run".into());
             }
             if proposal.action == Action::Keep || proposal.action == Action::Move(partition.tier) {
@@ -164,6 +197,26 @@ mod tests {
 
     fn rejected(verdict: &Verdict, needle: &str) -> bool {
         matches!(verdict, Verdict::Reject(why) if why.contains(needle))
+    }
+
+    #[test]
+    fn proposals_are_located_in_order_or_by_id_and_a_duplicate_is_caught_either_way() {
+        let partitions: Vec<_> = (0..4).map(|d| partition(d, Tier::Hot)).collect();
+        let now = 10 * DAY;
+        // 0 and 1 in place; 3 out of place; 1 again out of place (a duplicate
+        // of one found in place); 2 in place after all that; an unknown id.
+        let proposals = vec![
+            proposal(0, Action::Move(Tier::Warm)),
+            proposal(1, Action::Move(Tier::Warm)),
+            proposal(3, Action::Move(Tier::Warm)),
+            proposal(1, Action::Move(Tier::Cold)),
+            proposal(7, Action::Move(Tier::Warm)),
+        ];
+        assert_eq!(locate(&partitions, &proposals), [Some(0), Some(1), Some(3), Some(1), None]);
+        let verdicts = judge(&partitions, &proposals, &rails(), now);
+        assert_eq!(verdicts[..3], [Verdict::Accept, Verdict::Accept, Verdict::Accept]);
+        assert!(rejected(&verdicts[3], "second decision"), "{verdicts:?}");
+        assert!(rejected(&verdicts[4], "no partition"), "{verdicts:?}");
     }
 
     #[test]

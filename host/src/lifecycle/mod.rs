@@ -25,12 +25,12 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Catalog, MovedFile, NewArchive, PartitionRecord, RunRecord};
+use crate::catalog::{Catalog, MoveCommit, MovedFile, NewArchive, PartitionRecord, RunRecord};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::parquet_file::Encoding;
 use crate::policy::definition::{DEFAULT_SCHEDULE, PolicyKind, Schedule};
-use crate::policy::facts::{ArchiveDecision, PartitionFacts, RetentionAction, Tier};
+use crate::policy::facts::{ArchiveDecision, DatasetFacts, PartitionFacts, RetentionAction, Tier};
 use crate::policy::{PolicyRuntime, dataset_facts, partition_facts};
 use crate::storage::{ObjectKey, StorageError, StorageTarget};
 use crate::store::{DatasetState, Store, now_ns};
@@ -93,6 +93,24 @@ impl RunEntry {
     }
 }
 
+/// An accepted decision waiting to be executed.
+struct Step {
+    /// Its entry in the run report.
+    entry: usize,
+    record: PartitionRecord,
+    action: Action,
+    archive: Option<ArchiveDecision>,
+}
+
+/// A step that executed.
+#[derive(Debug, Clone)]
+struct StepDone {
+    /// Bytes written to the destination.
+    bytes: u64,
+    /// Wall time, including the wait for the step's batch.
+    elapsed: std::time::Duration,
+}
+
 /// One run of one policy over one dataset.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -128,8 +146,12 @@ pub struct RunReport {
     pub deferred: usize,
     /// Bytes copied between targets.
     pub bytes_moved: u64,
+    /// Reading the catalog and building the facts, ms.
+    pub snapshot_ms: f64,
     /// Time in the component, ms.
     pub evaluation_ms: f64,
+    /// Judging the decisions and executing the accepted ones, ms.
+    pub execution_ms: f64,
     /// sha256 of the facts the component saw.
     pub input_sha256: String,
     /// Why the whole run failed (the policy could not be evaluated).
@@ -293,17 +315,15 @@ impl Lifecycle {
         dry: bool,
     ) -> Result<RunReport, ApiError> {
         let started_at_ns = now_ns();
+        let started = std::time::Instant::now();
         let catalog = self.store.catalog().clone();
         let dataset_id = dataset.record.id;
         let records = blocking(move || catalog.partitions(dataset_id)).await??;
-        let facts: Vec<PartitionFacts> = records.iter().map(|r| partition_facts(&dataset.name, r)).collect();
+        let facts: Arc<Vec<PartitionFacts>> =
+            Arc::new(records.iter().map(|r| partition_facts(&dataset.name, r)).collect());
         let dataset_info = dataset_facts(&dataset.record, &dataset.schema());
-        let input_sha256 = {
-            let mut hasher = Sha256::new();
-            hasher.update(now.to_le_bytes());
-            hasher.update(format!("{dataset_info:?}{facts:?}").as_bytes());
-            hex::encode(hasher.finalize())
-        };
+        let input_sha256 = input_digest(now, &dataset_info, &facts);
+        let snapshot_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut report = RunReport {
             id: 0,
             policy: policy.to_string(),
@@ -321,14 +341,16 @@ impl Lifecycle {
             failed: 0,
             deferred: 0,
             bytes_moved: 0,
+            snapshot_ms,
             evaluation_ms: 0.0,
+            execution_ms: 0.0,
             input_sha256,
             error: None,
             entries: Vec::new(),
         };
 
         let evaluated = {
-            let (policies, name, facts) = (self.policies.clone(), policy.to_string(), facts.clone());
+            let (policies, name, facts) = (self.policies.clone(), policy.to_string(), Arc::clone(&facts));
             blocking(move || -> Result<Evaluation, String> {
                 Ok(match kind {
                     PolicyKind::Retention => Evaluation::of(
@@ -360,10 +382,15 @@ impl Lifecycle {
                 report.component_sha256 = Some(sha256);
                 report.evaluation_ms = duration.as_secs_f64() * 1000.0;
                 report.decisions = proposals.len();
-                let verdicts = guard::judge(&facts, &proposals, &self.rails(dataset.name.as_str()), now);
-                let record_of: HashMap<&str, &PartitionRecord> =
-                    facts.iter().zip(&records).map(|(f, r)| (f.id.as_str(), r)).collect();
-                for ((proposal, verdict), options) in proposals.into_iter().zip(verdicts).zip(archive_options) {
+                let executing = std::time::Instant::now();
+                // `facts` and `records` are in the same order.
+                let located = guard::locate(&facts, &proposals);
+                let verdicts =
+                    guard::judge_located(&facts, &proposals, &located, &self.rails(dataset.name.as_str()), now);
+                let mut work = Vec::new();
+                for (((proposal, verdict), options), index) in
+                    proposals.into_iter().zip(verdicts).zip(archive_options).zip(located)
+                {
                     let action = proposal.action;
                     let mut entry = RunEntry::new(proposal, &verdict);
                     match verdict {
@@ -375,9 +402,9 @@ impl Lifecycle {
                         }
                         Verdict::Reject(_) => report.rejected += 1,
                         Verdict::Accept if dry => {}
-                        Verdict::Accept if self.deferral(record_of[entry.partition_id.as_str()].id).is_some() => {
+                        Verdict::Accept if self.deferral(records[index.expect("accepted")].id).is_some() => {
                             let (failures, retry_at) =
-                                self.deferral(record_of[entry.partition_id.as_str()].id).expect("checked");
+                                self.deferral(records[index.expect("accepted")].id).expect("checked");
                             entry.outcome = "deferred";
                             entry.error = Some(format!(
                                 "failed {failures} time(s); retried after {}",
@@ -386,50 +413,17 @@ impl Lifecycle {
                             report.deferred += 1;
                         }
                         Verdict::Accept => {
-                            let record = (*record_of
-                                .get(entry.partition_id.as_str())
-                                .expect("the guard accepts only known partitions"))
-                            .clone();
-                            let step_started = std::time::Instant::now();
-                            match self.execute(dataset, &record, action, options.as_ref()).await {
-                                Ok(bytes) => {
-                                    let step_ms = step_started.elapsed().as_millis() as u64;
-                                    match action {
-                                        Action::Move(to) => self.count(
-                                            format!(
-                                                "strata_lifecycle_transitions_total{{from=\"{}\",to=\"{}\"}}",
-                                                record.tier,
-                                                to.as_str()
-                                            ),
-                                            1,
-                                        ),
-                                        Action::Delete => self.count("strata_lifecycle_deletes_total".into(), 1),
-                                        Action::Archive => {
-                                            self.count("strata_lifecycle_archives_total".into(), 1);
-                                            self.count("strata_lifecycle_archive_bytes_total".into(), bytes);
-                                            self.count("strata_lifecycle_archive_duration_ms_total".into(), step_ms);
-                                        }
-                                        Action::Keep => {}
-                                    }
-                                    self.count("strata_lifecycle_bytes_moved_total".into(), bytes);
-                                    self.backoff.lock().unwrap_or_else(|p| p.into_inner()).remove(&record.id);
-                                    entry.outcome = "executed";
-                                    entry.bytes_moved = bytes;
-                                    report.executed += 1;
-                                    report.bytes_moved += bytes;
-                                }
-                                Err(error) => {
-                                    tracing::warn!(partition = %entry.partition_id, %error, "lifecycle step failed");
-                                    entry.outcome = "failed";
-                                    entry.error = Some(error);
-                                    self.failed_step(record.id);
-                                    report.failed += 1;
-                                }
-                            }
+                            let record = records[index.expect("the guard accepts only known partitions")].clone();
+                            work.push(Step { entry: report.entries.len(), record, action, archive: options });
                         }
                     }
                     report.entries.push(entry);
                 }
+                let outcomes = self.execute(dataset, &work).await;
+                for (step, outcome) in work.iter().zip(outcomes) {
+                    self.finish_step(step, outcome, &mut report);
+                }
+                report.execution_ms = executing.elapsed().as_secs_f64() * 1000.0;
             }
         }
         report.finished_at_ns = now_ns();
@@ -630,30 +624,102 @@ impl Lifecycle {
         }))
     }
 
-    /// Executes one accepted decision; returns the bytes copied.
-    async fn execute(
-        &self,
-        dataset: &Arc<DatasetState>,
-        record: &PartitionRecord,
-        action: Action,
-        archive: Option<&ArchiveDecision>,
-    ) -> Result<u64, String> {
-        // Seal first so no new rows arrive, then flush what is buffered so
-        // every row of the partition is in a committed file.
-        if !record.read_only {
-            self.store
-                .set_read_only(dataset, &record.period_label, &record.key, true)
+    /// Records what became of an accepted decision: in its run entry, the
+    /// report's totals, the metrics and the partition's retry backoff.
+    fn finish_step(&self, step: &Step, outcome: Result<StepDone, String>, report: &mut RunReport) {
+        let entry = &mut report.entries[step.entry];
+        let record = &step.record;
+        match outcome {
+            Ok(StepDone { bytes, elapsed }) => {
+                match step.action {
+                    Action::Move(to) => self.count(
+                        format!(
+                            "strata_lifecycle_transitions_total{{from=\"{}\",to=\"{}\"}}",
+                            record.tier,
+                            to.as_str()
+                        ),
+                        1,
+                    ),
+                    Action::Delete => self.count("strata_lifecycle_deletes_total".into(), 1),
+                    Action::Archive => {
+                        self.count("strata_lifecycle_archives_total".into(), 1);
+                        self.count("strata_lifecycle_archive_bytes_total".into(), bytes);
+                        self.count("strata_lifecycle_archive_duration_ms_total".into(), elapsed.as_millis() as u64);
+                    }
+                    Action::Keep => {}
+                }
+                self.count("strata_lifecycle_bytes_moved_total".into(), bytes);
+                self.backoff.lock().unwrap_or_else(|p| p.into_inner()).remove(&record.id);
+                entry.outcome = "executed";
+                entry.bytes_moved = bytes;
+                report.executed += 1;
+                report.bytes_moved += bytes;
+            }
+            Err(error) => {
+                tracing::warn!(partition = %entry.partition_id, %error, "lifecycle step failed");
+                entry.outcome = "failed";
+                entry.error = Some(error);
+                self.failed_step(record.id);
+                report.failed += 1;
+            }
+        }
+    }
+
+    /// Executes a run's accepted decisions; one outcome per step, in order.
+    ///
+    /// The partitions are sealed first, all in one catalog transaction, so
+    /// no new rows arrive, and what they still buffer is flushed, so every
+    /// row is in a committed file. Moves then copy and verify up to
+    /// `lifecycle.move_concurrency` partitions at a time and commit up to
+    /// `lifecycle.move_commit_batch` partitions per catalog transaction;
+    /// archives and deletes go one partition at a time.
+    async fn execute(&self, dataset: &Arc<DatasetState>, work: &[Step]) -> Vec<Result<StepDone, String>> {
+        let mut outcomes: Vec<Option<Result<StepDone, String>>> = vec![None; work.len()];
+        let unsealed: Vec<PartitionRecord> =
+            work.iter().filter(|s| !s.record.read_only).map(|s| s.record.clone()).collect();
+        if let Err(error) = self.store.seal(dataset, &unsealed).await {
+            return work.iter().map(|_| Err(format!("sealing: {error}"))).collect();
+        }
+        if work.iter().any(|s| self.store.buffered(s.record.id).0 > 0)
+            && let Err(error) = self.store.flush(true).await
+        {
+            tracing::warn!(%error, "flush before lifecycle steps failed");
+        }
+        let mut moves = Vec::new();
+        for (i, step) in work.iter().enumerate() {
+            let (rows, _) = self.store.buffered(step.record.id);
+            if rows > 0 {
+                outcomes[i] = Some(Err(format!("{rows} rows still buffered; retried on the next run")));
+                continue;
+            }
+            match step.action {
+                Action::Move(tier) => moves.push((i, tier)),
+                _ => {
+                    let started = std::time::Instant::now();
+                    let done = self.execute_one(dataset, step).await;
+                    outcomes[i] = Some(done.map(|bytes| StepDone { bytes, elapsed: started.elapsed() }));
+                }
+            }
+        }
+        let lifecycle = &self.config.lifecycle;
+        for batch in moves.chunks(lifecycle.move_commit_batch) {
+            let jobs: Vec<(i64, Tier)> = batch.iter().map(|(i, tier)| (work[*i].record.id, *tier)).collect();
+            let (catalog, targets) = (self.store.catalog().clone(), self.targets.clone());
+            let concurrency = lifecycle.move_concurrency;
+            let done = blocking(move || move_partitions(&catalog, &targets, &jobs, concurrency))
                 .await
-                .map_err(|e| e.to_string())?;
+                .unwrap_or_else(|error| batch.iter().map(|_| Err(error.to_string())).collect());
+            for ((i, _), outcome) in batch.iter().zip(done) {
+                outcomes[*i] = Some(outcome);
+            }
         }
-        if self.store.buffered(record.id).0 > 0 {
-            self.store.flush(true).await.map_err(|e| e.to_string())?;
-        }
-        let (rows, _) = self.store.buffered(record.id);
-        if rows > 0 {
-            return Err(format!("{rows} rows still buffered; retried on the next run"));
-        }
-        match action {
+        outcomes.into_iter().map(|o| o.expect("every step has an outcome")).collect()
+    }
+
+    /// Executes one sealed and flushed partition's delete or archive.
+    async fn execute_one(&self, dataset: &Arc<DatasetState>, step: &Step) -> Result<u64, String> {
+        let record = &step.record;
+        match step.action {
             Action::Keep => Ok(0),
             Action::Delete => {
                 let catalog = self.store.catalog().clone();
@@ -665,7 +731,7 @@ impl Lifecycle {
                 Ok(0)
             }
             Action::Archive => {
-                let decision = archive.ok_or("an archive decision without options")?.clone();
+                let decision = step.archive.as_ref().ok_or("an archive decision without options")?.clone();
                 // "" is the archived tier's target; a name, any configured target.
                 let destination = if decision.target.is_empty() {
                     self.targets.tier(Tier::Archived).clone()
@@ -954,13 +1020,87 @@ impl Lifecycle {
 }
 
 /// Moves a partition to `tier`: copies each live file to the tier's target
-/// — byte for byte, or re-encoded under a new key when the tier sets an
-/// encoding — verifies each copy as read back (checksum, footer, rows), then
-/// commits the new locations and tombstones the old copies in one catalog
-/// transaction. Without an encoding, files already on the target stay as
-/// they are; with one, every file is re-encoded. Blocking. Returns the bytes
-/// written.
+/// and verifies it ([`copy_partition`]), then commits the new locations and
+/// tombstones the old copies in one catalog transaction. Blocking. Returns
+/// the bytes written.
 fn move_partition(catalog: &Catalog, targets: &Targets, partition_id: i64, tier: Tier) -> Result<u64, String> {
+    let (copies, bytes_moved) = copy_partition(catalog, targets, partition_id, tier)?;
+    catalog
+        .commit_move(partition_id, &copies, targets.tier(tier).name(), tier.as_str(), now_ns())
+        .map_err(|e| e.to_string())?;
+    crate::failpoint::hit("lifecycle.move.after_commit");
+    Ok(bytes_moved)
+}
+
+/// Moves many partitions, each to its tier: copies and verifies up to
+/// `concurrency` partitions at a time, then commits every verified move in
+/// one catalog transaction (a partition whose commit conflicts fails alone).
+/// Blocking. One outcome per job, in order.
+fn move_partitions(
+    catalog: &Catalog,
+    targets: &Targets,
+    jobs: &[(i64, Tier)],
+    concurrency: usize,
+) -> Vec<Result<StepDone, String>> {
+    let started = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let copied: Vec<Mutex<Option<Result<(Vec<MovedFile>, u64), String>>>> =
+        jobs.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency.clamp(1, jobs.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((id, tier)) = jobs.get(i) else { break };
+                    let result = copy_partition(catalog, targets, *id, *tier);
+                    *copied[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                }
+            });
+        }
+    });
+    let copied: Vec<Result<(Vec<MovedFile>, u64), String>> = copied
+        .into_iter()
+        .map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every job ran"))
+        .collect();
+    let mut commits = Vec::new();
+    for ((id, tier), result) in jobs.iter().zip(&copied) {
+        if let Ok((copies, _)) = result {
+            commits.push(MoveCommit {
+                partition_id: *id,
+                copies: copies.clone(),
+                target: targets.tier(*tier).name().to_string(),
+                tier: tier.as_str().to_string(),
+            });
+        }
+    }
+    let mut committed = match catalog.commit_moves(&commits, now_ns()) {
+        Ok(outcomes) => outcomes.into_iter().map(|o| o.map_err(|e| e.to_string())).collect::<Vec<_>>().into_iter(),
+        Err(error) => vec![Err(format!("committing the moves: {error}")); commits.len()].into_iter(),
+    };
+    crate::failpoint::hit("lifecycle.move.after_commit");
+    let elapsed = started.elapsed();
+    copied
+        .into_iter()
+        .map(|result| {
+            let (_, bytes) = result?;
+            committed.next().expect("one commit outcome per copy")?;
+            Ok(StepDone { bytes, elapsed })
+        })
+        .collect()
+}
+
+/// Copies each live file of a partition to `tier`'s target — byte for
+/// byte, or re-encoded under a new key when the tier sets an encoding — and
+/// verifies each copy as read back (checksum, footer, rows). Without an
+/// encoding, files already on the target stay as they are; with one, every
+/// file is re-encoded. Nothing is committed. Blocking. Returns the copies
+/// and the bytes written.
+fn copy_partition(
+    catalog: &Catalog,
+    targets: &Targets,
+    partition_id: i64,
+    tier: Tier,
+) -> Result<(Vec<MovedFile>, u64), String> {
     let destination = targets.tier(tier);
     let encoding = targets.encoding(tier);
     let files = catalog.files(partition_id).map_err(|e| e.to_string())?;
@@ -1014,11 +1154,54 @@ fn move_partition(catalog: &Catalog, targets: &Targets, partition_id: i64, tier:
             checksum_crc32c,
         });
     }
-    catalog
-        .commit_move(partition_id, &copies, destination.name(), tier.as_str(), now_ns())
-        .map_err(|e| e.to_string())?;
-    crate::failpoint::hit("lifecycle.move.after_commit");
-    Ok(bytes_moved)
+    Ok((copies, bytes_moved))
+}
+
+/// sha256 of what a policy was asked: `now`, the dataset and every
+/// partition's facts, each field fed to the hash in a fixed order (ids and
+/// labels length-prefixed), so equal inputs give equal digests.
+fn input_digest(now: i64, dataset: &DatasetFacts, facts: &[PartitionFacts]) -> String {
+    let mut hasher = Sha256::new();
+    let text = |hasher: &mut Sha256, text: &str| {
+        hasher.update((text.len() as u64).to_le_bytes());
+        hasher.update(text.as_bytes());
+    };
+    hasher.update(now.to_le_bytes());
+    for part in [&dataset.name, &dataset.period, &dataset.time_column] {
+        text(&mut hasher, part);
+    }
+    for (name, kind) in &dataset.columns {
+        text(&mut hasher, name);
+        text(&mut hasher, kind.as_str());
+    }
+    hasher.update((facts.len() as u64).to_le_bytes());
+    for fact in facts {
+        // The id names the dataset, period and key.
+        text(&mut hasher, &fact.id);
+        let mut fixed = [0u8; 8 * 9 + 4 + 4];
+        for (i, value) in [
+            fact.period_start_ns,
+            fact.period_end_ns,
+            fact.rows as i64,
+            fact.bytes as i64,
+            fact.min_time_ns.unwrap_or(i64::MIN),
+            fact.max_time_ns.unwrap_or(i64::MIN),
+            fact.created_at_ns,
+            fact.last_written_at_ns,
+            i64::from(fact.min_time_ns.is_some()) | i64::from(fact.max_time_ns.is_some()) << 1,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            fixed[i * 8..i * 8 + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        fixed[72..76].copy_from_slice(&fact.file_count.to_le_bytes());
+        fixed[76] = fact.tier as u8;
+        fixed[77] = u8::from(fact.read_only);
+        fixed[78] = u8::from(fact.archived);
+        hasher.update(fixed);
+    }
+    hex::encode(hasher.finalize())
 }
 
 /// Zstandard level of archives when the decision names none.
