@@ -35,7 +35,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.targets().clone(),
         &config.server.data_dir.join("query-tmp"),
     );
-    let _ = state.query.set(Arc::new(engine));
+    let engine = Arc::new(engine);
+    engine.warm_up();
+    let _ = state.query.set(engine);
     let _ = state.store.set(store.clone());
     let flusher = tokio::spawn(store.clone().run_flusher(shutdown.clone()));
 
