@@ -174,6 +174,34 @@ UPDATE partitions SET key_field = '';
     r#"
 CREATE INDEX partitions_by_period ON partitions(dataset_id, period_start_ns, key);
 "#,
+    // Each partition's live file count and whether it has an archive, kept
+    // by triggers on every path that changes them, so reading a dataset's
+    // partitions needs no subquery per row.
+    r#"
+ALTER TABLE partitions ADD COLUMN live_files INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE partitions ADD COLUMN has_archive INTEGER NOT NULL DEFAULT 0;
+UPDATE partitions SET
+    live_files = (SELECT COUNT(*) FROM files f WHERE f.partition_id = partitions.id AND f.state = 'live'),
+    has_archive = EXISTS (SELECT 1 FROM archives a WHERE a.partition_id = partitions.id);
+CREATE TRIGGER files_live_inserted AFTER INSERT ON files WHEN NEW.state = 'live' BEGIN
+    UPDATE partitions SET live_files = live_files + 1 WHERE id = NEW.partition_id;
+END;
+CREATE TRIGGER files_live_deleted AFTER DELETE ON files WHEN OLD.state = 'live' BEGIN
+    UPDATE partitions SET live_files = live_files - 1 WHERE id = OLD.partition_id;
+END;
+CREATE TRIGGER files_state_changed AFTER UPDATE OF state, partition_id ON files
+WHEN (OLD.state = 'live') != (NEW.state = 'live') OR OLD.partition_id != NEW.partition_id BEGIN
+    UPDATE partitions SET live_files = live_files - 1 WHERE id = OLD.partition_id AND OLD.state = 'live';
+    UPDATE partitions SET live_files = live_files + 1 WHERE id = NEW.partition_id AND NEW.state = 'live';
+END;
+CREATE TRIGGER archives_inserted AFTER INSERT ON archives BEGIN
+    UPDATE partitions SET has_archive = 1 WHERE id = NEW.partition_id;
+END;
+CREATE TRIGGER archives_deleted AFTER DELETE ON archives BEGIN
+    UPDATE partitions SET has_archive = EXISTS (SELECT 1 FROM archives a WHERE a.partition_id = OLD.partition_id)
+    WHERE id = OLD.partition_id;
+END;
+"#,
 ];
 
 /// A dataset row.
@@ -401,8 +429,7 @@ pub struct Catalog {
 
 const PARTITION_COLUMNS: &str = "p.id, p.dataset_id, p.period_label, p.period_start_ns, p.period_end_ns, p.key, p.tier, p.read_only, \
      p.row_count, p.bytes, p.min_time_ns, p.max_time_ns, p.created_at_ns, p.last_written_at_ns, p.flushed_wal_seq, \
-     (SELECT COUNT(*) FROM files f WHERE f.partition_id = p.id AND f.state = 'live'), \
-     EXISTS (SELECT 1 FROM archives a WHERE a.partition_id = p.id), p.key_field";
+     p.live_files, p.has_archive, p.key_field";
 
 fn partition_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartitionRecord> {
     Ok(PartitionRecord {
@@ -1844,6 +1871,53 @@ mod tests {
             })
             .unwrap();
         assert_eq!(sealed.len(), 2, "one audit event per sealed partition");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn live_file_counts_and_archive_flags_follow_every_change() {
+        let (catalog, dir) = catalog();
+        let dataset = catalog.create_dataset("cpu", Period::Day, "time", 1).unwrap();
+        let bucket = Period::Day.bucket(0);
+        let partition = catalog.partition(dataset.id, &bucket, "", 1).unwrap();
+        let counts = || {
+            let p = catalog.partition(dataset.id, &bucket, "", 1).unwrap();
+            let live = catalog.files(partition.id).unwrap().len() as i64;
+            assert_eq!(p.file_count, live, "the kept count equals a count of the live rows");
+            (p.file_count, p.archived)
+        };
+        let file = |key: &str| NewFile {
+            storage_target: "hot".into(),
+            object_key: format!("data/1/1/{key}.parquet"),
+            bytes: 10,
+            rows: 2,
+            min_time_ns: 1,
+            max_time_ns: 2,
+            checksum_crc32c: 3,
+        };
+        catalog.commit_flush(partition.id, &file("a"), 1, 2).unwrap();
+        catalog.commit_flush(partition.id, &file("b"), 2, 2).unwrap();
+        assert_eq!(counts(), (2, false));
+        let first = catalog.files(partition.id).unwrap().remove(0);
+        let moved = MovedFile { id: first.id, object_key: first.object_key.clone(), bytes: 10, checksum_crc32c: 3 };
+        catalog.commit_move(partition.id, &[moved], "warm", "warm", 3).unwrap();
+        assert_eq!(counts(), (2, false), "a move replaces files one for one");
+        let archive = NewArchive {
+            storage_target: "archive".into(),
+            object_key: "data/1/1/archive.parquet".into(),
+            manifest_key: "data/1/1/archive.json".into(),
+            bytes: 15,
+            rows: 4,
+            min_time_ns: 1,
+            max_time_ns: 2,
+            checksum_crc32c: 4,
+        };
+        catalog.commit_archive(partition.id, &archive, true, 4).unwrap();
+        assert_eq!(counts(), (1, true), "the archive replaced the source files");
+        for tombstone in catalog.expired_tombstones(i64::MAX).unwrap() {
+            catalog.forget_file(tombstone.id).unwrap();
+        }
+        assert_eq!(counts(), (1, true), "sweeping tombstones leaves the live count alone");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
