@@ -48,9 +48,14 @@ pub fn parse<'b>(
     let mut caches = LineCaches::default();
     let mut values: Vec<(usize, Value<'b>)> = Vec::with_capacity(32);
     let mut lines = 0usize;
-    for (index, raw_line) in split_lines(body).enumerate() {
-        let line = trim_line(raw_line);
-        if line.is_empty() || line[0] == b'#' {
+    // Validate UTF-8 once for the whole body when it is valid (the usual
+    // case), else line by line; everything below slices the &str at ASCII
+    // delimiters, which are always character boundaries.
+    let text = std::str::from_utf8(body).ok();
+    for (index, range) in split_lines(body).enumerate() {
+        let raw_line = &body[range.clone()];
+        let trimmed = trim_line(raw_line);
+        if trimmed.is_empty() || raw_line[trimmed.start] == b'#' {
             continue;
         }
         lines += 1;
@@ -58,11 +63,16 @@ pub fn parse<'b>(
             return Err(BodyError::TooManyLines(limits.rows_per_request_max));
         }
         values.clear();
-        // Validate UTF-8 once per line; everything below slices the &str at
-        // ASCII delimiters, which are always character boundaries.
-        let Ok(line) = std::str::from_utf8(line) else {
-            errors.push(line_error(index, raw_line, "invalid UTF-8".to_string()));
-            continue;
+        let trimmed = range.start + trimmed.start..range.start + trimmed.end;
+        let line = match text {
+            Some(text) => &text[trimmed],
+            None => match std::str::from_utf8(&body[trimmed]) {
+                Ok(line) => line,
+                Err(_) => {
+                    errors.push(line_error(index, raw_line, "invalid UTF-8".to_string()));
+                    continue;
+                }
+            },
         };
         match parse_line(line, precision, default_time_ns, limits, builder, &mut caches, &mut values) {
             Ok(time_ns) => match builder.push_record(index + 1, time_ns, &values) {
@@ -77,12 +87,13 @@ pub fn parse<'b>(
     Ok(errors)
 }
 
-/// The lines of `body`, as `split` on `\n` gives them, found with SIMD.
-fn split_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// Where the lines of `body` are, as `split` on `\n` gives them, found
+/// with SIMD.
+fn split_lines(body: &[u8]) -> impl Iterator<Item = std::ops::Range<usize>> {
     let mut start = 0;
     memchr::memchr_iter(b'\n', body).map(Some).chain(std::iter::once(None)).map(move |end| {
         let end = end.unwrap_or(body.len());
-        let line = &body[start..end];
+        let line = start..end;
         start = end + 1;
         line
     })
@@ -97,7 +108,8 @@ fn line_error(index: usize, raw_line: &[u8], message: String) -> LineError {
     }
 }
 
-fn trim_line(line: &[u8]) -> &[u8] {
+/// The part of `line` without leading blanks and trailing blanks and `\r`.
+fn trim_line(line: &[u8]) -> std::ops::Range<usize> {
     let mut start = 0;
     let mut end = line.len();
     while start < end && (line[start] == b' ' || line[start] == b'\t') {
@@ -106,7 +118,7 @@ fn trim_line(line: &[u8]) -> &[u8] {
     while end > start && matches!(line[end - 1], b'\r' | b' ' | b'\t') {
         end -= 1;
     }
-    &line[start..end]
+    start..end
 }
 
 /// What one body's lines share.
@@ -426,6 +438,19 @@ mod tests {
     }
 
     #[test]
+    fn a_line_that_is_not_utf8_is_reported_and_the_others_parse() {
+        let body = b"m,host=a v=1 1\nm,host=\xff\xfe v=2 2\r\n  m,host=\xc3\xa9 v=3 3  \n";
+        let schema = DatasetSchema::empty("time");
+        let mut builder = BatchBuilder::new(&schema, 100);
+        let errors = parse(body, Precision::Nanoseconds, 42, &limits(), &mut builder).unwrap();
+        assert_eq!(errors.len(), 1);
+        assert_eq!((errors[0].line_number, errors[0].error_message.as_str()), (2, "invalid UTF-8"));
+        let batch = builder.finish();
+        assert_eq!(batch.times, [1, 3]);
+        assert_eq!(text(&batch, "host"), [Some("a".to_string()), Some("\u{e9}".to_string())]);
+    }
+
+    #[test]
     fn the_jumping_search_agrees_with_the_byte_by_byte_one() {
         // Every string of up to 6 bytes over an alphabet of the delimiters.
         let alphabet = [b'a', b' ', b',', b'=', b'\\'];
@@ -451,7 +476,8 @@ mod tests {
             }
         }
         let body = b"a\n\nb\n";
-        assert_eq!(split_lines(body).collect::<Vec<_>>(), body.split(|b| *b == b'\n').collect::<Vec<_>>());
+        let lines: Vec<&[u8]> = split_lines(body).map(|r| &body[r]).collect();
+        assert_eq!(lines, body.split(|b| *b == b'\n').collect::<Vec<_>>());
         assert_eq!(split_lines(b"").count(), 1);
     }
 
