@@ -239,6 +239,33 @@ fn an_aggregate_over_the_whole_range_matches_the_oracle() {
 }
 
 #[test]
+fn a_column_only_newer_partitions_have_reads_as_null_in_older_ones() {
+    let server = Server::start("query-new-column", "[ingest]\nflush_age_ms = 3600000\n");
+    assert_eq!(server.post("/api/v2/write?bucket=cpu", format!("m a=1 {T0}\n")).0, 204);
+    server.flush();
+    let day2 = T0 + 24 * HOUR;
+    assert_eq!(server.post("/api/v2/write?bucket=cpu", format!("m a=2,b=20 {day2}\n")).0, 204);
+    server.flush();
+    // Only the first day's file is read; it has no `b`.
+    let response = query(
+        &server,
+        json!({"time_range": {"start": T0, "end": T0 + HOUR}, "columns": ["a", "b"],
+               "filters": {"column": "b", "op": "is_null"}}),
+    );
+    assert_eq!(response["stats"]["files_scanned"], 1);
+    let rows = response["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{response}");
+    assert_eq!((rows[0]["a"].as_f64(), rows[0]["b"].clone()), (Some(1.0), Value::Null));
+    // Both days: the newer file has it.
+    let response = query(
+        &server,
+        json!({"time_range": {"start": T0, "end": T0 + 48 * HOUR}, "downsample": {"aggregations": [
+            {"fn": "count", "column": "b", "alias": "b"}, {"fn": "count", "column": "a", "alias": "a"}]}}),
+    );
+    assert_eq!((response["rows"][0]["a"].as_u64(), response["rows"][0]["b"].as_u64()), (Some(2), Some(1)), "{response}");
+}
+
+#[test]
 fn gap_fill_emits_every_bucket() {
     let server = Server::start("query-fill", "[ingest]\nflush_age_ms = 3600000\n");
     let body = format!("m v=1 {}\nm v=3 {}\n", T0, T0 + 3 * HOUR);
