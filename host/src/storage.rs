@@ -136,6 +136,10 @@ pub trait StorageTarget: Send + Sync + fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError>;
     /// A local path DuckDB can read directly, when the target is local.
     fn local_path(&self, key: &ObjectKey) -> Option<PathBuf>;
+    /// The directory every `local_path` lies under, when the target is local.
+    fn local_root(&self) -> Option<PathBuf> {
+        None
+    }
     /// Removes what puts interrupted by a crash left behind (temporary
     /// files, unfinished uploads); returns how many. Run at start-up only.
     fn remove_temporaries(&self) -> Result<usize, StorageError> {
@@ -310,6 +314,10 @@ impl StorageTarget for LocalDirectory {
 
     fn local_path(&self, key: &ObjectKey) -> Option<PathBuf> {
         Some(self.path(key))
+    }
+
+    fn local_root(&self) -> Option<PathBuf> {
+        Some(self.root.clone())
     }
 
     /// Removes the `.tmp-*` files of puts interrupted by a crash.

@@ -67,14 +67,20 @@ pub struct QueryEngine {
     targets: Arc<Targets>,
     temp_dir: PathBuf,
     permits: Arc<Semaphore>,
-    /// Fresh databases, opened ahead of the queries that will use them
-    /// (opening one costs ~10 ms) with the settings every query shares, and
-    /// not yet locked down or used.
+    /// Fresh databases for SQL queries, opened ahead of the queries that
+    /// will use them (opening one costs ~10 ms) with the settings every
+    /// query shares, and not yet locked down or used.
     spares: Arc<std::sync::Mutex<Vec<Connection>>>,
+    /// The database structured queries share, and when it was opened.
+    shared: std::sync::Mutex<Option<(Connection, Instant)>>,
 }
 
-/// Fresh databases kept ready.
-const SPARE_DATABASES: usize = 2;
+/// Fresh databases kept ready for SQL queries.
+const SPARE_DATABASES: usize = 1;
+
+/// The shared database is replaced this often, which bounds its cache of
+/// Parquet footers to the files read meanwhile.
+const SHARED_DATABASE_AGE_MAX: Duration = Duration::from_secs(600);
 
 fn query_error(error: duckdb::Error) -> ApiError {
     let message = error.to_string();
@@ -134,6 +140,7 @@ impl QueryEngine {
             temp_dir: temp_dir.to_path_buf(),
             permits,
             spares: Arc::default(),
+            shared: std::sync::Mutex::new(None),
         };
         engine
     }
@@ -174,6 +181,33 @@ impl QueryEngine {
                 }
             }
         }
+    }
+
+    /// A connection to the database structured queries share. Their SQL is
+    /// Strata's own (identifiers checked and quoted, values bound), so the
+    /// database may read the storage targets' directories and nothing
+    /// else, with its configuration locked. Each connection has its own
+    /// temporary views and tables, and its own interrupt. Sharing keeps
+    /// the Parquet footers cached between queries (a key never names other
+    /// bytes: writes are create-only) and saves opening a database.
+    fn shared_connection(&self) -> Result<Connection, ApiError> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if shared.as_ref().is_none_or(|(_, opened)| opened.elapsed() > SHARED_DATABASE_AGE_MAX) {
+            let connection = QueryEngine::open_database(&self.config, &self.temp_dir)?;
+            let mut directories = vec![sql_string(&format!("{}/", self.temp_dir.display()))];
+            directories.extend(
+                self.targets.all().filter_map(|t| t.local_root()).map(|root| sql_string(&format!("{}/", root.display()))),
+            );
+            connection
+                .execute_batch(&format!(
+                    "SET allowed_directories = [{}]; SET enable_external_access = false; SET lock_configuration = true;",
+                    directories.join(", ")
+                ))
+                .map_err(query_error)?;
+            *shared = Some((connection, Instant::now()));
+        }
+        let (connection, _) = shared.as_ref().expect("opened above");
+        connection.try_clone().map_err(query_error)
     }
 
     /// A fresh in-memory database per query, locked down: it may read exactly
@@ -275,7 +309,7 @@ impl QueryEngine {
             .chain(schema.columns.iter().map(|c| format!("{} {}", quote(&c.name), duck_type(c.kind))))
             .collect();
         connection
-            .execute_batch(&format!("CREATE TABLE {} ({})", quote(&buffer_table), columns.join(", ")))
+            .execute_batch(&format!("CREATE TEMP TABLE {} ({})", quote(&buffer_table), columns.join(", ")))
             .map_err(query_error)?;
         if !source.buffered.is_empty() {
             let mut appender = connection.appender(&buffer_table).map_err(query_error)?;
@@ -299,7 +333,7 @@ impl QueryEngine {
             // BY NAME fills them with NULL for the files.
             format!("{files} UNION ALL BY NAME SELECT * FROM {}", quote(&buffer_table))
         };
-        connection.execute_batch(&format!("CREATE VIEW {} AS {body}", quote(view))).map_err(query_error)
+        connection.execute_batch(&format!("CREATE TEMP VIEW {} AS {body}", quote(view))).map_err(query_error)
     }
 
     /// Whether the relation `files` has every column of `schema`.
@@ -408,7 +442,8 @@ impl QueryEngine {
                     sources.push(engine.source(dataset, &snapshot, range, &planned.key_filters, &mut stats)?);
                 }
                 let files: Vec<&str> = sources.iter().flat_map(|s| s.files.iter().map(String::as_str)).collect();
-                let connection = engine.connect(&files)?;
+                // A time range means a structured query.
+                let connection = if range.is_some() { engine.shared_connection()? } else { engine.connect(&files)? };
                 *slot.lock().expect("not poisoned") = Some(connection.interrupt_handle());
                 for ((_, view), source) in datasets.iter().zip(&sources) {
                     QueryEngine::define(&connection, view, source)?;
@@ -478,14 +513,16 @@ impl QueryEngine {
                     break;
                 }
             }
-            // The answer is complete; replace the database it used before
-            // the next query needs one.
+            // The answer is complete; replace the database an SQL query
+            // used before the next one needs one.
             drop(sender);
             drop(batches);
             drop(statement);
             drop(connection);
             drop(_permit);
-            engine.refill_spares();
+            if range.is_none() {
+                engine.refill_spares();
+            }
         });
         let watchdog = {
             let slot = interrupt_slot.clone();

@@ -117,6 +117,10 @@ impl StorageTarget for Faulty {
         self.inner.local_path(key)
     }
 
+    fn local_root(&self) -> Option<PathBuf> {
+        self.inner.local_root()
+    }
+
     fn remove_temporaries(&self) -> Result<usize, StorageError> {
         self.inner.remove_temporaries()
     }
