@@ -202,6 +202,13 @@ CREATE TRIGGER archives_deleted AFTER DELETE ON archives BEGIN
     WHERE id = OLD.partition_id;
 END;
 "#,
+    // How many columns each file holds (the time column included). Columns
+    // are only ever added, so a file with as many as the dataset's schema
+    // has all of them. Files from before: unknown (NULL).
+    r#"
+ALTER TABLE files ADD COLUMN column_count INTEGER;
+ALTER TABLE archives ADD COLUMN column_count INTEGER;
+"#,
 ];
 
 /// A dataset row.
@@ -290,6 +297,9 @@ pub struct FileRecord {
     pub max_time_ns: i64,
     /// CRC32C of the whole file.
     pub checksum_crc32c: u32,
+    /// Columns in the file, the time column included (unknown for files
+    /// from before the catalog counted them).
+    pub column_count: Option<i64>,
 }
 
 /// A file about to be committed by a flush.
@@ -309,6 +319,24 @@ pub struct NewFile {
     pub max_time_ns: i64,
     /// CRC32C of the whole file.
     pub checksum_crc32c: u32,
+    /// Columns in the file, the time column included.
+    pub column_count: i64,
+}
+
+impl NewFile {
+    /// The catalog row of `encoded`, stored under `object_key` on `storage_target`.
+    pub fn encoded(storage_target: &str, object_key: String, encoded: &crate::parquet_file::EncodedFile) -> NewFile {
+        NewFile {
+            storage_target: storage_target.to_string(),
+            object_key,
+            bytes: encoded.bytes.len() as i64,
+            rows: encoded.rows,
+            min_time_ns: encoded.min_time_ns,
+            max_time_ns: encoded.max_time_ns,
+            checksum_crc32c: encoded.checksum_crc32c,
+            column_count: encoded.columns as i64,
+        }
+    }
 }
 
 /// A stored idempotency record.
@@ -465,6 +493,7 @@ fn file_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
         min_time_ns: row.get(6)?,
         max_time_ns: row.get(7)?,
         checksum_crc32c: row.get::<_, i64>(8)? as u32,
+        column_count: row.get(9)?,
     })
 }
 
@@ -568,6 +597,8 @@ pub struct NewArchive {
     pub max_time_ns: i64,
     /// CRC32C of the Parquet file.
     pub checksum_crc32c: u32,
+    /// Columns in the Parquet file, the time column included.
+    pub column_count: i64,
 }
 
 /// Where a partition's compaction job stands.
@@ -874,7 +905,7 @@ impl Catalog {
     pub fn files(&self, partition_id: i64) -> Result<Vec<FileRecord>> {
         let connection = self.lock();
         let mut statement = connection.prepare(
-            "SELECT id, partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c \
+            "SELECT id, partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, column_count \
              FROM files WHERE partition_id = ?1 AND state = 'live' ORDER BY id",
         )?;
         let rows = statement.query_map([partition_id], file_from_row)?;
@@ -899,9 +930,9 @@ impl Catalog {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         tx.execute(
-            "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9)",
-            params![partition_id, file.storage_target, file.object_key, file.bytes, file.rows, file.min_time_ns, file.max_time_ns, i64::from(file.checksum_crc32c), now_ns],
+            "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns, column_count) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9, ?10)",
+            params![partition_id, file.storage_target, file.object_key, file.bytes, file.rows, file.min_time_ns, file.max_time_ns, i64::from(file.checksum_crc32c), now_ns, file.column_count],
         )?;
         let file_id = tx.last_insert_rowid();
         tx.execute(
@@ -1107,8 +1138,8 @@ impl Catalog {
         for copy in &commit.copies {
             let file_id = copy.id;
             let inserted = tx.execute(
-                "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns) \
-                 SELECT partition_id, ?2, ?5, ?6, row_count, min_time_ns, max_time_ns, ?7, 'live', ?3 \
+                "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns, column_count) \
+                 SELECT partition_id, ?2, ?5, ?6, row_count, min_time_ns, max_time_ns, ?7, 'live', ?3, column_count \
                  FROM files WHERE id = ?1 AND partition_id = ?4 AND state = 'live'",
                 params![file_id, commit.target, now_ns, partition_id, copy.object_key, copy.bytes, i64::from(copy.checksum_crc32c)],
             )?;
@@ -1165,8 +1196,8 @@ impl Catalog {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         tx.execute(
-            "INSERT INTO archives (partition_id, storage_target, object_key, manifest_key, bytes, row_count, checksum_crc32c, created_at_ns) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO archives (partition_id, storage_target, object_key, manifest_key, bytes, row_count, checksum_crc32c, created_at_ns, column_count) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 partition_id,
                 archive.storage_target,
@@ -1175,7 +1206,8 @@ impl Catalog {
                 archive.bytes,
                 archive.rows,
                 i64::from(archive.checksum_crc32c),
-                now_ns
+                now_ns,
+                archive.column_count
             ],
         )?;
         if replace_source {
@@ -1195,8 +1227,8 @@ impl Catalog {
                 params![partition_id, now_ns],
             )?;
             tx.execute(
-                "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9)",
+                "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns, column_count) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9, ?10)",
                 params![
                     partition_id,
                     archive.storage_target,
@@ -1206,7 +1238,8 @@ impl Catalog {
                     archive.min_time_ns,
                     archive.max_time_ns,
                     i64::from(archive.checksum_crc32c),
-                    now_ns
+                    now_ns,
+                    archive.column_count
                 ],
             )?;
             tx.execute("UPDATE partitions SET tier = 'archived', read_only = 1 WHERE id = ?1", [partition_id])?;
@@ -1252,7 +1285,7 @@ impl Catalog {
         )?;
         let files = {
             let mut statement = tx.prepare(
-                "SELECT id, partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c \
+                "SELECT id, partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, column_count \
                  FROM files WHERE state = 'tombstoned' AND tombstoned_at_ns < ?1 ORDER BY id LIMIT 10000",
             )?;
             let rows = statement.query_map([before_ns], file_from_row)?;
@@ -1490,9 +1523,9 @@ impl Catalog {
             )));
         }
         tx.execute(
-            "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9)",
-            params![partition_id, file.storage_target, file.object_key, file.bytes, file.rows, file.min_time_ns, file.max_time_ns, i64::from(file.checksum_crc32c), now_ns],
+            "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns, column_count) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9, ?10)",
+            params![partition_id, file.storage_target, file.object_key, file.bytes, file.rows, file.min_time_ns, file.max_time_ns, i64::from(file.checksum_crc32c), now_ns, file.column_count],
         )?;
         let file_id = tx.last_insert_rowid();
         tx.execute(
@@ -1696,6 +1729,7 @@ mod tests {
             min_time_ns: 3,
             max_time_ns: 9,
             checksum_crc32c: 7,
+            column_count: 3,
         };
         catalog.commit_flush(partition.id, &file, 42, 6).unwrap();
         let file = NewFile { object_key: "data/1/1/b.parquet".into(), min_time_ns: 1, max_time_ns: 4, ..file };
@@ -1724,6 +1758,7 @@ mod tests {
                     min_time_ns: i,
                     max_time_ns: i + 1,
                     checksum_crc32c: 0,
+                    column_count: 3,
                 };
                 catalog.commit_flush(partition.id, &file, 1, 2).unwrap()
             })
@@ -1744,6 +1779,7 @@ mod tests {
             min_time_ns: 0,
             max_time_ns: 2,
             checksum_crc32c: 0,
+            column_count: 3,
         };
         let chunk = |index: i64, inputs: &'static [usize]| {
             let inputs: Vec<i64> = inputs.iter().map(|i| ids[*i]).collect();
@@ -1819,6 +1855,7 @@ mod tests {
                 min_time_ns: day,
                 max_time_ns: day,
                 checksum_crc32c: 7,
+                column_count: 3,
             };
             catalog.commit_flush(partition.id, &file, 1, 2).unwrap();
             partitions.push((bucket, partition.id, catalog.files(partition.id).unwrap().remove(0)));
@@ -1894,6 +1931,7 @@ mod tests {
             min_time_ns: 1,
             max_time_ns: 2,
             checksum_crc32c: 3,
+            column_count: 3,
         };
         catalog.commit_flush(partition.id, &file("a"), 1, 2).unwrap();
         catalog.commit_flush(partition.id, &file("b"), 2, 2).unwrap();
@@ -1911,6 +1949,7 @@ mod tests {
             min_time_ns: 1,
             max_time_ns: 2,
             checksum_crc32c: 4,
+            column_count: 3,
         };
         catalog.commit_archive(partition.id, &archive, true, 4).unwrap();
         assert_eq!(counts(), (1, true), "the archive replaced the source files");

@@ -49,6 +49,8 @@ pub struct EncodedFile {
     pub max_time_ns: i64,
     /// CRC32C of `bytes`.
     pub checksum_crc32c: u32,
+    /// Columns in the file, the time column included.
+    pub columns: usize,
 }
 
 /// Brings a buffered batch (the request's columns only) to the full schema.
@@ -128,7 +130,8 @@ pub fn encode(
     };
     let bytes = write(&all, Encoding { zstd_level, row_group_rows_max })?;
     let checksum_crc32c = crc32c::crc32c(&bytes);
-    let encoded = EncodedFile { bytes, rows, min_time_ns, max_time_ns, checksum_crc32c };
+    let columns = target.fields().len();
+    let encoded = EncodedFile { bytes, rows, min_time_ns, max_time_ns, checksum_crc32c, columns };
     verify(&encoded.bytes, encoded.rows, encoded.checksum_crc32c)?;
     Ok(encoded)
 }
@@ -180,7 +183,8 @@ pub fn reencode(bytes: &[u8], rows: i64, encoding: Encoding) -> Result<EncodedFi
     if read_all(&bytes)? != original {
         return Err(ParquetFileError::Verify("the re-encoded file's rows differ from the original's".into()));
     }
-    Ok(EncodedFile { bytes, rows, min_time_ns, max_time_ns, checksum_crc32c })
+    let columns = original.num_columns();
+    Ok(EncodedFile { bytes, rows, min_time_ns, max_time_ns, checksum_crc32c, columns })
 }
 
 /// Checks a Parquet file: checksum, a readable footer and the row count.

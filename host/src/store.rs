@@ -912,15 +912,7 @@ impl Store {
         let stored = self.hot.get(&key)?;
         parquet_file::verify(&stored, file.rows, file.checksum_crc32c)
             .map_err(|e| internal("verify flushed file")(Box::new(e)))?;
-        let new_file = NewFile {
-            storage_target: self.hot.name().to_string(),
-            object_key: key.to_string(),
-            bytes: file.bytes.len() as i64,
-            rows: file.rows,
-            min_time_ns: file.min_time_ns,
-            max_time_ns: file.max_time_ns,
-            checksum_crc32c: file.checksum_crc32c,
-        };
+        let new_file = NewFile::encoded(self.hot.name(), key.to_string(), &file);
         let _visible = self.visibility.write().unwrap_or_else(|p| p.into_inner());
         self.catalog.commit_flush(partition_id, &new_file, snapshot.max_seq, now_ns())?;
         *written = None;

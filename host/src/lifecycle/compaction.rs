@@ -708,15 +708,7 @@ fn merge_chunk(job: &ChunkJob) -> Result<ChunkOutcome, String> {
         }
         crate::parquet_file::verify(&stored, encoded.rows, encoded.checksum_crc32c)
             .map_err(|e| format!("{key} on {} does not verify: {e}", job.target.name()))?;
-        let file = NewFile {
-            storage_target: job.target.name().to_string(),
-            object_key: key.to_string(),
-            bytes: encoded.bytes.len() as i64,
-            rows: encoded.rows,
-            min_time_ns: encoded.min_time_ns,
-            max_time_ns: encoded.max_time_ns,
-            checksum_crc32c: encoded.checksum_crc32c,
-        };
+        let file = NewFile::encoded(job.target.name(), key.to_string(), &encoded);
         let chunk = CompactedChunk {
             chunk_index: job.chunk_index,
             storage_target: job.target.name(),

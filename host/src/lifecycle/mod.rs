@@ -1366,6 +1366,7 @@ fn archive_partition(job: &ArchiveJob<'_>) -> Result<u64, String> {
         min_time_ns: encoded.min_time_ns,
         max_time_ns: encoded.max_time_ns,
         checksum_crc32c: encoded.checksum_crc32c,
+        column_count: encoded.columns as i64,
     };
     job.catalog.commit_archive(job.partition_id, &archive, job.replace_source, now_ns()).map_err(|e| e.to_string())?;
     crate::failpoint::hit("lifecycle.archive.after_commit");

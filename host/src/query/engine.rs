@@ -128,6 +128,8 @@ struct Source {
     buffered: Vec<RecordBatch>,
     /// Every partition read lies wholly inside the query's time range.
     within_range: bool,
+    /// The catalog says every file has every column of `schema`.
+    files_complete: bool,
 }
 
 impl QueryEngine {
@@ -260,6 +262,8 @@ impl QueryEngine {
         let mut files = Vec::new();
         let mut live = std::collections::HashSet::new();
         let mut within_range = range.is_some();
+        let mut files_complete = true;
+        let columns = schema.columns.len() as i64 + 1;
         stats.partitions_considered += snapshot.partitions.len();
         for (partition, partition_files) in snapshot.partitions.iter().zip(&snapshot.files) {
             if let Some((start, end)) = range
@@ -290,6 +294,7 @@ impl QueryEngine {
                 {
                     continue;
                 }
+                files_complete &= file.column_count == Some(columns);
                 stats.files_scanned += 1;
                 stats.bytes_scanned += file.bytes as u64;
                 files.push(self.resolve(file)?);
@@ -298,12 +303,20 @@ impl QueryEngine {
         let buffered: Vec<RecordBatch> =
             snapshot.buffered.iter().filter(|(id, _)| live.contains(id)).map(|(_, b)| b.clone()).collect();
         stats.rows_from_buffers += buffered.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        Ok(Source { name: dataset.name.to_string(), schema, files, buffered, within_range })
+        Ok(Source { name: dataset.name.to_string(), schema, files, buffered, within_range, files_complete })
     }
 
     /// Defines a view named `view` over a source's files and buffered rows.
     fn define(connection: &Connection, view: &str, source: &Source) -> Result<(), ApiError> {
         let schema = &source.schema;
+        let list: Vec<String> = source.files.iter().map(|f| sql_string(f)).collect();
+        if source.buffered.is_empty() && source.files_complete && !source.files.is_empty() {
+            // Every file has every column: no union by name (which opens
+            // every file to bind) and no buffer table. DuckDB can then also
+            // answer from Parquet statistics where it can (a count, a min).
+            let body = format!("SELECT * FROM read_parquet([{}])", list.join(", "));
+            return connection.execute_batch(&format!("CREATE TEMP VIEW {} AS {body}", quote(view))).map_err(query_error);
+        }
         let buffer_table = format!("__buffered_{}", source.name.replace('-', "_"));
         let columns: Vec<String> = std::iter::once(format!("{} TIMESTAMP_NS", quote(&schema.time_column)))
             .chain(schema.columns.iter().map(|c| format!("{} {}", quote(&c.name), duck_type(c.kind))))
@@ -319,7 +332,6 @@ impl QueryEngine {
             }
             appender.flush().map_err(query_error)?;
         }
-        let list: Vec<String> = source.files.iter().map(|f| sql_string(f)).collect();
         let files = format!("SELECT * FROM read_parquet([{}], union_by_name = true)", list.join(", "));
         let body = if source.files.is_empty() {
             format!("SELECT * FROM {}", quote(&buffer_table))
