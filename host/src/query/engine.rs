@@ -306,16 +306,17 @@ impl QueryEngine {
         Ok(Source { name: dataset.name.to_string(), schema, files, buffered, within_range, files_complete })
     }
 
-    /// Defines a view named `view` over a source's files and buffered rows.
-    fn define(connection: &Connection, view: &str, source: &Source) -> Result<(), ApiError> {
+    /// The SQL of a relation over a source's files and buffered rows (which
+    /// go into a temporary table of `connection` first).
+    fn relation(connection: &Connection, source: &Source) -> Result<String, ApiError> {
         let schema = &source.schema;
         let list: Vec<String> = source.files.iter().map(|f| sql_string(f)).collect();
         if source.buffered.is_empty() && source.files_complete && !source.files.is_empty() {
-            // Every file has every column: no union by name (which opens
-            // every file to bind) and no buffer table. DuckDB can then also
-            // answer from Parquet statistics where it can (a count, a min).
-            let body = format!("SELECT * FROM read_parquet([{}])", list.join(", "));
-            return connection.execute_batch(&format!("CREATE TEMP VIEW {} AS {body}", quote(view))).map_err(query_error);
+            // Every file has every column: no buffer table to union with and
+            // no probe of the files' columns. (Union by name stays: binding
+            // every file's footer up front is what lets DuckDB answer a
+            // count from Parquet statistics; the footers are cached.)
+            return Ok(format!("SELECT * FROM read_parquet([{}], union_by_name = true)", list.join(", ")));
         }
         let buffer_table = format!("__buffered_{}", source.name.replace('-', "_"));
         let columns: Vec<String> = std::iter::once(format!("{} TIMESTAMP_NS", quote(&schema.time_column)))
@@ -345,7 +346,7 @@ impl QueryEngine {
             // BY NAME fills them with NULL for the files.
             format!("{files} UNION ALL BY NAME SELECT * FROM {}", quote(&buffer_table))
         };
-        connection.execute_batch(&format!("CREATE TEMP VIEW {} AS {body}", quote(view))).map_err(query_error)
+        Ok(body)
     }
 
     /// Whether the relation `files` has every column of `schema`.
@@ -447,7 +448,7 @@ impl QueryEngine {
                 }
             };
             let mut stats = QueryStats::default();
-            let prepared = (|| -> Result<(Connection, Vec<Source>), ApiError> {
+            let prepared = (|| -> Result<(Connection, Vec<Source>, Vec<String>), ApiError> {
                 let mut sources = Vec::new();
                 for (dataset, _) in &datasets {
                     let snapshot = store.snapshot(dataset)?;
@@ -457,21 +458,35 @@ impl QueryEngine {
                 // A time range means a structured query.
                 let connection = if range.is_some() { engine.shared_connection()? } else { engine.connect(&files)? };
                 *slot.lock().expect("not poisoned") = Some(connection.interrupt_handle());
-                for ((_, view), source) in datasets.iter().zip(&sources) {
-                    QueryEngine::define(&connection, view, source)?;
+                let mut relations = Vec::new();
+                for source in &sources {
+                    relations.push(QueryEngine::relation(&connection, source)?);
                 }
-                Ok((connection, sources))
+                Ok((connection, sources, relations))
             })();
-            let (connection, sources) = match prepared {
+            let (connection, sources, relations) = match prepared {
                 Ok(ok) => ok,
                 Err(error) => return fail_early(&mut first, error),
             };
-            let sql = if range.is_some() && sources.iter().all(|s| s.within_range) {
-                &planned.sql_within_range
+            let sql = if range.is_some() {
+                // A structured query names its one relation `src` in a
+                // common table expression: DuckDB binds the files once, where
+                // a view would bind them when created and again when used.
+                let planned_sql =
+                    if sources.iter().all(|s| s.within_range) { &planned.sql_within_range } else { &planned.sql };
+                with_relation(planned_sql, &datasets[0].1, &relations[0])
             } else {
-                &planned.sql
+                // User SQL may use a dataset several times: views, which are
+                // never materialized.
+                for ((_, view), relation) in datasets.iter().zip(&relations) {
+                    let created = connection.execute_batch(&format!("CREATE TEMP VIEW {} AS {relation}", quote(view)));
+                    if let Err(error) = created {
+                        return fail_early(&mut first, query_error(error));
+                    }
+                }
+                planned.sql.clone()
             };
-            let mut statement = match connection.prepare(sql) {
+            let mut statement = match connection.prepare(&sql) {
                 Ok(statement) => statement,
                 Err(error) => return fail_early(&mut first, query_error(error)),
             };
@@ -555,6 +570,16 @@ impl QueryEngine {
         // The watchdog keeps running until the timeout; interrupting a
         // finished connection is harmless.
         Ok(QueryResult { content_type: format.content_type(), chunks })
+    }
+}
+
+/// `sql` with `relation` as a common table expression named `name` in front
+/// (joining the `WITH` that `sql` may start with).
+fn with_relation(sql: &str, name: &str, relation: &str) -> String {
+    let cte = format!("{} AS NOT MATERIALIZED ({relation})", quote(name));
+    match sql.strip_prefix("WITH ") {
+        Some(rest) => format!("WITH {cte}, {rest}"),
+        None => format!("WITH {cte} {sql}"),
     }
 }
 
