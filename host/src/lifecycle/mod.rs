@@ -1368,3 +1368,64 @@ fn archive_partition(job: &ArchiveJob<'_>) -> Result<u64, String> {
     crate::failpoint::hit("lifecycle.archive.after_commit");
     Ok(encoded.bytes.len() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::ColumnKind;
+
+    fn fact(day: i64) -> PartitionFacts {
+        let day_ns = 86_400_000_000_000;
+        PartitionFacts {
+            id: format!("cpu/day{day}"),
+            dataset: "cpu".into(),
+            period_label: format!("day{day}"),
+            period_start_ns: day * day_ns,
+            period_end_ns: (day + 1) * day_ns,
+            key: String::new(),
+            tier: Tier::Hot,
+            read_only: false,
+            rows: 10,
+            bytes: 100,
+            min_time_ns: Some(day * day_ns),
+            max_time_ns: None,
+            created_at_ns: 1,
+            last_written_at_ns: 2,
+            file_count: 1,
+            archived: false,
+        }
+    }
+
+    #[test]
+    fn the_input_digest_changes_with_every_field_and_only_then() {
+        let dataset = DatasetFacts {
+            name: "cpu".into(),
+            period: "day".into(),
+            time_column: "time".into(),
+            columns: vec![("time".into(), ColumnKind::Time), ("v".into(), ColumnKind::Float)],
+        };
+        let facts: Vec<PartitionFacts> = (0..3).map(fact).collect();
+        let digest = input_digest(5, &dataset, &facts);
+        assert_eq!(digest, input_digest(5, &dataset, &facts.clone()), "equal inputs, equal digests");
+        assert_ne!(digest, input_digest(6, &dataset, &facts), "now");
+        let changes: [fn(&mut PartitionFacts); 9] = [
+            |f| f.tier = Tier::Warm,
+            |f| f.read_only = true,
+            |f| f.rows += 1,
+            |f| f.bytes += 1,
+            |f| f.min_time_ns = None,
+            |f| f.max_time_ns = Some(0),
+            |f| f.file_count += 1,
+            |f| f.archived = true,
+            |f| f.id.push('x'),
+        ];
+        for change in changes {
+            let mut changed = facts.clone();
+            change(&mut changed[1]);
+            assert_ne!(digest, input_digest(5, &dataset, &changed));
+        }
+        let mut other = dataset.clone();
+        other.columns.push(("w".into(), ColumnKind::Integer));
+        assert_ne!(digest, input_digest(5, &other, &facts), "the schema");
+    }
+}
