@@ -209,6 +209,21 @@ END;
 ALTER TABLE files ADD COLUMN column_count INTEGER;
 ALTER TABLE archives ADD COLUMN column_count INTEGER;
 "#,
+    // A number per dataset that changes with every change to any of its
+    // partition rows (file and archive changes reach them through the
+    // triggers above), so a reader can tell that a copy it keeps is current.
+    r#"
+ALTER TABLE datasets ADD COLUMN partitions_seq INTEGER NOT NULL DEFAULT 0;
+CREATE TRIGGER partitions_inserted_seq AFTER INSERT ON partitions BEGIN
+    UPDATE datasets SET partitions_seq = partitions_seq + 1 WHERE id = NEW.dataset_id;
+END;
+CREATE TRIGGER partitions_updated_seq AFTER UPDATE ON partitions BEGIN
+    UPDATE datasets SET partitions_seq = partitions_seq + 1 WHERE id IN (OLD.dataset_id, NEW.dataset_id);
+END;
+CREATE TRIGGER partitions_deleted_seq AFTER DELETE ON partitions BEGIN
+    UPDATE datasets SET partitions_seq = partitions_seq + 1 WHERE id = OLD.dataset_id;
+END;
+"#,
 ];
 
 /// A dataset row.
@@ -877,13 +892,30 @@ impl Catalog {
 
     /// Every partition of a dataset, oldest period first.
     pub fn partitions(&self, dataset_id: i64) -> Result<Vec<PartitionRecord>> {
-        let connection = self.lock();
-        let mut statement = connection.prepare(&format!(
+        Self::partitions_in(&self.lock(), dataset_id)
+    }
+
+    fn partitions_in(connection: &Connection, dataset_id: i64) -> Result<Vec<PartitionRecord>> {
+        let mut statement = connection.prepare_cached(&format!(
             "SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 AND p.deleted_at_ns IS NULL \
              ORDER BY p.period_start_ns, p.key"
         ))?;
         let rows = statement.query_map([dataset_id], partition_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The dataset's partition sequence: it changes whenever any of the
+    /// dataset's partition rows changes, and only then (triggers keep it).
+    pub fn partitions_seq(&self, dataset_id: i64) -> Result<i64> {
+        Ok(self.lock().query_row("SELECT partitions_seq FROM datasets WHERE id = ?1", [dataset_id], |row| row.get(0))?)
+    }
+
+    /// [`Catalog::partitions`] together with the [`Catalog::partitions_seq`]
+    /// they are current for, read under one lock.
+    pub fn partitions_at_seq(&self, dataset_id: i64) -> Result<(i64, Vec<PartitionRecord>)> {
+        let connection = self.lock();
+        let seq = connection.query_row("SELECT partitions_seq FROM datasets WHERE id = ?1", [dataset_id], |row| row.get(0))?;
+        Ok((seq, Self::partitions_in(&connection, dataset_id)?))
     }
 
     /// Every partition of every dataset.
@@ -1957,6 +1989,56 @@ mod tests {
             catalog.forget_file(tombstone.id).unwrap();
         }
         assert_eq!(counts(), (1, true), "sweeping tombstones leaves the live count alone");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_partition_sequence_moves_with_every_partition_change_and_nothing_else() {
+        let (catalog, dir) = catalog();
+        let cpu = catalog.create_dataset("cpu", Period::Day, "time", 1).unwrap();
+        let mem = catalog.create_dataset("mem", Period::Day, "time", 1).unwrap();
+        let bucket = Period::Day.bucket(0);
+        let file = |key: &str| NewFile {
+            storage_target: "hot".into(),
+            object_key: format!("data/x/{key}.parquet"),
+            bytes: 10,
+            rows: 2,
+            min_time_ns: 1,
+            max_time_ns: 2,
+            checksum_crc32c: 3,
+            column_count: 3,
+        };
+        let seq = || catalog.partitions_seq(cpu.id).unwrap();
+        let mut last = seq();
+        let mut changed = |what: &str, expect: bool| {
+            let now = catalog.partitions_seq(cpu.id).unwrap();
+            assert_eq!(now != last, expect, "{what}");
+            let (at, records) = catalog.partitions_at_seq(cpu.id).unwrap();
+            let ids = |records: Vec<PartitionRecord>| records.iter().map(|r| (r.id, r.tier.clone())).collect::<Vec<_>>();
+            assert_eq!((at, ids(records)), (now, ids(catalog.partitions(cpu.id).unwrap())), "{what}: read together");
+            last = now;
+        };
+        let partition = catalog.partition(cpu.id, &bucket, "", 1).unwrap();
+        changed("a new partition", true);
+        catalog.commit_flush(partition.id, &file("a"), 1, 2).unwrap();
+        changed("a flush", true);
+        let other = catalog.partition(mem.id, &bucket, "", 1).unwrap();
+        catalog.commit_flush(other.id, &file("b"), 2, 2).unwrap();
+        catalog.audit("test", Some("cpu"), None, &serde_json::json!({}), 3).unwrap();
+        changed("another dataset's flush and an audit event", false);
+        catalog.seal_partitions("cpu", &[(partition.id, "cpu/x".into())], 4).unwrap();
+        changed("a seal", true);
+        let live = catalog.files(partition.id).unwrap().remove(0);
+        let moved = MovedFile { id: live.id, object_key: "data/x/c.parquet".into(), bytes: 10, checksum_crc32c: 3 };
+        catalog.commit_move(partition.id, &[moved], "warm", "warm", 5).unwrap();
+        changed("a move", true);
+        for tombstone in catalog.expired_tombstones(i64::MAX).unwrap() {
+            catalog.forget_file(tombstone.id).unwrap();
+        }
+        changed("sweeping a tombstone (no partition row changes)", false);
+        catalog.delete_partition(partition.id, 6).unwrap();
+        changed("a delete", true);
+        assert!(seq() > 0);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

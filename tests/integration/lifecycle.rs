@@ -443,3 +443,26 @@ fn a_malicious_retention_policy_loses_nothing_and_every_refusal_is_audited() {
     assert_eq!(totals(&server).0, before.0 - 1);
     assert_eq!(manifest(&server).len() as i64, days - 1);
 }
+
+#[test]
+fn each_run_sees_what_changed_since_the_last_one() {
+    // Runs reuse the partition facts they built while the catalog says no
+    // partition row changed; a write, a flush or a move must be seen.
+    let config = "[datasets.metrics]\nperiod = \"day\"\n[lifecycle]\nscheduler = false\n";
+    let server = Server::start_with_files("lifecycle-fresh", config, &[], &[("policies/tiering.toml", TIERING.as_bytes())]);
+    load(&server, 3);
+    let now = START + 200 * DAY;
+    let first = run(&server, "tiering", json!({"now": now}));
+    assert_eq!(first["executed"], 3, "{first}");
+    let again = run(&server, "tiering", json!({"now": now}));
+    assert_eq!((again["executed"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(3)), "{again}");
+    // A new old day arrives: only it moves, and to cold, where the others
+    // went after the first run.
+    let record = json!([{"time": START + 10 * DAY, "v": 10}]);
+    assert_eq!(server.post("/v1/datasets/metrics/records", record.to_string()).0, 200);
+    server.flush();
+    let third = run(&server, "tiering", json!({"now": now}));
+    assert_eq!((third["executed"].as_u64(), third["unchanged"].as_u64()), (Some(1), Some(3)), "{third}");
+    let tiers: Vec<String> = manifest(&server).iter().map(|p| p["tier"].as_str().unwrap().to_string()).collect();
+    assert_eq!(tiers, ["cold", "cold", "cold", "cold"]);
+}

@@ -178,6 +178,20 @@ pub struct Lifecycle {
     backoff: Mutex<HashMap<i64, (u32, i64)>>,
     /// Partitions a compaction request is working on.
     compacting: Mutex<HashSet<i64>>,
+    /// The last partition facts built per dataset (by id), with the
+    /// catalog's `partitions_seq` they are current for.
+    manifests: Mutex<HashMap<i64, Arc<Manifest>>>,
+}
+
+/// A dataset's partitions as a run sees them. A record is a function of its
+/// catalog row alone, so while the dataset's `partitions_seq` stays the
+/// same, a run may reuse them instead of reading and building 100,000 again.
+#[derive(Debug)]
+struct Manifest {
+    seq: i64,
+    records: Vec<PartitionRecord>,
+    facts: Arc<Vec<PartitionFacts>>,
+    facts_sha256: [u8; 32],
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
@@ -218,7 +232,34 @@ impl Lifecycle {
             counters: Mutex::new(BTreeMap::new()),
             backoff: Mutex::new(HashMap::new()),
             compacting: Mutex::new(HashSet::new()),
+            manifests: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The dataset's partitions and their facts, rebuilt only when the
+    /// catalog says a partition row changed since the last run.
+    async fn manifest(&self, dataset: &Arc<DatasetState>) -> Result<Arc<Manifest>, ApiError> {
+        let dataset_id = dataset.record.id;
+        let cached = self.manifests.lock().unwrap_or_else(|p| p.into_inner()).get(&dataset_id).cloned();
+        let catalog = self.store.catalog().clone();
+        if let Some(cached) = cached {
+            let seq = blocking(move || catalog.partitions_seq(dataset_id)).await??;
+            if seq == cached.seq {
+                return Ok(cached);
+            }
+        }
+        let catalog = self.store.catalog().clone();
+        let name = dataset.name.clone();
+        let manifest = blocking(move || -> Result<Manifest, ApiError> {
+            let (seq, records) = catalog.partitions_at_seq(dataset_id)?;
+            let facts: Vec<PartitionFacts> = records.iter().map(|r| partition_facts(&name, r)).collect();
+            let facts_sha256 = facts_digest(&facts);
+            Ok(Manifest { seq, records, facts: Arc::new(facts), facts_sha256 })
+        })
+        .await??;
+        let manifest = Arc::new(manifest);
+        self.manifests.lock().unwrap_or_else(|p| p.into_inner()).insert(dataset_id, manifest.clone());
+        Ok(manifest)
     }
 
     /// The catalog.
@@ -316,13 +357,10 @@ impl Lifecycle {
     ) -> Result<RunReport, ApiError> {
         let started_at_ns = now_ns();
         let started = std::time::Instant::now();
-        let catalog = self.store.catalog().clone();
-        let dataset_id = dataset.record.id;
-        let records = blocking(move || catalog.partitions(dataset_id)).await??;
-        let facts: Arc<Vec<PartitionFacts>> =
-            Arc::new(records.iter().map(|r| partition_facts(&dataset.name, r)).collect());
+        let manifest = self.manifest(dataset).await?;
+        let (records, facts) = (&manifest.records, &manifest.facts);
         let dataset_info = dataset_facts(&dataset.record, &dataset.schema());
-        let input_sha256 = input_digest(now, &dataset_info, &facts);
+        let input_sha256 = input_digest(now, &dataset_info, &manifest.facts_sha256);
         let snapshot_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut report = RunReport {
             id: 0,
@@ -350,7 +388,7 @@ impl Lifecycle {
         };
 
         let evaluated = {
-            let (policies, name, facts) = (self.policies.clone(), policy.to_string(), Arc::clone(&facts));
+            let (policies, name, facts) = (self.policies.clone(), policy.to_string(), Arc::clone(facts));
             blocking(move || -> Result<Evaluation, String> {
                 Ok(match kind {
                     PolicyKind::Retention => Evaluation::of(
@@ -1157,27 +1195,35 @@ fn copy_partition(
     Ok((copies, bytes_moved))
 }
 
-/// sha256 of what a policy was asked: `now`, the dataset and every
-/// partition's facts, each field fed to the hash in a fixed order (ids and
-/// labels length-prefixed), so equal inputs give equal digests.
-fn input_digest(now: i64, dataset: &DatasetFacts, facts: &[PartitionFacts]) -> String {
+fn hash_text(hasher: &mut Sha256, text: &str) {
+    hasher.update((text.len() as u64).to_le_bytes());
+    hasher.update(text.as_bytes());
+}
+
+/// sha256 of what a policy was asked: `now`, the dataset and the digest of
+/// every partition's facts ([`facts_digest`]), each field fed to the hash in
+/// a fixed order (texts length-prefixed), so equal inputs give equal digests.
+fn input_digest(now: i64, dataset: &DatasetFacts, facts_sha256: &[u8; 32]) -> String {
     let mut hasher = Sha256::new();
-    let text = |hasher: &mut Sha256, text: &str| {
-        hasher.update((text.len() as u64).to_le_bytes());
-        hasher.update(text.as_bytes());
-    };
     hasher.update(now.to_le_bytes());
     for part in [&dataset.name, &dataset.period, &dataset.time_column] {
-        text(&mut hasher, part);
+        hash_text(&mut hasher, part);
     }
     for (name, kind) in &dataset.columns {
-        text(&mut hasher, name);
-        text(&mut hasher, kind.as_str());
+        hash_text(&mut hasher, name);
+        hash_text(&mut hasher, kind.as_str());
     }
+    hasher.update(facts_sha256);
+    hex::encode(hasher.finalize())
+}
+
+/// sha256 of the partitions' facts, field by field.
+fn facts_digest(facts: &[PartitionFacts]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
     hasher.update((facts.len() as u64).to_le_bytes());
     for fact in facts {
         // The id names the dataset, period and key.
-        text(&mut hasher, &fact.id);
+        hash_text(&mut hasher, &fact.id);
         let mut fixed = [0u8; 8 * 9 + 4 + 4];
         for (i, value) in [
             fact.period_start_ns,
@@ -1201,7 +1247,7 @@ fn input_digest(now: i64, dataset: &DatasetFacts, facts: &[PartitionFacts]) -> S
         fixed[78] = u8::from(fact.archived);
         hasher.update(fixed);
     }
-    hex::encode(hasher.finalize())
+    hasher.finalize().into()
 }
 
 /// Zstandard level of archives when the decision names none.
@@ -1405,9 +1451,9 @@ mod tests {
             columns: vec![("time".into(), ColumnKind::Time), ("v".into(), ColumnKind::Float)],
         };
         let facts: Vec<PartitionFacts> = (0..3).map(fact).collect();
-        let digest = input_digest(5, &dataset, &facts);
-        assert_eq!(digest, input_digest(5, &dataset, &facts.clone()), "equal inputs, equal digests");
-        assert_ne!(digest, input_digest(6, &dataset, &facts), "now");
+        let digest = input_digest(5, &dataset, &facts_digest(&facts));
+        assert_eq!(digest, input_digest(5, &dataset, &facts_digest(&facts.clone())), "equal inputs, equal digests");
+        assert_ne!(digest, input_digest(6, &dataset, &facts_digest(&facts)), "now");
         let changes: [fn(&mut PartitionFacts); 9] = [
             |f| f.tier = Tier::Warm,
             |f| f.read_only = true,
@@ -1422,10 +1468,11 @@ mod tests {
         for change in changes {
             let mut changed = facts.clone();
             change(&mut changed[1]);
-            assert_ne!(digest, input_digest(5, &dataset, &changed));
+            assert_ne!(digest, input_digest(5, &dataset, &facts_digest(&changed)));
         }
         let mut other = dataset.clone();
         other.columns.push(("w".into(), ColumnKind::Integer));
-        assert_ne!(digest, input_digest(5, &other, &facts), "the schema");
+        assert_ne!(digest, input_digest(5, &other, &facts_digest(&facts)), "the schema");
+        assert_ne!(digest, input_digest(5, &dataset, &facts_digest(&facts[..2])), "a partition fewer");
     }
 }
