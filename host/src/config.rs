@@ -236,7 +236,7 @@ impl Default for LifecycleConfig {
             allow_backward_moves: false,
             retry_base_ms: 60_000,
             retry_max_ms: 6 * 3_600_000,
-            move_concurrency: 4,
+            move_concurrency: 8,
             move_commit_batch: 100,
             precreate_lead_ms: 86_400_000,
             health_max_hot_age_ms: None,
