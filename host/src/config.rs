@@ -166,6 +166,10 @@ pub struct LifecycleConfig {
     pub move_concurrency: usize,
     /// Moved partitions committed per catalog transaction.
     pub move_commit_batch: usize,
+    /// Bytes the concurrent copies may hold in memory together (a copy
+    /// holds its source and the copy read back: twice the partition). A
+    /// larger partition is copied alone.
+    pub move_bytes_in_flight_max: u64,
     /// Create a live dataset's next-period partitions this long before the
     /// current period ends, in ms (0: never).
     pub precreate_lead_ms: u64,
@@ -238,6 +242,7 @@ impl Default for LifecycleConfig {
             retry_max_ms: 6 * 3_600_000,
             move_concurrency: 8,
             move_commit_batch: 100,
+            move_bytes_in_flight_max: 1024 * 1024 * 1024,
             precreate_lead_ms: 86_400_000,
             health_max_hot_age_ms: None,
             health_max_warm_age_ms: None,
@@ -510,6 +515,7 @@ impl Config {
             ("lifecycle.sweep_interval_ms", self.lifecycle.sweep_interval_ms),
             ("lifecycle.move_concurrency", self.lifecycle.move_concurrency as u64),
             ("lifecycle.move_commit_batch", self.lifecycle.move_commit_batch as u64),
+            ("lifecycle.move_bytes_in_flight_max", self.lifecycle.move_bytes_in_flight_max),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be greater than 0"));

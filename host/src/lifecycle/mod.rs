@@ -741,10 +741,17 @@ impl Lifecycle {
         }
         let lifecycle = &self.config.lifecycle;
         for batch in moves.chunks(lifecycle.move_commit_batch) {
-            let jobs: Vec<(i64, Tier)> = batch.iter().map(|(i, tier)| (work[*i].record.id, *tier)).collect();
+            let jobs: Vec<MoveJob> = batch
+                .iter()
+                .map(|(i, tier)| MoveJob {
+                    partition_id: work[*i].record.id,
+                    tier: *tier,
+                    bytes: work[*i].record.bytes.max(0) as u64,
+                })
+                .collect();
             let (catalog, targets) = (self.store.catalog().clone(), self.targets.clone());
-            let concurrency = lifecycle.move_concurrency;
-            let done = blocking(move || move_partitions(&catalog, &targets, &jobs, concurrency))
+            let budget = CopyBudget::new(lifecycle.move_concurrency, lifecycle.move_bytes_in_flight_max);
+            let done = blocking(move || move_partitions(&catalog, &targets, &jobs, &budget))
                 .await
                 .unwrap_or_else(|error| batch.iter().map(|_| Err(error.to_string())).collect());
             for ((i, _), outcome) in batch.iter().zip(done) {
@@ -1077,20 +1084,23 @@ fn move_partition(catalog: &Catalog, targets: &Targets, partition_id: i64, tier:
 fn move_partitions(
     catalog: &Catalog,
     targets: &Targets,
-    jobs: &[(i64, Tier)],
-    concurrency: usize,
+    jobs: &[MoveJob],
+    budget: &CopyBudget,
 ) -> Vec<Result<StepDone, String>> {
     let started = std::time::Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let copied: Vec<Mutex<Option<Result<(Vec<MovedFile>, u64), String>>>> =
         jobs.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
-        for _ in 0..concurrency.clamp(1, jobs.len().max(1)) {
+        for _ in 0..budget.workers.clamp(1, jobs.len().max(1)) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some((id, tier)) = jobs.get(i) else { break };
-                    let result = copy_partition(catalog, targets, *id, *tier);
+                    let Some(job) = jobs.get(i) else { break };
+                    // A copy holds its source and the copy read back.
+                    let held = budget.acquire(job.bytes.saturating_mul(2));
+                    let result = copy_partition(catalog, targets, job.partition_id, job.tier);
+                    budget.release(held);
                     *copied[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
                 }
             });
@@ -1101,13 +1111,13 @@ fn move_partitions(
         .map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner()).expect("every job ran"))
         .collect();
     let mut commits = Vec::new();
-    for ((id, tier), result) in jobs.iter().zip(&copied) {
+    for (job, result) in jobs.iter().zip(&copied) {
         if let Ok((copies, _)) = result {
             commits.push(MoveCommit {
-                partition_id: *id,
+                partition_id: job.partition_id,
                 copies: copies.clone(),
-                target: targets.tier(*tier).name().to_string(),
-                tier: tier.as_str().to_string(),
+                target: targets.tier(job.tier).name().to_string(),
+                tier: job.tier.as_str().to_string(),
             });
         }
     }
@@ -1125,6 +1135,45 @@ fn move_partitions(
             Ok(StepDone { bytes, elapsed })
         })
         .collect()
+}
+
+/// One partition to move, with its size as the catalog knows it.
+struct MoveJob {
+    partition_id: i64,
+    tier: Tier,
+    bytes: u64,
+}
+
+/// How many copies run at once, and how many bytes they may hold in memory
+/// together. A copy larger than the whole budget runs alone.
+struct CopyBudget {
+    workers: usize,
+    total: u64,
+    free: Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+impl CopyBudget {
+    fn new(workers: usize, bytes: u64) -> CopyBudget {
+        CopyBudget { workers, total: bytes, free: Mutex::new(bytes), freed: std::sync::Condvar::new() }
+    }
+
+    /// Waits until `bytes` (at most the whole budget) are free and takes
+    /// them; returns what was taken.
+    fn acquire(&self, bytes: u64) -> u64 {
+        let want = bytes.min(self.total);
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free < want {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= want;
+        want
+    }
+
+    fn release(&self, bytes: u64) {
+        *self.free.lock().unwrap_or_else(|p| p.into_inner()) += bytes;
+        self.freed.notify_all();
+    }
 }
 
 /// Copies each live file of a partition to `tier`'s target — byte for
@@ -1440,6 +1489,22 @@ mod tests {
             file_count: 1,
             archived: false,
         }
+    }
+
+    #[test]
+    fn the_copy_budget_bounds_bytes_in_flight_and_lets_a_large_copy_run_alone() {
+        let budget = Arc::new(CopyBudget::new(4, 100));
+        assert_eq!(budget.acquire(250), 100, "a copy larger than the budget takes all of it");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let waiting = {
+            let budget = budget.clone();
+            std::thread::spawn(move || sender.send(budget.acquire(10)).unwrap())
+        };
+        assert!(receiver.recv_timeout(Duration::from_millis(100)).is_err(), "nothing is free until the release");
+        budget.release(100);
+        assert_eq!(receiver.recv_timeout(Duration::from_secs(10)).unwrap(), 10);
+        waiting.join().unwrap();
+        assert_eq!(budget.acquire(90), 90, "the rest is free");
     }
 
     #[test]
