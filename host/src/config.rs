@@ -470,12 +470,17 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::read(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file without validating it, for a caller that changes
+    /// settings (command-line overrides) before it validates the result.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_path_buf(), message },
-            other => other,
-        })
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
     }
 
     /// Parses and validates TOML text.
@@ -766,6 +771,31 @@ mod tests {
         let config = Config::parse("").unwrap();
         assert_eq!(config.limits.body_bytes_max, 32 * 1024 * 1024);
         assert_eq!(config.ingest.default_period, Period::Day);
+    }
+
+    #[test]
+    fn a_file_is_validated_with_the_data_directory_that_will_be_used() {
+        let root = std::env::temp_dir().join(format!("strata-config-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&root).unwrap();
+        let file = root.join("strata.toml");
+        // A target inside the file's data directory's WAL: refused there,
+        // fine once `--data-dir` moves the data directory elsewhere.
+        let (a, b) = (root.join("a"), root.join("b"));
+        std::fs::write(
+            &file,
+            format!(
+                "[server]\ndata_dir = \"{}\"\n[storage.targets.slow]\nkind = \"local\"\npath = \"{}\"\n[storage.tiers.cold]\ntarget = \"slow\"\n",
+                a.display(),
+                a.join("wal").join("slow").display()
+            ),
+        )
+        .unwrap();
+        let error = Config::load(&file).unwrap_err().to_string();
+        assert!(error.contains("slow"), "{error}");
+        let mut config = Config::read(&file).unwrap();
+        config.server.data_dir = b;
+        config.validate().unwrap();
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

@@ -67,8 +67,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config: config_file, data_dir, listen } => {
+            // Validated once, after the command line's overrides: a storage
+            // target is checked against the data directory actually used.
             let mut config = match &config_file {
-                Some(path) => Config::load(path)?,
+                Some(path) => Config::read(path)?,
                 None => Config::default(),
             };
             config.resolve_policy_directory(config_file.as_deref());
