@@ -98,6 +98,11 @@ pub struct DatasetState {
     schema: RwLock<Arc<DatasetSchema>>,
     evolve: tokio::sync::Mutex<()>,
     partitions: Mutex<HashMap<(String, String), PartitionHandle>>,
+    /// Held shared by a write from its check of the partitions' read-only
+    /// flags until its rows are in the buffers, and exclusively by a seal:
+    /// once a seal returns, every write either saw the partition sealed or
+    /// has its rows buffered, where the sealer's flush finds them.
+    sealing: tokio::sync::RwLock<()>,
 }
 
 impl DatasetState {
@@ -216,6 +221,7 @@ impl Store {
                     schema: RwLock::new(Arc::new(schema)),
                     evolve: tokio::sync::Mutex::new(()),
                     partitions: Mutex::new(HashMap::new()),
+                    sealing: tokio::sync::RwLock::new(()),
                 }),
             );
         }
@@ -327,6 +333,7 @@ impl Store {
             schema: RwLock::new(Arc::new(schema)),
             evolve: tokio::sync::Mutex::new(()),
             partitions: Mutex::new(HashMap::new()),
+            sealing: tokio::sync::RwLock::new(()),
         });
         self.datasets.write().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), state.clone());
         tracing::info!(dataset = %name, "created dataset");
@@ -482,6 +489,7 @@ impl Store {
         // Sealed partitions: refuse the request, or (late_rows = refuse_rows)
         // just their rows.
         let late_rows = self.config.late_rows(&name);
+        let _not_sealing = dataset.sealing.read().await;
         let mut writable = Vec::with_capacity(parts.len());
         let mut sealed: Vec<(String, Vec<u32>)> = Vec::new();
         for (part, ipc) in parts {
@@ -787,6 +795,7 @@ impl Store {
         let partition = self.find_partition(dataset, label, key).await?;
         let catalog = self.catalog.clone();
         let id = partition.id;
+        let _sealing = dataset.sealing.write().await;
         blocking(move || catalog.set_read_only(id, read_only)).await??;
         dataset
             .partitions
@@ -808,6 +817,7 @@ impl Store {
         if partitions.is_empty() {
             return Ok(());
         }
+        let _sealing = dataset.sealing.write().await;
         let catalog = self.catalog.clone();
         let seals: Vec<(i64, String)> =
             partitions.iter().map(|p| (p.id, partition_label(&dataset.name, &p.period_label, &p.key))).collect();
