@@ -16,6 +16,9 @@
 //!   [`crate::storage::Faulty`] at start-up; without such a point no target
 //!   is wrapped.
 //!
+//! - A step in [`DELAYABLE_STEPS`] also takes `delay`: the request waits
+//!   there for a second, which opens a race window a test can aim at.
+//!
 //! In production the list is empty and [`hit`] is one load and a length check.
 
 use std::sync::OnceLock;
@@ -33,6 +36,8 @@ pub enum Action {
     Short,
     /// The storage operation flips one byte and reports success.
     Corrupt,
+    /// The step waits a second ([`DELAYABLE_STEPS`] only).
+    Delay,
 }
 
 impl Action {
@@ -42,6 +47,7 @@ impl Action {
             "error" => Some(Action::Error),
             "short" => Some(Action::Short),
             "corrupt" => Some(Action::Corrupt),
+            "delay" => Some(Action::Delay),
             _ => None,
         }
     }
@@ -80,6 +86,7 @@ impl StorageOp {
 
 /// Every step [`hit`] is called with, in the order data passes them.
 pub const STEPS: &[&str] = &[
+    "ingest.after_seal_check",
     "wal.before_fsync",
     "local.put.before_dir_sync",
     "flush.after_file_write",
@@ -101,6 +108,13 @@ pub const STEPS: &[&str] = &[
 /// (a compaction's read-back, on the hot target that flushes verify too).
 pub const CORRUPTIBLE_STEPS: &[&str] = &["compaction.read_back"];
 
+/// Steps that can `delay`: a write between its check of the partitions'
+/// read-only flags and its rows reaching the buffers (the seal race).
+pub const DELAYABLE_STEPS: &[&str] = &["ingest.after_seal_check"];
+
+/// How long a `delay` waits.
+pub const DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One enabled point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailPoint {
@@ -121,7 +135,7 @@ pub fn parse(raw: &str) -> Result<Vec<FailPoint>, String> {
             Some((name, action)) => (
                 name.trim(),
                 Action::parse(action.trim()).ok_or_else(|| {
-                    format!("fail point {entry:?}: the action must be abort, error, short or corrupt")
+                    format!("fail point {entry:?}: the action must be abort, error, short, corrupt or delay")
                 })?,
             ),
         };
@@ -133,7 +147,12 @@ pub fn parse(raw: &str) -> Result<Vec<FailPoint>, String> {
             if op == StorageOp::Delete && matches!(action, Action::Short | Action::Corrupt) {
                 return Err(format!("fail point {entry:?}: a delete can only error or abort"));
             }
-        } else if action == Action::Corrupt && CORRUPTIBLE_STEPS.contains(&name) {
+            if action == Action::Delay {
+                return Err(format!("fail point {entry:?}: only {DELAYABLE_STEPS:?} can delay"));
+            }
+        } else if action == Action::Corrupt && CORRUPTIBLE_STEPS.contains(&name)
+            || action == Action::Delay && DELAYABLE_STEPS.contains(&name)
+        {
         } else if action != Action::Abort {
             return Err(format!(
                 "fail point {entry:?}: only storage.<op>.<target> points can error, short or corrupt \
@@ -176,6 +195,12 @@ pub fn hit(name: &str) {
     if !enabled.is_empty() && enabled.iter().any(|p| p.name == name && p.action == Action::Abort) {
         abort(name);
     }
+}
+
+/// How long step `name` is to wait (see [`DELAYABLE_STEPS`]), if at all.
+pub fn delay(name: &str) -> Option<std::time::Duration> {
+    let enabled = enabled();
+    (!enabled.is_empty() && enabled.iter().any(|p| p.name == name && p.action == Action::Delay)).then_some(DELAY)
 }
 
 /// Whether step `name` is to corrupt what it read (see [`CORRUPTIBLE_STEPS`]).
@@ -236,8 +261,12 @@ mod tests {
             "storage.put.Warm=short",
             "storage.delete.warm=short",
             "storage.delete.warm=corrupt",
+            "lifecycle.move.after_copy=delay",
+            "storage.put.warm=delay",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
         }
+        let delayed = parse("ingest.after_seal_check=delay").unwrap();
+        assert_eq!(delayed[0].action, Action::Delay);
     }
 }

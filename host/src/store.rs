@@ -518,6 +518,9 @@ impl Store {
             }
             writable.push((part, ipc, handle));
         }
+        if let Some(delay) = crate::failpoint::delay("ingest.after_seal_check") {
+            tokio::time::sleep(delay).await;
+        }
         let row_field = if request.format == Format::LineProtocol { "line_number" } else { "record" };
         let refused_rows: usize = sealed.iter().map(|(_, rows)| rows.len()).sum();
         let refused = || {

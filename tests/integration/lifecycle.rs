@@ -466,3 +466,39 @@ fn each_run_sees_what_changed_since_the_last_one() {
     let tiers: Vec<String> = manifest(&server).iter().map(|p| p["tier"].as_str().unwrap().to_string()).collect();
     assert_eq!(tiers, ["cold", "cold", "cold", "cold"]);
 }
+
+#[test]
+fn a_write_that_passed_the_seal_check_is_moved_with_its_partition() {
+    // Every write waits a second between checking that its partitions are
+    // writable and buffering its rows. A run that seals the partition in
+    // that second must wait for the write, so its flush and move include
+    // the row; otherwise the row would be flushed later, onto the hot
+    // target of a partition that has moved.
+    let config = "[datasets.metrics]\nperiod = \"day\"\n[lifecycle]\nscheduler = false\n";
+    let server = Server::start_with_files(
+        "lifecycle-seal-race",
+        config,
+        &[("STRATA_FAILPOINTS", "ingest.after_seal_check=delay")],
+        &[("policies/tiering.toml", TIERING.as_bytes())],
+    );
+    load(&server, 1);
+    let late = std::thread::spawn({
+        let url = server.url.clone();
+        move || {
+            let record = json!([{"time": START + 7_200_000_000_000, "v": 100}]);
+            crate::support::client().post(format!("{url}/v1/datasets/metrics/records")).body(record.to_string()).send().unwrap().status().as_u16()
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let moved = run(&server, "tiering", json!({"now": START + 200 * DAY}));
+    assert_eq!(late.join().unwrap(), 200, "the write passed its check before the seal");
+    assert_eq!(moved["executed"], 1, "{moved}");
+    server.flush();
+    let partitions = manifest(&server);
+    assert_eq!(partitions.len(), 1);
+    assert_eq!((partitions[0]["tier"].as_str(), partitions[0]["rows"].as_i64()), (Some("cold"), Some(2)), "{partitions:?}");
+    let targets: Vec<&str> =
+        partitions[0]["files"].as_array().unwrap().iter().map(|f| f["storage_target"].as_str().unwrap()).collect();
+    assert!(targets.iter().all(|t| *t == "cold"), "every file moved: {targets:?}");
+    assert_eq!(totals(&server), (2, 100));
+}
