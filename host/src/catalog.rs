@@ -1274,7 +1274,11 @@ impl Catalog {
                     archive.column_count
                 ],
             )?;
-            tx.execute("UPDATE partitions SET tier = 'archived', read_only = 1 WHERE id = ?1", [partition_id])?;
+            // The archive is now the partition's only live file.
+            tx.execute(
+                "UPDATE partitions SET tier = 'archived', read_only = 1, bytes = ?2 WHERE id = ?1",
+                params![partition_id, archive.bytes],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -1985,6 +1989,8 @@ mod tests {
         };
         catalog.commit_archive(partition.id, &archive, true, 4).unwrap();
         assert_eq!(counts(), (1, true), "the archive replaced the source files");
+        let archived = catalog.partition(dataset.id, &bucket, "", 1).unwrap();
+        assert_eq!((archived.tier.as_str(), archived.bytes), ("archived", 15), "its size is the archive's");
         for tombstone in catalog.expired_tombstones(i64::MAX).unwrap() {
             catalog.forget_file(tombstone.id).unwrap();
         }
