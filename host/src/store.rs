@@ -153,6 +153,22 @@ pub struct Store {
     closed: AtomicBool,
     /// The policy runtime, once loaded: the partitioners of the write path.
     policies: OnceLock<Arc<PolicyRuntime>>,
+    /// Counters for `/metrics`.
+    counters: IngestCounters,
+}
+
+/// What the write path has done since start-up, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    /// Rows acknowledged (in the WAL, and answered).
+    pub rows_written: std::sync::atomic::AtomicU64,
+    /// Rows refused because of sealed partitions: the late rows of a
+    /// request that wrote the rest (`late_rows = "refuse_rows"`), or every
+    /// row of a request refused whole (409 `partition_read_only`).
+    pub rows_refused_sealed: std::sync::atomic::AtomicU64,
+    /// Lines or records rejected (unparseable, or refused by a partitioner)
+    /// in requests that wrote the rest (`accept_partial`).
+    pub records_rejected: std::sync::atomic::AtomicU64,
 }
 
 /// What start-up recovery did.
@@ -266,6 +282,7 @@ impl Store {
             flush_lock: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             policies: OnceLock::new(),
+            counters: IngestCounters::default(),
         };
         Ok((store, recovery))
     }
@@ -505,6 +522,7 @@ impl Store {
             if handle.read_only {
                 let label = partition_label(&dataset.name, &part.bucket.label, &part.key);
                 if late_rows == LateRows::RefuseRequest {
+                    self.counters.rows_refused_sealed.fetch_add(rows as u64, Ordering::Relaxed);
                     return Err(ApiError::new(
                         ErrorCode::PartitionReadOnly,
                         format!(
@@ -537,6 +555,7 @@ impl Store {
         };
         let sealed_labels: Vec<&str> = sealed.iter().map(|(label, _)| label.as_str()).collect();
         if writable.is_empty() {
+            self.counters.rows_refused_sealed.fetch_add(refused_rows as u64, Ordering::Relaxed);
             return Err(ApiError::new(
                 ErrorCode::PartitionReadOnly,
                 format!(
@@ -617,6 +636,9 @@ impl Store {
                 ApiError::from(e)
             }
         })?;
+        self.counters.rows_written.fetch_add(written as u64, Ordering::Relaxed);
+        self.counters.rows_refused_sealed.fetch_add(refused_rows as u64, Ordering::Relaxed);
+        self.counters.records_rejected.fetch_add(rejected as u64, Ordering::Relaxed);
         Ok(WriteResponse { status, body: response_body, replayed: false })
     }
 
@@ -994,6 +1016,11 @@ impl Store {
         }
         let buffered = self.buffers.dataset_batches(dataset.record.id);
         Ok(DatasetSnapshot { partitions, files, buffered })
+    }
+
+    /// The write path's counters.
+    pub fn counters(&self) -> &IngestCounters {
+        &self.counters
     }
 
     /// Statistics of buffered rows of one partition `(rows, bytes)`.

@@ -373,6 +373,17 @@ fn late_rows_can_be_refused_row_by_row() {
     let mut values: Vec<f64> = server.committed_rows("late").iter().map(|r| r["v"].as_f64().unwrap()).collect();
     values.sort_by(f64::total_cmp);
     assert_eq!(values, [1.0, 2.0, 4.0, 6.0, 8.0]);
+
+    // Written: 1 + 1 + 2 + 2 (the replay wrote nothing). Refused for sealed
+    // partitions: 4 (strict, whole) + 2 + 1 + 1 (whole). Rejected: one line.
+    let metrics = server.get_text("/metrics");
+    for expected in [
+        "strata_ingest_rows_total 6\n",
+        "strata_ingest_rows_refused_sealed_total 8\n",
+        "strata_ingest_records_rejected_total 1\n",
+    ] {
+        assert!(metrics.contains(expected), "{expected:?} in\n{metrics}");
+    }
 }
 
 #[test]

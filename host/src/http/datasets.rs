@@ -139,6 +139,24 @@ pub(super) fn metrics(store: &Arc<Store>, policy_metrics: &str) -> Response<Body
     let _ = writeln!(text, "# HELP strata_datasets Datasets in the store.");
     let _ = writeln!(text, "# TYPE strata_datasets gauge");
     let _ = writeln!(text, "strata_datasets {}", store.datasets().len());
+    let counters = store.counters();
+    for (name, help, value) in [
+        ("strata_ingest_rows_total", "Rows acknowledged.", &counters.rows_written),
+        (
+            "strata_ingest_rows_refused_sealed_total",
+            "Rows refused because of sealed partitions (late rows, or whole requests refused with partition_read_only).",
+            &counters.rows_refused_sealed,
+        ),
+        (
+            "strata_ingest_records_rejected_total",
+            "Lines or records rejected (unparseable or refused by a partitioner) in requests that wrote the rest.",
+            &counters.records_rejected,
+        ),
+    ] {
+        let _ = writeln!(text, "# HELP {name} {help}");
+        let _ = writeln!(text, "# TYPE {name} counter");
+        let _ = writeln!(text, "{name} {}", value.load(std::sync::atomic::Ordering::Relaxed));
+    }
     text.push_str(policy_metrics);
     let mut response = Response::new(Body::full(text));
     response
