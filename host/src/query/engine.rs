@@ -147,10 +147,15 @@ impl QueryEngine {
         engine
     }
 
-    /// Opens the first spare databases on a thread of its own.
+    /// Opens the shared database and the first spare on a thread of its own.
     pub fn warm_up(self: &Arc<Self>) {
         let engine = self.clone();
-        let _ = std::thread::Builder::new().name("strata-query-warm-up".into()).spawn(move || engine.refill_spares());
+        let _ = std::thread::Builder::new().name("strata-query-warm-up".into()).spawn(move || {
+            if let Err(error) = engine.shared_connection() {
+                tracing::warn!(%error, "opening the structured-query database failed; the first query tries again");
+            }
+            engine.refill_spares();
+        });
     }
 
     /// A fresh in-memory database with the settings all queries share.
