@@ -927,12 +927,6 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Marks a partition read-only (sealed) or writable again.
-    pub fn set_read_only(&self, partition_id: i64, read_only: bool) -> Result<()> {
-        self.lock().execute("UPDATE partitions SET read_only = ?2 WHERE id = ?1", params![partition_id, read_only])?;
-        Ok(())
-    }
-
     /// Live files of a partition.
     pub fn files(&self, partition_id: i64) -> Result<Vec<FileRecord>> {
         let connection = self.lock();
@@ -1194,20 +1188,20 @@ impl Catalog {
         Ok(())
     }
 
-    /// Seals partitions (read-only, so they take no more rows), with one
-    /// audit event each, in one transaction. `seals` holds each partition's
-    /// id and label.
-    pub fn seal_partitions(&self, dataset: &str, seals: &[(i64, String)], now_ns: i64) -> Result<()> {
+    /// Marks partitions read-only (sealed: they take no more rows) or
+    /// writable again, with one audit event each, in one transaction.
+    /// `partitions` holds each partition's id and label.
+    pub fn set_read_only(&self, dataset: &str, partitions: &[(i64, String)], read_only: bool, now_ns: i64) -> Result<()> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         {
-            let mut update = tx.prepare_cached("UPDATE partitions SET read_only = 1 WHERE id = ?1")?;
+            let mut update = tx.prepare_cached("UPDATE partitions SET read_only = ?2 WHERE id = ?1")?;
             let mut audit = tx.prepare_cached(
                 "INSERT INTO audit_events (at_ns, kind, dataset, partition, detail_json) VALUES (?1, 'partition_read_only', ?2, ?3, ?4)",
             )?;
-            let detail = serde_json::json!({ "read_only": true }).to_string();
-            for (id, label) in seals {
-                update.execute([id])?;
+            let detail = serde_json::json!({ "read_only": read_only }).to_string();
+            for (id, label) in partitions {
+                update.execute(params![id, read_only])?;
                 audit.execute(params![now_ns, dataset, label, detail])?;
             }
         }
@@ -1911,7 +1905,7 @@ mod tests {
                 tier: "warm".into(),
             })
             .collect();
-        catalog.seal_partitions("cpu", &[(partitions[0].1, "p0".into()), (partitions[1].1, "p1".into())], 3).unwrap();
+        catalog.set_read_only("cpu", &[(partitions[0].1, "p0".into()), (partitions[1].1, "p1".into())], true, 3).unwrap();
         let outcomes = catalog.commit_moves(&commits, 4).unwrap();
         assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
         assert!(matches!(outcomes[1], Err(CatalogError::Conflict(_))), "{outcomes:?}");
@@ -2032,7 +2026,7 @@ mod tests {
         catalog.commit_flush(other.id, &file("b"), 2, 2).unwrap();
         catalog.audit("test", Some("cpu"), None, &serde_json::json!({}), 3).unwrap();
         changed("another dataset's flush and an audit event", false);
-        catalog.seal_partitions("cpu", &[(partition.id, "cpu/x".into())], 4).unwrap();
+        catalog.set_read_only("cpu", &[(partition.id, "cpu/x".into())], true, 4).unwrap();
         changed("a seal", true);
         let live = catalog.files(partition.id).unwrap().remove(0);
         let moved = MovedFile { id: live.id, object_key: "data/x/c.parquet".into(), bytes: 10, checksum_crc32c: 3 };

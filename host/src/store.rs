@@ -818,44 +818,43 @@ impl Store {
         read_only: bool,
     ) -> Result<PartitionRecord, ApiError> {
         let partition = self.find_partition(dataset, label, key).await?;
-        let catalog = self.catalog.clone();
-        let id = partition.id;
-        let _sealing = dataset.sealing.write().await;
-        blocking(move || catalog.set_read_only(id, read_only)).await??;
-        dataset
-            .partitions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((label.to_string(), key.to_string()))
-            .and_modify(|handle| handle.read_only = read_only)
-            .or_insert(PartitionHandle { id, read_only, key_field: partition.key_field.as_deref().map(Arc::from) });
-        let catalog = self.catalog.clone();
-        let details = json!({ "read_only": read_only });
-        let (name, pid) = (dataset.name.to_string(), partition_label(&dataset.name, label, key));
-        blocking(move || catalog.audit("partition_read_only", Some(&name), Some(&pid), &details, now_ns())).await??;
+        self.mark_read_only(dataset, std::slice::from_ref(&partition), read_only).await?;
         Ok(PartitionRecord { read_only, ..partition })
     }
 
     /// Seals partitions of `dataset` (read-only: writes into them get 409)
     /// in one catalog transaction, each with its audit event.
     pub async fn seal(&self, dataset: &Arc<DatasetState>, partitions: &[PartitionRecord]) -> Result<(), ApiError> {
+        self.mark_read_only(dataset, partitions, true).await
+    }
+
+    /// Sets partitions' read-only flag in the catalog (one transaction, an
+    /// audit event each) and in the write path's handles, holding the
+    /// dataset's `sealing` lock exclusively so no write is between its
+    /// check and its buffers meanwhile.
+    async fn mark_read_only(
+        &self,
+        dataset: &Arc<DatasetState>,
+        partitions: &[PartitionRecord],
+        read_only: bool,
+    ) -> Result<(), ApiError> {
         if partitions.is_empty() {
             return Ok(());
         }
         let _sealing = dataset.sealing.write().await;
         let catalog = self.catalog.clone();
-        let seals: Vec<(i64, String)> =
+        let labelled: Vec<(i64, String)> =
             partitions.iter().map(|p| (p.id, partition_label(&dataset.name, &p.period_label, &p.key))).collect();
         let name = dataset.name.to_string();
-        blocking(move || catalog.seal_partitions(&name, &seals, now_ns())).await??;
+        blocking(move || catalog.set_read_only(&name, &labelled, read_only, now_ns())).await??;
         let mut handles = dataset.partitions.lock().unwrap_or_else(|p| p.into_inner());
         for partition in partitions {
             handles
                 .entry((partition.period_label.clone(), partition.key.clone()))
-                .and_modify(|handle| handle.read_only = true)
+                .and_modify(|handle| handle.read_only = read_only)
                 .or_insert(PartitionHandle {
                     id: partition.id,
-                    read_only: true,
+                    read_only,
                     key_field: partition.key_field.as_deref().map(Arc::from),
                 });
         }
