@@ -70,7 +70,7 @@ pub struct QueryEngine {
     /// Fresh databases for SQL queries, opened ahead of the queries that
     /// will use them (opening one costs ~10 ms) with the settings every
     /// query shares, and not yet locked down or used.
-    spares: Arc<std::sync::Mutex<Vec<Connection>>>,
+    spares: std::sync::Mutex<Vec<Connection>>,
     /// The database structured queries share, and when it was opened.
     shared: std::sync::Mutex<Option<(Connection, Instant)>>,
 }
@@ -136,15 +136,14 @@ impl QueryEngine {
     /// An engine reading the files of `targets`.
     pub fn new(config: QueryConfig, targets: Arc<Targets>, temp_dir: &Path) -> QueryEngine {
         let permits = Arc::new(Semaphore::new(config.concurrent_max));
-        let engine = QueryEngine {
+        QueryEngine {
             config,
             targets,
             temp_dir: temp_dir.to_path_buf(),
             permits,
-            spares: Arc::default(),
+            spares: std::sync::Mutex::default(),
             shared: std::sync::Mutex::new(None),
-        };
-        engine
+        }
     }
 
     /// Opens the shared database and the first spare on a thread of its own.
@@ -316,12 +315,17 @@ impl QueryEngine {
     fn relation(connection: &Connection, source: &Source) -> Result<String, ApiError> {
         let schema = &source.schema;
         let list: Vec<String> = source.files.iter().map(|f| sql_string(f)).collect();
-        if source.buffered.is_empty() && source.files_complete && !source.files.is_empty() {
-            // Every file has every column: no buffer table to union with and
-            // no probe of the files' columns. (Union by name stays: binding
-            // every file's footer up front is what lets DuckDB answer a
-            // count from Parquet statistics; the footers are cached.)
-            return Ok(format!("SELECT * FROM read_parquet([{}], union_by_name = true)", list.join(", ")));
+        // Union by name: binding every file's footer up front is what lets
+        // DuckDB answer a count from Parquet statistics (footers are cached).
+        let files = format!("SELECT * FROM read_parquet([{}], union_by_name = true)", list.join(", "));
+        // With nothing buffered, files that have every column are the whole
+        // relation: the catalog's column counts say so, or (for files from
+        // before it counted) a probe of the files' columns.
+        if source.buffered.is_empty()
+            && !source.files.is_empty()
+            && (source.files_complete || Self::has_every_column(connection, &files, schema)?)
+        {
+            return Ok(files);
         }
         let buffer_table = format!("__buffered_{}", source.name.replace('-', "_"));
         let columns: Vec<String> = std::iter::once(format!("{} TIMESTAMP_NS", quote(&schema.time_column)))
@@ -338,20 +342,14 @@ impl QueryEngine {
             }
             appender.flush().map_err(query_error)?;
         }
-        let files = format!("SELECT * FROM read_parquet([{}], union_by_name = true)", list.join(", "));
-        let body = if source.files.is_empty() {
+        Ok(if source.files.is_empty() {
             format!("SELECT * FROM {}", quote(&buffer_table))
-        } else if source.buffered.is_empty() && Self::has_every_column(connection, &files, schema)? {
-            // The files alone, which lets DuckDB answer from Parquet
-            // statistics where it can (a count, a min, a max).
-            files
         } else {
             // Columns added after the last flush (or only in partitions
             // this query pruned) exist only in the buffer table; UNION ALL
             // BY NAME fills them with NULL for the files.
             format!("{files} UNION ALL BY NAME SELECT * FROM {}", quote(&buffer_table))
-        };
-        Ok(body)
+        })
     }
 
     /// Whether the relation `files` has every column of `schema`.
