@@ -497,6 +497,16 @@ fn partition_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartitionReco
     })
 }
 
+/// Adds `file` as a live file of the partition; returns its id.
+fn insert_live_file(tx: &Connection, partition_id: i64, file: &NewFile, now_ns: i64) -> Result<i64> {
+    tx.execute(
+        "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns, column_count) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9, ?10)",
+        params![partition_id, file.storage_target, file.object_key, file.bytes, file.rows, file.min_time_ns, file.max_time_ns, i64::from(file.checksum_crc32c), now_ns, file.column_count],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
 fn file_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
         id: row.get(0)?,
@@ -596,24 +606,10 @@ pub struct MoveCommit {
 /// A verified archive about to be committed.
 #[derive(Debug, Clone)]
 pub struct NewArchive {
-    /// Storage target name.
-    pub storage_target: String,
     /// The re-encoded Parquet file.
-    pub object_key: String,
-    /// Its manifest (checksums, rows, sources).
+    pub file: NewFile,
+    /// Its manifest (checksums, rows, sources), on the same target.
     pub manifest_key: String,
-    /// Bytes of the Parquet file.
-    pub bytes: i64,
-    /// Rows.
-    pub rows: i64,
-    /// Earliest row time, ns.
-    pub min_time_ns: i64,
-    /// Latest row time, ns.
-    pub max_time_ns: i64,
-    /// CRC32C of the Parquet file.
-    pub checksum_crc32c: u32,
-    /// Columns in the Parquet file, the time column included.
-    pub column_count: i64,
 }
 
 /// Where a partition's compaction job stands.
@@ -955,12 +951,7 @@ impl Catalog {
     pub fn commit_flush(&self, partition_id: i64, file: &NewFile, flushed_wal_seq: u64, now_ns: i64) -> Result<i64> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
-        tx.execute(
-            "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns, column_count) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9, ?10)",
-            params![partition_id, file.storage_target, file.object_key, file.bytes, file.rows, file.min_time_ns, file.max_time_ns, i64::from(file.checksum_crc32c), now_ns, file.column_count],
-        )?;
-        let file_id = tx.last_insert_rowid();
+        let file_id = insert_live_file(&tx, partition_id, file, now_ns)?;
         tx.execute(
             "UPDATE partitions SET row_count = row_count + ?2, bytes = bytes + ?3, \
                min_time_ns = MIN(COALESCE(min_time_ns, ?4), ?4), max_time_ns = MAX(COALESCE(max_time_ns, ?5), ?5), \
@@ -1226,14 +1217,14 @@ impl Catalog {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 partition_id,
-                archive.storage_target,
-                archive.object_key,
+                archive.file.storage_target,
+                archive.file.object_key,
                 archive.manifest_key,
-                archive.bytes,
-                archive.rows,
-                i64::from(archive.checksum_crc32c),
+                archive.file.bytes,
+                archive.file.rows,
+                i64::from(archive.file.checksum_crc32c),
                 now_ns,
-                archive.column_count
+                archive.file.column_count
             ],
         )?;
         if replace_source {
@@ -1242,36 +1233,21 @@ impl Catalog {
                 [partition_id],
                 |row| row.get(0),
             )?;
-            if live_rows != archive.rows {
+            if live_rows != archive.file.rows {
                 return Err(CatalogError::Conflict(format!(
                     "the partition holds {live_rows} rows, the archive {}",
-                    archive.rows
+                    archive.file.rows
                 )));
             }
             tx.execute(
                 "UPDATE files SET state = 'tombstoned', tombstoned_at_ns = ?2 WHERE partition_id = ?1 AND state = 'live'",
                 params![partition_id, now_ns],
             )?;
-            tx.execute(
-                "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns, column_count) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9, ?10)",
-                params![
-                    partition_id,
-                    archive.storage_target,
-                    archive.object_key,
-                    archive.bytes,
-                    archive.rows,
-                    archive.min_time_ns,
-                    archive.max_time_ns,
-                    i64::from(archive.checksum_crc32c),
-                    now_ns,
-                    archive.column_count
-                ],
-            )?;
+            insert_live_file(&tx, partition_id, &archive.file, now_ns)?;
             // The archive is now the partition's only live file.
             tx.execute(
                 "UPDATE partitions SET tier = 'archived', read_only = 1, bytes = ?2 WHERE id = ?1",
-                params![partition_id, archive.bytes],
+                params![partition_id, archive.file.bytes],
             )?;
         }
         tx.commit()?;
@@ -1552,12 +1528,7 @@ impl Catalog {
                 chunk.storage_target, file.rows, file.storage_target
             )));
         }
-        tx.execute(
-            "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns, column_count) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9, ?10)",
-            params![partition_id, file.storage_target, file.object_key, file.bytes, file.rows, file.min_time_ns, file.max_time_ns, i64::from(file.checksum_crc32c), now_ns, file.column_count],
-        )?;
-        let file_id = tx.last_insert_rowid();
+        let file_id = insert_live_file(&tx, partition_id, file, now_ns)?;
         tx.execute(
             "UPDATE partitions SET bytes = bytes - ?2 + ?3 WHERE id = ?1",
             params![partition_id, input_bytes, file.bytes],
@@ -1733,6 +1704,20 @@ impl Catalog {
 mod tests {
     use super::*;
 
+    /// A small live file on the hot target, named `key`.
+    fn file(key: &str) -> NewFile {
+        NewFile {
+            storage_target: "hot".into(),
+            object_key: format!("data/1/1/{key}.parquet"),
+            bytes: 10,
+            rows: 2,
+            min_time_ns: 1,
+            max_time_ns: 2,
+            checksum_crc32c: 3,
+            column_count: 3,
+        }
+    }
+
     fn catalog() -> (Catalog, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("strata-catalog-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -1877,16 +1862,7 @@ mod tests {
         for day in 0..3i64 {
             let bucket = Period::Day.bucket(day * 86_400_000_000_000);
             let partition = catalog.partition(dataset.id, &bucket, "", 1).unwrap();
-            let file = NewFile {
-                storage_target: "hot".into(),
-                object_key: format!("data/1/{}/a.parquet", partition.id),
-                bytes: 100,
-                rows: 10,
-                min_time_ns: day,
-                max_time_ns: day,
-                checksum_crc32c: 7,
-                column_count: 3,
-            };
+            let file = NewFile { bytes: 100, rows: 10, min_time_ns: day, max_time_ns: day, ..file(&format!("{day}")) };
             catalog.commit_flush(partition.id, &file, 1, 2).unwrap();
             partitions.push((bucket, partition.id, catalog.files(partition.id).unwrap().remove(0)));
         }
@@ -1953,16 +1929,6 @@ mod tests {
             assert_eq!(p.file_count, live, "the kept count equals a count of the live rows");
             (p.file_count, p.archived)
         };
-        let file = |key: &str| NewFile {
-            storage_target: "hot".into(),
-            object_key: format!("data/1/1/{key}.parquet"),
-            bytes: 10,
-            rows: 2,
-            min_time_ns: 1,
-            max_time_ns: 2,
-            checksum_crc32c: 3,
-            column_count: 3,
-        };
         catalog.commit_flush(partition.id, &file("a"), 1, 2).unwrap();
         catalog.commit_flush(partition.id, &file("b"), 2, 2).unwrap();
         assert_eq!(counts(), (2, false));
@@ -1971,15 +1937,17 @@ mod tests {
         catalog.commit_move(partition.id, &[moved], "warm", "warm", 3).unwrap();
         assert_eq!(counts(), (2, false), "a move replaces files one for one");
         let archive = NewArchive {
-            storage_target: "archive".into(),
-            object_key: "data/1/1/archive.parquet".into(),
+            file: NewFile {
+                storage_target: "archive".into(),
+                object_key: "data/1/1/archive.parquet".into(),
+                bytes: 15,
+                rows: 4,
+                min_time_ns: 1,
+                max_time_ns: 2,
+                checksum_crc32c: 4,
+                column_count: 3,
+            },
             manifest_key: "data/1/1/archive.json".into(),
-            bytes: 15,
-            rows: 4,
-            min_time_ns: 1,
-            max_time_ns: 2,
-            checksum_crc32c: 4,
-            column_count: 3,
         };
         catalog.commit_archive(partition.id, &archive, true, 4).unwrap();
         assert_eq!(counts(), (1, true), "the archive replaced the source files");
@@ -1998,16 +1966,6 @@ mod tests {
         let cpu = catalog.create_dataset("cpu", Period::Day, "time", 1).unwrap();
         let mem = catalog.create_dataset("mem", Period::Day, "time", 1).unwrap();
         let bucket = Period::Day.bucket(0);
-        let file = |key: &str| NewFile {
-            storage_target: "hot".into(),
-            object_key: format!("data/x/{key}.parquet"),
-            bytes: 10,
-            rows: 2,
-            min_time_ns: 1,
-            max_time_ns: 2,
-            checksum_crc32c: 3,
-            column_count: 3,
-        };
         let seq = || catalog.partitions_seq(cpu.id).unwrap();
         let mut last = seq();
         let mut changed = |what: &str, expect: bool| {
@@ -2029,7 +1987,7 @@ mod tests {
         catalog.set_read_only("cpu", &[(partition.id, "cpu/x".into())], true, 4).unwrap();
         changed("a seal", true);
         let live = catalog.files(partition.id).unwrap().remove(0);
-        let moved = MovedFile { id: live.id, object_key: "data/x/c.parquet".into(), bytes: 10, checksum_crc32c: 3 };
+        let moved = MovedFile { id: live.id, object_key: "data/1/1/c.parquet".into(), bytes: 10, checksum_crc32c: 3 };
         catalog.commit_move(partition.id, &[moved], "warm", "warm", 5).unwrap();
         changed("a move", true);
         for tombstone in catalog.expired_tombstones(i64::MAX).unwrap() {

@@ -155,12 +155,13 @@ pub fn judge_located(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const DAY: i64 = 86_400_000_000_000;
 
-    fn partition(day: i64, tier: Tier) -> PartitionFacts {
+    /// A `cpu` partition of day `day` since the epoch, in `tier`.
+    pub(in crate::lifecycle) fn partition(day: i64, tier: Tier) -> PartitionFacts {
         PartitionFacts {
             id: format!("cpu/day{day}"),
             dataset: "cpu".into(),

@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Catalog, MoveCommit, MovedFile, NewArchive, PartitionRecord, RunRecord};
+use crate::catalog::{Catalog, MoveCommit, MovedFile, NewArchive, NewFile, PartitionRecord, RunRecord};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::parquet_file::Encoding;
@@ -761,7 +761,8 @@ impl Lifecycle {
         outcomes.into_iter().map(|o| o.expect("every step has an outcome")).collect()
     }
 
-    /// Executes one sealed and flushed partition's delete or archive.
+    /// Executes one sealed and flushed partition's delete or archive (moves
+    /// go through `move_partitions`, in batches).
     async fn execute_one(&self, dataset: &Arc<DatasetState>, step: &Step) -> Result<u64, String> {
         let record = &step.record;
         match step.action {
@@ -810,12 +811,7 @@ impl Lifecycle {
                 .await
                 .map_err(|e| e.to_string())?
             }
-            Action::Move(tier) => {
-                let targets = self.targets.clone();
-                let catalog = self.store.catalog().clone();
-                let id = record.id;
-                blocking(move || move_partition(&catalog, &targets, id, tier)).await.map_err(|e| e.to_string())?
-            }
+            Action::Move(_) => unreachable!("`execute` batches moves through `move_partitions`"),
         }
     }
 
@@ -1449,15 +1445,8 @@ fn archive_partition(job: &ArchiveJob<'_>) -> Result<u64, String> {
         return Err(error);
     }
     let archive = NewArchive {
-        storage_target: job.destination.name().to_string(),
-        object_key: key.to_string(),
+        file: NewFile::encoded(job.destination.name(), key.to_string(), &encoded),
         manifest_key: manifest_key.to_string(),
-        bytes: encoded.bytes.len() as i64,
-        rows: encoded.rows,
-        min_time_ns: encoded.min_time_ns,
-        max_time_ns: encoded.max_time_ns,
-        checksum_crc32c: encoded.checksum_crc32c,
-        column_count: encoded.columns as i64,
     };
     job.catalog.commit_archive(job.partition_id, &archive, job.replace_source, now_ns()).map_err(|e| e.to_string())?;
     crate::failpoint::hit("lifecycle.archive.after_commit");
@@ -1468,28 +1457,6 @@ fn archive_partition(job: &ArchiveJob<'_>) -> Result<u64, String> {
 mod tests {
     use super::*;
     use crate::schema::ColumnKind;
-
-    fn fact(day: i64) -> PartitionFacts {
-        let day_ns = 86_400_000_000_000;
-        PartitionFacts {
-            id: format!("cpu/day{day}"),
-            dataset: "cpu".into(),
-            period_label: format!("day{day}"),
-            period_start_ns: day * day_ns,
-            period_end_ns: (day + 1) * day_ns,
-            key: String::new(),
-            tier: Tier::Hot,
-            read_only: false,
-            rows: 10,
-            bytes: 100,
-            min_time_ns: Some(day * day_ns),
-            max_time_ns: None,
-            created_at_ns: 1,
-            last_written_at_ns: 2,
-            file_count: 1,
-            archived: false,
-        }
-    }
 
     #[test]
     fn the_copy_budget_bounds_bytes_in_flight_and_lets_a_large_copy_run_alone() {
@@ -1515,7 +1482,7 @@ mod tests {
             time_column: "time".into(),
             columns: vec![("time".into(), ColumnKind::Time), ("v".into(), ColumnKind::Float)],
         };
-        let facts: Vec<PartitionFacts> = (0..3).map(fact).collect();
+        let facts: Vec<PartitionFacts> = (0..3).map(|day| super::guard::tests::partition(day, Tier::Hot)).collect();
         let digest = input_digest(5, &dataset, &facts_digest(&facts));
         assert_eq!(digest, input_digest(5, &dataset, &facts_digest(&facts.clone())), "equal inputs, equal digests");
         assert_ne!(digest, input_digest(6, &dataset, &facts_digest(&facts)), "now");
