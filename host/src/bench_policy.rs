@@ -163,7 +163,12 @@ fn swap_latency(root: &Path, args: &PolicyBenchArgs) -> anyhow::Result<()> {
     std::fs::write(policies.join("swap.toml"), retention_file("swap.wasm", "1d"))?;
     let catalog = Arc::new(Catalog::open(&root.join("catalog.sqlite"))?);
     let debounce = Duration::from_millis(50);
-    let settings = PolicySettings { directory: Some(policies.clone()), cache_dir: root.join("swap-cache"), debounce };
+    let settings = PolicySettings {
+        directory: Some(policies.clone()),
+        cache_dir: root.join("swap-cache"),
+        debounce,
+        limits: (&crate::config::PoliciesConfig::default()).into(),
+    };
     let runtime = Arc::new(PolicyRuntime::open(settings, catalog)?);
     let watcher = PolicyWatcher::start(runtime.clone())?;
     /// The active version's (sequence number, component sha256).

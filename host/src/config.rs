@@ -298,11 +298,32 @@ pub struct PoliciesConfig {
     pub cache_dir: Option<PathBuf>,
     /// Quiet time after a file change before the reload, in ms.
     pub reload_debounce_ms: u64,
+    /// Bytes of one policy `.toml` file; a larger one is refused unread.
+    pub definition_bytes_max: u64,
+    /// Bytes of one plugin `.wasm` file, and of an uploaded candidate.
+    pub plugin_bytes_max: u64,
+    /// Uploaded candidates and recorded versions being compiled for a
+    /// simulation at once; more wait up to `compile_wait_ms`, then get 429.
+    pub compile_concurrent_max: usize,
+    /// How long a simulation waits for a compile slot, in ms.
+    pub compile_wait_ms: u64,
 }
+
+/// The longest a simulation may wait for a compile slot: past a minute a
+/// client is better told to retry than left holding a connection.
+const COMPILE_WAIT_MS_MAX: u64 = 60_000;
 
 impl Default for PoliciesConfig {
     fn default() -> PoliciesConfig {
-        PoliciesConfig { dir: None, cache_dir: None, reload_debounce_ms: 50 }
+        PoliciesConfig {
+            dir: None,
+            cache_dir: None,
+            reload_debounce_ms: 50,
+            definition_bytes_max: 1024 * 1024,
+            plugin_bytes_max: 64 * 1024 * 1024,
+            compile_concurrent_max: 1,
+            compile_wait_ms: 10_000,
+        }
     }
 }
 
@@ -521,6 +542,9 @@ impl Config {
             ("lifecycle.move_concurrency", self.lifecycle.move_concurrency as u64),
             ("lifecycle.move_commit_batch", self.lifecycle.move_commit_batch as u64),
             ("lifecycle.move_bytes_in_flight_max", self.lifecycle.move_bytes_in_flight_max),
+            ("policies.definition_bytes_max", self.policies.definition_bytes_max),
+            ("policies.plugin_bytes_max", self.policies.plugin_bytes_max),
+            ("policies.compile_concurrent_max", self.policies.compile_concurrent_max as u64),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be greater than 0"));
@@ -572,6 +596,12 @@ impl Config {
             return invalid(format!(
                 "policies.reload_debounce_ms = {} must be at most 60000",
                 self.policies.reload_debounce_ms
+            ));
+        }
+        if self.policies.compile_wait_ms > COMPILE_WAIT_MS_MAX {
+            return invalid(format!(
+                "policies.compile_wait_ms = {} must be at most {COMPILE_WAIT_MS_MAX}",
+                self.policies.compile_wait_ms
             ));
         }
         crate::names::check_column_name(&self.ingest.default_time_column)
@@ -924,6 +954,23 @@ mod tests {
         let config = Config::parse("[datasets.cpu]\nperiod = \"hour\"\ntime_column = \"ts\"\n").unwrap();
         let name = DatasetName::parse("cpu").unwrap();
         assert_eq!(config.dataset_settings(&name), (Period::Hour, "ts".to_string()));
+    }
+
+    #[test]
+    fn policy_file_and_compile_limits_have_defaults_and_bounds() {
+        let policies = Config::parse("").unwrap().policies;
+        assert_eq!((policies.definition_bytes_max, policies.plugin_bytes_max), (1024 * 1024, 64 * 1024 * 1024));
+        assert_eq!((policies.compile_concurrent_max, policies.compile_wait_ms), (1, 10_000));
+        for (toml, key) in [
+            ("definition_bytes_max = 0", "policies.definition_bytes_max"),
+            ("plugin_bytes_max = 0", "policies.plugin_bytes_max"),
+            ("compile_concurrent_max = 0", "policies.compile_concurrent_max"),
+            ("compile_wait_ms = 3600000", "policies.compile_wait_ms"),
+        ] {
+            let error = Config::parse(&format!("[policies]\n{toml}\n")).unwrap_err().to_string();
+            assert!(error.contains(key), "{toml}: {error}");
+        }
+        assert_eq!(Config::parse("[policies]\ncompile_wait_ms = 0\n").unwrap().policies.compile_wait_ms, 0);
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub enum ErrorCode {
     NotArchived,
     /// A compaction request for a dataset whose compaction is switched off.
     CompactionDisabled,
+    /// Every compile slot for simulations stayed taken past the wait.
+    CompileBusy,
     /// An unexpected internal failure; the message says what failed.
     Internal,
 }
@@ -118,6 +120,7 @@ impl ErrorCode {
             ErrorCode::PolicyUnavailable => "policy_unavailable",
             ErrorCode::NotArchived => "partition_not_archived",
             ErrorCode::CompactionDisabled => "compaction_disabled",
+            ErrorCode::CompileBusy => "compile_busy",
             ErrorCode::Internal => "internal",
         }
     }
@@ -136,7 +139,7 @@ impl ErrorCode {
             | ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
             ErrorCode::QueryRefused => StatusCode::FORBIDDEN,
             ErrorCode::QueryTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorCode::QueryBusy => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::QueryBusy | ErrorCode::CompileBusy => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::QueryTooLarge => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
@@ -245,12 +248,15 @@ impl From<crate::policy::PolicyError> for ApiError {
             | PolicyError::SeveralPartitioners { .. } => ErrorCode::PolicyInvalid,
             PolicyError::Evaluation { source, .. } if source.is_limit() => ErrorCode::PolicyLimitExceeded,
             PolicyError::Evaluation { .. } | PolicyError::Contract { .. } => ErrorCode::PolicyFailed,
+            PolicyError::CandidateTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            PolicyError::CompileBusy { .. } => ErrorCode::CompileBusy,
             PolicyError::Catalog(_) => ErrorCode::Internal,
         };
         let mut api = ApiError::new(code, error.to_string());
         match &error {
             PolicyError::ConfigRejected { problems, .. } => api = api.with_detail(json!({ "problems": problems })),
             PolicyError::SeveralPartitioners { policies, .. } => api = api.with_detail(json!({ "policies": policies })),
+            PolicyError::CompileBusy { .. } => api = api.with_retry_after(1),
             _ => {}
         }
         api

@@ -50,7 +50,9 @@ fn parse_kind(raw: &str) -> anyhow::Result<PolicyKind> {
 
 fn check(file: &Path, config: &str, kind: Option<&str>) -> anyhow::Result<()> {
     let wanted = kind.map(parse_kind).transpose()?;
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bytes_max = crate::config::PoliciesConfig::default().plugin_bytes_max;
+    let bytes = crate::policy::files::read_regular_file(file, bytes_max, "policies.plugin_bytes_max")
+        .with_context(|| format!("cannot read {}", file.display()))?;
     serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(config)
         .context("--config must be a JSON object, e.g. '{\"max_age\": \"90d\"}'")?;
     let sandbox = Sandbox::new(None).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -46,6 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         directory: config.policies.dir.clone(),
         cache_dir: config.policy_cache_dir(),
         debounce: std::time::Duration::from_millis(config.policies.reload_debounce_ms),
+        limits: (&config.policies).into(),
     };
     let catalog = store.catalog().clone();
     let policies = Arc::new(tokio::task::spawn_blocking(move || PolicyRuntime::open(settings, catalog)).await??);

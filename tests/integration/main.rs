@@ -6,6 +6,7 @@ mod ingest;
 mod lifecycle;
 mod partitioning;
 mod policies;
+mod policy_limits;
 mod query;
 mod storage;
 mod support;

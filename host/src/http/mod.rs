@@ -387,8 +387,7 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
             let runtime = state.policies()?.clone();
             let store = state.store()?.clone();
             let name = name.to_string();
-            let (parts, body) = read_body(request, state.config.limits.body_bytes_max).await?;
-            policies::simulate(&runtime, &store, &name, parts, body).await
+            policies::simulate(&runtime, &store, &name, request, &state.config).await
         }
         (&Method::POST, ["v1", "flush"]) => {
             let flushed = state.store()?.flush(true).await?;

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
-use hyper::{Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{Body, json_response};
+use super::{Body, json_response, read_body};
+use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::names::DatasetName;
 use crate::policy::{PolicyRuntime, SimulationTarget, dataset_facts, partition_facts};
@@ -109,36 +111,69 @@ fn parse_version(raw: Option<&Json>) -> Result<SimulationTarget, ApiError> {
     }
 }
 
+/// Reads a simulate body: JSON within `limits.body_bytes_max`; an uploaded
+/// component (`Content-Type: application/wasm`, then `true`) within
+/// `policies.plugin_bytes_max` too.
+async fn read_simulate_body(
+    request: Request<Incoming>,
+    config: &Config,
+) -> Result<(hyper::http::request::Parts, Bytes, bool), ApiError> {
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let upload = content_type.starts_with("application/wasm");
+    let body_bytes_max = config.limits.body_bytes_max;
+    let plugin_bytes_max = usize::try_from(config.policies.plugin_bytes_max).unwrap_or(usize::MAX);
+    if !upload || body_bytes_max <= plugin_bytes_max {
+        let (parts, body) = read_body(request, body_bytes_max).await?;
+        return Ok((parts, body, upload));
+    }
+    let (parts, body) = read_body(request, plugin_bytes_max).await.map_err(|error| match error.code {
+        ErrorCode::PayloadTooLarge => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the uploaded component exceeds {plugin_bytes_max} bytes (policies.plugin_bytes_max)"),
+        ),
+        _ => error,
+    })?;
+    Ok((parts, body, true))
+}
+
 pub(super) async fn simulate(
     runtime: &Arc<PolicyRuntime>,
     store: &Arc<Store>,
     name: &str,
-    parts: hyper::http::request::Parts,
-    body: Bytes,
+    request: Request<Incoming>,
+    config: &Config,
 ) -> Result<Response<Body>, ApiError> {
-    let content_type = parts.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let (now_ns, dataset, target) = if content_type.starts_with("application/wasm") {
+    let (parts, body, upload) = read_simulate_body(request, config).await?;
+    let (now_ns, dataset, upload, version) = if upload {
         let params: Vec<(String, String)> =
             parts.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
         let param = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         let dataset = param("dataset").ok_or_else(|| {
             ApiError::new(ErrorCode::BadRequest, "the dataset query parameter is required with an uploaded component")
         })?;
-        (parse_now(param("now").map(Json::String).as_ref())?, dataset, SimulationTarget::Candidate(body.to_vec()))
+        (parse_now(param("now").map(Json::String).as_ref())?, dataset, Some(body), SimulationTarget::Active)
     } else {
         let request: SimulateRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("simulate body: {e}")))?;
-        (parse_now(request.now.as_ref())?, request.dataset, parse_version(request.version.as_ref())?)
+        (parse_now(request.now.as_ref())?, request.dataset, None, parse_version(request.version.as_ref())?)
     };
     let dataset_name =
         DatasetName::parse(&dataset).map_err(|message| ApiError::new(ErrorCode::InvalidDatasetName, message))?;
     let state = store
         .dataset(dataset_name.as_str())
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {dataset_name}")))?;
+    // What may compile waits for a compile slot here, on the async side,
+    // so that queued requests hold no blocking thread.
+    let (target, slot) = match (upload, version) {
+        (Some(bytes), _) => (SimulationTarget::Candidate(runtime.admit_candidate(bytes.into()).await?), None),
+        (None, SimulationTarget::Active) => (SimulationTarget::Active, None),
+        (None, version) => (version, Some(runtime.compile_slot().await?)),
+    };
     let catalog = store.catalog().clone();
     let runtime = runtime.clone();
     let policy = name.to_string();
     let (simulation, bound) = blocking(move || -> Result<_, ApiError> {
+        let _slot = slot;
         let records = catalog.partitions(state.record.id)?;
         let facts = dataset_facts(&state.record, &state.schema());
         let partitions: Vec<_> = records.iter().map(|record| partition_facts(&dataset_name, record)).collect();

@@ -306,12 +306,37 @@ pub struct DefinitionError {
     pub message: String,
 }
 
+/// Bytes of a [`DefinitionError`] message, at most.
+const DEFINITION_MESSAGE_BYTES_MAX: usize = 600;
+
+/// A TOML error in one line: where, what, and a short quote of the text
+/// from there. The crate's own rendering repeats the whole offending line
+/// and pads up to the column, which for a file of one long line is the
+/// whole file.
+fn describe_toml_error(error: &toml::de::Error, text: &str) -> String {
+    use super::files::{QUOTE_BYTES_MAX, elide};
+    let what = error.message().trim_end();
+    let Some(start) = error.span().map(|span| span.start).filter(|start| text.is_char_boundary(*start)) else {
+        return what.to_string();
+    };
+    let before = &text[..start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    let rest = text[start..].split('\n').next().unwrap_or_default();
+    let quote = elide(rest.trim_end(), QUOTE_BYTES_MAX / 2);
+    format!("line {line}, column {column}: {} (at {quote:?})", elide(what, QUOTE_BYTES_MAX))
+}
+
 impl PolicyDefinition {
     /// Parses the TOML text of `file`. Unknown keys, a bad name, kind,
     /// plugin, dataset pattern, schedule or limit are errors naming the key.
     pub fn parse(file: &Path, text: &str) -> Result<PolicyDefinition, DefinitionError> {
-        let error = |message: String| DefinitionError { file: file.display().to_string(), message };
-        let parsed: PolicyFile = toml::from_str(text).map_err(|e| error(e.to_string().trim_end().to_string()))?;
+        // Values quoted in messages come from the file: bound them.
+        let error = |message: String| DefinitionError {
+            file: file.display().to_string(),
+            message: super::files::elide(&message, DEFINITION_MESSAGE_BYTES_MAX),
+        };
+        let parsed: PolicyFile = toml::from_str(text).map_err(|e| error(describe_toml_error(&e, text)))?;
         let name = match parsed.name {
             Some(name) => name,
             None => file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string(),
@@ -500,6 +525,24 @@ mod tests {
             assert!(error.contains(key), "{key}: {error}");
             assert!(error.starts_with("/etc/strata/policies/keep.toml"), "{error}");
         }
+    }
+
+    #[test]
+    fn errors_quote_little_of_a_huge_file() {
+        let long = "x".repeat(1 << 20);
+        let cases = [
+            format!("{MINIMAL}{long}"),
+            format!("{MINIMAL}[config]\nv = \"{long}"),
+            MINIMAL.replace("[\"*\"]", &format!("\"{long}\"")),
+            MINIMAL.replace("\"retention\"", &format!("\"{long}\"")),
+            format!("{MINIMAL}schedule = \"{long}\"\n"),
+        ];
+        for text in cases {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.len() < 1024, "{} bytes: {}", error.len(), &error[..2048.min(error.len())]);
+        }
+        let error = parse(&format!("{MINIMAL}\n\nshedule = \"every 1h\"\n")).unwrap_err().to_string();
+        assert!(error.contains("line 6, column 1") && error.contains("unknown field `shedule`"), "{error}");
     }
 
     #[test]

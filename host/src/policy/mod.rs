@@ -19,8 +19,10 @@
 //! it from `spawn_blocking` or a dedicated thread.
 
 pub mod builtins;
+mod compile_slots;
 pub mod definition;
 pub mod facts;
+pub(crate) mod files;
 pub mod plan;
 pub mod sandbox;
 pub mod watcher;
@@ -41,8 +43,7 @@ use facts::{ColumnBatch, DatasetFacts, PartitionFacts};
 use plan::{Decisions, PlanChange, PlanEntry};
 use sandbox::{CallContext, CompiledComponent, Sandbox, SandboxError};
 
-/// The largest plugin file read, in bytes.
-pub const PLUGIN_BYTES_MAX: u64 = 64 * 1024 * 1024;
+pub use compile_slots::{Candidate, CompileSlot};
 /// Versions listed by `GET /v1/policies/{name}`.
 const VERSIONS_LISTED_MAX: usize = 50;
 
@@ -138,6 +139,24 @@ pub enum PolicyError {
         /// The partitioners that bind it.
         policies: Vec<String>,
     },
+    /// An uploaded candidate is larger than a plugin file may be.
+    #[error("the uploaded component is {bytes} bytes, over policies.plugin_bytes_max = {plugin_bytes_max}")]
+    CandidateTooLarge {
+        /// Its size.
+        bytes: u64,
+        /// The cap.
+        plugin_bytes_max: u64,
+    },
+    /// Every compile slot stayed taken for as long as a request may wait.
+    #[error(
+        "{compile_concurrent_max} compile(s) already running (policies.compile_concurrent_max); none finished within {waited_ms} ms (policies.compile_wait_ms)"
+    )]
+    CompileBusy {
+        /// The cap.
+        compile_concurrent_max: usize,
+        /// How long the request waited.
+        waited_ms: u64,
+    },
     /// Two policy files define the same name.
     #[error("{file}: policy {policy:?} is already defined by {other}")]
     Duplicate {
@@ -162,6 +181,33 @@ pub struct PolicySettings {
     pub cache_dir: PathBuf,
     /// Quiet time after a file change before the reload.
     pub debounce: Duration,
+    /// Caps on the files read and on compiles for simulations.
+    pub limits: RuntimeLimits,
+}
+
+/// Limits of the runtime itself, as opposed to one policy's calls
+/// ([`PolicyLimits`]); each is a `[policies]` key.
+#[derive(Debug, Clone)]
+pub struct RuntimeLimits {
+    /// Bytes of one policy `.toml` file.
+    pub definition_bytes_max: u64,
+    /// Bytes of one plugin file or uploaded candidate.
+    pub plugin_bytes_max: u64,
+    /// Compiles for simulations running at once.
+    pub compile_concurrent_max: usize,
+    /// How long a simulation waits for a compile slot.
+    pub compile_wait: Duration,
+}
+
+impl From<&crate::config::PoliciesConfig> for RuntimeLimits {
+    fn from(config: &crate::config::PoliciesConfig) -> RuntimeLimits {
+        RuntimeLimits {
+            definition_bytes_max: config.definition_bytes_max,
+            plugin_bytes_max: config.plugin_bytes_max,
+            compile_concurrent_max: config.compile_concurrent_max,
+            compile_wait: Duration::from_millis(config.compile_wait_ms),
+        }
+    }
 }
 
 /// One loaded version: what an evaluation holds on to.
@@ -281,7 +327,7 @@ pub struct ReloadReport {
 }
 
 /// Which version a simulation evaluates.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum SimulationTarget {
     /// The active version.
     Active,
@@ -289,8 +335,8 @@ pub enum SimulationTarget {
     Seq(i64),
     /// A recorded version, by component sha256 (or a unique prefix of at least 8 characters).
     Sha256(String),
-    /// Uploaded component bytes, run with the policy's current definition.
-    Candidate(Vec<u8>),
+    /// An uploaded component, run with the policy's current definition.
+    Candidate(Candidate),
 }
 
 /// Identifies the version a simulation ran.
@@ -481,6 +527,8 @@ pub struct PolicyRuntime {
     file_errors: Mutex<Vec<FileError>>,
     /// Serialises reloads and rollbacks.
     reload_lock: Mutex<()>,
+    /// Admits compiles that simulations ask for.
+    compile_slots: compile_slots::CompileSlots,
     reloads_total: AtomicU64,
     reload_failures_total: AtomicU64,
 }
@@ -492,6 +540,12 @@ impl PolicyRuntime {
     pub fn open(settings: PolicySettings, catalog: Arc<Catalog>) -> Result<PolicyRuntime, PolicyError> {
         let sandbox = Sandbox::new(Some(settings.cache_dir.clone()))
             .map_err(|source| PolicyError::Component { policy: "(runtime)".into(), source })?;
+        let limits = &settings.limits;
+        let compile_slots = compile_slots::CompileSlots::new(
+            limits.compile_concurrent_max,
+            limits.compile_wait,
+            limits.plugin_bytes_max,
+        );
         let runtime = PolicyRuntime {
             sandbox,
             catalog,
@@ -500,6 +554,7 @@ impl PolicyRuntime {
             file_policies: Mutex::new(HashMap::new()),
             file_errors: Mutex::new(Vec::new()),
             reload_lock: Mutex::new(()),
+            compile_slots,
             reloads_total: AtomicU64::new(0),
             reload_failures_total: AtomicU64::new(0),
         };
@@ -519,6 +574,19 @@ impl PolicyRuntime {
     /// The settings it was opened with.
     pub fn settings(&self) -> &PolicySettings {
         &self.settings
+    }
+
+    /// Admits an uploaded component for [`PolicyRuntime::simulate`]: refused
+    /// over `policies.plugin_bytes_max`, else it waits (asynchronously, at
+    /// most `policies.compile_wait_ms`) for a compile slot.
+    pub async fn admit_candidate(&self, bytes: Vec<u8>) -> Result<Candidate, PolicyError> {
+        self.compile_slots.admit(bytes).await
+    }
+
+    /// A compile slot for a simulation of a recorded version, which
+    /// compiles when the cache no longer holds it.
+    pub async fn compile_slot(&self) -> Result<CompileSlot, PolicyError> {
+        self.compile_slots.acquire().await
     }
 
     fn entry(&self, name: &str) -> Result<Arc<PolicyEntry>, PolicyError> {
@@ -614,10 +682,14 @@ impl PolicyRuntime {
                 return Vec::new();
             }
         };
+        // Anything named *.toml is a policy file, also when it is not a
+        // regular file (reading it then fails, visibly); only a name whose
+        // target is gone (deleted meanwhile, a dangling symlink) is no file.
         let mut files: Vec<PathBuf> = entries
             .flatten()
             .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|e| e == "toml") && path.is_file())
+            .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+            .filter(|path| !matches!(std::fs::metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound))
             .collect();
         files.sort();
         files
@@ -629,10 +701,7 @@ impl PolicyRuntime {
         seen: &mut HashMap<String, PathBuf>,
         report: &mut ReloadReport,
     ) -> Result<(), PolicyError> {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            PolicyError::Definition(DefinitionError { file: file.display().to_string(), message: e.to_string() })
-        })?;
-        let definition = PolicyDefinition::parse(file, &text)?;
+        let definition = self.read_definition(file)?;
         if let Some(other) = seen.get(&definition.name) {
             return Err(PolicyError::Duplicate {
                 policy: definition.name.clone(),
@@ -653,24 +722,39 @@ impl PolicyRuntime {
                 .clone()
         };
         entry.state().definition = Some(definition.clone());
-        let bytes = read_plugin(&definition)?;
+        let bytes = read_plugin(&definition, self.settings.limits.plugin_bytes_max)?;
         let fingerprint = (sandbox::sha256_hex(&bytes), definition.digest());
-        if entry.state().last_seen.as_ref() == Some(&fingerprint) {
-            report.unchanged.push(definition.name);
-            return Ok(());
-        }
-        entry.state().last_seen = Some(fingerprint.clone());
-        if let Some(active) = entry.active.load_full()
-            && active.component.sha256() == fingerprint.0
-            && active.definition.digest() == fingerprint.1
+        let serving = entry.active.load_full().is_some_and(|active| {
+            active.component.sha256() == fingerprint.0 && active.definition.digest() == fingerprint.1
+        });
         {
-            entry.state().load_error = None;
-            report.unchanged.push(definition.name);
-            return Ok(());
+            let mut state = entry.state();
+            let seen = state.last_seen.as_ref() == Some(&fingerprint);
+            state.last_seen = Some(fingerprint);
+            if seen || serving {
+                // The file is what serves again: an error from an edit
+                // since undone (a broken TOML) is stale.
+                if serving {
+                    state.load_error = None;
+                }
+                report.unchanged.push(definition.name);
+                return Ok(());
+            }
         }
         self.activate(&entry, definition, &bytes)?;
         report.activated.push(entry.name.clone());
         Ok(())
+    }
+
+    /// Reads and parses a policy file: a regular file of at most
+    /// `policies.definition_bytes_max`, in UTF-8.
+    fn read_definition(&self, file: &Path) -> Result<PolicyDefinition, PolicyError> {
+        let error = |message: String| DefinitionError { file: file.display().to_string(), message };
+        let limit = self.settings.limits.definition_bytes_max;
+        let bytes =
+            files::read_regular_file(file, limit, "policies.definition_bytes_max").map_err(|e| error(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|e| error(format!("not UTF-8: {e}")))?;
+        Ok(PolicyDefinition::parse(file, &text)?)
     }
 
     /// Loads, checks and swaps in a version; records the outcome either way.
@@ -1171,7 +1255,7 @@ impl PolicyRuntime {
                 };
                 "version"
             }
-            SimulationTarget::Candidate(bytes) => {
+            SimulationTarget::Candidate(candidate) => {
                 let mut definition = active
                     .as_ref()
                     .map(|v| v.definition.clone())
@@ -1180,8 +1264,11 @@ impl PolicyRuntime {
                 definition.plugin = PluginSource::File(PathBuf::from("upload"));
                 let component = self
                     .sandbox
-                    .load_uncached(&bytes, kind)
+                    .load_uncached(candidate.bytes(), kind)
                     .map_err(|source| PolicyError::Component { policy: name.to_string(), source })?;
+                // The slot bounds compiles; the calls below are bounded by
+                // the policy's own limits. The bytes are not needed either.
+                drop(candidate);
                 let call = CallContext { policy: name, limits: &definition.limits };
                 match component.validate_config(call, &definition.config_json) {
                     Ok(Ok(())) => {}
@@ -1373,7 +1460,10 @@ impl PolicyRuntime {
     }
 }
 
-fn read_plugin(definition: &PolicyDefinition) -> Result<Vec<u8>, PolicyError> {
+/// The component bytes of `definition`: a built-in, or a regular file of at
+/// most `plugin_bytes_max` (wherever the path points: `/dev/zero` or a FIFO
+/// is refused, not read).
+fn read_plugin(definition: &PolicyDefinition, plugin_bytes_max: u64) -> Result<Vec<u8>, PolicyError> {
     let error = |message: String| PolicyError::Plugin {
         policy: definition.name.clone(),
         plugin: definition.plugin.to_string(),
@@ -1383,16 +1473,8 @@ fn read_plugin(definition: &PolicyDefinition) -> Result<Vec<u8>, PolicyError> {
         PluginSource::Builtin(name) => {
             builtins::component(name).map(<[u8]>::to_vec).ok_or_else(|| error("no such built-in".into()))
         }
-        PluginSource::File(path) => {
-            use std::io::Read as _;
-            let file = std::fs::File::open(path).map_err(|e| error(e.to_string()))?;
-            let mut bytes = Vec::new();
-            file.take(PLUGIN_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(|e| error(e.to_string()))?;
-            if bytes.len() as u64 > PLUGIN_BYTES_MAX {
-                return Err(error(format!("larger than {PLUGIN_BYTES_MAX} bytes")));
-            }
-            Ok(bytes)
-        }
+        PluginSource::File(path) => files::read_regular_file(path, plugin_bytes_max, "policies.plugin_bytes_max")
+            .map_err(|e| error(e.to_string())),
     }
 }
 

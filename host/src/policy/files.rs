@@ -1,0 +1,149 @@
+//! Reading the files of the policy directory (`*.toml`) and the plugin
+//! files they point at, without trusting what sits at those paths.
+//!
+//! A path may name anything the operator, a deployment tool or a mistake
+//! put there: a FIFO (opening it for reading blocks until a writer comes,
+//! which would hang every reload and, at start-up, `/ready`), a device
+//! (`/dev/zero` never ends), or a file of gigabytes. So a file is read only
+//! when it is a regular file (symlinks to one are followed, as deployment
+//! tools use them) of at most a configured size: the type and size are
+//! checked before opening, the open never blocks (`O_NONBLOCK`), the type
+//! is checked again on the opened file (the path may have been swapped in
+//! between), and the read stops one byte past the cap (the file may have
+//! grown in between).
+
+use std::io::Read as _;
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::path::Path;
+
+/// Bytes of a bad file quoted in an error message, at most.
+pub const QUOTE_BYTES_MAX: usize = 200;
+
+/// Why a policy or plugin file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileReadError {
+    /// The path names something other than a regular file.
+    #[error("is a {0}, not a regular file")]
+    NotRegular(&'static str),
+    /// The file is larger than its cap.
+    #[error("is larger than {limit} = {bytes_max} bytes ({bytes} bytes or more)")]
+    TooLarge {
+        /// The TOML key of the cap.
+        limit: &'static str,
+        /// The cap.
+        bytes_max: u64,
+        /// The size seen (a lower bound when the file grew while read).
+        bytes: u64,
+    },
+    /// The file system refused.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The contents of the regular file at `path`, refused when larger than
+/// `bytes_max` (whose TOML key is `limit`). Never blocks on a FIFO or
+/// reads from a device.
+pub fn read_regular_file(path: &Path, bytes_max: u64, limit: &'static str) -> Result<Vec<u8>, FileReadError> {
+    check_regular(&std::fs::metadata(path)?, bytes_max, limit)?;
+    // Non-blocking, so that a FIFO swapped in after the check cannot hang
+    // the open; the opened file is checked again below.
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    let metadata = file.metadata()?;
+    check_regular(&metadata, bytes_max, limit)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(bytes_max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > bytes_max {
+        return Err(FileReadError::TooLarge { limit, bytes_max, bytes: bytes.len() as u64 });
+    }
+    Ok(bytes)
+}
+
+fn check_regular(metadata: &std::fs::Metadata, bytes_max: u64, limit: &'static str) -> Result<(), FileReadError> {
+    let file_type = metadata.file_type();
+    let kind = if file_type.is_file() {
+        None
+    } else if file_type.is_fifo() {
+        Some("FIFO")
+    } else if file_type.is_dir() {
+        Some("directory")
+    } else if file_type.is_char_device() {
+        Some("character device")
+    } else if file_type.is_block_device() {
+        Some("block device")
+    } else if file_type.is_socket() {
+        Some("socket")
+    } else {
+        Some("special file")
+    };
+    if let Some(kind) = kind {
+        return Err(FileReadError::NotRegular(kind));
+    }
+    if metadata.len() > bytes_max {
+        return Err(FileReadError::TooLarge { limit, bytes_max, bytes: metadata.len() });
+    }
+    Ok(())
+}
+
+/// `text` cut to at most `bytes_max` bytes (at a character boundary) with
+/// the number of bytes left out, for quoting file contents in messages.
+pub fn elide(text: &str, bytes_max: usize) -> String {
+    if text.len() <= bytes_max {
+        return text.to_string();
+    }
+    let mut end = bytes_max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &text[..end], text.len() - end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("strata-policy-files-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn regular_files_within_the_cap_are_read_others_are_refused() {
+        let dir = temp_dir("caps");
+        let file = dir.join("p.toml");
+        std::fs::write(&file, b"0123456789").unwrap();
+        assert_eq!(read_regular_file(&file, 10, "k").unwrap(), b"0123456789");
+        let error = read_regular_file(&file, 9, "policies.definition_bytes_max").unwrap_err();
+        assert!(matches!(error, FileReadError::TooLarge { bytes: 10, bytes_max: 9, .. }), "{error}");
+        assert!(error.to_string().contains("policies.definition_bytes_max"), "{error}");
+
+        std::os::unix::fs::symlink(&file, dir.join("link.toml")).unwrap();
+        assert_eq!(read_regular_file(&dir.join("link.toml"), 10, "k").unwrap().len(), 10, "symlinks are followed");
+        let error = read_regular_file(&dir, 10, "k").unwrap_err();
+        assert!(matches!(error, FileReadError::NotRegular("directory")), "{error}");
+        let error = read_regular_file(Path::new("/dev/zero"), 10, "k").unwrap_err();
+        assert!(matches!(error, FileReadError::NotRegular("character device")), "{error}");
+        assert!(matches!(read_regular_file(&dir.join("missing"), 10, "k"), Err(FileReadError::Io(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = temp_dir("fifo");
+        let fifo = dir.join("x.wasm");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        // Without the checks this open would block forever: no writer comes.
+        let error = read_regular_file(&fifo, 10, "k").unwrap_err();
+        assert!(matches!(error, FileReadError::NotRegular("FIFO")), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn elide_keeps_short_text_and_cuts_long_text_at_a_character() {
+        assert_eq!(elide("short", 10), "short");
+        assert_eq!(elide("ééé", 3), "é… (4 more bytes)");
+        assert!(elide(&"x".repeat(1 << 20), QUOTE_BYTES_MAX).len() < QUOTE_BYTES_MAX + 32);
+    }
+}
