@@ -222,6 +222,8 @@ fn fifos_and_devices_in_the_policy_directory_never_block_start_up_or_reloads() {
     mkfifo(&policy_path(&server, "x.wasm"));
     mkfifo(&policy_path(&server, "y.toml"));
     std::fs::write(policy_path(&server, "zero.toml"), retention_policy("zero", "/dev/zero")).unwrap();
+    // A "regular" file of size 0 whose reading fails (the server's own memory at address 0).
+    std::fs::write(policy_path(&server, "mem.toml"), retention_policy("mem", "/proc/self/mem")).unwrap();
     // `start_again` waits for `/ready` (a minute at most).
     server.start_again();
     let x = policy(&server, "x");
@@ -230,6 +232,9 @@ fn fifos_and_devices_in_the_policy_directory_never_block_start_up_or_reloads() {
     let zero = policy(&server, "zero");
     assert_eq!(zero["status"], "failed", "{zero}");
     assert!(zero["load_error"]["message"].as_str().unwrap().contains("character device"), "{zero}");
+    let mem = policy(&server, "mem");
+    assert_eq!(mem["status"], "failed", "{mem}");
+    assert!(mem["load_error"]["message"].as_str().unwrap().contains("/proc/self/mem"), "{mem}");
     let (_, list) = server.get("/v1/policies");
     let file_errors = list["file_errors"].to_string();
     assert!(file_errors.contains("y.toml") && file_errors.contains("FIFO"), "{list}");
