@@ -7,6 +7,7 @@ pub mod bench_policy;
 pub mod buffer;
 pub mod catalog;
 pub mod config;
+pub mod data_dir;
 pub mod error;
 pub mod failpoint;
 pub mod http;

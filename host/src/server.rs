@@ -15,6 +15,9 @@ use crate::store::Store;
 /// in-flight requests finish, flushes every buffer and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    // Before anything opens the WAL or the catalog, and before listening:
+    // a second server on this directory stops here. Held until `run` returns.
+    let _data_dir_lock = crate::data_dir::lock_data_dir(&config.server.data_dir)?;
     let listener = TcpListener::bind(config.server.listen).await?;
     let address = listener.local_addr()?;
     // Tests and scripts read this line to find the port when listening on :0.
