@@ -25,6 +25,21 @@ pub(crate) fn load(server: &Server, days: i64) {
     server.flush();
 }
 
+/// One row a day for the `days` days up to today (the server's clock, UTC),
+/// `v` = the day's index; today is the last and its period is open. The
+/// guard rails judge a run that executes at the server's clock, so a test
+/// of what they refuse needs data that is young or open by that clock.
+/// Returns the start of day 0.
+pub(crate) fn load_recent(server: &Server, days: i64) -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    let first = now - now.rem_euclid(DAY) - (days - 1) * DAY;
+    let records: Vec<Value> = (0..days).map(|d| json!({"time": first + d * DAY + 1_000_000_000, "v": d})).collect();
+    let (status, body) = server.post("/v1/datasets/metrics/records", Value::Array(records).to_string());
+    assert_eq!(status, 200, "{body}");
+    server.flush();
+    first
+}
+
 /// `(count, sum of v)` through SQL.
 pub(crate) fn totals(server: &Server) -> (i64, i64) {
     let (status, body) =
@@ -180,15 +195,14 @@ fn data_flows_through_the_tiers_and_retention_exactly_as_configured() {
 fn guard_rails_refuse_what_a_policy_must_not_do() {
     // A retention policy that wants everything gone.
     let reckless = RETENTION.replace("max_age = \"400d\"", "max_age = \"1s\"");
-    let config = "[lifecycle]\nscheduler = false\nmin_retention_ms = 2592000000\nmax_deletes_per_run = 3\nmax_delete_fraction = 1.0\n";
+    let config = "[lifecycle]\nscheduler = false\nprecreate_lead_ms = 0\nmin_retention_ms = 2592000000\nmax_deletes_per_run = 3\nmax_delete_fraction = 1.0\n";
     let server =
         Server::start_with_files("lifecycle-guard", config, &[], &[("policies/retention.toml", reckless.as_bytes())]);
     let days = 41;
-    load(&server, days);
+    let first = load_recent(&server, days);
     let before = totals(&server);
-    // Inside the last day: that period is still open.
-    let now = START + (days - 1) * DAY + 12 * 3_600_000_000_000;
-    let report = run(&server, "retention", json!({"now": now}));
+    // The server's clock is inside the last day: that period is still open.
+    let report = run(&server, "retention", json!({}));
     let entries = report["entries"].as_array().unwrap();
     // Every day but the open one is asked to go; the open one is kept (and only counted).
     assert_eq!((entries.len() as i64, report["unchanged"].as_i64()), (days - 1, Some(1)), "{report}");
@@ -208,7 +222,7 @@ fn guard_rails_refuse_what_a_policy_must_not_do() {
     assert!(rejected.iter().all(|e| e["detail"]["verdict"] == "reject" && e["detail"]["why"].is_string()));
     // A deleted period refuses late writes instead of resurrecting.
     let (status, body) = server
-        .post("/v1/datasets/metrics/records", json!([{"time": START + 3_600_000_000_000i64, "v": 0}]).to_string());
+        .post("/v1/datasets/metrics/records", json!([{"time": first + 3_600_000_000_000i64, "v": 0}]).to_string());
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("partition_read_only")), "{body}");
     // Unknown policies and datasets are clear errors.
     assert_eq!(server.post("/v1/policies/nope/run", "").1["error"]["code"], "policy_not_found");
@@ -388,10 +402,10 @@ fn a_malicious_retention_policy_loses_nothing_and_every_refusal_is_audited() {
         &[("policies/hostile.toml", policy.as_bytes()), ("policies/hostile.wasm", &retention_answering(&[], 0))],
     );
     let days = 10;
-    load(&server, days);
+    load_recent(&server, days);
     let before = totals(&server);
-    // Inside the last day: partition 9 (in time order) is the open period.
-    let now = START + (days - 1) * DAY + 12 * 3_600_000_000_000;
+    // By the server's clock, partition 9 (in time order) is the open period.
+    let at_the_server_clock = json!({});
     let install = |bytes: Vec<u8>| {
         let sha = strata::policy::sandbox::sha256_hex(&bytes);
         std::fs::write(server.root().join("policies/hostile.wasm"), bytes).unwrap();
@@ -417,7 +431,7 @@ fn a_malicious_retention_policy_loses_nothing_and_every_refusal_is_audited() {
     ];
     for (index, (what, bytes, mentions)) in cases.into_iter().enumerate() {
         install(bytes);
-        let report = run(&server, "hostile", json!({"now": now}));
+        let report = run(&server, "hostile", at_the_server_clock.clone());
         let error = report["error"].as_str().unwrap_or_else(|| panic!("{what}: {report}"));
         assert!(error.contains(mentions), "{what}: {error}");
         assert_eq!(
@@ -433,7 +447,7 @@ fn a_malicious_retention_policy_loses_nothing_and_every_refusal_is_audited() {
     // A well-formed answer is judged decision by decision: the open period
     // is refused and audited, a closed old one goes.
     install(retention_answering(&[(9, 1), (0, 1)], 0));
-    let report = run(&server, "hostile", json!({"now": now}));
+    let report = run(&server, "hostile", at_the_server_clock.clone());
     assert_eq!((report["executed"].as_i64(), report["rejected"].as_i64()), (Some(1), Some(1)), "{report}");
     let (_, audit) = server.get("/v1/audit?dataset=metrics&kind=lifecycle_decision&limit=1000");
     let events = audit["events"].as_array().unwrap();

@@ -24,7 +24,9 @@ struct RunRequest {
     /// Decide and judge, execute nothing.
     #[serde(default)]
     dry: bool,
-    /// The `now` the policy sees: RFC 3339 or epoch ns (default: the clock).
+    /// The `now` the policy sees: RFC 3339 or epoch ns (default: the
+    /// clock). The guard rails judge a run that executes at the server's
+    /// clock regardless, and refuse a future `now` unless `dry`.
     now: Option<Json>,
 }
 

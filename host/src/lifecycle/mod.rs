@@ -126,6 +126,9 @@ pub struct RunReport {
     pub dataset: String,
     /// The `now` the policy was given, ns.
     pub now_ns: i64,
+    /// The clock the guard rails judged against, ns: the server's when the
+    /// run executes, `now_ns` only for a dry run.
+    pub guard_now_ns: i64,
     /// Decided and judged, nothing executed.
     pub dry: bool,
     /// Wall-clock start, ns.
@@ -299,6 +302,12 @@ impl Lifecycle {
 
     /// Runs `policy` now over `dataset` (or every dataset it binds), with the
     /// policy seeing `now_ns`.
+    ///
+    /// A run that executes is judged by the guard rails at the server's
+    /// clock, whatever `now_ns` says, and refuses a `now_ns` in the future:
+    /// a client's clock must never make an open period look closed or a
+    /// young partition look old. A dry run is judged at `now_ns`, so it can
+    /// ask what would happen at any time.
     pub async fn run_policy(
         &self,
         policy: &str,
@@ -306,6 +315,19 @@ impl Lifecycle {
         now_ns: i64,
         dry: bool,
     ) -> Result<Vec<RunReport>, ApiError> {
+        let server_now = crate::store::now_ns();
+        if !dry && now_ns > server_now {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "now {} is after the server's clock ({}); a run that executes is judged at the server's \
+                     clock, and a future `now` is only for dry runs (\"dry\": true) and \
+                     POST /v1/policies/{policy}/simulate",
+                    crate::http::rfc3339(now_ns),
+                    crate::http::rfc3339(server_now)
+                ),
+            ));
+        }
         let kind = self
             .policies
             .list()
@@ -358,6 +380,8 @@ impl Lifecycle {
         let started_at_ns = now_ns();
         let started = std::time::Instant::now();
         let manifest = self.manifest(dataset).await?;
+        // Judged at the server's clock unless nothing will execute.
+        let guard_now = if dry { now } else { now_ns() };
         let (records, facts) = (&manifest.records, &manifest.facts);
         let dataset_info = dataset_facts(&dataset.record, &dataset.schema());
         let input_sha256 = input_digest(now, &dataset_info, &manifest.facts_sha256);
@@ -369,6 +393,7 @@ impl Lifecycle {
             component_sha256: None,
             dataset: dataset.name.to_string(),
             now_ns: now,
+            guard_now_ns: guard_now,
             dry,
             started_at_ns,
             finished_at_ns: 0,
@@ -424,7 +449,7 @@ impl Lifecycle {
                 // `facts` and `records` are in the same order.
                 let located = guard::locate(&facts, &proposals);
                 let verdicts =
-                    guard::judge_located(&facts, &proposals, &located, &self.rails(dataset.name.as_str()), now);
+                    guard::judge_located(&facts, &proposals, &located, &self.rails(dataset.name.as_str()), guard_now);
                 let mut work = Vec::new();
                 for (((proposal, verdict), options), index) in
                     proposals.into_iter().zip(verdicts).zip(archive_options).zip(located)
@@ -493,6 +518,7 @@ impl Lifecycle {
                             "component_sha256": saved.component_sha256,
                             "input_sha256": saved.input_sha256,
                             "now_ns": saved.now_ns,
+                            "guard_now_ns": saved.guard_now_ns,
                             "action": entry.action,
                             "tier": entry.tier,
                             "reason": entry.reason,
