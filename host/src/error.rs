@@ -36,6 +36,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The target partition is sealed (not hot) and accepts no writes.
     PartitionReadOnly,
+    /// An operation only hot partitions allow (unseal) on one in another tier.
+    PartitionNotHot,
     /// With `late_rows = "refuse_rows"`: the rows for sealed partitions were
     /// refused (listed), the others written.
     LateRowsRefused,
@@ -100,6 +102,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PartitionReadOnly => "partition_read_only",
+            ErrorCode::PartitionNotHot => "partition_not_hot",
             ErrorCode::LateRowsRefused => "late_rows_refused",
             ErrorCode::IdempotencyKeyReused => "idempotency_key_reused",
             ErrorCode::IdempotencyKeyInFlight => "idempotency_key_in_flight",
@@ -146,6 +149,7 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::PolicyNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PartitionReadOnly
+            | ErrorCode::PartitionNotHot
             | ErrorCode::LateRowsRefused
             | ErrorCode::IdempotencyKeyInFlight
             | ErrorCode::PolicyUnavailable

@@ -809,7 +809,11 @@ impl Store {
     }
 
     /// Seals (or unseals) a partition: a sealed partition refuses writes with
-    /// `partition_read_only`.
+    /// `partition_read_only`. Only a hot partition without an archive may
+    /// be unsealed (409 `partition_not_hot` otherwise): the next flush
+    /// writes to the hot target, and an archive would no longer hold
+    /// every row. The caller keeps lifecycle runs out meanwhile (see
+    /// `Lifecycle::unseal`), so the tier cannot change under the check.
     pub async fn set_read_only(
         &self,
         dataset: &Arc<DatasetState>,
@@ -818,6 +822,21 @@ impl Store {
         read_only: bool,
     ) -> Result<PartitionRecord, ApiError> {
         let partition = self.find_partition(dataset, label, key).await?;
+        if !read_only && (partition.tier != Tier::Hot.as_str() || partition.archived) {
+            let id = partition_label(&dataset.name, label, key);
+            let why = if partition.archived {
+                "it has an archive copy".to_string()
+            } else {
+                format!("it is {}", partition.tier)
+            };
+            return Err(ApiError::new(
+                ErrorCode::PartitionNotHot,
+                format!(
+                    "partition {id} cannot be unsealed: {why}; only hot partitions without an archive accept writes"
+                ),
+            )
+            .with_detail(json!({ "partition": id, "tier": partition.tier })));
+        }
         self.mark_read_only(dataset, std::slice::from_ref(&partition), read_only).await?;
         Ok(PartitionRecord { read_only, ..partition })
     }

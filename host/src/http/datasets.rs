@@ -107,12 +107,15 @@ pub(super) async fn partitions(store: &Arc<Store>, raw: &str) -> Result<Response
     Ok(json_response(StatusCode::OK, &json!({ "dataset": dataset.name.as_str(), "partitions": partitions })))
 }
 
+/// `POST …/partitions/{label}[/{key}]/seal` and `…/unseal` (hot partitions
+/// only, under the lifecycle's run lock).
 pub(super) async fn seal(
-    store: &Arc<Store>,
+    state: &super::AppState,
     raw: &str,
     reference: &[&str],
     read_only: bool,
 ) -> Result<Response<Body>, ApiError> {
+    let store = state.store()?;
     let dataset = find(store, raw)?;
     let (label, key) = match reference {
         [label] => (*label, ""),
@@ -124,7 +127,11 @@ pub(super) async fn seal(
             ));
         }
     };
-    let partition = store.set_read_only(&dataset, label, key, read_only).await?;
+    let partition = if read_only {
+        store.set_read_only(&dataset, label, key, true).await?
+    } else {
+        state.lifecycle()?.unseal(dataset.name.as_str(), label, key).await?
+    };
     Ok(json_response(
         StatusCode::OK,
         &json!({ "id": partition_label(&dataset.name, &partition.period_label, &partition.key), "read_only": partition.read_only }),

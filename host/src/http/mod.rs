@@ -333,7 +333,7 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
                 "unseal" => false,
                 _ => return Err(ApiError::new(ErrorCode::NotFound, format!("no route POST {path}"))),
             };
-            datasets::seal(state.store()?, dataset, reference, read_only).await
+            datasets::seal(state, dataset, reference, read_only).await
         }
         (&Method::POST, ["v1", "datasets", dataset, "compact"]) => {
             let lifecycle = state.lifecycle()?.clone();

@@ -16,6 +16,7 @@
 
 pub mod compaction;
 pub mod guard;
+mod unseal;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
