@@ -98,16 +98,55 @@ pub struct DatasetSchema {
     pub columns: Vec<ColumnDef>,
 }
 
-/// A value's kind differs from the stored column kind.
+/// Why a request's columns do not fit the schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("column {column:?} is {existing} but the request has a {incoming} value")]
-pub struct SchemaConflict {
-    /// The column.
-    pub column: String,
-    /// The stored kind.
-    pub existing: &'static str,
-    /// The kind in the request.
-    pub incoming: &'static str,
+pub enum SchemaConflict {
+    /// A value's kind differs from the stored column kind.
+    #[error("column {column:?} is {existing} but the request has a {incoming} value")]
+    Kind {
+        /// The column.
+        column: String,
+        /// The stored kind.
+        existing: &'static str,
+        /// The kind in the request.
+        incoming: &'static str,
+    },
+    /// A new column's name differs from another column's only in letter
+    /// case. SQL identifiers are case-insensitive (DuckDB reads `Amount`
+    /// and `amount` as one name), so queries could not tell them apart.
+    #[error(
+        "column {column:?} differs from column {other:?} only in letter case; SQL cannot tell them apart, \
+         so the new column is refused"
+    )]
+    Case {
+        /// The new column.
+        column: String,
+        /// The stored column, the time column or another new column.
+        other: String,
+    },
+}
+
+impl SchemaConflict {
+    /// The column of the request that conflicts.
+    pub fn column(&self) -> &str {
+        match self {
+            SchemaConflict::Kind { column, .. } | SchemaConflict::Case { column, .. } => column,
+        }
+    }
+
+    /// The other column of a case conflict.
+    pub fn other_column(&self) -> Option<&str> {
+        match self {
+            SchemaConflict::Kind { .. } => None,
+            SchemaConflict::Case { other, .. } => Some(other),
+        }
+    }
+}
+
+/// A column name as SQL compares it, or stricter: Unicode lowercase (DuckDB
+/// folds ASCII only; folding more refuses a few more pairs, never fewer).
+pub fn folded_name(name: &str) -> String {
+    name.to_lowercase()
 }
 
 impl DatasetSchema {
@@ -132,7 +171,7 @@ impl DatasetSchema {
             match self.kind_of(&column.name) {
                 Some(existing) if existing.accepts(column.kind) => {}
                 Some(existing) => {
-                    return Err(SchemaConflict {
+                    return Err(SchemaConflict::Kind {
                         column: column.name.clone(),
                         existing: existing.as_str(),
                         incoming: column.kind.as_str(),
@@ -144,10 +183,31 @@ impl DatasetSchema {
         if added.is_empty() {
             return Ok(None);
         }
+        self.refuse_case_twins(&added)?;
         let mut next = self.clone();
         next.version += 1;
         next.columns.extend(added);
         Ok(Some(next))
+    }
+
+    /// Refuses a new column whose name folds to the time column's, a stored
+    /// column's or another new column's. Only new columns are checked: a
+    /// dataset that got such a pair before this rule keeps accepting writes
+    /// to both.
+    fn refuse_case_twins(&self, added: &[ColumnDef]) -> Result<(), SchemaConflict> {
+        let stored = std::iter::once(self.time_column.as_str()).chain(self.columns.iter().map(|c| c.name.as_str()));
+        let mut seen: std::collections::HashMap<String, &str> = stored.map(|name| (folded_name(name), name)).collect();
+        for column in added {
+            match seen.entry(folded_name(&column.name)) {
+                std::collections::hash_map::Entry::Occupied(twin) => {
+                    return Err(SchemaConflict::Case { column: column.name.clone(), other: twin.get().to_string() });
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(&column.name);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The Arrow schema: the time column first, then every column in order.
@@ -181,10 +241,27 @@ mod tests {
         assert_eq!(v2.version, 2);
         assert_eq!(v2.columns.len(), 3);
         let conflict = v2.evolve(&[def("cpu", ColumnKind::Integer)]).unwrap_err();
-        assert_eq!(conflict.column, "cpu");
-        assert_eq!(conflict.existing, "float");
+        assert_eq!(conflict.column(), "cpu");
+        assert!(matches!(conflict, SchemaConflict::Kind { existing: "float", .. }), "{conflict:?}");
         let conflict = v2.evolve(&[def("time", ColumnKind::Float)]).unwrap_err();
-        assert_eq!(conflict.column, "time");
+        assert_eq!(conflict.column(), "time");
+    }
+
+    #[test]
+    fn a_new_column_may_not_differ_from_another_only_in_case() {
+        let v1 = DatasetSchema::empty("time").evolve(&[def("amount", ColumnKind::Float)]).unwrap().unwrap();
+        let twin = |new: &[ColumnDef]| v1.evolve(new).unwrap_err();
+        assert_eq!(
+            twin(&[def("Amount", ColumnKind::Float)]),
+            SchemaConflict::Case { column: "Amount".into(), other: "amount".into() }
+        );
+        assert_eq!(twin(&[def("TIME", ColumnKind::Text)]).other_column(), Some("time"));
+        assert_eq!(twin(&[def("Host", ColumnKind::Tag), def("host", ColumnKind::Text)]).other_column(), Some("Host"));
+        assert_eq!(twin(&[def("ÉTÉ", ColumnKind::Text), def("été", ColumnKind::Text)]).column(), "été");
+        // Stored twins from before the rule stay writable, and other columns may still be added.
+        let legacy = DatasetSchema { columns: vec![def("a", ColumnKind::Float), def("A", ColumnKind::Float)], ..v1 };
+        assert_eq!(legacy.evolve(&[def("A", ColumnKind::Float)]).unwrap(), None);
+        assert_eq!(legacy.evolve(&[def("b", ColumnKind::Float)]).unwrap().unwrap().columns.len(), 3);
     }
 
     #[test]

@@ -648,7 +648,11 @@ impl Store {
         parsed: &ParsedBatch,
     ) -> Result<Arc<DatasetSchema>, ApiError> {
         let conflict = |e: crate::schema::SchemaConflict| {
-            ApiError::new(ErrorCode::SchemaConflict, e.to_string()).with_detail(json!({ "column": e.column }))
+            let mut detail = json!({ "column": e.column() });
+            if let Some(other) = e.other_column() {
+                detail["conflicts_with"] = json!(other);
+            }
+            ApiError::new(ErrorCode::SchemaConflict, format!("{e}; nothing was written")).with_detail(detail)
         };
         let current = dataset.schema();
         if current.evolve(&parsed.columns).map_err(conflict)?.is_none() {
