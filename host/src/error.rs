@@ -22,6 +22,11 @@ pub enum ErrorCode {
     SchemaConflict,
     /// A value is of a kind Strata does not store (nested object, array).
     UnsupportedValue,
+    /// A number the column's type cannot hold exactly (it would be rounded
+    /// or wrapped).
+    UnrepresentableValue,
+    /// A `Content-Encoding: gzip` body that is not whole gzip members.
+    InvalidGzip,
     /// A dataset name does not match `[a-z0-9][a-z0-9_-]{0,62}`.
     InvalidDatasetName,
     /// A timestamp is missing, malformed or outside the representable range.
@@ -95,6 +100,8 @@ impl ErrorCode {
             ErrorCode::PartialWrite => "partial_write",
             ErrorCode::SchemaConflict => "schema_conflict",
             ErrorCode::UnsupportedValue => "unsupported_value",
+            ErrorCode::UnrepresentableValue => "unrepresentable_value",
+            ErrorCode::InvalidGzip => "invalid_gzip",
             ErrorCode::InvalidDatasetName => "invalid_dataset_name",
             ErrorCode::InvalidTimestamp => "invalid_timestamp",
             ErrorCode::Unauthorized => "unauthorized",
@@ -137,6 +144,8 @@ impl ErrorCode {
             | ErrorCode::PartialWrite
             | ErrorCode::SchemaConflict
             | ErrorCode::UnsupportedValue
+            | ErrorCode::UnrepresentableValue
+            | ErrorCode::InvalidGzip
             | ErrorCode::InvalidDatasetName
             | ErrorCode::InvalidTimestamp
             | ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,

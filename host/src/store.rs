@@ -449,6 +449,13 @@ impl Store {
                             format!("more than {max} lines in one request (rows_per_request_max)"),
                         ));
                     }
+                    Err(BodyError::Limit { line_number, limit, message }) => {
+                        return Err(ApiError::new(
+                            ErrorCode::LimitExceeded,
+                            format!("line {line_number}: {message}; nothing was written"),
+                        )
+                        .with_detail(json!({ "line_number": line_number, "limit": limit })));
+                    }
                     Err(BodyError::Conflict(error)) => {
                         let column = match &error {
                             crate::ingest::batch::RowError::Conflict { column, .. } => column.clone(),

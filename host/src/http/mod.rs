@@ -2,6 +2,7 @@
 //! thin: they decode the request, call the store, encode the answer.
 
 mod datasets;
+mod encoding;
 mod lifecycle;
 mod query;
 
@@ -9,7 +10,6 @@ pub use datasets::rfc3339;
 mod policies;
 
 use std::convert::Infallible;
-use std::io::Read;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -257,11 +257,7 @@ pub(crate) async fn read_body(
         parts.headers.get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(|v| v.eq_ignore_ascii_case("gzip"));
     let bytes = match gzip {
         Some(true) => {
-            let mut decoded = Vec::new();
-            let mut decoder = flate2::read::GzDecoder::new(&collected[..]).take(body_bytes_max as u64 + 1);
-            decoder
-                .read_to_end(&mut decoded)
-                .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("invalid gzip body: {e}")))?;
+            let decoded = encoding::gunzip(&collected, body_bytes_max)?;
             if decoded.len() > body_bytes_max {
                 return Err(too_large());
             }

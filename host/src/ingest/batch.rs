@@ -17,7 +17,7 @@ use arrow::array::{
 use arrow::datatypes::Int32Type;
 use rustc_hash::FxHashMap;
 
-use crate::names::check_column_name;
+use crate::names::{COLUMN_NAME_BYTES_MAX, check_column_name};
 use crate::schema::{ColumnDef, ColumnKind, DatasetSchema};
 
 /// One parsed value, before it is appended to its column.
@@ -205,6 +205,16 @@ pub enum RowError {
     /// The column name is not acceptable.
     #[error("{0}")]
     BadColumnName(String),
+    /// The column name is longer than [`COLUMN_NAME_BYTES_MAX`].
+    #[error(
+        "column name {start:?}… is {bytes} bytes; at most {COLUMN_NAME_BYTES_MAX} are allowed (column_name_bytes_max)"
+    )]
+    NameTooLong {
+        /// The name's first characters.
+        start: String,
+        /// Its length.
+        bytes: usize,
+    },
     /// The name is reserved (the time column, `_measurement`).
     #[error("column name {0:?} is reserved")]
     ReservedName(String),
@@ -332,6 +342,9 @@ impl<'s> BatchBuilder<'s> {
         }
         if name == self.schema.time_column || name == crate::ingest::MEASUREMENT_COLUMN {
             return Err(RowError::ReservedName(name.to_string()));
+        }
+        if name.len() > COLUMN_NAME_BYTES_MAX {
+            return Err(RowError::NameTooLong { start: name.chars().take(32).collect(), bytes: name.len() });
         }
         check_column_name(name).map_err(RowError::BadColumnName)?;
         let stored = self.schema.kind_of(name);

@@ -3,8 +3,13 @@
 //! The time column is an RFC 3339 string or an epoch number in the request's
 //! precision; a record without one gets the server's time. Numbers go into
 //! float columns unless the column is already stored as integer or unsigned.
-//! `null` is a missing value. Nested objects and arrays are refused. A JSON
-//! body is all or nothing: any bad record refuses the request.
+//! A number its column cannot hold exactly is refused, never rounded: an
+//! integer beyond ±2^53 for a float column, one outside the column's range
+//! for an integer or unsigned column (`unrepresentable_value`).
+//! `null` is a missing value. Nested objects and arrays are refused. Strings
+//! are capped like line protocol's (`tag_value_bytes_max` for a tag column,
+//! else `string_value_bytes_max`). A JSON body is all or nothing: any bad
+//! record refuses the request.
 
 use serde_json::Value as Json;
 
@@ -30,12 +35,14 @@ pub fn parse(
             if records.len() > limits.rows_per_request_max {
                 return Err(too_many(limits));
             }
+            let context = RecordContext { precision, default_time_ns, limits, wide: &wide_integer_literals(body) };
             for (index, record) in records.iter().enumerate() {
-                add_record(record, index + 1, precision, default_time_ns, builder)?;
+                add_record(record, index + 1, &context, builder)?;
             }
             Ok(())
         }
         Some(_) => {
+            let context = RecordContext { precision, default_time_ns, limits, wide: &wide_integer_literals(body) };
             let mut count = 0;
             for (index, line) in body.split(|b| *b == b'\n').enumerate() {
                 if line.iter().all(u8::is_ascii_whitespace) {
@@ -48,7 +55,7 @@ pub fn parse(
                 let record: Json = serde_json::from_slice(line).map_err(|e| {
                     ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON on line {}: {e}", index + 1))
                 })?;
-                add_record(&record, index + 1, precision, default_time_ns, builder)?;
+                add_record(&record, index + 1, &context, builder)?;
             }
             Ok(())
         }
@@ -62,11 +69,19 @@ fn too_many(limits: &IngestLimits) -> ApiError {
     )
 }
 
+/// What every record of one body is parsed with.
+struct RecordContext<'a> {
+    precision: Precision,
+    default_time_ns: i64,
+    limits: &'a IngestLimits,
+    /// See [`wide_integer_literals`].
+    wide: &'a [f64],
+}
+
 fn add_record(
     record: &Json,
     number: usize,
-    precision: Precision,
-    default_time_ns: i64,
+    context: &RecordContext<'_>,
     builder: &mut BatchBuilder<'_>,
 ) -> Result<(), ApiError> {
     let Json::Object(object) = record else {
@@ -74,8 +89,8 @@ fn add_record(
     };
     let time_column = builder_time_column(builder);
     let time_ns = match object.get(&time_column) {
-        None | Some(Json::Null) => default_time_ns,
-        Some(value) => parse_time(value, precision)
+        None | Some(Json::Null) => context.default_time_ns,
+        Some(value) => parse_time(value, context.precision)
             .map_err(|message| ApiError::new(ErrorCode::InvalidTimestamp, format!("record {number}: {message}")))?,
     };
     let mut values = Vec::with_capacity(object.len());
@@ -83,7 +98,7 @@ fn add_record(
         if *name == time_column || value.is_null() {
             continue;
         }
-        let value = to_value(name, value, builder.known_kind(name)).map_err(|e| e.in_record(number))?;
+        let value = to_value(name, value, builder.known_kind(name), context).map_err(|e| e.in_record(number))?;
         let column = builder.column(name, value.kind()).map_err(|e| row_error(e, number))?;
         values.push((column, value));
     }
@@ -97,12 +112,16 @@ fn builder_time_column(builder: &BatchBuilder<'_>) -> String {
 fn row_error(error: RowError, number: usize) -> ApiError {
     let code = match error {
         RowError::Conflict { .. } => ErrorCode::SchemaConflict,
-        RowError::TooManyColumns(_) => ErrorCode::LimitExceeded,
+        RowError::TooManyColumns(_) | RowError::NameTooLong { .. } => ErrorCode::LimitExceeded,
         _ => ErrorCode::BadRequest,
     };
     let mut api = ApiError::new(code, format!("record {number}: {error}"));
-    if let RowError::Conflict { column, .. } = &error {
-        api = api.with_detail(serde_json::json!({ "column": column }));
+    match &error {
+        RowError::Conflict { column, .. } => api = api.with_detail(serde_json::json!({ "column": column })),
+        RowError::NameTooLong { .. } => {
+            api = api.with_detail(serde_json::json!({ "record": number, "limit": "column_name_bytes_max" }));
+        }
+        _ => {}
     }
     api
 }
@@ -111,43 +130,164 @@ struct ValueError {
     code: ErrorCode,
     column: String,
     message: String,
+    /// The configuration key of a limit the value broke.
+    limit: Option<&'static str>,
 }
 
 impl ValueError {
+    fn new(code: ErrorCode, column: &str, message: String) -> ValueError {
+        ValueError { code, column: column.to_string(), message, limit: None }
+    }
+
     fn in_record(self, number: usize) -> ApiError {
-        ApiError::new(self.code, format!("record {number}: {}", self.message))
-            .with_detail(serde_json::json!({ "column": self.column }))
+        let mut detail = serde_json::json!({ "column": self.column, "record": number });
+        if let Some(limit) = self.limit {
+            detail["limit"] = limit.into();
+        }
+        ApiError::new(self.code, format!("record {number}: {}", self.message)).with_detail(detail)
     }
 }
 
-fn to_value<'j>(name: &str, value: &'j Json, known: Option<ColumnKind>) -> Result<Value<'j>, ValueError> {
-    let conflict = |incoming: &str| ValueError {
-        code: ErrorCode::SchemaConflict,
-        column: name.to_string(),
-        message: format!(
-            "column {name:?} is {} but the value is {incoming}",
-            known.map(ColumnKind::as_str).unwrap_or("unknown")
-        ),
-    };
+/// The largest integer every smaller one of which a 64-bit float holds
+/// exactly: 2^53.
+const FLOAT_EXACT_INTEGER_MAX: u64 = 1 << 53;
+
+fn to_value<'j>(
+    name: &str,
+    value: &'j Json,
+    known: Option<ColumnKind>,
+    context: &RecordContext<'_>,
+) -> Result<Value<'j>, ValueError> {
     match value {
         Json::Bool(b) => Ok(Value::Boolean(*b)),
-        Json::String(s) => Ok(Value::Text(s)),
-        Json::Number(n) => match known {
-            Some(ColumnKind::Integer) => {
-                n.as_i64().map(Value::Integer).ok_or_else(|| conflict("not a signed 64-bit integer"))
+        Json::String(s) => {
+            let (max, key) = if known == Some(ColumnKind::Tag) {
+                (context.limits.tag_value_bytes_max, "limits.tag_value_bytes_max")
+            } else {
+                (context.limits.string_value_bytes_max, "limits.string_value_bytes_max")
+            };
+            if s.len() > max {
+                let message = format!("column {name:?} value is {} bytes; at most {max} are allowed ({key})", s.len());
+                return Err(ValueError {
+                    limit: Some(key),
+                    ..ValueError::new(ErrorCode::LimitExceeded, name, message)
+                });
             }
-            Some(ColumnKind::Unsigned) => {
-                n.as_u64().map(Value::Unsigned).ok_or_else(|| conflict("not an unsigned 64-bit integer"))
-            }
-            _ => n.as_f64().filter(|f| f.is_finite()).map(Value::Float).ok_or_else(|| conflict("not a finite number")),
-        },
-        Json::Object(_) | Json::Array(_) => Err(ValueError {
-            code: ErrorCode::UnsupportedValue,
-            column: name.to_string(),
-            message: format!("column {name:?} has a nested object or array; only scalars are stored"),
-        }),
+            Ok(Value::Text(s))
+        }
+        Json::Number(n) => number_value(name, n, known, context.wide),
+        Json::Object(_) | Json::Array(_) => Err(ValueError::new(
+            ErrorCode::UnsupportedValue,
+            name,
+            format!("column {name:?} has a nested object or array; only scalars are stored"),
+        )),
         Json::Null => unreachable!("nulls are skipped by the caller"),
     }
+}
+
+/// A JSON number as the column stores it, or why it cannot be stored
+/// exactly. `wide` holds the integer literals of the body that no 64-bit
+/// integer holds (serde_json reads those as floats).
+fn number_value<'j>(
+    name: &str,
+    n: &serde_json::Number,
+    known: Option<ColumnKind>,
+    wide: &[f64],
+) -> Result<Value<'j>, ValueError> {
+    let kind = known.map_or("a new column (float)", ColumnKind::as_str);
+    let conflict = |incoming: &str| {
+        ValueError::new(
+            ErrorCode::SchemaConflict,
+            name,
+            format!("column {name:?} is {kind} but the value is {incoming}"),
+        )
+    };
+    let wide_literal = n.as_f64().is_some_and(|f| n.is_f64() && wide.contains(&f));
+    let unrepresentable = |why: &str| {
+        let shown = if wide_literal { "an integer beyond 64 bits".to_string() } else { n.to_string() };
+        ValueError::new(
+            ErrorCode::UnrepresentableValue,
+            name,
+            format!("column {name:?} is {kind}, which cannot hold {shown} exactly ({why}); it was not rounded"),
+        )
+    };
+    match known {
+        Some(ColumnKind::Integer) => match n.as_i64() {
+            Some(i) => Ok(Value::Integer(i)),
+            None if n.is_u64() || wide_literal => Err(unrepresentable("a signed 64-bit integer")),
+            None => Err(conflict("not a signed 64-bit integer")),
+        },
+        Some(ColumnKind::Unsigned) => match n.as_u64() {
+            Some(u) => Ok(Value::Unsigned(u)),
+            None if n.is_i64() || wide_literal => Err(unrepresentable("an unsigned 64-bit integer")),
+            None => Err(conflict("not an unsigned 64-bit integer")),
+        },
+        // A new column becomes a float column, so the same rule applies.
+        None | Some(ColumnKind::Float) => {
+            let beyond_float = wide_literal
+                || n.as_u64().is_some_and(|u| u > FLOAT_EXACT_INTEGER_MAX)
+                || n.as_i64().is_some_and(|i| i.unsigned_abs() > FLOAT_EXACT_INTEGER_MAX);
+            if beyond_float {
+                return Err(unrepresentable(
+                    "JSON numbers are stored as 64-bit floats, exact for integers up to ±2^53; \
+                     send it as a string, or into an integer column",
+                ));
+            }
+            n.as_f64().filter(|f| f.is_finite()).map(Value::Float).ok_or_else(|| conflict("not a finite number"))
+        }
+        // Any other kind refuses a number as a conflict when the value reaches its column.
+        Some(_) => {
+            n.as_f64().filter(|f| f.is_finite()).map(Value::Float).ok_or_else(|| conflict("not a finite number"))
+        }
+    }
+}
+
+/// The values (as serde_json reads them: rounded floats) of the integer
+/// literals outside strings in `body` that fit neither `i64` nor `u64`.
+/// serde_json turns such a literal into a float without telling, so this
+/// pass is how [`number_value`] knows that a float was written as an
+/// integer. Linear, and strings are skipped with `memchr`; the body has
+/// already been parsed (or will be, refusing it if malformed).
+fn wide_integer_literals(body: &[u8]) -> Vec<f64> {
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    match body.get(i..).and_then(|rest| memchr::memchr2(b'"', b'\\', rest)) {
+                        None => return found,
+                        Some(offset) if body[i + offset] == b'\\' => i += offset + 2,
+                        Some(offset) => {
+                            i += offset + 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < body.len() && matches!(body[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                    i += 1;
+                }
+                let token = &body[start..i];
+                // i64 and u64 hold every integer of up to 18 digits.
+                let digits = token.iter().filter(|b| b.is_ascii_digit()).count();
+                if digits > 18 && token.iter().all(|b| *b == b'-' || b.is_ascii_digit()) {
+                    let text = std::str::from_utf8(token).expect("ASCII");
+                    if text.parse::<i64>().is_err()
+                        && text.parse::<u64>().is_err()
+                        && let Ok(value) = text.parse::<f64>()
+                    {
+                        found.push(value);
+                    }
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    found
 }
 
 /// An RFC 3339 string, or an epoch number in `precision`.
@@ -233,6 +373,38 @@ mod tests {
         assert_eq!(run(&schema, r#"[{"a":1},{"a":"x"}]"#).unwrap_err().code, ErrorCode::SchemaConflict);
         assert_eq!(run(&schema, r#"[{"time":"yesterday"}]"#).unwrap_err().code, ErrorCode::InvalidTimestamp);
         assert_eq!(run(&schema, "{\"a\":1}\nnot json").unwrap_err().code, ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn only_integer_literals_wider_than_64_bits_outside_strings_are_wide() {
+        let body = br#"[{"a":18446744073709551615,"b":-9223372036854775808,"c":18446744073709551616,
+            "d":-9223372036854775809,"e":1.8446744073709552e19,"f":"18446744073709551616",
+            "g\"":"\"99999999999999999999","h":99999999999999999999.5}]"#;
+        assert_eq!(wide_integer_literals(body), [18446744073709551616.0, -9223372036854775809.0]);
+        assert!(wide_integer_literals(b"{\"unterminated").is_empty());
+    }
+
+    #[test]
+    fn numbers_are_refused_rather_than_rounded() {
+        let schema = DatasetSchema::empty("time");
+        let code = |body: &str| run(&schema, body).map(|_| ()).map_err(|e| e.code);
+        assert_eq!(code(r#"[{"v":9007199254740992},{"v":-9007199254740992}]"#), Ok(()));
+        assert_eq!(code(r#"[{"v":9007199254740993}]"#), Err(ErrorCode::UnrepresentableValue));
+        assert_eq!(code(r#"[{"v":-9007199254740993}]"#), Err(ErrorCode::UnrepresentableValue));
+        assert_eq!(code(r#"[{"v":100000000000000000000}]"#), Err(ErrorCode::UnrepresentableValue));
+        assert_eq!(code(r#"[{"v":1e20}]"#), Ok(()));
+        let integers = DatasetSchema::empty("time")
+            .evolve(&[
+                ColumnDef { name: "i".into(), kind: ColumnKind::Integer },
+                ColumnDef { name: "u".into(), kind: ColumnKind::Unsigned },
+            ])
+            .unwrap()
+            .unwrap();
+        let code = |body: &str| run(&integers, body).map(|_| ()).map_err(|e| e.code);
+        assert_eq!(code(r#"[{"i":-9223372036854775808,"u":18446744073709551615}]"#), Ok(()));
+        assert_eq!(code(r#"[{"i":9223372036854775808}]"#), Err(ErrorCode::UnrepresentableValue));
+        assert_eq!(code(r#"[{"u":-1}]"#), Err(ErrorCode::UnrepresentableValue));
+        assert_eq!(code(r#"[{"i":1.5}]"#), Err(ErrorCode::SchemaConflict));
     }
 
     #[test]

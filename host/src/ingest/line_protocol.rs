@@ -9,6 +9,11 @@
 //!
 //! A line that fails is reported with its number and does not touch the batch;
 //! the caller decides whether the good lines are kept (`accept_partial`).
+//! A line over a size limit (a tag value or the measurement over
+//! `tag_value_bytes_max`, a string field over `string_value_bytes_max`, a
+//! tag or field key over the column name limit) refuses the whole body, like
+//! a schema conflict: a limit says what the server accepts, not that one
+//! line was garbled.
 
 use rustc_hash::FxHashMap;
 
@@ -34,6 +39,15 @@ pub enum BodyError {
     TooManyLines(usize),
     /// A column kind conflicts with the stored schema.
     Conflict(RowError),
+    /// A line breaks a size limit.
+    Limit {
+        /// 1-based line number in the body.
+        line_number: usize,
+        /// The limit's key: `limits.tag_value_bytes_max`, … .
+        limit: &'static str,
+        /// What was too large.
+        message: String,
+    },
 }
 
 /// Parses `body` into `builder`, returning the rejected lines.
@@ -81,6 +95,9 @@ pub fn parse<'b>(
                 Err(error) => errors.push(line_error(index, raw_line, error.to_string())),
             },
             Err(LineFailure::Conflict(error)) => return Err(BodyError::Conflict(error)),
+            Err(LineFailure::Limit { limit, message }) => {
+                return Err(BodyError::Limit { line_number: index + 1, limit, message });
+            }
             Err(LineFailure::Syntax(message)) => errors.push(line_error(index, raw_line, message)),
         }
     }
@@ -134,15 +151,34 @@ struct LineCaches<'b> {
 enum LineFailure {
     Syntax(String),
     Conflict(RowError),
+    Limit { limit: &'static str, message: String },
 }
 
 impl From<RowError> for LineFailure {
     fn from(error: RowError) -> LineFailure {
         match error {
             RowError::Conflict { .. } => LineFailure::Conflict(error),
+            RowError::NameTooLong { .. } => {
+                LineFailure::Limit { limit: "column_name_bytes_max", message: error.to_string() }
+            }
             other => LineFailure::Syntax(other.to_string()),
         }
     }
+}
+
+/// Refuses `text` (what `what` names) when it is longer than `max` bytes.
+fn within(text: &str, max: usize, limit: &'static str, what: impl FnOnce() -> String) -> Result<(), LineFailure> {
+    if text.len() <= max {
+        return Ok(());
+    }
+    let message = format!("{} is {} bytes; at most {max} are allowed ({limit})", what(), text.len());
+    Err(LineFailure::Limit { limit, message })
+}
+
+/// The first characters of a name too long to quote whole.
+fn start_of(text: &str) -> String {
+    let start: String = text.chars().take(32).collect();
+    if start.len() < text.len() { format!("{start:?}…") } else { format!("{start:?}") }
 }
 
 fn syntax<T>(message: impl Into<String>) -> Result<T, LineFailure> {
@@ -223,6 +259,10 @@ fn parse_series(
     if text_of(&measurement).is_empty() {
         return syntax("missing measurement");
     }
+    // The measurement is stored as the `_measurement` tag's value.
+    within(text_of(&measurement), limits.tag_value_bytes_max, "limits.tag_value_bytes_max", || {
+        format!("the measurement {} (stored as the {MEASUREMENT_COLUMN} tag)", start_of(text_of(&measurement)))
+    })?;
     let column = builder.internal_column(MEASUREMENT_COLUMN, ColumnKind::Tag)?;
     let mut resolved = vec![(column, builder.text_key(column, text_of(&measurement)))];
     let mut at = measurement_end;
@@ -240,13 +280,9 @@ fn parse_series(
         if key.is_empty() || value.is_empty() {
             return syntax("tag key and value must not be empty");
         }
-        if value.len() > limits.tag_value_bytes_max {
-            return syntax(format!(
-                "tag {key:?} value is {} bytes; at most {} are allowed",
-                value.len(),
-                limits.tag_value_bytes_max
-            ));
-        }
+        within(value, limits.tag_value_bytes_max, "limits.tag_value_bytes_max", || {
+            format!("the value of tag {}", start_of(key))
+        })?;
         let column = builder.column(key, ColumnKind::Tag)?;
         if resolved.iter().any(|(c, _)| *c == column) {
             return syntax(format!("tag {key:?} appears twice"));
@@ -361,13 +397,7 @@ fn parse_field_value<'b>(
             return syntax("unterminated string field");
         }
         let inner = &text[start + 1..i];
-        if inner.len() > limits.string_value_bytes_max {
-            return syntax(format!(
-                "string field is {} bytes; at most {} are allowed",
-                inner.len(),
-                limits.string_value_bytes_max
-            ));
-        }
+        within(inner, limits.string_value_bytes_max, "limits.string_value_bytes_max", || "a string field".to_string())?;
         let value = if escaped { unescape(inner, b"\"\\")? } else { Value::Text(inner) };
         let end = i + 1;
         if end < line.len() && line[end] != b',' && line[end] != b' ' {
