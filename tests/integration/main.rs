@@ -3,6 +3,7 @@
 mod compaction;
 mod durability;
 mod ingest;
+mod integrity;
 mod lifecycle;
 mod partitioning;
 mod policies;
