@@ -448,9 +448,9 @@ impl Lifecycle {
                 report.decisions = proposals.len();
                 let executing = std::time::Instant::now();
                 // `facts` and `records` are in the same order.
-                let located = guard::locate(&facts, &proposals);
+                let located = guard::locate(facts, &proposals);
                 let verdicts =
-                    guard::judge_located(&facts, &proposals, &located, &self.rails(dataset.name.as_str()), guard_now);
+                    guard::judge_located(facts, &proposals, &located, &self.rails(dataset.name.as_str()), guard_now);
                 let mut work = Vec::new();
                 for (((proposal, verdict), options), index) in
                     proposals.into_iter().zip(verdicts).zip(archive_options).zip(located)
