@@ -259,7 +259,8 @@ impl Default for LifecycleConfig {
 pub struct QueryConfig {
     /// A query running longer is stopped with 504 `query_timeout`, in ms.
     pub timeout_ms: u64,
-    /// DuckDB memory limit per query, in bytes.
+    /// DuckDB memory limit per query, in bytes; a query during which the
+    /// process grows by more (plus 256 MiB) is stopped too.
     pub memory_bytes_max: u64,
     /// Queries running at once; more wait (up to the timeout), then get 429.
     pub concurrent_max: usize,

@@ -279,6 +279,7 @@ fn sql_spills_to_a_private_capped_directory() {
     let server = Server::start("hostile-sql-spill-cap", &capped);
     let (status, error) = server.post("/v1/sql", sort.to_string());
     assert_eq!((status, error["error"]["code"].as_str()), (507, Some("query_too_large")), "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("query.spill_bytes_max"), "{error}");
     assert_eq!(server.get("/health").0, 200);
 }
 

@@ -93,6 +93,8 @@ fn query_error(error: duckdb::Error) -> ApiError {
         ApiError::new(ErrorCode::QueryTimeout, "the query ran past query.timeout_ms and was stopped")
     } else if message.contains("Permission Error") || message.contains("disabled") || message.contains("not allowed") {
         ApiError::new(ErrorCode::QueryRefused, format!("refused: {message}"))
+    } else if message.contains("max_temp_directory_size") {
+        ApiError::new(ErrorCode::QueryTooLarge, "the query needs more than query.spill_bytes_max of spill space")
     } else if message.contains("Out of Memory") {
         ApiError::new(ErrorCode::QueryTooLarge, format!("the query needs more than query.memory_bytes_max: {message}"))
     } else {

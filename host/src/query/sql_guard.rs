@@ -64,11 +64,13 @@ const FUNCTION_PREFIXES_REFUSED: &[&str] = &["duckdb_", "pragma_"];
 /// Views refused wherever they are named (no call needed).
 const VIEWS_REFUSED: &[&str] = &["pg_settings"];
 
-/// The words a query starts with (after any opening parentheses). The
-/// wrapper alone would also take a statement that reads as a table
-/// reference (`INSTALL httpfs` is the table `install` aliased `httpfs`),
-/// which would only fail later, as an unknown table.
-const QUERY_STARTS: &[&str] = &["select", "with", "from", "values", "table", "pivot", "unpivot"];
+/// The words a query starts with (after any opening parentheses);
+/// `DESCRIBE` and `SUMMARIZE` of a relation are queries too. The wrapper
+/// alone would also take a statement that reads as a table reference
+/// (`INSTALL httpfs` is the table `install` aliased `httpfs`), which would
+/// only fail later, as an unknown table.
+const QUERY_STARTS: &[&str] =
+    &["select", "with", "from", "values", "table", "pivot", "unpivot", "describe", "summarize"];
 
 /// The one refusal message for anything but a single query.
 const ONE_QUERY: &str = "only exactly one read-only SELECT statement can run";
@@ -141,6 +143,8 @@ mod tests {
             ("VALUES (1), (2)", "ok"),
             ("(SELECT 1) UNION ALL (SELECT 2)", "ok"),
             ("TABLE x", "ok"),
+            ("SUMMARIZE x", "ok"),
+            ("SHOW TABLES", "query_refused"),
             ("SELECT $$;$$, E'\\';', \"a;b\" FROM (SELECT 1 AS \"a;b\")", "ok"),
             ("SELECT 1 /* ; */", "ok"),
             ("", "bad_request"),
