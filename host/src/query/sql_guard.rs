@@ -190,3 +190,76 @@ mod tests {
         assert!(!names.contains("select") && !names.contains("from"));
     }
 }
+
+#[cfg(test)]
+mod parity {
+    use super::super::sql_text::{TokenKind, normalize, tokenize};
+    use super::*;
+
+    /// Expressions that hide `;`, quotes and comment markers from a naive
+    /// reader; each parses as one expression.
+    const TRICKY: &[&str] = &[
+        "';'",
+        "'a''b;'",
+        "E'\\';'",
+        "e'\\\\'",
+        "'\\'",
+        "$$;$$",
+        "$t$ ; $ $$ $t$",
+        "\"x;y\"",
+        "`a;b`",
+        "\"a\"\"b;\"",
+        "1 /* ; /* ; */ ; */",
+        "1 -- ; '\n",
+        "x\u{a0}",
+        "'\u{3000};'",
+        "$1",
+        "x::INT",
+        "1e5",
+        "U&'x'",
+        "'/*'",
+        "'--'",
+        "\"--\"",
+    ];
+
+    /// What this module's tokenizer sees: the number of statements.
+    fn statements_by_tokens(sql: &str) -> usize {
+        let sql = normalize(sql);
+        let mut count = 0;
+        let mut open = false;
+        for token in tokenize(&sql) {
+            if token.kind == TokenKind::Terminator {
+                count += usize::from(open);
+                open = false;
+            } else {
+                open = true;
+            }
+        }
+        count + usize::from(open)
+    }
+
+    #[test]
+    fn the_tokenizer_splits_statements_where_duckdb_does() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..400 {
+            let statements = 1 + next(3);
+            let text: Vec<String> = (0..statements)
+                .map(|_| {
+                    let expressions: Vec<&str> = (0..1 + next(4)).map(|_| TRICKY[next(TRICKY.len())]).collect();
+                    format!("SELECT {}\n", expressions.join(", "))
+                })
+                .collect();
+            let sql = text.join(["; ", ";\n", " ;/* ; */ ", "; -- ;\n"][next(4)]);
+            match parse(&sql).unwrap() {
+                Parsed::Statements(n) => assert_eq!(statements_by_tokens(&sql), n, "{sql:?}"),
+                Parsed::SyntaxError(message) => panic!("{sql:?}: {message}"),
+            }
+        }
+    }
+}
