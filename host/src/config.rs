@@ -259,7 +259,8 @@ impl Default for LifecycleConfig {
 pub struct QueryConfig {
     /// A query running longer is stopped with 504 `query_timeout`, in ms.
     pub timeout_ms: u64,
-    /// DuckDB memory limit per query, in bytes.
+    /// DuckDB memory limit per query, in bytes; a query during which the
+    /// process grows by more (plus 256 MiB) is stopped too.
     pub memory_bytes_max: u64,
     /// Queries running at once; more wait (up to the timeout), then get 429.
     pub concurrent_max: usize,
@@ -267,6 +268,9 @@ pub struct QueryConfig {
     pub threads: u32,
     /// Bytes of SQL text.
     pub sql_bytes_max: usize,
+    /// Bytes a query's database may spill to disk (under
+    /// `<data_dir>/query-tmp/`) when its working set passes `memory_bytes_max`.
+    pub spill_bytes_max: u64,
     /// Read archived partitions in place; when false they are skipped and
     /// listed in the answer's `stats.archived_skipped`.
     pub read_archived: bool,
@@ -280,6 +284,7 @@ impl Default for QueryConfig {
             concurrent_max: 4,
             threads: 2,
             sql_bytes_max: 64 * 1024,
+            spill_bytes_max: 1024 * 1024 * 1024,
             read_archived: true,
         }
     }
@@ -538,6 +543,7 @@ impl Config {
             ("query.concurrent_max", self.query.concurrent_max as u64),
             ("query.threads", u64::from(self.query.threads)),
             ("query.sql_bytes_max", self.query.sql_bytes_max as u64),
+            ("query.spill_bytes_max", self.query.spill_bytes_max),
             ("lifecycle.sweep_interval_ms", self.lifecycle.sweep_interval_ms),
             ("lifecycle.move_concurrency", self.lifecycle.move_concurrency as u64),
             ("lifecycle.move_commit_batch", self.lifecycle.move_commit_batch as u64),

@@ -2,6 +2,7 @@
 
 mod compaction;
 mod durability;
+mod hostile_sql;
 mod ingest;
 mod integrity;
 mod lifecycle;

@@ -72,6 +72,6 @@ pub(super) async fn sql(state: &Arc<AppState>, request: Request<Incoming>) -> Re
         (text, param(&params, "format").map(str::to_string))
     };
     let format = OutputFormat::parse(format.as_deref(), accept.as_deref())?;
-    let result = engine(state)?.sql(&store, &sql, format).await?;
+    let result = engine(state)?.sql(&store, &sql, format, Arc::new(|_: &str| true)).await?;
     Ok(streamed(result))
 }

@@ -17,6 +17,8 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::output::{Encoder, OutputFormat};
 use super::plan::{KeyFilter, Param, PlannedQuery, QueryRequest, plan, prunable_by_key, quote};
+use super::watchdog::{self, FinishOnDrop, Watch};
+use super::{DatasetFilter, sql_guard};
 use crate::config::QueryConfig;
 use crate::error::{ApiError, ErrorCode};
 use crate::parquet_file::conform;
@@ -65,7 +67,10 @@ pub struct QueryResult {
 pub struct QueryEngine {
     config: QueryConfig,
     targets: Arc<Targets>,
-    temp_dir: PathBuf,
+    /// Where the databases of SQL queries spill (`query-tmp/sql`).
+    sql_spill_dir: PathBuf,
+    /// Where the structured-query database spills (`query-tmp/structured`).
+    structured_spill_dir: PathBuf,
     permits: Arc<Semaphore>,
     /// Fresh databases for SQL queries, opened ahead of the queries that
     /// will use them (opening one costs ~10 ms) with the settings every
@@ -88,6 +93,8 @@ fn query_error(error: duckdb::Error) -> ApiError {
         ApiError::new(ErrorCode::QueryTimeout, "the query ran past query.timeout_ms and was stopped")
     } else if message.contains("Permission Error") || message.contains("disabled") || message.contains("not allowed") {
         ApiError::new(ErrorCode::QueryRefused, format!("refused: {message}"))
+    } else if message.contains("max_temp_directory_size") {
+        ApiError::new(ErrorCode::QueryTooLarge, "the query needs more than query.spill_bytes_max of spill space")
     } else if message.contains("Out of Memory") {
         ApiError::new(ErrorCode::QueryTooLarge, format!("the query needs more than query.memory_bytes_max: {message}"))
     } else {
@@ -133,13 +140,21 @@ struct Source {
 }
 
 impl QueryEngine {
-    /// An engine reading the files of `targets`.
+    /// An engine reading the files of `targets` and spilling under
+    /// `temp_dir`, which it empties: spill files of an earlier process are
+    /// of no use, and a crash leaves them behind.
     pub fn new(config: QueryConfig, targets: Arc<Targets>, temp_dir: &Path) -> QueryEngine {
         let permits = Arc::new(Semaphore::new(config.concurrent_max));
+        if let Err(error) = std::fs::remove_dir_all(temp_dir)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(%error, dir = %temp_dir.display(), "emptying the query spill directory failed");
+        }
         QueryEngine {
             config,
             targets,
-            temp_dir: temp_dir.to_path_buf(),
+            sql_spill_dir: temp_dir.join("sql"),
+            structured_spill_dir: temp_dir.join("structured"),
             permits,
             spares: std::sync::Mutex::default(),
             shared: std::sync::Mutex::new(None),
@@ -161,16 +176,21 @@ impl QueryEngine {
     /// The Parquet metadata cache is safe because a file's key never names
     /// other bytes (writes are create-only; a rewrite gets a new key), and it
     /// saves reading each footer twice (binding the view, then the query).
-    fn open_database(config: &QueryConfig, temp_dir: &Path) -> Result<Connection, ApiError> {
+    /// It spills to `spill_dir`, at most `spill_bytes_max`; DuckDB writes
+    /// its spill files itself, so the directory needs no grant in
+    /// `allowed_directories` (and gets none: SQL cannot read or write it).
+    fn open_database(config: &QueryConfig, spill_dir: &Path) -> Result<Connection, ApiError> {
         let connection = Connection::open_in_memory().map_err(query_error)?;
-        let _ = std::fs::create_dir_all(temp_dir);
+        let _ = std::fs::create_dir_all(spill_dir);
         let settings = format!(
             "SET memory_limit = {memory}; SET threads = {threads}; SET temp_directory = {temp}; \
+             SET max_temp_directory_size = {spill}; \
              SET autoinstall_known_extensions = false; SET autoload_known_extensions = false; \
              SET parquet_metadata_cache = true;",
             memory = sql_string(&format!("{}B", config.memory_bytes_max)),
             threads = config.threads,
-            temp = sql_string(&temp_dir.display().to_string()),
+            temp = sql_string(&spill_dir.display().to_string()),
+            spill = sql_string(&format!("{}B", config.spill_bytes_max)),
         );
         connection.execute_batch(&settings).map_err(query_error)?;
         Ok(connection)
@@ -179,7 +199,7 @@ impl QueryEngine {
     /// Opens databases until `SPARE_DATABASES` are ready. Blocking.
     fn refill_spares(&self) {
         while self.spares.lock().unwrap_or_else(|p| p.into_inner()).len() < SPARE_DATABASES {
-            match QueryEngine::open_database(&self.config, &self.temp_dir) {
+            match QueryEngine::open_database(&self.config, &self.sql_spill_dir) {
                 Ok(connection) => self.spares.lock().unwrap_or_else(|p| p.into_inner()).push(connection),
                 Err(error) => {
                     tracing::warn!(%error, "opening a spare query database failed");
@@ -199,11 +219,13 @@ impl QueryEngine {
     fn shared_connection(&self) -> Result<Connection, ApiError> {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         if shared.as_ref().is_none_or(|(_, opened)| opened.elapsed() > SHARED_DATABASE_AGE_MAX) {
-            let connection = QueryEngine::open_database(&self.config, &self.temp_dir)?;
-            let mut directories = vec![sql_string(&format!("{}/", self.temp_dir.display()))];
-            directories.extend(
-                self.targets.all().filter_map(|t| t.local_root()).map(|root| sql_string(&format!("{}/", root.display()))),
-            );
+            let connection = QueryEngine::open_database(&self.config, &self.structured_spill_dir)?;
+            let directories: Vec<String> = self
+                .targets
+                .all()
+                .filter_map(|t| t.local_root())
+                .map(|root| sql_string(&format!("{}/", root.display())))
+                .collect();
             connection
                 .execute_batch(&format!(
                     "SET allowed_directories = [{}]; SET enable_external_access = false; SET lock_configuration = true;",
@@ -216,22 +238,23 @@ impl QueryEngine {
         connection.try_clone().map_err(query_error)
     }
 
-    /// A fresh in-memory database per query, locked down: it may read exactly
-    /// `files` (the query's snapshot) and nothing else, load no extension and
-    /// change no setting. Its tables and views (the buffered rows, the dataset
-    /// views) are private to the query. A spare is used when one is ready.
+    /// A fresh in-memory database per query, locked down: it may open exactly
+    /// `files` (the query's snapshot) and nothing else — no directory, not
+    /// its own spill directory — load no extension and change no setting.
+    /// DuckDB's grants do not tell reading from writing, so `sql_guard`
+    /// keeps every statement but one query away from it. Its tables and views
+    /// (the buffered rows, the dataset views) are private to the query. A
+    /// spare is used when one is ready.
     fn connect(&self, files: &[&str]) -> Result<Connection, ApiError> {
         let spare = self.spares.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let connection = match spare {
             Some(connection) => connection,
-            None => QueryEngine::open_database(&self.config, &self.temp_dir)?,
+            None => QueryEngine::open_database(&self.config, &self.sql_spill_dir)?,
         };
         let allowed: Vec<String> = files.iter().map(|f| sql_string(f)).collect();
         let settings = format!(
-            "SET allowed_paths = [{allowed}]; SET allowed_directories = [{temp_dir}]; \
-             SET enable_external_access = false; SET lock_configuration = true;",
+            "SET allowed_paths = [{allowed}]; SET enable_external_access = false; SET lock_configuration = true;",
             allowed = allowed.join(", "),
-            temp_dir = sql_string(&format!("{}/", self.temp_dir.display())),
         );
         connection.execute_batch(&settings).map_err(query_error)?;
         Ok(connection)
@@ -377,38 +400,47 @@ impl QueryEngine {
             .await
     }
 
-    /// Runs read-only SQL over views named after the datasets it mentions.
+    /// Runs read-only SQL over views named after the datasets it references
+    /// (as a name, not inside a string or comment) and `readable` accepts.
+    /// SQL naming a dataset `readable` refuses is refused (403 `forbidden`);
+    /// anything but exactly one query is refused before a database sees it
+    /// (see `sql_guard`).
     pub async fn sql(
         self: &Arc<Self>,
         store: &Arc<Store>,
         sql: &str,
         format: OutputFormat,
+        readable: DatasetFilter,
     ) -> Result<QueryResult, ApiError> {
-        let text = sql.trim().trim_end_matches(';').trim();
-        if text.is_empty() {
-            return Err(ApiError::new(ErrorCode::BadRequest, "empty SQL"));
-        }
-        if text.len() > self.config.sql_bytes_max {
+        if sql.len() > self.config.sql_bytes_max {
             return Err(ApiError::new(
                 ErrorCode::LimitExceeded,
                 format!("SQL longer than {} bytes (query.sql_bytes_max)", self.config.sql_bytes_max),
             ));
         }
-        let datasets: Vec<(Arc<DatasetState>, String)> = store
-            .datasets()
-            .into_iter()
-            .filter(|d| text.contains(d.name.as_str()))
-            .map(|d| {
-                let name = d.name.to_string();
-                (d, name)
-            })
-            .collect();
-        // Only a query fits inside a subquery: no COPY, ATTACH, SET, INSTALL,
-        // CREATE, PRAGMA or second statement can be smuggled through.
+        let text = sql.to_string();
+        let checked = tokio::task::spawn_blocking(move || sql_guard::check(&text))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("checking the SQL failed: {e}")))??;
+        let mut datasets: Vec<(Arc<DatasetState>, String)> = Vec::new();
+        for dataset in store.datasets() {
+            let name = dataset.name.to_string();
+            if !checked.names.contains(&name) {
+                continue;
+            }
+            if !readable(&name) {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!("reading dataset {name} needs scope read:{name}"),
+                )
+                .with_detail(json!({ "scope": format!("read:{name}") })));
+            }
+            datasets.push((dataset, name));
+        }
         let planned = PlannedQuery {
             start_ns: i64::MIN,
             end_ns: i64::MAX,
-            sql: format!("SELECT * FROM (\n{text}\n) AS q"),
+            sql: checked.sql,
             sql_within_range: String::new(),
             params: Vec::new(),
             time_columns: Vec::new(),
@@ -439,15 +471,19 @@ impl QueryEngine {
         let engine = self.clone();
         let store = store.clone();
         let timeout = Duration::from_millis(self.config.timeout_ms);
-        let interrupt_slot: Arc<std::sync::Mutex<Option<Arc<duckdb::InterruptHandle>>>> = Arc::default();
-        let slot = interrupt_slot.clone();
+        let watch = Arc::new(Watch::default());
+        // The watchdog starts first, so its baseline predates the query.
+        tokio::spawn(watchdog::run(watch.clone(), timeout, self.config.memory_bytes_max));
+        let worker_watch = watch;
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let watch = worker_watch;
+            let _finished = FinishOnDrop(watch.clone());
             let mut first = Some(first_sender);
             let fail_early = |first: &mut Option<tokio::sync::oneshot::Sender<Result<(), ApiError>>>,
                               error: ApiError| {
                 if let Some(first) = first.take() {
-                    let _ = first.send(Err(error));
+                    let _ = first.send(Err(watch.explain(error)));
                 }
             };
             let mut stats = QueryStats::default();
@@ -460,7 +496,7 @@ impl QueryEngine {
                 let files: Vec<&str> = sources.iter().flat_map(|s| s.files.iter().map(String::as_str)).collect();
                 // A time range means a structured query.
                 let connection = if range.is_some() { engine.shared_connection()? } else { engine.connect(&files)? };
-                *slot.lock().expect("not poisoned") = Some(connection.interrupt_handle());
+                watch.attach(connection.interrupt_handle());
                 let mut relations = Vec::new();
                 for source in &sources {
                     relations.push(QueryEngine::relation(&connection, source)?);
@@ -493,6 +529,11 @@ impl QueryEngine {
                 Ok(statement) => statement,
                 Err(error) => return fail_early(&mut first, query_error(error)),
             };
+            // Constant folding during `prepare` runs functions the watchdog
+            // cannot interrupt; their result is refused all the same.
+            if let Some(error) = watch.memory_error() {
+                return fail_early(&mut first, error);
+            }
             stats.setup_ms = started.elapsed().as_secs_f64() * 1000.0;
             let params: Vec<Value> = planned.params.iter().map(param_value).collect();
             let mut batches = match statement.stream_arrow(duckdb::params_from_iter(params)) {
@@ -506,9 +547,13 @@ impl QueryEngine {
             for item in batches.by_ref() {
                 // An interrupt (the timeout) or a runtime error ends the
                 // stream with an error item.
-                let batch = match item {
-                    Ok(batch) => batch,
-                    Err(error) => {
+                let batch = match (item, watch.memory_error()) {
+                    (_, Some(error)) => {
+                        failure = Some(error);
+                        break;
+                    }
+                    (Ok(batch), None) => batch,
+                    (Err(error), None) => {
                         failure = Some(query_error(error));
                         break;
                     }
@@ -550,28 +595,16 @@ impl QueryEngine {
             drop(statement);
             drop(connection);
             drop(_permit);
+            watch.finish();
             if range.is_none() {
                 engine.refill_spares();
             }
         });
-        let watchdog = {
-            let slot = interrupt_slot.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                if let Some(handle) = slot.lock().expect("not poisoned").as_ref() {
-                    handle.interrupt();
-                }
-            })
-        };
         let first = first_receiver
             .await
             .unwrap_or_else(|_| Err(ApiError::new(ErrorCode::Internal, "query worker ended early")));
-        if let Err(error) = first {
-            watchdog.abort();
-            return Err(error);
-        }
-        // The watchdog keeps running until the timeout; interrupting a
-        // finished connection is harmless.
+        first?;
+        // The watchdog keeps running until the worker finishes.
         Ok(QueryResult { content_type: format.content_type(), chunks })
     }
 }

@@ -8,9 +8,18 @@
 
 mod engine;
 pub mod output;
+mod parser;
 pub mod plan;
+mod sql_guard;
+mod sql_text;
+mod watchdog;
 
 pub use engine::{QueryEngine, QueryResult, QueryStats};
+
+/// Which datasets a caller may read: `POST /v1/sql` creates views only for
+/// the datasets this accepts, and refuses SQL that names any other (403
+/// `forbidden`, naming the scope).
+pub type DatasetFilter = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Every Parquet file under `dir`, for benchmarks that read them directly.
 pub fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
