@@ -342,3 +342,16 @@ fn json_numbers_are_stored_exactly_or_refused() {
     let value = |time: i64, column: &str| rows.iter().find(|r| r["time"] == time).unwrap()[column].clone();
     assert_eq!((value(4, "i"), value(4, "u"), value(5, "i")), (json!(i64::MAX), json!(u64::MAX), json!(i64::MIN)));
 }
+
+#[test]
+fn a_record_naming_a_key_twice_is_refused_whole() {
+    let server = Server::start("integrity-duplicate-keys", "");
+    for body in [r#"[{"time":1,"v":1},{"time":2,"v":2,"v":3}]"#, "{\"time\":1,\"v\":1}\n{\"time\":2,\"v\":2,\"v\":3}\n"]
+    {
+        let (status, answer) = server.post("/v1/datasets/d/records", body.to_string());
+        assert_eq!((status, code(&answer)), (400, Some("invalid_json")), "{body}: {answer}");
+        assert!(message(&answer).contains("\"v\" appears twice"), "names the key: {answer}");
+    }
+    let (status, _) = server.get("/v1/datasets/d");
+    assert_eq!(status, 404, "nothing was written, not even the dataset");
+}

@@ -6,7 +6,9 @@
 //! A number its column cannot hold exactly is refused, never rounded: an
 //! integer beyond ±2^53 for a float column, one outside the column's range
 //! for an integer or unsigned column (`unrepresentable_value`).
-//! `null` is a missing value. Nested objects and arrays are refused. Strings
+//! `null` is a missing value. Nested objects and arrays are refused, and so
+//! is a record that names a key twice (a parser keeping one of the values
+//! would store less than the client sent). Strings
 //! are capped like line protocol's (`tag_value_bytes_max` for a tag column,
 //! else `string_value_bytes_max`). A JSON body is all or nothing: any bad
 //! record refuses the request.
@@ -30,7 +32,7 @@ pub fn parse(
     match first {
         None => Ok(()),
         Some(b'[') => {
-            let records: Vec<Json> = serde_json::from_slice(body)
+            let records: Vec<Record> = serde_json::from_slice(body)
                 .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
             if records.len() > limits.rows_per_request_max {
                 return Err(too_many(limits));
@@ -52,7 +54,7 @@ pub fn parse(
                 if count > limits.rows_per_request_max {
                     return Err(too_many(limits));
                 }
-                let record: Json = serde_json::from_slice(line).map_err(|e| {
+                let record: Record = serde_json::from_slice(line).map_err(|e| {
                     ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON on line {}: {e}", index + 1))
                 })?;
                 add_record(&record, index + 1, &context, builder)?;
@@ -78,13 +80,78 @@ struct RecordContext<'a> {
     wide: &'a [f64],
 }
 
+/// One top-level JSON value of a body: an object whose keys are distinct,
+/// or anything else (refused with its record number by `add_record`).
+/// serde_json's own map keeps the last of two equal keys silently.
+enum Record {
+    Object(serde_json::Map<String, Json>),
+    NotAnObject,
+}
+
+impl<'de> serde::Deserialize<'de> for Record {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Record, D::Error> {
+        deserializer.deserialize_any(RecordVisitor)
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RecordVisitor {
+    type Value = Record;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut access: A) -> Result<Record, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            let value: Json = access.next_value()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("the key {key:?} appears twice in one record")));
+            }
+            object.insert(key, value);
+        }
+        Ok(Record::Object(object))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut access: A) -> Result<Record, A::Error> {
+        while access.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Record::NotAnObject)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Record, E> {
+        Ok(Record::NotAnObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Record, E> {
+        Ok(Record::NotAnObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Record, E> {
+        Ok(Record::NotAnObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Record, E> {
+        Ok(Record::NotAnObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Record, E> {
+        Ok(Record::NotAnObject)
+    }
+
+    fn visit_unit<E>(self) -> Result<Record, E> {
+        Ok(Record::NotAnObject)
+    }
+}
+
 fn add_record(
-    record: &Json,
+    record: &Record,
     number: usize,
     context: &RecordContext<'_>,
     builder: &mut BatchBuilder<'_>,
 ) -> Result<(), ApiError> {
-    let Json::Object(object) = record else {
+    let Record::Object(object) = record else {
         return Err(ApiError::new(ErrorCode::InvalidJson, format!("record {number} is not a JSON object")));
     };
     let time_column = builder_time_column(builder);
@@ -373,6 +440,20 @@ mod tests {
         assert_eq!(run(&schema, r#"[{"a":1},{"a":"x"}]"#).unwrap_err().code, ErrorCode::SchemaConflict);
         assert_eq!(run(&schema, r#"[{"time":"yesterday"}]"#).unwrap_err().code, ErrorCode::InvalidTimestamp);
         assert_eq!(run(&schema, "{\"a\":1}\nnot json").unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(run(&schema, "[null]").unwrap_err().code, ErrorCode::InvalidJson);
+        assert_eq!(run(&schema, "[[1]]").unwrap_err().code, ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn a_key_named_twice_in_one_record_refuses_the_body() {
+        let schema = DatasetSchema::empty("time");
+        for body in [r#"[{"a":1,"b":2,"a":3}]"#, "{\"a\":1}\n{\"b\":1,\"b\":1}\n"] {
+            let error = run(&schema, body).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidJson, "{body}");
+            assert!(error.message.contains("appears twice"), "{}", error.message);
+        }
+        // The same key in two records, or nested, is no duplicate.
+        assert!(run(&schema, r#"[{"a":1},{"a":2}]"#).is_ok());
     }
 
     #[test]
