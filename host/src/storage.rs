@@ -97,6 +97,21 @@ pub enum StorageError {
     /// The targets cannot be set up as configured.
     #[error("{0}")]
     Misconfigured(String),
+    /// A local target's directory is locked by another process, or by this
+    /// one as its data directory.
+    #[error(
+        "storage target {target} at {} is in use by {}; each server needs its own storage directories",
+        .directory.display(),
+        .holder_pid.map_or_else(|| "another process (pid unknown)".to_string(), |pid| format!("the strata process with pid {pid}"))
+    )]
+    TargetLocked {
+        /// The target's name.
+        target: String,
+        /// The target's directory.
+        directory: PathBuf,
+        /// The pid the holder recorded, if it could be read.
+        holder_pid: Option<u32>,
+    },
     /// An IO error on one object.
     #[error("{key}: {source}")]
     Io {
@@ -299,6 +314,10 @@ impl StorageTarget for LocalDirectory {
                 }
                 let Ok(relative) = path.strip_prefix(&self.root) else { continue };
                 let Some(relative) = relative.to_str() else { continue };
+                // The target's lock records its holder's pid; it is no object.
+                if relative == crate::data_dir::LOCK_FILE_NAME {
+                    continue;
+                }
                 // Temporary files of interrupted puts are not objects.
                 if let Ok(key) = ObjectKey::parse(relative)
                     && key.as_str().starts_with(prefix)

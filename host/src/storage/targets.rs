@@ -2,11 +2,12 @@
 //! encoding of each tier.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Faulty, LocalDirectory, ObjectKey, StorageError, StorageTarget};
 use crate::config::{Config, TargetKind};
+use crate::data_dir::{DirectoryLock, DirectoryLockError};
 use crate::parquet_file::Encoding;
 use crate::policy::facts::Tier;
 
@@ -27,6 +28,8 @@ pub struct Targets {
     by_tier: BTreeMap<Tier, TierStorage>,
     /// Injected faults by target name (fault-injection runs only).
     faults: BTreeMap<String, Vec<String>>,
+    /// The locks on the local targets' directories, held while the targets are open.
+    _locks: Vec<Arc<DirectoryLock>>,
 }
 
 impl Targets {
@@ -34,11 +37,15 @@ impl Targets {
     /// maps the tiers. A target named by `STRATA_FAILPOINTS` is wrapped in
     /// [`Faulty`]. Two local targets whose directories turn out to be the
     /// same or nested once symlinks are resolved are refused (the
-    /// configuration check compares the paths as written). Blocking.
+    /// configuration check compares the paths as written). Each local
+    /// target's directory is locked before anything lists or writes it, so
+    /// that no other server sweeps or overwrites its files; a directory
+    /// another process holds fails the open. Blocking.
     pub fn open(config: &Config) -> Result<Targets, StorageError> {
         let mut by_name = BTreeMap::new();
         let mut faults = BTreeMap::new();
         let mut roots: Vec<(String, PathBuf)> = Vec::new();
+        let mut locks = Vec::new();
         for resolved in config.storage_targets() {
             let name = resolved.name.as_str();
             let target: Arc<dyn StorageTarget> = match resolved.kind {
@@ -57,6 +64,7 @@ impl Targets {
                             root.display()
                         )));
                     }
+                    locks.push(lock_target(name, &root)?);
                     roots.push((name.to_string(), root));
                     Arc::new(local)
                 }
@@ -77,6 +85,7 @@ impl Targets {
             TIERS.map(|tier| (tier, config.tier_target(tier), config.tier_encoding(tier))),
         )?;
         targets.faults = faults;
+        targets._locks = locks;
         Ok(targets)
     }
 
@@ -101,7 +110,7 @@ impl Targets {
         if let Some(missing) = TIERS.iter().find(|t| !by_tier.contains_key(t)) {
             return Err(StorageError::Misconfigured(format!("tier {} has no storage target", missing.as_str())));
         }
-        Ok(Targets { by_name, by_tier, faults: BTreeMap::new() })
+        Ok(Targets { by_name, by_tier, faults: BTreeMap::new(), _locks: Vec::new() })
     }
 
     /// The target of a tier.
@@ -145,6 +154,19 @@ impl Targets {
     pub fn local_path(&self, target: &str, object_key: &str) -> Option<PathBuf> {
         self.named(target)?.local_path(&ObjectKey::parse(object_key).ok()?)
     }
+}
+
+/// Locks a local target's directory; within this process a directory is
+/// locked once, whichever configuration opens it.
+fn lock_target(name: &str, root: &Path) -> Result<Arc<DirectoryLock>, StorageError> {
+    crate::data_dir::lock_directory_once(root).map_err(|error| match error {
+        DirectoryLockError::Held { directory, holder_pid } => {
+            StorageError::TargetLocked { target: name.to_string(), directory, holder_pid }
+        }
+        DirectoryLockError::Io { directory, source } => {
+            StorageError::Io { key: directory.display().to_string(), source }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -208,6 +230,41 @@ mod tests {
         assert_eq!(targets.tier(Tier::Archived).name(), "archive");
         assert_eq!(targets.tier(Tier::Archived).kind(), "local");
         assert!(targets.tier(Tier::Hot).location().ends_with("data/storage/hot"));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn target_directories_are_locked_once_per_process_and_the_lock_is_no_object() {
+        let root = std::env::temp_dir().join(format!("strata-targets-lock-{}", rand::random::<u64>()));
+        let config = Config::parse(&format!(
+            "[server]\ndata_dir = \"{}\"\n[storage.targets.shared]\npath = \"{}\"\n\
+             [storage.tiers.warm]\ntarget = \"shared\"\n[storage.tiers.cold]\ntarget = \"shared\"\n",
+            root.join("data").display(),
+            root.join("shared").display(),
+        ))
+        .unwrap();
+        let first = Targets::open(&config).unwrap();
+        let again = Targets::open(&config).expect("this process already holds the locks");
+        let hot = first.tier(Tier::Hot);
+        hot.put(&ObjectKey::parse("data/1/2/a.parquet").unwrap(), b"x").unwrap();
+        let keys: Vec<String> = hot.list("").unwrap().into_iter().map(|o| o.key.to_string()).collect();
+        assert_eq!(keys, ["data/1/2/a.parquet"], "the lock's pid file is not listed");
+        assert_eq!(hot.remove_temporaries().unwrap(), 0);
+        assert!(root.join("data/storage/hot").join(crate::data_dir::LOCK_FILE_NAME).exists());
+        drop((first, again));
+
+        // Another process's lock (a second open of the directory conflicts alike).
+        let held = crate::data_dir::lock_directory(&root.join("shared")).unwrap();
+        match Targets::open(&config).unwrap_err() {
+            StorageError::TargetLocked { target, directory, holder_pid } => {
+                assert_eq!(target, "shared");
+                assert!(directory.ends_with("shared"), "{}", directory.display());
+                assert_eq!(holder_pid, Some(std::process::id()));
+            }
+            other => panic!("expected TargetLocked, got {other}"),
+        }
+        drop(held);
+        drop(Targets::open(&config).unwrap());
         std::fs::remove_dir_all(root).unwrap();
     }
 }
