@@ -412,3 +412,25 @@ fn deleting_the_lock_file_does_not_let_a_second_server_in() {
     assert_eq!(server.post("/v1/datasets/d/records", r#"[{"time":2,"v":2}]"#).0, 200);
     assert_eq!(rows(&server, "d"), 2);
 }
+
+#[test]
+fn a_storage_target_nested_in_another_servers_target_sweeps_none_of_its_files() {
+    let shared = crate::support::temp_dir("integrity-nested-shared");
+    let inner = shared.join("data/hot");
+    let first =
+        Server::start("integrity-nested-a", &format!("[storage.targets.hot]\npath = \"{}\"\n", inner.display()));
+    assert_eq!(first.post("/v1/datasets/d/records", r#"[{"time":1,"v":1},{"time":2,"v":2}]"#).0, 200);
+    first.flush();
+    let files_before = crate::support::files_under(&inner.join("data"));
+    assert!(!files_before.is_empty(), "the flush wrote Parquet files");
+
+    // Its hot target holds the first server's under data/: the first
+    // server's files look like this one's orphans unless the sweep stays out.
+    let second =
+        Server::start("integrity-nested-b", &format!("[storage.targets.hot]\npath = \"{}\"\n", shared.display()));
+    assert_eq!(second.get("/ready").0, 200);
+    assert_eq!(crate::support::files_under(&inner.join("data")), files_before);
+    assert_eq!(first.committed_rows("d").len(), 2);
+    drop((first, second));
+    std::fs::remove_dir_all(shared).unwrap();
+}
