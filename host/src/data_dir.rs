@@ -85,9 +85,12 @@ pub fn lock_directory(directory: &Path) -> Result<DirectoryLock, DirectoryLockEr
     Ok(DirectoryLock { directory: directory.to_path_buf(), _handle: handle })
 }
 
+/// A directory's identity whatever the path to it: (device, inode).
+type DirectoryId = (u64, u64);
+
 /// Directory locks this process holds through [`lock_directory_once`], by
-/// (device, inode), so that every path to one directory finds the same lock.
-static HELD_ONCE: Mutex<Vec<((u64, u64), Weak<DirectoryLock>)>> = Mutex::new(Vec::new());
+/// identity, so that every path to one directory finds the same lock.
+static HELD_ONCE: Mutex<Vec<(DirectoryId, Weak<DirectoryLock>)>> = Mutex::new(Vec::new());
 
 /// Like [`lock_directory`], but a directory this process already locked
 /// through this function (under any path) is shared rather than refused:
