@@ -156,9 +156,9 @@ pub fn lock_data_dir(directory: &Path) -> Result<DataDirLock, DataDirLockError> 
     })
 }
 
-/// The pid in a lock file someone else holds (it may be mid-write or
-/// deleted: then none).
-fn holder_pid(path: &Path) -> Option<u32> {
+/// The pid in the lock file at `path` (it may be mid-write, deleted or not
+/// Strata's: then none).
+pub fn holder_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 

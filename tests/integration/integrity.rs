@@ -434,3 +434,23 @@ fn a_storage_target_nested_in_another_servers_target_sweeps_none_of_its_files() 
     drop((first, second));
     std::fs::remove_dir_all(shared).unwrap();
 }
+
+#[test]
+fn a_storage_target_inside_another_servers_data_directory_refuses_to_start() {
+    let server = Server::start("integrity-target-inside", "");
+    // The first server empties its query-tmp at every start.
+    let inside = server.data_dir.join("query-tmp/stolen");
+    let other = crate::support::temp_dir("integrity-target-inside-other");
+    let config = other.join("strata.toml");
+    std::fs::write(&config, format!("[storage.targets.cold]\npath = \"{}\"\n", inside.display())).unwrap();
+    let data_dir = other.join("data");
+    let (success, stderr) = serve_until_exit(
+        &other,
+        &["--config".as_ref(), config.as_os_str(), "--data-dir".as_ref(), data_dir.as_os_str()],
+    );
+    assert!(!success, "{stderr}");
+    assert!(stderr.contains("storage target cold"), "names the target: {stderr}");
+    assert!(stderr.contains(&format!("lies inside {}", server.data_dir.display())), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", server.pid())), "names the holder: {stderr}");
+    std::fs::remove_dir_all(other).unwrap();
+}

@@ -46,6 +46,7 @@ impl Targets {
         let mut faults = BTreeMap::new();
         let mut roots: Vec<(String, PathBuf)> = Vec::new();
         let mut locks = Vec::new();
+        let own_data_dir = config.server.data_dir.canonicalize().unwrap_or_else(|_| config.server.data_dir.clone());
         for resolved in config.storage_targets() {
             let name = resolved.name.as_str();
             let target: Arc<dyn StorageTarget> = match resolved.kind {
@@ -64,6 +65,7 @@ impl Targets {
                             root.display()
                         )));
                     }
+                    refuse_nesting_in_a_lock(name, &root, &own_data_dir)?;
                     locks.push(lock_target(name, &root)?);
                     roots.push((name.to_string(), root));
                     Arc::new(local)
@@ -154,6 +156,30 @@ impl Targets {
     pub fn local_path(&self, target: &str, object_key: &str) -> Option<PathBuf> {
         self.named(target)?.local_path(&ObjectKey::parse(object_key).ok()?)
     }
+}
+
+/// Refuses a target inside a directory that holds a Strata lock file, other than
+/// this server's data directory: another server's (or an earlier one's)
+/// data directory or target, which that server sweeps, empties
+/// (`query-tmp`) or lists as its own. Stale lock files count too: the
+/// server they belong to may start again.
+fn refuse_nesting_in_a_lock(name: &str, root: &Path, own_data_dir: &Path) -> Result<(), StorageError> {
+    for ancestor in root.ancestors().skip(1).filter(|a| *a != own_data_dir) {
+        let lock_file = ancestor.join(crate::data_dir::LOCK_FILE_NAME);
+        // Strata's lock files hold a pid (other programs' LOCK files do not).
+        if let Some(pid) = crate::data_dir::holder_pid(&lock_file) {
+            return Err(StorageError::Misconfigured(format!(
+                "storage target {name} at {} lies inside {}, a directory of another strata server \
+                 ({} names pid {pid}); give the target a directory of its own, or remove that file \
+                 if no server uses {} any more",
+                root.display(),
+                ancestor.display(),
+                lock_file.display(),
+                ancestor.display(),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Locks a local target's directory; within this process a directory is
@@ -265,6 +291,17 @@ mod tests {
         }
         drop(held);
         drop(Targets::open(&config).unwrap());
+
+        // Inside another server's directory (its LOCK file stays after it stops).
+        let config = Config::parse(&format!(
+            "[server]\ndata_dir = \"{}\"\n[storage.targets.inner]\npath = \"{}\"\n",
+            root.join("data2").display(),
+            root.join("shared/query-tmp/x").display(),
+        ))
+        .unwrap();
+        let error = Targets::open(&config).unwrap_err().to_string();
+        assert!(error.contains("storage target inner") && error.contains("lies inside"), "{error}");
+        assert!(error.contains(&root.join("shared").display().to_string()), "{error}");
         std::fs::remove_dir_all(root).unwrap();
     }
 }
