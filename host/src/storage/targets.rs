@@ -186,6 +186,14 @@ fn refuse_nesting_in_a_lock(name: &str, root: &Path, own_data_dir: &Path) -> Res
 /// locked once, whichever configuration opens it.
 fn lock_target(name: &str, root: &Path) -> Result<Arc<DirectoryLock>, StorageError> {
     crate::data_dir::lock_directory_once(root).map_err(|error| match error {
+        // Targets share their locks within the process: this server's own
+        // lock on the directory is its data directory's.
+        DirectoryLockError::Held { directory, holder_pid } if holder_pid == Some(std::process::id()) => {
+            StorageError::Misconfigured(format!(
+                "storage target {name} at {} is this server's data directory; give the target a directory of its own",
+                directory.display()
+            ))
+        }
         DirectoryLockError::Held { directory, holder_pid } => {
             StorageError::TargetLocked { target: name.to_string(), directory, holder_pid }
         }
@@ -279,16 +287,23 @@ mod tests {
         assert!(root.join("data/storage/hot").join(crate::data_dir::LOCK_FILE_NAME).exists());
         drop((first, again));
 
-        // Another process's lock (a second open of the directory conflicts alike).
+        // Another process's lock: a second open of the directory conflicts
+        // alike, and the pid in LOCK is what the message names.
         let held = crate::data_dir::lock_directory(&root.join("shared")).unwrap();
+        std::fs::write(root.join("shared").join(crate::data_dir::LOCK_FILE_NAME), "4242\n").unwrap();
         match Targets::open(&config).unwrap_err() {
             StorageError::TargetLocked { target, directory, holder_pid } => {
                 assert_eq!(target, "shared");
                 assert!(directory.ends_with("shared"), "{}", directory.display());
-                assert_eq!(holder_pid, Some(std::process::id()));
+                assert_eq!(holder_pid, Some(4242));
             }
             other => panic!("expected TargetLocked, got {other}"),
         }
+        drop(held);
+        // This process's own lock that is not a target's: its data directory.
+        let held = crate::data_dir::lock_data_dir(&root.join("shared")).unwrap();
+        let error = Targets::open(&config).unwrap_err().to_string();
+        assert!(error.contains("storage target shared") && error.contains("this server's data directory"), "{error}");
         drop(held);
         drop(Targets::open(&config).unwrap());
 
