@@ -66,7 +66,7 @@ impl Targets {
                         )));
                     }
                     refuse_nesting_in_a_lock(name, &root, &own_data_dir)?;
-                    locks.push(lock_target(name, &root)?);
+                    locks.push(lock_target(name, &root, &own_data_dir)?);
                     roots.push((name.to_string(), root));
                     Arc::new(local)
                 }
@@ -184,11 +184,10 @@ fn refuse_nesting_in_a_lock(name: &str, root: &Path, own_data_dir: &Path) -> Res
 
 /// Locks a local target's directory; within this process a directory is
 /// locked once, whichever configuration opens it.
-fn lock_target(name: &str, root: &Path) -> Result<Arc<DirectoryLock>, StorageError> {
+fn lock_target(name: &str, root: &Path, own_data_dir: &Path) -> Result<Arc<DirectoryLock>, StorageError> {
     crate::data_dir::lock_directory_once(root).map_err(|error| match error {
-        // Targets share their locks within the process: this server's own
-        // lock on the directory is its data directory's.
-        DirectoryLockError::Held { directory, holder_pid } if holder_pid == Some(std::process::id()) => {
+        // The one lock this process holds outside the shared ones.
+        DirectoryLockError::Held { directory, .. } if directory == own_data_dir => {
             StorageError::Misconfigured(format!(
                 "storage target {name} at {} is this server's data directory; give the target a directory of its own",
                 directory.display()
@@ -300,11 +299,6 @@ mod tests {
             other => panic!("expected TargetLocked, got {other}"),
         }
         drop(held);
-        // This process's own lock that is not a target's: its data directory.
-        let held = crate::data_dir::lock_data_dir(&root.join("shared")).unwrap();
-        let error = Targets::open(&config).unwrap_err().to_string();
-        assert!(error.contains("storage target shared") && error.contains("this server's data directory"), "{error}");
-        drop(held);
         drop(Targets::open(&config).unwrap());
 
         // Inside another server's directory (its LOCK file stays after it stops).
@@ -317,6 +311,25 @@ mod tests {
         let error = Targets::open(&config).unwrap_err().to_string();
         assert!(error.contains("storage target inner") && error.contains("lies inside"), "{error}");
         assert!(error.contains(&root.join("shared").display().to_string()), "{error}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_target_that_resolves_to_the_data_directory_is_named_as_such() {
+        let root = std::env::temp_dir().join(format!("strata-targets-own-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("alias")).unwrap();
+        // Every default target elsewhere, so only the lock can tell.
+        let mut text = format!("[server]\ndata_dir = \"{}\"\n", root.join("real").display());
+        for name in ["hot", "warm", "cold", "archive"] {
+            text += &format!("[storage.targets.{name}]\npath = \"{}\"\n", root.join(name).display());
+        }
+        text += &format!("[storage.targets.own]\npath = \"{}\"\n", root.join("alias").display());
+        let config = Config::parse(&text).expect("the paths as written do not overlap");
+        let held = crate::data_dir::lock_data_dir(&root.join("real")).unwrap();
+        let error = Targets::open(&config).unwrap_err().to_string();
+        assert!(error.contains("storage target own") && error.contains("this server's data directory"), "{error}");
+        drop(held);
         std::fs::remove_dir_all(root).unwrap();
     }
 }
