@@ -1,19 +1,114 @@
-//! The data directory's lock: one process at a time owns a data directory.
+//! Directory locks: one process at a time owns a data directory, and each
+//! local storage target directory.
 //!
 //! Two servers on one directory would both append to the same WAL segment,
-//! flush the same partitions and sweep each other's files as orphans. So
-//! whoever opens the WAL or the catalog first takes an exclusive `flock` on
-//! `<data_dir>/LOCK` and keeps the file open for as long as it works there;
-//! the kernel drops the lock when the process exits, however it exits, so a
-//! crash never leaves a stale lock behind. The file holds the owner's pid,
-//! for the message another process gets.
+//! flush the same partitions and sweep each other's files as orphans; a
+//! server whose storage target points into another server's target would
+//! sweep that server's committed files as its own orphans. So the data
+//! directory, and every local target directory, is locked with an exclusive
+//! `flock` on the directory itself (not on a file in it: deleting a file
+//! would drop the lock's meaning, a directory cannot be deleted while it
+//! holds files) and kept open for as long as the process works there; the
+//! kernel drops the lock when the process exits, however it exits, so a
+//! crash never leaves a stale lock behind. The `LOCK` file beside it only
+//! records the owner's pid, for the message another process gets.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::fs::{File, TryLockError};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
-/// The lock file's name inside the data directory.
+/// The name of the file that records the holder's pid inside a locked
+/// directory. Storage listings skip it at a target's root.
 pub const LOCK_FILE_NAME: &str = "LOCK";
+
+/// Why a directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryLockError {
+    /// Another process (or another lock in this one) holds the lock.
+    #[error(
+        "{} is locked by {}",
+        .directory.display(),
+        .holder_pid.map_or_else(|| "another process (pid unknown)".to_string(), |pid| format!("pid {pid}"))
+    )]
+    Held {
+        /// The directory.
+        directory: PathBuf,
+        /// The pid the holder wrote into the lock file, if it could be read.
+        holder_pid: Option<u32>,
+    },
+    /// The directory could not be created or opened, or its pid file written.
+    #[error("cannot lock {}: {source}", .directory.display())]
+    Io {
+        /// The directory.
+        directory: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// An exclusive lock on a directory, held until this value is dropped.
+#[derive(Debug)]
+pub struct DirectoryLock {
+    directory: PathBuf,
+    /// The directory, open for the lock's lifetime: closing it releases the `flock`.
+    _handle: File,
+}
+
+impl DirectoryLock {
+    /// The locked directory.
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+}
+
+/// Locks `directory` (created if missing) exclusively, or says who holds
+/// it. A second call for the same directory conflicts even within one
+/// process (`flock` locks belong to the open directory). Never blocks.
+pub fn lock_directory(directory: &Path) -> Result<DirectoryLock, DirectoryLockError> {
+    let io = |source| DirectoryLockError::Io { directory: directory.to_path_buf(), source };
+    std::fs::create_dir_all(directory).map_err(io)?;
+    // flock works on a read-only directory descriptor (Linux, the BSDs).
+    let handle = File::open(directory).map_err(io)?;
+    match handle.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let holder_pid = holder_pid(&directory.join(LOCK_FILE_NAME));
+            return Err(DirectoryLockError::Held { directory: directory.to_path_buf(), holder_pid });
+        }
+        Err(TryLockError::Error(source)) => return Err(io(source)),
+    }
+    // Only once the lock is ours: until then the pid in it is the holder's.
+    let mut pid_file = File::create(directory.join(LOCK_FILE_NAME)).map_err(io)?;
+    writeln!(pid_file, "{}", std::process::id()).map_err(io)?;
+    Ok(DirectoryLock { directory: directory.to_path_buf(), _handle: handle })
+}
+
+/// A directory's identity whatever the path to it: (device, inode).
+type DirectoryId = (u64, u64);
+
+/// Directory locks this process holds through [`lock_directory_once`], by
+/// identity, so that every path to one directory finds the same lock.
+static HELD_ONCE: Mutex<Vec<(DirectoryId, Weak<DirectoryLock>)>> = Mutex::new(Vec::new());
+
+/// Like [`lock_directory`], but a directory this process already locked
+/// through this function (under any path) is shared rather than refused:
+/// each distinct directory is locked once per process.
+pub fn lock_directory_once(directory: &Path) -> Result<Arc<DirectoryLock>, DirectoryLockError> {
+    let io = |source| DirectoryLockError::Io { directory: directory.to_path_buf(), source };
+    std::fs::create_dir_all(directory).map_err(io)?;
+    let metadata = std::fs::metadata(directory).map_err(io)?;
+    let identity = (metadata.dev(), metadata.ino());
+    let mut held = HELD_ONCE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    held.retain(|(_, lock)| lock.strong_count() > 0);
+    if let Some(lock) = held.iter().find(|(id, _)| *id == identity).and_then(|(_, lock)| lock.upgrade()) {
+        return Ok(lock);
+    }
+    let lock = Arc::new(lock_directory(directory)?);
+    held.push((identity, Arc::downgrade(&lock)));
+    Ok(lock)
+}
 
 /// Why the data directory could not be locked.
 #[derive(Debug, thiserror::Error)]
@@ -42,16 +137,12 @@ pub enum DataDirLockError {
 
 /// An exclusive lock on a data directory, held until this value is dropped.
 #[derive(Debug)]
-pub struct DataDirLock {
-    directory: PathBuf,
-    /// Open for the lock's lifetime: closing it releases the `flock`.
-    _file: File,
-}
+pub struct DataDirLock(DirectoryLock);
 
 impl DataDirLock {
     /// The locked directory.
     pub fn directory(&self) -> &Path {
-        &self.directory
+        self.0.directory()
     }
 }
 
@@ -59,41 +150,29 @@ impl DataDirLock {
 /// holds it. Call it before opening the WAL or the catalog, and keep the
 /// returned lock for as long as either is open. Never blocks.
 pub fn lock_data_dir(directory: &Path) -> Result<DataDirLock, DataDirLockError> {
-    let io = |source| DataDirLockError::Io { directory: directory.to_path_buf(), source };
-    std::fs::create_dir_all(directory).map_err(io)?;
-    let path = directory.join(LOCK_FILE_NAME);
-    // Not truncated on open: until we hold the lock, the pid in it is the
-    // holder's.
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            return Err(DataDirLockError::Held { directory: directory.to_path_buf(), holder_pid: holder_pid(&path) });
-        }
-        Err(TryLockError::Error(source)) => return Err(io(source)),
-    }
-    file.set_len(0).map_err(io)?;
-    file.rewind().map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
-    file.sync_data().map_err(io)?;
-    Ok(DataDirLock { directory: directory.to_path_buf(), _file: file })
+    lock_directory(directory).map(DataDirLock).map_err(|error| match error {
+        DirectoryLockError::Held { directory, holder_pid } => DataDirLockError::Held { directory, holder_pid },
+        DirectoryLockError::Io { directory, source } => DataDirLockError::Io { directory, source },
+    })
 }
 
-/// The pid in a lock file someone else holds (it may be mid-write: then none).
-fn holder_pid(path: &Path) -> Option<u32> {
-    let mut text = String::new();
-    File::open(path).ok()?.read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
+/// The pid in the lock file at `path` (it may be mid-write, deleted or not
+/// Strata's: then none).
+pub fn holder_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn temp_dir() -> PathBuf {
+        std::env::temp_dir().join(format!("strata-lock-{}-{}", std::process::id(), rand::random::<u32>()))
+    }
+
     #[test]
     fn a_second_lock_is_refused_with_the_holders_pid_and_granted_after_release() {
-        let directory =
-            std::env::temp_dir().join(format!("strata-lock-{}-{}", std::process::id(), rand::random::<u32>()));
+        let directory = temp_dir();
         let first = lock_data_dir(&directory).unwrap();
         assert_eq!(first.directory(), directory);
         let pid = std::fs::read_to_string(directory.join(LOCK_FILE_NAME)).unwrap();
@@ -107,6 +186,35 @@ mod tests {
         drop(first);
         let again = lock_data_dir(&directory).unwrap();
         drop(again);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn deleting_the_pid_file_does_not_release_the_lock() {
+        let directory = temp_dir();
+        let first = lock_data_dir(&directory).unwrap();
+        std::fs::remove_file(directory.join(LOCK_FILE_NAME)).unwrap();
+        match lock_data_dir(&directory) {
+            Err(DataDirLockError::Held { holder_pid: None, .. }) => {}
+            other => panic!("expected Held with no pid, got {other:?}"),
+        }
+        drop(first);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn a_directory_locked_once_is_shared_under_any_path_and_refused_to_others() {
+        let directory = temp_dir();
+        std::fs::create_dir_all(&directory).unwrap();
+        let alias = directory.with_extension("alias");
+        std::os::unix::fs::symlink(&directory, &alias).unwrap();
+        let first = lock_directory_once(&directory).unwrap();
+        let second = lock_directory_once(&alias).unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "one lock per directory per process");
+        assert!(matches!(lock_directory(&directory), Err(DirectoryLockError::Held { .. })));
+        drop((first, second));
+        drop(lock_directory_once(&alias).unwrap());
+        std::fs::remove_file(&alias).unwrap();
         std::fs::remove_dir_all(&directory).unwrap();
     }
 }

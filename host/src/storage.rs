@@ -97,6 +97,21 @@ pub enum StorageError {
     /// The targets cannot be set up as configured.
     #[error("{0}")]
     Misconfigured(String),
+    /// A local target's directory is locked by another process, or by this
+    /// one as its data directory.
+    #[error(
+        "storage target {target} at {} is in use by {}; each server needs its own storage directories",
+        .directory.display(),
+        .holder_pid.map_or_else(|| "another process (pid unknown)".to_string(), |pid| format!("the strata process with pid {pid}"))
+    )]
+    TargetLocked {
+        /// The target's name.
+        target: String,
+        /// The target's directory.
+        directory: PathBuf,
+        /// The pid the holder recorded, if it could be read.
+        holder_pid: Option<u32>,
+    },
     /// An IO error on one object.
     #[error("{key}: {source}")]
     Io {
@@ -191,6 +206,14 @@ fn io(key: &ObjectKey) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
             StorageError::Io { key: key.to_string(), source }
         }
     }
+}
+
+/// Whether a directory below a target's root is another lock's: a data
+/// directory or storage target (of this or another server) nested inside
+/// this target. Listings and sweeps never enter one, so that nesting can
+/// never make one server delete another's files as its orphans.
+fn holds_a_lock(dir: &Path) -> bool {
+    dir.join(crate::data_dir::LOCK_FILE_NAME).exists()
 }
 
 /// fsyncs a directory so that a rename or link inside it is durable.
@@ -294,11 +317,17 @@ impl StorageTarget for LocalDirectory {
                 let meta =
                     entry.metadata().map_err(|source| StorageError::Io { key: path.display().to_string(), source })?;
                 if meta.is_dir() {
-                    stack.push(path);
+                    if !holds_a_lock(&path) {
+                        stack.push(path);
+                    }
                     continue;
                 }
                 let Ok(relative) = path.strip_prefix(&self.root) else { continue };
                 let Some(relative) = relative.to_str() else { continue };
+                // The target's lock records its holder's pid; it is no object.
+                if relative == crate::data_dir::LOCK_FILE_NAME {
+                    continue;
+                }
                 // Temporary files of interrupted puts are not objects.
                 if let Ok(key) = ObjectKey::parse(relative)
                     && key.as_str().starts_with(prefix)
@@ -329,7 +358,9 @@ impl StorageTarget for LocalDirectory {
             for entry in entries.flatten() {
                 let path = entry.path();
                 if path.is_dir() {
-                    stack.push(path);
+                    if !holds_a_lock(&path) {
+                        stack.push(path);
+                    }
                 } else if entry.file_name().to_string_lossy().starts_with(".tmp-") {
                     fs::remove_file(&path)
                         .map_err(|source| StorageError::Io { key: path.display().to_string(), source })?;
@@ -462,5 +493,26 @@ mod tests {
         let archive = ObjectKey::parse("data/1/2/archive-0123456789abcdef.parquet").unwrap().new_version();
         assert!(archive.as_str().starts_with("data/1/2/archive-") && archive.as_str().ends_with(".parquet"));
         assert!(ObjectKey::parse("data/1/2/odd.parquet").unwrap().new_version().as_str().starts_with("data/1/2/odd-"));
+    }
+
+    #[test]
+    fn listings_and_sweeps_never_enter_a_nested_lock() {
+        let root = std::env::temp_dir().join(format!("strata-nested-{}", rand::random::<u64>()));
+        let outer = LocalDirectory::open("outer", &root).unwrap();
+        outer.put(&ObjectKey::parse("data/1/2/a.parquet").unwrap(), b"a").unwrap();
+        // Another server's target (or data directory) inside this one's data/.
+        let nested = root.join("data/other");
+        let lock = crate::data_dir::lock_directory(&nested).unwrap();
+        let inner = LocalDirectory::open("inner", &nested).unwrap();
+        inner.put(&ObjectKey::parse("data/1/2/b.parquet").unwrap(), b"b").unwrap();
+        std::fs::write(nested.join("data/1/2/.tmp-1"), b"in flight").unwrap();
+
+        let keys: Vec<String> = outer.list("data/").unwrap().into_iter().map(|o| o.key.to_string()).collect();
+        assert_eq!(keys, ["data/1/2/a.parquet"], "the nested target's files are not this target's orphans");
+        assert_eq!(outer.remove_temporaries().unwrap(), 0);
+        assert!(nested.join("data/1/2/.tmp-1").exists());
+        assert_eq!(inner.list("").unwrap().len(), 1, "its own listing skips only its pid file");
+        drop(lock);
+        std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -355,3 +355,115 @@ fn a_record_naming_a_key_twice_is_refused_whole() {
     let (status, _) = server.get("/v1/datasets/d");
     assert_eq!(status, 404, "nothing was written, not even the dataset");
 }
+
+/// Runs `strata serve` with `args` until it exits (bounded) and returns
+/// whether it succeeded and its stderr; panics if it keeps running.
+fn serve_until_exit(root: &std::path::Path, args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .current_dir(root)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("a second server started on directories in use");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn a_server_whose_storage_target_is_another_servers_refuses_to_start_and_deletes_nothing() {
+    let server = Server::start("integrity-target-lock", "");
+    assert_eq!(server.post("/v1/datasets/d/records", r#"[{"time":1,"v":1},{"time":2,"v":2}]"#).0, 200);
+    server.flush();
+    let hot = server.data_dir.join("storage/hot");
+    let files_before = crate::support::files_under(&hot.join("data"));
+    assert!(!files_before.is_empty(), "the flush wrote Parquet files");
+
+    // Its own data directory, but the first server's hot directory as its hot target.
+    let other = crate::support::temp_dir("integrity-target-lock-other");
+    let config = other.join("strata.toml");
+    std::fs::write(&config, format!("[storage.targets.hot]\npath = \"{}\"\n", hot.display())).unwrap();
+    let data_dir = other.join("data");
+    let (success, stderr) = serve_until_exit(
+        &other,
+        &["--config".as_ref(), config.as_os_str(), "--data-dir".as_ref(), data_dir.as_os_str()],
+    );
+    assert!(!success, "{stderr}");
+    assert!(stderr.contains("storage target hot"), "names the target: {stderr}");
+    assert!(stderr.contains(&hot.display().to_string()), "names the directory: {stderr}");
+    assert!(stderr.contains(&format!("pid {}", server.pid())), "names the holder: {stderr}");
+
+    // Nothing was swept: every committed file is still there and readable.
+    assert_eq!(crate::support::files_under(&hot.join("data")), files_before);
+    assert_eq!(server.committed_rows("d").len(), 2);
+    assert_eq!(rows(&server, "d"), 2);
+    std::fs::remove_dir_all(other).unwrap();
+}
+
+#[test]
+fn deleting_the_lock_file_does_not_let_a_second_server_in() {
+    let server = Server::start("integrity-lock-deleted", "");
+    assert_eq!(server.post("/v1/datasets/d/records", r#"[{"time":1,"v":1}]"#).0, 200);
+    std::fs::remove_file(server.data_dir.join("LOCK")).unwrap();
+    let (success, stderr) = serve_until_exit(&server.root(), &["--data-dir".as_ref(), server.data_dir.as_os_str()]);
+    assert!(!success, "{stderr}");
+    assert!(stderr.contains(&server.data_dir.display().to_string()), "names the directory: {stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    assert_eq!(server.post("/v1/datasets/d/records", r#"[{"time":2,"v":2}]"#).0, 200);
+    assert_eq!(rows(&server, "d"), 2);
+}
+
+#[test]
+fn a_storage_target_nested_in_another_servers_target_sweeps_none_of_its_files() {
+    let shared = crate::support::temp_dir("integrity-nested-shared");
+    let inner = shared.join("data/hot");
+    let first =
+        Server::start("integrity-nested-a", &format!("[storage.targets.hot]\npath = \"{}\"\n", inner.display()));
+    assert_eq!(first.post("/v1/datasets/d/records", r#"[{"time":1,"v":1},{"time":2,"v":2}]"#).0, 200);
+    first.flush();
+    let files_before = crate::support::files_under(&inner.join("data"));
+    assert!(!files_before.is_empty(), "the flush wrote Parquet files");
+
+    // Its hot target holds the first server's under data/: the first
+    // server's files look like this one's orphans unless the sweep stays out.
+    let second =
+        Server::start("integrity-nested-b", &format!("[storage.targets.hot]\npath = \"{}\"\n", shared.display()));
+    assert_eq!(second.get("/ready").0, 200);
+    assert_eq!(crate::support::files_under(&inner.join("data")), files_before);
+    assert_eq!(first.committed_rows("d").len(), 2);
+    drop((first, second));
+    std::fs::remove_dir_all(shared).unwrap();
+}
+
+#[test]
+fn a_storage_target_inside_another_servers_data_directory_refuses_to_start() {
+    let server = Server::start("integrity-target-inside", "");
+    // The first server empties its query-tmp at every start.
+    let inside = server.data_dir.join("query-tmp/stolen");
+    let other = crate::support::temp_dir("integrity-target-inside-other");
+    let config = other.join("strata.toml");
+    std::fs::write(&config, format!("[storage.targets.cold]\npath = \"{}\"\n", inside.display())).unwrap();
+    let data_dir = other.join("data");
+    let (success, stderr) = serve_until_exit(
+        &other,
+        &["--config".as_ref(), config.as_os_str(), "--data-dir".as_ref(), data_dir.as_os_str()],
+    );
+    assert!(!success, "{stderr}");
+    assert!(stderr.contains("storage target cold"), "names the target: {stderr}");
+    assert!(stderr.contains(&format!("lies inside {}", server.data_dir.display())), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", server.pid())), "names the holder: {stderr}");
+    std::fs::remove_dir_all(other).unwrap();
+}

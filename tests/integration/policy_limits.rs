@@ -324,3 +324,45 @@ fn concurrent_candidate_uploads_are_serialized_or_refused_cleanly() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(server.get("/health").0, 200);
 }
+
+#[test]
+fn kernel_pseudo_files_and_files_outside_the_directory_are_never_quoted() {
+    // In the server's environment, and in a file outside the policy directory.
+    let secret = "hunter2-policy-secret";
+    let outside = crate::support::temp_dir("policy-limits-outside");
+    std::fs::write(outside.join("secret.toml"), format!("x = {secret}\n")).unwrap();
+    let server = Server::start_with_files(
+        "policy-limits-procfs",
+        &config(""),
+        &[("AAAA_STRATA_TEST_SECRET", secret)],
+        &[
+            ("policies/mem.toml", retention_policy("mem", "/proc/self/mem").as_bytes()),
+            ("policies/broken.toml", format!("x = inside-{secret}\n").as_bytes()),
+        ],
+    );
+    std::os::unix::fs::symlink("/proc/self/environ", policy_path(&server, "env.toml")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/environ", policy_path(&server, "environ.wasm")).unwrap();
+    std::fs::write(policy_path(&server, "wasm.toml"), retention_policy("wasm", "environ.wasm")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.toml"), policy_path(&server, "outside.toml")).unwrap();
+
+    let report = reload(&server);
+    let (_, list) = server.get("/v1/policies");
+    for (file, mentions) in [
+        ("env.toml", "kernel pseudo-file (/proc/"),
+        ("mem.toml", "kernel pseudo-file (/proc/"),
+        ("wasm.toml", "kernel pseudo-file (/proc/"),
+        ("outside.toml", "outside the policy directory"),
+    ] {
+        let error = failure(&report, file)["error"].as_str().unwrap();
+        assert!(error.contains(mentions), "{file}: {error}");
+        assert!(!error.contains(secret) && !error.contains("(at "), "{file} quotes what it points at: {error}");
+    }
+    let served = list.to_string();
+    assert!(served.contains("env.toml") && served.contains("outside.toml"), "{list}");
+    assert!(!served.replace(&format!("inside-{secret}"), "").contains(secret), "{list}");
+    // A file of the directory itself is still quoted, to point at the typo.
+    let broken = failure(&report, "broken.toml")["error"].as_str().unwrap();
+    assert!(broken.contains(&format!("inside-{secret}")), "{broken}");
+    drop(server);
+    std::fs::remove_dir_all(outside).unwrap();
+}

@@ -11,10 +11,23 @@
 //! is checked again on the opened file (the path may have been swapped in
 //! between), and the read stops one byte past the cap (the file may have
 //! grown in between).
+//!
+//! Kernel pseudo-files pass as regular files of size 0 (`/proc/self/environ`,
+//! `/proc/self/mem`, `/sys/...`) yet expose the server's environment and
+//! memory, which an error message quoting the "file" would publish. So a
+//! path that resolves into `/proc` or `/sys` is refused before it is opened,
+//! the opened file's own path is checked again, and a file that says it is
+//! empty but reads bytes (procfs, sysfs or debugfs mounted elsewhere) is
+//! refused without its contents.
 
 use std::io::Read as _;
+use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Where the kernel mounts its pseudo file systems; nothing under them is
+/// a policy or plugin file.
+const PSEUDO_FILE_ROOTS: [&str; 2] = ["/proc", "/sys"];
 
 /// Bytes of a bad file quoted in an error message, at most.
 pub const QUOTE_BYTES_MAX: usize = 200;
@@ -35,6 +48,13 @@ pub enum FileReadError {
         /// The size seen (a lower bound when the file grew while read).
         bytes: u64,
     },
+    /// The path resolves to a kernel pseudo-file (procfs, sysfs, ...).
+    #[error("is a kernel pseudo-file ({}), not a regular file", .0.display())]
+    PseudoFile(PathBuf),
+    /// The file reports a size of 0 yet reads bytes: a pseudo-file on a
+    /// file system mounted elsewhere. Its contents are not quoted.
+    #[error("reports a size of 0 but is not empty (a kernel pseudo-file?), not a regular file")]
+    SizeMismatch,
     /// The file system refused.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -44,18 +64,35 @@ pub enum FileReadError {
 /// `bytes_max` (whose TOML key is `limit`). Never blocks on a FIFO or
 /// reads from a device.
 pub fn read_regular_file(path: &Path, bytes_max: u64, limit: &'static str) -> Result<Vec<u8>, FileReadError> {
+    check_not_pseudo(&std::fs::canonicalize(path)?)?;
     check_regular(&std::fs::metadata(path)?, bytes_max, limit)?;
     // Non-blocking, so that a FIFO swapped in after the check cannot hang
     // the open; the opened file is checked again below.
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path)?;
+    // The path may have been pointed elsewhere since it was resolved: ask
+    // the kernel what was opened (when /proc is mounted to answer).
+    if let Ok(opened) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+        check_not_pseudo(&opened)?;
+    }
     let metadata = file.metadata()?;
     check_regular(&metadata, bytes_max, limit)?;
     let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
     file.take(bytes_max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if metadata.len() == 0 && !bytes.is_empty() {
+        return Err(FileReadError::SizeMismatch);
+    }
     if bytes.len() as u64 > bytes_max {
         return Err(FileReadError::TooLarge { limit, bytes_max, bytes: bytes.len() as u64 });
     }
     Ok(bytes)
+}
+
+/// Refuses a resolved path under a pseudo file system's mount point.
+fn check_not_pseudo(resolved: &Path) -> Result<(), FileReadError> {
+    if PSEUDO_FILE_ROOTS.iter().any(|root| resolved.starts_with(root)) {
+        return Err(FileReadError::PseudoFile(resolved.to_path_buf()));
+    }
+    Ok(())
 }
 
 fn check_regular(metadata: &std::fs::Metadata, bytes_max: u64, limit: &'static str) -> Result<(), FileReadError> {
@@ -125,6 +162,31 @@ mod tests {
         let error = read_regular_file(Path::new("/dev/zero"), 10, "k").unwrap_err();
         assert!(matches!(error, FileReadError::NotRegular("character device")), "{error}");
         assert!(matches!(read_regular_file(&dir.join("missing"), 10, "k"), Err(FileReadError::Io(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kernel_pseudo_files_are_refused_unread_under_any_name() {
+        let dir = temp_dir("procfs");
+        std::os::unix::fs::symlink("/proc/self/environ", dir.join("env.toml")).unwrap();
+        for path in [dir.join("env.toml").as_path(), Path::new("/proc/self/mem"), Path::new("/proc/self/status")] {
+            let error = read_regular_file(path, 1 << 20, "k").unwrap_err();
+            assert!(matches!(error, FileReadError::PseudoFile(_)), "{}: {error}", path.display());
+            assert!(error.to_string().starts_with("is a kernel pseudo-file (/proc/"), "{error}");
+        }
+        if Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            let error =
+                read_regular_file(Path::new("/sys/kernel/mm/transparent_hugepage/enabled"), 1 << 20, "k").unwrap_err();
+            assert!(matches!(error, FileReadError::PseudoFile(_)), "{error}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_empty_regular_file_is_read() {
+        let dir = temp_dir("empty");
+        std::fs::write(dir.join("empty.toml"), b"").unwrap();
+        assert_eq!(read_regular_file(&dir.join("empty.toml"), 10, "k").unwrap(), b"");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

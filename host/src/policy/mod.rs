@@ -754,7 +754,24 @@ impl PolicyRuntime {
         let bytes =
             files::read_regular_file(file, limit, "policies.definition_bytes_max").map_err(|e| error(e.to_string()))?;
         let text = String::from_utf8(bytes).map_err(|e| error(format!("not UTF-8: {e}")))?;
-        Ok(PolicyDefinition::parse(file, &text)?)
+        // Errors may quote the file; a symlink may point at any file the
+        // server can read, and errors are served over HTTP.
+        Ok(PolicyDefinition::parse(file, &text).map_err(|parse_error| {
+            if self.inside_policy_directory(file) {
+                parse_error
+            } else {
+                error("is not a valid policy definition (the file lies outside the policy directory, so errors do not quote it)".into())
+            }
+        })?)
+    }
+
+    /// Whether `file`, symlinks resolved, lies in the policy directory.
+    fn inside_policy_directory(&self, file: &Path) -> bool {
+        let Some(directory) = &self.settings.directory else { return false };
+        match (std::fs::canonicalize(file), std::fs::canonicalize(directory)) {
+            (Ok(file), Ok(directory)) => file.starts_with(directory),
+            _ => false,
+        }
     }
 
     /// Loads, checks and swaps in a version; records the outcome either way.

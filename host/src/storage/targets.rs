@@ -2,11 +2,12 @@
 //! encoding of each tier.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{Faulty, LocalDirectory, ObjectKey, StorageError, StorageTarget};
 use crate::config::{Config, TargetKind};
+use crate::data_dir::{DirectoryLock, DirectoryLockError};
 use crate::parquet_file::Encoding;
 use crate::policy::facts::Tier;
 
@@ -27,6 +28,8 @@ pub struct Targets {
     by_tier: BTreeMap<Tier, TierStorage>,
     /// Injected faults by target name (fault-injection runs only).
     faults: BTreeMap<String, Vec<String>>,
+    /// The locks on the local targets' directories, held while the targets are open.
+    _locks: Vec<Arc<DirectoryLock>>,
 }
 
 impl Targets {
@@ -34,11 +37,16 @@ impl Targets {
     /// maps the tiers. A target named by `STRATA_FAILPOINTS` is wrapped in
     /// [`Faulty`]. Two local targets whose directories turn out to be the
     /// same or nested once symlinks are resolved are refused (the
-    /// configuration check compares the paths as written). Blocking.
+    /// configuration check compares the paths as written). Each local
+    /// target's directory is locked before anything lists or writes it, so
+    /// that no other server sweeps or overwrites its files; a directory
+    /// another process holds fails the open. Blocking.
     pub fn open(config: &Config) -> Result<Targets, StorageError> {
         let mut by_name = BTreeMap::new();
         let mut faults = BTreeMap::new();
         let mut roots: Vec<(String, PathBuf)> = Vec::new();
+        let mut locks = Vec::new();
+        let own_data_dir = config.server.data_dir.canonicalize().unwrap_or_else(|_| config.server.data_dir.clone());
         for resolved in config.storage_targets() {
             let name = resolved.name.as_str();
             let target: Arc<dyn StorageTarget> = match resolved.kind {
@@ -57,6 +65,8 @@ impl Targets {
                             root.display()
                         )));
                     }
+                    refuse_nesting_in_a_lock(name, &root, &own_data_dir)?;
+                    locks.push(lock_target(name, &root, &own_data_dir)?);
                     roots.push((name.to_string(), root));
                     Arc::new(local)
                 }
@@ -77,6 +87,7 @@ impl Targets {
             TIERS.map(|tier| (tier, config.tier_target(tier), config.tier_encoding(tier))),
         )?;
         targets.faults = faults;
+        targets._locks = locks;
         Ok(targets)
     }
 
@@ -101,7 +112,7 @@ impl Targets {
         if let Some(missing) = TIERS.iter().find(|t| !by_tier.contains_key(t)) {
             return Err(StorageError::Misconfigured(format!("tier {} has no storage target", missing.as_str())));
         }
-        Ok(Targets { by_name, by_tier, faults: BTreeMap::new() })
+        Ok(Targets { by_name, by_tier, faults: BTreeMap::new(), _locks: Vec::new() })
     }
 
     /// The target of a tier.
@@ -145,6 +156,50 @@ impl Targets {
     pub fn local_path(&self, target: &str, object_key: &str) -> Option<PathBuf> {
         self.named(target)?.local_path(&ObjectKey::parse(object_key).ok()?)
     }
+}
+
+/// Refuses a target inside a directory that holds a Strata lock file, other than
+/// this server's data directory: another server's (or an earlier one's)
+/// data directory or target, which that server sweeps, empties
+/// (`query-tmp`) or lists as its own. Stale lock files count too: the
+/// server they belong to may start again.
+fn refuse_nesting_in_a_lock(name: &str, root: &Path, own_data_dir: &Path) -> Result<(), StorageError> {
+    for ancestor in root.ancestors().skip(1).filter(|a| *a != own_data_dir) {
+        let lock_file = ancestor.join(crate::data_dir::LOCK_FILE_NAME);
+        // Strata's lock files hold a pid (other programs' LOCK files do not).
+        if let Some(pid) = crate::data_dir::holder_pid(&lock_file) {
+            return Err(StorageError::Misconfigured(format!(
+                "storage target {name} at {} lies inside {}, a directory of another strata server \
+                 ({} names pid {pid}); give the target a directory of its own, or remove that file \
+                 if no server uses {} any more",
+                root.display(),
+                ancestor.display(),
+                lock_file.display(),
+                ancestor.display(),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Locks a local target's directory; within this process a directory is
+/// locked once, whichever configuration opens it.
+fn lock_target(name: &str, root: &Path, own_data_dir: &Path) -> Result<Arc<DirectoryLock>, StorageError> {
+    crate::data_dir::lock_directory_once(root).map_err(|error| match error {
+        // The one lock this process holds outside the shared ones.
+        DirectoryLockError::Held { directory, .. } if directory == own_data_dir => {
+            StorageError::Misconfigured(format!(
+                "storage target {name} at {} is this server's data directory; give the target a directory of its own",
+                directory.display()
+            ))
+        }
+        DirectoryLockError::Held { directory, holder_pid } => {
+            StorageError::TargetLocked { target: name.to_string(), directory, holder_pid }
+        }
+        DirectoryLockError::Io { directory, source } => {
+            StorageError::Io { key: directory.display().to_string(), source }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -208,6 +263,73 @@ mod tests {
         assert_eq!(targets.tier(Tier::Archived).name(), "archive");
         assert_eq!(targets.tier(Tier::Archived).kind(), "local");
         assert!(targets.tier(Tier::Hot).location().ends_with("data/storage/hot"));
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn target_directories_are_locked_once_per_process_and_the_lock_is_no_object() {
+        let root = std::env::temp_dir().join(format!("strata-targets-lock-{}", rand::random::<u64>()));
+        let config = Config::parse(&format!(
+            "[server]\ndata_dir = \"{}\"\n[storage.targets.shared]\npath = \"{}\"\n\
+             [storage.tiers.warm]\ntarget = \"shared\"\n[storage.tiers.cold]\ntarget = \"shared\"\n",
+            root.join("data").display(),
+            root.join("shared").display(),
+        ))
+        .unwrap();
+        let first = Targets::open(&config).unwrap();
+        let again = Targets::open(&config).expect("this process already holds the locks");
+        let hot = first.tier(Tier::Hot);
+        hot.put(&ObjectKey::parse("data/1/2/a.parquet").unwrap(), b"x").unwrap();
+        let keys: Vec<String> = hot.list("").unwrap().into_iter().map(|o| o.key.to_string()).collect();
+        assert_eq!(keys, ["data/1/2/a.parquet"], "the lock's pid file is not listed");
+        assert_eq!(hot.remove_temporaries().unwrap(), 0);
+        assert!(root.join("data/storage/hot").join(crate::data_dir::LOCK_FILE_NAME).exists());
+        drop((first, again));
+
+        // Another process's lock: a second open of the directory conflicts
+        // alike, and the pid in LOCK is what the message names.
+        let held = crate::data_dir::lock_directory(&root.join("shared")).unwrap();
+        std::fs::write(root.join("shared").join(crate::data_dir::LOCK_FILE_NAME), "4242\n").unwrap();
+        match Targets::open(&config).unwrap_err() {
+            StorageError::TargetLocked { target, directory, holder_pid } => {
+                assert_eq!(target, "shared");
+                assert!(directory.ends_with("shared"), "{}", directory.display());
+                assert_eq!(holder_pid, Some(4242));
+            }
+            other => panic!("expected TargetLocked, got {other}"),
+        }
+        drop(held);
+        drop(Targets::open(&config).unwrap());
+
+        // Inside another server's directory (its LOCK file stays after it stops).
+        let config = Config::parse(&format!(
+            "[server]\ndata_dir = \"{}\"\n[storage.targets.inner]\npath = \"{}\"\n",
+            root.join("data2").display(),
+            root.join("shared/query-tmp/x").display(),
+        ))
+        .unwrap();
+        let error = Targets::open(&config).unwrap_err().to_string();
+        assert!(error.contains("storage target inner") && error.contains("lies inside"), "{error}");
+        assert!(error.contains(&root.join("shared").display().to_string()), "{error}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_target_that_resolves_to_the_data_directory_is_named_as_such() {
+        let root = std::env::temp_dir().join(format!("strata-targets-own-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("alias")).unwrap();
+        // Every default target elsewhere, so only the lock can tell.
+        let mut text = format!("[server]\ndata_dir = \"{}\"\n", root.join("real").display());
+        for name in ["hot", "warm", "cold", "archive"] {
+            text += &format!("[storage.targets.{name}]\npath = \"{}\"\n", root.join(name).display());
+        }
+        text += &format!("[storage.targets.own]\npath = \"{}\"\n", root.join("alias").display());
+        let config = Config::parse(&text).expect("the paths as written do not overlap");
+        let held = crate::data_dir::lock_data_dir(&root.join("real")).unwrap();
+        let error = Targets::open(&config).unwrap_err().to_string();
+        assert!(error.contains("storage target own") && error.contains("this server's data directory"), "{error}");
+        drop(held);
         std::fs::remove_dir_all(root).unwrap();
     }
 }
