@@ -58,8 +58,10 @@ pub struct QueryStats {
 pub struct QueryResult {
     /// The response content type.
     pub content_type: &'static str,
-    /// Encoded chunks; the last one closes the document.
-    pub chunks: mpsc::Receiver<Bytes>,
+    /// Encoded chunks; the last one closes the document. An `Err` means
+    /// the query failed after its answer started and the format has no
+    /// way to say so in band: the response must be aborted, not ended.
+    pub chunks: mpsc::Receiver<Result<Bytes, ApiError>>,
 }
 
 /// The query engine.
@@ -467,7 +469,7 @@ impl QueryEngine {
                 })?
                 .map_err(|_| ApiError::new(ErrorCode::NotReady, "shutting down"))?;
         let (first_sender, first_receiver) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
-        let (sender, chunks) = mpsc::channel::<Bytes>(16);
+        let (sender, chunks) = mpsc::channel::<Result<Bytes, ApiError>>(16);
         let engine = self.clone();
         let store = store.clone();
         let timeout = Duration::from_millis(self.config.timeout_ms);
@@ -569,7 +571,7 @@ impl QueryEngine {
                     let _ = first.send(Ok(()));
                 }
                 for chunk in pending.drain(..) {
-                    if sender.blocking_send(chunk).is_err() {
+                    if sender.blocking_send(Ok(chunk)).is_err() {
                         return; // the client went away
                     }
                 }
@@ -582,8 +584,21 @@ impl QueryEngine {
             }
             stats.rows_returned = encoder.rows();
             stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-            pending.push(Bytes::from(encoder.finish(&json!(stats), failure.as_ref())));
-            for chunk in pending {
+            let mut chunks: Vec<Result<Bytes, ApiError>> = pending.into_iter().map(Ok).collect();
+            match failure {
+                // CSV, NDJSON and Arrow cannot carry an error: a cleanly
+                // ended body would pass a truncated answer off as whole, so
+                // the response is aborted instead.
+                Some(error) if !encoder.reports_errors_in_band() => {
+                    tracing::warn!(%error, rows = stats.rows_returned, "query failed mid-answer; response aborted");
+                    chunks.push(Err(watch.explain(error)));
+                }
+                failure => {
+                    let failure = failure.map(|error| watch.explain(error));
+                    chunks.push(Ok(Bytes::from(encoder.finish(&json!(stats), failure.as_ref()))));
+                }
+            }
+            for chunk in chunks {
                 if sender.blocking_send(chunk).is_err() {
                     break;
                 }

@@ -126,6 +126,12 @@ impl Encoder {
         Encoder { format, time_columns, rows: 0, started: false, arrow: None }
     }
 
+    /// Whether the format can report a failure inside the answer (JSON's
+    /// `error` member); the others can only be aborted.
+    pub fn reports_errors_in_band(&self) -> bool {
+        self.format == OutputFormat::Json
+    }
+
     /// Rows encoded so far.
     pub fn rows(&self) -> u64 {
         self.rows
