@@ -134,6 +134,8 @@ struct Source {
     name: String,
     schema: Arc<DatasetSchema>,
     files: Vec<String>,
+    /// Each file's partition label and object key, for errors.
+    file_names: Vec<(String, String)>,
     buffered: Vec<RecordBatch>,
     /// Every partition read lies wholly inside the query's time range.
     within_range: bool,
@@ -289,6 +291,7 @@ impl QueryEngine {
     ) -> Result<Source, ApiError> {
         let schema = dataset.schema();
         let mut files = Vec::new();
+        let mut file_names = Vec::new();
         let mut live = std::collections::HashSet::new();
         let mut within_range = range.is_some();
         let mut files_complete = true;
@@ -327,12 +330,14 @@ impl QueryEngine {
                 stats.files_scanned += 1;
                 stats.bytes_scanned += file.bytes as u64;
                 files.push(self.resolve(file)?);
+                let label = crate::store::partition_label(&dataset.name, &partition.period_label, &partition.key);
+                file_names.push((label, file.object_key.clone()));
             }
         }
         let buffered: Vec<RecordBatch> =
             snapshot.buffered.iter().filter(|(id, _)| live.contains(id)).map(|(_, b)| b.clone()).collect();
         stats.rows_from_buffers += buffered.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        Ok(Source { name: dataset.name.to_string(), schema, files, buffered, within_range, files_complete })
+        Ok(Source { name: dataset.name.to_string(), schema, files, file_names, buffered, within_range, files_complete })
     }
 
     /// The SQL of a relation over a source's files and buffered rows (which
@@ -501,7 +506,8 @@ impl QueryEngine {
                 watch.attach(connection.interrupt_handle());
                 let mut relations = Vec::new();
                 for source in &sources {
-                    relations.push(QueryEngine::relation(&connection, source)?);
+                    let relation = QueryEngine::relation(&connection, source);
+                    relations.push(relation.map_err(|error| missing_file(&sources, error))?);
                 }
                 Ok((connection, sources, relations))
             })();
@@ -522,14 +528,14 @@ impl QueryEngine {
                 for ((_, view), relation) in datasets.iter().zip(&relations) {
                     let created = connection.execute_batch(&format!("CREATE TEMP VIEW {} AS {relation}", quote(view)));
                     if let Err(error) = created {
-                        return fail_early(&mut first, query_error(error));
+                        return fail_early(&mut first, missing_file(&sources, view_error(view, error)));
                     }
                 }
                 planned.sql.clone()
             };
             let mut statement = match connection.prepare(&sql) {
                 Ok(statement) => statement,
-                Err(error) => return fail_early(&mut first, query_error(error)),
+                Err(error) => return fail_early(&mut first, missing_file(&sources, query_error(error))),
             };
             // Constant folding during `prepare` runs functions the watchdog
             // cannot interrupt; their result is refused all the same.
@@ -540,7 +546,7 @@ impl QueryEngine {
             let params: Vec<Value> = planned.params.iter().map(param_value).collect();
             let mut batches = match statement.stream_arrow(duckdb::params_from_iter(params)) {
                 Ok(batches) => batches,
-                Err(error) => return fail_early(&mut first, query_error(error)),
+                Err(error) => return fail_early(&mut first, missing_file(&sources, query_error(error))),
             };
             let schema = batches.get_schema();
             let mut encoder = Encoder::new(format, planned.time_columns.clone());
@@ -556,7 +562,7 @@ impl QueryEngine {
                     }
                     (Ok(batch), None) => batch,
                     (Err(error), None) => {
-                        failure = Some(query_error(error));
+                        failure = Some(missing_file(&sources, query_error(error)));
                         break;
                     }
                 };
@@ -622,6 +628,37 @@ impl QueryEngine {
         // The watchdog keeps running until the worker finishes.
         Ok(QueryResult { content_type: format.content_type(), chunks })
     }
+}
+
+/// `error`, unless a committed file the query reads is gone: that is a
+/// storage fault, not the query's, and the answer says which partition
+/// (and never the SQL Strata generated over the file paths). Checked only
+/// once something failed, so a query that succeeds costs no extra stat.
+fn missing_file(sources: &[Source], error: ApiError) -> ApiError {
+    let missing = sources
+        .iter()
+        .flat_map(|s| s.files.iter().zip(&s.file_names))
+        .find(|(path, _)| std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound));
+    match missing {
+        Some((_, (partition, key))) => ApiError::new(
+            ErrorCode::Internal,
+            format!("storage: file {key} of partition {partition} is missing; the query cannot read it"),
+        ),
+        None => error,
+    }
+}
+
+/// The error of a dataset view that could not be created: Strata's SQL
+/// over Strata's files, so never the caller's fault, and the SQL (with the
+/// file paths) stays out of the answer.
+fn view_error(view: &str, error: duckdb::Error) -> ApiError {
+    let message = error.to_string();
+    let mapped = query_error(error);
+    if matches!(mapped.code, ErrorCode::QueryTimeout | ErrorCode::QueryTooLarge) {
+        return mapped;
+    }
+    let first = message.lines().next().unwrap_or_default();
+    ApiError::new(ErrorCode::Internal, format!("reading dataset {view} failed: {first}"))
 }
 
 /// `sql` with `relation` as a common table expression named `name` in front
