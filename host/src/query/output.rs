@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
-use arrow::compute::{cast, cast_with_options};
+use arrow::compute::cast_with_options;
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::ipc::writer::StreamWriter;
@@ -98,13 +98,22 @@ fn is_time(field: &Field, time_columns: &[String]) -> bool {
         || (field.data_type() == &DataType::Int64 && time_columns.contains(field.name()))
 }
 
+/// The Arrow type of a time column: UTC, in the column's own unit (so no
+/// time is out of range), nanoseconds for epoch-ns integers.
+fn arrow_time_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Timestamp(unit, _) => DataType::Timestamp(*unit, Some("UTC".into())),
+        _ => utc_nanoseconds(),
+    }
+}
+
 /// All times are UTC: Arrow output marks them so.
 fn utc_nanoseconds() -> DataType {
     DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
 }
 
-/// Renders time columns as RFC 3339 text (`as_text`) or UTC nanosecond
-/// timestamps.
+/// Renders time columns as RFC 3339 text (`as_text`) or UTC timestamps
+/// (see `arrow_time_type`).
 fn with_timestamps(batch: &RecordBatch, time_columns: &[String], as_text: bool) -> Result<RecordBatch, ArrowError> {
     let schema = batch.schema();
     let mut fields = Vec::with_capacity(batch.num_columns());
@@ -113,6 +122,13 @@ fn with_timestamps(batch: &RecordBatch, time_columns: &[String], as_text: bool) 
         if !is_time(field, time_columns) {
             fields.push(field.as_ref().clone());
             columns.push(column.clone());
+            continue;
+        }
+        if !as_text {
+            let utc = arrow_time_type(column.data_type());
+            fields.push(Field::new(field.name(), utc.clone(), true));
+            // The same values, labelled UTC (a cast would parse the zone).
+            columns.push(arrow::array::make_array(column.to_data().into_builder().data_type(utc).build()?));
             continue;
         }
         let nanoseconds = match column.data_type() {
@@ -126,21 +142,16 @@ fn with_timestamps(batch: &RecordBatch, time_columns: &[String], as_text: bool) 
                 cast_with_options(&cast_with_options(column, &nanoseconds, &checked)?, &DataType::Int64, &checked)?
             }
         };
-        if as_text {
-            let ints = nanoseconds.as_primitive::<Int64Type>();
-            let mut text = StringBuilder::with_capacity(ints.len(), ints.len() * 30);
-            for value in ints.iter() {
-                match value {
-                    Some(ns) => text.append_value(crate::http::rfc3339(ns)),
-                    None => text.append_null(),
-                }
+        let ints = nanoseconds.as_primitive::<Int64Type>();
+        let mut text = StringBuilder::with_capacity(ints.len(), ints.len() * 30);
+        for value in ints.iter() {
+            match value {
+                Some(ns) => text.append_value(crate::http::rfc3339(ns)),
+                None => text.append_null(),
             }
-            fields.push(Field::new(field.name(), DataType::Utf8, true));
-            columns.push(Arc::new(text.finish()));
-        } else {
-            fields.push(Field::new(field.name(), utc_nanoseconds(), true));
-            columns.push(cast(&nanoseconds, &utc_nanoseconds())?);
         }
+        fields.push(Field::new(field.name(), DataType::Utf8, true));
+        columns.push(Arc::new(text.finish()));
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
@@ -201,7 +212,7 @@ impl Encoder {
                     .iter()
                     .map(|f| {
                         if is_time(f, &self.time_columns) {
-                            Field::new(f.name(), utc_nanoseconds(), true)
+                            Field::new(f.name(), arrow_time_type(f.data_type()), true)
                         } else {
                             f.as_ref().clone()
                         }
