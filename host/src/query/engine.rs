@@ -486,6 +486,7 @@ impl QueryEngine {
             let _permit = permit;
             let watch = worker_watch;
             let _finished = FinishOnDrop(watch.clone());
+            let abort_on_panic = AbortOnPanic(sender.clone());
             let mut first = Some(first_sender);
             let fail_early = |first: &mut Option<tokio::sync::oneshot::Sender<Result<(), ApiError>>>,
                               error: ApiError| {
@@ -612,6 +613,7 @@ impl QueryEngine {
             // The answer is complete; replace the database an SQL query
             // used before the next one needs one.
             drop(sender);
+            drop(abort_on_panic);
             drop(batches);
             drop(statement);
             drop(connection);
@@ -627,6 +629,18 @@ impl QueryEngine {
         first?;
         // The watchdog keeps running until the worker finishes.
         Ok(QueryResult { content_type: format.content_type(), chunks })
+    }
+}
+
+/// Aborts the answer if the worker panics: without it, the dropped sender
+/// would end a truncated body as if it were whole.
+struct AbortOnPanic(mpsc::Sender<Result<Bytes, ApiError>>);
+
+impl Drop for AbortOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.blocking_send(Err(ApiError::new(ErrorCode::Internal, "the query worker failed")));
+        }
     }
 }
 
