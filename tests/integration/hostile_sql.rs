@@ -373,7 +373,10 @@ fn results_of_any_type_are_written_or_refused_with_400() {
         let (status, _, body) = fetch(&server, &format!("/v1/sql?format={format}"), "*/*", sql);
         (status, String::from_utf8(body.unwrap()).unwrap())
     };
-    assert_eq!(text("csv", "SELECT [1,2] AS l, {'a': 'x'} AS s"), (200, "l,s\n\"[1,2]\",\"{\"\"a\"\":\"\"x\"\"}\"\n".into()));
+    assert_eq!(
+        text("csv", "SELECT [1,2] AS l, {'a': 'x'} AS s"),
+        (200, "l,s\n\"[1,2]\",\"{\"\"a\"\":\"\"x\"\"}\"\n".into())
+    );
     assert_eq!(
         text("csv", "SELECT '-infinity'::DATE AS d, DATE '2020-01-02' AS e, '24:00:00'::TIME AS t"),
         (200, "d,e,t\n-infinity,2020-01-02,24:00:00\n".into())

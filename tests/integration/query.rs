@@ -470,9 +470,15 @@ fn gap_fill_works_per_group() {
         T0 + 2 * HOUR
     );
     assert_eq!(server.post("/api/v2/write?bucket=cpu", body).0, 204);
+    // Per group (a, b, no tenant), the value of each hour.
+    let every_bucket = |values: [[Option<f64>; 4]; 3]| -> Value {
+        let groups = [json!("a"), json!("b"), Value::Null];
+        groups.iter().zip(values).flat_map(|(group, values)| values.map(|v| json!([group, v]))).collect()
+    };
+    let (one, two, three, four) = (Some(1.0), Some(2.0), Some(3.0), Some(4.0));
     for (fill, expected) in [
-        ("null", json!([["a", 1.0], ["a", null], ["a", null], ["a", 3.0], ["b", null], ["b", 2.0], ["b", null], ["b", null], [null, null], [null, null], [null, 4.0], [null, null]])),
-        ("previous", json!([["a", 1.0], ["a", 1.0], ["a", 1.0], ["a", 3.0], ["b", null], ["b", 2.0], ["b", 2.0], ["b", 2.0], [null, null], [null, null], [null, 4.0], [null, 4.0]])),
+        ("null", every_bucket([[one, None, None, three], [None, two, None, None], [None, None, four, None]])),
+        ("previous", every_bucket([[one, one, one, three], [None, two, two, two], [None, None, four, four]])),
         ("none", json!([["a", 1.0], ["a", 3.0], ["b", 2.0], [null, 4.0]])),
     ] {
         let response = query(
