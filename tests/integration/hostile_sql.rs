@@ -327,3 +327,116 @@ fn sql_naming_a_dataset_the_caller_may_not_read_is_forbidden() {
         runtime.block_on(engine.sql(&store, "SELECT count(*) FROM orders", OutputFormat::Json, everything)).is_ok()
     );
 }
+
+/// POSTs `body` to `path` with `accept`; the status, content type and body
+/// (an `Err` when the body did not arrive whole).
+fn fetch(server: &Server, path: &str, accept: &str, body: &str) -> (u16, String, Result<Vec<u8>, String>) {
+    let mut response = crate::support::client()
+        .post(format!("{}{path}", server.url))
+        .header("Accept", accept)
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let mut bytes = Vec::new();
+    let read = std::io::Read::read_to_end(&mut response, &mut bytes).map(|_| bytes).map_err(|e| e.to_string());
+    (status, content_type, read)
+}
+
+#[test]
+fn a_query_failing_mid_answer_never_ends_cleanly() {
+    let server = Server::start("sql-mid-answer", &format!("{CONFIG}[query]\ntimeout_ms = 1500\n"));
+    // Rows stream out until the timeout stops the query.
+    let endless = "SELECT i FROM range(10000000000) t(i)";
+    for format in ["csv", "ndjson", "arrow"] {
+        let (status, _, body) = fetch(&server, &format!("/v1/sql?format={format}"), "*/*", endless);
+        assert_eq!(status, 200, "{format}: the answer had started");
+        let error = body.map(|b| b.len()).expect_err(&format!("{format}: a truncated answer must not end cleanly"));
+        assert!(!error.is_empty());
+    }
+    // JSON says so in the document, which stays well-formed.
+    let (status, _, body) = fetch(&server, "/v1/sql?format=json", "*/*", endless);
+    assert_eq!(status, 200);
+    let document: Value = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(document["error"]["code"], "query_timeout", "{}", document["error"]);
+    assert!(!document["rows"].as_array().unwrap().is_empty());
+    // The server still answers.
+    assert_eq!(rows(&server, "SELECT 1 AS x"), json!([{"x": 1}]));
+}
+
+#[test]
+fn results_of_any_type_are_written_or_refused_with_400() {
+    let server = Server::start("sql-result-types", CONFIG);
+    let text = |format: &str, sql: &str| {
+        let (status, _, body) = fetch(&server, &format!("/v1/sql?format={format}"), "*/*", sql);
+        (status, String::from_utf8(body.unwrap()).unwrap())
+    };
+    assert_eq!(
+        text("csv", "SELECT [1,2] AS l, {'a': 'x'} AS s"),
+        (200, "l,s\n\"[1,2]\",\"{\"\"a\"\":\"\"x\"\"}\"\n".into())
+    );
+    assert_eq!(
+        text("csv", "SELECT '-infinity'::DATE AS d, DATE '2020-01-02' AS e, '24:00:00'::TIME AS t"),
+        (200, "d,e,t\n-infinity,2020-01-02,24:00:00\n".into())
+    );
+    let (status, body) = text("ndjson", "SELECT 'infinity'::DATE AS d, TIME '01:02:03.5' AS t");
+    assert_eq!((status, body.as_str()), (200, "{\"d\":\"infinity\",\"t\":\"01:02:03.5\"}\n"));
+    for format in ["json", "ndjson", "csv"] {
+        for (sql, column) in [
+            ("SELECT union_value(k := 1) AS u", "u"),
+            ("SELECT map {1: 2} AS m", "m"),
+            ("SELECT * FROM test_all_types()", ""),
+            ("SELECT 'infinity'::TIMESTAMP AS ts", "ts"),
+        ] {
+            let (status, body) = text(format, sql);
+            if format == "csv" && column == "m" {
+                // A map with integer keys has no JSON text either.
+                assert_eq!(status, 400, "{body}");
+                continue;
+            }
+            assert_eq!(status, 400, "{format} {sql}: {body}");
+            let error: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(error["error"]["code"], "invalid_query", "{error}");
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(message.contains(&format!("column \"{column}")), "{message}");
+        }
+    }
+    // Arrow holds every type DuckDB exports, times in their own unit.
+    let (status, _, body) = fetch(&server, "/v1/sql?format=arrow", "*/*", "SELECT * FROM test_all_types()");
+    assert_eq!(status, 200);
+    let batches: Vec<_> =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.unwrap()), None).unwrap().collect();
+    assert_eq!(batches.iter().map(|b| b.as_ref().unwrap().num_rows()).sum::<usize>(), 3);
+}
+
+#[test]
+fn accept_with_quality_zero_is_not_chosen() {
+    let server = Server::start("sql-accept-q0", CONFIG);
+    let (status, content_type, body) = fetch(&server, "/v1/sql", "text/csv;q=0", "SELECT 1 AS x");
+    assert_eq!((status, content_type.as_str()), (200, "application/json"));
+    assert_eq!(serde_json::from_slice::<Value>(&body.unwrap()).unwrap()["rows"], json!([{"x": 1}]));
+    let (_, content_type, _) = fetch(&server, "/v1/sql", "text/csv;q=0.1, application/x-ndjson;q=0.5", "SELECT 1");
+    assert_eq!(content_type, "application/x-ndjson");
+}
+
+#[test]
+fn a_missing_committed_file_is_a_storage_error_naming_its_partition() {
+    let server = loaded_server("sql-missing-file", CONFIG);
+    let file = first_file(&server, "customers");
+    std::fs::rename(&file, format!("{file}.moved")).unwrap();
+    for (path, body) in [
+        ("/v1/sql", "SELECT count(*) FROM customers".to_string()),
+        ("/v1/datasets/customers/query", json!({"time_range": {"start": 0, "end": i64::MAX}}).to_string()),
+    ] {
+        let (status, response) = server.post(path, body);
+        assert_eq!(status, 500, "{response}");
+        assert_eq!(response["error"]["code"], "internal");
+        let message = response["error"]["message"].as_str().unwrap();
+        assert!(message.contains("partition customers/") && message.contains("missing"), "{message}");
+        assert!(!message.contains("read_parquet") && !message.contains("CREATE"), "{message}");
+    }
+    std::fs::rename(format!("{file}.moved"), &file).unwrap();
+    assert_eq!(rows(&server, "SELECT count(*) AS n FROM customers"), json!([{"n": 5}]));
+}

@@ -458,3 +458,73 @@ fn queries_stay_consistent_during_ingest_and_flush() {
     let (_, response) = server.post("/v1/sql", "SELECT count(*) AS n FROM c");
     assert_eq!(response["rows"][0]["n"], written + 1);
 }
+
+#[test]
+fn gap_fill_works_per_group() {
+    let server = Server::start("query-fill-groups", "[ingest]\nflush_age_ms = 3600000\n");
+    let body = format!(
+        "m,tenant=a v=1 {}\nm,tenant=b v=2 {}\nm,tenant=a v=3 {}\nm v=4 {}\n",
+        T0,
+        T0 + HOUR,
+        T0 + 3 * HOUR,
+        T0 + 2 * HOUR
+    );
+    assert_eq!(server.post("/api/v2/write?bucket=cpu", body).0, 204);
+    // Per group (a, b, no tenant), the value of each hour.
+    let every_bucket = |values: [[Option<f64>; 4]; 3]| -> Value {
+        let groups = [json!("a"), json!("b"), Value::Null];
+        groups.iter().zip(values).flat_map(|(group, values)| values.map(|v| json!([group, v]))).collect()
+    };
+    let (one, two, three, four) = (Some(1.0), Some(2.0), Some(3.0), Some(4.0));
+    for (fill, expected) in [
+        ("null", every_bucket([[one, None, None, three], [None, two, None, None], [None, None, four, None]])),
+        ("previous", every_bucket([[one, one, one, three], [None, two, two, two], [None, None, four, four]])),
+        ("none", json!([["a", 1.0], ["a", 3.0], ["b", 2.0], [null, 4.0]])),
+    ] {
+        let response = query(
+            &server,
+            json!({"time_range": {"start": T0, "end": T0 + 4 * HOUR}, "group_by": ["tenant"], "downsample": {"interval": "1h", "fill": fill, "aggregations": [{"fn": "max", "column": "v", "alias": "v"}]}}),
+        );
+        let rows: Vec<Value> =
+            response["rows"].as_array().unwrap().iter().map(|r| json!([r["tenant"], r["v"]])).collect();
+        assert_eq!(Value::Array(rows), expected, "fill {fill}: {response}");
+    }
+}
+
+#[test]
+fn extreme_time_ranges_answer_or_are_refused_cleanly() {
+    let server = Server::start("query-extremes", "[ingest]\nflush_age_ms = 3600000\n");
+    let body = format!("m v=1 {}\nm v=2 {}\n", T0, T0 + HOUR);
+    assert_eq!(server.post("/api/v2/write?bucket=cpu", body.clone()).0, 204);
+    server.flush();
+    assert_eq!(server.post("/api/v2/write?bucket=cpu", format!("m v=3 {}\n", T0 + 2 * HOUR)).0, 204);
+    let count = json!([{"fn": "count", "column": "v", "alias": "n"}]);
+    // The first 1s bucket of i64::MIN would start before the earliest time.
+    let (status, response) = server.post(
+        "/v1/datasets/cpu/query",
+        json!({"time_range": {"start": i64::MIN, "end": 0}, "downsample": {"interval": "1s", "aggregations": count}})
+            .to_string(),
+    );
+    assert_eq!(status, 400, "{response}");
+    assert_eq!(response["error"]["code"], "invalid_query");
+    for fill in ["none", "null", "previous"] {
+        let response = query(
+            &server,
+            json!({"time_range": {"start": i64::MIN, "end": i64::MAX}, "downsample": {"fill": fill, "aggregations": count}}),
+        );
+        assert_eq!(response["rows"].as_array().unwrap().len(), 1, "one bucket, fill {fill}: {response}");
+        assert_eq!(response["rows"][0]["n"], 3, "{response}");
+    }
+    for (start, end) in [(i64::MIN + 1, i64::MAX), (i64::MIN, i64::MAX - 1), (i64::MIN + 2, i64::MAX)] {
+        let response = query(
+            &server,
+            json!({"time_range": {"start": start, "end": end}, "filters": {"column": "v", "op": ">", "value": 1.5}, "limit": u64::MAX, "offset": 1}),
+        );
+        assert_eq!(response["rows"].as_array().unwrap().len(), 1, "{start}..{end}: {response}");
+    }
+    let response = query(
+        &server,
+        json!({"time_range": {"start": T0 - 3 * HOUR, "end": T0 + 3 * HOUR}, "downsample": {"interval": "292w", "aggregations": count}}),
+    );
+    assert_eq!(response["rows"][0]["n"], 3, "{response}");
+}

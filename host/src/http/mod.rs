@@ -87,7 +87,10 @@ pub enum Body {
     /// The whole body at once.
     Full(Option<Bytes>),
     /// Chunks from a producer; the body ends when the sender is dropped.
-    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+    /// An `Err` aborts it: the client sees an incomplete response (no
+    /// terminating chunk, or a reset HTTP/2 stream), never a clean end of a
+    /// truncated answer.
+    Stream(tokio::sync::mpsc::Receiver<Result<Bytes, ApiError>>),
 }
 
 impl Body {
@@ -99,16 +102,16 @@ impl Body {
 
 impl hyper::body::Body for Body {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = ApiError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, ApiError>>> {
         match self.get_mut() {
             Body::Full(bytes) => std::task::Poll::Ready(bytes.take().map(|b| Ok(hyper::body::Frame::data(b)))),
             Body::Stream(receiver) => {
-                receiver.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+                receiver.poll_recv(cx).map(|chunk| chunk.map(|item| item.map(hyper::body::Frame::data)))
             }
         }
     }

@@ -58,8 +58,10 @@ pub struct QueryStats {
 pub struct QueryResult {
     /// The response content type.
     pub content_type: &'static str,
-    /// Encoded chunks; the last one closes the document.
-    pub chunks: mpsc::Receiver<Bytes>,
+    /// Encoded chunks; the last one closes the document. An `Err` means
+    /// the query failed after its answer started and the format has no
+    /// way to say so in band: the response must be aborted, not ended.
+    pub chunks: mpsc::Receiver<Result<Bytes, ApiError>>,
 }
 
 /// The query engine.
@@ -132,6 +134,8 @@ struct Source {
     name: String,
     schema: Arc<DatasetSchema>,
     files: Vec<String>,
+    /// Each file's partition label and object key, for errors.
+    file_names: Vec<(String, String)>,
     buffered: Vec<RecordBatch>,
     /// Every partition read lies wholly inside the query's time range.
     within_range: bool,
@@ -287,6 +291,7 @@ impl QueryEngine {
     ) -> Result<Source, ApiError> {
         let schema = dataset.schema();
         let mut files = Vec::new();
+        let mut file_names = Vec::new();
         let mut live = std::collections::HashSet::new();
         let mut within_range = range.is_some();
         let mut files_complete = true;
@@ -325,12 +330,14 @@ impl QueryEngine {
                 stats.files_scanned += 1;
                 stats.bytes_scanned += file.bytes as u64;
                 files.push(self.resolve(file)?);
+                let label = crate::store::partition_label(&dataset.name, &partition.period_label, &partition.key);
+                file_names.push((label, file.object_key.clone()));
             }
         }
         let buffered: Vec<RecordBatch> =
             snapshot.buffered.iter().filter(|(id, _)| live.contains(id)).map(|(_, b)| b.clone()).collect();
         stats.rows_from_buffers += buffered.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        Ok(Source { name: dataset.name.to_string(), schema, files, buffered, within_range, files_complete })
+        Ok(Source { name: dataset.name.to_string(), schema, files, file_names, buffered, within_range, files_complete })
     }
 
     /// The SQL of a relation over a source's files and buffered rows (which
@@ -467,7 +474,7 @@ impl QueryEngine {
                 })?
                 .map_err(|_| ApiError::new(ErrorCode::NotReady, "shutting down"))?;
         let (first_sender, first_receiver) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
-        let (sender, chunks) = mpsc::channel::<Bytes>(16);
+        let (sender, chunks) = mpsc::channel::<Result<Bytes, ApiError>>(16);
         let engine = self.clone();
         let store = store.clone();
         let timeout = Duration::from_millis(self.config.timeout_ms);
@@ -479,6 +486,7 @@ impl QueryEngine {
             let _permit = permit;
             let watch = worker_watch;
             let _finished = FinishOnDrop(watch.clone());
+            let abort_on_panic = AbortOnPanic(sender.clone());
             let mut first = Some(first_sender);
             let fail_early = |first: &mut Option<tokio::sync::oneshot::Sender<Result<(), ApiError>>>,
                               error: ApiError| {
@@ -499,7 +507,8 @@ impl QueryEngine {
                 watch.attach(connection.interrupt_handle());
                 let mut relations = Vec::new();
                 for source in &sources {
-                    relations.push(QueryEngine::relation(&connection, source)?);
+                    let relation = QueryEngine::relation(&connection, source);
+                    relations.push(relation.map_err(|error| missing_file(&sources, error))?);
                 }
                 Ok((connection, sources, relations))
             })();
@@ -520,14 +529,14 @@ impl QueryEngine {
                 for ((_, view), relation) in datasets.iter().zip(&relations) {
                     let created = connection.execute_batch(&format!("CREATE TEMP VIEW {} AS {relation}", quote(view)));
                     if let Err(error) = created {
-                        return fail_early(&mut first, query_error(error));
+                        return fail_early(&mut first, missing_file(&sources, view_error(view, error)));
                     }
                 }
                 planned.sql.clone()
             };
             let mut statement = match connection.prepare(&sql) {
                 Ok(statement) => statement,
-                Err(error) => return fail_early(&mut first, query_error(error)),
+                Err(error) => return fail_early(&mut first, missing_file(&sources, query_error(error))),
             };
             // Constant folding during `prepare` runs functions the watchdog
             // cannot interrupt; their result is refused all the same.
@@ -538,7 +547,7 @@ impl QueryEngine {
             let params: Vec<Value> = planned.params.iter().map(param_value).collect();
             let mut batches = match statement.stream_arrow(duckdb::params_from_iter(params)) {
                 Ok(batches) => batches,
-                Err(error) => return fail_early(&mut first, query_error(error)),
+                Err(error) => return fail_early(&mut first, missing_file(&sources, query_error(error))),
             };
             let schema = batches.get_schema();
             let mut encoder = Encoder::new(format, planned.time_columns.clone());
@@ -554,7 +563,7 @@ impl QueryEngine {
                     }
                     (Ok(batch), None) => batch,
                     (Err(error), None) => {
-                        failure = Some(query_error(error));
+                        failure = Some(missing_file(&sources, query_error(error)));
                         break;
                     }
                 };
@@ -569,7 +578,7 @@ impl QueryEngine {
                     let _ = first.send(Ok(()));
                 }
                 for chunk in pending.drain(..) {
-                    if sender.blocking_send(chunk).is_err() {
+                    if sender.blocking_send(Ok(chunk)).is_err() {
                         return; // the client went away
                     }
                 }
@@ -582,8 +591,21 @@ impl QueryEngine {
             }
             stats.rows_returned = encoder.rows();
             stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-            pending.push(Bytes::from(encoder.finish(&json!(stats), failure.as_ref())));
-            for chunk in pending {
+            let mut chunks: Vec<Result<Bytes, ApiError>> = pending.into_iter().map(Ok).collect();
+            match failure {
+                // CSV, NDJSON and Arrow cannot carry an error: a cleanly
+                // ended body would pass a truncated answer off as whole, so
+                // the response is aborted instead.
+                Some(error) if !encoder.reports_errors_in_band() => {
+                    tracing::warn!(%error, rows = stats.rows_returned, "query failed mid-answer; response aborted");
+                    chunks.push(Err(watch.explain(error)));
+                }
+                failure => {
+                    let failure = failure.map(|error| watch.explain(error));
+                    chunks.push(Ok(Bytes::from(encoder.finish(&json!(stats), failure.as_ref()))));
+                }
+            }
+            for chunk in chunks {
                 if sender.blocking_send(chunk).is_err() {
                     break;
                 }
@@ -591,6 +613,7 @@ impl QueryEngine {
             // The answer is complete; replace the database an SQL query
             // used before the next one needs one.
             drop(sender);
+            drop(abort_on_panic);
             drop(batches);
             drop(statement);
             drop(connection);
@@ -607,6 +630,49 @@ impl QueryEngine {
         // The watchdog keeps running until the worker finishes.
         Ok(QueryResult { content_type: format.content_type(), chunks })
     }
+}
+
+/// Aborts the answer if the worker panics: without it, the dropped sender
+/// would end a truncated body as if it were whole.
+struct AbortOnPanic(mpsc::Sender<Result<Bytes, ApiError>>);
+
+impl Drop for AbortOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.blocking_send(Err(ApiError::new(ErrorCode::Internal, "the query worker failed")));
+        }
+    }
+}
+
+/// `error`, unless a committed file the query reads is gone: that is a
+/// storage fault, not the query's, and the answer says which partition
+/// (and never the SQL Strata generated over the file paths). Checked only
+/// once something failed, so a query that succeeds costs no extra stat.
+fn missing_file(sources: &[Source], error: ApiError) -> ApiError {
+    let missing = sources
+        .iter()
+        .flat_map(|s| s.files.iter().zip(&s.file_names))
+        .find(|(path, _)| std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound));
+    match missing {
+        Some((_, (partition, key))) => ApiError::new(
+            ErrorCode::Internal,
+            format!("storage: file {key} of partition {partition} is missing; the query cannot read it"),
+        ),
+        None => error,
+    }
+}
+
+/// The error of a dataset view that could not be created: Strata's SQL
+/// over Strata's files, so never the caller's fault, and the SQL (with the
+/// file paths) stays out of the answer.
+fn view_error(view: &str, error: duckdb::Error) -> ApiError {
+    let message = error.to_string();
+    let mapped = query_error(error);
+    if matches!(mapped.code, ErrorCode::QueryTimeout | ErrorCode::QueryTooLarge) {
+        return mapped;
+    }
+    let first = message.lines().next().unwrap_or_default();
+    ApiError::new(ErrorCode::Internal, format!("reading dataset {view} failed: {first}"))
 }
 
 /// `sql` with `relation` as a common table expression named `name` in front

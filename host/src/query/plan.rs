@@ -228,6 +228,22 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::BadRequest, message)
 }
 
+/// A BIGINT literal. The parentheses matter: `-9223372036854775808::BIGINT`
+/// parses as the negation of a cast that does not fit.
+fn bigint(value: i64) -> String {
+    format!("({value})::BIGINT")
+}
+
+/// A TIMESTAMP_NS literal of epoch ns. DuckDB reserves the two extremes
+/// past `i64::MIN` as the infinities, which `make_timestamp_ns` refuses.
+fn timestamp_ns(value: i64) -> String {
+    match value {
+        i64::MAX => "'infinity'::TIMESTAMP_NS".to_string(),
+        v if v == i64::MIN + 1 => "'-infinity'::TIMESTAMP_NS".to_string(),
+        v => format!("make_timestamp_ns({})", bigint(v)),
+    }
+}
+
 /// Quotes an identifier for DuckDB.
 pub fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
@@ -407,7 +423,7 @@ pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQue
     // text: a constant comparison on the bare column is what lets DuckDB
     // skip Parquet row groups by their statistics, and a bound timestamp
     // parameter would lose the nanoseconds.
-    let in_range = format!("{time} >= make_timestamp_ns({start_ns}) AND {time} < make_timestamp_ns({end_ns})");
+    let in_range = format!("{time} >= {} AND {time} < {}", timestamp_ns(start_ns), timestamp_ns(end_ns));
     let mut filter = None;
     let mut key_filter_list = Vec::new();
     if let Some(request_filter) = &request.filters {
@@ -447,12 +463,15 @@ pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQue
 
 fn paging(request: &QueryRequest) -> (&'static str, String) {
     let direction = if request.order == Order::Desc { "DESC" } else { "ASC" };
+    // DuckDB takes BIGINT counts; no answer has more rows than that, so a
+    // larger limit or offset means the same as the largest BIGINT.
+    let count = |value: u64| value.min(i64::MAX as u64);
     let mut paging = String::new();
     if let Some(limit) = request.limit {
-        paging.push_str(&format!(" LIMIT {limit}"));
+        paging.push_str(&format!(" LIMIT {}", count(limit)));
     }
     if let Some(offset) = request.offset {
-        paging.push_str(&format!(" OFFSET {offset}"));
+        paging.push_str(&format!(" OFFSET {}", count(offset)));
     }
     (direction, paging)
 }
@@ -465,7 +484,9 @@ fn raw_sql(request: &QueryRequest, schema: &DatasetSchema, predicate: &str) -> R
     let time = quote(&schema.time_column);
     let (direction, paging) = paging(request);
     let columns: Vec<String> = match &request.columns {
-        None => std::iter::once(schema.time_column.clone()).chain(schema.columns.iter().map(|c| c.name.clone())).collect(),
+        None => {
+            std::iter::once(schema.time_column.clone()).chain(schema.columns.iter().map(|c| c.name.clone())).collect()
+        }
         Some(columns) => {
             let mut out = vec![schema.time_column.clone()];
             for column in columns {
@@ -482,6 +503,12 @@ fn raw_sql(request: &QueryRequest, schema: &DatasetSchema, predicate: &str) -> R
         .map(|c| if *c == schema.time_column { format!("epoch_ns({time}) AS {time}") } else { quote(c) })
         .collect();
     Ok(format!("SELECT {} FROM src WHERE {predicate} ORDER BY {time} {direction}{paging}", select.join(", ")))
+}
+
+/// The start of the bucket of width `interval` holding `time_ns` (buckets
+/// start at multiples of `interval`), if it is a representable time.
+fn bucket_of(time_ns: i64, interval: i64) -> Option<i64> {
+    time_ns.checked_sub(time_ns.rem_euclid(interval))
 }
 
 /// Aggregations per time bucket (and group), with optional gap filling.
@@ -512,8 +539,14 @@ fn downsample_sql(
     let (first_bucket, interval, one_bucket) = match &downsample.interval {
         Some(raw) => {
             let interval = interval_ns(raw)?;
-            let first = start_ns - start_ns.rem_euclid(interval);
-            (first, interval, end_ns > start_ns && (end_ns - 1) - (end_ns - 1).rem_euclid(interval) == first)
+            let first = bucket_of(start_ns, interval).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("time_range.start {start_ns} lies in a {raw} bucket that starts before the earliest time"),
+                )
+            })?;
+            // `end_ns > start_ns` keeps `end_ns - 1` in range.
+            (first, interval, end_ns > start_ns && bucket_of(end_ns - 1, interval) == Some(first))
         }
         None => (start_ns, end_ns.saturating_sub(start_ns).max(1), true),
     };
@@ -524,21 +557,40 @@ fn downsample_sql(
         // an empty range empty, as the bucketed form is.
         let grouping = if groups.is_empty() { String::new() } else { format!(" GROUP BY {}", groups.join(", ")) };
         format!(
-            "SELECT {first_bucket}::BIGINT AS {time}, {group_select}{} FROM src WHERE {predicate}{grouping} HAVING count(*) > 0",
+            "SELECT {} AS {time}, {group_select}{} FROM src WHERE {predicate}{grouping} HAVING count(*) > 0",
+            bigint(first_bucket),
             aggregates.join(", ")
         )
     } else {
-        // Floor division, so times before 1970 land in the right bucket.
-        let bucket = format!("(epoch_ns({time}) - (((epoch_ns({time}) % {interval}) + {interval}) % {interval}))");
-        format!("SELECT {bucket} AS {time}, {group_select}{} FROM src WHERE {predicate} GROUP BY ALL", aggregates.join(", "))
+        // Floor division, so times before 1970 land in the right bucket,
+        // written so no step overflows: `t - t % i` truncates toward zero,
+        // and a negative remainder moves one bucket down, to a bucket at or
+        // after the first one (checked above).
+        let t = format!("epoch_ns({time})");
+        let interval = bigint(interval);
+        let bucket = format!("({t} - {t} % {interval} - CASE WHEN {t} % {interval} < 0 THEN {interval} ELSE 0 END)");
+        format!(
+            "SELECT {bucket} AS {time}, {group_select}{} FROM src WHERE {predicate} GROUP BY ALL",
+            aggregates.join(", ")
+        )
     };
     let order_groups: String = groups.iter().map(|g| format!("{g}, ")).collect();
     Ok(match downsample.fill {
         Fill::None => format!("SELECT * FROM ({aggregated}) ORDER BY {order_groups}{time} {direction}{paging}"),
         Fill::Null | Fill::Previous => {
-            let buckets = format!(
-                "SELECT range AS {time} FROM range({first_bucket}::BIGINT, {end_ns}::BIGINT, {interval}::BIGINT)"
-            );
+            // One bucket is written out: a range's width may not fit the
+            // BIGINT step `range` needs.
+            let buckets = if one_bucket {
+                let empty = if end_ns > start_ns { "" } else { " WHERE FALSE" };
+                format!("SELECT {} AS {time}{empty}", bigint(first_bucket))
+            } else {
+                format!(
+                    "SELECT range AS {time} FROM range({}, {}, {})",
+                    bigint(first_bucket),
+                    bigint(end_ns),
+                    bigint(interval)
+                )
+            };
             let keys = if groups.is_empty() {
                 "SELECT 1 AS __all".to_string()
             } else {
@@ -550,7 +602,13 @@ fn downsample_sql(
                 .map(|a| {
                     let a = quote(a);
                     if downsample.fill == Fill::Previous {
-                        let partition = if groups.is_empty() { String::new() } else { format!("PARTITION BY {} ", groups.join(", ")) };
+                        // The group columns of `k`: `agg` has them too.
+                        let partition = if groups.is_empty() {
+                            String::new()
+                        } else {
+                            let keys: Vec<String> = groups.iter().map(|g| format!("k.{g}")).collect();
+                            format!("PARTITION BY {} ", keys.join(", "))
+                        };
                         format!("last_value(agg.{a} IGNORE NULLS) OVER ({partition}ORDER BY b.{time} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {a}")
                     } else {
                         format!("agg.{a}")
@@ -622,7 +680,13 @@ mod tests {
         assert!(!planned.sql.contains("DROP"), "values never reach the SQL text");
         assert_eq!(planned.params.len(), 3, "the filter values; the time bounds are planner integers");
         assert!(planned.sql.ends_with("LIMIT 5"));
-        assert!(planned.sql.contains("\"time\" >= make_timestamp_ns(0) AND \"time\" < make_timestamp_ns(100)"), "{}", planned.sql);
+        assert!(
+            planned
+                .sql
+                .contains("\"time\" >= make_timestamp_ns((0)::BIGINT) AND \"time\" < make_timestamp_ns((100)::BIGINT)"),
+            "{}",
+            planned.sql
+        );
         assert!(!planned.sql_within_range.contains("make_timestamp_ns"), "{}", planned.sql_within_range);
         assert!(planned.sql_within_range.contains("\"we\"\"ird\" > ?"), "the filters stay");
     }
@@ -642,10 +706,10 @@ mod tests {
             .sql
         };
         let inside = query(day + 5, 2 * day);
-        assert!(inside.contains(&format!("SELECT {day}::BIGINT AS")), "{inside}");
+        assert!(inside.contains(&format!("SELECT ({day})::BIGINT AS")), "{inside}");
         assert!(inside.contains("HAVING count(*) > 0") && !inside.contains("GROUP BY"), "{inside}");
         let across = query(day + 5, 2 * day + 1);
-        assert!(across.contains("GROUP BY ALL") && across.contains("% 86400000000000"), "{across}");
+        assert!(across.contains("GROUP BY ALL") && across.contains("% (86400000000000)::BIGINT"), "{across}");
         let empty = query(day, day);
         assert!(empty.contains("GROUP BY ALL"), "an empty range keeps the general form: {empty}");
         let whole = plan(
@@ -657,7 +721,10 @@ mod tests {
         )
         .unwrap()
         .sql;
-        assert!(whole.contains(&format!("SELECT {}::BIGINT AS", day + 5)), "no interval: one bucket at the start: {whole}");
+        assert!(
+            whole.contains(&format!("SELECT ({})::BIGINT AS", day + 5)),
+            "no interval: one bucket at the start: {whole}"
+        );
     }
 
     #[test]
@@ -721,5 +788,58 @@ mod tests {
         for case in cases {
             assert!(plan(&request(case.clone()), &schema()).is_err(), "{case}");
         }
+    }
+
+    #[test]
+    fn extreme_time_ranges_plan_without_overflow() {
+        let downsample = |start: i64, end: i64, interval: Option<&str>, fill: &str| {
+            let mut downsample =
+                serde_json::json!({"aggregations": [{"fn": "count", "column": "usage"}], "fill": fill});
+            if let Some(interval) = interval {
+                downsample["interval"] = serde_json::json!(interval);
+            }
+            plan(
+                &request(serde_json::json!({"time_range": {"start": start, "end": end}, "downsample": downsample})),
+                &schema(),
+            )
+        };
+        // The bucket of i64::MIN would start before the earliest time.
+        let error = downsample(i64::MIN, 0, Some("1s"), "none").unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidQuery, "{error}");
+        assert!(downsample(i64::MIN, i64::MIN, Some("1s"), "null").is_err());
+        // A bucket boundary at the earliest time is fine, as is the latest end.
+        let earliest = i64::MIN + (1_000_000_000 - i64::MIN.rem_euclid(1_000_000_000));
+        for fill in ["none", "null", "previous"] {
+            let planned = downsample(earliest, i64::MAX, Some("1s"), fill).unwrap();
+            assert!(planned.sql.contains("'infinity'::TIMESTAMP_NS"), "{}", planned.sql);
+            let whole = downsample(i64::MIN, i64::MAX, None, fill).unwrap();
+            assert!(whole.sql.contains("(-9223372036854775808)::BIGINT AS"), "{}", whole.sql);
+            assert!(!whole.sql.contains("range("), "one bucket needs no range of buckets: {}", whole.sql);
+        }
+        assert!(timestamp_ns(i64::MIN + 1).contains("-infinity"));
+    }
+
+    #[test]
+    fn huge_limits_and_offsets_are_bigints() {
+        let planned = plan(
+            &request(serde_json::json!({"time_range": {"start": 0, "end": 1}, "limit": u64::MAX, "offset": u64::MAX})),
+            &schema(),
+        )
+        .unwrap();
+        assert!(planned.sql.ends_with(&format!(" LIMIT {} OFFSET {}", i64::MAX, i64::MAX)), "{}", planned.sql);
+    }
+
+    #[test]
+    fn fill_previous_partitions_by_the_key_columns() {
+        let planned = plan(
+            &request(serde_json::json!({
+                "time_range": {"start": 0, "end": 7_200_000_000_000i64},
+                "group_by": ["host"],
+                "downsample": {"interval": "1h", "fill": "previous", "aggregations": [{"fn": "count", "column": "usage"}]}
+            })),
+            &schema(),
+        )
+        .unwrap();
+        assert!(planned.sql.contains("PARTITION BY k.\"host\" "), "{}", planned.sql);
     }
 }
