@@ -2,6 +2,7 @@
 
 mod compaction;
 mod durability;
+mod edge;
 mod ingest;
 mod lifecycle;
 mod partitioning;
