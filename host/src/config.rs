@@ -124,49 +124,6 @@ pub struct TierConfig {
     pub row_group_rows_max: Option<usize>,
 }
 
-impl ServerConfig {
-    /// The connection limit fits a semaphore; host and origin entries are
-    /// well-formed (a typo would otherwise lock every browser out, or in).
-    fn validate_edge(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if self.connections_max > CONNECTIONS_MAX_LIMIT {
-            return invalid(format!(
-                "server.connections_max = {} must be at most {CONNECTIONS_MAX_LIMIT}",
-                self.connections_max
-            ));
-        }
-        for host in self.allowed_hosts.iter().flatten() {
-            let bad = host.is_empty() || host.contains(['/', '@', ' ', ',']) || host.contains("://");
-            if bad || (host != "*" && host.parse::<hyper::http::uri::Authority>().is_err()) {
-                return invalid(format!(
-                    "server.allowed_hosts: {host:?} is not a host name or address with an optional :port, or \"*\""
-                ));
-            }
-        }
-        for origin in &self.allowed_origins {
-            if origin != "*" && !is_origin(origin) {
-                return invalid(format!(
-                    "server.allowed_origins: {origin:?} is not an origin like \"https://app.example.com\" (scheme://host[:port], no path), or \"*\""
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The largest `server.connections_max` (a semaphore's permits).
-pub const CONNECTIONS_MAX_LIMIT: usize = 1 << 20;
-
-/// Whether `text` is an `http` or `https` origin: scheme, host, optional
-/// port, and nothing else.
-fn is_origin(text: &str) -> bool {
-    let Some((scheme, authority)) = text.split_once("://") else { return false };
-    matches!(scheme, "http" | "https")
-        && !authority.is_empty()
-        && !authority.contains(['/', '@', '?', '#'])
-        && authority.parse::<hyper::http::uri::Authority>().is_ok()
-}
-
 /// A storage target with its location resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedTarget {
@@ -417,6 +374,49 @@ pub struct TlsConfig {
     pub cert_path: PathBuf,
     /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
     pub key_path: PathBuf,
+}
+
+impl ServerConfig {
+    /// The connection limit fits a semaphore; host and origin entries are
+    /// well-formed (a typo would otherwise lock every browser out, or in).
+    fn validate_edge(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.connections_max > CONNECTIONS_MAX_LIMIT {
+            return invalid(format!(
+                "server.connections_max = {} must be at most {CONNECTIONS_MAX_LIMIT}",
+                self.connections_max
+            ));
+        }
+        for host in self.allowed_hosts.iter().flatten() {
+            let bad = host.is_empty() || host.contains(['/', '@', ' ', ',']) || host.contains("://");
+            if bad || (host != "*" && host.parse::<hyper::http::uri::Authority>().is_err()) {
+                return invalid(format!(
+                    "server.allowed_hosts: {host:?} is not a host name or address with an optional :port, or \"*\""
+                ));
+            }
+        }
+        for origin in &self.allowed_origins {
+            if origin != "*" && !is_origin(origin) {
+                return invalid(format!(
+                    "server.allowed_origins: {origin:?} is not an origin like \"https://app.example.com\" (scheme://host[:port], no path), or \"*\""
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The largest `server.connections_max` (a semaphore's permits).
+pub const CONNECTIONS_MAX_LIMIT: usize = 1 << 20;
+
+/// Whether `text` is an `http` or `https` origin: scheme, host, optional
+/// port, and nothing else.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, authority)) = text.split_once("://") else { return false };
+    matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && !authority.contains(['/', '@', '?', '#'])
+        && authority.parse::<hyper::http::uri::Authority>().is_ok()
 }
 
 /// `[limits]` — every limit names its unit last.
