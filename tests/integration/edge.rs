@@ -210,11 +210,30 @@ fn a_stalled_or_crawling_body_gets_408_and_a_closed_connection() {
     assert_eq!(status, 200);
 }
 
+/// The number of descriptors process `pid` holds once it has stopped
+/// opening more: unchanged for a second (at most 60 s).
+fn settled_descriptors(pid: u32) -> usize {
+    let count = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut last, mut since) = (count(), Instant::now());
+    while since.elapsed() < Duration::from_secs(1) {
+        assert!(Instant::now() < deadline, "the server keeps opening descriptors");
+        std::thread::sleep(Duration::from_millis(100));
+        let now = count();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    last
+}
+
 #[test]
 fn running_out_of_file_descriptors_sheds_connections_and_recovers() {
     let config = "[server]\nconnections_max = 100000\nheader_read_timeout_ms = 60000\nidle_timeout_ms = 60000\n";
     let server = Server::launch("edge-fds", config, Launch { open_files_max: Some(128), ..Launch::default() });
-    let open_fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid())).unwrap().count();
+    // DuckDB aborts the process when it cannot open a descriptor, so the
+    // query engine's background warm-up must be done before they run out.
+    let open_fds = settled_descriptors(server.pid());
     assert!(open_fds < 100, "the server needs {open_fds} descriptors before any connection");
     let mut kept_alive = connect(&server);
     assert_eq!(health_on(&mut kept_alive, &server).map(|r| r.status), Some(200));
