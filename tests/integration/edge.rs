@@ -276,6 +276,34 @@ fn running_out_of_file_descriptors_sheds_connections_and_recovers() {
 }
 
 #[test]
+fn idle_connections_do_not_pin_descriptors() {
+    let config = "[server]\nheader_read_timeout_ms = 60000\nidle_timeout_ms = 300\n";
+    let server = Server::start("edge-idle", config);
+    let baseline = settled_descriptors(server.pid());
+    let count = || std::fs::read_dir(format!("/proc/{}/fd", server.pid())).unwrap().count();
+    // HTTP/1.1 keep-alive and HTTP/2 connections, each idle after one request.
+    let mut kept: Vec<TcpStream> = (0..10).map(|_| connect(&server)).collect();
+    for stream in &mut kept {
+        assert_eq!(health_on(stream, &server).map(|r| r.status), Some(200));
+    }
+    let h2: Vec<reqwest::blocking::Client> = (0..10)
+        .map(|_| {
+            let client = reqwest::blocking::Client::builder().http2_prior_knowledge().build().unwrap();
+            assert_eq!(client.get(format!("{}/health", server.url)).send().unwrap().status().as_u16(), 200);
+            client
+        })
+        .collect();
+    assert!(count() >= baseline + 20, "{} descriptors, {baseline} before", count());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count() > baseline {
+        assert!(Instant::now() < deadline, "idle connections stay open: {} descriptors, {baseline} before", count());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(kept.iter_mut().all(|stream| closed_within(stream, Duration::from_secs(1))));
+    drop(h2);
+}
+
+#[test]
 fn host_and_origin_checks_refuse_rebinding_and_cross_site_requests() {
     let server = Server::start("edge-site", "[server]\nallowed_origins = [\"http://dashboard.test:3000\"]\n");
     let port = authority(&server).rsplit(':').next().unwrap().to_string();
