@@ -15,10 +15,10 @@ use crate::store::Store;
 /// in-flight requests finish, flushes every buffer and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    check_open_file_limit(config.server.connections_max);
+    let open_file_limit = raise_open_file_limit();
     let listener = TcpListener::bind(config.server.listen).await?;
     let address = listener.local_addr()?;
-    let edge = http::Edge::new(&config.server, address)?;
+    let edge = http::Edge::new(&config.server, address, open_file_limit)?;
     // Tests and scripts read this line to find the port when listening on :0.
     println!("strata listening on {}://{address}", edge.scheme());
     tracing::info!(%address, data_dir = %config.server.data_dir.display(), "listening");
@@ -78,27 +78,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Descriptors the server needs besides its connections: catalog, WAL,
-/// Parquet files being written or read, DuckDB, the policy watcher.
-const DESCRIPTORS_RESERVED: u64 = 256;
-
-/// Raises the open-file limit as far as allowed, and warns when it leaves
-/// too few descriptors for `connections_max` connections.
-fn check_open_file_limit(connections_max: usize) {
+/// Raises the open-file limit as far as allowed; returns it (`None`: unknown).
+fn raise_open_file_limit() -> Option<u64> {
     match http::raise_open_file_limit() {
         Ok((before, after)) => {
             if after > before {
                 tracing::info!(before, after, "raised the open-file limit");
             }
-            if (connections_max as u64).saturating_add(DESCRIPTORS_RESERVED) > after {
-                tracing::warn!(
-                    connections_max,
-                    open_file_limit = after,
-                    "the open-file limit is low for server.connections_max; past it new connections are answered 503"
-                );
-            }
+            Some(after)
         }
-        Err(error) => tracing::warn!(%error, "cannot read or raise the open-file limit"),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-file limit");
+            None
+        }
     }
 }
 

@@ -55,10 +55,24 @@ pub struct Edge {
 
 impl Edge {
     /// The edge for a server listening on `listen` (the bound address, so
-    /// port 0 is resolved): loads the TLS certificate and key if
-    /// `[server.tls]` is set.
-    pub fn new(config: &ServerConfig, listen: SocketAddr) -> Result<Edge, TlsError> {
+    /// port 0 is resolved) with `open_file_limit` descriptors: loads the TLS
+    /// certificate and key if `[server.tls]` is set.
+    pub fn new(config: &ServerConfig, listen: SocketAddr, open_file_limit: Option<u64>) -> Result<Edge, TlsError> {
         let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let connections_max = fds::connection_capacity(config.connections_max, open_file_limit);
+        if connections_max < config.connections_max {
+            tracing::warn!(
+                connections_max,
+                open_file_limit,
+                "server.connections_max lowered to leave descriptors for files and queries; raise the open-file limit (ulimit -n)"
+            );
+        } else if open_file_limit.is_some_and(|limit| limit < config.connections_max as u64 * 2) {
+            tracing::warn!(
+                open_file_limit,
+                connections_max,
+                "the open-file limit is low for server.connections_max; when it runs out new connections are answered 503"
+            );
+        }
         let header_read_timeout = Duration::from_millis(config.header_read_timeout_ms);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper's header timer also runs while a kept-alive connection waits
@@ -73,8 +87,8 @@ impl Edge {
             },
             header_read_timeout,
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
-            connections_max: config.connections_max,
-            connections: Arc::new(Semaphore::new(config.connections_max)),
+            connections_max,
+            connections: Arc::new(Semaphore::new(connections_max)),
             refusals: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT_MAX)),
             tls,
             builder,

@@ -21,6 +21,25 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// At most one log line per this interval for accept errors.
 const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Descriptors the server keeps for itself beyond its connections: the
+/// catalog, the WAL, Parquet files being written or read, DuckDB (which
+/// aborts the process when it cannot open one), the policy watcher.
+const DESCRIPTORS_RESERVED: u64 = 256;
+
+/// The connections the server admits: `configured`, lowered when the
+/// open-file limit would otherwise let connections take the descriptors
+/// the rest of the server needs. A limit too small to keep the reserve
+/// leaves `configured` (shedding on EMFILE still applies).
+pub(super) fn connection_capacity(configured: usize, open_file_limit: Option<u64>) -> usize {
+    match open_file_limit {
+        Some(limit) if limit >= 2 * DESCRIPTORS_RESERVED => {
+            let spare = usize::try_from(limit - DESCRIPTORS_RESERVED).unwrap_or(usize::MAX);
+            configured.min(spare)
+        }
+        _ => configured,
+    }
+}
+
 /// Raises the soft open-file limit to the hard limit, so a busy server is
 /// limited by `server.connections_max` rather than by the descriptors a
 /// shell happened to grant. Returns the soft limit before and after.
@@ -144,6 +163,14 @@ mod tests {
         throttle.last = Some(Instant::now() - LOG_INTERVAL);
         assert_eq!(throttle.ready(), Some(2), "the suppressed events are counted");
         assert_eq!(throttle.ready(), None);
+    }
+
+    #[test]
+    fn connections_leave_descriptors_for_the_rest_of_the_server() {
+        assert_eq!(connection_capacity(1024, Some(1_048_576)), 1024);
+        assert_eq!(connection_capacity(1024, Some(1024)), 768);
+        assert_eq!(connection_capacity(1024, Some(128)), 1024, "too small to keep a reserve: shedding covers it");
+        assert_eq!(connection_capacity(1024, None), 1024);
     }
 
     #[test]
