@@ -343,6 +343,33 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// How long a graceful shutdown waits for in-flight requests, in ms.
     pub shutdown_timeout_ms: u64,
+    /// Connections open at once; more are answered 503
+    /// `too_many_connections` and closed.
+    pub connections_max: usize,
+    /// Time a client has to send a request head, from the connection's
+    /// start or the end of the previous response, in ms.
+    pub header_read_timeout_ms: u64,
+    /// Longest pause between two pieces of a request body, in ms; past it
+    /// the request gets 408 `request_timeout` and the connection is closed.
+    pub body_read_timeout_ms: u64,
+    /// After `body_read_timeout_ms`, a body must have arrived at this
+    /// average rate at least, in bytes per second (0: no minimum).
+    pub body_bytes_per_second_min: u64,
+    /// A connection with no request in flight is closed after this long, in ms.
+    pub idle_timeout_ms: u64,
+    /// Concurrent requests (streams) on one HTTP/2 connection.
+    pub streams_per_connection_max: u32,
+    /// `Host` values served (DNS-rebinding protection): names or addresses,
+    /// optionally with `:port`; `"*"` allows any. Default: when listening
+    /// on loopback, `localhost`, `127.0.0.1`, `[::1]` and the listen
+    /// address; otherwise any.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins (`scheme://host[:port]`) whose browser pages may call the
+    /// API and get a CORS grant; `"*"` allows any. Same-origin pages are
+    /// always allowed.
+    pub allowed_origins: Vec<String>,
+    /// `[server.tls]`: serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -351,8 +378,71 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8086".parse().expect("valid address"),
             data_dir: PathBuf::from("strata-data"),
             shutdown_timeout_ms: 10_000,
+            connections_max: 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            body_bytes_per_second_min: 1024,
+            idle_timeout_ms: 60_000,
+            streams_per_connection_max: 100,
+            allowed_hosts: None,
+            allowed_origins: Vec::new(),
+            tls: None,
         }
     }
+}
+
+/// `[server.tls]`: a PEM certificate chain and its private key. Relative
+/// paths are taken relative to the working directory, like `data_dir`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_path: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+}
+
+impl ServerConfig {
+    /// The connection limit fits a semaphore; host and origin entries are
+    /// well-formed (a typo would otherwise lock every browser out, or in).
+    fn validate_edge(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.connections_max > CONNECTIONS_MAX_LIMIT {
+            return invalid(format!(
+                "server.connections_max = {} must be at most {CONNECTIONS_MAX_LIMIT}",
+                self.connections_max
+            ));
+        }
+        for host in self.allowed_hosts.iter().flatten() {
+            let bad = host.is_empty() || host.contains(['/', '@', ' ', ',']) || host.contains("://");
+            if bad || (host != "*" && host.parse::<hyper::http::uri::Authority>().is_err()) {
+                return invalid(format!(
+                    "server.allowed_hosts: {host:?} is not a host name or address with an optional :port, or \"*\""
+                ));
+            }
+        }
+        for origin in &self.allowed_origins {
+            if origin != "*" && !is_origin(origin) {
+                return invalid(format!(
+                    "server.allowed_origins: {origin:?} is not an origin like \"https://app.example.com\" (scheme://host[:port], no path), or \"*\""
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The largest `server.connections_max` (a semaphore's permits).
+pub const CONNECTIONS_MAX_LIMIT: usize = 1 << 20;
+
+/// Whether `text` is an `http` or `https` origin: scheme, host, optional
+/// port, and nothing else.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, authority)) = text.split_once("://") else { return false };
+    matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && !authority.contains(['/', '@', '?', '#'])
+        && authority.parse::<hyper::http::uri::Authority>().is_ok()
 }
 
 /// `[limits]` — every limit names its unit last.
@@ -551,6 +641,11 @@ impl Config {
             ("policies.definition_bytes_max", self.policies.definition_bytes_max),
             ("policies.plugin_bytes_max", self.policies.plugin_bytes_max),
             ("policies.compile_concurrent_max", self.policies.compile_concurrent_max as u64),
+            ("server.connections_max", self.server.connections_max as u64),
+            ("server.header_read_timeout_ms", self.server.header_read_timeout_ms),
+            ("server.body_read_timeout_ms", self.server.body_read_timeout_ms),
+            ("server.idle_timeout_ms", self.server.idle_timeout_ms),
+            ("server.streams_per_connection_max", u64::from(self.server.streams_per_connection_max)),
         ] {
             if value == 0 {
                 return invalid(format!("{name} must be greater than 0"));
@@ -612,6 +707,7 @@ impl Config {
         }
         crate::names::check_column_name(&self.ingest.default_time_column)
             .map_err(|e| ConfigError::Invalid(format!("ingest.default_time_column: {e}")))?;
+        self.server.validate_edge()?;
         self.validate_storage()
     }
 
@@ -989,5 +1085,32 @@ mod tests {
         let config = config.unwrap();
         assert_eq!((config.late_rows(&cpu), config.late_rows(&logs)), (LateRows::RefuseRequest, LateRows::RefuseRows));
         assert!(Config::parse("[ingest]\nlate_rows = \"drop\"\n").unwrap_err().to_string().contains("drop"));
+    }
+
+    #[test]
+    fn edge_settings_have_defaults_and_are_checked() {
+        let server = Config::parse("").unwrap().server;
+        assert_eq!((server.connections_max, server.header_read_timeout_ms), (1024, 10_000));
+        assert!(server.allowed_hosts.is_none() && server.allowed_origins.is_empty() && server.tls.is_none());
+        let config = Config::parse(
+            "[server]\nallowed_hosts = [\"strata.internal\", \"10.0.0.5:8086\", \"[::1]\", \"*\"]\n\
+             allowed_origins = [\"https://dash.example\", \"http://localhost:3000\"]\n\
+             [server.tls]\ncert_path = \"c.pem\"\nkey_path = \"k.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.tls.unwrap().key_path, PathBuf::from("k.pem"));
+        let refused = |toml: &str, needle: &str| {
+            let error = Config::parse(toml).err().unwrap_or_else(|| panic!("accepted: {toml}")).to_string();
+            assert!(error.contains(needle), "{toml}: {error}");
+        };
+        refused("[server]\nconnections_max = 0\n", "server.connections_max");
+        refused("[server]\nbody_read_timeout_ms = 0\n", "server.body_read_timeout_ms");
+        refused("[server]\nallowed_hosts = [\"http://evil.example\"]\n", "server.allowed_hosts");
+        refused("[server]\nallowed_hosts = [\"\"]\n", "server.allowed_hosts");
+        refused("[server]\nallowed_origins = [\"dash.example\"]\n", "server.allowed_origins");
+        refused("[server]\nallowed_origins = [\"https://dash.example/app\"]\n", "server.allowed_origins");
+        refused("[server]\nallowed_origins = [\"null\"]\n", "server.allowed_origins");
+        refused("[server.tls]\ncert_path = \"c.pem\"\n", "key_path");
+        refused("[server.tls]\ncert_path = \"c\"\nkey_path = \"k\"\nca = \"x\"\n", "ca");
     }
 }

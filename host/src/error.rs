@@ -86,6 +86,16 @@ pub enum ErrorCode {
     CompactionDisabled,
     /// Every compile slot for simulations stayed taken past the wait.
     CompileBusy,
+    /// A request's body arrived too slowly (`server.body_read_timeout_ms`,
+    /// `server.body_bytes_per_second_min`); the connection is closed.
+    RequestTimeout,
+    /// The server holds `server.connections_max` connections (or is out of
+    /// file descriptors); the connection is answered and closed.
+    TooManyConnections,
+    /// The `Host` is not in `server.allowed_hosts` (DNS rebinding).
+    HostNotAllowed,
+    /// A cross-site request a browser could have been made to send (CSRF).
+    CrossSiteRefused,
     /// An unexpected internal failure; the message says what failed.
     Internal,
 }
@@ -131,6 +141,10 @@ impl ErrorCode {
             ErrorCode::NotArchived => "partition_not_archived",
             ErrorCode::CompactionDisabled => "compaction_disabled",
             ErrorCode::CompileBusy => "compile_busy",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
+            ErrorCode::CrossSiteRefused => "cross_site_refused",
             ErrorCode::Internal => "internal",
         }
     }
@@ -173,6 +187,9 @@ impl ErrorCode {
             ErrorCode::BufferFull => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::HostNotAllowed | ErrorCode::CrossSiteRefused => StatusCode::FORBIDDEN,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -18,15 +18,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before anything opens the WAL or the catalog, and before listening:
     // a second server on this directory stops here. Held until `run` returns.
     let _data_dir_lock = crate::data_dir::lock_data_dir(&config.server.data_dir)?;
+    let open_file_limit = raise_open_file_limit();
     let listener = TcpListener::bind(config.server.listen).await?;
     let address = listener.local_addr()?;
+    let edge = http::Edge::new(&config.server, address, open_file_limit)?;
     // Tests and scripts read this line to find the port when listening on :0.
-    println!("strata listening on http://{address}");
+    println!("strata listening on {}://{address}", edge.scheme());
     tracing::info!(%address, data_dir = %config.server.data_dir.display(), "listening");
 
     let state = Arc::new(AppState::new(config.clone()));
     let (shutdown_sender, shutdown) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(http::serve(listener, state.clone(), shutdown.clone()));
+    let server = tokio::spawn(http::serve(listener, edge, state.clone(), shutdown.clone()));
 
     let opening = config.clone();
     let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(opening)).await??;
@@ -78,6 +80,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     store.close().await.map_err(|e| anyhow::anyhow!("final flush failed: {e}"))?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// Raises the open-file limit as far as allowed; returns it (`None`: unknown).
+fn raise_open_file_limit() -> Option<u64> {
+    match http::raise_open_file_limit() {
+        Ok((before, after)) => {
+            if after > before {
+                tracing::info!(before, after, "raised the open-file limit");
+            }
+            Some(after)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-file limit");
+            None
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT; reloads the policies on every SIGHUP.

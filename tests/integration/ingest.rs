@@ -196,8 +196,11 @@ fn bad_input_gets_clear_errors_and_changes_nothing() {
         use std::io::{Read, Write};
         let authority = server.url.trim_start_matches("http://");
         let mut stream = std::net::TcpStream::connect(authority).unwrap();
-        write!(stream, "POST /v1/datasets/good/records HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n")
-            .unwrap();
+        write!(
+            stream,
+            "POST /v1/datasets/good/records HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 999999999\r\n\r\n"
+        )
+        .unwrap();
         stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
         let mut head = [0u8; 12];
         stream.read_exact(&mut head).unwrap();

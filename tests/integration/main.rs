@@ -3,6 +3,7 @@
 mod compaction;
 mod durability;
 mod hostile_sql;
+mod edge;
 mod ingest;
 mod integrity;
 mod lifecycle;

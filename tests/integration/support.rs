@@ -19,6 +19,21 @@ pub struct Server {
     log_path: PathBuf,
     env: Vec<(String, String)>,
     keep_dir: bool,
+    open_files_max: Option<u32>,
+    tls_root: Option<Vec<u8>>,
+}
+
+/// How to start a server beyond its configuration.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Environment variables (fail points).
+    pub env: &'a [(&'a str, &'a str)],
+    /// Files written next to `strata.toml` first.
+    pub files: &'a [(&'a str, &'a [u8])],
+    /// `ulimit -n` for the server process.
+    pub open_files_max: Option<u32>,
+    /// The PEM certificate test clients trust (an `https` server's).
+    pub tls_root: Option<Vec<u8>>,
 }
 
 /// Every file under `dir`, recursively (nothing when it does not exist).
@@ -57,6 +72,12 @@ impl Server {
     /// Starts a server after writing `files` (paths relative to the root
     /// directory that holds `strata.toml`, e.g. `policies/keep.toml`).
     pub fn start_with_files(name: &str, config: &str, env: &[(&str, &str)], files: &[(&str, &[u8])]) -> Server {
+        Server::launch(name, config, Launch { env, files, ..Launch::default() })
+    }
+
+    /// Starts a server as `launch` says.
+    pub fn launch(name: &str, config: &str, launch: Launch) -> Server {
+        let (env, files) = (launch.env, launch.files);
         let root = temp_dir(name);
         for (path, contents) in files {
             let path = root.join(path);
@@ -73,6 +94,8 @@ impl Server {
             log_path: root.join("server.log"),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             keep_dir: false,
+            open_files_max: launch.open_files_max,
+            tls_root: launch.tls_root,
         };
         server.spawn();
         server.wait_ready();
@@ -81,7 +104,16 @@ impl Server {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+        let binary = env!("CARGO_BIN_EXE_strata");
+        let mut command = match self.open_files_max {
+            // `exec` keeps the process id: kill and pid() reach the server.
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\"")).arg(binary);
+                shell
+            }
+            None => Command::new(binary),
+        };
         // The root is the working directory, so `./policies` is the test's
         // own (usually absent) directory, never the repository's.
         command
@@ -113,7 +145,7 @@ impl Server {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(response) = client().get(format!("{}/ready", self.url)).send()
+            if let Ok(response) = self.client().get(format!("{}/ready", self.url)).send()
                 && response.status() == 200
             {
                 return;
@@ -180,22 +212,34 @@ impl Server {
         self.child.as_ref().expect("running").id()
     }
 
+    /// A client for this server: trusts its certificate when it serves https.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        match &self.tls_root {
+            None => client(),
+            Some(pem) => reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .add_root_certificate(reqwest::Certificate::from_pem(pem).unwrap())
+                .build()
+                .unwrap(),
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let response = client().get(format!("{}{path}", self.url)).send().unwrap();
+        let response = self.client().get(format!("{}{path}", self.url)).send().unwrap();
         let status = response.status().as_u16();
         (status, response.json().unwrap_or(Value::Null))
     }
 
     pub fn get_text(&self, path: &str) -> String {
-        client().get(format!("{}{path}", self.url)).send().unwrap().text().unwrap()
+        self.client().get(format!("{}{path}", self.url)).send().unwrap().text().unwrap()
     }
 
     pub fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
-        let response = client().post(format!("{}{path}", self.url)).body(body).send().unwrap();
+        let response = self.client().post(format!("{}{path}", self.url)).body(body).send().unwrap();
         let status = response.status().as_u16();
         (status, response.json().unwrap_or(Value::Null))
     }

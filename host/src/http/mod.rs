@@ -3,10 +3,12 @@
 
 mod datasets;
 mod encoding;
+mod edge;
 mod lifecycle;
 mod query;
 
 pub use datasets::rfc3339;
+pub use edge::{Edge, TlsError, raise_open_file_limit};
 mod policies;
 
 use std::convert::Infallible;
@@ -14,14 +16,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 
@@ -129,38 +126,16 @@ impl hyper::body::Body for Body {
     }
 }
 
-/// Serves connections until `shutdown` fires, then waits for in-flight
-/// requests (at most `server.shutdown_timeout_ms`).
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = service_fn(move |request| handle(state.clone(), request));
-        let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
+/// Serves connections through `edge` until `shutdown` fires, then waits
+/// for in-flight requests (at most `server.shutdown_timeout_ms`).
+pub async fn serve(
+    listener: TcpListener,
+    edge: Edge,
+    state: Arc<AppState>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let timeout = Duration::from_millis(state.config.server.shutdown_timeout_ms);
-    if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!("in-flight requests did not finish within the shutdown timeout");
-    }
+    Arc::new(edge).serve(listener, state, shutdown, timeout).await
 }
 
 async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -247,7 +222,8 @@ pub(crate) async fn read_body(
     let (parts, mut body) = request.into_parts();
     // Reserve what the client announced (already checked against the limit).
     let mut collected = Vec::with_capacity(announced.unwrap_or(0) as usize);
-    while let Some(frame) = body.frame().await {
+    let mut reader = edge::BodyReader::new(&parts.extensions);
+    while let Some(frame) = reader.frame(&mut body).await? {
         let frame = frame.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading the body failed: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if collected.len() + data.len() > body_bytes_max {
