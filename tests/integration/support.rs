@@ -57,6 +57,20 @@ impl Server {
     /// Starts a server after writing `files` (paths relative to the root
     /// directory that holds `strata.toml`, e.g. `policies/keep.toml`).
     pub fn start_with_files(name: &str, config: &str, env: &[(&str, &str)], files: &[(&str, &[u8])]) -> Server {
+        let mut server = Server::prepare_with_files(name, config, env, files);
+        server.spawn();
+        server.wait_ready();
+        server
+    }
+
+    /// A server with its configuration written but not started, so a test
+    /// can prepare its data directory (e.g. `strata token create`) first;
+    /// `start_again` starts it.
+    pub fn prepare(name: &str, config: &str) -> Server {
+        Server::prepare_with_files(name, config, &[], &[])
+    }
+
+    fn prepare_with_files(name: &str, config: &str, env: &[(&str, &str)], files: &[(&str, &[u8])]) -> Server {
         let root = temp_dir(name);
         for (path, contents) in files {
             let path = root.join(path);
@@ -65,7 +79,7 @@ impl Server {
         }
         let config_path = root.join("strata.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut server = Server {
+        Server {
             child: None,
             url: String::new(),
             data_dir: root.join("data"),
@@ -73,10 +87,7 @@ impl Server {
             log_path: root.join("server.log"),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             keep_dir: false,
-        };
-        server.spawn();
-        server.wait_ready();
-        server
+        }
     }
 
     fn spawn(&mut self) {
@@ -198,6 +209,25 @@ impl Server {
         let response = client().post(format!("{}{path}", self.url)).body(body).send().unwrap();
         let status = response.status().as_u16();
         (status, response.json().unwrap_or(Value::Null))
+    }
+
+    /// Sends `method path` with extra `headers`, and returns the status, the
+    /// response headers and the body (JSON, else `Null`).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = client().request(method, format!("{}{path}", self.url)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().unwrap();
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        (status, headers, response.json().unwrap_or(Value::Null))
     }
 
     /// Sends `method path` over a raw socket, exactly as written (HTTP clients

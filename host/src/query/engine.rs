@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::DatasetFilter;
 use super::output::{Encoder, OutputFormat};
 use super::plan::{KeyFilter, Param, PlannedQuery, QueryRequest, plan, prunable_by_key, quote};
 use crate::config::QueryConfig;
@@ -93,6 +94,23 @@ fn query_error(error: duckdb::Error) -> ApiError {
     } else {
         ApiError::new(ErrorCode::InvalidQuery, message)
     }
+}
+
+/// Whether `text` names `dataset` as a word of its own, in any case: the
+/// characters around it are not ones a dataset name may hold, so `orders`
+/// is not found in `orders_eu`, `eu-orders` or `"orders-2"`.
+fn mentions(text: &str, dataset: &str) -> bool {
+    let name_char = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+    let (text, dataset) = (text.as_bytes(), dataset.as_bytes());
+    if dataset.is_empty() || text.len() < dataset.len() {
+        return false;
+    }
+    (0..=text.len() - dataset.len()).any(|start| {
+        let end = start + dataset.len();
+        text[start..end].eq_ignore_ascii_case(dataset)
+            && (start == 0 || !name_char(text[start - 1]))
+            && (end == text.len() || !name_char(text[end]))
+    })
 }
 
 fn sql_string(text: &str) -> String {
@@ -378,11 +396,14 @@ impl QueryEngine {
     }
 
     /// Runs read-only SQL over views named after the datasets it mentions.
+    /// Only datasets `readable` accepts get a view; text naming another one
+    /// is refused (403 `forbidden`) rather than answered as if it were empty.
     pub async fn sql(
         self: &Arc<Self>,
         store: &Arc<Store>,
         sql: &str,
         format: OutputFormat,
+        readable: DatasetFilter,
     ) -> Result<QueryResult, ApiError> {
         let text = sql.trim().trim_end_matches(';').trim();
         if text.is_empty() {
@@ -394,8 +415,17 @@ impl QueryEngine {
                 format!("SQL longer than {} bytes (query.sql_bytes_max)", self.config.sql_bytes_max),
             ));
         }
-        let datasets: Vec<(Arc<DatasetState>, String)> = store
-            .datasets()
+        let (datasets, refused): (Vec<_>, Vec<_>) =
+            store.datasets().into_iter().partition(|d| readable(d.name.as_str()));
+        if let Some(dataset) = refused.iter().find(|d| mentions(text, d.name.as_str())) {
+            let scope = format!("read:{}", dataset.name);
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("the SQL names dataset {}; reading it needs the scope {scope}", dataset.name),
+            )
+            .with_detail(json!({ "scope": scope })));
+        }
+        let datasets: Vec<(Arc<DatasetState>, String)> = datasets
             .into_iter()
             .filter(|d| text.contains(d.name.as_str()))
             .map(|d| {
@@ -602,4 +632,28 @@ fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch, ApiError> {
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions;
+
+    #[test]
+    fn a_dataset_is_mentioned_only_as_a_word_of_its_own() {
+        for (text, dataset, expected) in [
+            ("SELECT * FROM orders", "orders", true),
+            ("select * from ORDERS", "orders", true),
+            ("SELECT * FROM \"orders\" o JOIN x ON true", "orders", true),
+            ("SELECT * FROM orders_eu", "orders", false),
+            ("SELECT * FROM \"eu-orders\"", "orders", false),
+            ("SELECT * FROM \"orders-2\"", "orders", false),
+            ("SELECT * FROM myorders", "orders", false),
+            ("orders", "orders", true),
+            ("(orders)", "orders", true),
+            ("SELECT 1", "orders", false),
+            ("", "orders", false),
+        ] {
+            assert_eq!(mentions(text, dataset), expected, "{text:?} / {dataset}");
+        }
+    }
 }

@@ -12,6 +12,9 @@ pub mod plan;
 
 pub use engine::{QueryEngine, QueryResult, QueryStats};
 
+/// Which datasets a query may read, by name: the caller's token decides.
+pub type DatasetFilter = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Every Parquet file under `dir`, for benchmarks that read them directly.
 pub fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
