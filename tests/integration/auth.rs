@@ -403,7 +403,16 @@ fn without_tokens_only_loopback_is_served_and_requests_are_anonymous() {
             .spawn()
             .unwrap()
     };
-    let refused = serve().wait_with_output().unwrap();
+    let mut refused = serve();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refused.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            refused.kill().unwrap();
+            panic!("the server did not refuse a non-loopback address without tokens");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = refused.wait_with_output().unwrap();
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("strata token create") && stderr.contains("--scope admin"), "{stderr}");
