@@ -33,6 +33,20 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// Storage targets and the target (and file encoding) of each tier.
     pub storage: StorageConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`. Authentication is on as soon as the catalog holds a token
+/// (`strata token create`), or when `required` says so.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require a token even while the catalog has none (nothing but
+    /// `/health` and `/ready` answers until one is created).
+    pub required: bool,
+    /// Serve `/metrics` and `/health/lifecycle` without a token.
+    pub metrics_open: bool,
 }
 
 /// `[storage]`: named storage targets, and which one each tier uses.
@@ -336,8 +350,8 @@ impl Default for PoliciesConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to listen on. Only loopback addresses are allowed until
-    /// authentication tokens exist.
+    /// Address to listen on. Only loopback addresses are allowed while
+    /// authentication is off (no token in the catalog, `auth.required` unset).
     pub listen: SocketAddr,
     /// Where the catalog, the WAL and the local storage targets live.
     pub data_dir: PathBuf,
@@ -609,13 +623,9 @@ impl Config {
 
     /// Checks ranges and names.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        // A non-loopback `server.listen` is checked at start-up, once the
+        // catalog says whether tokens exist (`http::auth::check_listen`).
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if !self.server.listen.ip().is_loopback() {
-            return invalid(format!(
-                "server.listen = {} is not a loopback address; Strata serves only loopback until authentication tokens are configured",
-                self.server.listen
-            ));
-        }
         let l = &self.limits;
         for (name, value) in [
             ("limits.body_bytes_max", l.body_bytes_max as u64),
@@ -1044,7 +1054,10 @@ mod tests {
     #[test]
     fn invalid_values_are_refused() {
         assert!(Config::parse("[limits]\nbody_bytes_max = 0\n").is_err());
-        assert!(Config::parse("[server]\nlisten = \"0.0.0.0:1\"\n").is_err());
+        // Parsed: whether it may be bound depends on the catalog's tokens.
+        assert!(Config::parse("[server]\nlisten = \"0.0.0.0:1\"\n").is_ok());
+        assert!(Config::parse("[auth]\nrequired = true\nmetrics_open = true\n").is_ok());
+        assert!(Config::parse("[auth]\nrequire = true\n").is_err());
         assert!(Config::parse("[datasets.\"../x\"]\nperiod = \"day\"\n").is_err());
         assert!(Config::parse("[datasets.cpu]\nperiod = \"fortnight\"\n").is_err());
         assert!(Config::parse("[lifecycle.compaction]\nchunk_files = 1\n").is_err());

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The token lacks the scope for this operation.
     Forbidden,
+    /// A token of that name exists already.
+    TokenExists,
     /// The dataset, partition or route does not exist.
     NotFound,
     /// The method is not allowed on this route.
@@ -116,6 +118,7 @@ impl ErrorCode {
             ErrorCode::InvalidTimestamp => "invalid_timestamp",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TokenExists => "token_exists",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PartitionReadOnly => "partition_read_only",
@@ -177,7 +180,8 @@ impl ErrorCode {
             | ErrorCode::IdempotencyKeyInFlight
             | ErrorCode::PolicyUnavailable
             | ErrorCode::NotArchived
-            | ErrorCode::CompactionDisabled => StatusCode::CONFLICT,
+            | ErrorCode::CompactionDisabled
+            | ErrorCode::TokenExists => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::IdempotencyKeyReused
             | ErrorCode::LimitExceeded
@@ -296,5 +300,15 @@ impl From<crate::policy::PolicyError> for ApiError {
 impl From<crate::wal::WalError> for ApiError {
     fn from(error: crate::wal::WalError) -> ApiError {
         ApiError::new(ErrorCode::Internal, format!("write-ahead log: {error}"))
+    }
+}
+
+impl From<crate::token::TokenError> for ApiError {
+    fn from(error: crate::token::TokenError) -> ApiError {
+        match error {
+            crate::token::TokenError::Invalid(message) => ApiError::new(ErrorCode::BadRequest, message),
+            crate::token::TokenError::Exists(_) => ApiError::new(ErrorCode::TokenExists, error.to_string()),
+            crate::token::TokenError::Catalog(error) => error.into(),
+        }
     }
 }

@@ -23,4 +23,6 @@ pub mod schema;
 pub mod server;
 pub mod storage;
 pub mod store;
+pub mod token;
+pub mod token_command;
 pub mod wal;

@@ -48,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: strata::policy_command::PolicyCommand,
     },
+    /// Create, list and revoke access tokens (offline, in the data directory).
+    Token {
+        #[command(subcommand)]
+        command: strata::token_command::TokenCommand,
+    },
     /// Run a benchmark.
     Bench {
         #[command(subcommand)]
@@ -86,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(strata::server::run(config))
         }
         Command::Policy { command } => strata::policy_command::run(command),
+        Command::Token { command } => strata::token_command::run(command),
         Command::Bench { which } => strata::bench::run(which),
     }
 }

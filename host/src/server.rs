@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::lifecycle::Lifecycle;
@@ -19,6 +20,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // a second server on this directory stops here. Held until `run` returns.
     let _data_dir_lock = crate::data_dir::lock_data_dir(&config.server.data_dir)?;
     let open_file_limit = raise_open_file_limit();
+    let checking = config.clone();
+    tokio::task::spawn_blocking(move || check_listen(&checking)).await??;
     let listener = TcpListener::bind(config.server.listen).await?;
     let address = listener.local_addr()?;
     let edge = http::Edge::new(&config.server, address, open_file_limit)?;
@@ -42,6 +45,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let engine = Arc::new(engine);
     engine.warm_up();
+    let tokens = http::auth::TokenCache::open(store.catalog().clone(), config.auth.required).await?;
+    let _ = state.tokens.set(tokens);
     let _ = state.query.set(engine);
     let _ = state.store.set(store.clone());
     let flusher = tokio::spawn(store.clone().run_flusher(shutdown.clone()));
@@ -96,6 +101,26 @@ fn raise_open_file_limit() -> Option<u64> {
             None
         }
     }
+}
+
+/// Refuses to listen beyond loopback while authentication is off: that is
+/// while the catalog holds no token and `auth.required` is unset.
+fn check_listen(config: &Config) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    if listen.ip().is_loopback() || config.auth.required {
+        return Ok(());
+    }
+    let path = Catalog::path_in(&config.server.data_dir);
+    if path.exists() && Catalog::open(&path)?.has_tokens()? {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "server.listen = {listen} is not a loopback address, and authentication is off (the catalog in {} holds no \
+         token); create one first with `strata token create --name admin --scope admin --data-dir {}`, or listen on \
+         127.0.0.1",
+        config.server.data_dir.display(),
+        config.server.data_dir.display()
+    )
 }
 
 /// Waits for SIGTERM or SIGINT; reloads the policies on every SIGHUP.

@@ -200,7 +200,7 @@ impl Store {
     pub fn open(config: Arc<Config>) -> anyhow::Result<(Store, Recovery)> {
         let data_dir = &config.server.data_dir;
         std::fs::create_dir_all(data_dir)?;
-        let catalog = Arc::new(Catalog::open(&data_dir.join("catalog.sqlite"))?);
+        let catalog = Arc::new(Catalog::open(&Catalog::path_in(data_dir))?);
         let targets = Arc::new(Targets::open(&config)?);
         // A file on a target the configuration no longer names would be
         // unreadable, and its copies unsweepable: refuse to start instead.

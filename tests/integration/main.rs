@@ -1,5 +1,6 @@
 //! End-to-end tests against the real `strata` binary.
 
+mod auth;
 mod compaction;
 mod durability;
 mod hostile_sql;

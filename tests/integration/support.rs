@@ -75,8 +75,22 @@ impl Server {
         Server::launch(name, config, Launch { env, files, ..Launch::default() })
     }
 
+    /// A server with its configuration written but not started, so a test
+    /// can prepare its data directory (e.g. `strata token create`) first;
+    /// `start_again` starts it.
+    pub fn prepare(name: &str, config: &str) -> Server {
+        Server::prepare_launch(name, config, Launch::default())
+    }
+
     /// Starts a server as `launch` says.
     pub fn launch(name: &str, config: &str, launch: Launch) -> Server {
+        let mut server = Server::prepare_launch(name, config, launch);
+        server.spawn();
+        server.wait_ready();
+        server
+    }
+
+    fn prepare_launch(name: &str, config: &str, launch: Launch) -> Server {
         let (env, files) = (launch.env, launch.files);
         let root = temp_dir(name);
         for (path, contents) in files {
@@ -86,7 +100,7 @@ impl Server {
         }
         let config_path = root.join("strata.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut server = Server {
+        Server {
             child: None,
             url: String::new(),
             data_dir: root.join("data"),
@@ -96,10 +110,7 @@ impl Server {
             keep_dir: false,
             open_files_max: launch.open_files_max,
             tls_root: launch.tls_root,
-        };
-        server.spawn();
-        server.wait_ready();
-        server
+        }
     }
 
     fn spawn(&mut self) {
@@ -242,6 +253,25 @@ impl Server {
         let response = self.client().post(format!("{}{path}", self.url)).body(body).send().unwrap();
         let status = response.status().as_u16();
         (status, response.json().unwrap_or(Value::Null))
+    }
+
+    /// Sends `method path` with extra `headers`, and returns the status, the
+    /// response headers and the body (JSON, else `Null`).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = client().request(method, format!("{}{path}", self.url)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().unwrap();
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        (status, headers, response.json().unwrap_or(Value::Null))
     }
 
     /// Sends `method path` over a raw socket, exactly as written (HTTP clients

@@ -47,9 +47,10 @@ async fn summary(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> Result<Json
     }))
 }
 
-pub(super) async fn list(store: &Arc<Store>) -> Result<Response<Body>, ApiError> {
+/// `GET /v1/datasets`: the datasets the request's token may read.
+pub(super) async fn list(store: &Arc<Store>, grant: &super::auth::Grant) -> Result<Response<Body>, ApiError> {
     let mut out = Vec::new();
-    for dataset in store.datasets() {
+    for dataset in store.datasets().into_iter().filter(|d| grant.may_read(d.name.as_str())) {
         out.push(summary(store, &dataset).await?);
     }
     Ok(json_response(StatusCode::OK, &json!({ "datasets": out })))

@@ -1,11 +1,13 @@
 //! The HTTP surface: routing, body limits, and JSON responses. Handlers are
 //! thin: they decode the request, call the store, encode the answer.
 
+pub mod auth;
 mod datasets;
 mod encoding;
 mod edge;
 mod lifecycle;
 mod query;
+mod tokens;
 
 pub use datasets::rfc3339;
 pub use edge::{Edge, TlsError, raise_open_file_limit};
@@ -44,6 +46,8 @@ pub struct AppState {
     pub policies: OnceLock<Arc<PolicyRuntime>>,
     /// The lifecycle engine, once the policies are loaded.
     pub lifecycle: OnceLock<Arc<crate::lifecycle::Lifecycle>>,
+    /// The catalog's tokens, once the catalog is open.
+    pub tokens: OnceLock<Arc<auth::TokenCache>>,
 }
 
 impl AppState {
@@ -56,6 +60,7 @@ impl AppState {
             query: OnceLock::new(),
             policies: OnceLock::new(),
             lifecycle: OnceLock::new(),
+            tokens: OnceLock::new(),
         }
     }
 
@@ -69,6 +74,12 @@ impl AppState {
         self.lifecycle.get().ok_or_else(|| {
             ApiError::new(ErrorCode::NotReady, "the server is still loading its policies").with_retry_after(1)
         })
+    }
+
+    fn token_cache(&self) -> Result<&Arc<auth::TokenCache>, ApiError> {
+        self.tokens
+            .get()
+            .ok_or_else(|| ApiError::new(ErrorCode::NotReady, "the server is opening its catalog").with_retry_after(1))
     }
 
     fn policies(&self) -> Result<&Arc<PolicyRuntime>, ApiError> {
@@ -258,7 +269,19 @@ pub(crate) async fn read_body(
     Ok((parts, bytes))
 }
 
-async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+/// Authorizes the request (see `auth`), answers it, and audits it when it
+/// was an admin request.
+async fn route(state: &Arc<AppState>, mut request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let admission = match auth::authorize(state, &mut request).await {
+        Ok(admission) => admission,
+        Err(refused) => return Ok(refused),
+    };
+    let response = dispatch(state, request).await;
+    admission.audit(state, auth::status_of(&response)).await;
+    response
+}
+
+async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -288,7 +311,7 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
         }
         (&Method::POST, ["api", "v2", "write"]) => write(state, request, None, Format::LineProtocol, "bucket").await,
         (&Method::POST, ["api", "v3", "write_lp"]) => write(state, request, None, Format::LineProtocol, "db").await,
-        (&Method::GET, ["v1", "datasets"]) => datasets::list(state.store()?).await,
+        (&Method::GET, ["v1", "datasets"]) => datasets::list(state.store()?, &auth::grant_of(&request)).await,
         (&Method::GET, ["v1", "datasets", dataset]) => datasets::show(state.store()?, dataset).await,
         (&Method::GET, ["v1", "datasets", dataset, "partitions"]) => {
             datasets::partitions(state.store()?, dataset).await
@@ -368,12 +391,21 @@ async fn route(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Resp
             let flushed = state.store()?.flush(true).await?;
             Ok(json_response(StatusCode::OK, &json!({ "partitions_flushed": flushed })))
         }
+        (&Method::POST, ["v1", "tokens"]) => {
+            let (catalog, cache) = (state.store()?.catalog().clone(), state.token_cache()?.clone());
+            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+            tokens::create(&catalog, &cache, body).await
+        }
+        (&Method::GET, ["v1", "tokens"]) => tokens::list(state.store()?.catalog()).await,
+        (&Method::DELETE, ["v1", "tokens", name]) => {
+            tokens::revoke(state.store()?.catalog(), state.token_cache()?, name).await
+        }
         (_, ["health" | "ready" | "metrics"])
         | (_, ["v1", "datasets", ..])
         | (_, ["api", "v2", "write"])
         | (_, ["api", "v3", "write_lp"])
         | (_, ["v1", "flush" | "sql"])
-        | (_, ["v1", "policies" | "lifecycle" | "audit" | "storage-targets", ..]) => {
+        | (_, ["v1", "policies" | "lifecycle" | "audit" | "storage-targets" | "tokens", ..]) => {
             Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
         }
         _ => Err(ApiError::new(ErrorCode::NotFound, format!("no route {method} {path}"))),

@@ -45,6 +45,7 @@ pub(super) async fn structured(
 
 pub(super) async fn sql(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let store = state.store()?.clone();
+    let readable = super::auth::grant_of(&request).readable();
     let accept = accept(&request);
     let params = query_params(&request);
     let is_json = request
@@ -72,6 +73,6 @@ pub(super) async fn sql(state: &Arc<AppState>, request: Request<Incoming>) -> Re
         (text, param(&params, "format").map(str::to_string))
     };
     let format = OutputFormat::parse(format.as_deref(), accept.as_deref())?;
-    let result = engine(state)?.sql(&store, &sql, format, Arc::new(|_: &str| true)).await?;
+    let result = engine(state)?.sql(&store, &sql, format, readable).await?;
     Ok(streamed(result))
 }
