@@ -369,6 +369,11 @@ pub struct ServerConfig {
     /// After `body_read_timeout_ms`, a body must have arrived at this
     /// average rate at least, in bytes per second (0: no minimum).
     pub body_bytes_per_second_min: u64,
+    /// Request bodies all connections together may hold while they are
+    /// being read, in bytes (at least `limits.body_bytes_max`); a body that
+    /// would pass it gets 503 `buffer_full` with `Retry-After`. Bounds the
+    /// memory that many slow or stalled uploads pin at once.
+    pub body_bytes_in_flight_max: u64,
     /// A connection with no request in flight is closed after this long, in ms.
     pub idle_timeout_ms: u64,
     /// Concurrent requests (streams) on one HTTP/2 connection.
@@ -396,6 +401,7 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             body_bytes_per_second_min: 1024,
+            body_bytes_in_flight_max: 512 * 1024 * 1024,
             idle_timeout_ms: 60_000,
             streams_per_connection_max: 100,
             allowed_hosts: None,
@@ -660,6 +666,12 @@ impl Config {
             if value == 0 {
                 return invalid(format!("{name} must be greater than 0"));
             }
+        }
+        if self.server.body_bytes_in_flight_max < l.body_bytes_max as u64 {
+            return invalid(format!(
+                "server.body_bytes_in_flight_max = {} must be at least limits.body_bytes_max = {}",
+                self.server.body_bytes_in_flight_max, l.body_bytes_max
+            ));
         }
         if !(1..=22).contains(&self.ingest.zstd_level) {
             return invalid(format!("ingest.zstd_level = {} must be within 1..=22", self.ingest.zstd_level));

@@ -212,6 +212,63 @@ fn a_stalled_or_crawling_body_gets_408_and_a_closed_connection() {
 
 /// The number of descriptors process `pid` holds once it has stopped
 /// opening more: unchanged for a second (at most 60 s).
+#[test]
+fn bodies_being_read_share_a_memory_budget() {
+    let server = Server::start(
+        "edge-body-budget",
+        "[limits]\nbody_bytes_max = 1048576\n[server]\nbody_bytes_in_flight_max = 2162688\n\
+         body_read_timeout_ms = 60000\nheader_read_timeout_ms = 60000\n",
+    );
+    // Two uploads announce 1 MiB each, send a little and stall: together
+    // they hold all but 64 KiB of the budget.
+    let head = |length: usize| {
+        format!(
+            "POST /v1/datasets/budget/records HTTP/1.1\r\nHost: {}\r\nContent-Length: {length}\r\n\r\n[",
+            authority(&server)
+        )
+    };
+    let mut stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = connect(&server);
+            stream.write_all(head(1_048_576).as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    // The server reserves an announced body when its handler starts
+    // reading; a third one is refused until one of them ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = format!("[{}]", r#"{"v":1},"#.repeat(10).trim_end_matches(','));
+    let padded = format!("{body}{}", " ".repeat(600_000));
+    let refused = loop {
+        let answer = send(&server, "POST", "/v1/datasets/budget/records", &[], &padded);
+        if answer.status == 503 || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.json()["error"]["code"], "buffer_full", "{refused:?}");
+    assert_eq!(refused.header("retry-after").as_deref(), Some("1"), "{refused:?}");
+    assert!(
+        refused.json()["error"]["message"].as_str().unwrap().contains("server.body_bytes_in_flight_max"),
+        "{refused:?}"
+    );
+    // A small body still fits in what is left.
+    assert_eq!(send(&server, "POST", "/v1/datasets/budget/records", &[], &body).status, 200);
+    // One upload gone: its share returns.
+    drop(stalled.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = send(&server, "POST", "/v1/datasets/budget/records", &[], &padded);
+        if answer.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the budget came back: {answer:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.get("/v1/datasets/budget").1["rows"], 20);
+}
+
 fn settled_descriptors(pid: u32) -> usize {
     let count = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -29,7 +29,7 @@ pub use tls::TlsError;
 use super::AppState;
 use crate::config::ServerConfig;
 use crate::error::{ApiError, ErrorCode};
-use body::BodyPacing;
+use body::{BodyBudget, BodyPacing};
 use site::SiteRules;
 
 /// Connections being answered 503 and closed at once; past this, extra
@@ -44,6 +44,7 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 pub struct Edge {
     site: SiteRules,
     pacing: BodyPacing,
+    budget: BodyBudget,
     header_read_timeout: Duration,
     idle_timeout: Duration,
     connections_max: usize,
@@ -85,6 +86,7 @@ impl Edge {
                 idle: Duration::from_millis(config.body_read_timeout_ms),
                 bytes_per_second_min: config.body_bytes_per_second_min,
             },
+            budget: BodyBudget::new(config.body_bytes_in_flight_max),
             header_read_timeout,
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             connections_max,

@@ -231,15 +231,18 @@ pub(crate) async fn read_body(
         return Err(too_large());
     }
     let (parts, mut body) = request.into_parts();
-    // Reserve what the client announced (already checked against the limit).
-    let mut collected = Vec::with_capacity(announced.unwrap_or(0) as usize);
     let mut reader = edge::BodyReader::new(&parts.extensions);
+    // Reserve what the client announced (already checked against the
+    // limit), from the budget every body being read shares.
+    reader.reserve(announced.unwrap_or(0))?;
+    let mut collected = Vec::with_capacity(announced.unwrap_or(0) as usize);
     while let Some(frame) = reader.frame(&mut body).await? {
         let frame = frame.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading the body failed: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if collected.len() + data.len() > body_bytes_max {
                 return Err(too_large());
             }
+            reader.reserve((collected.len() + data.len()) as u64)?;
             collected.extend_from_slice(&data);
         }
     }

@@ -2,6 +2,7 @@
 //! their request finished when they are sent.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 use hyper::http::Extensions;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::connection::RequestGuard;
@@ -26,12 +28,30 @@ pub(crate) struct BodyPacing {
     pub bytes_per_second_min: u64,
 }
 
+/// The bytes of request bodies being read, shared by every connection:
+/// one permit per KiB, up to `server.body_bytes_in_flight_max`.
+#[derive(Debug, Clone)]
+pub(crate) struct BodyBudget(Arc<Semaphore>);
+
+/// Permits are KiB: a semaphore counts in `u32`-sized chunks.
+const BUDGET_UNIT_BYTES: u64 = 1024;
+
+impl BodyBudget {
+    pub(crate) fn new(bytes_max: u64) -> BodyBudget {
+        let permits = (bytes_max / BUDGET_UNIT_BYTES).clamp(1, Semaphore::MAX_PERMITS as u64) as usize;
+        BodyBudget(Arc::new(Semaphore::new(permits)))
+    }
+}
+
 /// Reads a body frame by frame, refusing one that stalls or crawls with 408
 /// `request_timeout`. Without pacing in the request (a request that did not
 /// come through the edge) it just reads.
 #[derive(Debug)]
 pub(crate) struct BodyReader {
     pacing: Option<BodyPacing>,
+    budget: Option<BodyBudget>,
+    /// What this body holds of the budget; returned when the reader drops.
+    held: Option<OwnedSemaphorePermit>,
     started: Instant,
     last_frame: Instant,
     bytes: u64,
@@ -41,7 +61,39 @@ impl BodyReader {
     /// A reader for the body of the request with these extensions.
     pub(crate) fn new(extensions: &Extensions) -> BodyReader {
         let now = Instant::now();
-        BodyReader { pacing: extensions.get::<BodyPacing>().copied(), started: now, last_frame: now, bytes: 0 }
+        BodyReader {
+            pacing: extensions.get::<BodyPacing>().copied(),
+            budget: extensions.get::<BodyBudget>().cloned(),
+            held: None,
+            started: now,
+            last_frame: now,
+            bytes: 0,
+        }
+    }
+
+    /// Holds `bytes` of the shared body budget for this body (what it has
+    /// buffered or reserved so far), or refuses the request with 503
+    /// `buffer_full` when the other bodies being read leave too little.
+    pub(crate) fn reserve(&mut self, bytes: u64) -> Result<(), ApiError> {
+        let Some(budget) = &self.budget else { return Ok(()) };
+        let wanted = bytes.div_ceil(BUDGET_UNIT_BYTES);
+        let held = self.held.as_ref().map_or(0, |p| p.num_permits() as u64);
+        if wanted <= held {
+            return Ok(());
+        }
+        let more = u32::try_from(wanted - held).unwrap_or(u32::MAX);
+        let permit = budget.0.clone().try_acquire_many_owned(more).map_err(|_| {
+            ApiError::new(
+                ErrorCode::BufferFull,
+                "the server is reading as many request bodies as server.body_bytes_in_flight_max allows; retry shortly",
+            )
+            .with_retry_after(1)
+        })?;
+        match &mut self.held {
+            Some(held) => held.merge(permit),
+            None => self.held = Some(permit),
+        }
+        Ok(())
     }
 
     /// The next frame, as `BodyExt::frame` returns it, unless the client
@@ -129,7 +181,14 @@ mod tests {
 
     fn reader(bytes: u64, since_start: Duration, since_frame: Duration) -> (BodyReader, Instant) {
         let now = Instant::now();
-        let reader = BodyReader { pacing: None, started: now - since_start, last_frame: now - since_frame, bytes };
+        let reader = BodyReader {
+            pacing: None,
+            budget: None,
+            held: None,
+            started: now - since_start,
+            last_frame: now - since_frame,
+            bytes,
+        };
         (reader, now)
     }
 
@@ -149,5 +208,26 @@ mod tests {
         let (r, now) = reader(0, Duration::from_secs(500), Duration::from_secs(3));
         let pauses_only = BodyPacing { bytes_per_second_min: 0, ..pacing };
         assert_eq!(r.deadline(pauses_only), (now + Duration::from_secs(7), true));
+    }
+
+    #[test]
+    fn bodies_share_the_budget_and_return_it_when_read() {
+        let budget = BodyBudget::new(10 * 1024);
+        let mut extensions = Extensions::new();
+        extensions.insert(budget.clone());
+        let mut first = BodyReader::new(&extensions);
+        first.reserve(4 * 1024).unwrap();
+        // Growing past what is held takes only the difference.
+        first.reserve(6 * 1024).unwrap();
+        first.reserve(5 * 1024).unwrap();
+        let mut second = BodyReader::new(&extensions);
+        let refused = second.reserve(5 * 1024).unwrap_err();
+        assert_eq!((refused.code, refused.retry_after_seconds), (ErrorCode::BufferFull, Some(1)));
+        assert!(refused.message.contains("server.body_bytes_in_flight_max"), "{}", refused.message);
+        second.reserve(4 * 1024).unwrap();
+        drop(first);
+        second.reserve(10 * 1024).unwrap();
+        // A request that did not come through the edge has no budget.
+        BodyReader::new(&Extensions::new()).reserve(u64::MAX).unwrap();
     }
 }

@@ -104,6 +104,7 @@ impl Edge {
             Ok(Verdict::Proceed { cors_origin }) => cors_origin,
         };
         request.extensions_mut().insert(self.pacing);
+        request.extensions_mut().insert(self.budget.clone());
         let Ok(mut response) = handle(state, request).await;
         let closes = response.status() == StatusCode::REQUEST_TIMEOUT;
         let headers = response.headers_mut();
