@@ -227,24 +227,37 @@ fn bodies_being_read_share_a_memory_budget() {
             authority(&server)
         )
     };
-    let mut stalled: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut stream = connect(&server);
-            stream.write_all(head(1_048_576).as_bytes()).unwrap();
-            stream
-        })
-        .collect();
-    // The server reserves an announced body when its handler starts
-    // reading; a third one is refused until one of them ends.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let upload = || {
+        let mut stream = connect(&server);
+        stream.write_all(head(1_048_576).as_bytes()).unwrap();
+        stream
+    };
+    let mut stalled = vec![upload(), upload()];
+    // An upload is refused if a probe holds part of the budget when it
+    // arrives; it is replaced, so that both end up holding their share.
+    let answered = |stream: &mut TcpStream| {
+        stream.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+        let mut byte = [0u8; 1];
+        !matches!(stream.read(&mut byte), Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
     let body = format!("[{}]", r#"{"v":1},"#.repeat(10).trim_end_matches(','));
     let padded = format!("{body}{}", " ".repeat(600_000));
+    let mut written = 0;
     let refused = loop {
+        for stream in &mut stalled {
+            if answered(stream) {
+                *stream = upload();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
         let answer = send(&server, "POST", "/v1/datasets/budget/records", &[], &padded);
-        if answer.status == 503 || Instant::now() > deadline {
+        if answer.status == 503 {
             break answer;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(answer.status, 200, "{answer:?}");
+        written += 10;
+        assert!(Instant::now() < deadline, "two stalled uploads never held the budget");
     };
     assert_eq!(refused.status, 503, "{refused:?}");
     assert_eq!(refused.json()["error"]["code"], "buffer_full", "{refused:?}");
@@ -266,7 +279,7 @@ fn bodies_being_read_share_a_memory_budget() {
         assert!(Instant::now() < deadline, "the budget came back: {answer:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(server.get("/v1/datasets/budget").1["rows"], 20);
+    assert_eq!(server.get("/v1/datasets/budget").1["rows"], written + 20);
 }
 
 fn settled_descriptors(pid: u32) -> usize {

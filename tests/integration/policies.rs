@@ -30,11 +30,18 @@ fn fixture_importing(imports: &str) -> Vec<u8> {
 /// The built-in `retention-by-age` with a custom section carrying `nonce`:
 /// the same behaviour under a different sha256, like a rebuilt plugin.
 fn good_component(nonce: u32) -> Vec<u8> {
+    padded_component(nonce, 0)
+}
+
+/// `good_component` with `padding` more bytes in its custom section: as
+/// large as wanted, and compiled rather than found in the cache.
+pub(crate) fn padded_component(nonce: u32, padding: usize) -> Vec<u8> {
     let mut bytes = strata::policy::builtins::component("retention-by-age").unwrap().to_vec();
     let name = b"strata-test-nonce";
     let mut content = leb128(name.len());
     content.extend_from_slice(name);
     content.extend_from_slice(&nonce.to_le_bytes());
+    content.resize(content.len() + padding, 0);
     bytes.push(0);
     bytes.extend(leb128(content.len()));
     bytes.extend(content);

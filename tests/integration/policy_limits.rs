@@ -29,33 +29,10 @@ fn builtin_retention() -> &'static [u8] {
     strata::policy::builtins::component("retention-by-age").unwrap()
 }
 
-/// The built-in `retention-by-age` with a custom section of `padding`
-/// bytes carrying `nonce`: the same behaviour under another sha256 (so it
-/// is compiled, not found in the cache) and as large as wanted.
+/// The built-in `retention-by-age`, `padding` bytes larger, under a sha256
+/// of its own (`nonce`): compiled, not found in the cache.
 fn component(nonce: u32, padding: usize) -> Vec<u8> {
-    let mut bytes = builtin_retention().to_vec();
-    let name = b"strata-test-padding";
-    let mut content = leb128(name.len());
-    content.extend_from_slice(name);
-    content.extend_from_slice(&nonce.to_le_bytes());
-    content.resize(content.len() + padding, 0);
-    bytes.push(0);
-    bytes.extend(leb128(content.len()));
-    bytes.extend(content);
-    bytes
-}
-
-fn leb128(mut value: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
+    crate::policies::padded_component(nonce, padding)
 }
 
 fn policy_path(server: &Server, file: &str) -> std::path::PathBuf {
