@@ -366,6 +366,9 @@ fn admin_requests_are_audited_and_tokens_never_reach_the_log_or_the_audit() {
     assert!(find("reader", "POST", "/v1/flush", 403), "{audit}");
     assert!(find("root", "DELETE", "/v1/tokens/gone", 200), "{audit}");
     assert!(find("root", "POST", "/v1/tokens", 201), "{audit}");
+    // An admin read that was let through is not recorded; a refused one is.
+    assert!(!events.iter().any(|e| e["detail"]["method"] == "GET" && e["detail"]["status"] == 200), "{audit}");
+    assert_eq!(call(&server, Some(&reader), "GET", "/v1/audit", "").0, 403);
     // Requests no token got through are not audited (nor anyone's data).
     assert!(events.iter().all(|e| e["actor"] != "old" && e["actor"] != "gone"), "{audit}");
     let (status, everything) = call(&server, Some(&admin), "GET", "/v1/audit?limit=10000", "");
