@@ -918,14 +918,17 @@ impl Catalog {
     /// The dataset's partition sequence: it changes whenever any of the
     /// dataset's partition rows changes, and only then (triggers keep it).
     pub fn partitions_seq(&self, dataset_id: i64) -> Result<i64> {
-        Ok(self.lock().query_row("SELECT partitions_seq FROM datasets WHERE id = ?1", [dataset_id], |row| row.get(0))?)
+        Ok(self
+            .lock()
+            .query_row("SELECT partitions_seq FROM datasets WHERE id = ?1", [dataset_id], |row| row.get(0))?)
     }
 
     /// [`Catalog::partitions`] together with the [`Catalog::partitions_seq`]
     /// they are current for, read under one lock.
     pub fn partitions_at_seq(&self, dataset_id: i64) -> Result<(i64, Vec<PartitionRecord>)> {
         let connection = self.lock();
-        let seq = connection.query_row("SELECT partitions_seq FROM datasets WHERE id = ?1", [dataset_id], |row| row.get(0))?;
+        let seq = connection
+            .query_row("SELECT partitions_seq FROM datasets WHERE id = ?1", [dataset_id], |row| row.get(0))?;
         Ok((seq, Self::partitions_in(&connection, dataset_id)?))
     }
 
@@ -1135,7 +1138,8 @@ impl Catalog {
         tier: &str,
         now_ns: i64,
     ) -> Result<()> {
-        let commit = MoveCommit { partition_id, copies: copies.to_vec(), target: target.to_string(), tier: tier.to_string() };
+        let commit =
+            MoveCommit { partition_id, copies: copies.to_vec(), target: target.to_string(), tier: tier.to_string() };
         self.commit_moves(std::slice::from_ref(&commit), now_ns)?.remove(0)
     }
 
@@ -1197,7 +1201,13 @@ impl Catalog {
     /// Marks partitions read-only (sealed: they take no more rows) or
     /// writable again, with one audit event each, in one transaction.
     /// `partitions` holds each partition's id and label.
-    pub fn set_read_only(&self, dataset: &str, partitions: &[(i64, String)], read_only: bool, now_ns: i64) -> Result<()> {
+    pub fn set_read_only(
+        &self,
+        dataset: &str,
+        partitions: &[(i64, String)],
+        read_only: bool,
+        now_ns: i64,
+    ) -> Result<()> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         {
@@ -2028,7 +2038,9 @@ mod tests {
                 tier: "warm".into(),
             })
             .collect();
-        catalog.set_read_only("cpu", &[(partitions[0].1, "p0".into()), (partitions[1].1, "p1".into())], true, 3).unwrap();
+        catalog
+            .set_read_only("cpu", &[(partitions[0].1, "p0".into()), (partitions[1].1, "p1".into())], true, 3)
+            .unwrap();
         let outcomes = catalog.commit_moves(&commits, 4).unwrap();
         assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
         assert!(matches!(outcomes[1], Err(CatalogError::Conflict(_))), "{outcomes:?}");
@@ -2119,7 +2131,8 @@ mod tests {
             let now = catalog.partitions_seq(cpu.id).unwrap();
             assert_eq!(now != last, expect, "{what}");
             let (at, records) = catalog.partitions_at_seq(cpu.id).unwrap();
-            let ids = |records: Vec<PartitionRecord>| records.iter().map(|r| (r.id, r.tier.clone())).collect::<Vec<_>>();
+            let ids =
+                |records: Vec<PartitionRecord>| records.iter().map(|r| (r.id, r.tier.clone())).collect::<Vec<_>>();
             assert_eq!((at, ids(records)), (now, ids(catalog.partitions(cpu.id).unwrap())), "{what}: read together");
             last = now;
         };

@@ -463,7 +463,8 @@ fn each_run_sees_what_changed_since_the_last_one() {
     // Runs reuse the partition facts they built while the catalog says no
     // partition row changed; a write, a flush or a move must be seen.
     let config = "[datasets.metrics]\nperiod = \"day\"\n[lifecycle]\nscheduler = false\n";
-    let server = Server::start_with_files("lifecycle-fresh", config, &[], &[("policies/tiering.toml", TIERING.as_bytes())]);
+    let server =
+        Server::start_with_files("lifecycle-fresh", config, &[], &[("policies/tiering.toml", TIERING.as_bytes())]);
     load(&server, 3);
     let now = START + 200 * DAY;
     let first = run(&server, "tiering", json!({"now": now}));
@@ -500,7 +501,13 @@ fn a_write_that_passed_the_seal_check_is_moved_with_its_partition() {
         let url = server.url.clone();
         move || {
             let record = json!([{"time": START + 7_200_000_000_000, "v": 100}]);
-            crate::support::client().post(format!("{url}/v1/datasets/metrics/records")).body(record.to_string()).send().unwrap().status().as_u16()
+            crate::support::client()
+                .post(format!("{url}/v1/datasets/metrics/records"))
+                .body(record.to_string())
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
         }
     });
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -510,7 +517,11 @@ fn a_write_that_passed_the_seal_check_is_moved_with_its_partition() {
     server.flush();
     let partitions = manifest(&server);
     assert_eq!(partitions.len(), 1);
-    assert_eq!((partitions[0]["tier"].as_str(), partitions[0]["rows"].as_i64()), (Some("cold"), Some(2)), "{partitions:?}");
+    assert_eq!(
+        (partitions[0]["tier"].as_str(), partitions[0]["rows"].as_i64()),
+        (Some("cold"), Some(2)),
+        "{partitions:?}"
+    );
     let targets: Vec<&str> =
         partitions[0]["files"].as_array().unwrap().iter().map(|f| f["storage_target"].as_str().unwrap()).collect();
     assert!(targets.iter().all(|t| *t == "cold"), "every file moved: {targets:?}");

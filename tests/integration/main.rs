@@ -3,8 +3,8 @@
 mod auth;
 mod compaction;
 mod durability;
-mod hostile_sql;
 mod edge;
+mod hostile_sql;
 mod ingest;
 mod integrity;
 mod lifecycle;

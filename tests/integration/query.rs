@@ -262,7 +262,11 @@ fn a_column_only_newer_partitions_have_reads_as_null_in_older_ones() {
         json!({"time_range": {"start": T0, "end": T0 + 48 * HOUR}, "downsample": {"aggregations": [
             {"fn": "count", "column": "b", "alias": "b"}, {"fn": "count", "column": "a", "alias": "a"}]}}),
     );
-    assert_eq!((response["rows"][0]["a"].as_u64(), response["rows"][0]["b"].as_u64()), (Some(2), Some(1)), "{response}");
+    assert_eq!(
+        (response["rows"][0]["a"].as_u64(), response["rows"][0]["b"].as_u64()),
+        (Some(2), Some(1)),
+        "{response}"
+    );
 }
 
 #[test]

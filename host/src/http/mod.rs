@@ -3,8 +3,8 @@
 
 pub mod auth;
 mod datasets;
-mod encoding;
 mod edge;
+mod encoding;
 mod lifecycle;
 mod query;
 mod tokens;
