@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, temp_dir};
+use crate::support::{Server, serve_until_exit, temp_dir};
 
 /// 2026-01-01T00:00:00Z
 const T0: i64 = 1_767_225_600_000_000_000;
@@ -406,16 +406,8 @@ fn without_tokens_only_loopback_is_served_and_requests_are_anonymous() {
             .spawn()
             .unwrap()
     };
-    let mut refused = serve();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while refused.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            refused.kill().unwrap();
-            panic!("the server did not refuse a non-loopback address without tokens");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let refused = refused.wait_with_output().unwrap();
+    let args = ["--listen".as_ref(), "0.0.0.0:0".as_ref(), "--data-dir".as_ref(), data_dir.as_os_str()];
+    let refused = serve_until_exit(&root, &args, "a non-loopback address without tokens");
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("strata token create") && stderr.contains("--scope admin"), "{stderr}");

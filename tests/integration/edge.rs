@@ -4,12 +4,12 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{Launch, Server, temp_dir};
+use crate::support::{Launch, Server, serve_until_exit, temp_dir};
 
 /// A response read off a raw socket.
 #[derive(Debug)]
@@ -480,31 +480,13 @@ fn tls_serves_writes_and_queries_and_explains_plain_http() {
     assert_eq!(status, 200, "the server keeps serving TLS");
 }
 
-/// Runs `strata serve` with `config` in `dir` and returns its exit status
-/// and stderr; it must exit on its own within 30 s.
+/// `strata serve` in `dir` with `config`, which must refuse to start:
+/// whether it succeeded, and its stderr.
 fn run_to_exit(dir: &Path, config: &str) -> (bool, String) {
     std::fs::write(dir.join("strata.toml"), config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .current_dir(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config", "strata.toml", "--data-dir", "data"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the server started with {config:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    (status.success(), stderr)
+    let args = ["--listen", "127.0.0.1:0", "--config", "strata.toml", "--data-dir", "data"].map(std::ffi::OsStr::new);
+    let output = serve_until_exit(dir, &args, &format!("the configuration {config:?}"));
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 #[test]

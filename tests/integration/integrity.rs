@@ -5,13 +5,11 @@
 //! never rounded in silence.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::lifecycle::{RETENTION, TIERING};
-use crate::support::{Server, client};
+use crate::support::{Server, client, serve_until_exit};
 
 const DAY: i64 = 86_400_000_000_000;
 const SECOND: i64 = 1_000_000_000;
@@ -188,29 +186,10 @@ fn column_names_that_differ_only_in_case_are_refused() {
 fn a_second_server_on_one_data_directory_refuses_to_start() {
     let mut server = Server::start("integrity-lock", "");
     assert_eq!(server.post("/v1/datasets/d/records", r#"[{"time":1,"v":1}]"#).0, 200);
-    let mut second = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .current_dir(server.root())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&server.data_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            second.kill().unwrap();
-            second.wait().unwrap();
-            panic!("a second server started on a data directory in use");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let output = second.wait_with_output().unwrap();
+    let listen = ["--listen".as_ref(), "127.0.0.1:0".as_ref(), "--data-dir".as_ref(), server.data_dir.as_os_str()];
+    let output = serve_until_exit(&server.root(), &listen, "a data directory in use");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!status.success(), "{stderr}");
+    assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains(&server.data_dir.display().to_string()), "names the directory: {stderr}");
     assert!(stderr.contains(&format!("pid {}", server.pid())), "names the holder: {stderr}");
     assert!(output.stdout.is_empty(), "it never listened: {}", String::from_utf8_lossy(&output.stdout));
@@ -355,30 +334,12 @@ fn a_record_naming_a_key_twice_is_refused_whole() {
     assert_eq!(server.get("/v1/datasets/d").1["rows"], 0, "nothing written");
 }
 
-/// Runs `strata serve` with `args` until it exits (bounded) and returns
-/// whether it succeeded and its stderr; panics if it keeps running.
-fn serve_until_exit(root: &std::path::Path, args: &[&std::ffi::OsStr]) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .current_dir(root)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("a second server started on directories in use");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
+/// `strata serve --listen 127.0.0.1:0 ARGS`, which must refuse to start
+/// because directories are in use: whether it succeeded, and its stderr.
+fn refused_start(root: &std::path::Path, args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let listen: [&std::ffi::OsStr; 2] = ["--listen".as_ref(), "127.0.0.1:0".as_ref()];
+    let args: Vec<&std::ffi::OsStr> = listen.into_iter().chain(args.iter().copied()).collect();
+    let output = serve_until_exit(root, &args, "directories in use");
     (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
@@ -396,10 +357,8 @@ fn a_server_whose_storage_target_is_another_servers_refuses_to_start_and_deletes
     let config = other.join("strata.toml");
     std::fs::write(&config, format!("[storage.targets.hot]\npath = \"{}\"\n", hot.display())).unwrap();
     let data_dir = other.join("data");
-    let (success, stderr) = serve_until_exit(
-        &other,
-        &["--config".as_ref(), config.as_os_str(), "--data-dir".as_ref(), data_dir.as_os_str()],
-    );
+    let (success, stderr) =
+        refused_start(&other, &["--config".as_ref(), config.as_os_str(), "--data-dir".as_ref(), data_dir.as_os_str()]);
     assert!(!success, "{stderr}");
     assert!(stderr.contains("storage target hot"), "names the target: {stderr}");
     assert!(stderr.contains(&hot.display().to_string()), "names the directory: {stderr}");
@@ -417,7 +376,7 @@ fn deleting_the_lock_file_does_not_let_a_second_server_in() {
     let server = Server::start("integrity-lock-deleted", "");
     assert_eq!(server.post("/v1/datasets/d/records", r#"[{"time":1,"v":1}]"#).0, 200);
     std::fs::remove_file(server.data_dir.join("LOCK")).unwrap();
-    let (success, stderr) = serve_until_exit(&server.root(), &["--data-dir".as_ref(), server.data_dir.as_os_str()]);
+    let (success, stderr) = refused_start(&server.root(), &["--data-dir".as_ref(), server.data_dir.as_os_str()]);
     assert!(!success, "{stderr}");
     assert!(stderr.contains(&server.data_dir.display().to_string()), "names the directory: {stderr}");
     assert!(stderr.contains("in use"), "{stderr}");
@@ -456,10 +415,8 @@ fn a_storage_target_inside_another_servers_data_directory_refuses_to_start() {
     let config = other.join("strata.toml");
     std::fs::write(&config, format!("[storage.targets.cold]\npath = \"{}\"\n", inside.display())).unwrap();
     let data_dir = other.join("data");
-    let (success, stderr) = serve_until_exit(
-        &other,
-        &["--config".as_ref(), config.as_os_str(), "--data-dir".as_ref(), data_dir.as_os_str()],
-    );
+    let (success, stderr) =
+        refused_start(&other, &["--config".as_ref(), config.as_os_str(), "--data-dir".as_ref(), data_dir.as_os_str()]);
     assert!(!success, "{stderr}");
     assert!(stderr.contains("storage target cold"), "names the target: {stderr}");
     assert!(stderr.contains(&format!("lies inside {}", server.data_dir.display())), "{stderr}");

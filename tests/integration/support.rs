@@ -59,6 +59,31 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Runs `strata serve ARGS` in `dir` for a server expected to refuse to
+/// start: waits for it to exit (at most 30 s; past that it is killed and
+/// the test fails with `refusal`, what it should have refused) and returns
+/// its output.
+pub fn serve_until_exit(dir: &Path, args: &[&std::ffi::OsStr], refusal: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .current_dir(dir)
+        .arg("serve")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the server started: it should have refused {refusal}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 impl Server {
     /// Starts a server with `config` (TOML) in a fresh data directory.
     pub fn start(name: &str, config: &str) -> Server {
