@@ -234,6 +234,10 @@ struct TokenTable {
 pub struct TokenCache {
     catalog: Arc<Catalog>,
     table: ArcSwap<TokenTable>,
+    /// Held from a reload's read to its store, so reloads store in the
+    /// order they read: a background refresh that read before a revoke
+    /// can never replace the table read after it.
+    reloading: tokio::sync::Mutex<()>,
     required: bool,
 }
 
@@ -241,7 +245,12 @@ impl TokenCache {
     /// Reads the token table and starts refreshing it in the background
     /// until the cache is dropped.
     pub async fn open(catalog: Arc<Catalog>, required: bool) -> Result<Arc<TokenCache>, ApiError> {
-        let cache = Arc::new(TokenCache { catalog, table: ArcSwap::from_pointee(TokenTable::default()), required });
+        let cache = Arc::new(TokenCache {
+            catalog,
+            table: ArcSwap::from_pointee(TokenTable::default()),
+            reloading: tokio::sync::Mutex::new(()),
+            required,
+        });
         cache.reload().await?;
         let weak: Weak<TokenCache> = Arc::downgrade(&cache);
         tokio::spawn(async move {
@@ -258,6 +267,7 @@ impl TokenCache {
 
     /// Re-reads the token table from the catalog.
     pub async fn reload(&self) -> Result<(), ApiError> {
+        let _reloading = self.reloading.lock().await;
         let catalog = self.catalog.clone();
         let records = tokio::task::spawn_blocking(move || catalog.tokens())
             .await
@@ -379,10 +389,7 @@ pub async fn authorize(state: &AppState, request: &mut Request<Incoming>) -> Res
     if required == Required::Open {
         return Ok(Admission { grant: Grant::nothing(), audit: None });
     }
-    let Some(tokens) = state.tokens.get() else {
-        let starting = ApiError::new(ErrorCode::NotReady, "the server is opening its catalog").with_retry_after(1);
-        return Err(error_response(&starting));
-    };
+    let tokens = state.token_cache().map_err(|starting| error_response(&starting))?;
     let v1 = is_v1(&segments);
     let grant = if tokens.enabled() {
         let presented = credential(request.headers(), &params, v1).map_err(|why| unauthorized(why, v1))?;
