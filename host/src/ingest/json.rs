@@ -37,14 +37,14 @@ pub fn parse(
             if records.len() > limits.rows_per_request_max {
                 return Err(too_many(limits));
             }
-            let context = RecordContext { precision, default_time_ns, limits, wide: &wide_integer_literals(body) };
+            let context = RecordContext::new(body, precision, default_time_ns, limits);
             for (index, record) in records.iter().enumerate() {
                 add_record(record, index + 1, &context, builder)?;
             }
             Ok(())
         }
         Some(_) => {
-            let context = RecordContext { precision, default_time_ns, limits, wide: &wide_integer_literals(body) };
+            let context = RecordContext::new(body, precision, default_time_ns, limits);
             let mut count = 0;
             for (index, line) in body.split(|b| *b == b'\n').enumerate() {
                 if line.iter().all(u8::is_ascii_whitespace) {
@@ -76,8 +76,28 @@ struct RecordContext<'a> {
     precision: Precision,
     default_time_ns: i64,
     limits: &'a IngestLimits,
-    /// See [`wide_integer_literals`].
-    wide: &'a [f64],
+    body: &'a [u8],
+    /// [`wide_integer_literals`] of `body`, found only when a number could
+    /// be one: most bodies never pay for the scan.
+    wide: std::cell::OnceCell<Vec<f64>>,
+}
+
+impl<'a> RecordContext<'a> {
+    fn new(body: &'a [u8], precision: Precision, default_time_ns: i64, limits: &'a IngestLimits) -> Self {
+        RecordContext { precision, default_time_ns, limits, body, wide: std::cell::OnceCell::new() }
+    }
+
+    /// Whether `n` was written in the body as an integer literal wider than
+    /// 64 bits (serde_json reads such a literal as a float). Every such
+    /// literal is at least 2^63 in magnitude, so smaller floats never scan.
+    fn is_wide_literal(&self, n: &serde_json::Number) -> bool {
+        const WIDE_MAGNITUDE_MIN: f64 = 9_223_372_036_854_775_808.0; // 2^63
+        n.as_f64().is_some_and(|f| {
+            n.is_f64()
+                && f.abs() >= WIDE_MAGNITUDE_MIN
+                && self.wide.get_or_init(|| wide_integer_literals(self.body)).contains(&f)
+        })
+    }
 }
 
 /// One top-level JSON value of a body: an object whose keys are distinct,
@@ -242,7 +262,7 @@ fn to_value<'j>(
             }
             Ok(Value::Text(s))
         }
-        Json::Number(n) => number_value(name, n, known, context.wide),
+        Json::Number(n) => number_value(name, n, known, context.is_wide_literal(n)),
         Json::Object(_) | Json::Array(_) => Err(ValueError::new(
             ErrorCode::UnsupportedValue,
             name,
@@ -253,13 +273,13 @@ fn to_value<'j>(
 }
 
 /// A JSON number as the column stores it, or why it cannot be stored
-/// exactly. `wide` holds the integer literals of the body that no 64-bit
-/// integer holds (serde_json reads those as floats).
+/// exactly. `wide_literal`: the body wrote it as an integer literal no
+/// 64-bit integer holds (serde_json reads those as floats).
 fn number_value<'j>(
     name: &str,
     n: &serde_json::Number,
     known: Option<ColumnKind>,
-    wide: &[f64],
+    wide_literal: bool,
 ) -> Result<Value<'j>, ValueError> {
     let kind = known.map_or("a new column (float)", ColumnKind::as_str);
     let conflict = |incoming: &str| {
@@ -269,7 +289,6 @@ fn number_value<'j>(
             format!("column {name:?} is {kind} but the value is {incoming}"),
         )
     };
-    let wide_literal = n.as_f64().is_some_and(|f| n.is_f64() && wide.contains(&f));
     let unrepresentable = |why: &str| {
         let shown = if wide_literal { "an integer beyond 64 bits".to_string() } else { n.to_string() };
         ValueError::new(
