@@ -124,14 +124,24 @@ fn check_regular(metadata: &std::fs::Metadata, bytes_max: u64, limit: &'static s
 /// `text` cut to at most `bytes_max` bytes (at a character boundary) with
 /// the number of bytes left out, for quoting file contents in messages.
 pub fn elide(text: &str, bytes_max: usize) -> String {
-    if text.len() <= bytes_max {
+    let kept = truncate_at_char_boundary(text, bytes_max);
+    if kept.len() == text.len() {
         return text.to_string();
+    }
+    format!("{kept}… ({} more bytes)", text.len() - kept.len())
+}
+
+/// The longest prefix of `text` of at most `bytes_max` bytes that ends at
+/// a character boundary.
+pub(crate) fn truncate_at_char_boundary(text: &str, bytes_max: usize) -> &str {
+    if text.len() <= bytes_max {
+        return text;
     }
     let mut end = bytes_max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… ({} more bytes)", &text[..end], text.len() - end)
+    &text[..end]
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ use super::facts::{
     ArchiveDecision, ColumnBatch, ColumnValues, DatasetFacts, PartitionFacts, RetentionAction, RetentionDecision, Tier,
     TierDecision,
 };
+use super::files::truncate_at_char_boundary;
 use crate::schema::ColumnKind;
 
 #[allow(missing_docs, dead_code, clippy::all)] // Generated code.
@@ -880,17 +881,6 @@ impl wit_host::Host for GuestState {
 }
 
 impl wit::Host for GuestState {}
-
-fn truncate_at_char_boundary(text: &str, bytes_max: usize) -> &str {
-    if text.len() <= bytes_max {
-        return text;
-    }
-    let mut end = bytes_max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
 
 /// Caps linear memory and tables. Growing a memory past the cap traps at
 /// once (rather than returning -1 to the guest), and the request is
