@@ -133,20 +133,31 @@ impl SiteRules {
         patterns.iter().any(|p| p.host == requested.host && (p.port.is_none() || p.port == requested.port))
     }
 
+    /// Whether a normalized origin is the server's own (its scheme and the
+    /// request's authority).
+    fn is_own(&self, origin: Option<&str>, authority: Option<&str>) -> bool {
+        origin.zip(authority).is_some_and(|(origin, authority)| {
+            origin.strip_prefix(self.scheme).and_then(|rest| rest.strip_prefix("://")) == Some(authority)
+        })
+    }
+
+    /// Whether a normalized origin is in `server.allowed_origins`.
+    fn is_listed(&self, origin: Option<&str>) -> bool {
+        match &self.origins {
+            Allowed::Any => true,
+            Allowed::Only(list) => origin.is_some_and(|o| list.iter().any(|l| l == o)),
+        }
+    }
+
     /// `Ok(Some(origin))` for a listed cross-origin caller (it gets a CORS
     /// grant), `Ok(None)` for the server's own origin.
     fn check_origin(&self, origin: &str, authority: Option<&str>) -> Result<Option<HeaderValue>, ApiError> {
         let normalized = normalize_origin(origin);
-        let own = authority.map(|a| format!("{}://{a}", self.scheme));
-        if normalized.is_some() && normalized == own {
+        if self.is_own(normalized.as_deref(), authority) {
             return Ok(None);
         }
-        let listed = match &self.origins {
-            Allowed::Any => true,
-            Allowed::Only(list) => normalized.as_ref().is_some_and(|n| list.contains(n)),
-        };
         match HeaderValue::from_str(origin) {
-            Ok(value) if listed => Ok(Some(value)),
+            Ok(value) if self.is_listed(normalized.as_deref()) => Ok(Some(value)),
             _ => Err(ApiError::new(
                 ErrorCode::CrossSiteRefused,
                 format!("requests from Origin {origin:?} are refused (server.allowed_origins)"),
@@ -162,12 +173,7 @@ impl SiteRules {
         }
         let Some(referer) = single(headers, "referer")? else { return Ok(()) };
         let from = normalize_origin(referer);
-        let own = authority.map(|a| format!("{}://{a}", self.scheme));
-        let listed = match &self.origins {
-            Allowed::Any => true,
-            Allowed::Only(list) => from.as_ref().is_some_and(|f| list.contains(f)),
-        };
-        if (from.is_some() && from == own) || listed {
+        if self.is_own(from.as_deref(), authority) || self.is_listed(from.as_deref()) {
             return Ok(());
         }
         Err(ApiError::new(
