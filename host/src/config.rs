@@ -630,7 +630,7 @@ impl Config {
     /// Checks ranges and names.
     pub fn validate(&self) -> Result<(), ConfigError> {
         // A non-loopback `server.listen` is checked at start-up, once the
-        // catalog says whether tokens exist (`http::auth::check_listen`).
+        // catalog says whether tokens exist (`server::check_listen`).
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let l = &self.limits;
         for (name, value) in [
