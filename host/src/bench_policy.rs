@@ -25,11 +25,12 @@ use crate::ingest::{IngestLimits, Precision, line_protocol, route};
 use crate::period::Period;
 use crate::policy::builtins;
 use crate::policy::definition::{PolicyKind, PolicyLimits};
-use crate::policy::facts::{ColumnBatch, ColumnValues, DatasetFacts, PartitionFacts, Tier, partitioner_input};
+use crate::policy::facts::{ColumnBatch, ColumnValues, DatasetFacts, PartitionFacts, partitioner_input};
 use crate::policy::sandbox::{CallContext, Sandbox};
 use crate::policy::watcher::PolicyWatcher;
 use crate::policy::{PolicyRuntime, PolicySettings};
 use crate::schema::{ColumnKind, DatasetSchema};
+use crate::tier::Tier;
 
 /// Arguments of `strata bench policy`.
 #[derive(Debug, clap::Args)]
@@ -199,7 +200,7 @@ fn swap_latency(root: &Path, args: &PolicyBenchArgs) -> anyhow::Result<()> {
     let mut new_builds = Vec::new();
     for round in 1..=args.repetitions.min(5) as u32 {
         let bytes = rebuilt(builtin, round);
-        let sha = crate::policy::sandbox::sha256_hex(&bytes);
+        let sha = crate::digest::sha256_hex(&bytes);
         std::fs::write(policies.join("swap.wasm"), &bytes)?;
         new_builds.push(wait_for(&|now| now.1.as_deref() == Some(sha.as_str()))?);
     }

@@ -28,6 +28,16 @@ pub enum CatalogError {
     Conflict(String),
 }
 
+impl crate::error::Coded for CatalogError {
+    fn code(&self) -> crate::error::ErrorCode {
+        crate::error::ErrorCode::Internal
+    }
+
+    fn message(&self) -> String {
+        format!("catalog: {self}")
+    }
+}
+
 type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
 /// Schema migrations, applied in order; the index + 1 is the version.

@@ -11,7 +11,7 @@ use crate::ingest::IngestLimits;
 use crate::names::{DatasetName, TargetName};
 use crate::parquet_file::Encoding;
 use crate::period::Period;
-use crate::policy::facts::Tier;
+use crate::tier::Tier;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]

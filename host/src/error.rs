@@ -1,8 +1,8 @@
-//! The one place where a Strata error becomes an HTTP status and a stable code.
+//! Stable error codes, and the [`Failure`] a client is told about.
 //!
-//! Every module has its own typed error; the HTTP layer converts them into
-//! [`ApiError`], which carries the stable machine-readable `code` that clients
-//! match on. Codes are part of the public contract: never rename one.
+//! Subsystems have their own typed errors and say which [`ErrorCode`] each is
+//! reported under ([`Coded`]); the HTTP layer renders a [`Failure`]. Codes are
+//! part of the public contract: never rename one.
 
 use hyper::StatusCode;
 use serde_json::{Value, json};
@@ -199,38 +199,40 @@ impl ErrorCode {
     }
 }
 
-/// An error as the HTTP client sees it: `{"error":{"code","message",…}}`.
+/// A failure as a client is told about it: a stable code, a sentence, optional
+/// structured detail and a retry hint. Rendered by `http` as
+/// `{"error":{"code","message",…}}`.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct Failure {
     /// The stable code.
     pub code: ErrorCode,
     /// A sentence for humans naming what was wrong.
     pub message: String,
     /// Extra structured detail merged into the `error` object (e.g. rejected lines).
     pub detail: Option<Value>,
-    /// Seconds after which a retry may succeed (sent as `Retry-After`).
+    /// Seconds after which a retry may succeed.
     pub retry_after_seconds: Option<u32>,
 }
 
-impl ApiError {
+impl Failure {
     /// An error with a code and a message.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into(), detail: None, retry_after_seconds: None }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Failure {
+        Failure { code, message: message.into(), detail: None, retry_after_seconds: None }
     }
 
     /// Adds structured detail to the error body.
-    pub fn with_detail(mut self, detail: Value) -> ApiError {
+    pub fn with_detail(mut self, detail: Value) -> Failure {
         self.detail = Some(detail);
         self
     }
 
     /// Adds a `Retry-After` hint.
-    pub fn with_retry_after(mut self, seconds: u32) -> ApiError {
+    pub fn with_retry_after(mut self, seconds: u32) -> Failure {
         self.retry_after_seconds = Some(seconds);
         self
     }
 
-    /// The JSON body of the error response.
+    /// The JSON form, `{"error":{"code","message",…detail}}`.
     pub fn body(&self) -> Value {
         let mut error = json!({ "code": self.code.as_str(), "message": self.message });
         if let (Some(Value::Object(extra)), Value::Object(map)) = (&self.detail, &mut error) {
@@ -242,73 +244,43 @@ impl ApiError {
     }
 }
 
-impl std::fmt::Display for ApiError {
+impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code.as_str(), self.message)
     }
 }
 
-impl std::error::Error for ApiError {}
+impl std::error::Error for Failure {}
 
-impl From<crate::catalog::CatalogError> for ApiError {
-    fn from(error: crate::catalog::CatalogError) -> ApiError {
-        ApiError::new(ErrorCode::Internal, format!("catalog: {error}"))
+/// A typed error that knows its stable code. Each subsystem implements it for
+/// its own error type; `?` then turns that error into a [`Failure`].
+pub trait Coded: std::fmt::Display {
+    /// The stable code this error is reported under.
+    fn code(&self) -> ErrorCode;
+
+    /// The sentence for the client; the error's `Display` unless overridden.
+    fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// Structured detail for the client, if any.
+    fn detail(&self) -> Option<Value> {
+        None
+    }
+
+    /// Seconds after which a retry may succeed, if retrying can help.
+    fn retry_after_seconds(&self) -> Option<u32> {
+        None
     }
 }
 
-impl From<crate::storage::StorageError> for ApiError {
-    fn from(error: crate::storage::StorageError) -> ApiError {
-        if error.is_disk_full() {
-            ApiError::new(ErrorCode::StorageFull, format!("storage: {error}"))
-        } else {
-            ApiError::new(ErrorCode::Internal, format!("storage: {error}"))
-        }
-    }
-}
-
-impl From<crate::policy::PolicyError> for ApiError {
-    fn from(error: crate::policy::PolicyError) -> ApiError {
-        use crate::policy::PolicyError;
-        let code = match &error {
-            PolicyError::NotFound(_) => ErrorCode::PolicyNotFound,
-            PolicyError::NotActive { .. } => ErrorCode::PolicyUnavailable,
-            PolicyError::WrongKind { .. } => ErrorCode::BadRequest,
-            PolicyError::Definition(_)
-            | PolicyError::Plugin { .. }
-            | PolicyError::Component { .. }
-            | PolicyError::ConfigRejected { .. }
-            | PolicyError::Version { .. }
-            | PolicyError::Duplicate { .. }
-            | PolicyError::SeveralPartitioners { .. } => ErrorCode::PolicyInvalid,
-            PolicyError::Evaluation { source, .. } if source.is_limit() => ErrorCode::PolicyLimitExceeded,
-            PolicyError::Evaluation { .. } | PolicyError::Contract { .. } => ErrorCode::PolicyFailed,
-            PolicyError::CandidateTooLarge { .. } => ErrorCode::PayloadTooLarge,
-            PolicyError::CompileBusy { .. } => ErrorCode::CompileBusy,
-            PolicyError::Catalog(_) => ErrorCode::Internal,
-        };
-        let mut api = ApiError::new(code, error.to_string());
-        match &error {
-            PolicyError::ConfigRejected { problems, .. } => api = api.with_detail(json!({ "problems": problems })),
-            PolicyError::SeveralPartitioners { policies, .. } => api = api.with_detail(json!({ "policies": policies })),
-            PolicyError::CompileBusy { .. } => api = api.with_retry_after(1),
-            _ => {}
-        }
-        api
-    }
-}
-
-impl From<crate::wal::WalError> for ApiError {
-    fn from(error: crate::wal::WalError) -> ApiError {
-        ApiError::new(ErrorCode::Internal, format!("write-ahead log: {error}"))
-    }
-}
-
-impl From<crate::token::TokenError> for ApiError {
-    fn from(error: crate::token::TokenError) -> ApiError {
-        match error {
-            crate::token::TokenError::Invalid(message) => ApiError::new(ErrorCode::BadRequest, message),
-            crate::token::TokenError::Exists(_) => ApiError::new(ErrorCode::TokenExists, error.to_string()),
-            crate::token::TokenError::Catalog(error) => error.into(),
+impl<E: Coded> From<E> for Failure {
+    fn from(error: E) -> Failure {
+        Failure {
+            code: error.code(),
+            message: error.message(),
+            detail: error.detail(),
+            retry_after_seconds: error.retry_after_seconds(),
         }
     }
 }

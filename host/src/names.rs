@@ -103,6 +103,11 @@ pub fn check_column_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The public id of a partition: `dataset/label` or `dataset/label/key`.
+pub fn partition_label(dataset: &DatasetName, label: &str, key: &str) -> String {
+    if key.is_empty() { format!("{dataset}/{label}") } else { format!("{dataset}/{label}/{key}") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

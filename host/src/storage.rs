@@ -122,6 +122,16 @@ pub enum StorageError {
     },
 }
 
+impl crate::error::Coded for StorageError {
+    fn code(&self) -> crate::error::ErrorCode {
+        if self.is_disk_full() { crate::error::ErrorCode::StorageFull } else { crate::error::ErrorCode::Internal }
+    }
+
+    fn message(&self) -> String {
+        format!("storage: {self}")
+    }
+}
+
 impl StorageError {
     /// Whether the device is out of space.
     pub fn is_disk_full(&self) -> bool {

@@ -19,24 +19,20 @@ use sha2::{Digest, Sha256};
 use crate::buffer::Buffers;
 use crate::catalog::{Catalog, DatasetRecord, IdempotencyRecord, NewFile, PartitionRecord};
 use crate::config::{Config, LateRows};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::ingest::batch::{BatchBuilder, ParsedBatch};
 use crate::ingest::line_protocol::{self, BodyError, LineError};
 use crate::ingest::{self, Precision};
-use crate::names::DatasetName;
+use crate::names::{DatasetName, partition_label};
 use crate::parquet_file;
 use crate::period::Bucket;
-use crate::policy::facts::Tier;
 use crate::policy::facts::is_valid_partition_key;
 use crate::policy::{BoundPartitioner, PolicyRuntime};
 use crate::schema::DatasetSchema;
 use crate::storage::{ObjectKey, StorageTarget, Targets};
+use crate::tier::Tier;
+use crate::time::now_ns;
 use crate::wal::{Wal, WalEntry, decode_batch, encode_batch};
-
-/// Nanoseconds since the epoch, now.
-pub fn now_ns() -> i64 {
-    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
-}
 
 /// The body format of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,14 +180,14 @@ pub struct Recovery {
     pub temporary_files_removed: usize,
 }
 
-fn internal(context: &str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> ApiError + '_ {
-    move |error| ApiError::new(ErrorCode::Internal, format!("{context}: {error}"))
+fn internal(context: &str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Failure + '_ {
+    move |error| Failure::new(ErrorCode::Internal, format!("{context}: {error}"))
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("background task failed: {e}")))
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))
 }
 
 impl Store {
@@ -324,7 +320,7 @@ impl Store {
         all
     }
 
-    async fn dataset_or_create(self: &Arc<Self>, name: &DatasetName) -> Result<Arc<DatasetState>, ApiError> {
+    async fn dataset_or_create(self: &Arc<Self>, name: &DatasetName) -> Result<Arc<DatasetState>, Failure> {
         if let Some(dataset) = self.dataset(name.as_str()) {
             return Ok(dataset);
         }
@@ -334,7 +330,7 @@ impl Store {
         }
         let count = self.datasets.read().unwrap_or_else(|p| p.into_inner()).len();
         if count >= self.config.limits.datasets_max {
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::LimitExceeded,
                 format!("the store holds {count} datasets, the most allowed (limits.datasets_max)"),
             ));
@@ -358,21 +354,21 @@ impl Store {
     }
 
     /// Writes one request. Returns once the rows are durable.
-    pub async fn write(self: &Arc<Self>, request: WriteRequest) -> Result<WriteResponse, ApiError> {
+    pub async fn write(self: &Arc<Self>, request: WriteRequest) -> Result<WriteResponse, Failure> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(ApiError::new(ErrorCode::NotReady, "the server is shutting down").with_retry_after(1));
+            return Err(Failure::new(ErrorCode::NotReady, "the server is shutting down").with_retry_after(1));
         }
-        let name = DatasetName::parse(&request.dataset).map_err(|m| ApiError::new(ErrorCode::InvalidDatasetName, m))?;
+        let name = DatasetName::parse(&request.dataset).map_err(|m| Failure::new(ErrorCode::InvalidDatasetName, m))?;
         if let Some(key) = &request.idempotency_key
             && (key.is_empty() || key.len() > IDEMPOTENCY_KEY_BYTES_MAX || key.chars().any(char::is_control))
         {
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::BadRequest,
                 format!("Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} bytes without control characters"),
             ));
         }
         if self.buffers.bytes() >= self.config.limits.buffer_bytes_max {
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::BufferFull,
                 format!(
                     "{} bytes are waiting to be flushed (limits.buffer_bytes_max); retry shortly",
@@ -384,7 +380,7 @@ impl Store {
         // Until the policies are loaded nobody knows how a dataset's records
         // are keyed, so writes wait (503, like WAL replay at start-up).
         let policies = self.policies.get().cloned().ok_or_else(|| {
-            ApiError::new(ErrorCode::NotReady, "the server is still loading its policies").with_retry_after(1)
+            Failure::new(ErrorCode::NotReady, "the server is still loading its policies").with_retry_after(1)
         })?;
         let dataset = self.dataset_or_create(&name).await?;
 
@@ -405,7 +401,7 @@ impl Store {
                         return replay_record(record, &request_sha256);
                     }
                     if !memory.in_flight.insert(id.clone()) {
-                        return Err(ApiError::new(
+                        return Err(Failure::new(
                             ErrorCode::IdempotencyKeyInFlight,
                             "a request with this Idempotency-Key is still being processed",
                         )
@@ -429,7 +425,7 @@ impl Store {
         let format = request.format;
         let precision = request.precision;
         let body = request.body.clone();
-        let parsed = blocking(move || -> Result<(ParsedBatch, Vec<LineError>), ApiError> {
+        let parsed = blocking(move || -> Result<(ParsedBatch, Vec<LineError>), Failure> {
             let expected_rows = match format {
                 Format::LineProtocol => memchr::memchr_iter(b'\n', &body).count() + 1,
                 Format::Json => 0,
@@ -444,13 +440,13 @@ impl Store {
                 Format::LineProtocol => match line_protocol::parse(&body, precision, now, &limits, &mut builder) {
                     Ok(errors) => errors,
                     Err(BodyError::TooManyLines(max)) => {
-                        return Err(ApiError::new(
+                        return Err(Failure::new(
                             ErrorCode::LimitExceeded,
                             format!("more than {max} lines in one request (rows_per_request_max)"),
                         ));
                     }
                     Err(BodyError::Limit { line_number, limit, message }) => {
-                        return Err(ApiError::new(
+                        return Err(Failure::new(
                             ErrorCode::LimitExceeded,
                             format!("line {line_number}: {message}; nothing was written"),
                         )
@@ -461,7 +457,7 @@ impl Store {
                             crate::ingest::batch::RowError::Conflict { column, .. } => column.clone(),
                             _ => String::new(),
                         };
-                        return Err(ApiError::new(ErrorCode::SchemaConflict, error.to_string())
+                        return Err(Failure::new(ErrorCode::SchemaConflict, error.to_string())
                             .with_detail(json!({ "column": column })));
                     }
                 },
@@ -473,7 +469,7 @@ impl Store {
 
         let parse_rejected = line_errors.len();
         if parse_rejected > 0 && (!request.accept_partial || parsed.rows() == 0) {
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::InvalidLineProtocol,
                 format!("{parse_rejected} line(s) could not be parsed; nothing was written"),
             )
@@ -520,7 +516,7 @@ impl Store {
             if !is_valid_partition_key(&part.key) {
                 // The runtime checked every key; this is the pair assertion
                 // before a key reaches the catalog, ids and URLs.
-                return Err(ApiError::new(
+                return Err(Failure::new(
                     ErrorCode::Internal,
                     format!("refusing invalid partition key {:?}", part.key),
                 ));
@@ -530,7 +526,7 @@ impl Store {
                 let label = partition_label(&dataset.name, &part.bucket.label, &part.key);
                 if late_rows == LateRows::RefuseRequest {
                     self.counters.rows_refused_sealed.fetch_add(rows as u64, Ordering::Relaxed);
-                    return Err(ApiError::new(
+                    return Err(Failure::new(
                         ErrorCode::PartitionReadOnly,
                         format!(
                             "partition {label} is sealed and accepts no writes; nothing of this request was written"
@@ -563,7 +559,7 @@ impl Store {
         let sealed_labels: Vec<&str> = sealed.iter().map(|(label, _)| label.as_str()).collect();
         if writable.is_empty() {
             self.counters.rows_refused_sealed.fetch_add(refused_rows as u64, Ordering::Relaxed);
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::PartitionReadOnly,
                 format!(
                     "every row of this request is for a sealed partition ({}); nothing was written",
@@ -596,7 +592,7 @@ impl Store {
             if rejected > 0 {
                 detail["lines"] = json!(line_errors_listed);
             }
-            let error = ApiError::new(
+            let error = Failure::new(
                 ErrorCode::LateRowsRefused,
                 format!(
                     "{written} row(s) written, {refused_rows} refused: sealed partition(s) {} accept no writes",
@@ -607,7 +603,7 @@ impl Store {
             (ErrorCode::LateRowsRefused.status().as_u16(), error.body())
         } else if rejected > 0 {
             let error =
-                ApiError::new(ErrorCode::PartialWrite, format!("{written} line(s) written, {rejected} rejected"))
+                Failure::new(ErrorCode::PartialWrite, format!("{written} line(s) written, {rejected} rejected"))
                     .with_detail(json!({ "rows": written, "lines": line_errors_listed }));
             (ErrorCode::PartialWrite.status().as_u16(), error.body())
         } else {
@@ -638,9 +634,9 @@ impl Store {
         });
         self.wal.append(payload, apply).await.map_err(|e| {
             if e.is_disk_full() {
-                ApiError::new(ErrorCode::StorageFull, format!("write-ahead log: {e}"))
+                Failure::new(ErrorCode::StorageFull, format!("write-ahead log: {e}"))
             } else {
-                ApiError::from(e)
+                Failure::from(e)
             }
         })?;
         self.counters.rows_written.fetch_add(written as u64, Ordering::Relaxed);
@@ -653,13 +649,13 @@ impl Store {
         &self,
         dataset: &Arc<DatasetState>,
         parsed: &ParsedBatch,
-    ) -> Result<Arc<DatasetSchema>, ApiError> {
+    ) -> Result<Arc<DatasetSchema>, Failure> {
         let conflict = |e: crate::schema::SchemaConflict| {
             let mut detail = json!({ "column": e.column() });
             if let Some(other) = e.other_column() {
                 detail["conflicts_with"] = json!(other);
             }
-            ApiError::new(ErrorCode::SchemaConflict, format!("{e}; nothing was written")).with_detail(detail)
+            Failure::new(ErrorCode::SchemaConflict, format!("{e}; nothing was written")).with_detail(detail)
         };
         let current = dataset.schema();
         if current.evolve(&parsed.columns).map_err(conflict)?.is_none() {
@@ -671,7 +667,7 @@ impl Store {
             return Ok(current);
         };
         if next.columns.len() > self.config.limits.columns_per_dataset_max {
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::LimitExceeded,
                 format!(
                     "dataset would have {} columns; at most {} are allowed (limits.columns_per_dataset_max)",
@@ -695,7 +691,7 @@ impl Store {
         dataset: &Arc<DatasetState>,
         bucket: &Bucket,
         key: &str,
-    ) -> Result<PartitionHandle, ApiError> {
+    ) -> Result<PartitionHandle, Failure> {
         let cache_key = (bucket.label.clone(), key.to_string());
         if let Some(handle) = dataset.partitions.lock().unwrap_or_else(|p| p.into_inner()).get(&cache_key) {
             return Ok(handle.clone());
@@ -718,7 +714,7 @@ impl Store {
         part: &ingest::PartitionRows,
         handle: &mut PartitionHandle,
         key_field: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Failure> {
         let catalog = self.catalog.clone();
         let (id, owned) = (handle.id, key_field.to_string());
         let now = blocking(move || catalog.note_key_field(id, &owned)).await??;
@@ -745,7 +741,7 @@ impl Store {
         parsed: ParsedBatch,
         request: &WriteRequest,
         line_errors: &mut Vec<LineError>,
-    ) -> Result<(ParsedBatch, Vec<String>), ApiError> {
+    ) -> Result<(ParsedBatch, Vec<String>), Failure> {
         let policies = self.policies.get().cloned().expect("checked by write");
         let (bound, time_column) = (partitioner.clone(), dataset.record.time_column.clone());
         let (parsed, results) = blocking(move || {
@@ -755,8 +751,8 @@ impl Store {
         .await?;
         let name = partitioner.name();
         let results = results.map_err(|error| {
-            let error = ApiError::from(error);
-            ApiError::new(
+            let error = Failure::from(error);
+            Failure::new(
                 error.code,
                 format!("the partitioner failed, nothing of this request was written: {}", error.message),
             )
@@ -800,7 +796,7 @@ impl Store {
                     .collect();
                 json!({ "policy": name, "records": records })
             };
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::PolicyFailed,
                 format!(
                     "partitioner {name} could not key {count} {unit}(s) ({unit} {first}: {first_message}); nothing was written"
@@ -831,7 +827,7 @@ impl Store {
         label: &str,
         key: &str,
         read_only: bool,
-    ) -> Result<PartitionRecord, ApiError> {
+    ) -> Result<PartitionRecord, Failure> {
         let partition = self.find_partition(dataset, label, key).await?;
         if !read_only && (partition.tier != Tier::Hot.as_str() || partition.archived) {
             let id = partition_label(&dataset.name, label, key);
@@ -840,7 +836,7 @@ impl Store {
             } else {
                 format!("it is {}", partition.tier)
             };
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::PartitionNotHot,
                 format!(
                     "partition {id} cannot be unsealed: {why}; only hot partitions without an archive accept writes"
@@ -854,7 +850,7 @@ impl Store {
 
     /// Seals partitions of `dataset` (read-only: writes into them get 409)
     /// in one catalog transaction, each with its audit event.
-    pub async fn seal(&self, dataset: &Arc<DatasetState>, partitions: &[PartitionRecord]) -> Result<(), ApiError> {
+    pub async fn seal(&self, dataset: &Arc<DatasetState>, partitions: &[PartitionRecord]) -> Result<(), Failure> {
         self.mark_read_only(dataset, partitions, true).await
     }
 
@@ -867,7 +863,7 @@ impl Store {
         dataset: &Arc<DatasetState>,
         partitions: &[PartitionRecord],
         read_only: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Failure> {
         if partitions.is_empty() {
             return Ok(());
         }
@@ -896,18 +892,18 @@ impl Store {
         dataset: &Arc<DatasetState>,
         label: &str,
         key: &str,
-    ) -> Result<PartitionRecord, ApiError> {
+    ) -> Result<PartitionRecord, Failure> {
         let catalog = self.catalog.clone();
         let dataset_id = dataset.record.id;
         let partitions = blocking(move || catalog.partitions(dataset_id)).await??;
         partitions.into_iter().find(|p| p.period_label == label && p.key == key).ok_or_else(|| {
-            ApiError::new(ErrorCode::NotFound, format!("no partition {}", partition_label(&dataset.name, label, key)))
+            Failure::new(ErrorCode::NotFound, format!("no partition {}", partition_label(&dataset.name, label, key)))
         })
     }
 
     /// Flushes due partitions (by size and age, or everything) and truncates
     /// the WAL. Returns how many partitions were flushed.
-    pub async fn flush(self: &Arc<Self>, everything: bool) -> Result<usize, ApiError> {
+    pub async fn flush(self: &Arc<Self>, everything: bool) -> Result<usize, Failure> {
         let _guard = self.flush_lock.lock().await;
         let ingest = &self.config.ingest;
         let mut due = self.buffers.due(ingest.flush_bytes, Duration::from_millis(ingest.flush_age_ms), everything);
@@ -937,7 +933,7 @@ impl Store {
         }
     }
 
-    fn flush_partition(&self, partition_id: i64) -> Result<bool, ApiError> {
+    fn flush_partition(&self, partition_id: i64) -> Result<bool, Failure> {
         let Some(snapshot) = self.buffers.begin_flush(partition_id) else { return Ok(false) };
         let mut written: Option<ObjectKey> = None;
         let result = self.flush_snapshot(partition_id, &snapshot, &mut written);
@@ -959,9 +955,9 @@ impl Store {
         partition_id: i64,
         snapshot: &crate::buffer::FlushSnapshot,
         written: &mut Option<ObjectKey>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Failure> {
         let dataset = self.datasets().into_iter().find(|d| d.record.id == snapshot.dataset_id).ok_or_else(|| {
-            ApiError::new(ErrorCode::Internal, format!("flush of unknown dataset {}", snapshot.dataset_id))
+            Failure::new(ErrorCode::Internal, format!("flush of unknown dataset {}", snapshot.dataset_id))
         })?;
         let schema = dataset.schema();
         let ingest = &self.config.ingest;
@@ -987,7 +983,7 @@ impl Store {
 
     /// Persists the idempotency keys of WAL entries about to be deleted, then
     /// deletes WAL segments whose rows are all in committed files.
-    fn truncate_wal(&self) -> Result<(), ApiError> {
+    fn truncate_wal(&self) -> Result<(), Failure> {
         let applied = self.wal.applied_through();
         let low = self.buffers.low_watermark().unwrap_or(u64::MAX).min(applied + 1);
         let leaving: Vec<(i64, String, IdempotencyRecord)> = {
@@ -1026,7 +1022,7 @@ impl Store {
     }
 
     /// Flushes everything, truncates the WAL and stops the WAL writer.
-    pub async fn close(self: &Arc<Self>) -> Result<(), ApiError> {
+    pub async fn close(self: &Arc<Self>) -> Result<(), Failure> {
         self.closed.store(true, Ordering::Release);
         let result = self.flush(true).await;
         let store = self.clone();
@@ -1036,7 +1032,7 @@ impl Store {
 
     /// A snapshot of one dataset for readers: committed partitions and files
     /// plus buffered rows, taken atomically with respect to flush commits.
-    pub fn snapshot(&self, dataset: &DatasetState) -> Result<DatasetSnapshot, ApiError> {
+    pub fn snapshot(&self, dataset: &DatasetState) -> Result<DatasetSnapshot, Failure> {
         let _visible = self.visibility.read().unwrap_or_else(|p| p.into_inner());
         let partitions = self.catalog.partitions(dataset.record.id)?;
         let mut files = Vec::new();
@@ -1069,11 +1065,6 @@ pub struct DatasetSnapshot {
     pub buffered: Vec<(i64, RecordBatch)>,
 }
 
-/// The public id of a partition: `dataset/label` or `dataset/label/key`.
-pub fn partition_label(dataset: &DatasetName, label: &str, key: &str) -> String {
-    if key.is_empty() { format!("{dataset}/{label}") } else { format!("{dataset}/{label}/{key}") }
-}
-
 /// The text of each line `numbers` (1-based, ascending or not) names in
 /// `body`, cut to 256 bytes like a parse error's `original_line`. One pass.
 fn line_texts(body: &[u8], numbers: &[usize]) -> Vec<String> {
@@ -1101,9 +1092,9 @@ fn request_digest(request: &WriteRequest) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-fn replay_record(record: &IdempotencyRecord, digest: &[u8; 32]) -> Result<WriteResponse, ApiError> {
+fn replay_record(record: &IdempotencyRecord, digest: &[u8; 32]) -> Result<WriteResponse, Failure> {
     if record.request_sha256 != *digest {
-        return Err(ApiError::new(
+        return Err(Failure::new(
             ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was already used with a different request body",
         ));

@@ -248,6 +248,23 @@ pub enum TokenError {
     Catalog(CatalogError),
 }
 
+impl crate::error::Coded for TokenError {
+    fn code(&self) -> crate::error::ErrorCode {
+        match self {
+            TokenError::Invalid(_) => crate::error::ErrorCode::BadRequest,
+            TokenError::Exists(_) => crate::error::ErrorCode::TokenExists,
+            TokenError::Catalog(error) => error.code(),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            TokenError::Catalog(error) => error.message(),
+            _ => self.to_string(),
+        }
+    }
+}
+
 /// Checks the name and scopes, makes a token and stores its hash. Returns
 /// the token — the only time it exists outside the client — and its row.
 pub fn issue(

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::store::now_ns;
+use crate::time::now_ns;
 use crate::token;
 
 /// Where the catalog is: the data directory of `--config`, or `--data-dir`.
@@ -100,7 +100,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
             let catalog = location.open(true)?;
             let (secret, record) = token::issue(&catalog, &name, &scopes, expires_at_ns, now)?;
             println!("{secret}");
-            let expiry = record.expires_at_ns.map_or("never".to_string(), crate::http::rfc3339);
+            let expiry = record.expires_at_ns.map_or("never".to_string(), crate::time::rfc3339);
             eprintln!(
                 "created token {:?} with scopes {} (expires: {expiry}); it is shown only this once",
                 record.name,
@@ -117,8 +117,8 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
                     record.name,
                     token::status(&record, now),
                     record.scopes.join(","),
-                    crate::http::rfc3339(record.created_at_ns),
-                    record.expires_at_ns.map_or("never".to_string(), crate::http::rfc3339),
+                    crate::time::rfc3339(record.created_at_ns),
+                    record.expires_at_ns.map_or("never".to_string(), crate::time::rfc3339),
                 );
             }
             Ok(())
@@ -128,7 +128,7 @@ pub fn run(command: TokenCommand) -> anyhow::Result<()> {
                 .open(false)?
                 .revoke_token(&name, now_ns())?
                 .ok_or_else(|| anyhow::anyhow!("no token named {name:?}"))?;
-            let at = record.revoked_at_ns.map(crate::http::rfc3339).unwrap_or_default();
+            let at = record.revoked_at_ns.map(crate::time::rfc3339).unwrap_or_default();
             println!("revoked {} at {at}", record.name);
             Ok(())
         }

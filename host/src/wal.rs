@@ -48,6 +48,16 @@ pub enum WalError {
     Corrupt(String),
 }
 
+impl crate::error::Coded for WalError {
+    fn code(&self) -> crate::error::ErrorCode {
+        crate::error::ErrorCode::Internal
+    }
+
+    fn message(&self) -> String {
+        format!("write-ahead log: {self}")
+    }
+}
+
 impl WalError {
     /// Whether the device is out of space.
     pub fn is_disk_full(&self) -> bool {

@@ -407,7 +407,7 @@ fn a_malicious_retention_policy_loses_nothing_and_every_refusal_is_audited() {
     // By the server's clock, partition 9 (in time order) is the open period.
     let at_the_server_clock = json!({});
     let install = |bytes: Vec<u8>| {
-        let sha = strata::policy::sandbox::sha256_hex(&bytes);
+        let sha = strata::digest::sha256_hex(&bytes);
         std::fs::write(server.root().join("policies/hostile.wasm"), bytes).unwrap();
         let (status, body) = server.post("/v1/policies/reload", "");
         assert_eq!(status, 200, "{body}");

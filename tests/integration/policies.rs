@@ -62,7 +62,7 @@ fn leb128(mut value: usize) -> Vec<u8> {
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    strata::policy::sandbox::sha256_hex(bytes)
+    strata::digest::sha256_hex(bytes)
 }
 
 fn retention_policy(name: &str, plugin: &str, max_age: &str, extra: &str) -> String {

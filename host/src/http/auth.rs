@@ -24,9 +24,9 @@ use serde_json::json;
 
 use super::{AppState, Body, error_response, param, query_params};
 use crate::catalog::Catalog;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::query::DatasetFilter;
-use crate::store::now_ns;
+use crate::time::now_ns;
 use crate::token::{Scopes, TOKEN_BYTES_MAX};
 
 /// How often the token table is re-read from the catalog, so that tokens
@@ -244,7 +244,7 @@ pub struct TokenCache {
 impl TokenCache {
     /// Reads the token table and starts refreshing it in the background
     /// until the cache is dropped.
-    pub async fn open(catalog: Arc<Catalog>, required: bool) -> Result<Arc<TokenCache>, ApiError> {
+    pub async fn open(catalog: Arc<Catalog>, required: bool) -> Result<Arc<TokenCache>, Failure> {
         let cache = Arc::new(TokenCache {
             catalog,
             table: ArcSwap::from_pointee(TokenTable::default()),
@@ -266,12 +266,12 @@ impl TokenCache {
     }
 
     /// Re-reads the token table from the catalog.
-    pub async fn reload(&self) -> Result<(), ApiError> {
+    pub async fn reload(&self) -> Result<(), Failure> {
         let _reloading = self.reloading.lock().await;
         let catalog = self.catalog.clone();
         let records = tokio::task::spawn_blocking(move || catalog.tokens())
             .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("background task failed: {e}")))??;
+            .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))??;
         let mut table = TokenTable { by_hash: HashMap::new(), any: !records.is_empty() };
         for record in records.into_iter().filter(|r| r.revoked_at_ns.is_none()) {
             // Scopes were checked when stored; one that no longer parses
@@ -349,7 +349,7 @@ impl Admission {
 }
 
 /// The status a handler's answer is sent with.
-pub fn status_of(response: &Result<Response<Body>, ApiError>) -> u16 {
+pub fn status_of(response: &Result<Response<Body>, Failure>) -> u16 {
     match response {
         Ok(response) => response.status().as_u16(),
         Err(error) => error.code.status().as_u16(),
@@ -412,9 +412,9 @@ pub async fn authorize(state: &AppState, request: &mut Request<Incoming>) -> Res
         Required::Write(dataset) => (!grant.may_write(dataset)).then(|| forbidden(format!("write:{dataset}"))),
         Required::Admin => (!grant.is_admin()).then(|| forbidden("admin".to_string())),
         Required::MethodNotAllowed => {
-            Some(ApiError::new(ErrorCode::MethodNotAllowed, format!("{} is not allowed on {path}", request.method())))
+            Some(Failure::new(ErrorCode::MethodNotAllowed, format!("{} is not allowed on {path}", request.method())))
         }
-        Required::NotFound => Some(ApiError::new(ErrorCode::NotFound, format!("no route {} {path}", request.method()))),
+        Required::NotFound => Some(Failure::new(ErrorCode::NotFound, format!("no route {} {path}", request.method()))),
     };
     let mut admission = Admission { grant: grant.clone(), audit };
     if let Some(refusal) = refusal {
@@ -430,15 +430,15 @@ pub async fn authorize(state: &AppState, request: &mut Request<Incoming>) -> Res
     Ok(admission)
 }
 
-fn forbidden(scope: String) -> ApiError {
-    ApiError::new(ErrorCode::Forbidden, format!("the token lacks the scope {scope}"))
+fn forbidden(scope: String) -> Failure {
+    Failure::new(ErrorCode::Forbidden, format!("the token lacks the scope {scope}"))
         .with_detail(json!({ "scope": scope }))
 }
 
 /// 401 with the challenges a client needs: Bearer everywhere, Basic too on
 /// the v1 endpoints (the InfluxDB 1.x clients answer it).
 fn unauthorized(why: &str, v1: bool) -> Response<Body> {
-    let mut response = error_response(&ApiError::new(ErrorCode::Unauthorized, why));
+    let mut response = error_response(&Failure::new(ErrorCode::Unauthorized, why));
     let headers = response.headers_mut();
     headers.append(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"strata\""));
     if v1 {

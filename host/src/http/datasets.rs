@@ -3,31 +3,26 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use hyper::{Response, StatusCode};
 use serde_json::{Value as Json, json};
 
 use super::{Body, json_response};
-use crate::error::{ApiError, ErrorCode};
-use crate::names::DatasetName;
-use crate::store::{DatasetState, Store, partition_label};
+use crate::error::{ErrorCode, Failure};
+use crate::names::{DatasetName, partition_label};
+use crate::store::{DatasetState, Store};
+use crate::time::rfc3339;
 
-/// RFC 3339 with as many fractional digits as needed.
-pub fn rfc3339(ns: i64) -> String {
-    DateTime::<Utc>::from_timestamp_nanos(ns).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+pub(super) fn find(store: &Store, raw: &str) -> Result<Arc<DatasetState>, Failure> {
+    let name = DatasetName::parse(raw).map_err(|m| Failure::new(ErrorCode::InvalidDatasetName, m))?;
+    store.dataset(name.as_str()).ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no dataset {name}")))
 }
 
-pub(super) fn find(store: &Store, raw: &str) -> Result<Arc<DatasetState>, ApiError> {
-    let name = DatasetName::parse(raw).map_err(|m| ApiError::new(ErrorCode::InvalidDatasetName, m))?;
-    store.dataset(name.as_str()).ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {name}")))
-}
-
-async fn summary(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> Result<Json, ApiError> {
+async fn summary(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> Result<Json, Failure> {
     let catalog = store.catalog().clone();
     let id = dataset.record.id;
     let partitions = tokio::task::spawn_blocking(move || catalog.partitions(id))
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+        .map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))??;
     let schema = dataset.schema();
     let rows: i64 = partitions.iter().map(|p| p.rows).sum();
     let bytes: i64 = partitions.iter().map(|p| p.bytes).sum();
@@ -48,7 +43,7 @@ async fn summary(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> Result<Json
 }
 
 /// `GET /v1/datasets`: the datasets the request's token may read.
-pub(super) async fn list(store: &Arc<Store>, grant: &super::auth::Grant) -> Result<Response<Body>, ApiError> {
+pub(super) async fn list(store: &Arc<Store>, grant: &super::auth::Grant) -> Result<Response<Body>, Failure> {
     let mut out = Vec::new();
     for dataset in store.datasets().into_iter().filter(|d| grant.may_read(d.name.as_str())) {
         out.push(summary(store, &dataset).await?);
@@ -56,18 +51,18 @@ pub(super) async fn list(store: &Arc<Store>, grant: &super::auth::Grant) -> Resu
     Ok(json_response(StatusCode::OK, &json!({ "datasets": out })))
 }
 
-pub(super) async fn show(store: &Arc<Store>, raw: &str) -> Result<Response<Body>, ApiError> {
+pub(super) async fn show(store: &Arc<Store>, raw: &str) -> Result<Response<Body>, Failure> {
     let dataset = find(store, raw)?;
     Ok(json_response(StatusCode::OK, &summary(store, &dataset).await?))
 }
 
-pub(super) async fn partitions(store: &Arc<Store>, raw: &str) -> Result<Response<Body>, ApiError> {
+pub(super) async fn partitions(store: &Arc<Store>, raw: &str) -> Result<Response<Body>, Failure> {
     let dataset = find(store, raw)?;
     let reader = store.clone();
     let state = dataset.clone();
     let snapshot = tokio::task::spawn_blocking(move || reader.snapshot(&state))
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
+        .map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))??;
     let targets = store.targets().clone();
     let partitions: Vec<Json> = snapshot
         .partitions
@@ -115,17 +110,14 @@ pub(super) async fn seal(
     raw: &str,
     reference: &[&str],
     read_only: bool,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, Failure> {
     let store = state.store()?;
     let dataset = find(store, raw)?;
     let (label, key) = match reference {
         [label] => (*label, ""),
         [label, key] => (*label, *key),
         _ => {
-            return Err(ApiError::new(
-                ErrorCode::NotFound,
-                "a partition is named by its period label and optional key",
-            ));
+            return Err(Failure::new(ErrorCode::NotFound, "a partition is named by its period label and optional key"));
         }
     };
     let partition = if read_only {

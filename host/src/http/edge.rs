@@ -28,7 +28,7 @@ pub use tls::TlsError;
 
 use super::AppState;
 use crate::config::ServerConfig;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use body::{BodyBudget, BodyPacing};
 use site::SiteRules;
 
@@ -138,7 +138,7 @@ impl Edge {
     fn admit(self: &Arc<Self>, stream: TcpStream, state: &Arc<AppState>, shutdown: &watch::Receiver<bool>) {
         let _ = stream.set_nodelay(true);
         let Ok(slot) = self.connections.clone().try_acquire_owned() else {
-            let error = ApiError::new(
+            let error = Failure::new(
                 ErrorCode::TooManyConnections,
                 format!(
                     "the server has {} connections open (server.connections_max); retry shortly",
@@ -173,7 +173,7 @@ impl Edge {
 
 /// An answer written straight to the socket, for connections never handed
 /// to hyper: a whole `HTTP/1.1` response that closes the connection.
-fn raw_response(error: &ApiError) -> Vec<u8> {
+fn raw_response(error: &Failure) -> Vec<u8> {
     let status = error.code.status();
     let body = error.body().to_string();
     let mut head = format!(

@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 
 /// Inflates a `Content-Encoding: gzip` body: every member, in order (gzip
 /// allows members back to back, and `cat a.gz b.gz` makes such a body), and
@@ -10,11 +10,11 @@ use crate::error::{ApiError, ErrorCode};
 /// refuse the body, as does a corrupt or truncated member. At most
 /// `inflated_bytes_max + 1` bytes are inflated, so the caller can tell a body
 /// over the limit from one exactly at it without inflating a bomb.
-pub(super) fn gunzip(body: &[u8], inflated_bytes_max: usize) -> Result<Vec<u8>, ApiError> {
+pub(super) fn gunzip(body: &[u8], inflated_bytes_max: usize) -> Result<Vec<u8>, Failure> {
     let mut inflated = Vec::new();
     flate2::read::MultiGzDecoder::new(body).take(inflated_bytes_max as u64 + 1).read_to_end(&mut inflated).map_err(
         |e| {
-            ApiError::new(
+            Failure::new(
                 ErrorCode::InvalidGzip,
                 format!(
                     "invalid gzip body ({e}): it must be one or more whole gzip members and nothing after them; \

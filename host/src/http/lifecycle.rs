@@ -10,9 +10,9 @@ use serde_json::{Value as Json, json};
 
 use super::{Body, json_response, param};
 use crate::catalog::AuditFilter;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::lifecycle::Lifecycle;
-use crate::store::now_ns;
+use crate::time::now_ns;
 use hyper::Response;
 
 /// `POST /v1/policies/{name}/run`.
@@ -30,11 +30,11 @@ struct RunRequest {
     now: Option<Json>,
 }
 
-pub(super) async fn run(lifecycle: &Arc<Lifecycle>, policy: &str, body: Bytes) -> Result<Response<Body>, ApiError> {
+pub(super) async fn run(lifecycle: &Arc<Lifecycle>, policy: &str, body: Bytes) -> Result<Response<Body>, Failure> {
     let request: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RunRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("run body: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| Failure::new(ErrorCode::InvalidJson, format!("run body: {e}")))?
     };
     let now = match &request.now {
         None => now_ns(),
@@ -44,27 +44,24 @@ pub(super) async fn run(lifecycle: &Arc<Lifecycle>, policy: &str, body: Bytes) -
     Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("background task failed: {e}")))
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))
 }
 
-fn limit(params: &[(String, String)]) -> Result<usize, ApiError> {
+fn limit(params: &[(String, String)]) -> Result<usize, Failure> {
     match param(params, "limit") {
         None => Ok(100),
         Some(raw) => raw
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, format!("limit {raw:?} must be within 1..=10000"))),
+            .ok_or_else(|| Failure::new(ErrorCode::BadRequest, format!("limit {raw:?} must be within 1..=10000"))),
     }
 }
 
-pub(super) async fn runs(
-    lifecycle: &Arc<Lifecycle>,
-    params: Vec<(String, String)>,
-) -> Result<Response<Body>, ApiError> {
+pub(super) async fn runs(lifecycle: &Arc<Lifecycle>, params: Vec<(String, String)>) -> Result<Response<Body>, Failure> {
     let limit = limit(&params)?;
     let catalog = lifecycle.catalog().clone();
     let runs = blocking(move || catalog.runs(param(&params, "policy"), param(&params, "dataset"), limit)).await??;
@@ -81,18 +78,18 @@ pub(super) async fn runs(
     Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
 }
 
-pub(super) async fn run_detail(lifecycle: &Arc<Lifecycle>, raw: &str) -> Result<Response<Body>, ApiError> {
-    let id: i64 = raw.parse().map_err(|_| ApiError::new(ErrorCode::NotFound, format!("no run {raw:?}")))?;
+pub(super) async fn run_detail(lifecycle: &Arc<Lifecycle>, raw: &str) -> Result<Response<Body>, Failure> {
+    let id: i64 = raw.parse().map_err(|_| Failure::new(ErrorCode::NotFound, format!("no run {raw:?}")))?;
     let catalog = lifecycle.catalog().clone();
     let run = blocking(move || catalog.run(id)).await??;
-    let run = run.ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no run {id}")))?;
+    let run = run.ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no run {id}")))?;
     Ok(json_response(StatusCode::OK, &run))
 }
 
 pub(super) async fn audit(
     lifecycle: &Arc<Lifecycle>,
     params: Vec<(String, String)>,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, Failure> {
     let limit = limit(&params)?;
     let since = match param(&params, "since") {
         None => i64::MIN,
@@ -118,7 +115,7 @@ pub(super) async fn audit(
 
 /// `GET /v1/storage-targets`: every target with its tiers (and how files
 /// arriving in each are encoded) and what the catalog says it holds.
-pub(super) async fn storage_targets(lifecycle: &Arc<Lifecycle>) -> Result<Response<Body>, ApiError> {
+pub(super) async fn storage_targets(lifecycle: &Arc<Lifecycle>) -> Result<Response<Body>, Failure> {
     let catalog = lifecycle.catalog().clone();
     let usage = blocking(move || catalog.target_usage()).await??;
     let all = lifecycle.targets();
@@ -157,15 +154,12 @@ pub(super) async fn explain(
     lifecycle: &Arc<Lifecycle>,
     dataset: &str,
     reference: &[&str],
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, Failure> {
     let (label, key) = match reference {
         [label] => (label.to_string(), String::new()),
         [label, key] => (label.to_string(), key.to_string()),
         _ => {
-            return Err(ApiError::new(
-                ErrorCode::NotFound,
-                "a partition is named by its period label and optional key",
-            ));
+            return Err(Failure::new(ErrorCode::NotFound, "a partition is named by its period label and optional key"));
         }
     };
     let lifecycle = lifecycle.clone();
@@ -187,20 +181,19 @@ pub(super) async fn restore(
     dataset: &str,
     reference: &str,
     body: Bytes,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, Failure> {
     let request: RestoreRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RestoreRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("restore body: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| Failure::new(ErrorCode::InvalidJson, format!("restore body: {e}")))?
     };
-    let tier =
-        match request.tier.as_deref() {
-            None => None,
-            Some(raw) => Some(crate::policy::facts::Tier::parse(raw).ok_or_else(|| {
-                ApiError::new(ErrorCode::BadRequest, format!("tier {raw:?} is not hot, warm or cold"))
-            })?),
-        };
+    let tier = match request.tier.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            crate::tier::Tier::parse(raw)
+                .ok_or_else(|| Failure::new(ErrorCode::BadRequest, format!("tier {raw:?} is not hot, warm or cold")))?,
+        ),
+    };
     let (label, key) = reference.split_once('/').unwrap_or((reference, ""));
     let restored = lifecycle.restore(dataset, label, key, tier).await?;
     Ok(json_response(StatusCode::OK, &restored))
@@ -219,16 +212,11 @@ struct CompactRequest {
     dry: bool,
 }
 
-pub(super) async fn compact(
-    lifecycle: &Arc<Lifecycle>,
-    dataset: &str,
-    body: Bytes,
-) -> Result<Response<Body>, ApiError> {
+pub(super) async fn compact(lifecycle: &Arc<Lifecycle>, dataset: &str, body: Bytes) -> Result<Response<Body>, Failure> {
     let request: CompactRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CompactRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("compact body: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| Failure::new(ErrorCode::InvalidJson, format!("compact body: {e}")))?
     };
     let reference = request.partition.as_deref().map(|raw| {
         let raw = raw.strip_prefix(&format!("{dataset}/")).unwrap_or(raw);
@@ -238,7 +226,7 @@ pub(super) async fn compact(
     Ok(json_response(StatusCode::OK, &answer))
 }
 
-pub(super) async fn compaction(lifecycle: &Arc<Lifecycle>, dataset: &str) -> Result<Response<Body>, ApiError> {
+pub(super) async fn compaction(lifecycle: &Arc<Lifecycle>, dataset: &str) -> Result<Response<Body>, Failure> {
     let lifecycle = lifecycle.clone();
     let dataset = dataset.to_string();
     let status = blocking(move || lifecycle.compaction_status(&dataset)).await??;

@@ -9,7 +9,6 @@ mod lifecycle;
 mod query;
 mod tokens;
 
-pub use datasets::rfc3339;
 pub use edge::{Edge, TlsError, raise_open_file_limit};
 mod policies;
 
@@ -25,7 +24,7 @@ use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::ingest::Precision;
 use crate::policy::PolicyRuntime;
 use crate::store::{Format, Recovery, Store, WriteRequest};
@@ -64,27 +63,27 @@ impl AppState {
         }
     }
 
-    fn store(&self) -> Result<&Arc<Store>, ApiError> {
+    fn store(&self) -> Result<&Arc<Store>, Failure> {
         self.store.get().ok_or_else(|| {
-            ApiError::new(ErrorCode::NotReady, "the server is replaying its write-ahead log").with_retry_after(1)
+            Failure::new(ErrorCode::NotReady, "the server is replaying its write-ahead log").with_retry_after(1)
         })
     }
 
-    fn lifecycle(&self) -> Result<&Arc<crate::lifecycle::Lifecycle>, ApiError> {
+    fn lifecycle(&self) -> Result<&Arc<crate::lifecycle::Lifecycle>, Failure> {
         self.lifecycle.get().ok_or_else(|| {
-            ApiError::new(ErrorCode::NotReady, "the server is still loading its policies").with_retry_after(1)
+            Failure::new(ErrorCode::NotReady, "the server is still loading its policies").with_retry_after(1)
         })
     }
 
-    fn token_cache(&self) -> Result<&Arc<auth::TokenCache>, ApiError> {
+    fn token_cache(&self) -> Result<&Arc<auth::TokenCache>, Failure> {
         self.tokens
             .get()
-            .ok_or_else(|| ApiError::new(ErrorCode::NotReady, "the server is opening its catalog").with_retry_after(1))
+            .ok_or_else(|| Failure::new(ErrorCode::NotReady, "the server is opening its catalog").with_retry_after(1))
     }
 
-    fn policies(&self) -> Result<&Arc<PolicyRuntime>, ApiError> {
+    fn policies(&self) -> Result<&Arc<PolicyRuntime>, Failure> {
         self.policies.get().ok_or_else(|| {
-            ApiError::new(ErrorCode::NotReady, "the server is still loading its policies").with_retry_after(1)
+            Failure::new(ErrorCode::NotReady, "the server is still loading its policies").with_retry_after(1)
         })
     }
 }
@@ -98,7 +97,7 @@ pub enum Body {
     /// An `Err` aborts it: the client sees an incomplete response (no
     /// terminating chunk, or a reset HTTP/2 stream), never a clean end of a
     /// truncated answer.
-    Stream(tokio::sync::mpsc::Receiver<Result<Bytes, ApiError>>),
+    Stream(tokio::sync::mpsc::Receiver<Result<Bytes, Failure>>),
 }
 
 impl Body {
@@ -110,12 +109,12 @@ impl Body {
 
 impl hyper::body::Body for Body {
     type Data = Bytes;
-    type Error = ApiError;
+    type Error = Failure;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, ApiError>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Failure>>> {
         match self.get_mut() {
             Body::Full(bytes) => std::task::Poll::Ready(bytes.take().map(|b| Ok(hyper::body::Frame::data(b)))),
             Body::Stream(receiver) => {
@@ -165,7 +164,7 @@ async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<Resp
 }
 
 /// The JSON error response for `error`.
-pub fn error_response(error: &ApiError) -> Response<Body> {
+pub fn error_response(error: &Failure) -> Response<Body> {
     let mut response = json_response(error.code.status(), &error.body());
     if let Some(seconds) = error.retry_after_seconds {
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
@@ -195,21 +194,21 @@ pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'
     params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
-fn precision(params: &[(String, String)]) -> Result<Precision, ApiError> {
+fn precision(params: &[(String, String)]) -> Result<Precision, Failure> {
     match param(params, "precision") {
         None | Some("auto") => Ok(Precision::Nanoseconds),
         Some(raw) => Precision::parse(raw).ok_or_else(|| {
-            ApiError::new(ErrorCode::BadRequest, format!("precision {raw:?} is not one of ns, us, ms, s"))
+            Failure::new(ErrorCode::BadRequest, format!("precision {raw:?} is not one of ns, us, ms, s"))
         }),
     }
 }
 
-fn boolean(params: &[(String, String)], name: &str, default: bool) -> Result<bool, ApiError> {
+fn boolean(params: &[(String, String)], name: &str, default: bool) -> Result<bool, Failure> {
     match param(params, name) {
         None => Ok(default),
         Some("true") => Ok(true),
         Some("false") => Ok(false),
-        Some(raw) => Err(ApiError::new(ErrorCode::BadRequest, format!("{name}={raw:?} must be true or false"))),
+        Some(raw) => Err(Failure::new(ErrorCode::BadRequest, format!("{name}={raw:?} must be true or false"))),
     }
 }
 
@@ -218,9 +217,9 @@ fn boolean(params: &[(String, String)], name: &str, default: bool) -> Result<boo
 pub(crate) async fn read_body(
     request: Request<Incoming>,
     body_bytes_max: usize,
-) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
+) -> Result<(hyper::http::request::Parts, Bytes), Failure> {
     let too_large = || {
-        ApiError::new(
+        Failure::new(
             ErrorCode::PayloadTooLarge,
             format!("the request body exceeds {body_bytes_max} bytes (limits.body_bytes_max)"),
         )
@@ -237,7 +236,7 @@ pub(crate) async fn read_body(
     reader.reserve(announced.unwrap_or(0))?;
     let mut collected = Vec::with_capacity(announced.unwrap_or(0) as usize);
     while let Some(frame) = reader.frame(&mut body).await? {
-        let frame = frame.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("reading the body failed: {e}")))?;
+        let frame = frame.map_err(|e| Failure::new(ErrorCode::BadRequest, format!("reading the body failed: {e}")))?;
         if let Ok(data) = frame.into_data() {
             if collected.len() + data.len() > body_bytes_max {
                 return Err(too_large());
@@ -261,7 +260,7 @@ pub(crate) async fn read_body(
             if encoding.eq_ignore_ascii_case("identity") {
                 Bytes::from(collected)
             } else {
-                return Err(ApiError::new(
+                return Err(Failure::new(
                     ErrorCode::BadRequest,
                     format!("Content-Encoding {encoding:?} is not supported (use gzip or identity)"),
                 ));
@@ -274,7 +273,7 @@ pub(crate) async fn read_body(
 
 /// Authorizes the request (see `auth`), answers it, and audits it when it
 /// was an admin request.
-async fn route(state: &Arc<AppState>, mut request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(state: &Arc<AppState>, mut request: Request<Incoming>) -> Result<Response<Body>, Failure> {
     let admission = match auth::authorize(state, &mut request).await {
         Ok(admission) => admission,
         Err(refused) => return Ok(refused),
@@ -284,7 +283,7 @@ async fn route(state: &Arc<AppState>, mut request: Request<Incoming>) -> Result<
     response
 }
 
-async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, Failure> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -332,7 +331,7 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
             let read_only = match *verb {
                 "seal" => true,
                 "unseal" => false,
-                _ => return Err(ApiError::new(ErrorCode::NotFound, format!("no route POST {path}"))),
+                _ => return Err(Failure::new(ErrorCode::NotFound, format!("no route POST {path}"))),
             };
             datasets::seal(state, dataset, reference, read_only).await
         }
@@ -376,9 +375,9 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
         }
         (&Method::GET, ["health", "lifecycle"]) => {
             let lifecycle = state.lifecycle()?.clone();
-            let health = tokio::task::spawn_blocking(move || lifecycle.health(crate::store::now_ns()))
+            let health = tokio::task::spawn_blocking(move || lifecycle.health(crate::time::now_ns()))
                 .await
-                .map_err(|e| ApiError::new(ErrorCode::Internal, format!("background task failed: {e}")))??;
+                .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))??;
             let status = if health["status"] == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
             Ok(json_response(status, &health))
         }
@@ -409,9 +408,9 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
         | (_, ["api", "v3", "write_lp"])
         | (_, ["v1", "flush" | "sql"])
         | (_, ["v1", "policies" | "lifecycle" | "audit" | "storage-targets" | "tokens", ..]) => {
-            Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
+            Err(Failure::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
         }
-        _ => Err(ApiError::new(ErrorCode::NotFound, format!("no route {method} {path}"))),
+        _ => Err(Failure::new(ErrorCode::NotFound, format!("no route {method} {path}"))),
     }
 }
 
@@ -421,13 +420,13 @@ async fn write(
     dataset: Option<String>,
     format: Format,
     dataset_param: &str,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, Failure> {
     let store = state.store()?.clone();
     let params = query_params(&request);
     let dataset = match dataset {
         Some(dataset) => dataset,
         None => param(&params, dataset_param).map(str::to_string).ok_or_else(|| {
-            ApiError::new(
+            Failure::new(
                 ErrorCode::BadRequest,
                 format!("the {dataset_param} query parameter names the dataset and is required"),
             )
@@ -440,7 +439,7 @@ async fn write(
         .get("idempotency-key")
         .map(|v| v.to_str().map(str::to_string))
         .transpose()
-        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "Idempotency-Key must be visible ASCII"))?;
+        .map_err(|_| Failure::new(ErrorCode::BadRequest, "Idempotency-Key must be visible ASCII"))?;
     let influx = format == Format::LineProtocol;
     let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
     let outcome =

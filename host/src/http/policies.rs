@@ -12,30 +12,31 @@ use serde_json::{Value as Json, json};
 
 use super::{Body, json_response, read_body};
 use crate::config::Config;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::names::DatasetName;
 use crate::policy::{PolicyRuntime, SimulationTarget, dataset_facts, partition_facts};
-use crate::store::{Store, now_ns};
+use crate::store::Store;
+use crate::time::now_ns;
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("background task failed: {e}")))
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))
 }
 
-pub(super) async fn list(runtime: &Arc<PolicyRuntime>) -> Result<Response<Body>, ApiError> {
+pub(super) async fn list(runtime: &Arc<PolicyRuntime>) -> Result<Response<Body>, Failure> {
     let (policies, file_errors) = runtime.list();
     Ok(json_response(StatusCode::OK, &json!({ "policies": policies, "file_errors": file_errors })))
 }
 
-pub(super) async fn show(runtime: &Arc<PolicyRuntime>, name: &str) -> Result<Response<Body>, ApiError> {
+pub(super) async fn show(runtime: &Arc<PolicyRuntime>, name: &str) -> Result<Response<Body>, Failure> {
     let runtime = runtime.clone();
     let name = name.to_string();
     let detail = blocking(move || runtime.detail(&name)).await??;
     Ok(json_response(StatusCode::OK, &serde_json::to_value(detail).unwrap_or_default()))
 }
 
-pub(super) async fn reload(runtime: &Arc<PolicyRuntime>) -> Result<Response<Body>, ApiError> {
+pub(super) async fn reload(runtime: &Arc<PolicyRuntime>) -> Result<Response<Body>, Failure> {
     let runtime = runtime.clone();
     let report = blocking(move || runtime.reload()).await?;
     Ok(json_response(StatusCode::OK, &serde_json::to_value(report).unwrap_or_default()))
@@ -48,16 +49,12 @@ struct RollbackRequest {
     version: Option<i64>,
 }
 
-pub(super) async fn rollback(
-    runtime: &Arc<PolicyRuntime>,
-    name: &str,
-    body: Bytes,
-) -> Result<Response<Body>, ApiError> {
+pub(super) async fn rollback(runtime: &Arc<PolicyRuntime>, name: &str, body: Bytes) -> Result<Response<Body>, Failure> {
     let request: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RollbackRequest::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("rollback body: {e}")))?
+            .map_err(|e| Failure::new(ErrorCode::InvalidJson, format!("rollback body: {e}")))?
     };
     let runtime = runtime.clone();
     let policy = name.to_string();
@@ -74,9 +71,9 @@ struct SimulateRequest {
     version: Option<Json>,
 }
 
-fn parse_now(raw: Option<&Json>) -> Result<i64, ApiError> {
+fn parse_now(raw: Option<&Json>) -> Result<i64, Failure> {
     let invalid = |detail: String| {
-        ApiError::new(ErrorCode::InvalidTimestamp, format!("now must be RFC 3339 or epoch nanoseconds: {detail}"))
+        Failure::new(ErrorCode::InvalidTimestamp, format!("now must be RFC 3339 or epoch nanoseconds: {detail}"))
     };
     match raw {
         None => Ok(now_ns()),
@@ -92,19 +89,19 @@ fn parse_now(raw: Option<&Json>) -> Result<i64, ApiError> {
     }
 }
 
-fn parse_version(raw: Option<&Json>) -> Result<SimulationTarget, ApiError> {
+fn parse_version(raw: Option<&Json>) -> Result<SimulationTarget, Failure> {
     match raw {
         None | Some(Json::Null) => Ok(SimulationTarget::Active),
         Some(Json::Number(number)) => number
             .as_i64()
             .map(SimulationTarget::Seq)
-            .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, format!("version {number} is not a sequence number"))),
+            .ok_or_else(|| Failure::new(ErrorCode::BadRequest, format!("version {number} is not a sequence number"))),
         Some(Json::String(text)) if text == "active" => Ok(SimulationTarget::Active),
         Some(Json::String(text)) => match text.parse::<i64>() {
             Ok(seq) => Ok(SimulationTarget::Seq(seq)),
             Err(_) => Ok(SimulationTarget::Sha256(text.to_ascii_lowercase())),
         },
-        Some(other) => Err(ApiError::new(
+        Some(other) => Err(Failure::new(
             ErrorCode::BadRequest,
             format!("version must be a sequence number or a sha256 prefix, not {other}"),
         )),
@@ -117,7 +114,7 @@ fn parse_version(raw: Option<&Json>) -> Result<SimulationTarget, ApiError> {
 async fn read_simulate_body(
     request: Request<Incoming>,
     config: &Config,
-) -> Result<(hyper::http::request::Parts, Bytes, bool), ApiError> {
+) -> Result<(hyper::http::request::Parts, Bytes, bool), Failure> {
     let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let upload = content_type.starts_with("application/wasm");
     let body_bytes_max = config.limits.body_bytes_max;
@@ -127,7 +124,7 @@ async fn read_simulate_body(
         return Ok((parts, body, upload));
     }
     let (parts, body) = read_body(request, plugin_bytes_max).await.map_err(|error| match error.code {
-        ErrorCode::PayloadTooLarge => ApiError::new(
+        ErrorCode::PayloadTooLarge => Failure::new(
             ErrorCode::PayloadTooLarge,
             format!("the uploaded component exceeds {plugin_bytes_max} bytes (policies.plugin_bytes_max)"),
         ),
@@ -142,26 +139,26 @@ pub(super) async fn simulate(
     name: &str,
     request: Request<Incoming>,
     config: &Config,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, Failure> {
     let (parts, body, upload) = read_simulate_body(request, config).await?;
     let (now_ns, dataset, upload, version) = if upload {
         let params: Vec<(String, String)> =
             parts.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
         let param = |key: &str| params.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         let dataset = param("dataset").ok_or_else(|| {
-            ApiError::new(ErrorCode::BadRequest, "the dataset query parameter is required with an uploaded component")
+            Failure::new(ErrorCode::BadRequest, "the dataset query parameter is required with an uploaded component")
         })?;
         (parse_now(param("now").map(Json::String).as_ref())?, dataset, Some(body), SimulationTarget::Active)
     } else {
         let request: SimulateRequest = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("simulate body: {e}")))?;
+            .map_err(|e| Failure::new(ErrorCode::InvalidJson, format!("simulate body: {e}")))?;
         (parse_now(request.now.as_ref())?, request.dataset, None, parse_version(request.version.as_ref())?)
     };
     let dataset_name =
-        DatasetName::parse(&dataset).map_err(|message| ApiError::new(ErrorCode::InvalidDatasetName, message))?;
+        DatasetName::parse(&dataset).map_err(|message| Failure::new(ErrorCode::InvalidDatasetName, message))?;
     let state = store
         .dataset(dataset_name.as_str())
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {dataset_name}")))?;
+        .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no dataset {dataset_name}")))?;
     // What may compile waits for a compile slot here, on the async side,
     // so that queued requests hold no blocking thread.
     let (target, slot) = match (upload, version) {
@@ -172,7 +169,7 @@ pub(super) async fn simulate(
     let catalog = store.catalog().clone();
     let runtime = runtime.clone();
     let policy = name.to_string();
-    let (simulation, bound) = blocking(move || -> Result<_, ApiError> {
+    let (simulation, bound) = blocking(move || -> Result<_, Failure> {
         let _slot = slot;
         let records = catalog.partitions(state.record.id)?;
         let facts = dataset_facts(&state.record, &state.schema());
@@ -193,7 +190,7 @@ pub(super) async fn simulate(
     if let Json::Object(map) = &mut body {
         map.insert("dataset".into(), json!(dataset));
         map.insert("bound".into(), json!(bound));
-        map.insert("now".into(), json!(super::datasets::rfc3339(now_ns)));
+        map.insert("now".into(), json!(crate::time::rfc3339(now_ns)));
         map.insert("summary".into(), Json::Object(summary));
     }
     Ok(json_response(StatusCode::OK, &body))

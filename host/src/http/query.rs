@@ -7,13 +7,13 @@ use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use super::{AppState, Body, param, query_params, read_body};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::query::QueryEngine;
 use crate::query::output::OutputFormat;
 use crate::query::plan::QueryRequest;
 
-fn engine(state: &AppState) -> Result<&Arc<QueryEngine>, ApiError> {
-    state.query.get().ok_or_else(|| ApiError::new(ErrorCode::NotReady, "the server is starting").with_retry_after(1))
+fn engine(state: &AppState) -> Result<&Arc<QueryEngine>, Failure> {
+    state.query.get().ok_or_else(|| Failure::new(ErrorCode::NotReady, "the server is starting").with_retry_after(1))
 }
 
 fn streamed(result: crate::query::QueryResult) -> Response<Body> {
@@ -31,19 +31,19 @@ pub(super) async fn structured(
     state: &Arc<AppState>,
     request: Request<Incoming>,
     raw: &str,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<Body>, Failure> {
     let store = state.store()?.clone();
     let dataset = super::datasets::find(&store, raw)?;
     let accept = accept(&request);
     let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
     let query: QueryRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("invalid query: {e}")))?;
+        .map_err(|e| Failure::new(ErrorCode::InvalidQuery, format!("invalid query: {e}")))?;
     let format = OutputFormat::parse(query.format.as_deref(), accept.as_deref())?;
     let result = engine(state)?.structured(&store, dataset, query, format).await?;
     Ok(streamed(result))
 }
 
-pub(super) async fn sql(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+pub(super) async fn sql(state: &Arc<AppState>, request: Request<Incoming>) -> Result<Response<Body>, Failure> {
     let store = state.store()?.clone();
     let readable = super::auth::grant_of(&request).readable();
     let accept = accept(&request);
@@ -65,11 +65,11 @@ pub(super) async fn sql(state: &Arc<AppState>, request: Request<Incoming>) -> Re
             format: Option<String>,
         }
         let parsed: SqlRequest = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("invalid request: {e}")))?;
+            .map_err(|e| Failure::new(ErrorCode::InvalidQuery, format!("invalid request: {e}")))?;
         (parsed.sql, parsed.format)
     } else {
-        let text = String::from_utf8(body.to_vec())
-            .map_err(|_| ApiError::new(ErrorCode::InvalidQuery, "SQL must be UTF-8"))?;
+        let text =
+            String::from_utf8(body.to_vec()).map_err(|_| Failure::new(ErrorCode::InvalidQuery, "SQL must be UTF-8"))?;
         (text, param(&params, "format").map(str::to_string))
     };
     let format = OutputFormat::parse(format.as_deref(), accept.as_deref())?;

@@ -9,10 +9,11 @@ use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use super::auth::TokenCache;
-use super::{Body, json_response, rfc3339};
+use super::{Body, json_response};
 use crate::catalog::{Catalog, TokenRecord};
-use crate::error::{ApiError, ErrorCode};
-use crate::store::now_ns;
+use crate::error::{ErrorCode, Failure};
+use crate::time::now_ns;
+use crate::time::rfc3339;
 use crate::token;
 
 /// `POST /v1/tokens`.
@@ -27,10 +28,10 @@ struct CreateRequest {
     expires_in: Option<String>,
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("background task failed: {e}")))
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))
 }
 
 /// The JSON view of a token: never its hash.
@@ -47,17 +48,13 @@ fn view(record: &TokenRecord, now: i64) -> Json {
     })
 }
 
-pub(super) async fn create(
-    catalog: &Arc<Catalog>,
-    cache: &TokenCache,
-    body: Bytes,
-) -> Result<Response<Body>, ApiError> {
+pub(super) async fn create(catalog: &Arc<Catalog>, cache: &TokenCache, body: Bytes) -> Result<Response<Body>, Failure> {
     let request: CreateRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid token request: {e}")))?;
+        .map_err(|e| Failure::new(ErrorCode::InvalidJson, format!("invalid token request: {e}")))?;
     let now = now_ns();
     let expires_at_ns = match (&request.expires_at, &request.expires_in) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::new(ErrorCode::BadRequest, "give expires_at or expires_in, not both"));
+            return Err(Failure::new(ErrorCode::BadRequest, "give expires_at or expires_in, not both"));
         }
         (Some(at), None) => Some(crate::query::plan::time_bound(at, "expires_at")?),
         (None, Some(lifetime)) => Some(now.saturating_add(token::parse_lifetime(lifetime).map_err(bad)?)),
@@ -72,7 +69,7 @@ pub(super) async fn create(
     Ok(json_response(StatusCode::CREATED, &answer))
 }
 
-pub(super) async fn list(catalog: &Arc<Catalog>) -> Result<Response<Body>, ApiError> {
+pub(super) async fn list(catalog: &Arc<Catalog>) -> Result<Response<Body>, Failure> {
     let catalog = catalog.clone();
     let records = blocking(move || catalog.tokens()).await??;
     let now = now_ns();
@@ -80,17 +77,17 @@ pub(super) async fn list(catalog: &Arc<Catalog>) -> Result<Response<Body>, ApiEr
     Ok(json_response(StatusCode::OK, &json!({ "tokens": tokens })))
 }
 
-pub(super) async fn revoke(catalog: &Arc<Catalog>, cache: &TokenCache, name: &str) -> Result<Response<Body>, ApiError> {
+pub(super) async fn revoke(catalog: &Arc<Catalog>, cache: &TokenCache, name: &str) -> Result<Response<Body>, Failure> {
     let (catalog, owned) = (catalog.clone(), name.to_string());
     let now = now_ns();
     let record = blocking(move || catalog.revoke_token(&owned, now))
         .await??
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no token named {name:?}")))?;
+        .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no token named {name:?}")))?;
     // Before answering: the token must not work for one more request.
     cache.reload().await?;
     Ok(json_response(StatusCode::OK, &view(&record, now)))
 }
 
-fn bad(message: String) -> ApiError {
-    ApiError::new(ErrorCode::BadRequest, message)
+fn bad(message: String) -> Failure {
+    Failure::new(ErrorCode::BadRequest, message)
 }

@@ -17,8 +17,9 @@ use serde_json::Value as Json;
 
 use super::batch::{BatchBuilder, RowError, Value};
 use super::{IngestLimits, Precision};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::schema::ColumnKind;
+use crate::time::parse_rfc3339;
 
 /// Parses a JSON array of objects, or newline-delimited objects, into `builder`.
 pub fn parse(
@@ -27,13 +28,13 @@ pub fn parse(
     default_time_ns: i64,
     limits: &IngestLimits,
     builder: &mut BatchBuilder<'_>,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     match first {
         None => Ok(()),
         Some(b'[') => {
             let records: Vec<Record> = serde_json::from_slice(body)
-                .map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+                .map_err(|e| Failure::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
             if records.len() > limits.rows_per_request_max {
                 return Err(too_many(limits));
             }
@@ -55,7 +56,7 @@ pub fn parse(
                     return Err(too_many(limits));
                 }
                 let record: Record = serde_json::from_slice(line).map_err(|e| {
-                    ApiError::new(ErrorCode::InvalidJson, format!("invalid JSON on line {}: {e}", index + 1))
+                    Failure::new(ErrorCode::InvalidJson, format!("invalid JSON on line {}: {e}", index + 1))
                 })?;
                 add_record(&record, index + 1, &context, builder)?;
             }
@@ -64,8 +65,8 @@ pub fn parse(
     }
 }
 
-fn too_many(limits: &IngestLimits) -> ApiError {
-    ApiError::new(
+fn too_many(limits: &IngestLimits) -> Failure {
+    Failure::new(
         ErrorCode::LimitExceeded,
         format!("more than {} records in one request (rows_per_request_max)", limits.rows_per_request_max),
     )
@@ -170,15 +171,15 @@ fn add_record(
     number: usize,
     context: &RecordContext<'_>,
     builder: &mut BatchBuilder<'_>,
-) -> Result<(), ApiError> {
+) -> Result<(), Failure> {
     let Record::Object(object) = record else {
-        return Err(ApiError::new(ErrorCode::InvalidJson, format!("record {number} is not a JSON object")));
+        return Err(Failure::new(ErrorCode::InvalidJson, format!("record {number} is not a JSON object")));
     };
     let time_column = builder_time_column(builder);
     let time_ns = match object.get(&time_column) {
         None | Some(Json::Null) => context.default_time_ns,
         Some(value) => parse_time(value, context.precision)
-            .map_err(|message| ApiError::new(ErrorCode::InvalidTimestamp, format!("record {number}: {message}")))?,
+            .map_err(|message| Failure::new(ErrorCode::InvalidTimestamp, format!("record {number}: {message}")))?,
     };
     let mut values = Vec::with_capacity(object.len());
     for (name, value) in object {
@@ -196,13 +197,13 @@ fn builder_time_column(builder: &BatchBuilder<'_>) -> String {
     builder.time_column().to_string()
 }
 
-fn row_error(error: RowError, number: usize) -> ApiError {
+fn row_error(error: RowError, number: usize) -> Failure {
     let code = match error {
         RowError::Conflict { .. } => ErrorCode::SchemaConflict,
         RowError::TooManyColumns(_) | RowError::NameTooLong { .. } => ErrorCode::LimitExceeded,
         _ => ErrorCode::BadRequest,
     };
-    let mut api = ApiError::new(code, format!("record {number}: {error}"));
+    let mut api = Failure::new(code, format!("record {number}: {error}"));
     match &error {
         RowError::Conflict { column, .. } => api = api.with_detail(serde_json::json!({ "column": column })),
         RowError::NameTooLong { .. } => {
@@ -226,12 +227,12 @@ impl ValueError {
         ValueError { code, column: column.to_string(), message, limit: None }
     }
 
-    fn in_record(self, number: usize) -> ApiError {
+    fn in_record(self, number: usize) -> Failure {
         let mut detail = serde_json::json!({ "column": self.column, "record": number });
         if let Some(limit) = self.limit {
             detail["limit"] = limit.into();
         }
-        ApiError::new(self.code, format!("record {number}: {}", self.message)).with_detail(detail)
+        Failure::new(self.code, format!("record {number}: {}", self.message)).with_detail(detail)
     }
 }
 
@@ -398,13 +399,6 @@ pub fn parse_time(value: &Json, precision: Precision) -> Result<i64, String> {
     }
 }
 
-/// Parses an RFC 3339 timestamp into nanoseconds since the epoch.
-pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
-    let time =
-        chrono::DateTime::parse_from_rfc3339(text).map_err(|e| format!("invalid RFC 3339 timestamp {text:?}: {e}"))?;
-    time.timestamp_nanos_opt().ok_or_else(|| format!("timestamp {text:?} out of range"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,7 +406,7 @@ mod tests {
     use arrow::array::AsArray;
     use arrow::datatypes::{Float64Type, Int64Type};
 
-    fn run(schema: &DatasetSchema, body: &str) -> Result<super::super::batch::ParsedBatch, ApiError> {
+    fn run(schema: &DatasetSchema, body: &str) -> Result<super::super::batch::ParsedBatch, Failure> {
         let mut builder = BatchBuilder::new(schema, 100);
         parse(body.as_bytes(), Precision::Milliseconds, 7, &IngestLimits::default(), &mut builder)?;
         Ok(builder.finish())

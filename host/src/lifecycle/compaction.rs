@@ -31,13 +31,15 @@ use serde_json::{Value as Json, json};
 use super::{Lifecycle, blocking, ms_to_ns};
 use crate::catalog::{Catalog, CompactedChunk, CompactionCheckpoint, CompactionStatus, NewFile, PartitionRecord};
 use crate::config::CompactionConfig;
-use crate::error::{ApiError, ErrorCode};
-use crate::http::rfc3339;
+use crate::error::{ErrorCode, Failure};
 use crate::names::DatasetName;
-use crate::policy::facts::Tier;
+use crate::names::partition_label;
 use crate::schema::DatasetSchema;
 use crate::storage::{ObjectKey, StorageTarget};
-use crate::store::{DatasetState, now_ns, partition_label};
+use crate::store::DatasetState;
+use crate::tier::Tier;
+use crate::time::now_ns;
+use crate::time::rfc3339;
 
 /// A live file as the planner sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,13 +241,13 @@ impl Lifecycle {
     /// (`(label, key)`), or every partition of the dataset with an unfinished
     /// job or at least `min_files` files. With `dry`, plans and changes
     /// nothing.
-    pub async fn compact(&self, dataset: &str, partition: Option<(&str, &str)>, dry: bool) -> Result<Json, ApiError> {
+    pub async fn compact(&self, dataset: &str, partition: Option<(&str, &str)>, dry: bool) -> Result<Json, Failure> {
         let state = self
             .store
             .dataset(dataset)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
+            .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
         if !self.compaction_enabled(dataset) {
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::CompactionDisabled,
                 format!(
                     "compaction is disabled for dataset {dataset} ([datasets.{dataset}] compaction or lifecycle.compaction.enabled)"
@@ -261,7 +263,7 @@ impl Lifecycle {
         let candidates: Vec<PartitionRecord> = match partition {
             Some((label, key)) => {
                 let record = records.iter().find(|p| p.period_label == label && p.key == key).ok_or_else(|| {
-                    ApiError::new(
+                    Failure::new(
                         ErrorCode::NotFound,
                         format!("no partition {}", partition_label(&state.name, label, key)),
                     )
@@ -584,11 +586,11 @@ impl Lifecycle {
 
     /// `GET /v1/datasets/{ds}/compaction`: whether compaction is on for the
     /// dataset, the settings, and every checkpoint. Blocking.
-    pub fn compaction_status(&self, dataset: &str) -> Result<Json, ApiError> {
+    pub fn compaction_status(&self, dataset: &str) -> Result<Json, Failure> {
         let state = self
             .store
             .dataset(dataset)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
+            .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
         let checkpoints = self.store.catalog().compaction_checkpoints(state.record.id)?;
         let settings = &self.config.lifecycle.compaction;
         Ok(json!({

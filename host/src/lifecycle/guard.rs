@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use crate::policy::facts::{PartitionFacts, Tier};
+use crate::policy::facts::PartitionFacts;
+use crate::tier::Tier;
 
 /// The guard rails of one dataset.
 #[derive(Debug, Clone, PartialEq)]

@@ -28,13 +28,15 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::{Catalog, MoveCommit, MovedFile, NewArchive, NewFile, PartitionRecord, RunRecord};
 use crate::config::Config;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::parquet_file::Encoding;
 use crate::policy::definition::{DEFAULT_SCHEDULE, PolicyKind, Schedule};
-use crate::policy::facts::{ArchiveDecision, DatasetFacts, PartitionFacts, RetentionAction, Tier};
+use crate::policy::facts::{ArchiveDecision, DatasetFacts, PartitionFacts, RetentionAction};
 use crate::policy::{PolicyRuntime, dataset_facts, partition_facts};
 use crate::storage::{ObjectKey, StorageError, StorageTarget};
-use crate::store::{DatasetState, Store, now_ns};
+use crate::store::{DatasetState, Store};
+use crate::tier::Tier;
+use crate::time::now_ns;
 use guard::{Action, GuardRails, Proposal, Verdict};
 
 /// The storage targets and the target of each tier (opened by the store
@@ -198,8 +200,8 @@ struct Manifest {
     facts_sha256: [u8; 32],
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::new(ErrorCode::Internal, format!("worker: {e}")))
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Failure::new(ErrorCode::Internal, format!("worker: {e}")))
 }
 
 impl Lifecycle {
@@ -242,7 +244,7 @@ impl Lifecycle {
 
     /// The dataset's partitions and their facts, rebuilt only when the
     /// catalog says a partition row changed since the last run.
-    async fn manifest(&self, dataset: &Arc<DatasetState>) -> Result<Arc<Manifest>, ApiError> {
+    async fn manifest(&self, dataset: &Arc<DatasetState>) -> Result<Arc<Manifest>, Failure> {
         let dataset_id = dataset.record.id;
         let cached = self.manifests.lock().unwrap_or_else(|p| p.into_inner()).get(&dataset_id).cloned();
         let catalog = self.store.catalog().clone();
@@ -254,7 +256,7 @@ impl Lifecycle {
         }
         let catalog = self.store.catalog().clone();
         let name = dataset.name.clone();
-        let manifest = blocking(move || -> Result<Manifest, ApiError> {
+        let manifest = blocking(move || -> Result<Manifest, Failure> {
             let (seq, records) = catalog.partitions_at_seq(dataset_id)?;
             let facts: Vec<PartitionFacts> = records.iter().map(|r| partition_facts(&name, r)).collect();
             let facts_sha256 = facts_digest(&facts);
@@ -315,17 +317,17 @@ impl Lifecycle {
         dataset: Option<&str>,
         now_ns: i64,
         dry: bool,
-    ) -> Result<Vec<RunReport>, ApiError> {
-        let server_now = crate::store::now_ns();
+    ) -> Result<Vec<RunReport>, Failure> {
+        let server_now = crate::time::now_ns();
         if !dry && now_ns > server_now {
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::BadRequest,
                 format!(
                     "now {} is after the server's clock ({}); a run that executes is judged at the server's \
                      clock, and a future `now` is only for dry runs (\"dry\": true) and \
                      POST /v1/policies/{policy}/simulate",
-                    crate::http::rfc3339(now_ns),
-                    crate::http::rfc3339(server_now)
+                    crate::time::rfc3339(now_ns),
+                    crate::time::rfc3339(server_now)
                 ),
             ));
         }
@@ -335,11 +337,11 @@ impl Lifecycle {
             .0
             .into_iter()
             .find(|s| s.name == policy)
-            .ok_or_else(|| ApiError::new(ErrorCode::PolicyNotFound, format!("no policy {policy}")))?
+            .ok_or_else(|| Failure::new(ErrorCode::PolicyNotFound, format!("no policy {policy}")))?
             .kind
-            .ok_or_else(|| ApiError::new(ErrorCode::PolicyUnavailable, format!("policy {policy} has no version")))?;
+            .ok_or_else(|| Failure::new(ErrorCode::PolicyUnavailable, format!("policy {policy} has no version")))?;
         if kind == PolicyKind::Partitioner {
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::PolicyInvalid,
                 format!("policy {policy} is a partitioner; it runs on the write path, not in lifecycle runs"),
             ));
@@ -349,9 +351,9 @@ impl Lifecycle {
                 let state = self
                     .store
                     .dataset(name)
-                    .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {name}")))?;
+                    .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no dataset {name}")))?;
                 if !self.policies.binds(policy, name) {
-                    return Err(ApiError::new(
+                    return Err(Failure::new(
                         ErrorCode::BadRequest,
                         format!("policy {policy} is not bound to dataset {name}"),
                     ));
@@ -377,7 +379,7 @@ impl Lifecycle {
         dataset: &Arc<DatasetState>,
         now: i64,
         dry: bool,
-    ) -> Result<RunReport, ApiError> {
+    ) -> Result<RunReport, Failure> {
         let started_at_ns = now_ns();
         let started = std::time::Instant::now();
         let manifest = self.manifest(dataset).await?;
@@ -472,7 +474,7 @@ impl Lifecycle {
                             entry.outcome = "deferred";
                             entry.error = Some(format!(
                                 "failed {failures} time(s); retried after {}",
-                                crate::http::rfc3339(retry_at)
+                                crate::time::rfc3339(retry_at)
                             ));
                             report.deferred += 1;
                         }
@@ -501,7 +503,7 @@ impl Lifecycle {
 
         let catalog = self.store.catalog().clone();
         let saved = report.clone();
-        report.id = blocking(move || -> Result<i64, ApiError> {
+        report.id = blocking(move || -> Result<i64, Failure> {
             let run = RunRecord {
                 policy: saved.policy.clone(),
                 dataset: saved.dataset.clone(),
@@ -598,19 +600,19 @@ impl Lifecycle {
     /// Why a partition is where it is: its state, the policies bound to its
     /// dataset with the last decision of each, when each runs next, and the
     /// errors still pending. Blocking.
-    pub fn explain(&self, dataset: &str, label: &str, key: &str) -> Result<serde_json::Value, ApiError> {
+    pub fn explain(&self, dataset: &str, label: &str, key: &str) -> Result<serde_json::Value, Failure> {
         let state = self
             .store
             .dataset(dataset)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
-        let id = crate::store::partition_label(&state.name, label, key);
+            .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
+        let id = crate::names::partition_label(&state.name, label, key);
         let record = self
             .store
             .catalog()
             .partitions(state.record.id)?
             .into_iter()
             .find(|p| p.period_label == label && p.key == key)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no partition {id}")))?;
+            .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no partition {id}")))?;
         let decisions = self.store.catalog().audit_events(&crate::catalog::AuditFilter {
             dataset: Some(dataset),
             partition: Some(&id),
@@ -655,7 +657,7 @@ impl Lifecycle {
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&(summary.name.clone(), dataset.to_string()))
                     .copied();
-                last_run.and_then(|t| schedule.next_after(t)).map(crate::http::rfc3339)
+                last_run.and_then(|t| schedule.next_after(t)).map(crate::time::rfc3339)
             });
             policies.push(json!({
                 "name": summary.name,
@@ -678,8 +680,8 @@ impl Lifecycle {
             "tier": record.tier,
             "read_only": record.read_only,
             "open": record.period_start_ns <= now && now < record.period_end_ns,
-            "period_start": crate::http::rfc3339(record.period_start_ns),
-            "period_end": crate::http::rfc3339(record.period_end_ns),
+            "period_start": crate::time::rfc3339(record.period_start_ns),
+            "period_end": crate::time::rfc3339(record.period_end_ns),
             "rows": record.rows,
             "bytes": record.bytes,
             "files": record.file_count,
@@ -851,25 +853,25 @@ impl Lifecycle {
         label: &str,
         key: &str,
         tier: Option<Tier>,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, Failure> {
         let tier = tier.unwrap_or(Tier::Cold);
         if tier == Tier::Archived {
-            return Err(ApiError::new(ErrorCode::BadRequest, "restore to hot, warm or cold"));
+            return Err(Failure::new(ErrorCode::BadRequest, "restore to hot, warm or cold"));
         }
         let state = self
             .store
             .dataset(dataset)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
-        let id = crate::store::partition_label(&state.name, label, key);
+            .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
+        let id = crate::names::partition_label(&state.name, label, key);
         let catalog = self.store.catalog().clone();
         let dataset_id = state.record.id;
         let record = blocking(move || catalog.partitions(dataset_id))
             .await??
             .into_iter()
             .find(|p| p.period_label == label && p.key == key)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no partition {id}")))?;
+            .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no partition {id}")))?;
         if record.tier != Tier::Archived.as_str() {
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::NotArchived,
                 format!("partition {id} is {}, not archived; there is nothing to restore", record.tier),
             ));
@@ -880,7 +882,7 @@ impl Lifecycle {
         let partition_id = record.id;
         let bytes = blocking(move || move_partition(&catalog, &targets, partition_id, tier))
             .await?
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("restore of {id} failed: {e}")))?;
+            .map_err(|e| Failure::new(ErrorCode::Internal, format!("restore of {id} failed: {e}")))?;
         let detail = json!({ "tier": tier.as_str(), "bytes_moved": bytes });
         let catalog = self.store.catalog().clone();
         let (name, pid) = (dataset.to_string(), id.clone());
@@ -893,7 +895,7 @@ impl Lifecycle {
     /// a partition for the current period) once the current period ends
     /// within `lifecycle.precreate_lead_ms`. Blocking. Returns how many
     /// partitions it asked for (existing ones are left as they are).
-    pub fn precreate(&self, now: i64) -> Result<usize, ApiError> {
+    pub fn precreate(&self, now: i64) -> Result<usize, Failure> {
         let lead_ns = ms_to_ns(self.config.lifecycle.precreate_lead_ms);
         if lead_ns == 0 {
             return Ok(0);
@@ -919,7 +921,7 @@ impl Lifecycle {
     /// degrade; partitions older than `lifecycle.health_max_<tier>_age_ms`
     /// degrade, and past `health_unhealthy_multiplier` times that are
     /// unhealthy. Blocking.
-    pub fn health(&self, now: i64) -> Result<serde_json::Value, ApiError> {
+    pub fn health(&self, now: i64) -> Result<serde_json::Value, Failure> {
         let lifecycle = &self.config.lifecycle;
         let catalog = self.store.catalog();
         let mut problems = Vec::new();
@@ -936,7 +938,7 @@ impl Lifecycle {
                     problems.push(json!({
                         "status": "degraded",
                         "dataset": dataset.name.as_str(),
-                        "partition": crate::store::partition_label(&dataset.name, &next.label, key),
+                        "partition": crate::names::partition_label(&dataset.name, &next.label, key),
                         "problem": "the next period's partition does not exist yet",
                     }));
                 }
@@ -960,7 +962,7 @@ impl Lifecycle {
                 problems.push(json!({
                     "status": if unhealthy { "unhealthy" } else { "degraded" },
                     "dataset": dataset.name.as_str(),
-                    "partition": crate::store::partition_label(&dataset.name, &partition.period_label, &partition.key),
+                    "partition": crate::names::partition_label(&dataset.name, &partition.period_label, &partition.key),
                     "problem": format!(
                         "{} for {:.1} days after its period ended; expected at most {:.1}",
                         partition.tier,

@@ -3,7 +3,7 @@
 
 use super::Lifecycle;
 use crate::catalog::PartitionRecord;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 
 impl Lifecycle {
     /// Makes a sealed hot partition writable again. Holds the run lock, so
@@ -11,11 +11,11 @@ impl Lifecycle {
     /// deleting it: an unseal in that window would let rows into the
     /// buffers that the next flush writes to the hot target of a partition
     /// that has left it.
-    pub async fn unseal(&self, dataset: &str, label: &str, key: &str) -> Result<PartitionRecord, ApiError> {
+    pub async fn unseal(&self, dataset: &str, label: &str, key: &str) -> Result<PartitionRecord, Failure> {
         let state = self
             .store
             .dataset(dataset)
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
+            .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
         let _one_at_a_time = self.running.lock().await;
         self.store.set_read_only(&state, label, key, false).await
     }

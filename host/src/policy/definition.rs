@@ -391,7 +391,7 @@ impl PolicyDefinition {
             "limits": self.limits,
             "config": self.config_json,
         });
-        super::sandbox::sha256_hex(canonical.to_string().as_bytes())
+        crate::digest::sha256_hex(canonical.to_string().as_bytes())
     }
 }
 

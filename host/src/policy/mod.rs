@@ -37,7 +37,8 @@ use arc_swap::ArcSwapOption;
 use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogError, PolicyVersionAttempt, PolicyVersionRecord, PolicyVersionStatus};
-use crate::store::now_ns;
+use crate::error::ErrorCode;
+use crate::time::{now_ns, rfc3339};
 use definition::{DefinitionError, PluginSource, PolicyDefinition, PolicyKind, PolicyLimits};
 use facts::{ColumnBatch, DatasetFacts, PartitionFacts};
 use plan::{Decisions, PlanChange, PlanEntry};
@@ -170,6 +171,40 @@ pub enum PolicyError {
     /// The catalog failed.
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
+}
+
+impl crate::error::Coded for PolicyError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            PolicyError::NotFound(_) => ErrorCode::PolicyNotFound,
+            PolicyError::NotActive { .. } => ErrorCode::PolicyUnavailable,
+            PolicyError::WrongKind { .. } => ErrorCode::BadRequest,
+            PolicyError::Definition(_)
+            | PolicyError::Plugin { .. }
+            | PolicyError::Component { .. }
+            | PolicyError::ConfigRejected { .. }
+            | PolicyError::Version { .. }
+            | PolicyError::Duplicate { .. }
+            | PolicyError::SeveralPartitioners { .. } => ErrorCode::PolicyInvalid,
+            PolicyError::Evaluation { source, .. } if source.is_limit() => ErrorCode::PolicyLimitExceeded,
+            PolicyError::Evaluation { .. } | PolicyError::Contract { .. } => ErrorCode::PolicyFailed,
+            PolicyError::CandidateTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            PolicyError::CompileBusy { .. } => ErrorCode::CompileBusy,
+            PolicyError::Catalog(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn detail(&self) -> Option<serde_json::Value> {
+        match self {
+            PolicyError::ConfigRejected { problems, .. } => Some(serde_json::json!({ "problems": problems })),
+            PolicyError::SeveralPartitioners { policies, .. } => Some(serde_json::json!({ "policies": policies })),
+            _ => None,
+        }
+    }
+
+    fn retry_after_seconds(&self) -> Option<u32> {
+        matches!(self, PolicyError::CompileBusy { .. }).then_some(1)
+    }
 }
 
 /// Where policies come from and where compiled components are cached.
@@ -723,7 +758,7 @@ impl PolicyRuntime {
         };
         entry.state().definition = Some(definition.clone());
         let bytes = read_plugin(&definition, self.settings.limits.plugin_bytes_max)?;
-        let fingerprint = (sandbox::sha256_hex(&bytes), definition.digest());
+        let fingerprint = (crate::digest::sha256_hex(&bytes), definition.digest());
         let serving = entry.active.load_full().is_some_and(|active| {
             active.component.sha256() == fingerprint.0 && active.definition.digest() == fingerprint.1
         });
@@ -778,7 +813,7 @@ impl PolicyRuntime {
     fn activate(&self, entry: &PolicyEntry, definition: PolicyDefinition, bytes: &[u8]) -> Result<(), PolicyError> {
         let source = definition.plugin.to_string();
         let definition_json = serde_json::to_string(&definition).expect("definitions serialize");
-        let component_sha256 = sandbox::sha256_hex(bytes);
+        let component_sha256 = crate::digest::sha256_hex(bytes);
         let digest = definition.digest();
         let prepared = self.prepare(entry, &definition, bytes);
         let error = prepared.as_ref().err().map(ToString::to_string);
@@ -897,7 +932,7 @@ impl PolicyRuntime {
             .map_err(|e| version_error(format!("version {} has an unreadable definition: {e}", record.seq)))?;
         let bytes = match &definition.plugin {
             PluginSource::Builtin(name) => builtins::component(name)
-                .filter(|bytes| sandbox::sha256_hex(bytes) == record.component_sha256)
+                .filter(|bytes| crate::digest::sha256_hex(bytes) == record.component_sha256)
                 .map(<[u8]>::to_vec),
             PluginSource::File(_) => None,
         }
@@ -1495,11 +1530,6 @@ fn read_plugin(definition: &PolicyDefinition, plugin_bytes_max: u64) -> Result<V
     }
 }
 
-/// RFC 3339 with as many fractional digits as needed.
-fn rfc3339(ns: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
-
 /// The facts of a dataset, from its catalog record and schema.
 pub fn dataset_facts(record: &crate::catalog::DatasetRecord, schema: &crate::schema::DatasetSchema) -> DatasetFacts {
     let mut columns = vec![(schema.time_column.clone(), crate::schema::ColumnKind::Time)];
@@ -1518,13 +1548,13 @@ pub fn partition_facts(
     record: &crate::catalog::PartitionRecord,
 ) -> PartitionFacts {
     PartitionFacts {
-        id: crate::store::partition_label(dataset, &record.period_label, &record.key),
+        id: crate::names::partition_label(dataset, &record.period_label, &record.key),
         dataset: dataset.as_str().to_string(),
         period_label: record.period_label.clone(),
         period_start_ns: record.period_start_ns,
         period_end_ns: record.period_end_ns,
         key: record.key.clone(),
-        tier: facts::Tier::parse(&record.tier).unwrap_or(facts::Tier::Hot),
+        tier: crate::tier::Tier::parse(&record.tier).unwrap_or(crate::tier::Tier::Hot),
         read_only: record.read_only,
         rows: record.rows.max(0) as u64,
         bytes: record.bytes.max(0) as u64,

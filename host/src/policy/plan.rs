@@ -7,8 +7,10 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use serde::Serialize;
 
+use crate::tier::Tier;
+
 use super::facts::{
-    ArchiveDecision, PartitionFacts, RetentionAction, RetentionDecision, Tier, TierDecision, is_valid_partition_key,
+    ArchiveDecision, PartitionFacts, RetentionAction, RetentionDecision, TierDecision, is_valid_partition_key,
 };
 
 /// The decisions of one retention, tiering or archival evaluation.

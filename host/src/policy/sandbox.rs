@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream, WasiCli};
@@ -35,11 +34,13 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::definition::{PolicyKind, PolicyLimits};
 use super::facts::{
-    ArchiveDecision, ColumnBatch, ColumnValues, DatasetFacts, PartitionFacts, RetentionAction, RetentionDecision, Tier,
+    ArchiveDecision, ColumnBatch, ColumnValues, DatasetFacts, PartitionFacts, RetentionAction, RetentionDecision,
     TierDecision,
 };
 use super::files::truncate_at_char_boundary;
+use crate::digest::sha256_hex;
 use crate::schema::ColumnKind;
+use crate::tier::Tier;
 
 #[allow(missing_docs, dead_code, clippy::all)] // Generated code.
 mod bindings {
@@ -482,11 +483,6 @@ fn write_cache_entry(dir: &Path, sha256: &str, serialized: &[u8]) -> std::io::Re
     // The checksum goes last: an entry without one is ignored.
     write_atomically(format!("{sha256}.cwasm"), serialized)?;
     write_atomically(format!("{sha256}.cwasm.sha256"), sha256_hex(serialized).as_bytes())
-}
-
-/// sha256 of `bytes` as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// The component-model preamble: `\0asm`, version 0x0d, layer 1.

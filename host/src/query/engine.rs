@@ -20,7 +20,7 @@ use super::plan::{KeyFilter, Param, PlannedQuery, QueryRequest, plan, prunable_b
 use super::watchdog::{self, FinishOnDrop, Watch};
 use super::{DatasetFilter, sql_guard};
 use crate::config::QueryConfig;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::parquet_file::conform;
 use crate::schema::{ColumnKind, DatasetSchema};
 use crate::storage::Targets;
@@ -61,7 +61,7 @@ pub struct QueryResult {
     /// Encoded chunks; the last one closes the document. An `Err` means
     /// the query failed after its answer started and the format has no
     /// way to say so in band: the response must be aborted, not ended.
-    pub chunks: mpsc::Receiver<Result<Bytes, ApiError>>,
+    pub chunks: mpsc::Receiver<Result<Bytes, Failure>>,
 }
 
 /// The query engine.
@@ -89,18 +89,18 @@ const SPARE_DATABASES: usize = 1;
 /// Parquet footers to the files read meanwhile.
 const SHARED_DATABASE_AGE_MAX: Duration = Duration::from_secs(600);
 
-fn query_error(error: duckdb::Error) -> ApiError {
+fn query_error(error: duckdb::Error) -> Failure {
     let message = error.to_string();
     if message.contains("INTERRUPT") || message.contains("Interrupted") {
-        ApiError::new(ErrorCode::QueryTimeout, "the query ran past query.timeout_ms and was stopped")
+        Failure::new(ErrorCode::QueryTimeout, "the query ran past query.timeout_ms and was stopped")
     } else if message.contains("Permission Error") || message.contains("disabled") || message.contains("not allowed") {
-        ApiError::new(ErrorCode::QueryRefused, format!("refused: {message}"))
+        Failure::new(ErrorCode::QueryRefused, format!("refused: {message}"))
     } else if message.contains("max_temp_directory_size") {
-        ApiError::new(ErrorCode::QueryTooLarge, "the query needs more than query.spill_bytes_max of spill space")
+        Failure::new(ErrorCode::QueryTooLarge, "the query needs more than query.spill_bytes_max of spill space")
     } else if message.contains("Out of Memory") {
-        ApiError::new(ErrorCode::QueryTooLarge, format!("the query needs more than query.memory_bytes_max: {message}"))
+        Failure::new(ErrorCode::QueryTooLarge, format!("the query needs more than query.memory_bytes_max: {message}"))
     } else {
-        ApiError::new(ErrorCode::InvalidQuery, message)
+        Failure::new(ErrorCode::InvalidQuery, message)
     }
 }
 
@@ -183,7 +183,7 @@ impl QueryEngine {
     /// It spills to `spill_dir`, at most `spill_bytes_max`; DuckDB writes
     /// its spill files itself, so the directory needs no grant in
     /// `allowed_directories` (and gets none: SQL cannot read or write it).
-    fn open_database(config: &QueryConfig, spill_dir: &Path) -> Result<Connection, ApiError> {
+    fn open_database(config: &QueryConfig, spill_dir: &Path) -> Result<Connection, Failure> {
         let connection = Connection::open_in_memory().map_err(query_error)?;
         let _ = std::fs::create_dir_all(spill_dir);
         let settings = format!(
@@ -220,7 +220,7 @@ impl QueryEngine {
     /// temporary views and tables, and its own interrupt. Sharing keeps
     /// the Parquet footers cached between queries (a key never names other
     /// bytes: writes are create-only) and saves opening a database.
-    fn shared_connection(&self) -> Result<Connection, ApiError> {
+    fn shared_connection(&self) -> Result<Connection, Failure> {
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         if shared.as_ref().is_none_or(|(_, opened)| opened.elapsed() > SHARED_DATABASE_AGE_MAX) {
             let connection = QueryEngine::open_database(&self.config, &self.structured_spill_dir)?;
@@ -249,7 +249,7 @@ impl QueryEngine {
     /// keeps every statement but one query away from it. Its tables and views
     /// (the buffered rows, the dataset views) are private to the query. A
     /// spare is used when one is ready.
-    fn connect(&self, files: &[&str]) -> Result<Connection, ApiError> {
+    fn connect(&self, files: &[&str]) -> Result<Connection, Failure> {
         let spare = self.spares.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let connection = match spare {
             Some(connection) => connection,
@@ -267,10 +267,10 @@ impl QueryEngine {
     /// The local path DuckDB reads a committed file from. This is the
     /// file-resolution seam: every target today is a local directory that
     /// hands out paths; a remote target will resolve to its local cache here.
-    fn resolve(&self, file: &crate::catalog::FileRecord) -> Result<String, ApiError> {
+    fn resolve(&self, file: &crate::catalog::FileRecord) -> Result<String, Failure> {
         self.targets.local_path(&file.storage_target, &file.object_key).map(|p| p.display().to_string()).ok_or_else(
             || {
-                ApiError::new(
+                Failure::new(
                     ErrorCode::Internal,
                     format!(
                         "file {} is on storage target {}, which has no local path",
@@ -288,7 +288,7 @@ impl QueryEngine {
         range: Option<(i64, i64)>,
         key_filters: &[KeyFilter],
         stats: &mut QueryStats,
-    ) -> Result<Source, ApiError> {
+    ) -> Result<Source, Failure> {
         let schema = dataset.schema();
         let mut files = Vec::new();
         let mut file_names = Vec::new();
@@ -309,7 +309,7 @@ impl QueryEngine {
                 continue;
             }
             if !self.config.read_archived && partition.tier == "archived" {
-                stats.archived_skipped.push(crate::store::partition_label(
+                stats.archived_skipped.push(crate::names::partition_label(
                     &dataset.name,
                     &partition.period_label,
                     &partition.key,
@@ -330,7 +330,7 @@ impl QueryEngine {
                 stats.files_scanned += 1;
                 stats.bytes_scanned += file.bytes as u64;
                 files.push(self.resolve(file)?);
-                let label = crate::store::partition_label(&dataset.name, &partition.period_label, &partition.key);
+                let label = crate::names::partition_label(&dataset.name, &partition.period_label, &partition.key);
                 file_names.push((label, file.object_key.clone()));
             }
         }
@@ -342,7 +342,7 @@ impl QueryEngine {
 
     /// The SQL of a relation over a source's files and buffered rows (which
     /// go into a temporary table of `connection` first).
-    fn relation(connection: &Connection, source: &Source) -> Result<String, ApiError> {
+    fn relation(connection: &Connection, source: &Source) -> Result<String, Failure> {
         let schema = &source.schema;
         let list: Vec<String> = source.files.iter().map(|f| sql_string(f)).collect();
         // Union by name: binding every file's footer up front is what lets
@@ -367,7 +367,7 @@ impl QueryEngine {
         if !source.buffered.is_empty() {
             let mut appender = connection.appender(&buffer_table).map_err(query_error)?;
             for batch in &source.buffered {
-                let full = conform(batch, schema).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+                let full = conform(batch, schema).map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))?;
                 appender.append_record_batch(plain_strings(&full)?).map_err(query_error)?;
             }
             appender.flush().map_err(query_error)?;
@@ -383,7 +383,7 @@ impl QueryEngine {
     }
 
     /// Whether the relation `files` has every column of `schema`.
-    fn has_every_column(connection: &Connection, files: &str, schema: &DatasetSchema) -> Result<bool, ApiError> {
+    fn has_every_column(connection: &Connection, files: &str, schema: &DatasetSchema) -> Result<bool, Failure> {
         let mut statement = connection.prepare(&format!("DESCRIBE {files}")).map_err(query_error)?;
         let names: std::collections::HashSet<String> = statement
             .query_map([], |row| row.get::<_, String>(0))
@@ -400,7 +400,7 @@ impl QueryEngine {
         dataset: Arc<DatasetState>,
         request: QueryRequest,
         format: OutputFormat,
-    ) -> Result<QueryResult, ApiError> {
+    ) -> Result<QueryResult, Failure> {
         let schema = dataset.schema();
         let planned = plan(&request, &schema)?;
         self.run(store, vec![(dataset, "src".to_string())], Some((planned.start_ns, planned.end_ns)), planned, format)
@@ -418,9 +418,9 @@ impl QueryEngine {
         sql: &str,
         format: OutputFormat,
         readable: DatasetFilter,
-    ) -> Result<QueryResult, ApiError> {
+    ) -> Result<QueryResult, Failure> {
         if sql.len() > self.config.sql_bytes_max {
-            return Err(ApiError::new(
+            return Err(Failure::new(
                 ErrorCode::LimitExceeded,
                 format!("SQL longer than {} bytes (query.sql_bytes_max)", self.config.sql_bytes_max),
             ));
@@ -428,7 +428,7 @@ impl QueryEngine {
         let text = sql.to_string();
         let checked = tokio::task::spawn_blocking(move || sql_guard::check(&text))
             .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("checking the SQL failed: {e}")))??;
+            .map_err(|e| Failure::new(ErrorCode::Internal, format!("checking the SQL failed: {e}")))??;
         let mut datasets: Vec<(Arc<DatasetState>, String)> = Vec::new();
         for dataset in store.datasets() {
             let name = dataset.name.to_string();
@@ -436,7 +436,7 @@ impl QueryEngine {
                 continue;
             }
             if !readable(&name) {
-                return Err(ApiError::new(
+                return Err(Failure::new(
                     ErrorCode::Forbidden,
                     format!("reading dataset {name} needs scope read:{name}"),
                 )
@@ -463,18 +463,18 @@ impl QueryEngine {
         range: Option<(i64, i64)>,
         planned: PlannedQuery,
         format: OutputFormat,
-    ) -> Result<QueryResult, ApiError> {
+    ) -> Result<QueryResult, Failure> {
         let started = Instant::now();
         let permit =
             tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), self.permits.clone().acquire_owned())
                 .await
                 .map_err(|_| {
-                    ApiError::new(ErrorCode::QueryBusy, "too many queries are running (query.concurrent_max)")
+                    Failure::new(ErrorCode::QueryBusy, "too many queries are running (query.concurrent_max)")
                         .with_retry_after(1)
                 })?
-                .map_err(|_| ApiError::new(ErrorCode::NotReady, "shutting down"))?;
-        let (first_sender, first_receiver) = tokio::sync::oneshot::channel::<Result<(), ApiError>>();
-        let (sender, chunks) = mpsc::channel::<Result<Bytes, ApiError>>(16);
+                .map_err(|_| Failure::new(ErrorCode::NotReady, "shutting down"))?;
+        let (first_sender, first_receiver) = tokio::sync::oneshot::channel::<Result<(), Failure>>();
+        let (sender, chunks) = mpsc::channel::<Result<Bytes, Failure>>(16);
         let engine = self.clone();
         let store = store.clone();
         let timeout = Duration::from_millis(self.config.timeout_ms);
@@ -488,14 +488,13 @@ impl QueryEngine {
             let _finished = FinishOnDrop(watch.clone());
             let abort_on_panic = AbortOnPanic(sender.clone());
             let mut first = Some(first_sender);
-            let fail_early = |first: &mut Option<tokio::sync::oneshot::Sender<Result<(), ApiError>>>,
-                              error: ApiError| {
+            let fail_early = |first: &mut Option<tokio::sync::oneshot::Sender<Result<(), Failure>>>, error: Failure| {
                 if let Some(first) = first.take() {
                     let _ = first.send(Err(watch.explain(error)));
                 }
             };
             let mut stats = QueryStats::default();
-            let prepared = (|| -> Result<(Connection, Vec<Source>, Vec<String>), ApiError> {
+            let prepared = (|| -> Result<(Connection, Vec<Source>, Vec<String>), Failure> {
                 let mut sources = Vec::new();
                 for (dataset, _) in &datasets {
                     let snapshot = store.snapshot(dataset)?;
@@ -591,7 +590,7 @@ impl QueryEngine {
             }
             stats.rows_returned = encoder.rows();
             stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let mut chunks: Vec<Result<Bytes, ApiError>> = pending.into_iter().map(Ok).collect();
+            let mut chunks: Vec<Result<Bytes, Failure>> = pending.into_iter().map(Ok).collect();
             match failure {
                 // CSV, NDJSON and Arrow cannot carry an error: a cleanly
                 // ended body would pass a truncated answer off as whole, so
@@ -623,9 +622,8 @@ impl QueryEngine {
                 engine.refill_spares();
             }
         });
-        let first = first_receiver
-            .await
-            .unwrap_or_else(|_| Err(ApiError::new(ErrorCode::Internal, "query worker ended early")));
+        let first =
+            first_receiver.await.unwrap_or_else(|_| Err(Failure::new(ErrorCode::Internal, "query worker ended early")));
         first?;
         // The watchdog keeps running until the worker finishes.
         Ok(QueryResult { content_type: format.content_type(), chunks })
@@ -634,12 +632,12 @@ impl QueryEngine {
 
 /// Aborts the answer if the worker panics: without it, the dropped sender
 /// would end a truncated body as if it were whole.
-struct AbortOnPanic(mpsc::Sender<Result<Bytes, ApiError>>);
+struct AbortOnPanic(mpsc::Sender<Result<Bytes, Failure>>);
 
 impl Drop for AbortOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let _ = self.0.blocking_send(Err(ApiError::new(ErrorCode::Internal, "the query worker failed")));
+            let _ = self.0.blocking_send(Err(Failure::new(ErrorCode::Internal, "the query worker failed")));
         }
     }
 }
@@ -648,13 +646,13 @@ impl Drop for AbortOnPanic {
 /// storage fault, not the query's, and the answer says which partition
 /// (and never the SQL Strata generated over the file paths). Checked only
 /// once something failed, so a query that succeeds costs no extra stat.
-fn missing_file(sources: &[Source], error: ApiError) -> ApiError {
+fn missing_file(sources: &[Source], error: Failure) -> Failure {
     let missing = sources
         .iter()
         .flat_map(|s| s.files.iter().zip(&s.file_names))
         .find(|(path, _)| std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound));
     match missing {
-        Some((_, (partition, key))) => ApiError::new(
+        Some((_, (partition, key))) => Failure::new(
             ErrorCode::Internal,
             format!("storage: file {key} of partition {partition} is missing; the query cannot read it"),
         ),
@@ -665,14 +663,14 @@ fn missing_file(sources: &[Source], error: ApiError) -> ApiError {
 /// The error of a dataset view that could not be created: Strata's SQL
 /// over Strata's files, so never the caller's fault, and the SQL (with the
 /// file paths) stays out of the answer.
-fn view_error(view: &str, error: duckdb::Error) -> ApiError {
+fn view_error(view: &str, error: duckdb::Error) -> Failure {
     let message = error.to_string();
     let mapped = query_error(error);
     if matches!(mapped.code, ErrorCode::QueryTimeout | ErrorCode::QueryTooLarge) {
         return mapped;
     }
     let first = message.lines().next().unwrap_or_default();
-    ApiError::new(ErrorCode::Internal, format!("reading dataset {view} failed: {first}"))
+    Failure::new(ErrorCode::Internal, format!("reading dataset {view} failed: {first}"))
 }
 
 /// `sql` with `relation` as a common table expression named `name` in front
@@ -686,19 +684,19 @@ fn with_relation(sql: &str, name: &str, relation: &str) -> String {
 }
 
 /// DuckDB's appender takes plain strings; buffers hold dictionary strings.
-fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch, ApiError> {
+fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch, Failure> {
     let schema = batch.schema();
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (field, column) in schema.fields().iter().zip(batch.columns()) {
         if let DataType::Dictionary(_, _) = field.data_type() {
             fields.push(Field::new(field.name(), DataType::Utf8, true));
-            columns.push(cast(column, &DataType::Utf8).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?);
+            columns.push(cast(column, &DataType::Utf8).map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))?);
         } else {
             fields.push(field.as_ref().clone());
             columns.push(column.clone());
         }
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+        .map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))
 }

@@ -11,7 +11,7 @@ use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use serde_json::{Value as Json, json};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 
 /// The output format of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,14 +28,14 @@ pub enum OutputFormat {
 
 impl OutputFormat {
     /// From a `format` value or an `Accept` header.
-    pub fn parse(format: Option<&str>, accept: Option<&str>) -> Result<OutputFormat, ApiError> {
+    pub fn parse(format: Option<&str>, accept: Option<&str>) -> Result<OutputFormat, Failure> {
         if let Some(format) = format {
             return match format {
                 "json" => Ok(OutputFormat::Json),
                 "ndjson" | "jsonl" => Ok(OutputFormat::Ndjson),
                 "csv" => Ok(OutputFormat::Csv),
                 "arrow" => Ok(OutputFormat::Arrow),
-                other => Err(ApiError::new(
+                other => Err(Failure::new(
                     ErrorCode::BadRequest,
                     format!("format {other:?} is not json, ndjson, csv or arrow"),
                 )),
@@ -146,7 +146,7 @@ fn with_timestamps(batch: &RecordBatch, time_columns: &[String], as_text: bool) 
         let mut text = StringBuilder::with_capacity(ints.len(), ints.len() * 30);
         for value in ints.iter() {
             match value {
-                Some(ns) => text.append_value(crate::http::rfc3339(ns)),
+                Some(ns) => text.append_value(crate::time::rfc3339(ns)),
                 None => text.append_null(),
             }
         }
@@ -228,7 +228,7 @@ impl Encoder {
 
     /// Encodes one batch. A value the format cannot hold refuses the query
     /// (400 `invalid_query`, naming the column and its type).
-    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, ApiError> {
+    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, Failure> {
         let encoded = match self.format {
             OutputFormat::Arrow => {
                 let writer = self.arrow.as_mut().expect("begin was called");
@@ -246,7 +246,7 @@ impl Encoder {
 
     /// The bytes that close the response; JSON carries `stats` (and `error`
     /// if the query failed after rows were sent).
-    pub fn finish(&mut self, stats: &Json, error: Option<&ApiError>) -> Vec<u8> {
+    pub fn finish(&mut self, stats: &Json, error: Option<&Failure>) -> Vec<u8> {
         match self.format {
             OutputFormat::Json => {
                 let mut tail = format!("],\"stats\":{stats}");
@@ -442,12 +442,12 @@ fn failing_column(format: OutputFormat, batch: &RecordBatch, time_columns: &[Str
 
 /// The error of a result `format` cannot hold: the user's SQL asked for it,
 /// so a 400 that names the column, never a 500.
-fn unencodable(format: OutputFormat, column: Option<(Field, ArrowError)>, error: &ArrowError) -> ApiError {
+fn unencodable(format: OutputFormat, column: Option<(Field, ArrowError)>, error: &ArrowError) -> Failure {
     let (what, error) = match &column {
         Some((field, error)) => (format!("column {:?} of type {}", field.name(), field.data_type()), error),
         None => ("the result".to_string(), error),
     };
-    ApiError::new(
+    Failure::new(
         ErrorCode::InvalidQuery,
         format!(
             "{what} cannot be written as {} ({error}); cast it in the query (for example to VARCHAR) or use another format",

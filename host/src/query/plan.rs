@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::policy::facts::is_valid_partition_key;
 use crate::schema::{ColumnKind, DatasetSchema};
 
@@ -224,8 +224,8 @@ pub fn prunable_by_key(key_field: Option<&str>, key: &str, filters: &[KeyFilter]
 /// Rows a query may return at most, whatever `limit` says.
 pub const QUERY_ROWS_DEFAULT_MAX: u64 = u64::MAX;
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::BadRequest, message)
+fn bad(message: impl Into<String>) -> Failure {
+    Failure::new(ErrorCode::BadRequest, message)
 }
 
 /// A BIGINT literal. The parentheses matter: `-9223372036854775808::BIGINT`
@@ -250,19 +250,19 @@ pub fn quote(identifier: &str) -> String {
 }
 
 /// Parses a time bound: an RFC 3339 string or an integer of epoch ns.
-pub fn time_bound(value: &Json, what: &str) -> Result<i64, ApiError> {
+pub fn time_bound(value: &Json, what: &str) -> Result<i64, Failure> {
     match value {
-        Json::String(text) => crate::ingest::json::parse_rfc3339(text)
-            .map_err(|m| ApiError::new(ErrorCode::InvalidTimestamp, format!("{what}: {m}"))),
+        Json::String(text) => crate::time::parse_rfc3339(text)
+            .map_err(|m| Failure::new(ErrorCode::InvalidTimestamp, format!("{what}: {m}"))),
         Json::Number(n) => n.as_i64().ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidTimestamp, format!("{what} must be integer epoch nanoseconds"))
+            Failure::new(ErrorCode::InvalidTimestamp, format!("{what} must be integer epoch nanoseconds"))
         }),
-        _ => Err(ApiError::new(ErrorCode::InvalidTimestamp, format!("{what} must be RFC 3339 or epoch ns"))),
+        _ => Err(Failure::new(ErrorCode::InvalidTimestamp, format!("{what} must be RFC 3339 or epoch ns"))),
     }
 }
 
 /// Parses `10s`, `1m`, `1h`, `1d`, `1w`, `500ms`, `100us`, `10ns` into ns.
-pub fn interval_ns(raw: &str) -> Result<i64, ApiError> {
+pub fn interval_ns(raw: &str) -> Result<i64, Failure> {
     let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
     let (digits, unit) = raw.split_at(split);
     let count: i64 =
@@ -284,13 +284,13 @@ pub fn interval_ns(raw: &str) -> Result<i64, ApiError> {
     }
 }
 
-fn column_kind(schema: &DatasetSchema, name: &str) -> Result<ColumnKind, ApiError> {
+fn column_kind(schema: &DatasetSchema, name: &str) -> Result<ColumnKind, Failure> {
     schema
         .kind_of(name)
-        .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, format!("no column {name:?} in the dataset")))
+        .ok_or_else(|| Failure::new(ErrorCode::BadRequest, format!("no column {name:?} in the dataset")))
 }
 
-fn param_for(kind: ColumnKind, column: &str, value: &Json) -> Result<Param, ApiError> {
+fn param_for(kind: ColumnKind, column: &str, value: &Json) -> Result<Param, Failure> {
     let mismatch = || bad(format!("filter value {value} does not fit column {column:?} ({})", kind.as_str()));
     Ok(match kind {
         ColumnKind::Tag | ColumnKind::Text => Param::Text(value.as_str().ok_or_else(mismatch)?.to_string()),
@@ -312,14 +312,14 @@ fn filter_sql(
     schema: &DatasetSchema,
     params: &mut Vec<Param>,
     depth: usize,
-) -> Result<String, ApiError> {
+) -> Result<String, Failure> {
     if depth > FILTER_DEPTH_MAX {
         return Err(bad(format!("filters nest deeper than {FILTER_DEPTH_MAX}")));
     }
     if params.len() > FILTER_TERMS_MAX {
         return Err(bad(format!("more than {FILTER_TERMS_MAX} filter values")));
     }
-    let join = |parts: &[Filter], word: &str, params: &mut Vec<Param>| -> Result<String, ApiError> {
+    let join = |parts: &[Filter], word: &str, params: &mut Vec<Param>| -> Result<String, Failure> {
         if parts.is_empty() {
             return Err(bad(format!("an empty {word} filter")));
         }
@@ -357,11 +357,7 @@ fn filter_sql(
     }
 }
 
-fn aggregation_sql(
-    aggregation: &Aggregation,
-    schema: &DatasetSchema,
-    time: &str,
-) -> Result<(String, String), ApiError> {
+fn aggregation_sql(aggregation: &Aggregation, schema: &DatasetSchema, time: &str) -> Result<(String, String), Failure> {
     let kind = column_kind(schema, &aggregation.column)?;
     let column = quote(&aggregation.column);
     let numeric = matches!(kind, ColumnKind::Float | ColumnKind::Integer | ColumnKind::Unsigned);
@@ -411,7 +407,7 @@ fn aggregation_sql(
 }
 
 /// Plans `request` over the relation `src` with `schema`.
-pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQuery, ApiError> {
+pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQuery, Failure> {
     let start_ns = time_bound(&request.time_range.start, "time_range.start")?;
     let end_ns = time_bound(&request.time_range.end, "time_range.end")?;
     if end_ns < start_ns {
@@ -436,7 +432,7 @@ pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQue
             return Err(bad("group_by the time column: use downsample"));
         }
     }
-    let render = |time_predicate: Option<&str>| -> Result<String, ApiError> {
+    let render = |time_predicate: Option<&str>| -> Result<String, Failure> {
         let predicate = match (time_predicate, &filter) {
             (Some(t), Some(f)) => format!("{t} AND {f}"),
             (Some(t), None) => t.to_string(),
@@ -477,7 +473,7 @@ fn paging(request: &QueryRequest) -> (&'static str, String) {
 }
 
 /// Rows as stored, time as epoch ns.
-fn raw_sql(request: &QueryRequest, schema: &DatasetSchema, predicate: &str) -> Result<String, ApiError> {
+fn raw_sql(request: &QueryRequest, schema: &DatasetSchema, predicate: &str) -> Result<String, Failure> {
     if !request.group_by.is_empty() {
         return Err(bad("group_by needs downsample (aggregations per group)"));
     }
@@ -519,7 +515,7 @@ fn downsample_sql(
     predicate: &str,
     start_ns: i64,
     end_ns: i64,
-) -> Result<String, ApiError> {
+) -> Result<String, Failure> {
     let time = quote(&schema.time_column);
     let (direction, paging) = paging(request);
     if downsample.aggregations.is_empty() {
@@ -540,7 +536,7 @@ fn downsample_sql(
         Some(raw) => {
             let interval = interval_ns(raw)?;
             let first = bucket_of(start_ns, interval).ok_or_else(|| {
-                ApiError::new(
+                Failure::new(
                     ErrorCode::InvalidQuery,
                     format!("time_range.start {start_ns} lies in a {raw} bucket that starts before the earliest time"),
                 )

@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 
 use super::parser::{Parsed, parse};
 use super::sql_text::{called_names, normalize, referenced_names, tokenize, without_terminators};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 
 /// User SQL that passed the checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,24 +75,24 @@ const QUERY_STARTS: &[&str] =
 /// The one refusal message for anything but a single query.
 const ONE_QUERY: &str = "only exactly one read-only SELECT statement can run";
 
-fn refused(message: String) -> ApiError {
-    ApiError::new(ErrorCode::QueryRefused, message)
+fn refused(message: String) -> Failure {
+    Failure::new(ErrorCode::QueryRefused, message)
 }
 
-fn parse_or_internal(sql: &str) -> Result<Parsed, ApiError> {
-    parse(sql).map_err(|e| ApiError::new(ErrorCode::Internal, e))
+fn parse_or_internal(sql: &str) -> Result<Parsed, Failure> {
+    parse(sql).map_err(|e| Failure::new(ErrorCode::Internal, e))
 }
 
 /// Checks `sql` and wraps it as a subquery.
-pub(crate) fn check(sql: &str) -> Result<CheckedSql, ApiError> {
+pub(crate) fn check(sql: &str) -> Result<CheckedSql, Failure> {
     let normalized = normalize(sql);
     let tokens = tokenize(&normalized);
     let text = without_terminators(&normalized, &tokens).trim();
     if text.is_empty() {
-        return Err(ApiError::new(ErrorCode::BadRequest, "empty SQL"));
+        return Err(Failure::new(ErrorCode::BadRequest, "empty SQL"));
     }
     match parse_or_internal(text)? {
-        Parsed::SyntaxError(message) => return Err(ApiError::new(ErrorCode::InvalidQuery, message)),
+        Parsed::SyntaxError(message) => return Err(Failure::new(ErrorCode::InvalidQuery, message)),
         Parsed::Statements(1) => {}
         Parsed::Statements(n) => return Err(refused(format!("{ONE_QUERY}; this text holds {n} statements"))),
     }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 
 /// How often the watchdog looks.
 const WATCH_INTERVAL: Duration = Duration::from_millis(10);
@@ -58,9 +58,9 @@ impl Watch {
 
     /// The error to answer when the watchdog stopped the query for memory
     /// (whatever DuckDB reported when interrupted); `None` otherwise.
-    pub(crate) fn memory_error(&self) -> Option<ApiError> {
+    pub(crate) fn memory_error(&self) -> Option<Failure> {
         (self.stopped.load(Ordering::Acquire) == STOPPED_MEMORY).then(|| {
-            ApiError::new(
+            Failure::new(
                 ErrorCode::QueryTooLarge,
                 "the query needed more than query.memory_bytes_max (the process grew by more while it ran) and was stopped",
             )
@@ -68,7 +68,7 @@ impl Watch {
     }
 
     /// `error`, or the memory error when that is why the query stopped.
-    pub(crate) fn explain(&self, error: ApiError) -> ApiError {
+    pub(crate) fn explain(&self, error: Failure) -> Failure {
         self.memory_error().unwrap_or(error)
     }
 

@@ -9,7 +9,7 @@ use super::{Faulty, LocalDirectory, ObjectKey, StorageError, StorageTarget};
 use crate::config::{Config, TargetKind};
 use crate::data_dir::{DirectoryLock, DirectoryLockError};
 use crate::parquet_file::Encoding;
-use crate::policy::facts::Tier;
+use crate::tier::Tier;
 
 /// Every tier, hottest first.
 pub const TIERS: [Tier; 4] = [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archived];

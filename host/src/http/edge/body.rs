@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::connection::RequestGuard;
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::http::Body;
 
 /// How fast a request body must arrive; the edge puts it in every
@@ -74,7 +74,7 @@ impl BodyReader {
     /// Holds `bytes` of the shared body budget for this body (what it has
     /// buffered or reserved so far), or refuses the request with 503
     /// `buffer_full` when the other bodies being read leave too little.
-    pub(crate) fn reserve(&mut self, bytes: u64) -> Result<(), ApiError> {
+    pub(crate) fn reserve(&mut self, bytes: u64) -> Result<(), Failure> {
         let Some(budget) = &self.budget else { return Ok(()) };
         let wanted = bytes.div_ceil(BUDGET_UNIT_BYTES);
         let held = self.held.as_ref().map_or(0, |p| p.num_permits() as u64);
@@ -83,7 +83,7 @@ impl BodyReader {
         }
         let more = u32::try_from(wanted - held).unwrap_or(u32::MAX);
         let permit = budget.0.clone().try_acquire_many_owned(more).map_err(|_| {
-            ApiError::new(
+            Failure::new(
                 ErrorCode::BufferFull,
                 "the server is reading as many request bodies as server.body_bytes_in_flight_max allows; retry shortly",
             )
@@ -98,7 +98,7 @@ impl BodyReader {
 
     /// The next frame, as `BodyExt::frame` returns it, unless the client
     /// took too long to send it.
-    pub(crate) async fn frame<B>(&mut self, body: &mut B) -> Result<Option<Result<Frame<Bytes>, B::Error>>, ApiError>
+    pub(crate) async fn frame<B>(&mut self, body: &mut B) -> Result<Option<Result<Frame<Bytes>, B::Error>>, Failure>
     where
         B: hyper::body::Body<Data = Bytes> + Unpin,
     {
@@ -128,7 +128,7 @@ impl BodyReader {
     }
 }
 
-fn timeout_error(pacing: BodyPacing, stalled: bool) -> ApiError {
+fn timeout_error(pacing: BodyPacing, stalled: bool) -> Failure {
     let message = if stalled {
         format!(
             "the request body stalled: nothing arrived for {} ms (server.body_read_timeout_ms)",
@@ -140,7 +140,7 @@ fn timeout_error(pacing: BodyPacing, stalled: bool) -> ApiError {
             pacing.bytes_per_second_min
         )
     };
-    ApiError::new(ErrorCode::RequestTimeout, message)
+    Failure::new(ErrorCode::RequestTimeout, message)
 }
 
 /// A response body that holds its request's place in the connection's
@@ -160,7 +160,7 @@ impl Tracked {
 impl hyper::body::Body for Tracked {
     type Data = Bytes;
     /// A query that fails mid-answer aborts its body (see `http::Body`).
-    type Error = ApiError;
+    type Error = Failure;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         Pin::new(&mut self.get_mut().body).poll_frame(cx)

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::body::Tracked;
 use super::site::Verdict;
 use super::{Edge, raw_response};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::http::{AppState, Body, error_response, handle};
 
 /// The first byte of a TLS handshake record.
@@ -36,10 +36,8 @@ impl Edge {
         let mut first = [0u8; 1];
         match tokio::time::timeout(self.header_read_timeout, stream.peek(&mut first)).await {
             Ok(Ok(1)) if first[0] != TLS_HANDSHAKE => {
-                let error = ApiError::new(
-                    ErrorCode::BadRequest,
-                    "this port serves HTTPS only; use an https:// URL".to_string(),
-                );
+                let error =
+                    Failure::new(ErrorCode::BadRequest, "this port serves HTTPS only; use an https:// URL".to_string());
                 return super::answer_and_close(stream, &raw_response(&error)).await;
             }
             Ok(Ok(1)) => {}

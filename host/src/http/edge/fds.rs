@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 
 /// Wait after an accept error that shedding did not resolve.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -121,7 +121,7 @@ fn open_spare() -> Option<File> {
 }
 
 fn exhausted_response() -> Vec<u8> {
-    let error = ApiError::new(
+    let error = Failure::new(
         ErrorCode::TooManyConnections,
         "the server is out of file descriptors; retry shortly (raise its open-file limit: ulimit -n)",
     )

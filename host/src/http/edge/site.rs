@@ -23,7 +23,7 @@ use hyper::header::{
 use hyper::http::uri::Authority;
 use hyper::{Method, Response, StatusCode, Uri};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ErrorCode, Failure};
 use crate::http::Body;
 
 /// A `Host` pattern: a host name or address, any port unless one is given.
@@ -92,7 +92,7 @@ impl SiteRules {
 
     /// Refuses a request from a site that may not call the server; answers
     /// CORS preflights.
-    pub(super) fn judge(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Verdict, ApiError> {
+    pub(super) fn judge(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Verdict, Failure> {
         let authority = self.check_host(uri, headers)?;
         let origin = single(headers, "origin")?;
         let cors_origin = match origin {
@@ -111,13 +111,13 @@ impl SiteRules {
 
     /// The request's authority (normalized) once every authority it names
     /// (`Host`, an absolute URI's) is allowed.
-    fn check_host(&self, uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    fn check_host(&self, uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, Failure> {
         let host = single(headers, "host")?;
         let named = host.into_iter().map(str::to_string).chain(uri.authority().map(|a| a.as_str().to_string()));
         let mut authority = None;
         for value in named {
             if !self.host_allowed(&value) {
-                return Err(ApiError::new(
+                return Err(Failure::new(
                     ErrorCode::HostNotAllowed,
                     format!("Host {value:?} is not served here (server.allowed_hosts)"),
                 ));
@@ -151,14 +151,14 @@ impl SiteRules {
 
     /// `Ok(Some(origin))` for a listed cross-origin caller (it gets a CORS
     /// grant), `Ok(None)` for the server's own origin.
-    fn check_origin(&self, origin: &str, authority: Option<&str>) -> Result<Option<HeaderValue>, ApiError> {
+    fn check_origin(&self, origin: &str, authority: Option<&str>) -> Result<Option<HeaderValue>, Failure> {
         let normalized = normalize_origin(origin);
         if self.is_own(normalized.as_deref(), authority) {
             return Ok(None);
         }
         match HeaderValue::from_str(origin) {
             Ok(value) if self.is_listed(normalized.as_deref()) => Ok(Some(value)),
-            _ => Err(ApiError::new(
+            _ => Err(Failure::new(
                 ErrorCode::CrossSiteRefused,
                 format!("requests from Origin {origin:?} are refused (server.allowed_origins)"),
             )),
@@ -167,7 +167,7 @@ impl SiteRules {
 
     /// A form post or no-CORS fetch from another site, detected by its
     /// `Referer` (for browsers that send no `Origin`).
-    fn check_referer(&self, method: &Method, headers: &HeaderMap, authority: Option<&str>) -> Result<(), ApiError> {
+    fn check_referer(&self, method: &Method, headers: &HeaderMap, authority: Option<&str>) -> Result<(), Failure> {
         if is_safe(method) || !has_simple_content_type(headers) {
             return Ok(());
         }
@@ -176,7 +176,7 @@ impl SiteRules {
         if self.is_own(from.as_deref(), authority) || self.is_listed(from.as_deref()) {
             return Ok(());
         }
-        Err(ApiError::new(
+        Err(Failure::new(
             ErrorCode::CrossSiteRefused,
             "a form-like request from another site (Referer) is refused; send Content-Type: application/json or call from an allowed origin",
         ))
@@ -185,10 +185,10 @@ impl SiteRules {
 
 /// A browser's cross-site request without an `Origin` (navigations,
 /// subresources): refused.
-fn check_fetch_site(headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_fetch_site(headers: &HeaderMap) -> Result<(), Failure> {
     match single(headers, "sec-fetch-site")? {
         Some(site) if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") => {
-            Err(ApiError::new(
+            Err(Failure::new(
                 ErrorCode::CrossSiteRefused,
                 format!("a browser request from another site (Sec-Fetch-Site: {site}) is refused"),
             ))
@@ -217,16 +217,16 @@ fn preflight(cors_origin: Option<HeaderValue>, headers: &HeaderMap) -> Response<
 
 /// The one value of a header, if present; several are refused (they could
 /// be read differently by a proxy and by us).
-fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Failure> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else { return Ok(None) };
     if values.next().is_some() {
-        return Err(ApiError::new(ErrorCode::BadRequest, format!("more than one {name} header")));
+        return Err(Failure::new(ErrorCode::BadRequest, format!("more than one {name} header")));
     }
     first
         .to_str()
         .map(Some)
-        .map_err(|_| ApiError::new(ErrorCode::BadRequest, format!("the {name} header must be visible ASCII")))
+        .map_err(|_| Failure::new(ErrorCode::BadRequest, format!("the {name} header must be visible ASCII")))
 }
 
 fn is_safe(method: &Method) -> bool {
