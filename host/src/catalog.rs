@@ -6,7 +6,7 @@
 //! the async runtime.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -26,6 +26,9 @@ pub enum CatalogError {
     /// A commit found the catalog changed under it; nothing was written.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The blocking task running a catalog call panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Task(String),
 }
 
 impl crate::error::Coded for CatalogError {
@@ -234,7 +237,7 @@ CREATE TRIGGER partitions_deleted_seq AFTER DELETE ON partitions BEGIN
     UPDATE datasets SET partitions_seq = partitions_seq + 1 WHERE id = OLD.dataset_id;
 END;
 "#,
-    // Access tokens, stored only as their SHA-512 (see `crate::token`), and
+    // Access tokens, stored only as their SHA-512 (the token module hashes them), and
     // who did what: the token name on audit events of admin requests.
     r#"
 CREATE TABLE tokens (
@@ -788,6 +791,22 @@ impl Catalog {
         let catalog = Catalog { connection: Mutex::new(connection) };
         catalog.migrate()?;
         Ok(catalog)
+    }
+
+    /// Runs `work` with the catalog on tokio's blocking pool: the one way
+    /// async code calls the catalog, whose calls block on SQLite.
+    pub async fn call<T, E>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Catalog) -> std::result::Result<T, E> + Send + 'static,
+    ) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<CatalogError> + Send + 'static,
+    {
+        let catalog = Arc::clone(self);
+        tokio::task::spawn_blocking(move || work(&catalog))
+            .await
+            .map_err(|e| E::from(CatalogError::Task(e.to_string())))?
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -13,7 +13,7 @@
 //!   half; both report success), `corrupt` (one byte flipped, success
 //!   reported) or `abort` (the process dies before the operation). A delete
 //!   takes only `error` or `abort`. The target is wrapped in
-//!   [`crate::storage::Faulty`] at start-up; without such a point no target
+//!   the storage layer's `Faulty` wrapper at start-up; without such a point no target
 //!   is wrapped.
 //!
 //! - A step in [`DELAYABLE_STEPS`] also takes `delay`: the request waits

@@ -2,10 +2,9 @@
 //!
 //! See ARCHITECTURE.md for the map of these modules and their invariants.
 
-pub mod bench;
-pub mod bench_policy;
 pub mod buffer;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod data_dir;
 pub mod digest;
@@ -18,7 +17,6 @@ pub mod names;
 pub mod parquet_file;
 pub mod period;
 pub mod policy;
-pub mod policy_command;
 pub mod query;
 pub mod schema;
 pub mod server;
@@ -27,5 +25,4 @@ pub mod store;
 pub mod tier;
 pub mod time;
 pub mod token;
-pub mod token_command;
 pub mod wal;

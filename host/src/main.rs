@@ -1,11 +1,6 @@
 //! The `strata` command.
 
-use std::path::PathBuf;
-
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-
-use strata::config::Config;
+use clap::Parser;
 
 /// Keeps freed memory in the process. By default glibc serves every request
 /// buffer and column above 128 KiB with a fresh mmap and returns it on free,
@@ -22,44 +17,6 @@ fn keep_freed_memory() {
     }
 }
 
-#[derive(Parser)]
-#[command(name = "strata", version, about = "A time-series and event store whose data lifecycle is code")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the server.
-    Serve {
-        /// TOML configuration file (every setting has a default).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory (overrides `server.data_dir`).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Listen address (overrides `server.listen`), e.g. 127.0.0.1:8086 or 127.0.0.1:0.
-        #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
-    },
-    /// Write and check policy plugins.
-    Policy {
-        #[command(subcommand)]
-        command: strata::policy_command::PolicyCommand,
-    },
-    /// Create, list and revoke access tokens (offline, in the data directory).
-    Token {
-        #[command(subcommand)]
-        command: strata::token_command::TokenCommand,
-    },
-    /// Run a benchmark.
-    Bench {
-        #[command(subcommand)]
-        which: strata::bench::Bench,
-    },
-}
-
 fn main() -> anyhow::Result<()> {
     keep_freed_memory();
     tracing_subscriber::fmt()
@@ -69,29 +26,5 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Serve { config: config_file, data_dir, listen } => {
-            // Validated once, after the command line's overrides: a storage
-            // target is checked against the data directory actually used.
-            let mut config = match &config_file {
-                Some(path) => Config::read(path)?,
-                None => Config::default(),
-            };
-            config.resolve_policy_directory(config_file.as_deref());
-            if let Some(data_dir) = data_dir {
-                config.server.data_dir = data_dir;
-            }
-            if let Some(listen) = listen {
-                config.server.listen = listen;
-            }
-            config.validate()?;
-            strata::failpoint::check().map_err(anyhow::Error::msg)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
-            runtime.block_on(strata::server::run(config))
-        }
-        Command::Policy { command } => strata::policy_command::run(command),
-        Command::Token { command } => strata::token_command::run(command),
-        Command::Bench { which } => strata::bench::run(which),
-    }
+    strata::cli::run(strata::cli::Cli::parse())
 }

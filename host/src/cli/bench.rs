@@ -31,7 +31,7 @@ pub enum Bench {
     /// Query latency against DuckDB reading the same Parquet files directly.
     Query(QueryArgs),
     /// Policy runtime: compile, cached load, swap, evaluations, partitioner vs native.
-    Policy(crate::bench_policy::PolicyBenchArgs),
+    Policy(super::bench_policy::PolicyBenchArgs),
     /// Lifecycle: a tier transition of many partitions against a plain file
     /// copy, and a run over 100,000 partitions that changes nothing.
     Lifecycle(LifecycleArgs),
@@ -102,7 +102,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
     match bench {
         Bench::Ingest(args) => ingest(args),
         Bench::Query(args) => query(args),
-        Bench::Policy(args) => crate::bench_policy::run(args),
+        Bench::Policy(args) => super::bench_policy::run(args),
         Bench::Lifecycle(args) => lifecycle(args),
     }
 }

@@ -98,14 +98,16 @@ fn check(file: &Path, config: &str, kind: Option<&str>) -> anyhow::Result<()> {
 /// The source each kind's scaffold starts from.
 fn template(kind: PolicyKind) -> (&'static str, &'static str) {
     match kind {
-        PolicyKind::Retention => ("template", include_str!("../../plugins/template/src/lib.rs")),
-        PolicyKind::Tiering => ("tier-by-age", include_str!("../../plugins/tier-by-age/src/lib.rs")),
-        PolicyKind::Archival => ("archive-after", include_str!("../../plugins/archive-after/src/lib.rs")),
-        PolicyKind::Partitioner => ("partition-by-field", include_str!("../../plugins/partition-by-field/src/lib.rs")),
+        PolicyKind::Retention => ("template", include_str!("../../../plugins/template/src/lib.rs")),
+        PolicyKind::Tiering => ("tier-by-age", include_str!("../../../plugins/tier-by-age/src/lib.rs")),
+        PolicyKind::Archival => ("archive-after", include_str!("../../../plugins/archive-after/src/lib.rs")),
+        PolicyKind::Partitioner => {
+            ("partition-by-field", include_str!("../../../plugins/partition-by-field/src/lib.rs"))
+        }
     }
 }
 
-const CARGO_TEMPLATE: &str = include_str!("../../plugins/template/Cargo.toml");
+const CARGO_TEMPLATE: &str = include_str!("../../../plugins/template/Cargo.toml");
 
 fn scaffold(name: &str, kind: &str, dir: &Path) -> anyhow::Result<()> {
     let kind = parse_kind(kind)?;
