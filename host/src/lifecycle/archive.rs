@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::error::{LifecycleError, off_runtime};
-use super::{Lifecycle, no_dataset};
+use super::{Lifecycle, no_dataset, no_partition};
 use crate::catalog::{FileRecord, NewArchive, NewFile, PartitionRecord};
 use crate::error::{ErrorCode, Failure};
 use crate::parquet_file::EncodedFile;
@@ -109,7 +109,7 @@ impl Lifecycle {
             .await?
             .into_iter()
             .find(|p| p.period_label == label && p.key == key)
-            .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no partition {id}")))?;
+            .ok_or_else(|| no_partition(&id))?;
         if record.tier != Tier::Archived.as_str() {
             return Err(Failure::new(
                 ErrorCode::NotArchived,

@@ -9,9 +9,9 @@ use std::fmt::Write;
 
 use serde_json::{Value as Json, json};
 
-use super::{Lifecycle, compaction, ms_to_ns, no_dataset};
+use super::{Lifecycle, compaction, ms_to_ns, no_dataset, no_partition};
 use crate::catalog::{AuditFilter, CatalogError, PartitionRecord};
-use crate::error::{ErrorCode, Failure};
+use crate::error::Failure;
 use crate::names::{DatasetName, partition_label};
 use crate::period::Bucket;
 use crate::policy::definition::{DEFAULT_SCHEDULE, PolicyKind, Schedule};
@@ -45,7 +45,7 @@ impl Lifecycle {
                     .partitions(dataset_id)?
                     .into_iter()
                     .find(|p| p.period_label == label && p.key == key)
-                    .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no partition {pid}")))?;
+                    .ok_or_else(|| no_partition(&pid))?;
                 let decisions = c.audit_events(&AuditFilter {
                     dataset: Some(&name),
                     partition: Some(&pid),

@@ -1,14 +1,14 @@
 //! The lifecycle engine: runs retention, tiering and archival policies over
 //! a dataset's partitions and executes what the guard rails accept.
 //!
-//! A run ([`run`]): catalog snapshot → partition facts → the component →
-//! guard rails ([`guard`]) → execution ([`execute`]: moves in [`moves`],
-//! archives in [`archive`], deletes) → run record and audit. One failing
+//! A run (`run.rs`): catalog snapshot → partition facts → the component →
+//! guard rails ([`guard`]) → execution (`execute.rs`: moves in `moves.rs`,
+//! archives in `archive.rs`, deletes) → run record and audit. One failing
 //! partition never aborts the run; it is reported and decided again on the
 //! next run. Compaction of small files ([`compaction`]) is host-native and
 //! takes the same run lock for each chunk it merges. Background tasks: the
-//! scheduler ([`scheduler`]), the tombstone sweeper ([`sweeper`]) and the
-//! compactor. What an operator reads about all this is in [`explain`].
+//! scheduler (`scheduler.rs`), the tombstone sweeper (`sweeper.rs`) and the
+//! compactor. What an operator reads about all this is in `explain.rs`.
 //!
 //! **Invariant:** no step deletes data before the catalog commit that makes
 //! it unreferenced. A move copies each file create-only to the target,
@@ -19,10 +19,11 @@
 //!
 //! Every catalog call from async code goes through [`Catalog::call`];
 //! other blocking work (copies, Parquet encoding, storage deletes, policy
-//! calls) goes through [`error::off_runtime`]. Failures of steps are
-//! [`LifecycleError`]s; answers to a client's request that lifecycle refuses
-//! itself (no such dataset or partition, not archived, compaction disabled)
-//! are built as [`Failure`]s where they are found.
+//! calls) goes through one helper, `error::off_runtime`. Failures of steps
+//! are `LifecycleError`s (`error.rs`), whose text is what run entries,
+//! checkpoints and logs show; a request that lifecycle refuses itself (no
+//! such dataset or partition, not archived, compaction disabled, a bad
+//! `now`) is answered with a [`Failure`] built where the refusal is found.
 
 mod archive;
 pub mod compaction;
@@ -49,7 +50,6 @@ use crate::store::Store;
 use crate::tier::Tier;
 use crate::time::now_ns;
 
-pub use error::LifecycleError;
 pub use run::{RunEntry, RunReport};
 
 /// The storage targets and the target of each tier (opened by the store
@@ -156,6 +156,12 @@ fn sweep_unfinished_copies(store: &Store, targets: &Targets) -> anyhow::Result<(
 /// The failure answered when a request names a dataset that does not exist.
 fn no_dataset(name: &str) -> Failure {
     Failure::new(crate::error::ErrorCode::NotFound, format!("no dataset {name}"))
+}
+
+/// The failure answered when a request names a partition that does not
+/// exist (`id`: its public id).
+fn no_partition(id: &str) -> Failure {
+    Failure::new(crate::error::ErrorCode::NotFound, format!("no partition {id}"))
 }
 
 /// Zstandard level of archives when the decision names none.

@@ -5,10 +5,10 @@
 //! data is kept, only how many files hold it, and "enough small files" is a
 //! count, not a judgement. See ARCHITECTURE.md.
 //!
-//! A job, one per partition: [`plan()`] (pure: the small live files sorted by
+//! A job, one per partition: the plan (`plan.rs`, pure: the small live files sorted by
 //! time, grouped into chunks) → checkpoint (`pending`) → an attempt
 //! (`running`, attempts + 1) → per chunk, under the lifecycle run lock, the
-//! merge ([`merge`]: read and verify the inputs → merge and encode →
+//! merge (`merge.rs`: read and verify the inputs → merge and encode →
 //! create-only put on the partition's target → read back and verify → one
 //! catalog transaction: the output becomes live, the inputs are tombstoned,
 //! the checkpoint's cursor advances; the last chunk completes the job).
@@ -35,7 +35,7 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use super::error::LifecycleError;
-use super::{Lifecycle, ms_to_ns, no_dataset};
+use super::{Lifecycle, ms_to_ns, no_dataset, no_partition};
 use crate::catalog::{CatalogError, CompactionCheckpoint, CompactionStatus, FileRecord, PartitionRecord};
 use crate::error::{ErrorCode, Failure};
 use crate::names::DatasetName;
@@ -47,7 +47,7 @@ use crate::tier::Tier;
 use crate::time::now_ns;
 use crate::time::rfc3339;
 use merge::{ChunkJob, ChunkOutcome};
-pub use plan::{PlanFile, PlanSettings, plan};
+use plan::{PlanFile, PlanSettings, plan};
 
 /// What compaction did, or would do, to one partition.
 #[derive(Debug, Clone, Serialize)]
@@ -138,7 +138,7 @@ impl Drop for Claim<'_> {
 }
 
 /// A checkpoint as the API shows it.
-pub fn checkpoint_json(dataset: &DatasetName, checkpoint: &CompactionCheckpoint) -> Json {
+pub(super) fn checkpoint_json(dataset: &DatasetName, checkpoint: &CompactionCheckpoint) -> Json {
     json!({
         "partition": partition_label(dataset, &checkpoint.period_label, &checkpoint.key),
         "status": checkpoint.status,
@@ -182,7 +182,7 @@ enum Prepared {
 impl Lifecycle {
     /// Whether a dataset may be compacted: `[datasets.<name>] compaction`,
     /// else `lifecycle.compaction.enabled`.
-    pub fn compaction_enabled(&self, dataset: &str) -> bool {
+    fn compaction_enabled(&self, dataset: &str) -> bool {
         self.config.datasets.get(dataset).and_then(|d| d.compaction).unwrap_or(self.config.lifecycle.compaction.enabled)
     }
 
@@ -203,12 +203,10 @@ impl Lifecycle {
         let (records, checkpoints) = self.partitions_and_checkpoints(state.record.id).await?;
         let candidates: Vec<PartitionRecord> = match partition {
             Some((label, key)) => {
-                let record = records.iter().find(|p| p.period_label == label && p.key == key).ok_or_else(|| {
-                    Failure::new(
-                        ErrorCode::NotFound,
-                        format!("no partition {}", partition_label(&state.name, label, key)),
-                    )
-                })?;
+                let record = records
+                    .iter()
+                    .find(|p| p.period_label == label && p.key == key)
+                    .ok_or_else(|| no_partition(&partition_label(&state.name, label, key)))?;
                 vec![record.clone()]
             }
             None => self.candidates(records, &checkpoints),
@@ -484,7 +482,7 @@ impl Lifecycle {
     /// the pruning of completed checkpoints past
     /// `lifecycle.compaction.checkpoint_retention_ms`. Stops between chunks
     /// when `shutdown` fires.
-    pub async fn compaction_pass(&self, shutdown: &tokio::sync::watch::Receiver<bool>) -> Vec<CompactionReport> {
+    async fn compaction_pass(&self, shutdown: &tokio::sync::watch::Receiver<bool>) -> Vec<CompactionReport> {
         let mut reports = Vec::new();
         for dataset in self.store.datasets() {
             if !self.compaction_enabled(dataset.name.as_str()) {
