@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::error::{LifecycleError, off_runtime};
+use super::error::LifecycleError;
+use super::off_runtime;
 use super::{Lifecycle, no_dataset, no_partition};
 use crate::catalog::{FileRecord, NewArchive, NewFile, PartitionRecord};
 use crate::error::{ErrorCode, Failure};

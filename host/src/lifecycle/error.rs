@@ -247,11 +247,3 @@ impl Coded for LifecycleError {
         }
     }
 }
-
-/// Runs blocking work that is not a catalog call (copies, Parquet encoding,
-/// storage deletes, policy calls) on tokio's blocking pool.
-pub(super) async fn off_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, LifecycleError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| LifecycleError::Task(e.to_string()))
-}

@@ -19,7 +19,7 @@
 //!
 //! Every catalog call from async code goes through [`Catalog::call`];
 //! other blocking work (copies, Parquet encoding, storage deletes, policy
-//! calls) goes through one helper, `error::off_runtime`. Failures of steps
+//! calls) goes through one helper, `off_runtime`. Failures of steps
 //! are `LifecycleError`s (`error.rs`), whose text is what run entries,
 //! checkpoints and logs show; a request that lifecycle refuses itself (no
 //! such dataset or partition, not archived, compaction disabled, a bad
@@ -49,6 +49,7 @@ use crate::policy::PolicyRuntime;
 use crate::store::Store;
 use crate::tier::Tier;
 use crate::time::now_ns;
+use error::LifecycleError;
 
 pub use run::{RunEntry, RunReport};
 
@@ -162,6 +163,12 @@ fn no_dataset(name: &str) -> Failure {
 /// exist (`id`: its public id).
 fn no_partition(id: &str) -> Failure {
     Failure::new(crate::error::ErrorCode::NotFound, format!("no partition {id}"))
+}
+
+/// Runs blocking work that is not a catalog call (copies, Parquet encoding,
+/// storage deletes, policy calls) on tokio's blocking pool.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, LifecycleError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| LifecycleError::Task(e.to_string()))
 }
 
 /// Zstandard level of archives when the decision names none.

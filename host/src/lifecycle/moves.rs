@@ -25,8 +25,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use super::Lifecycle;
-use super::error::{LifecycleError, off_runtime};
+use super::error::LifecycleError;
 use super::execute::StepDone;
+use super::off_runtime;
 use crate::catalog::{CatalogError, FileRecord, MoveCommit, MovedFile};
 use crate::storage::{ObjectKey, StorageError, StorageTarget, Targets};
 use crate::tier::Tier;

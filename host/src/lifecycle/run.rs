@@ -19,9 +19,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::digests::{facts_digest, input_digest};
-use super::error::off_runtime;
 use super::execute::Step;
 use super::guard::{self, Action, GuardRails, Proposal, Verdict};
+use super::off_runtime;
 use super::{Lifecycle, no_dataset};
 use crate::catalog::{PartitionRecord, RunRecord};
 use crate::error::{ErrorCode, Failure};

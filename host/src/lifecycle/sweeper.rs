@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Lifecycle;
-use super::error::{LifecycleError, off_runtime};
+use super::error::LifecycleError;
+use super::off_runtime;
 use crate::catalog::FileRecord;
 use crate::storage::{ObjectKey, StorageError, Targets};
 use crate::time::now_ns;

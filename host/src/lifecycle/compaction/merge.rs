@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use super::super::Lifecycle;
 use super::super::archive::decode;
-use super::super::error::{LifecycleError, off_runtime};
+use super::super::error::LifecycleError;
+use super::super::off_runtime;
 use crate::catalog::{CatalogError, CompactedChunk, FileRecord, NewFile};
 use crate::schema::DatasetSchema;
 use crate::storage::{ObjectKey, StorageTarget};
