@@ -301,9 +301,7 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
         (&Method::GET, ["metrics"]) => {
             let mut policy_metrics = state.policies.get().map(|runtime| runtime.metrics()).unwrap_or_default();
             if let Some(lifecycle) = state.lifecycle.get() {
-                let lifecycle = lifecycle.clone();
-                policy_metrics
-                    .push_str(&tokio::task::spawn_blocking(move || lifecycle.metrics()).await.unwrap_or_default());
+                policy_metrics.push_str(&lifecycle.metrics().await);
             }
             Ok(datasets::metrics(state.store()?, &policy_metrics))
         }
@@ -374,10 +372,7 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
             lifecycle::explain(state.lifecycle()?, dataset, &rest[..rest.len() - 1]).await
         }
         (&Method::GET, ["health", "lifecycle"]) => {
-            let lifecycle = state.lifecycle()?.clone();
-            let health = tokio::task::spawn_blocking(move || lifecycle.health(crate::time::now_ns()))
-                .await
-                .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))??;
+            let health = state.lifecycle()?.health(crate::time::now_ns()).await?;
             let status = if health["status"] == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
             Ok(json_response(status, &health))
         }
