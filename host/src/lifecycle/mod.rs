@@ -29,10 +29,11 @@ use sha2::{Digest, Sha256};
 use crate::catalog::{Catalog, MoveCommit, MovedFile, NewArchive, NewFile, PartitionRecord, RunRecord};
 use crate::config::Config;
 use crate::error::{ErrorCode, Failure};
+use crate::facts::{ArchiveDecision, DatasetFacts, PartitionFacts, RetentionAction};
 use crate::parquet_file::Encoding;
-use crate::policy::definition::{DEFAULT_SCHEDULE, PolicyKind, Schedule};
-use crate::policy::facts::{ArchiveDecision, DatasetFacts, PartitionFacts, RetentionAction};
+use crate::policy::definition::{DEFAULT_SCHEDULE, Schedule};
 use crate::policy::{PolicyRuntime, dataset_facts, partition_facts};
+use crate::sandbox::PolicyKind;
 use crate::storage::{ObjectKey, StorageError, StorageTarget};
 use crate::store::{DatasetState, Store};
 use crate::tier::Tier;
@@ -1357,7 +1358,7 @@ macro_rules! decision {
         }
     )*};
 }
-decision!(crate::policy::facts::RetentionDecision, crate::policy::facts::TierDecision, ArchiveDecision);
+decision!(crate::facts::RetentionDecision, crate::facts::TierDecision, ArchiveDecision);
 
 impl Evaluation {
     /// Turns a policy's decisions into proposals (and archive options).

@@ -121,29 +121,6 @@ fn check_regular(metadata: &std::fs::Metadata, bytes_max: u64, limit: &'static s
     Ok(())
 }
 
-/// `text` cut to at most `bytes_max` bytes (at a character boundary) with
-/// the number of bytes left out, for quoting file contents in messages.
-pub fn elide(text: &str, bytes_max: usize) -> String {
-    let kept = truncate_at_char_boundary(text, bytes_max);
-    if kept.len() == text.len() {
-        return text.to_string();
-    }
-    format!("{kept}… ({} more bytes)", text.len() - kept.len())
-}
-
-/// The longest prefix of `text` of at most `bytes_max` bytes that ends at
-/// a character boundary.
-pub(crate) fn truncate_at_char_boundary(text: &str, bytes_max: usize) -> &str {
-    if text.len() <= bytes_max {
-        return text;
-    }
-    let mut end = bytes_max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,12 +187,5 @@ mod tests {
         let error = read_regular_file(&fifo, 10, "k").unwrap_err();
         assert!(matches!(error, FileReadError::NotRegular("FIFO")), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn elide_keeps_short_text_and_cuts_long_text_at_a_character() {
-        assert_eq!(elide("short", 10), "short");
-        assert_eq!(elide("ééé", 3), "é… (4 more bytes)");
-        assert!(elide(&"x".repeat(1 << 20), QUOTE_BYTES_MAX).len() < QUOTE_BYTES_MAX + 32);
     }
 }

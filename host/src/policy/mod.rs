@@ -2,7 +2,8 @@
 //! datasets by TOML files, hot-reloaded while the server runs.
 //!
 //! - [`definition`] parses `policies/*.toml`.
-//! - [`sandbox`] is the only module that touches wasmtime.
+//! - [`crate::sandbox`] runs the components; it is the only module that
+//!   touches wasmtime.
 //! - [`plan`] holds the pure contract checks, plans and diffs.
 //! - This module is the registry: one [`PolicyRuntime`] keeps the active
 //!   version of every policy behind an atomic pointer (evaluations in flight
@@ -21,10 +22,9 @@
 pub mod builtins;
 mod compile_slots;
 pub mod definition;
-pub mod facts;
 pub(crate) mod files;
+mod inputs;
 pub mod plan;
-pub mod sandbox;
 pub mod watcher;
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,13 +38,14 @@ use serde::Serialize;
 
 use crate::catalog::{Catalog, CatalogError, PolicyVersionAttempt, PolicyVersionRecord, PolicyVersionStatus};
 use crate::error::ErrorCode;
+use crate::facts::{ArchiveDecision, ColumnBatch, DatasetFacts, PartitionFacts, RetentionDecision, TierDecision};
+use crate::sandbox::{CallContext, CompiledComponent, PolicyKind, PolicyLimits, Sandbox, SandboxError};
 use crate::time::{now_ns, rfc3339};
-use definition::{DefinitionError, PluginSource, PolicyDefinition, PolicyKind, PolicyLimits};
-use facts::{ColumnBatch, DatasetFacts, PartitionFacts};
+use definition::{DefinitionError, PluginSource, PolicyDefinition};
 use plan::{Decisions, PlanChange, PlanEntry};
-use sandbox::{CallContext, CompiledComponent, Sandbox, SandboxError};
 
 pub use compile_slots::{Candidate, CompileSlot};
+pub use inputs::{dataset_facts, partition_facts, partitioner_input};
 /// Versions listed by `GET /v1/policies/{name}`.
 const VERSIONS_LISTED_MAX: usize = 50;
 
@@ -1002,7 +1003,7 @@ impl PolicyRuntime {
         now_ns: i64,
         dataset: &DatasetFacts,
         partitions: &[PartitionFacts],
-    ) -> Result<Evaluated<Vec<facts::RetentionDecision>>, PolicyError> {
+    ) -> Result<Evaluated<Vec<RetentionDecision>>, PolicyError> {
         self.evaluate_scheduled(name, PolicyKind::Retention, now_ns, dataset, partitions).map(|e| Evaluated {
             decisions: match e.decisions {
                 Decisions::Retention(d) => d,
@@ -1021,7 +1022,7 @@ impl PolicyRuntime {
         now_ns: i64,
         dataset: &DatasetFacts,
         partitions: &[PartitionFacts],
-    ) -> Result<Evaluated<Vec<facts::TierDecision>>, PolicyError> {
+    ) -> Result<Evaluated<Vec<TierDecision>>, PolicyError> {
         self.evaluate_scheduled(name, PolicyKind::Tiering, now_ns, dataset, partitions).map(|e| Evaluated {
             decisions: match e.decisions {
                 Decisions::Tiering(d) => d,
@@ -1040,7 +1041,7 @@ impl PolicyRuntime {
         now_ns: i64,
         dataset: &DatasetFacts,
         partitions: &[PartitionFacts],
-    ) -> Result<Evaluated<Vec<facts::ArchiveDecision>>, PolicyError> {
+    ) -> Result<Evaluated<Vec<ArchiveDecision>>, PolicyError> {
         self.evaluate_scheduled(name, PolicyKind::Archival, now_ns, dataset, partitions).map(|e| Evaluated {
             decisions: match e.decisions {
                 Decisions::Archival(d) => d,
@@ -1142,7 +1143,7 @@ impl PolicyRuntime {
             policy: partitioner.entry.name.clone(),
             message: format!("a batch of {} records is too large to partition", parsed.rows()),
         })?;
-        let columns = facts::partitioner_input(parsed, time_column, &version.partitioner_columns);
+        let columns = partitioner_input(parsed, time_column, &version.partitioner_columns);
         self.call_partition(&partitioner.entry, &version.component, &version.definition, &columns, rows)
     }
 
@@ -1527,42 +1528,5 @@ fn read_plugin(definition: &PolicyDefinition, plugin_bytes_max: u64) -> Result<V
         }
         PluginSource::File(path) => files::read_regular_file(path, plugin_bytes_max, "policies.plugin_bytes_max")
             .map_err(|e| error(e.to_string())),
-    }
-}
-
-/// The facts of a dataset, from its catalog record and schema.
-pub fn dataset_facts(record: &crate::catalog::DatasetRecord, schema: &crate::schema::DatasetSchema) -> DatasetFacts {
-    let mut columns = vec![(schema.time_column.clone(), crate::schema::ColumnKind::Time)];
-    columns.extend(schema.columns.iter().map(|c| (c.name.clone(), c.kind)));
-    DatasetFacts {
-        name: record.name.clone(),
-        period: record.period.as_str().to_string(),
-        time_column: schema.time_column.clone(),
-        columns,
-    }
-}
-
-/// The facts of one partition, from its catalog record.
-pub fn partition_facts(
-    dataset: &crate::names::DatasetName,
-    record: &crate::catalog::PartitionRecord,
-) -> PartitionFacts {
-    PartitionFacts {
-        id: crate::names::partition_label(dataset, &record.period_label, &record.key),
-        dataset: dataset.as_str().to_string(),
-        period_label: record.period_label.clone(),
-        period_start_ns: record.period_start_ns,
-        period_end_ns: record.period_end_ns,
-        key: record.key.clone(),
-        tier: crate::tier::Tier::parse(&record.tier).unwrap_or(crate::tier::Tier::Hot),
-        read_only: record.read_only,
-        rows: record.rows.max(0) as u64,
-        bytes: record.bytes.max(0) as u64,
-        min_time_ns: record.min_time_ns,
-        max_time_ns: record.max_time_ns,
-        created_at_ns: record.created_at_ns,
-        last_written_at_ns: record.last_written_at_ns,
-        file_count: record.file_count.clamp(0, i64::from(u32::MAX)) as u32,
-        archived: record.archived,
     }
 }
