@@ -19,6 +19,9 @@
 //! the opened file's own path is checked again, and a file that says it is
 //! empty but reads bytes (procfs, sysfs or debugfs mounted elsewhere) is
 //! refused without its contents.
+//!
+//! The listing of the policy directory and the check that a file lies in
+//! it are here too: this is the only file I/O of the policy runtime.
 
 use std::io::Read as _;
 use std::os::fd::AsRawFd as _;
@@ -85,6 +88,35 @@ pub fn read_regular_file(path: &Path, bytes_max: u64, limit: &'static str) -> Re
         return Err(FileReadError::TooLarge { limit, bytes_max, bytes: bytes.len() as u64 });
     }
     Ok(bytes)
+}
+
+/// The policy files of `directory`, sorted: every name ending in `.toml`,
+/// also when it is not a regular file (reading it then fails, visibly);
+/// only a name whose target is gone (deleted meanwhile, a dangling
+/// symlink) is no file. A missing directory has none.
+pub(crate) fn policy_files(directory: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .filter(|path| !matches!(std::fs::metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Whether `file`, symlinks resolved, lies in `directory`; false when
+/// either cannot be resolved.
+pub(crate) fn lies_inside(file: &Path, directory: &Path) -> bool {
+    match (std::fs::canonicalize(file), std::fs::canonicalize(directory)) {
+        (Ok(file), Ok(directory)) => file.starts_with(directory),
+        _ => false,
+    }
 }
 
 /// Refuses a resolved path under a pseudo file system's mount point.
