@@ -24,7 +24,7 @@ pub mod schema;
 pub mod server;
 pub mod storage;
 pub mod store;
-pub mod text;
+pub(crate) mod text;
 pub mod tier;
 pub mod time;
 pub mod token;

@@ -160,9 +160,6 @@ impl wasmtime::ResourceLimiter for GuestLimiter {
     }
 }
 
-/// Guest stdout and stderr of one call: kept up to a cap, later bytes are
-/// counted and dropped (never an error for the guest, which would make a
-
 /// Puts a call's limits on its fresh `store`: the memory cap of the
 /// limiter that `limiter` finds in the store's state, the epoch deadline
 /// and the fuel.
