@@ -63,6 +63,8 @@ pub(super) enum WorldPre {
     Archival(bindings::archival::ArchivalPre<GuestState>),
 }
 
+/// Types `instance_pre` as `kind`'s world: refused as the wrong world when
+/// an export that world needs is missing or has another signature.
 pub(super) fn prepare_world(instance_pre: InstancePre<GuestState>, kind: PolicyKind) -> Result<WorldPre> {
     let wrong_world = |e: wasmtime::Error| SandboxError::WrongWorld { world: kind.as_str(), reason: format!("{e:#}") };
     Ok(match kind {
@@ -120,6 +122,7 @@ pub struct CallContext<'a> {
 }
 
 impl CompiledComponent {
+    /// A component of the bytes with `sha256`, typed as `kind`'s world.
     pub(super) fn new(kind: PolicyKind, sha256: String, pre: WorldPre, source: CompileSource) -> CompiledComponent {
         CompiledComponent { kind, sha256, pre, source }
     }
