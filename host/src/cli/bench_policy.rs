@@ -20,15 +20,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::catalog::Catalog;
+use crate::facts::{ColumnBatch, ColumnValues, DatasetFacts, PartitionFacts};
 use crate::ingest::batch::{BatchBuilder, ParsedBatch};
 use crate::ingest::{IngestLimits, Precision, line_protocol, route};
 use crate::period::Period;
 use crate::policy::builtins;
-use crate::policy::definition::{PolicyKind, PolicyLimits};
-use crate::policy::facts::{ColumnBatch, ColumnValues, DatasetFacts, PartitionFacts, partitioner_input};
-use crate::policy::sandbox::{CallContext, Sandbox};
 use crate::policy::watcher::PolicyWatcher;
-use crate::policy::{PolicyRuntime, PolicySettings};
+use crate::policy::{PolicyRuntime, PolicySettings, partitioner_input};
+use crate::sandbox::{CallContext, PolicyKind, PolicyLimits, Sandbox};
 use crate::schema::{ColumnKind, DatasetSchema};
 use crate::tier::Tier;
 
@@ -282,7 +281,7 @@ fn evaluations(root: &Path, args: &PolicyBenchArgs) -> anyhow::Result<()> {
     let large = time(args.repetitions.min(10), || {
         let decisions =
             component.evaluate_retention(call, now_ns, config, &dataset, &facts).map_err(|e| anyhow::anyhow!("{e}"))?;
-        deleted = decisions.iter().filter(|d| d.action == crate::policy::facts::RetentionAction::Delete).count();
+        deleted = decisions.iter().filter(|d| d.action == crate::facts::RetentionAction::Delete).count();
         Ok(())
     })?;
     println!(

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::policy::definition::{PolicyKind, PolicyLimits, check_policy_name};
-use crate::policy::sandbox::{CallContext, Sandbox};
+use crate::policy::definition::check_policy_name;
+use crate::sandbox::{CallContext, PolicyKind, PolicyLimits, Sandbox};
 
 /// `strata policy …`
 #[derive(Debug, clap::Subcommand)]

@@ -6,7 +6,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::policy::facts::{DatasetFacts, PartitionFacts};
+use crate::facts::{DatasetFacts, PartitionFacts};
 
 fn hash_text(hasher: &mut Sha256, text: &str) {
     hasher.update((text.len() as u64).to_le_bytes());

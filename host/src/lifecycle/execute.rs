@@ -21,7 +21,7 @@ use super::moves::MoveJob;
 use super::run::RunReport;
 use super::{Lifecycle, ms_to_ns};
 use crate::catalog::PartitionRecord;
-use crate::policy::facts::ArchiveDecision;
+use crate::facts::ArchiveDecision;
 use crate::store::DatasetState;
 use crate::time::now_ns;
 

@@ -14,7 +14,8 @@ use crate::catalog::{AuditFilter, CatalogError, PartitionRecord};
 use crate::error::Failure;
 use crate::names::{DatasetName, partition_label};
 use crate::period::Bucket;
-use crate::policy::definition::{DEFAULT_SCHEDULE, PolicyKind, Schedule};
+use crate::policy::definition::{DEFAULT_SCHEDULE, Schedule};
+use crate::sandbox::PolicyKind;
 use crate::tier::Tier;
 use crate::time::{now_ns, rfc3339};
 

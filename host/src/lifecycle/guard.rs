@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::policy::facts::PartitionFacts;
+use crate::facts::PartitionFacts;
 use crate::tier::Tier;
 
 /// The guard rails of one dataset.

@@ -25,9 +25,9 @@ use super::off_runtime;
 use super::{Lifecycle, no_dataset};
 use crate::catalog::{PartitionRecord, RunRecord};
 use crate::error::{ErrorCode, Failure};
-use crate::policy::definition::PolicyKind;
-use crate::policy::facts::{ArchiveDecision, DatasetFacts, PartitionFacts, RetentionAction};
+use crate::facts::{ArchiveDecision, DatasetFacts, PartitionFacts, RetentionAction};
 use crate::policy::{dataset_facts, partition_facts};
+use crate::sandbox::PolicyKind;
 use crate::store::DatasetState;
 use crate::tier::Tier;
 use crate::time::{now_ns, rfc3339};
@@ -516,7 +516,7 @@ macro_rules! decision {
         }
     )*};
 }
-decision!(crate::policy::facts::RetentionDecision, crate::policy::facts::TierDecision, ArchiveDecision);
+decision!(crate::facts::RetentionDecision, crate::facts::TierDecision, ArchiveDecision);
 
 impl Evaluation {
     /// Turns a policy's decisions into proposals (and archive options).

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use super::{Lifecycle, ms_to_ns};
 use crate::error::Failure;
-use crate::policy::definition::{DEFAULT_SCHEDULE, PolicyKind, Schedule};
+use crate::policy::definition::{DEFAULT_SCHEDULE, Schedule};
+use crate::sandbox::PolicyKind;
 use crate::time::now_ns;
 
 impl Lifecycle {

@@ -21,97 +21,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Which world a policy implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyKind {
-    /// Assigns partition keys on the write path.
-    Partitioner,
-    /// Decides which partitions to delete.
-    Retention,
-    /// Decides which tier partitions belong in.
-    Tiering,
-    /// Decides which partitions to archive.
-    Archival,
-}
-
-impl PolicyKind {
-    /// Every kind.
-    pub const ALL: [PolicyKind; 4] =
-        [PolicyKind::Partitioner, PolicyKind::Retention, PolicyKind::Tiering, PolicyKind::Archival];
-
-    /// The kind's name, which is also its WIT world's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyKind::Partitioner => "partitioner",
-            PolicyKind::Retention => "retention",
-            PolicyKind::Tiering => "tiering",
-            PolicyKind::Archival => "archival",
-        }
-    }
-
-    /// Parses a kind name.
-    pub fn parse(raw: &str) -> Option<PolicyKind> {
-        PolicyKind::ALL.into_iter().find(|kind| kind.as_str() == raw)
-    }
-}
-
-/// Per-policy limits, from the `[limits]` table. Each names its unit last.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PolicyLimits {
-    /// Wall-clock time one call may run, in milliseconds (epoch interruption).
-    pub deadline_ms: u64,
-    /// Linear memory the component may grow to, in bytes.
-    pub memory_bytes_max: u64,
-    /// WebAssembly fuel (roughly, instructions) one call may use; none = unlimited.
-    pub fuel: Option<u64>,
-    /// Entries in one answer (decisions, keys, config problems).
-    pub decisions_max: u64,
-    /// Bytes of strings in one answer (ids, reasons, keys).
-    pub output_bytes_max: u64,
-}
-
-impl Default for PolicyLimits {
-    fn default() -> PolicyLimits {
-        PolicyLimits {
-            deadline_ms: 1_000,
-            memory_bytes_max: 256 * 1024 * 1024,
-            fuel: None,
-            decisions_max: 1_000_000,
-            output_bytes_max: 64 * 1024 * 1024,
-        }
-    }
-}
-
-/// Bounds on the limits themselves.
-const DEADLINE_MS_MAX: u64 = 10 * 60 * 1_000;
-const MEMORY_BYTES_MIN: u64 = 1024 * 1024;
-const MEMORY_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
-
-impl PolicyLimits {
-    fn validate(&self) -> Result<(), String> {
-        if !(1..=DEADLINE_MS_MAX).contains(&self.deadline_ms) {
-            return Err(format!("limits.deadline_ms = {} must be within 1..={DEADLINE_MS_MAX}", self.deadline_ms));
-        }
-        if !(MEMORY_BYTES_MIN..=MEMORY_BYTES_MAX).contains(&self.memory_bytes_max) {
-            return Err(format!(
-                "limits.memory_bytes_max = {} must be within {MEMORY_BYTES_MIN}..={MEMORY_BYTES_MAX}",
-                self.memory_bytes_max
-            ));
-        }
-        if self.fuel == Some(0) {
-            return Err("limits.fuel must be greater than 0 (leave it out for no fuel limit)".into());
-        }
-        if self.decisions_max == 0 {
-            return Err("limits.decisions_max must be greater than 0".into());
-        }
-        if self.output_bytes_max == 0 {
-            return Err("limits.output_bytes_max must be greater than 0".into());
-        }
-        Ok(())
-    }
-}
+use crate::sandbox::{PolicyKind, PolicyLimits};
+use crate::text::elide;
 
 /// Where a policy's component comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,7 +225,7 @@ const DEFINITION_MESSAGE_BYTES_MAX: usize = 600;
 /// and pads up to the column, which for a file of one long line is the
 /// whole file.
 fn describe_toml_error(error: &toml::de::Error, text: &str) -> String {
-    use super::files::{QUOTE_BYTES_MAX, elide};
+    use super::files::QUOTE_BYTES_MAX;
     let what = error.message().trim_end();
     let Some(start) = error.span().map(|span| span.start).filter(|start| text.is_char_boundary(*start)) else {
         return what.to_string();
@@ -334,7 +245,7 @@ impl PolicyDefinition {
         // Values quoted in messages come from the file: bound them.
         let error = |message: String| DefinitionError {
             file: file.display().to_string(),
-            message: super::files::elide(&message, DEFINITION_MESSAGE_BYTES_MAX),
+            message: elide(&message, DEFINITION_MESSAGE_BYTES_MAX),
         };
         let parsed: PolicyFile = toml::from_str(text).map_err(|e| error(describe_toml_error(&e, text)))?;
         let name = match parsed.name {

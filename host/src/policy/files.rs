@@ -19,6 +19,9 @@
 //! the opened file's own path is checked again, and a file that says it is
 //! empty but reads bytes (procfs, sysfs or debugfs mounted elsewhere) is
 //! refused without its contents.
+//!
+//! The listing of the policy directory and the check that a file lies in
+//! it are here too: this is the only file I/O of the policy runtime.
 
 use std::io::Read as _;
 use std::os::fd::AsRawFd as _;
@@ -87,6 +90,35 @@ pub fn read_regular_file(path: &Path, bytes_max: u64, limit: &'static str) -> Re
     Ok(bytes)
 }
 
+/// The policy files of `directory`, sorted: every name ending in `.toml`,
+/// also when it is not a regular file (reading it then fails, visibly);
+/// only a name whose target is gone (deleted meanwhile, a dangling
+/// symlink) is no file. A missing directory has none.
+pub(crate) fn policy_files(directory: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .filter(|path| !matches!(std::fs::metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Whether `file`, symlinks resolved, lies in `directory`; false when
+/// either cannot be resolved.
+pub(crate) fn lies_inside(file: &Path, directory: &Path) -> bool {
+    match (std::fs::canonicalize(file), std::fs::canonicalize(directory)) {
+        (Ok(file), Ok(directory)) => file.starts_with(directory),
+        _ => false,
+    }
+}
+
 /// Refuses a resolved path under a pseudo file system's mount point.
 fn check_not_pseudo(resolved: &Path) -> Result<(), FileReadError> {
     if PSEUDO_FILE_ROOTS.iter().any(|root| resolved.starts_with(root)) {
@@ -119,29 +151,6 @@ fn check_regular(metadata: &std::fs::Metadata, bytes_max: u64, limit: &'static s
         return Err(FileReadError::TooLarge { limit, bytes_max, bytes: metadata.len() });
     }
     Ok(())
-}
-
-/// `text` cut to at most `bytes_max` bytes (at a character boundary) with
-/// the number of bytes left out, for quoting file contents in messages.
-pub fn elide(text: &str, bytes_max: usize) -> String {
-    let kept = truncate_at_char_boundary(text, bytes_max);
-    if kept.len() == text.len() {
-        return text.to_string();
-    }
-    format!("{kept}… ({} more bytes)", text.len() - kept.len())
-}
-
-/// The longest prefix of `text` of at most `bytes_max` bytes that ends at
-/// a character boundary.
-pub(crate) fn truncate_at_char_boundary(text: &str, bytes_max: usize) -> &str {
-    if text.len() <= bytes_max {
-        return text;
-    }
-    let mut end = bytes_max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 #[cfg(test)]
@@ -210,12 +219,5 @@ mod tests {
         let error = read_regular_file(&fifo, 10, "k").unwrap_err();
         assert!(matches!(error, FileReadError::NotRegular("FIFO")), "{error}");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn elide_keeps_short_text_and_cuts_long_text_at_a_character() {
-        assert_eq!(elide("short", 10), "short");
-        assert_eq!(elide("ééé", 3), "é… (4 more bytes)");
-        assert!(elide(&"x".repeat(1 << 20), QUOTE_BYTES_MAX).len() < QUOTE_BYTES_MAX + 32);
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::tier::Tier;
 
-use super::facts::{
+use crate::facts::{
     ArchiveDecision, PartitionFacts, RetentionAction, RetentionDecision, TierDecision, is_valid_partition_key,
 };
 

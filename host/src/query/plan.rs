@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use crate::error::{ErrorCode, Failure};
-use crate::policy::facts::is_valid_partition_key;
+use crate::facts::is_valid_partition_key;
 use crate::schema::{ColumnKind, DatasetSchema};
 
 /// `POST /v1/datasets/{ds}/query`.

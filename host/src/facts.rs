@@ -1,7 +1,7 @@
 //! The facts a policy is given and the decisions it answers with, as plain
-//! Rust values. They mirror the records of `wit/policy.wit`; the sandbox
-//! converts between these and the generated bindings, so nothing outside
-//! `policy::sandbox` sees a wasmtime type.
+//! Rust values, and the contract of a partition key. They mirror the
+//! records of `wit/policy.wit`; the sandbox converts between these and the
+//! generated bindings, so nothing outside `sandbox` sees a wasmtime type.
 
 use serde::Serialize;
 
@@ -174,99 +174,5 @@ mod tests {
         for bad in ["Tenant", "a/b", "a b", "ü", &"x".repeat(64), "../x"] {
             assert!(!is_valid_partition_key(bad), "{bad}");
         }
-    }
-}
-
-/// The input of a partitioner for one parsed request: the columns it asked
-/// for that the batch has (a column the batch lacks is left out, as the
-/// contract says), converted from Arrow. This is what the write path hands
-/// to [`super::PolicyRuntime::partition`] before `ingest::route`.
-pub fn partitioner_input(
-    parsed: &crate::ingest::batch::ParsedBatch,
-    time_column: &str,
-    wanted: &[String],
-) -> Vec<ColumnBatch> {
-    use arrow::array::{Array, AsArray};
-    use arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type, UInt64Type};
-
-    fn texts(array: &dyn Array) -> Option<Vec<Option<String>>> {
-        if let Some(dictionary) = array.as_dictionary_opt::<Int32Type>() {
-            let values = dictionary.values().as_string_opt::<i32>()?;
-            return Some(
-                (0..array.len())
-                    .map(|row| {
-                        dictionary
-                            .is_valid(row)
-                            .then(|| values.value(dictionary.keys().value(row) as usize).to_string())
-                    })
-                    .collect(),
-            );
-        }
-        let strings = array.as_string_opt::<i32>()?;
-        Some(strings.iter().map(|value| value.map(str::to_string)).collect())
-    }
-
-    let mut out = Vec::with_capacity(wanted.len());
-    for name in wanted {
-        if name == time_column {
-            out.push(ColumnBatch { name: name.clone(), values: ColumnValues::Time(parsed.times.clone()) });
-            continue;
-        }
-        let Some(index) = parsed.columns.iter().position(|column| &column.name == name) else { continue };
-        let array = parsed.arrays[index].as_ref();
-        let values = match array.data_type() {
-            DataType::Float64 => ColumnValues::Float(array.as_primitive::<Float64Type>().iter().collect()),
-            DataType::Int64 => ColumnValues::Integer(array.as_primitive::<Int64Type>().iter().collect()),
-            DataType::UInt64 => ColumnValues::Unsigned(array.as_primitive::<UInt64Type>().iter().collect()),
-            DataType::Boolean => ColumnValues::Boolean(array.as_boolean().iter().collect()),
-            _ => match texts(array) {
-                Some(values) => ColumnValues::Text(values),
-                None => continue,
-            },
-        };
-        out.push(ColumnBatch { name: name.clone(), values });
-    }
-    out
-}
-
-#[cfg(test)]
-mod partitioner_input_tests {
-    use std::sync::Arc;
-
-    use arrow::array::{ArrayRef, DictionaryArray, Float64Array};
-    use arrow::datatypes::Int32Type;
-
-    use super::*;
-    use crate::ingest::batch::ParsedBatch;
-    use crate::schema::ColumnDef;
-
-    #[test]
-    fn requested_columns_are_converted_and_missing_ones_left_out() {
-        let hosts: DictionaryArray<Int32Type> = vec![Some("a"), None, Some("a")].into_iter().collect();
-        let parsed = ParsedBatch {
-            times: vec![1, 2, 3],
-            columns: vec![
-                ColumnDef { name: "host".into(), kind: ColumnKind::Tag },
-                ColumnDef { name: "usage".into(), kind: ColumnKind::Float },
-            ],
-            arrays: vec![
-                Arc::new(hosts) as ArrayRef,
-                Arc::new(Float64Array::from(vec![Some(0.5), Some(1.0), None])) as ArrayRef,
-            ],
-            record_numbers: Vec::new(),
-        };
-        let wanted = ["usage", "missing", "host", "time"].map(String::from);
-        let columns = partitioner_input(&parsed, "time", &wanted);
-        assert_eq!(
-            columns,
-            [
-                ColumnBatch { name: "usage".into(), values: ColumnValues::Float(vec![Some(0.5), Some(1.0), None]) },
-                ColumnBatch {
-                    name: "host".into(),
-                    values: ColumnValues::Text(vec![Some("a".into()), None, Some("a".into())])
-                },
-                ColumnBatch { name: "time".into(), values: ColumnValues::Time(vec![1, 2, 3]) },
-            ]
-        );
     }
 }
