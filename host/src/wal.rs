@@ -28,7 +28,7 @@ use crate::storage::sync_dir;
 
 /// A WAL failure.
 #[derive(Debug, thiserror::Error)]
-pub enum WalError {
+pub(crate) enum WalError {
     /// An IO error.
     #[error("{context}: {source}")]
     Io {
@@ -108,7 +108,7 @@ struct Shared {
 }
 
 /// The write-ahead log.
-pub struct Wal {
+pub(crate) struct Wal {
     sender: Mutex<Option<mpsc::Sender<Pending>>>,
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -250,7 +250,8 @@ impl Wal {
     }
 
     /// Number of segment files.
-    pub fn segment_count(&self) -> usize {
+    #[cfg(test)]
+    fn segment_count(&self) -> usize {
         lock(&self.shared.segments).len()
     }
 
@@ -430,7 +431,7 @@ impl GroupFailure {
 
 /// One request's rows as logged: per partition, an Arrow IPC stream.
 #[derive(Debug, Clone)]
-pub struct WalEntry {
+pub(crate) struct WalEntry {
     /// The dataset's catalog id.
     pub dataset_id: i64,
     /// The idempotency key and the response first given, if any.
@@ -532,7 +533,7 @@ impl WalEntry {
 }
 
 /// Encodes a batch as an Arrow IPC stream.
-pub fn encode_batch(batch: &RecordBatch) -> Vec<u8> {
+pub(crate) fn encode_batch(batch: &RecordBatch) -> Vec<u8> {
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2);
     {
         let mut writer = StreamWriter::try_new(&mut out, &batch.schema()).expect("in-memory IPC writer");
@@ -543,7 +544,7 @@ pub fn encode_batch(batch: &RecordBatch) -> Vec<u8> {
 }
 
 /// Decodes [`encode_batch`]'s output.
-pub fn decode_batch(bytes: &[u8]) -> Result<RecordBatch, WalError> {
+pub(crate) fn decode_batch(bytes: &[u8]) -> Result<RecordBatch, WalError> {
     let reader = StreamReader::try_new(bytes, None).map_err(|e| WalError::Corrupt(format!("IPC: {e}")))?;
     let schema = reader.schema();
     let batches: Vec<RecordBatch> =
