@@ -1,11 +1,11 @@
 //! The store: ties the catalog, the WAL, the buffers and storage together into
 //! the write path, flushing and start-up recovery.
 //!
-//! Write path ([`write`]): parse → schema check → route → WAL (group commit,
-//! fsync) → buffers → acknowledge. Flush ([`flush`]): buffer → Parquet →
+//! Write path (`write.rs`): parse → schema check → route → WAL (group commit,
+//! fsync) → buffers → acknowledge. Flush (`flush.rs`): buffer → Parquet →
 //! storage (create-only, fsync) → verify → catalog commit → drop buffered
-//! rows → WAL truncation. Start-up ([`open`]): sweep orphans → load catalog
-//! → replay WAL → ready. Sealing ([`seal`]) flips partitions' read-only
+//! rows → WAL truncation. Start-up (`open.rs`): sweep orphans → load catalog
+//! → replay WAL → ready. Sealing (`seal.rs`) flips partitions' read-only
 //! flags while no write is between its seal check and its buffers.
 //!
 //! # Poisoned locks

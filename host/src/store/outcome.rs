@@ -52,7 +52,7 @@ pub struct WriteAnswer {
 
 impl WriteOutcome {
     /// The JSON body of a `Written` answer.
-    pub fn written_body(rows: u64, partitions: u64) -> Json {
+    pub(crate) fn written_body(rows: u64, partitions: u64) -> Json {
         json!({ "rows": rows, "partitions": partitions })
     }
 

@@ -6,7 +6,7 @@
 //!
 //! The request is all or nothing per line: a refusal at any step before the
 //! WAL append writes nothing. The dataset's `sealing` lock is held shared
-//! from the seal check until `apply` has buffered the rows (see [`super::seal`]).
+//! from the seal check until `apply` has buffered the rows (see `seal.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
