@@ -53,6 +53,9 @@ pub struct Buffers {
 }
 
 impl Buffers {
+    /// Locks the partitions, carrying on past a poisoned lock: each critical
+    /// section below leaves the map consistent at every panic point (the
+    /// store's stance on poisoned locks, `store` module doc).
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, PartitionBuffer>> {
         self.partitions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -73,7 +76,13 @@ impl Buffers {
         if buffer.chunks.is_empty() {
             buffer.oldest = Instant::now();
         }
-        debug_assert!(buffer.chunks.last().is_none_or(|c| c.seq <= seq), "chunks arrive in WAL order");
+        if let Some(last) = buffer.chunks.last() {
+            assert!(
+                last.seq <= seq,
+                "the buffer receives WAL entries in sequence order: partition {partition_id} got seq {seq} after {}",
+                last.seq
+            );
+        }
         buffer.chunks.push(Chunk { seq, batch, bytes });
         buffer.bytes += bytes;
         buffer.rows += rows;

@@ -19,6 +19,12 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 
+/// Creates the data directory (and its parents) if it does not exist yet.
+/// The store opens its catalog and WAL inside it.
+pub fn create_data_dir(directory: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(directory)
+}
+
 /// The name of the file that records the holder's pid inside a locked
 /// directory. Storage listings skip it at a target's root.
 pub const LOCK_FILE_NAME: &str = "LOCK";

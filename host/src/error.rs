@@ -4,10 +4,9 @@
 //! reported under ([`Coded`]); the HTTP layer renders a [`Failure`]. Codes are
 //! part of the public contract: never rename one.
 
-use hyper::StatusCode;
 use serde_json::{Value, json};
 
-/// A stable error code with its HTTP status.
+/// A stable error code. `http` maps each to its HTTP status (`http::status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// The request body or a parameter is not well-formed.
@@ -149,52 +148,6 @@ impl ErrorCode {
             ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::CrossSiteRefused => "cross_site_refused",
             ErrorCode::Internal => "internal",
-        }
-    }
-
-    /// The HTTP status for this code. This mapping exists only here.
-    pub fn status(self) -> StatusCode {
-        match self {
-            ErrorCode::BadRequest
-            | ErrorCode::InvalidJson
-            | ErrorCode::InvalidLineProtocol
-            | ErrorCode::PartialWrite
-            | ErrorCode::SchemaConflict
-            | ErrorCode::UnsupportedValue
-            | ErrorCode::UnrepresentableValue
-            | ErrorCode::InvalidGzip
-            | ErrorCode::InvalidDatasetName
-            | ErrorCode::InvalidTimestamp
-            | ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
-            ErrorCode::QueryRefused => StatusCode::FORBIDDEN,
-            ErrorCode::QueryTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorCode::QueryBusy | ErrorCode::CompileBusy => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::QueryTooLarge => StatusCode::INSUFFICIENT_STORAGE,
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::NotFound | ErrorCode::PolicyNotFound => StatusCode::NOT_FOUND,
-            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::PartitionReadOnly
-            | ErrorCode::PartitionNotHot
-            | ErrorCode::LateRowsRefused
-            | ErrorCode::IdempotencyKeyInFlight
-            | ErrorCode::PolicyUnavailable
-            | ErrorCode::NotArchived
-            | ErrorCode::CompactionDisabled
-            | ErrorCode::TokenExists => StatusCode::CONFLICT,
-            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::IdempotencyKeyReused
-            | ErrorCode::LimitExceeded
-            | ErrorCode::PolicyInvalid
-            | ErrorCode::PolicyLimitExceeded
-            | ErrorCode::PolicyFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::BufferFull => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::HostNotAllowed | ErrorCode::CrossSiteRefused => StatusCode::FORBIDDEN,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::storage::sync_dir;
 
 /// A WAL failure.
 #[derive(Debug, thiserror::Error)]
-pub enum WalError {
+pub(crate) enum WalError {
     /// An IO error.
     #[error("{context}: {source}")]
     Io {
@@ -70,6 +70,14 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> WalError {
     move |source| WalError::Io { context, source }
 }
 
+/// Locks `mutex`, carrying on past a poisoned lock: each critical section
+/// here is a plain update of the segment list or the sender that a panic
+/// cannot leave half-done (the store's stance on poisoned locks, `store`
+/// module doc).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 const HEADER_BYTES: usize = 16;
 /// Entries larger than this are refused as corrupt on replay.
 const ENTRY_BYTES_MAX: usize = 1 << 31;
@@ -94,11 +102,13 @@ struct Shared {
     segments: Mutex<Vec<Segment>>,
     /// Every entry with a sequence at or below this has been applied.
     applied_through: AtomicU64,
+    /// The highest truncation watermark so far (`remove_segments_below`).
+    truncated_below: AtomicU64,
     poisoned: AtomicBool,
 }
 
 /// The write-ahead log.
-pub struct Wal {
+pub(crate) struct Wal {
     sender: Mutex<Option<mpsc::Sender<Pending>>>,
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -183,6 +193,7 @@ impl Wal {
         let shared = Arc::new(Shared {
             segments: Mutex::new(segments),
             applied_through: AtomicU64::new(last_seq),
+            truncated_below: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
         });
         let (sender, receiver) = mpsc::channel();
@@ -202,7 +213,7 @@ impl Wal {
         }
         let (done, wait) = tokio::sync::oneshot::channel();
         {
-            let sender = self.sender.lock().expect("not poisoned");
+            let sender = lock(&self.sender);
             let sender = sender.as_ref().ok_or(WalError::Closed)?;
             sender.send(Pending { payload, apply, done }).map_err(|_| WalError::Closed)?;
         }
@@ -217,8 +228,13 @@ impl Wal {
     /// Deletes closed segments whose entries all have sequences below `low`.
     /// Returns how many were deleted.
     pub fn remove_segments_below(&self, low: u64) -> Result<usize, WalError> {
+        // Entries below an earlier watermark may be gone already: a lower
+        // one would mean the caller counts rows as unflushed that the log
+        // no longer holds.
+        let previous = self.shared.truncated_below.fetch_max(low, Ordering::AcqRel);
+        assert!(low >= previous, "the WAL truncation watermark never decreases: {low} after {previous}");
         let doomed: Vec<Segment> = {
-            let mut segments = self.shared.segments.lock().expect("not poisoned");
+            let mut segments = lock(&self.shared.segments);
             let (doomed, kept): (Vec<Segment>, Vec<Segment>) =
                 segments.drain(..).partition(|s| !s.open && s.last_seq < low);
             *segments = kept;
@@ -234,14 +250,15 @@ impl Wal {
     }
 
     /// Number of segment files.
-    pub fn segment_count(&self) -> usize {
-        self.shared.segments.lock().expect("not poisoned").len()
+    #[cfg(test)]
+    fn segment_count(&self) -> usize {
+        lock(&self.shared.segments).len()
     }
 
     /// Stops the writer after it has written everything queued.
     pub fn close(&self) {
-        self.sender.lock().expect("not poisoned").take();
-        if let Some(thread) = self.thread.lock().expect("not poisoned").take() {
+        lock(&self.sender).take();
+        if let Some(thread) = lock(&self.thread).take() {
             let _ = thread.join();
         }
     }
@@ -270,7 +287,7 @@ impl Writer {
             .open(&path)
             .map_err(io(format!("create {}", path.display())))?;
         sync_dir(dir).map_err(io("sync WAL directory"))?;
-        let mut segments = shared.segments.lock().expect("not poisoned");
+        let mut segments = lock(&shared.segments);
         for segment in segments.iter_mut() {
             segment.open = false;
         }
@@ -279,88 +296,68 @@ impl Writer {
     }
 
     fn run(mut self, receiver: mpsc::Receiver<Pending>) {
-        const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
         let mut buffer = Vec::new();
         while let Ok(first) = receiver.recv() {
-            let mut group = vec![first];
-            let mut bytes = group[0].payload.len();
-            while bytes < GROUP_BYTES_MAX {
-                match receiver.try_recv() {
-                    Ok(next) => {
-                        bytes += next.payload.len();
-                        group.push(next);
+            let group = gather(first, &receiver);
+            match self.commit(&group, &mut buffer) {
+                Ok(first_seq) => self.apply(group, first_seq),
+                Err(failure) => {
+                    for pending in group {
+                        let _ = pending.done.send(Err(failure.error()));
                     }
-                    Err(_) => break,
                 }
             }
-            if self.shared.poisoned.load(Ordering::Acquire) {
-                for pending in group {
-                    let _ = pending.done.send(Err(WalError::Poisoned));
-                }
-                continue;
-            }
-            if self.size >= self.segment_bytes_max
-                && let Err(error) = self.rotate()
-            {
-                tracing::error!(%error, "cannot start a new WAL segment");
-                for pending in group {
-                    let _ = pending.done.send(Err(WalError::Io {
-                        context: "rotate WAL".into(),
-                        source: std::io::Error::other(error.to_string()),
-                    }));
-                }
-                continue;
-            }
-            buffer.clear();
-            let first_seq = self.next_seq;
-            for (i, pending) in group.iter().enumerate() {
-                let seq = first_seq + i as u64;
-                let mut crc = crc32c::crc32c(&seq.to_le_bytes());
-                crc = crc32c::crc32c_append(crc, &pending.payload);
-                buffer.extend_from_slice(&(pending.payload.len() as u32).to_le_bytes());
-                buffer.extend_from_slice(&crc.to_le_bytes());
-                buffer.extend_from_slice(&seq.to_le_bytes());
-                buffer.extend_from_slice(&pending.payload);
-            }
-            let written = self.file.write_all(&buffer);
-            if let Err(source) = written {
-                // Cut the partial record off so the segment stays well-formed.
-                let _ = self.file.set_len(self.size);
-                let message = source.to_string();
-                let kind = source.kind();
-                let raw = source.raw_os_error();
-                for pending in group {
-                    let error = match raw {
-                        Some(code) => std::io::Error::from_raw_os_error(code),
-                        None => std::io::Error::new(kind, message.clone()),
-                    };
-                    let _ = pending.done.send(Err(WalError::Io { context: "append to WAL".into(), source: error }));
-                }
-                continue;
-            }
-            crate::failpoint::hit("wal.before_fsync");
-            if let Err(source) = self.file.sync_data() {
-                // After a failed fsync the page cache state is unknown; refuse
-                // everything until an operator restarts and the WAL is replayed.
-                tracing::error!(error = %source, "WAL fsync failed; refusing writes until restart");
-                self.shared.poisoned.store(true, Ordering::Release);
-                for pending in group {
-                    let _ = pending.done.send(Err(WalError::Poisoned));
-                }
-                continue;
-            }
-            self.size += buffer.len() as u64;
-            let last_seq = first_seq + group.len() as u64 - 1;
-            self.next_seq = last_seq + 1;
-            if let Some(segment) = self.shared.segments.lock().expect("not poisoned").iter_mut().find(|s| s.open) {
-                segment.last_seq = last_seq;
-            }
-            for (i, pending) in group.into_iter().enumerate() {
-                let seq = first_seq + i as u64;
-                (pending.apply)(seq);
-                self.shared.applied_through.store(seq, Ordering::Release);
-                let _ = pending.done.send(Ok(seq));
-            }
+        }
+    }
+
+    /// Writes the group's records with one `write` and one `fdatasync`.
+    /// Returns the first record's sequence.
+    fn commit(&mut self, group: &[Pending], buffer: &mut Vec<u8>) -> Result<u64, GroupFailure> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(GroupFailure::Poisoned);
+        }
+        if self.size >= self.segment_bytes_max
+            && let Err(error) = self.rotate()
+        {
+            tracing::error!(%error, "cannot start a new WAL segment");
+            return Err(GroupFailure::Rotate(error.to_string()));
+        }
+        let first_seq = self.next_seq;
+        encode_records(group, first_seq, buffer);
+        if let Err(source) = self.file.write_all(buffer) {
+            // Cut the partial record off so the segment stays well-formed.
+            let _ = self.file.set_len(self.size);
+            return Err(GroupFailure::Append(source));
+        }
+        crate::failpoint::hit("wal.before_fsync");
+        if let Err(source) = self.file.sync_data() {
+            // After a failed fsync the page cache state is unknown; refuse
+            // everything until an operator restarts and the WAL is replayed.
+            tracing::error!(error = %source, "WAL fsync failed; refusing writes until restart");
+            self.shared.poisoned.store(true, Ordering::Release);
+            return Err(GroupFailure::Poisoned);
+        }
+        self.size += buffer.len() as u64;
+        let last_seq = first_seq + group.len() as u64 - 1;
+        self.next_seq = last_seq + 1;
+        if let Some(segment) = lock(&self.shared.segments).iter_mut().find(|s| s.open) {
+            segment.last_seq = last_seq;
+        }
+        Ok(first_seq)
+    }
+
+    /// Runs each durable entry's `apply` in sequence order and wakes its request.
+    fn apply(&self, group: Vec<Pending>, first_seq: u64) {
+        for (i, pending) in group.into_iter().enumerate() {
+            let seq = first_seq + i as u64;
+            let applied = self.shared.applied_through.load(Ordering::Acquire);
+            assert!(
+                seq == applied + 1,
+                "the WAL writer applies entries in sequence order: entry {seq} after {applied}"
+            );
+            (pending.apply)(seq);
+            self.shared.applied_through.store(seq, Ordering::Release);
+            let _ = pending.done.send(Ok(seq));
         }
     }
 
@@ -372,9 +369,69 @@ impl Writer {
     }
 }
 
+/// Takes `first` and whatever else is queued, up to a group's byte budget.
+fn gather(first: Pending, receiver: &mpsc::Receiver<Pending>) -> Vec<Pending> {
+    const GROUP_BYTES_MAX: usize = 64 * 1024 * 1024;
+    let mut bytes = first.payload.len();
+    let mut group = vec![first];
+    while bytes < GROUP_BYTES_MAX {
+        match receiver.try_recv() {
+            Ok(next) => {
+                bytes += next.payload.len();
+                group.push(next);
+            }
+            Err(_) => break,
+        }
+    }
+    group
+}
+
+/// Encodes the group's records into `buffer`, numbered from `first_seq`.
+fn encode_records(group: &[Pending], first_seq: u64, buffer: &mut Vec<u8>) {
+    buffer.clear();
+    for (i, pending) in group.iter().enumerate() {
+        let seq = first_seq + i as u64;
+        let mut crc = crc32c::crc32c(&seq.to_le_bytes());
+        crc = crc32c::crc32c_append(crc, &pending.payload);
+        buffer.extend_from_slice(&(pending.payload.len() as u32).to_le_bytes());
+        buffer.extend_from_slice(&crc.to_le_bytes());
+        buffer.extend_from_slice(&seq.to_le_bytes());
+        buffer.extend_from_slice(&pending.payload);
+    }
+}
+
+/// Why a group was not committed. Every request of the group is told, each
+/// with its own [`WalError`].
+enum GroupFailure {
+    /// The log refuses writes (an earlier or this fsync failed).
+    Poisoned,
+    /// A new segment could not be started.
+    Rotate(String),
+    /// The `write` failed; the partial record was cut off.
+    Append(std::io::Error),
+}
+
+impl GroupFailure {
+    fn error(&self) -> WalError {
+        match self {
+            GroupFailure::Poisoned => WalError::Poisoned,
+            GroupFailure::Rotate(message) => {
+                WalError::Io { context: "rotate WAL".into(), source: std::io::Error::other(message.clone()) }
+            }
+            GroupFailure::Append(source) => {
+                let error = match source.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(source.kind(), source.to_string()),
+                };
+                WalError::Io { context: "append to WAL".into(), source: error }
+            }
+        }
+    }
+}
+
 /// One request's rows as logged: per partition, an Arrow IPC stream.
 #[derive(Debug, Clone)]
-pub struct WalEntry {
+pub(crate) struct WalEntry {
     /// The dataset's catalog id.
     pub dataset_id: i64,
     /// The idempotency key and the response first given, if any.
@@ -476,7 +533,7 @@ impl WalEntry {
 }
 
 /// Encodes a batch as an Arrow IPC stream.
-pub fn encode_batch(batch: &RecordBatch) -> Vec<u8> {
+pub(crate) fn encode_batch(batch: &RecordBatch) -> Vec<u8> {
     let mut out = Vec::with_capacity(batch.get_array_memory_size() / 2);
     {
         let mut writer = StreamWriter::try_new(&mut out, &batch.schema()).expect("in-memory IPC writer");
@@ -487,7 +544,7 @@ pub fn encode_batch(batch: &RecordBatch) -> Vec<u8> {
 }
 
 /// Decodes [`encode_batch`]'s output.
-pub fn decode_batch(bytes: &[u8]) -> Result<RecordBatch, WalError> {
+pub(crate) fn decode_batch(bytes: &[u8]) -> Result<RecordBatch, WalError> {
     let reader = StreamReader::try_new(bytes, None).map_err(|e| WalError::Corrupt(format!("IPC: {e}")))?;
     let schema = reader.schema();
     let batches: Vec<RecordBatch> =

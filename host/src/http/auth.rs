@@ -352,7 +352,7 @@ impl Admission {
 pub fn status_of(response: &Result<Response<Body>, Failure>) -> u16 {
     match response {
         Ok(response) => response.status().as_u16(),
-        Err(error) => error.code.status().as_u16(),
+        Err(error) => super::status::for_code(error.code).as_u16(),
     }
 }
 
@@ -418,7 +418,7 @@ pub async fn authorize(state: &AppState, request: &mut Request<Incoming>) -> Res
     };
     let mut admission = Admission { grant: grant.clone(), audit };
     if let Some(refusal) = refusal {
-        admission.audit(state, refusal.code.status().as_u16()).await;
+        admission.audit(state, super::status::for_code(refusal.code).as_u16()).await;
         return Err(error_response(&refusal));
     }
     // An admin read that was let through changes nothing: recording it

@@ -174,7 +174,7 @@ impl Edge {
 /// An answer written straight to the socket, for connections never handed
 /// to hyper: a whole `HTTP/1.1` response that closes the connection.
 fn raw_response(error: &Failure) -> Vec<u8> {
-    let status = error.code.status();
+    let status = super::status::for_code(error.code);
     let body = error.body().to_string();
     let mut head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",

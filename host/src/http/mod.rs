@@ -7,6 +7,7 @@ mod edge;
 mod encoding;
 mod lifecycle;
 mod query;
+mod status;
 mod tokens;
 
 pub use edge::{Edge, TlsError, raise_open_file_limit};
@@ -27,7 +28,7 @@ use crate::config::Config;
 use crate::error::{ErrorCode, Failure};
 use crate::ingest::Precision;
 use crate::policy::PolicyRuntime;
-use crate::store::{Format, Recovery, Store, WriteRequest};
+use crate::store::{Format, Recovery, Store, WriteAnswer, WriteOutcome, WriteRequest};
 
 /// Shared state of the HTTP server. The store is absent until start-up
 /// recovery (WAL replay) finishes; until then data routes answer 503.
@@ -165,7 +166,7 @@ async fn handle(state: Arc<AppState>, request: Request<Incoming>) -> Result<Resp
 
 /// The JSON error response for `error`.
 pub fn error_response(error: &Failure) -> Response<Body> {
-    let mut response = json_response(error.code.status(), &error.body());
+    let mut response = json_response(status::for_code(error.code), &error.body());
     if let Some(seconds) = error.retry_after_seconds {
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
@@ -437,15 +438,25 @@ async fn write(
         .map_err(|_| Failure::new(ErrorCode::BadRequest, "Idempotency-Key must be visible ASCII"))?;
     let influx = format == Format::LineProtocol;
     let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
-    let outcome =
+    let answer =
         store.write(WriteRequest { dataset, body, format, precision, accept_partial, idempotency_key }).await?;
-    let mut response = if influx && outcome.status == 200 {
-        no_content()
-    } else {
-        json_response(StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::OK), &outcome.body)
+    Ok(write_response(&answer, influx))
+}
+
+/// The answer to a write, first or replayed: 200 with the counts (204 on
+/// the InfluxDB endpoints), or a partial outcome's status and error body.
+fn write_response(answer: &WriteAnswer, influx: bool) -> Response<Body> {
+    let mut response = match &answer.outcome {
+        WriteOutcome::Written { .. } if influx => no_content(),
+        WriteOutcome::Written { rows, partitions } => {
+            json_response(StatusCode::OK, &WriteOutcome::written_body(*rows, *partitions))
+        }
+        WriteOutcome::PartialWrite(failure) | WriteOutcome::LateRowsRefused(failure) => {
+            json_response(status::for_code(failure.code), &failure.body())
+        }
     };
-    if outcome.replayed {
+    if answer.replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
-    Ok(response)
+    response
 }

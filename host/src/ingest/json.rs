@@ -17,7 +17,7 @@ use serde_json::Value as Json;
 
 use super::batch::{BatchBuilder, RowError, Value};
 use super::{IngestLimits, Precision};
-use crate::error::{ErrorCode, Failure};
+use crate::error::{Coded, ErrorCode};
 use crate::schema::ColumnKind;
 use crate::time::parse_rfc3339;
 
@@ -28,15 +28,15 @@ pub fn parse(
     default_time_ns: i64,
     limits: &IngestLimits,
     builder: &mut BatchBuilder<'_>,
-) -> Result<(), Failure> {
+) -> Result<(), JsonError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
     match first {
         None => Ok(()),
         Some(b'[') => {
-            let records: Vec<Record> = serde_json::from_slice(body)
-                .map_err(|e| Failure::new(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+            let records: Vec<Record> =
+                serde_json::from_slice(body).map_err(|e| JsonError::Syntax { line: None, message: e.to_string() })?;
             if records.len() > limits.rows_per_request_max {
-                return Err(too_many(limits));
+                return Err(JsonError::TooManyRecords(limits.rows_per_request_max));
             }
             let context = RecordContext::new(body, precision, default_time_ns, limits);
             for (index, record) in records.iter().enumerate() {
@@ -53,11 +53,10 @@ pub fn parse(
                 }
                 count += 1;
                 if count > limits.rows_per_request_max {
-                    return Err(too_many(limits));
+                    return Err(JsonError::TooManyRecords(limits.rows_per_request_max));
                 }
-                let record: Record = serde_json::from_slice(line).map_err(|e| {
-                    Failure::new(ErrorCode::InvalidJson, format!("invalid JSON on line {}: {e}", index + 1))
-                })?;
+                let record: Record = serde_json::from_slice(line)
+                    .map_err(|e| JsonError::Syntax { line: Some(index + 1), message: e.to_string() })?;
                 add_record(&record, index + 1, &context, builder)?;
             }
             Ok(())
@@ -65,11 +64,94 @@ pub fn parse(
     }
 }
 
-fn too_many(limits: &IngestLimits) -> Failure {
-    Failure::new(
-        ErrorCode::LimitExceeded,
-        format!("more than {} records in one request (rows_per_request_max)", limits.rows_per_request_max),
-    )
+/// Why a JSON body was refused: a JSON body is all or nothing, so the
+/// first bad record refuses it, named by its number.
+#[derive(Debug)]
+pub enum JsonError {
+    /// The body, or one NDJSON line (`line`), is not JSON.
+    Syntax {
+        /// The NDJSON line, or `None` for a JSON array body.
+        line: Option<usize>,
+        /// The parser's message.
+        message: String,
+    },
+    /// More records than `rows_per_request_max`.
+    TooManyRecords(usize),
+    /// The record with this number is not a JSON object.
+    NotAnObject(usize),
+    /// A record's time value cannot be read.
+    Timestamp {
+        /// The record's number.
+        record: usize,
+        /// What was wrong.
+        message: String,
+    },
+    /// A record's columns do not fit the dataset (type conflict, column
+    /// name, column count).
+    Row {
+        /// The record's number.
+        record: usize,
+        /// What was wrong.
+        error: RowError,
+    },
+    /// A value its column cannot store.
+    Value {
+        /// The record's number.
+        record: usize,
+        /// What was wrong.
+        error: ValueError,
+    },
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonError::Syntax { line: None, message } => write!(f, "invalid JSON: {message}"),
+            JsonError::Syntax { line: Some(line), message } => write!(f, "invalid JSON on line {line}: {message}"),
+            JsonError::TooManyRecords(max) => {
+                write!(f, "more than {max} records in one request (rows_per_request_max)")
+            }
+            JsonError::NotAnObject(record) => write!(f, "record {record} is not a JSON object"),
+            JsonError::Timestamp { record, message } => write!(f, "record {record}: {message}"),
+            JsonError::Row { record, error } => write!(f, "record {record}: {error}"),
+            JsonError::Value { record, error } => write!(f, "record {record}: {}", error.message),
+        }
+    }
+}
+
+impl Coded for JsonError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            JsonError::Syntax { .. } | JsonError::NotAnObject(_) => ErrorCode::InvalidJson,
+            JsonError::TooManyRecords(_) => ErrorCode::LimitExceeded,
+            JsonError::Timestamp { .. } => ErrorCode::InvalidTimestamp,
+            JsonError::Row { error: RowError::Conflict { .. }, .. } => ErrorCode::SchemaConflict,
+            JsonError::Row { error: RowError::TooManyColumns(_) | RowError::NameTooLong { .. }, .. } => {
+                ErrorCode::LimitExceeded
+            }
+            JsonError::Row { .. } => ErrorCode::BadRequest,
+            JsonError::Value { error, .. } => error.code,
+        }
+    }
+
+    fn detail(&self) -> Option<serde_json::Value> {
+        match self {
+            JsonError::Row { error: RowError::Conflict { column, .. }, .. } => {
+                Some(serde_json::json!({ "column": column }))
+            }
+            JsonError::Row { record, error: RowError::NameTooLong { .. } } => {
+                Some(serde_json::json!({ "record": record, "limit": "column_name_bytes_max" }))
+            }
+            JsonError::Value { record, error } => {
+                let mut detail = serde_json::json!({ "column": error.column, "record": record });
+                if let Some(limit) = error.limit {
+                    detail["limit"] = limit.into();
+                }
+                Some(detail)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What every record of one body is parsed with.
@@ -171,50 +253,37 @@ fn add_record(
     number: usize,
     context: &RecordContext<'_>,
     builder: &mut BatchBuilder<'_>,
-) -> Result<(), Failure> {
+) -> Result<(), JsonError> {
     let Record::Object(object) = record else {
-        return Err(Failure::new(ErrorCode::InvalidJson, format!("record {number} is not a JSON object")));
+        return Err(JsonError::NotAnObject(number));
     };
     let time_column = builder_time_column(builder);
     let time_ns = match object.get(&time_column) {
         None | Some(Json::Null) => context.default_time_ns,
-        Some(value) => parse_time(value, context.precision)
-            .map_err(|message| Failure::new(ErrorCode::InvalidTimestamp, format!("record {number}: {message}")))?,
+        Some(value) => {
+            parse_time(value, context.precision).map_err(|message| JsonError::Timestamp { record: number, message })?
+        }
     };
     let mut values = Vec::with_capacity(object.len());
     for (name, value) in object {
         if *name == time_column || value.is_null() {
             continue;
         }
-        let value = to_value(name, value, builder.known_kind(name), context).map_err(|e| e.in_record(number))?;
-        let column = builder.column(name, value.kind()).map_err(|e| row_error(e, number))?;
+        let value = to_value(name, value, builder.known_kind(name), context)
+            .map_err(|error| JsonError::Value { record: number, error })?;
+        let column = builder.column(name, value.kind()).map_err(|error| JsonError::Row { record: number, error })?;
         values.push((column, value));
     }
-    builder.push_record(number, time_ns, &values).map_err(|e| row_error(e, number))
+    builder.push_record(number, time_ns, &values).map_err(|error| JsonError::Row { record: number, error })
 }
 
 fn builder_time_column(builder: &BatchBuilder<'_>) -> String {
     builder.time_column().to_string()
 }
 
-fn row_error(error: RowError, number: usize) -> Failure {
-    let code = match error {
-        RowError::Conflict { .. } => ErrorCode::SchemaConflict,
-        RowError::TooManyColumns(_) | RowError::NameTooLong { .. } => ErrorCode::LimitExceeded,
-        _ => ErrorCode::BadRequest,
-    };
-    let mut api = Failure::new(code, format!("record {number}: {error}"));
-    match &error {
-        RowError::Conflict { column, .. } => api = api.with_detail(serde_json::json!({ "column": column })),
-        RowError::NameTooLong { .. } => {
-            api = api.with_detail(serde_json::json!({ "record": number, "limit": "column_name_bytes_max" }));
-        }
-        _ => {}
-    }
-    api
-}
-
-struct ValueError {
+/// Why a value cannot be stored in its column.
+#[derive(Debug)]
+pub struct ValueError {
     code: ErrorCode,
     column: String,
     message: String,
@@ -225,14 +294,6 @@ struct ValueError {
 impl ValueError {
     fn new(code: ErrorCode, column: &str, message: String) -> ValueError {
         ValueError { code, column: column.to_string(), message, limit: None }
-    }
-
-    fn in_record(self, number: usize) -> Failure {
-        let mut detail = serde_json::json!({ "column": self.column, "record": number });
-        if let Some(limit) = self.limit {
-            detail["limit"] = limit.into();
-        }
-        Failure::new(self.code, format!("record {number}: {}", self.message)).with_detail(detail)
     }
 }
 
@@ -402,6 +463,7 @@ pub fn parse_time(value: &Json, precision: Precision) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Failure;
     use crate::schema::{ColumnDef, DatasetSchema};
     use arrow::array::AsArray;
     use arrow::datatypes::{Float64Type, Int64Type};

@@ -19,6 +19,7 @@ use rustc_hash::FxHashMap;
 
 use super::batch::{BatchBuilder, RowError, Value};
 use super::{IngestLimits, MEASUREMENT_COLUMN, Precision};
+use crate::error::ErrorCode;
 use crate::schema::ColumnKind;
 
 /// One rejected line.
@@ -48,6 +49,43 @@ pub enum BodyError {
         /// What was too large.
         message: String,
     },
+}
+
+impl crate::error::Coded for BodyError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            BodyError::TooManyLines(_) | BodyError::Limit { .. } => ErrorCode::LimitExceeded,
+            BodyError::Conflict(_) => ErrorCode::SchemaConflict,
+        }
+    }
+
+    fn detail(&self) -> Option<serde_json::Value> {
+        match self {
+            BodyError::TooManyLines(_) => None,
+            BodyError::Limit { line_number, limit, .. } => {
+                Some(serde_json::json!({ "line_number": line_number, "limit": limit }))
+            }
+            BodyError::Conflict(error) => {
+                let column = match error {
+                    RowError::Conflict { column, .. } => column.as_str(),
+                    _ => "",
+                };
+                Some(serde_json::json!({ "column": column }))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooManyLines(max) => write!(f, "more than {max} lines in one request (rows_per_request_max)"),
+            BodyError::Limit { line_number, message, .. } => {
+                write!(f, "line {line_number}: {message}; nothing was written")
+            }
+            BodyError::Conflict(error) => write!(f, "{error}"),
+        }
+    }
 }
 
 /// Parses `body` into `builder`, returning the rejected lines.
@@ -332,19 +370,7 @@ fn parse_line<'b>(
         let raw_key = &line[at..key_end];
         let value_start = key_end + 1;
         let (value, value_end) = parse_field_value(line, value_start, limits)?;
-        let column = match field_layout.get(fields) {
-            Some((known, column)) if *known == raw_key && builder.column_accepts(*column, value.kind()) => *column,
-            _ => {
-                let key = unescape(raw_key, KEY_ESCAPES)?;
-                if text_of(&key).is_empty() {
-                    return syntax("empty field key");
-                }
-                let column = builder.column(text_of(&key), value.kind())?;
-                field_layout.truncate(fields);
-                field_layout.push((raw_key, column));
-                column
-            }
-        };
+        let column = field_column(raw_key, value.kind(), fields, field_layout, builder)?;
         values.push((column, value));
         fields += 1;
         at = value_end;
@@ -357,6 +383,39 @@ fn parse_line<'b>(
     if fields == 0 {
         return syntax("missing fields");
     }
+    line_time(line, at, precision, default_time_ns)
+}
+
+/// The column of a line's `index`th field: the previous line's when its key
+/// and kind match (no hashing), else resolved by name and remembered.
+#[inline]
+fn field_column<'b>(
+    raw_key: &'b str,
+    kind: ColumnKind,
+    index: usize,
+    field_layout: &mut Vec<(&'b str, usize)>,
+    builder: &mut BatchBuilder<'_>,
+) -> Result<usize, LineFailure> {
+    if let Some((known, column)) = field_layout.get(index)
+        && *known == raw_key
+        && builder.column_accepts(*column, kind)
+    {
+        return Ok(*column);
+    }
+    let key = unescape(raw_key, KEY_ESCAPES)?;
+    if text_of(&key).is_empty() {
+        return syntax("empty field key");
+    }
+    let column = builder.column(text_of(&key), kind)?;
+    field_layout.truncate(index);
+    field_layout.push((raw_key, column));
+    Ok(column)
+}
+
+/// The line's timestamp after the fields (from `at`), in nanoseconds, or
+/// `default_time_ns` when it has none.
+fn line_time(line: &str, mut at: usize, precision: Precision, default_time_ns: i64) -> Result<i64, LineFailure> {
+    let bytes = line.as_bytes();
     while at < bytes.len() && bytes[at] == b' ' {
         at += 1;
     }

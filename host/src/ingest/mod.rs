@@ -106,7 +106,7 @@ pub fn route(
     period: Period,
     keys: Option<&[String]>,
 ) -> Vec<PartitionRows> {
-    debug_assert!(keys.is_none_or(|keys| keys.len() == parsed.rows()));
+    assert!(keys.is_none_or(|keys| keys.len() == parsed.rows()), "the partitioner gives one key per row");
     let position = |name: &str| schema.columns.iter().position(|c| c.name == name).unwrap_or(usize::MAX);
     let mut order: Vec<usize> = (0..parsed.columns.len()).collect();
     order.sort_by_key(|i| position(&parsed.columns[*i].name));

@@ -1,0 +1,169 @@
+//! Flush: buffered rows → Parquet → storage → catalog commit, then WAL
+//! truncation.
+//!
+//! A flush takes a partition's buffered chunks (seq ≤ S), writes them as one
+//! create-only file, reads it back to verify it, and commits the file with
+//! `flushed_wal_seq = S` in one catalog transaction under the `visibility`
+//! lock, then drops the chunks it covered. A file written but never
+//! committed is unreferenced and deleted at once (or by the next start-up's
+//! orphan sweep). WAL segments go only once every entry in them is below the
+//! watermark `min(lowest buffered seq, last applied seq + 1)`, and only after
+//! the idempotency keys of those entries are saved in the catalog.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Store, internal, lock, on_blocking_pool, write_lock};
+use crate::buffer::FlushSnapshot;
+use crate::catalog::{IdempotencyRecord, NewFile};
+use crate::error::{ErrorCode, Failure};
+use crate::parquet_file;
+use crate::storage::ObjectKey;
+use crate::time::now_ns;
+
+impl Store {
+    /// Flushes due partitions (by size and age, or everything) and truncates
+    /// the WAL. Returns how many partitions were flushed.
+    pub async fn flush(self: &Arc<Self>, everything: bool) -> Result<usize, Failure> {
+        let _guard = self.flush_lock.lock().await;
+        let mut flushed = 0;
+        let mut first_error = None;
+        for partition_id in self.due_partitions(everything) {
+            let store = self.clone();
+            match on_blocking_pool(move || store.flush_partition(partition_id)).await? {
+                Ok(true) => flushed += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(partition_id, %error, "flush failed; rows stay buffered and in the WAL");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        let store = self.clone();
+        on_blocking_pool(move || store.truncate_wal()).await??;
+        match first_error {
+            Some(error) if flushed == 0 => Err(error),
+            _ => Ok(flushed),
+        }
+    }
+
+    /// The partitions due by size and age (or all of them); under memory
+    /// pressure with none due, the largest ones first.
+    fn due_partitions(&self, everything: bool) -> Vec<i64> {
+        let ingest = &self.config.ingest;
+        let due = self.buffers.due(ingest.flush_bytes, Duration::from_millis(ingest.flush_age_ms), everything);
+        let high_water = self.config.limits.buffer_bytes_max / 2;
+        if due.is_empty() && self.buffers.bytes() > high_water {
+            return self.buffers.largest(self.buffers.bytes() - high_water);
+        }
+        due
+    }
+
+    fn flush_partition(&self, partition_id: i64) -> Result<bool, Failure> {
+        let Some(snapshot) = self.buffers.begin_flush(partition_id) else { return Ok(false) };
+        let mut written: Option<ObjectKey> = None;
+        let result = self.flush_snapshot(partition_id, &snapshot, &mut written);
+        match result {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                self.buffers.abort_flush(partition_id);
+                if let Some(key) = written {
+                    // Never committed, so unreferenced: safe to remove now.
+                    let _ = self.hot.delete(&key);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn flush_snapshot(
+        &self,
+        partition_id: i64,
+        snapshot: &FlushSnapshot,
+        written: &mut Option<ObjectKey>,
+    ) -> Result<(), Failure> {
+        let dataset = self.datasets().into_iter().find(|d| d.record.id == snapshot.dataset_id).ok_or_else(|| {
+            Failure::new(ErrorCode::Internal, format!("flush of unknown dataset {}", snapshot.dataset_id))
+        })?;
+        let schema = dataset.schema();
+        let ingest = &self.config.ingest;
+        let file = parquet_file::encode(&snapshot.batches, &schema, ingest.row_group_rows_max, ingest.zstd_level)
+            .map_err(|e| internal("encode Parquet", e))?;
+        let file_name = format!("{:020}-{:016x}", snapshot.max_seq, rand::random::<u64>());
+        let key = ObjectKey::data_file(snapshot.dataset_id, partition_id, &file_name);
+        self.hot.put(&key, &file.bytes)?;
+        *written = Some(key.clone());
+        crate::failpoint::hit("flush.after_file_write");
+        // Pair assertion across the IO: what storage holds is what we encoded.
+        let stored = self.hot.get(&key)?;
+        parquet_file::verify(&stored, file.rows, file.checksum_crc32c)
+            .map_err(|e| internal("verify flushed file", e))?;
+        let new_file = NewFile::encoded(self.hot.name(), key.to_string(), &file);
+        let _visible = write_lock(&self.visibility);
+        self.catalog.commit_flush(partition_id, &new_file, snapshot.max_seq, now_ns())?;
+        *written = None;
+        self.note_flushed_wal_seq(partition_id, snapshot.max_seq);
+        crate::failpoint::hit("flush.after_commit");
+        self.buffers.finish_flush(partition_id, snapshot.max_seq);
+        Ok(())
+    }
+
+    /// Records a committed flush's sequence: replay skips a partition's rows
+    /// at or below it, so going back would replay rows a file holds.
+    fn note_flushed_wal_seq(&self, partition_id: i64, seq: u64) {
+        let mut flushed = lock(&self.flushed_wal_seq);
+        let previous = flushed.entry(partition_id).or_insert(0);
+        assert!(
+            seq >= *previous,
+            "a partition's flushed_wal_seq never decreases: partition {partition_id} committed {seq} after {previous}"
+        );
+        *previous = seq;
+    }
+
+    /// Persists the idempotency keys of WAL entries about to be deleted, then
+    /// deletes WAL segments whose rows are all in committed files.
+    fn truncate_wal(&self) -> Result<(), Failure> {
+        let applied = self.wal.applied_through();
+        let low = self.buffers.low_watermark().unwrap_or(u64::MAX).min(applied + 1);
+        let leaving: Vec<(i64, String, IdempotencyRecord)> = lock(&self.idempotency)
+            .recent
+            .iter()
+            .filter(|(_, (seq, _))| *seq < low)
+            .map(|((dataset, key), (_, record))| (*dataset, key.clone(), record.clone()))
+            .collect();
+        if !leaving.is_empty() {
+            self.catalog.save_idempotency(&leaving, now_ns())?;
+            let mut memory = lock(&self.idempotency);
+            for (dataset, key, _) in &leaving {
+                memory.recent.remove(&(*dataset, key.clone()));
+            }
+        }
+        self.wal.remove_segments_below(low)?;
+        Ok(())
+    }
+
+    /// Runs the flush loop until `shutdown` fires.
+    pub async fn run_flusher(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(error) = self.flush(false).await {
+                tracing::error!(%error, "flush round failed");
+            }
+        }
+    }
+
+    /// Flushes everything, truncates the WAL and stops the WAL writer.
+    pub async fn close(self: &Arc<Self>) -> Result<(), Failure> {
+        self.closed.store(true, Ordering::Release);
+        let result = self.flush(true).await;
+        let store = self.clone();
+        on_blocking_pool(move || store.wal.close()).await?;
+        result.map(|_| ())
+    }
+}
