@@ -471,158 +471,229 @@ impl QueryEngine {
                 .map_err(|_| Failure::new(ErrorCode::NotReady, "shutting down"))?;
         let (first_sender, first_receiver) = tokio::sync::oneshot::channel::<Result<(), Failure>>();
         let (sender, chunks) = mpsc::channel::<Result<Bytes, Failure>>(16);
-        let engine = self.clone();
-        let store = store.clone();
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let watch = Arc::new(Watch::default());
         // The watchdog starts first, so its baseline predates the query.
         tokio::spawn(watchdog::run(watch.clone(), timeout, self.config.memory_bytes_max));
-        let worker_watch = watch;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let watch = worker_watch;
-            let _finished = FinishOnDrop(watch.clone());
-            let abort_on_panic = AbortOnPanic(sender.clone());
-            let mut first = Some(first_sender);
-            let fail_early = |first: &mut Option<tokio::sync::oneshot::Sender<Result<(), Failure>>>, error: Failure| {
-                if let Some(first) = first.take() {
-                    let _ = first.send(Err(watch.explain(error)));
-                }
-            };
-            let mut stats = QueryStats::default();
-            let prepared = (|| -> Result<(Connection, Vec<Source>, Vec<String>), Failure> {
-                let mut sources = Vec::new();
-                for (dataset, _) in &datasets {
-                    let snapshot = store.snapshot(dataset)?;
-                    sources.push(engine.source(dataset, &snapshot, range, &planned.key_filters, &mut stats)?);
-                }
-                let files: Vec<&str> = sources.iter().flat_map(|s| s.files.iter().map(String::as_str)).collect();
-                // A time range means a structured query.
-                let connection = if range.is_some() { engine.shared_connection()? } else { engine.connect(&files)? };
-                watch.attach(connection.interrupt_handle());
-                let mut relations = Vec::new();
-                for source in &sources {
-                    let relation = QueryEngine::relation(&connection, source);
-                    relations.push(relation.map_err(|error| missing_file(&sources, error))?);
-                }
-                Ok((connection, sources, relations))
-            })();
-            let (connection, sources, relations) = match prepared {
-                Ok(ok) => ok,
-                Err(error) => return fail_early(&mut first, error),
-            };
-            let sql = if range.is_some() {
-                // A structured query names its one relation `src` in a
-                // common table expression: DuckDB binds the files once, where
-                // a view would bind them when created and again when used.
-                let planned_sql =
-                    if sources.iter().all(|s| s.within_range) { &planned.sql_within_range } else { &planned.sql };
-                with_relation(planned_sql, &datasets[0].1, &relations[0])
-            } else {
-                // User SQL may use a dataset several times: views, which are
-                // never materialized.
-                for ((_, view), relation) in datasets.iter().zip(&relations) {
-                    let created = connection.execute_batch(&format!("CREATE TEMP VIEW {} AS {relation}", quote(view)));
-                    if let Err(error) = created {
-                        return fail_early(&mut first, missing_file(&sources, view_error(view, error)));
-                    }
-                }
-                planned.sql.clone()
-            };
-            let mut statement = match connection.prepare(&sql) {
-                Ok(statement) => statement,
-                Err(error) => return fail_early(&mut first, missing_file(&sources, query_error(error))),
-            };
-            // Constant folding during `prepare` runs functions the watchdog
-            // cannot interrupt; their result is refused all the same.
-            if let Some(error) = watch.memory_error() {
-                return fail_early(&mut first, error);
-            }
-            stats.setup_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let params: Vec<Value> = planned.params.iter().map(param_value).collect();
-            let mut batches = match statement.stream_arrow(duckdb::params_from_iter(params)) {
-                Ok(batches) => batches,
-                Err(error) => return fail_early(&mut first, missing_file(&sources, query_error(error))),
-            };
-            let schema = batches.get_schema();
-            let mut encoder = Encoder::new(format, planned.time_columns.clone());
-            let mut pending = vec![Bytes::from(encoder.begin(&schema))];
-            let mut failure = None;
-            for item in batches.by_ref() {
-                // An interrupt (the timeout) or a runtime error ends the
-                // stream with an error item.
-                let batch = match (item, watch.memory_error()) {
-                    (_, Some(error)) => {
-                        failure = Some(error);
-                        break;
-                    }
-                    (Ok(batch), None) => batch,
-                    (Err(error), None) => {
-                        failure = Some(missing_file(&sources, query_error(error)));
-                        break;
-                    }
-                };
-                match encoder.batch(&batch) {
-                    Ok(bytes) => pending.push(Bytes::from(bytes)),
-                    Err(error) => {
-                        failure = Some(error);
-                        break;
-                    }
-                }
-                if let Some(first) = first.take() {
-                    let _ = first.send(Ok(()));
-                }
-                for chunk in pending.drain(..) {
-                    if sender.blocking_send(Ok(chunk)).is_err() {
-                        return; // the client went away
-                    }
-                }
-            }
-            if let (Some(error), Some(_)) = (&failure, &first) {
-                return fail_early(&mut first, error.clone());
-            }
-            if let Some(first) = first.take() {
-                let _ = first.send(Ok(()));
-            }
-            stats.rows_returned = encoder.rows();
-            stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let mut chunks: Vec<Result<Bytes, Failure>> = pending.into_iter().map(Ok).collect();
-            match failure {
-                // CSV, NDJSON and Arrow cannot carry an error: a cleanly
-                // ended body would pass a truncated answer off as whole, so
-                // the response is aborted instead.
-                Some(error) if !encoder.reports_errors_in_band() => {
-                    tracing::warn!(%error, rows = stats.rows_returned, "query failed mid-answer; response aborted");
-                    chunks.push(Err(watch.explain(error)));
-                }
-                failure => {
-                    let failure = failure.map(|error| watch.explain(error));
-                    chunks.push(Ok(Bytes::from(encoder.finish(&json!(stats), failure.as_ref()))));
-                }
-            }
-            for chunk in chunks {
-                if sender.blocking_send(chunk).is_err() {
-                    break;
-                }
-            }
-            // The answer is complete; replace the database an SQL query
-            // used before the next one needs one.
-            drop(sender);
-            drop(abort_on_panic);
-            drop(batches);
-            drop(statement);
-            drop(connection);
-            drop(_permit);
-            watch.finish();
-            if range.is_none() {
-                engine.refill_spares();
-            }
-        });
+        let job =
+            QueryJob { engine: self.clone(), store: store.clone(), datasets, range, planned, format, started, watch };
+        tokio::task::spawn_blocking(move || job.answer(permit, FirstAnswer(Some(first_sender)), sender));
         let first =
             first_receiver.await.unwrap_or_else(|_| Err(Failure::new(ErrorCode::Internal, "query worker ended early")));
         first?;
         // The watchdog keeps running until the worker finishes.
         Ok(QueryResult { content_type: format.content_type(), chunks })
+    }
+}
+
+/// One admitted query, answered on a blocking thread: prepare the sources
+/// and the statement, stream the encoded batches, end the answer.
+struct QueryJob {
+    engine: Arc<QueryEngine>,
+    store: Arc<Store>,
+    datasets: Vec<(Arc<DatasetState>, String)>,
+    /// The structured query's time range; `None` for SQL.
+    range: Option<(i64, i64)>,
+    planned: PlannedQuery,
+    format: OutputFormat,
+    started: Instant,
+    watch: Arc<Watch>,
+}
+
+/// The query's first outcome, awaited by the request before the answer's
+/// status is chosen: an error before the first batch is an error status,
+/// one after it ends the body.
+struct FirstAnswer(Option<tokio::sync::oneshot::Sender<Result<(), Failure>>>);
+
+impl FirstAnswer {
+    fn started(&mut self) {
+        if let Some(first) = self.0.take() {
+            let _ = first.send(Ok(()));
+        }
+    }
+
+    fn pending(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn fail(&mut self, watch: &Watch, error: Failure) {
+        if let Some(first) = self.0.take() {
+            let _ = first.send(Err(watch.explain(error)));
+        }
+    }
+}
+
+/// The result chunks of a stream that ran to its end (or to a failure).
+struct Streamed {
+    pending: Vec<Bytes>,
+    failure: Option<Failure>,
+}
+
+impl QueryJob {
+    fn answer(
+        self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        mut first: FirstAnswer,
+        sender: mpsc::Sender<Result<Bytes, Failure>>,
+    ) {
+        let _finished = FinishOnDrop(self.watch.clone());
+        let abort_on_panic = AbortOnPanic(sender.clone());
+        let mut stats = QueryStats::default();
+        let (connection, sources, relations) = match self.prepare(&mut stats) {
+            Ok(prepared) => prepared,
+            Err(error) => return first.fail(&self.watch, error),
+        };
+        let sql = match self.statement_sql(&connection, &sources, &relations) {
+            Ok(sql) => sql,
+            Err(error) => return first.fail(&self.watch, error),
+        };
+        let mut statement = match connection.prepare(&sql) {
+            Ok(statement) => statement,
+            Err(error) => return first.fail(&self.watch, missing_file(&sources, query_error(error))),
+        };
+        // Constant folding during `prepare` runs functions the watchdog
+        // cannot interrupt; their result is refused all the same.
+        if let Some(error) = self.watch.memory_error() {
+            return first.fail(&self.watch, error);
+        }
+        stats.setup_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let params: Vec<Value> = self.planned.params.iter().map(param_value).collect();
+        let mut batches = match statement.stream_arrow(duckdb::params_from_iter(params)) {
+            Ok(batches) => batches,
+            Err(error) => return first.fail(&self.watch, missing_file(&sources, query_error(error))),
+        };
+        let mut encoder = Encoder::new(self.format, self.planned.time_columns.clone());
+        let Some(streamed) = self.stream(&mut batches, &mut encoder, &sources, &mut first, &sender) else {
+            return; // the client went away
+        };
+        if let (Some(error), true) = (&streamed.failure, first.pending()) {
+            return first.fail(&self.watch, error.clone());
+        }
+        first.started();
+        stats.rows_returned = encoder.rows();
+        stats.elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.end(streamed, &mut encoder, &stats, &sender);
+        // The answer is complete; replace the database an SQL query
+        // used before the next one needs one.
+        drop(sender);
+        drop(abort_on_panic);
+        drop(batches);
+        drop(statement);
+        drop(connection);
+        drop(permit);
+        self.watch.finish();
+        if self.range.is_none() {
+            self.engine.refill_spares();
+        }
+    }
+
+    /// Each dataset's snapshot as a source, the connection (the shared
+    /// database for a structured query, a fresh locked one for SQL) and each
+    /// source's relation.
+    fn prepare(&self, stats: &mut QueryStats) -> Result<(Connection, Vec<Source>, Vec<String>), Failure> {
+        let mut sources = Vec::new();
+        for (dataset, _) in &self.datasets {
+            let snapshot = self.store.snapshot(dataset)?;
+            sources.push(self.engine.source(dataset, &snapshot, self.range, &self.planned.key_filters, stats)?);
+        }
+        let files: Vec<&str> = sources.iter().flat_map(|s| s.files.iter().map(String::as_str)).collect();
+        // A time range means a structured query.
+        let connection =
+            if self.range.is_some() { self.engine.shared_connection()? } else { self.engine.connect(&files)? };
+        self.watch.attach(connection.interrupt_handle());
+        let mut relations = Vec::new();
+        for source in &sources {
+            let relation = QueryEngine::relation(&connection, source);
+            relations.push(relation.map_err(|error| missing_file(&sources, error))?);
+        }
+        Ok((connection, sources, relations))
+    }
+
+    /// The text to prepare. A structured query names its one relation `src`
+    /// in a common table expression: DuckDB binds the files once, where a
+    /// view would bind them when created and again when used. User SQL may
+    /// use a dataset several times: views, which are never materialized.
+    fn statement_sql(
+        &self,
+        connection: &Connection,
+        sources: &[Source],
+        relations: &[String],
+    ) -> Result<String, Failure> {
+        if self.range.is_some() {
+            let planned_sql =
+                if sources.iter().all(|s| s.within_range) { &self.planned.sql_within_range } else { &self.planned.sql };
+            return Ok(with_relation(planned_sql, &self.datasets[0].1, &relations[0]));
+        }
+        for ((_, view), relation) in self.datasets.iter().zip(relations) {
+            connection
+                .execute_batch(&format!("CREATE TEMP VIEW {} AS {relation}", quote(view)))
+                .map_err(|error| missing_file(sources, view_error(view, error)))?;
+        }
+        Ok(self.planned.sql.clone())
+    }
+
+    /// Encodes and sends batches until the stream ends or fails; `None` when
+    /// the client went away.
+    fn stream(
+        &self,
+        batches: &mut duckdb::ArrowStream<'_>,
+        encoder: &mut Encoder,
+        sources: &[Source],
+        first: &mut FirstAnswer,
+        sender: &mpsc::Sender<Result<Bytes, Failure>>,
+    ) -> Option<Streamed> {
+        let schema = batches.get_schema();
+        let mut pending = vec![Bytes::from(encoder.begin(&schema))];
+        for item in batches.by_ref() {
+            // An interrupt (the timeout) or a runtime error ends the
+            // stream with an error item.
+            let batch = match (item, self.watch.memory_error()) {
+                (_, Some(error)) => return Some(Streamed { pending, failure: Some(error) }),
+                (Ok(batch), None) => batch,
+                (Err(error), None) => {
+                    let failure = Some(missing_file(sources, query_error(error)));
+                    return Some(Streamed { pending, failure });
+                }
+            };
+            match encoder.batch(&batch) {
+                Ok(bytes) => pending.push(Bytes::from(bytes)),
+                Err(error) => return Some(Streamed { pending, failure: Some(error) }),
+            }
+            first.started();
+            for chunk in pending.drain(..) {
+                sender.blocking_send(Ok(chunk)).ok()?;
+            }
+        }
+        Some(Streamed { pending, failure: None })
+    }
+
+    /// Sends what is left and the answer's end: the statistics and any
+    /// error in band for JSON; for CSV, NDJSON and Arrow, which cannot carry
+    /// an error, an aborted body, since a cleanly ended one would pass a
+    /// truncated answer off as whole.
+    fn end(
+        &self,
+        streamed: Streamed,
+        encoder: &mut Encoder,
+        stats: &QueryStats,
+        sender: &mpsc::Sender<Result<Bytes, Failure>>,
+    ) {
+        let mut chunks: Vec<Result<Bytes, Failure>> = streamed.pending.into_iter().map(Ok).collect();
+        match streamed.failure {
+            Some(error) if !encoder.reports_errors_in_band() => {
+                tracing::warn!(%error, rows = stats.rows_returned, "query failed mid-answer; response aborted");
+                chunks.push(Err(self.watch.explain(error)));
+            }
+            failure => {
+                let failure = failure.map(|error| self.watch.explain(error));
+                chunks.push(Ok(Bytes::from(encoder.finish(&json!(stats), failure.as_ref()))));
+            }
+        }
+        for chunk in chunks {
+            if sender.blocking_send(chunk).is_err() {
+                break;
+            }
+        }
     }
 }
 
