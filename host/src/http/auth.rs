@@ -268,10 +268,7 @@ impl TokenCache {
     /// Re-reads the token table from the catalog.
     pub async fn reload(&self) -> Result<(), Failure> {
         let _reloading = self.reloading.lock().await;
-        let catalog = self.catalog.clone();
-        let records = tokio::task::spawn_blocking(move || catalog.tokens())
-            .await
-            .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))??;
+        let records = self.catalog.call(|catalog| catalog.tokens()).await?;
         let mut table = TokenTable { by_hash: HashMap::new(), any: !records.is_empty() };
         for record in records.into_iter().filter(|r| r.revoked_at_ns.is_none()) {
             // Scopes were checked when stored; one that no longer parses
@@ -323,8 +320,8 @@ impl TokenCache {
             return;
         }
         let (catalog, id) = (self.catalog.clone(), token.id);
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = catalog.touch_token(id, now) {
+        tokio::spawn(async move {
+            if let Err(error) = catalog.call(move |catalog| catalog.touch_token(id, now)).await {
                 tracing::warn!(%error, "recording a token's last use failed");
             }
         });
@@ -365,12 +362,11 @@ async fn record_admin_request(
     status: u16,
 ) {
     let Some(store) = state.store.get() else { return };
-    let catalog = store.catalog().clone();
     let detail = json!({ "method": method.as_str(), "path": path, "status": status });
     let actor = actor.to_string();
     let recorded =
-        tokio::task::spawn_blocking(move || catalog.audit_request(&actor, dataset.as_deref(), &detail, now_ns())).await;
-    if !matches!(recorded, Ok(Ok(()))) {
+        store.catalog().call(move |catalog| catalog.audit_request(&actor, dataset.as_deref(), &detail, now_ns())).await;
+    if recorded.is_err() {
         tracing::warn!(%method, %path, "recording an admin request in the audit log failed");
     }
 }

@@ -8,6 +8,7 @@ mod encoding;
 mod lifecycle;
 mod query;
 mod tokens;
+mod views;
 
 pub use edge::{Edge, TlsError, raise_open_file_limit};
 mod policies;
@@ -194,6 +195,15 @@ pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'
     params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// Runs blocking work that is not a catalog call (those go through
+/// `Catalog::call`) — the policy runtime, the lifecycle's reports — on
+/// tokio's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))
+}
+
 fn precision(params: &[(String, String)]) -> Result<Precision, Failure> {
     match param(params, "precision") {
         None | Some("auto") => Ok(Precision::Nanoseconds),
@@ -302,8 +312,7 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
             let mut policy_metrics = state.policies.get().map(|runtime| runtime.metrics()).unwrap_or_default();
             if let Some(lifecycle) = state.lifecycle.get() {
                 let lifecycle = lifecycle.clone();
-                policy_metrics
-                    .push_str(&tokio::task::spawn_blocking(move || lifecycle.metrics()).await.unwrap_or_default());
+                policy_metrics.push_str(&blocking(move || lifecycle.metrics()).await.unwrap_or_default());
             }
             Ok(datasets::metrics(state.store()?, &policy_metrics))
         }
@@ -375,9 +384,7 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
         }
         (&Method::GET, ["health", "lifecycle"]) => {
             let lifecycle = state.lifecycle()?.clone();
-            let health = tokio::task::spawn_blocking(move || lifecycle.health(crate::time::now_ns()))
-                .await
-                .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))??;
+            let health = blocking(move || lifecycle.health(crate::time::now_ns())).await??;
             let status = if health["status"] == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
             Ok(json_response(status, &health))
         }

@@ -29,7 +29,9 @@ use serde::Serialize;
 use serde_json::{Value as Json, json};
 
 use super::{Lifecycle, blocking, ms_to_ns};
-use crate::catalog::{Catalog, CompactedChunk, CompactionCheckpoint, CompactionStatus, NewFile, PartitionRecord};
+use crate::catalog::{
+    AuditKind, Catalog, CompactedChunk, CompactionCheckpoint, CompactionStatus, NewFile, PartitionRecord,
+};
 use crate::config::CompactionConfig;
 use crate::error::{ErrorCode, Failure};
 use crate::names::DatasetName;
@@ -160,7 +162,7 @@ impl CompactionReport {
         let files = usize::try_from(record.file_count).unwrap_or(0);
         CompactionReport {
             partition,
-            tier: record.tier.clone(),
+            tier: record.tier.to_string(),
             outcome: "nothing_to_do",
             error: None,
             files_before: files,
@@ -287,7 +289,7 @@ impl Lifecycle {
         let min_files = i64::try_from(self.config.lifecycle.compaction.min_files).unwrap_or(i64::MAX);
         records
             .into_iter()
-            .filter(|p| p.tier != Tier::Archived.as_str())
+            .filter(|p| p.tier != Tier::Archived)
             .filter(|p| unfinished.contains(&p.id) || p.file_count >= min_files)
             .collect()
     }
@@ -301,11 +303,12 @@ impl Lifecycle {
     ) -> CompactionReport {
         let id = partition_label(&dataset.name, &record.period_label, &record.key);
         let mut report = CompactionReport::new(id.clone(), record);
-        let Some(tier) = Tier::parse(&record.tier).filter(|t| *t != Tier::Archived) else {
+        let tier = record.tier;
+        if tier == Tier::Archived {
             report.outcome = "skipped";
-            report.error = Some(format!("{} partitions are not compacted: their file is the archive", record.tier));
+            report.error = Some(format!("{tier} partitions are not compacted: their file is the archive"));
             return report;
-        };
+        }
         let Some(_claim) = Claim::new(&self.compacting, record.id) else {
             report.outcome = "busy";
             report.error = Some("another request is compacting this partition".into());
@@ -343,7 +346,7 @@ impl Lifecycle {
             let catalog = self.store.catalog().clone();
             let name = dataset.name.to_string();
             let audited =
-                blocking(move || catalog.audit("compaction", Some(&name), Some(&id), &detail, now_ns())).await;
+                blocking(move || catalog.audit(AuditKind::Compaction, Some(&name), Some(&id), &detail, now_ns())).await;
             if let Ok(Err(error)) = audited {
                 tracing::warn!(%error, "recording a compaction audit event failed");
             }
@@ -619,7 +622,7 @@ impl Lifecycle {
                 "# HELP strata_compaction_jobs Compaction checkpoints per status.\n# TYPE strata_compaction_jobs gauge"
             );
             for status in ["pending", "running", "completed", "failed"] {
-                let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+                let count = counts.iter().find(|(s, _)| s.as_str() == status).map_or(0, |(_, n)| *n);
                 let _ = writeln!(text, "strata_compaction_jobs{{status=\"{status}\"}} {count}");
             }
         }

@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{Catalog, MoveCommit, MovedFile, NewArchive, NewFile, PartitionRecord, RunRecord};
+use crate::catalog::{AuditKind, Catalog, MoveCommit, MovedFile, NewArchive, NewFile, PartitionRecord, RunRecord};
 use crate::config::Config;
 use crate::error::{ErrorCode, Failure};
 use crate::parquet_file::Encoding;
@@ -616,7 +616,7 @@ impl Lifecycle {
         let decisions = self.store.catalog().audit_events(&crate::catalog::AuditFilter {
             dataset: Some(dataset),
             partition: Some(&id),
-            kind: Some("lifecycle_decision"),
+            kind: Some(AuditKind::LifecycleDecision),
             since_ns: i64::MIN,
             limit: 200,
             newest_first: true,
@@ -629,14 +629,13 @@ impl Lifecycle {
             if kind == PolicyKind::Partitioner {
                 continue;
             }
-            let last = decisions.iter().find(|e| e["detail"]["policy"] == summary.name.as_str()).map(|e| {
-                let detail = &e["detail"];
+            let last = decisions.iter().find(|e| e.detail["policy"] == summary.name.as_str()).map(|e| {
+                let detail = &e.detail;
                 if detail["outcome"] == "failed" {
-                    pending_errors
-                        .push(json!({ "policy": summary.name, "error": detail["error"], "at_ns": e["at_ns"] }));
+                    pending_errors.push(json!({ "policy": summary.name, "error": detail["error"], "at_ns": e.at_ns }));
                 }
                 json!({
-                    "at_ns": e["at_ns"],
+                    "at_ns": e.at_ns,
                     "run": detail["run"],
                     "action": detail["action"],
                     "tier": detail["tier"],
@@ -870,7 +869,7 @@ impl Lifecycle {
             .into_iter()
             .find(|p| p.period_label == label && p.key == key)
             .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no partition {id}")))?;
-        if record.tier != Tier::Archived.as_str() {
+        if record.tier != Tier::Archived {
             return Err(Failure::new(
                 ErrorCode::NotArchived,
                 format!("partition {id} is {}, not archived; there is nothing to restore", record.tier),
@@ -886,7 +885,8 @@ impl Lifecycle {
         let detail = json!({ "tier": tier.as_str(), "bytes_moved": bytes });
         let catalog = self.store.catalog().clone();
         let (name, pid) = (dataset.to_string(), id.clone());
-        blocking(move || catalog.audit("partition_restored", Some(&name), Some(&pid), &detail, now_ns())).await??;
+        blocking(move || catalog.audit(AuditKind::PartitionRestored, Some(&name), Some(&pid), &detail, now_ns()))
+            .await??;
         self.count(format!("strata_lifecycle_transitions_total{{from=\"archived\",to=\"{}\"}}", tier.as_str()), 1);
         Ok(json!({ "id": id, "tier": tier.as_str(), "bytes_moved": bytes }))
     }
@@ -949,7 +949,7 @@ impl Lifecycle {
                 (Tier::Cold, lifecycle.health_max_cold_age_ms),
             ];
             for partition in catalog.partitions(dataset.record.id)? {
-                let Some((_, Some(max_ms))) = thresholds.iter().find(|(t, _)| t.as_str() == partition.tier) else {
+                let Some((_, Some(max_ms))) = thresholds.iter().find(|(t, _)| *t == partition.tier) else {
                     continue;
                 };
                 let age_ns = now.saturating_sub(partition.period_end_ns);
@@ -1095,9 +1095,7 @@ impl Lifecycle {
 /// the bytes written.
 fn move_partition(catalog: &Catalog, targets: &Targets, partition_id: i64, tier: Tier) -> Result<u64, String> {
     let (copies, bytes_moved) = copy_partition(catalog, targets, partition_id, tier)?;
-    catalog
-        .commit_move(partition_id, &copies, targets.tier(tier).name(), tier.as_str(), now_ns())
-        .map_err(|e| e.to_string())?;
+    catalog.commit_move(partition_id, &copies, targets.tier(tier).name(), tier, now_ns()).map_err(|e| e.to_string())?;
     crate::failpoint::hit("lifecycle.move.after_commit");
     Ok(bytes_moved)
 }
@@ -1142,7 +1140,7 @@ fn move_partitions(
                 partition_id: job.partition_id,
                 copies: copies.clone(),
                 target: targets.tier(job.tier).name().to_string(),
-                tier: job.tier.as_str().to_string(),
+                tier: job.tier,
             });
         }
     }
