@@ -56,21 +56,37 @@ fn token_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
+/// Whether `error` is the violation of the UNIQUE constraint on `column`
+/// (`table.column`, as SQLite names it).
+fn violates_unique(error: &rusqlite::Error, column: &str) -> bool {
+    match error {
+        rusqlite::Error::SqliteFailure(failure, Some(message)) => {
+            failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                && message.strip_prefix("UNIQUE constraint failed: ") == Some(column)
+        }
+        _ => false,
+    }
+}
+
 impl Catalog {
-    /// Stores a new token; a name already taken is a `Conflict`.
+    /// Stores a new token; a name already taken is a `Conflict`. The
+    /// UNIQUE constraint decides, not a look-up first: another connection
+    /// (`strata token create` beside a running server) may store the same
+    /// name at any moment.
     pub fn create_token(&self, token: &NewToken<'_>, now_ns: i64) -> Result<TokenRecord> {
         let connection = self.lock();
-        let taken: bool =
-            connection
-                .query_row("SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?1)", [token.name], |row| row.get(0))?;
-        if taken {
-            return Err(CatalogError::Conflict(format!("a token named {:?} exists already", token.name)));
-        }
         let scopes = serde_json::to_string(token.scopes).map_err(|e| CatalogError::Corrupt(e.to_string()))?;
-        connection.execute(
-            "INSERT INTO tokens (name, hash, scopes_json, created_at_ns, expires_at_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![token.name, token.hash, scopes, now_ns, token.expires_at_ns],
-        )?;
+        connection
+            .execute(
+                "INSERT INTO tokens (name, hash, scopes_json, created_at_ns, expires_at_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![token.name, token.hash, scopes, now_ns, token.expires_at_ns],
+            )
+            .map_err(|error| match error {
+                error if violates_unique(&error, "tokens.name") => {
+                    CatalogError::Conflict(format!("a token named {:?} exists already", token.name))
+                }
+                other => CatalogError::from(other),
+            })?;
         let id = connection.last_insert_rowid();
         Ok(connection.query_row(&format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"), [id], token_from_row)?)
     }
@@ -106,5 +122,39 @@ impl Catalog {
     pub fn touch_token(&self, id: i64, now_ns: i64) -> Result<()> {
         self.lock().execute("UPDATE tokens SET last_used_at_ns = ?2 WHERE id = ?1", params![id, now_ns])?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::tests::catalog;
+
+    fn new_token<'a>(name: &'a str, hash: &'a str, scopes: &'a [String]) -> NewToken<'a> {
+        NewToken { name, hash, scopes, expires_at_ns: None }
+    }
+
+    #[test]
+    fn a_name_taken_between_the_check_and_the_insert_is_a_conflict() {
+        let (catalog, dir) = catalog();
+        // Another connection (`strata token create` against a running
+        // server) stores the same name just before this insert: a trigger
+        // plays its part (and is rolled back with the failed statement).
+        catalog
+            .lock()
+            .execute_batch(
+                "CREATE TEMP TRIGGER racing_writer BEFORE INSERT ON tokens WHEN NEW.name = 'ci' BEGIN \
+                   INSERT INTO tokens (name, hash, scopes_json, created_at_ns) VALUES ('ci', 'other', '[]', 1); \
+                 END;",
+            )
+            .unwrap();
+        let scopes = ["admin".to_string()];
+        let raced = catalog.create_token(&new_token("ci", "mine", &scopes), 2);
+        assert!(matches!(raced, Err(CatalogError::Conflict(_))), "{raced:?}");
+        catalog.lock().execute_batch("DROP TRIGGER racing_writer;").unwrap();
+        catalog.create_token(&new_token("ci", "first", &scopes), 3).unwrap();
+        assert!(matches!(catalog.create_token(&new_token("ci", "again", &scopes), 3), Err(CatalogError::Conflict(_))));
+        assert_eq!(catalog.create_token(&new_token("cd", "third", &scopes), 4).unwrap().name, "cd");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
