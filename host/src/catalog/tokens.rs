@@ -1,7 +1,7 @@
 //! Access tokens: the `tokens` table. Only the auth layer and `strata
 //! token` use it.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Catalog, CatalogError, Result, corrupt};
 
@@ -93,10 +93,29 @@ impl Catalog {
 
     /// Every token, revoked and expired ones too, by name.
     pub fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let connection = self.lock();
-        let mut statement = connection.prepare(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY name"))?;
+        Ok(Self::tokens_in(&self.lock())?)
+    }
+
+    fn tokens_in(connection: &Connection) -> rusqlite::Result<Vec<TokenRecord>> {
+        let mut statement = connection.prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY name"))?;
         let rows = statement.query_map([], token_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        rows.collect()
+    }
+
+    /// A number that changes whenever another connection — another
+    /// process, such as `strata token` beside a running server — commits
+    /// to the catalog. Commits through this catalog do not move it
+    /// (SQLite's `PRAGMA data_version`); reading it touches no table.
+    pub fn foreign_changes(&self) -> Result<i64> {
+        Ok(self.lock().pragma_query_value(None, "data_version", |row| row.get(0))?)
+    }
+
+    /// [`Catalog::tokens`] with the [`Catalog::foreign_changes`] they are
+    /// current for, read under one lock.
+    pub fn tokens_at_foreign_changes(&self) -> Result<(i64, Vec<TokenRecord>)> {
+        let connection = self.lock();
+        let version = connection.pragma_query_value(None, "data_version", |row| row.get(0))?;
+        Ok((version, Self::tokens_in(&connection)?))
     }
 
     /// Whether any token row exists (revoked and expired ones count: once
