@@ -6,7 +6,7 @@
 //! Each merged chunk commits in one transaction with its file swap and the
 //! cursor's advance, so a crash resumes at the first chunk not committed.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::files::insert_live_file;
@@ -228,29 +228,7 @@ impl Catalog {
         if deleted.is_some() {
             return Err(CatalogError::Conflict(format!("partition {partition_id} was deleted")));
         }
-        let (mut input_rows, mut input_bytes) = (0i64, 0i64);
-        for file_id in chunk.inputs {
-            let input: Option<(i64, i64)> = tx
-                .query_row(
-                    "SELECT row_count, bytes FROM files \
-                     WHERE id = ?1 AND partition_id = ?2 AND storage_target = ?3 AND state = 'live'",
-                    params![file_id, partition_id, chunk.storage_target],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()?;
-            let Some((rows, bytes)) = input else {
-                return Err(CatalogError::Conflict(format!(
-                    "file {file_id} is no longer live on {}",
-                    chunk.storage_target
-                )));
-            };
-            tx.execute(
-                "UPDATE files SET state = 'tombstoned', tombstoned_at_ns = ?2 WHERE id = ?1",
-                params![file_id, now_ns],
-            )?;
-            input_rows += rows;
-            input_bytes += bytes;
-        }
+        let (input_rows, input_bytes) = tombstone_inputs(&tx, partition_id, chunk, now_ns)?;
         let file = chunk.file;
         if input_rows != file.rows || file.storage_target != chunk.storage_target {
             return Err(CatalogError::Conflict(format!(
@@ -359,6 +337,35 @@ impl Catalog {
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+}
+
+/// Tombstones a chunk's inputs, each of which must still be live on the
+/// chunk's target (a conflict otherwise); returns their rows and bytes.
+fn tombstone_inputs(tx: &Connection, partition_id: i64, chunk: &CompactedChunk<'_>, now_ns: i64) -> Result<(i64, i64)> {
+    let (mut input_rows, mut input_bytes) = (0i64, 0i64);
+    for file_id in chunk.inputs {
+        let input: Option<(i64, i64)> = tx
+            .query_row(
+                "SELECT row_count, bytes FROM files \
+                 WHERE id = ?1 AND partition_id = ?2 AND storage_target = ?3 AND state = 'live'",
+                params![file_id, partition_id, chunk.storage_target],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let Some((rows, bytes)) = input else {
+            return Err(CatalogError::Conflict(format!(
+                "file {file_id} is no longer live on {}",
+                chunk.storage_target
+            )));
+        };
+        tx.execute(
+            "UPDATE files SET state = 'tombstoned', tombstoned_at_ns = ?2 WHERE id = ?1",
+            params![file_id, now_ns],
+        )?;
+        input_rows += rows;
+        input_bytes += bytes;
+    }
+    Ok((input_rows, input_bytes))
 }
 
 #[cfg(test)]

@@ -366,4 +366,15 @@ mod tests {
         assert_eq!(catalog.note_key_field(unkeyed.id, "").unwrap(), "");
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    #[test]
+    fn a_stored_tier_that_does_not_parse_is_corrupt_not_hot() {
+        let (catalog, dir) = catalog();
+        let dataset = catalog.create_dataset("cpu", Period::Day, "time", 1).unwrap();
+        catalog.partition(dataset.id, &Period::Day.bucket(0), "", 1).unwrap();
+        catalog.lock().execute("UPDATE partitions SET tier = 'lukewarm'", []).unwrap();
+        assert!(matches!(catalog.partitions(dataset.id), Err(CatalogError::Corrupt(_))));
+        assert!(matches!(catalog.tier_counts(), Err(CatalogError::Corrupt(_))));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
