@@ -160,12 +160,12 @@ pub(super) async fn simulate(
         (None, SimulationTarget::Active) => (SimulationTarget::Active, None),
         (None, version) => (version, Some(runtime.compile_slot().await?)),
     };
-    let catalog = store.catalog().clone();
+    let dataset_id = state.record.id;
+    let records = store.catalog().call(move |catalog| catalog.partitions(dataset_id)).await?;
     let runtime = runtime.clone();
     let policy = name.to_string();
     let (simulation, bound) = blocking(move || -> Result<_, Failure> {
         let _slot = slot;
-        let records = catalog.partitions(state.record.id)?;
         let facts = dataset_facts(&state.record, &state.schema());
         let partitions: Vec<_> = records.iter().map(|record| partition_facts(&dataset_name, record)).collect();
         let bound = runtime.binds(&policy, dataset_name.as_str());
