@@ -453,6 +453,12 @@ impl StorageTarget for InMemory {
     }
 }
 
+/// Whether the file at `path` is gone (not merely unreadable). For a reader
+/// that failed and wants to say whether a committed file disappeared.
+pub fn is_missing(path: &Path) -> bool {
+    std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

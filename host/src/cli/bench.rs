@@ -447,7 +447,7 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
                 "SELECT count(usage_user) FROM cpu".to_string(),
             ),
         ];
-        let files = crate::query::parquet_files(&server.storage());
+        let files = parquet_files(&server.storage());
         println!("strata bench query — {} rows, {} hosts, {} days, {} Parquet files, median of {} runs", args.rows, args.hosts, args.days, files.len(), args.runs);
         println!("  {:<52} {:>10} {:>14} {:>8} {:>18}", "query", "strata ms", "duckdb ms", "ratio", "of which setup ms");
         for (name, body, sql) in cases {
@@ -547,7 +547,7 @@ fn lifecycle(args: LifecycleArgs) -> anyhow::Result<()> {
             sender = connect(&authority).await?;
         }
         post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
-        let hot_files = crate::query::parquet_files(&server.storage().join("hot"));
+        let hot_files = parquet_files(&server.storage().join("hot"));
         let hot_bytes: u64 = hot_files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
 
         let now_ns = (start_s + (args.partitions as i64 + 30) * DAY_S) * 1_000_000_000;
@@ -615,6 +615,25 @@ fn lifecycle(args: LifecycleArgs) -> anyhow::Result<()> {
         );
         anyhow::Ok(())
     })
+}
+
+/// Every Parquet file under `dir`, for benchmarks that read them directly.
+fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{Body, blocking, json_response, param, views};
+use super::{Body, json_response, param, views};
 use crate::catalog::{AuditFilter, AuditKind};
 use crate::error::{ErrorCode, Failure};
 use crate::lifecycle::Lifecycle;
@@ -157,9 +157,7 @@ pub(super) async fn explain(
             return Err(Failure::new(ErrorCode::NotFound, "a partition is named by its period label and optional key"));
         }
     };
-    let lifecycle = lifecycle.clone();
-    let dataset = dataset.to_string();
-    let explanation = blocking(move || lifecycle.explain(&dataset, &label, &key)).await??;
+    let explanation = lifecycle.explain(dataset, &label, &key).await?;
     Ok(json_response(StatusCode::OK, &explanation))
 }
 
@@ -222,8 +220,6 @@ pub(super) async fn compact(lifecycle: &Arc<Lifecycle>, dataset: &str, body: Byt
 }
 
 pub(super) async fn compaction(lifecycle: &Arc<Lifecycle>, dataset: &str) -> Result<Response<Body>, Failure> {
-    let lifecycle = lifecycle.clone();
-    let dataset = dataset.to_string();
-    let status = blocking(move || lifecycle.compaction_status(&dataset)).await??;
+    let status = lifecycle.compaction_status(dataset).await?;
     Ok(json_response(StatusCode::OK, &status))
 }

@@ -196,8 +196,8 @@ pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'
 }
 
 /// Runs blocking work that is not a catalog call (those go through
-/// `Catalog::call`) — the policy runtime, the lifecycle's reports — on
-/// tokio's blocking pool.
+/// `Catalog::call`) — the policy runtime, a store snapshot — on tokio's
+/// blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
     tokio::task::spawn_blocking(work)
         .await
@@ -315,8 +315,7 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
         (&Method::GET, ["metrics"]) => {
             let mut policy_metrics = state.policies.get().map(|runtime| runtime.metrics()).unwrap_or_default();
             if let Some(lifecycle) = state.lifecycle.get() {
-                let lifecycle = lifecycle.clone();
-                policy_metrics.push_str(&blocking(move || lifecycle.metrics()).await.unwrap_or_default());
+                policy_metrics.push_str(&lifecycle.metrics().await);
             }
             Ok(datasets::metrics(state.store()?, &policy_metrics))
         }
@@ -324,8 +323,7 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
         (&Method::POST, ["api", "v3", "write_lp"]) => write(state, request, None, Format::LineProtocol, "db").await,
         (&Method::POST, ["v1", "sql"]) => query::sql(state, request).await,
         (&Method::GET, ["health", "lifecycle"]) => {
-            let lifecycle = state.lifecycle()?.clone();
-            let health = blocking(move || lifecycle.health(crate::time::now_ns())).await??;
+            let health = state.lifecycle()?.health(crate::time::now_ns()).await?;
             let status = if health["status"] == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
             Ok(json_response(status, &health))
         }

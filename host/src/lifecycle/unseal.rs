@@ -1,9 +1,9 @@
 //! Unsealing a partition: the one way back from read-only, for hot
 //! partitions only (the store refuses the others).
 
-use super::Lifecycle;
+use super::{Lifecycle, no_dataset};
 use crate::catalog::PartitionRecord;
-use crate::error::{ErrorCode, Failure};
+use crate::error::Failure;
 
 impl Lifecycle {
     /// Makes a sealed hot partition writable again. Holds the run lock, so
@@ -12,10 +12,7 @@ impl Lifecycle {
     /// buffers that the next flush writes to the hot target of a partition
     /// that has left it.
     pub async fn unseal(&self, dataset: &str, label: &str, key: &str) -> Result<PartitionRecord, Failure> {
-        let state = self
-            .store
-            .dataset(dataset)
-            .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no dataset {dataset}")))?;
+        let state = self.store.dataset(dataset).ok_or_else(|| no_dataset(dataset))?;
         let _one_at_a_time = self.running.lock().await;
         self.store.set_read_only(&state, label, key, false).await
     }

@@ -149,11 +149,7 @@ impl QueryEngine {
     /// of no use, and a crash leaves them behind.
     pub fn new(config: QueryConfig, targets: Arc<Targets>, temp_dir: &Path) -> QueryEngine {
         let permits = Arc::new(Semaphore::new(config.concurrent_max));
-        if let Err(error) = std::fs::remove_dir_all(temp_dir)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(%error, dir = %temp_dir.display(), "emptying the query spill directory failed");
-        }
+        super::spill::empty(temp_dir);
         QueryEngine {
             config,
             targets,
@@ -185,7 +181,7 @@ impl QueryEngine {
     /// `allowed_directories` (and gets none: SQL cannot read or write it).
     fn open_database(config: &QueryConfig, spill_dir: &Path) -> Result<Connection, Failure> {
         let connection = Connection::open_in_memory().map_err(query_error)?;
-        let _ = std::fs::create_dir_all(spill_dir);
+        super::spill::prepare(spill_dir);
         let settings = format!(
             "SET memory_limit = {memory}; SET threads = {threads}; SET temp_directory = {temp}; \
              SET max_temp_directory_size = {spill}; \
@@ -650,7 +646,7 @@ fn missing_file(sources: &[Source], error: Failure) -> Failure {
     let missing = sources
         .iter()
         .flat_map(|s| s.files.iter().zip(&s.file_names))
-        .find(|(path, _)| std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound));
+        .find(|(path, _)| crate::storage::is_missing(Path::new(path)));
     match missing {
         Some((_, (partition, key))) => Failure::new(
             ErrorCode::Internal,

@@ -10,6 +10,7 @@ mod engine;
 pub mod output;
 mod parser;
 pub mod plan;
+mod spill;
 mod sql_guard;
 mod sql_text;
 mod watchdog;
@@ -20,25 +21,6 @@ pub use engine::{QueryEngine, QueryResult, QueryStats};
 /// the datasets this accepts, and refuses SQL that names any other (403
 /// `forbidden`, naming the scope).
 pub type DatasetFilter = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
-
-/// Every Parquet file under `dir`, for benchmarks that read them directly.
-pub fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// Times `sql` run by DuckDB directly over a view `cpu` of `files`, in the
 /// same process, `runs` times; returns milliseconds per run.
