@@ -11,7 +11,7 @@
 //! server then listens on loopback only (`server::run` checks).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -29,9 +29,10 @@ use crate::query::DatasetFilter;
 use crate::time::now_ns;
 use crate::token::{Scopes, TOKEN_BYTES_MAX};
 
-/// How often the token table is re-read from the catalog, so that tokens
-/// created or revoked by `strata token` against a running server apply
-/// within this time. Changes through the API apply at once.
+/// How often the cache asks whether another process (`strata token`
+/// against a running server) changed the catalog, and re-reads the token
+/// table if so: such changes apply within this time. Changes through the
+/// API apply at once.
 const TOKEN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A token's `last_used_at_ns` is written at most this often (each write is
@@ -227,9 +228,11 @@ struct TokenTable {
     any: bool,
 }
 
-/// The catalog's tokens, held in memory and looked up by hash. Re-read every
-/// [`TOKEN_REFRESH_INTERVAL`] in the background and at once after a change
-/// through the API.
+/// The catalog's tokens, held in memory and looked up by hash. Re-read at
+/// once after a change through the API, and within
+/// [`TOKEN_REFRESH_INTERVAL`] after another process changed the catalog
+/// (SQLite's `data_version`, asked in the background, tells; an idle
+/// server reads no table).
 #[derive(Debug)]
 pub struct TokenCache {
     catalog: Arc<Catalog>,
@@ -239,6 +242,10 @@ pub struct TokenCache {
     /// can never replace the table read after it.
     reloading: tokio::sync::Mutex<()>,
     required: bool,
+    /// The catalog's `foreign_changes` the table is current for.
+    read_at: AtomicI64,
+    /// How often the table was read.
+    reads: AtomicU64,
 }
 
 impl TokenCache {
@@ -250,6 +257,8 @@ impl TokenCache {
             table: ArcSwap::from_pointee(TokenTable::default()),
             reloading: tokio::sync::Mutex::new(()),
             required,
+            read_at: AtomicI64::new(i64::MIN),
+            reads: AtomicU64::new(0),
         });
         cache.reload().await?;
         let weak: Weak<TokenCache> = Arc::downgrade(&cache);
@@ -257,7 +266,7 @@ impl TokenCache {
             loop {
                 tokio::time::sleep(TOKEN_REFRESH_INTERVAL).await;
                 let Some(cache) = weak.upgrade() else { return };
-                if let Err(error) = cache.reload().await {
+                if let Err(error) = cache.refresh().await {
                     tracing::warn!(%error, "re-reading the token table failed; the last one stays in use");
                 }
             }
@@ -265,13 +274,21 @@ impl TokenCache {
         Ok(cache)
     }
 
+    /// Re-reads the token table if another process changed the catalog
+    /// since the last read.
+    async fn refresh(&self) -> Result<(), Failure> {
+        let now = self.catalog.call(|catalog| catalog.foreign_changes()).await?;
+        if now == self.read_at.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.reload().await
+    }
+
     /// Re-reads the token table from the catalog.
     pub async fn reload(&self) -> Result<(), Failure> {
         let _reloading = self.reloading.lock().await;
-        let catalog = self.catalog.clone();
-        let records = tokio::task::spawn_blocking(move || catalog.tokens())
-            .await
-            .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))??;
+        let (read_at, records) = self.catalog.call(|catalog| catalog.tokens_at_foreign_changes()).await?;
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let mut table = TokenTable { by_hash: HashMap::new(), any: !records.is_empty() };
         for record in records.into_iter().filter(|r| r.revoked_at_ns.is_none()) {
             // Scopes were checked when stored; one that no longer parses
@@ -290,6 +307,7 @@ impl TokenCache {
             table.by_hash.insert(record.hash, Arc::new(cached));
         }
         self.table.store(Arc::new(table));
+        self.read_at.store(read_at, Ordering::Release);
         Ok(())
     }
 
@@ -323,8 +341,8 @@ impl TokenCache {
             return;
         }
         let (catalog, id) = (self.catalog.clone(), token.id);
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = catalog.touch_token(id, now) {
+        tokio::spawn(async move {
+            if let Err(error) = catalog.call(move |catalog| catalog.touch_token(id, now)).await {
                 tracing::warn!(%error, "recording a token's last use failed");
             }
         });
@@ -365,12 +383,11 @@ async fn record_admin_request(
     status: u16,
 ) {
     let Some(store) = state.store.get() else { return };
-    let catalog = store.catalog().clone();
     let detail = json!({ "method": method.as_str(), "path": path, "status": status });
     let actor = actor.to_string();
     let recorded =
-        tokio::task::spawn_blocking(move || catalog.audit_request(&actor, dataset.as_deref(), &detail, now_ns())).await;
-    if !matches!(recorded, Ok(Ok(()))) {
+        store.catalog().call(move |catalog| catalog.audit_request(&actor, dataset.as_deref(), &detail, now_ns())).await;
+    if recorded.is_err() {
         tracing::warn!(%method, %path, "recording an admin request in the audit log failed");
     }
 }
@@ -603,5 +620,30 @@ mod tests {
         assert_eq!(open.actor(), "anonymous");
         let nothing = Grant::nothing();
         assert!(!nothing.may_read("x") && !nothing.may_write("x") && !nothing.is_admin());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_token_table_is_read_again_only_after_another_process_changed_the_catalog() {
+        let dir = std::env::temp_dir().join(format!("strata-token-cache-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = Catalog::path_in(&dir);
+        let catalog = Arc::new(Catalog::open(&path).unwrap());
+        let cache = TokenCache::open(catalog.clone(), false).await.unwrap();
+        assert_eq!(cache.reads.load(Ordering::Relaxed), 1);
+        tokio::time::sleep(TOKEN_REFRESH_INTERVAL * 2 + Duration::from_millis(500)).await;
+        assert_eq!(cache.reads.load(Ordering::Relaxed), 1, "nothing changed, nothing was read again");
+
+        // `strata token create` beside the running server: another connection.
+        let other = Catalog::open(&path).unwrap();
+        let (secret, _) = crate::token::issue(&other, "ci", &["admin".into()], None, now_ns()).unwrap();
+        let deadline = std::time::Instant::now() + TOKEN_REFRESH_INTERVAL * 3;
+        while cache.authenticate(&secret).is_none() {
+            assert!(std::time::Instant::now() < deadline, "the new token was not picked up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(cache.enabled());
+        assert_eq!(cache.reads.load(Ordering::Relaxed), 2);
+        drop(cache);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use hyper::{Response, StatusCode};
 use serde_json::{Value as Json, json};
 
-use super::{Body, json_response};
+use super::{Body, blocking, json_response};
 use crate::error::{ErrorCode, Failure};
 use crate::names::{DatasetName, partition_label};
 use crate::store::{DatasetState, Store};
@@ -18,11 +18,8 @@ pub(super) fn find(store: &Store, raw: &str) -> Result<Arc<DatasetState>, Failur
 }
 
 async fn summary(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> Result<Json, Failure> {
-    let catalog = store.catalog().clone();
     let id = dataset.record.id;
-    let partitions = tokio::task::spawn_blocking(move || catalog.partitions(id))
-        .await
-        .map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))??;
+    let partitions = store.catalog().call(move |catalog| catalog.partitions(id)).await?;
     let schema = dataset.schema();
     let rows: i64 = partitions.iter().map(|p| p.rows).sum();
     let bytes: i64 = partitions.iter().map(|p| p.bytes).sum();
@@ -60,9 +57,7 @@ pub(super) async fn partitions(store: &Arc<Store>, raw: &str) -> Result<Response
     let dataset = find(store, raw)?;
     let reader = store.clone();
     let state = dataset.clone();
-    let snapshot = tokio::task::spawn_blocking(move || reader.snapshot(&state))
-        .await
-        .map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))??;
+    let snapshot = blocking(move || reader.snapshot(&state)).await??;
     let targets = store.targets().clone();
     let partitions: Vec<Json> = snapshot
         .partitions

@@ -8,8 +8,8 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{Body, json_response, param};
-use crate::catalog::AuditFilter;
+use super::{Body, json_response, param, views};
+use crate::catalog::{AuditFilter, AuditKind};
 use crate::error::{ErrorCode, Failure};
 use crate::lifecycle::Lifecycle;
 use crate::time::now_ns;
@@ -44,12 +44,6 @@ pub(super) async fn run(lifecycle: &Arc<Lifecycle>, policy: &str, body: Bytes) -
     Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))
-}
-
 fn limit(params: &[(String, String)]) -> Result<usize, Failure> {
     match param(params, "limit") {
         None => Ok(100),
@@ -63,27 +57,19 @@ fn limit(params: &[(String, String)]) -> Result<usize, Failure> {
 
 pub(super) async fn runs(lifecycle: &Arc<Lifecycle>, params: Vec<(String, String)>) -> Result<Response<Body>, Failure> {
     let limit = limit(&params)?;
-    let catalog = lifecycle.catalog().clone();
-    let runs = blocking(move || catalog.runs(param(&params, "policy"), param(&params, "dataset"), limit)).await??;
-    // The list leaves out each run's decisions; `GET /v1/lifecycle/runs/{id}` has them.
-    let runs: Vec<Json> = runs
-        .into_iter()
-        .map(|(_, mut run)| {
-            if let Some(object) = run.as_object_mut() {
-                object.remove("entries");
-            }
-            run
-        })
-        .collect();
+    let runs = lifecycle
+        .catalog()
+        .call(move |catalog| catalog.runs(param(&params, "policy"), param(&params, "dataset"), limit))
+        .await?;
+    let runs: Vec<Json> = runs.into_iter().map(views::run_summary).collect();
     Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
 }
 
 pub(super) async fn run_detail(lifecycle: &Arc<Lifecycle>, raw: &str) -> Result<Response<Body>, Failure> {
     let id: i64 = raw.parse().map_err(|_| Failure::new(ErrorCode::NotFound, format!("no run {raw:?}")))?;
-    let catalog = lifecycle.catalog().clone();
-    let run = blocking(move || catalog.run(id)).await??;
+    let run = lifecycle.catalog().call(move |catalog| catalog.run(id)).await?;
     let run = run.ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no run {id}")))?;
-    Ok(json_response(StatusCode::OK, &run))
+    Ok(json_response(StatusCode::OK, &views::run(run)))
 }
 
 pub(super) async fn audit(
@@ -98,26 +84,35 @@ pub(super) async fn audit(
             crate::query::plan::time_bound(&value, "since")?
         }
     };
-    let catalog = lifecycle.catalog().clone();
-    let events = blocking(move || {
-        catalog.audit_events(&AuditFilter {
-            dataset: param(&params, "dataset"),
-            partition: param(&params, "partition"),
-            kind: param(&params, "kind"),
-            since_ns: since,
-            limit,
-            newest_first: false,
+    let kind = match param(&params, "kind") {
+        None => None,
+        // No event has a kind the catalog does not know.
+        Some(raw) => match AuditKind::parse(raw) {
+            Some(kind) => Some(kind),
+            None => return Ok(json_response(StatusCode::OK, &json!({ "events": [] }))),
+        },
+    };
+    let events = lifecycle
+        .catalog()
+        .call(move |catalog| {
+            catalog.audit_events(&AuditFilter {
+                dataset: param(&params, "dataset"),
+                partition: param(&params, "partition"),
+                kind,
+                since_ns: since,
+                limit,
+                newest_first: false,
+            })
         })
-    })
-    .await??;
+        .await?;
+    let events: Vec<Json> = events.into_iter().map(views::audit_event).collect();
     Ok(json_response(StatusCode::OK, &json!({ "events": events })))
 }
 
 /// `GET /v1/storage-targets`: every target with its tiers (and how files
 /// arriving in each are encoded) and what the catalog says it holds.
 pub(super) async fn storage_targets(lifecycle: &Arc<Lifecycle>) -> Result<Response<Body>, Failure> {
-    let catalog = lifecycle.catalog().clone();
-    let usage = blocking(move || catalog.target_usage()).await??;
+    let usage = lifecycle.catalog().call(|catalog| catalog.target_usage()).await?;
     let all = lifecycle.targets();
     let targets: Vec<Json> = all
         .all()

@@ -9,6 +9,7 @@ mod lifecycle;
 mod query;
 mod status;
 mod tokens;
+mod views;
 
 pub use edge::{Edge, TlsError, raise_open_file_limit};
 mod policies;
@@ -195,6 +196,15 @@ pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'
     params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// Runs blocking work that is not a catalog call (those go through
+/// `Catalog::call`) — the policy runtime, a store snapshot — on tokio's
+/// blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))
+}
+
 fn precision(params: &[(String, String)]) -> Result<Precision, Failure> {
     match param(params, "precision") {
         None | Some("auto") => Ok(Precision::Nanoseconds),
@@ -289,6 +299,10 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
+        (_, ["v1", "datasets", ..]) => dataset_route(state, request, &segments).await,
+        (_, ["v1", "policies" | "lifecycle" | "audit" | "storage-targets" | "tokens", ..]) => {
+            admin_route(state, request, &segments).await
+        }
         (&Method::GET, ["health"]) => Ok(json_response(StatusCode::OK, &json!({ "status": "pass" }))),
         (&Method::GET, ["ready"]) => {
             // Ready means every endpoint answers: the store has replayed
@@ -306,12 +320,43 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
             }
             Ok(datasets::metrics(state.store()?, &policy_metrics))
         }
+        (&Method::POST, ["api", "v2", "write"]) => write(state, request, None, Format::LineProtocol, "bucket").await,
+        (&Method::POST, ["api", "v3", "write_lp"]) => write(state, request, None, Format::LineProtocol, "db").await,
+        (&Method::POST, ["v1", "sql"]) => query::sql(state, request).await,
+        (&Method::GET, ["health", "lifecycle"]) => {
+            let health = state.lifecycle()?.health(crate::time::now_ns()).await?;
+            let status = if health["status"] == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+            Ok(json_response(status, &health))
+        }
+        (&Method::POST, ["v1", "flush"]) => {
+            let flushed = state.store()?.flush(true).await?;
+            Ok(json_response(StatusCode::OK, &json!({ "partitions_flushed": flushed })))
+        }
+        (_, ["health" | "ready" | "metrics"])
+        | (_, ["api", "v2", "write"])
+        | (_, ["api", "v3", "write_lp"])
+        | (_, ["v1", "flush" | "sql"]) => Err(not_allowed(&method, &path)),
+        _ => Err(Failure::new(ErrorCode::NotFound, format!("no route {method} {path}"))),
+    }
+}
+
+/// A known path, not with this method.
+fn not_allowed(method: &Method, path: &str) -> Failure {
+    Failure::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}"))
+}
+
+/// `/v1/datasets/…`: datasets, their partitions, writes, queries and compaction.
+async fn dataset_route(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+    segments: &[&str],
+) -> Result<Response<Body>, Failure> {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    match (&method, segments) {
         (&Method::POST, ["v1", "datasets", dataset, "records"]) => {
             let dataset = dataset.to_string();
             write(state, request, Some(dataset), Format::Json, "").await
         }
-        (&Method::POST, ["api", "v2", "write"]) => write(state, request, None, Format::LineProtocol, "bucket").await,
-        (&Method::POST, ["api", "v3", "write_lp"]) => write(state, request, None, Format::LineProtocol, "db").await,
         (&Method::GET, ["v1", "datasets"]) => datasets::list(state.store()?, &auth::grant_of(&request)).await,
         (&Method::GET, ["v1", "datasets", dataset]) => datasets::show(state.store()?, dataset).await,
         (&Method::GET, ["v1", "datasets", dataset, "partitions"]) => {
@@ -347,66 +392,58 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
             let dataset = dataset.to_string();
             query::structured(state, request, &dataset).await
         }
-        (&Method::POST, ["v1", "sql"]) => query::sql(state, request).await,
-        (&Method::GET, ["v1", "policies"]) => policies::list(state.policies()?).await,
-        (&Method::POST, ["v1", "policies", "reload"]) => policies::reload(state.policies()?).await,
-        (&Method::GET, ["v1", "policies", name]) => policies::show(state.policies()?, name).await,
-        (&Method::POST, ["v1", "policies", name, "rollback"]) => {
-            let runtime = state.policies()?.clone();
-            let name = name.to_string();
-            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
-            policies::rollback(&runtime, &name, body).await
-        }
-        (&Method::POST, ["v1", "policies", name, "run"]) => {
-            let lifecycle = state.lifecycle()?.clone();
-            let name = name.to_string();
-            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
-            lifecycle::run(&lifecycle, &name, body).await
-        }
-        (&Method::GET, ["v1", "lifecycle", "runs"]) => {
-            lifecycle::runs(state.lifecycle()?, query_params(&request)).await
-        }
-        (&Method::GET, ["v1", "lifecycle", "runs", id]) => lifecycle::run_detail(state.lifecycle()?, id).await,
         (&Method::GET, ["v1", "datasets", dataset, "partitions", rest @ ..])
             if rest.len() >= 2 && rest.last() == Some(&"explain") =>
         {
             lifecycle::explain(state.lifecycle()?, dataset, &rest[..rest.len() - 1]).await
         }
-        (&Method::GET, ["health", "lifecycle"]) => {
-            let health = state.lifecycle()?.health(crate::time::now_ns()).await?;
-            let status = if health["status"] == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-            Ok(json_response(status, &health))
+        _ => Err(not_allowed(&method, &path)),
+    }
+}
+
+/// The admin API: policies, lifecycle runs, the audit log, storage
+/// targets and tokens.
+async fn admin_route(
+    state: &Arc<AppState>,
+    request: Request<Incoming>,
+    segments: &[&str],
+) -> Result<Response<Body>, Failure> {
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let body_bytes_max = state.config.limits.body_bytes_max;
+    match (&method, segments) {
+        (&Method::GET, ["v1", "policies"]) => policies::list(state.policies()?).await,
+        (&Method::POST, ["v1", "policies", "reload"]) => policies::reload(state.policies()?).await,
+        (&Method::GET, ["v1", "policies", name]) => policies::show(state.policies()?, name).await,
+        (&Method::POST, ["v1", "policies", name, "rollback"]) => {
+            let (runtime, name) = (state.policies()?.clone(), name.to_string());
+            let (_, body) = read_body(request, body_bytes_max).await?;
+            policies::rollback(&runtime, &name, body).await
         }
-        (&Method::GET, ["v1", "storage-targets"]) => lifecycle::storage_targets(state.lifecycle()?).await,
-        (&Method::GET, ["v1", "audit"]) => lifecycle::audit(state.lifecycle()?, query_params(&request)).await,
+        (&Method::POST, ["v1", "policies", name, "run"]) => {
+            let (lifecycle, name) = (state.lifecycle()?.clone(), name.to_string());
+            let (_, body) = read_body(request, body_bytes_max).await?;
+            lifecycle::run(&lifecycle, &name, body).await
+        }
         (&Method::POST, ["v1", "policies", name, "simulate"]) => {
-            let runtime = state.policies()?.clone();
-            let store = state.store()?.clone();
-            let name = name.to_string();
+            let (runtime, store, name) = (state.policies()?.clone(), state.store()?.clone(), name.to_string());
             policies::simulate(&runtime, &store, &name, request, &state.config).await
         }
-        (&Method::POST, ["v1", "flush"]) => {
-            let flushed = state.store()?.flush(true).await?;
-            Ok(json_response(StatusCode::OK, &json!({ "partitions_flushed": flushed })))
+        (&Method::GET, ["v1", "lifecycle", "runs"]) => {
+            lifecycle::runs(state.lifecycle()?, query_params(&request)).await
         }
+        (&Method::GET, ["v1", "lifecycle", "runs", id]) => lifecycle::run_detail(state.lifecycle()?, id).await,
+        (&Method::GET, ["v1", "storage-targets"]) => lifecycle::storage_targets(state.lifecycle()?).await,
+        (&Method::GET, ["v1", "audit"]) => lifecycle::audit(state.lifecycle()?, query_params(&request)).await,
         (&Method::POST, ["v1", "tokens"]) => {
             let (catalog, cache) = (state.store()?.catalog().clone(), state.token_cache()?.clone());
-            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+            let (_, body) = read_body(request, body_bytes_max).await?;
             tokens::create(&catalog, &cache, body).await
         }
         (&Method::GET, ["v1", "tokens"]) => tokens::list(state.store()?.catalog()).await,
         (&Method::DELETE, ["v1", "tokens", name]) => {
             tokens::revoke(state.store()?.catalog(), state.token_cache()?, name).await
         }
-        (_, ["health" | "ready" | "metrics"])
-        | (_, ["v1", "datasets", ..])
-        | (_, ["api", "v2", "write"])
-        | (_, ["api", "v3", "write_lp"])
-        | (_, ["v1", "flush" | "sql"])
-        | (_, ["v1", "policies" | "lifecycle" | "audit" | "storage-targets" | "tokens", ..]) => {
-            Err(Failure::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
-        }
-        _ => Err(Failure::new(ErrorCode::NotFound, format!("no route {method} {path}"))),
+        _ => Err(not_allowed(&method, &path)),
     }
 }
 

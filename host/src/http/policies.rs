@@ -1,5 +1,5 @@
 //! Policy handlers: list, show, reload, rollback, simulate. Every call into
-//! the runtime blocks (catalog, components), so it runs on `spawn_blocking`.
+//! the runtime blocks (catalog, components), so it runs on the blocking pool.
 
 use std::sync::Arc;
 
@@ -10,19 +10,13 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{Body, json_response, read_body};
+use super::{Body, blocking, json_response, read_body};
 use crate::config::Config;
 use crate::error::{ErrorCode, Failure};
 use crate::names::DatasetName;
 use crate::policy::{PolicyRuntime, SimulationTarget, dataset_facts, partition_facts};
 use crate::store::Store;
 use crate::time::now_ns;
-
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))
-}
 
 pub(super) async fn list(runtime: &Arc<PolicyRuntime>) -> Result<Response<Body>, Failure> {
     let (policies, file_errors) = runtime.list();
@@ -166,12 +160,12 @@ pub(super) async fn simulate(
         (None, SimulationTarget::Active) => (SimulationTarget::Active, None),
         (None, version) => (version, Some(runtime.compile_slot().await?)),
     };
-    let catalog = store.catalog().clone();
+    let dataset_id = state.record.id;
+    let records = store.catalog().call(move |catalog| catalog.partitions(dataset_id)).await?;
     let runtime = runtime.clone();
     let policy = name.to_string();
     let (simulation, bound) = blocking(move || -> Result<_, Failure> {
         let _slot = slot;
-        let records = catalog.partitions(state.record.id)?;
         let facts = dataset_facts(&state.record, &state.schema());
         let partitions: Vec<_> = records.iter().map(|record| partition_facts(&dataset_name, record)).collect();
         let bound = runtime.binds(&policy, dataset_name.as_str());

@@ -28,12 +28,6 @@ struct CreateRequest {
     expires_in: Option<String>,
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Failure::new(ErrorCode::Internal, format!("background task failed: {e}")))
-}
-
 /// The JSON view of a token: never its hash.
 fn view(record: &TokenRecord, now: i64) -> Json {
     let time = |ns: Option<i64>| ns.map(rfc3339);
@@ -60,9 +54,11 @@ pub(super) async fn create(catalog: &Arc<Catalog>, cache: &TokenCache, body: Byt
         (None, Some(lifetime)) => Some(now.saturating_add(token::parse_lifetime(lifetime).map_err(bad)?)),
         (None, None) => None,
     };
-    let catalog = catalog.clone();
-    let (secret, record) =
-        blocking(move || token::issue(&catalog, &request.name, &request.scopes, expires_at_ns, now)).await??;
+    let (secret, record) = catalog
+        .call(move |catalog| -> Result<_, Failure> {
+            Ok(token::issue(catalog, &request.name, &request.scopes, expires_at_ns, now)?)
+        })
+        .await?;
     cache.reload().await?;
     let mut answer = view(&record, now);
     answer["token"] = Json::String(secret);
@@ -70,18 +66,18 @@ pub(super) async fn create(catalog: &Arc<Catalog>, cache: &TokenCache, body: Byt
 }
 
 pub(super) async fn list(catalog: &Arc<Catalog>) -> Result<Response<Body>, Failure> {
-    let catalog = catalog.clone();
-    let records = blocking(move || catalog.tokens()).await??;
+    let records = catalog.call(|catalog| catalog.tokens()).await?;
     let now = now_ns();
     let tokens: Vec<Json> = records.iter().map(|r| view(r, now)).collect();
     Ok(json_response(StatusCode::OK, &json!({ "tokens": tokens })))
 }
 
 pub(super) async fn revoke(catalog: &Arc<Catalog>, cache: &TokenCache, name: &str) -> Result<Response<Body>, Failure> {
-    let (catalog, owned) = (catalog.clone(), name.to_string());
+    let owned = name.to_string();
     let now = now_ns();
-    let record = blocking(move || catalog.revoke_token(&owned, now))
-        .await??
+    let record = catalog
+        .call(move |catalog| catalog.revoke_token(&owned, now))
+        .await?
         .ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no token named {name:?}")))?;
     // Before answering: the token must not work for one more request.
     cache.reload().await?;

@@ -22,7 +22,7 @@ use serde_json::json;
 use super::error::LifecycleError;
 use super::off_runtime;
 use super::{Lifecycle, no_dataset, no_partition};
-use crate::catalog::{FileRecord, NewArchive, NewFile, PartitionRecord};
+use crate::catalog::{AuditKind, FileRecord, NewArchive, NewFile, PartitionRecord};
 use crate::error::{ErrorCode, Failure};
 use crate::facts::ArchiveDecision;
 use crate::parquet_file::EncodedFile;
@@ -111,7 +111,7 @@ impl Lifecycle {
             .into_iter()
             .find(|p| p.period_label == label && p.key == key)
             .ok_or_else(|| no_partition(&id))?;
-        if record.tier != Tier::Archived.as_str() {
+        if record.tier != Tier::Archived {
             return Err(Failure::new(
                 ErrorCode::NotArchived,
                 format!("partition {id} is {}, not archived; there is nothing to restore", record.tier),
@@ -124,7 +124,9 @@ impl Lifecycle {
             .map_err(|e| LifecycleError::Restore { partition: id.clone(), source: Box::new(e) })?;
         let detail = json!({ "tier": tier.as_str(), "bytes_moved": bytes });
         let (name, pid) = (dataset.to_string(), id.clone());
-        self.catalog().call(move |c| c.audit("partition_restored", Some(&name), Some(&pid), &detail, now_ns())).await?;
+        self.catalog()
+            .call(move |c| c.audit(AuditKind::PartitionRestored, Some(&name), Some(&pid), &detail, now_ns()))
+            .await?;
         self.count(format!("strata_lifecycle_transitions_total{{from=\"archived\",to=\"{}\"}}", tier.as_str()), 1);
         Ok(json!({ "id": id, "tier": tier.as_str(), "bytes_moved": bytes }))
     }

@@ -10,7 +10,7 @@ use std::fmt::Write;
 use serde_json::{Value as Json, json};
 
 use super::{Lifecycle, compaction, ms_to_ns, no_dataset, no_partition};
-use crate::catalog::{AuditFilter, CatalogError, PartitionRecord};
+use crate::catalog::{AuditEvent, AuditFilter, AuditKind, CatalogError, PartitionRecord};
 use crate::error::Failure;
 use crate::names::{DatasetName, partition_label};
 use crate::period::Bucket;
@@ -50,7 +50,7 @@ impl Lifecycle {
                 let decisions = c.audit_events(&AuditFilter {
                     dataset: Some(&name),
                     partition: Some(&pid),
-                    kind: Some("lifecycle_decision"),
+                    kind: Some(AuditKind::LifecycleDecision),
                     since_ns: i64::MIN,
                     limit: 200,
                     newest_first: true,
@@ -81,7 +81,7 @@ impl Lifecycle {
     /// Each lifecycle policy bound to `dataset` with its last decision
     /// (from `decisions`, newest first) and next scheduled run, and the
     /// last decisions that failed.
-    fn policy_views(&self, dataset: &str, decisions: &[Json]) -> (Vec<Json>, Vec<Json>) {
+    fn policy_views(&self, dataset: &str, decisions: &[AuditEvent]) -> (Vec<Json>, Vec<Json>) {
         let mut policies = Vec::new();
         let mut pending_errors = Vec::new();
         for summary in self.policies.list().0.iter().filter(|s| self.policies.binds(&s.name, dataset)) {
@@ -89,11 +89,10 @@ impl Lifecycle {
             if kind == PolicyKind::Partitioner {
                 continue;
             }
-            let last = decisions.iter().find(|e| e["detail"]["policy"] == summary.name.as_str()).map(|e| {
-                let detail = &e["detail"];
+            let last = decisions.iter().find(|e| e.detail["policy"] == summary.name.as_str()).map(|e| {
+                let detail = &e.detail;
                 if detail["outcome"] == "failed" {
-                    pending_errors
-                        .push(json!({ "policy": summary.name, "error": detail["error"], "at_ns": e["at_ns"] }));
+                    pending_errors.push(json!({ "policy": summary.name, "error": detail["error"], "at_ns": e.at_ns }));
                 }
                 last_decision(e)
             });
@@ -187,7 +186,7 @@ impl Lifecycle {
             (Tier::Cold, lifecycle.health_max_cold_age_ms),
         ];
         for partition in &dataset.partitions {
-            let Some((_, Some(max_ms))) = thresholds.iter().find(|(t, _)| t.as_str() == partition.tier) else {
+            let Some((_, Some(max_ms))) = thresholds.iter().find(|(t, _)| *t == partition.tier) else {
                 continue;
             };
             let age_ns = now.saturating_sub(partition.period_end_ns);
@@ -254,10 +253,10 @@ impl Lifecycle {
 }
 
 /// A `lifecycle_decision` audit event as `explain` shows it.
-fn last_decision(event: &Json) -> Json {
-    let detail = &event["detail"];
+fn last_decision(event: &AuditEvent) -> Json {
+    let detail = &event.detail;
     json!({
-        "at_ns": event["at_ns"],
+        "at_ns": event.at_ns,
         "run": detail["run"],
         "action": detail["action"],
         "tier": detail["tier"],

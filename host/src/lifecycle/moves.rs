@@ -71,7 +71,7 @@ impl Lifecycle {
                     partition_id: job.partition_id,
                     copies: copied.copies.clone(),
                     target: self.targets.tier(job.tier).name().to_string(),
-                    tier: job.tier.as_str().to_string(),
+                    tier: job.tier,
                 })
             })
             .collect();
@@ -147,7 +147,7 @@ impl Lifecycle {
         let targets = self.targets.clone();
         let Copied { copies, bytes } = off_runtime(move || copy_partition(&targets, &files, tier)).await??;
         let target = self.targets.tier(tier).name().to_string();
-        self.catalog().call(move |c| c.commit_move(partition_id, &copies, &target, tier.as_str(), now_ns())).await?;
+        self.catalog().call(move |c| c.commit_move(partition_id, &copies, &target, tier, now_ns())).await?;
         crate::failpoint::hit("lifecycle.move.after_commit");
         Ok(bytes)
     }

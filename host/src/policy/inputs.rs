@@ -28,7 +28,7 @@ pub fn partition_facts(
         period_start_ns: record.period_start_ns,
         period_end_ns: record.period_end_ns,
         key: record.key.clone(),
-        tier: crate::tier::Tier::parse(&record.tier).unwrap_or(crate::tier::Tier::Hot),
+        tier: record.tier,
         read_only: record.read_only,
         rows: record.rows.max(0) as u64,
         bytes: record.bytes.max(0) as u64,

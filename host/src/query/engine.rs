@@ -304,7 +304,7 @@ impl QueryEngine {
                 stats.partitions_pruned_by_key += 1;
                 continue;
             }
-            if !self.config.read_archived && partition.tier == "archived" {
+            if !self.config.read_archived && partition.tier == crate::tier::Tier::Archived {
                 stats.archived_skipped.push(crate::names::partition_label(
                     &dataset.name,
                     &partition.period_label,

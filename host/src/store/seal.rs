@@ -32,7 +32,7 @@ impl Store {
         read_only: bool,
     ) -> Result<PartitionRecord, Failure> {
         let partition = self.find_partition(dataset, label, key).await?;
-        if !read_only && (partition.tier != Tier::Hot.as_str() || partition.archived) {
+        if !read_only && (partition.tier != Tier::Hot || partition.archived) {
             let id = partition_label(&dataset.name, label, key);
             let why = if partition.archived {
                 "it has an archive copy".to_string()

@@ -36,7 +36,7 @@ use serde_json::{Value as Json, json};
 
 use super::error::LifecycleError;
 use super::{Lifecycle, ms_to_ns, no_dataset, no_partition};
-use crate::catalog::{CatalogError, CompactionCheckpoint, CompactionStatus, FileRecord, PartitionRecord};
+use crate::catalog::{AuditKind, CatalogError, CompactionCheckpoint, CompactionStatus, FileRecord, PartitionRecord};
 use crate::error::{ErrorCode, Failure};
 use crate::names::DatasetName;
 use crate::names::partition_label;
@@ -91,7 +91,7 @@ impl CompactionReport {
         let files = usize::try_from(record.file_count).unwrap_or(0);
         CompactionReport {
             partition,
-            tier: record.tier.clone(),
+            tier: record.tier.to_string(),
             outcome: "nothing_to_do",
             error: None,
             files_before: files,
@@ -159,14 +159,14 @@ pub(super) fn checkpoint_json(dataset: &DatasetName, checkpoint: &CompactionChec
 
 /// Prometheus text: compaction jobs per checkpoint status (`counts` as the
 /// catalog gives them).
-pub(super) fn compaction_metrics(text: &mut String, counts: &[(String, i64)]) {
+pub(super) fn compaction_metrics(text: &mut String, counts: &[(CompactionStatus, i64)]) {
     use std::fmt::Write;
     let _ = writeln!(
         text,
         "# HELP strata_compaction_jobs Compaction checkpoints per status.\n# TYPE strata_compaction_jobs gauge"
     );
     for status in ["pending", "running", "completed", "failed"] {
-        let count = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        let count = counts.iter().find(|(s, _)| s.as_str() == status).map_or(0, |(_, n)| *n);
         let _ = writeln!(text, "strata_compaction_jobs{{status=\"{status}\"}} {count}");
     }
 }
@@ -234,7 +234,7 @@ impl Lifecycle {
         let min_files = i64::try_from(self.config.lifecycle.compaction.min_files).unwrap_or(i64::MAX);
         records
             .into_iter()
-            .filter(|p| p.tier != Tier::Archived.as_str())
+            .filter(|p| p.tier != Tier::Archived)
             .filter(|p| unfinished.contains(&p.id) || p.file_count >= min_files)
             .collect()
     }
@@ -248,11 +248,12 @@ impl Lifecycle {
     ) -> CompactionReport {
         let id = partition_label(&dataset.name, &record.period_label, &record.key);
         let mut report = CompactionReport::new(id.clone(), record);
-        let Some(tier) = Tier::parse(&record.tier).filter(|t| *t != Tier::Archived) else {
+        let tier = record.tier;
+        if tier == Tier::Archived {
             report.outcome = "skipped";
-            report.error = Some(format!("{} partitions are not compacted: their file is the archive", record.tier));
+            report.error = Some(format!("{tier} partitions are not compacted: their file is the archive"));
             return report;
-        };
+        }
         let Some(_claim) = Claim::new(&self.compacting, record.id) else {
             report.outcome = "busy";
             report.error = Some("another request is compacting this partition".into());
@@ -302,8 +303,10 @@ impl Lifecycle {
             "checkpoint": report.checkpoint,
         });
         let name = dataset.name.to_string();
-        let audited =
-            self.catalog().call(move |c| c.audit("compaction", Some(&name), Some(&partition), &detail, now_ns())).await;
+        let audited = self
+            .catalog()
+            .call(move |c| c.audit(AuditKind::Compaction, Some(&name), Some(&partition), &detail, now_ns()))
+            .await;
         if let Err(error) = audited {
             tracing::warn!(%error, "recording a compaction audit event failed");
         }
