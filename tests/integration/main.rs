@@ -1,5 +1,6 @@
 //! End-to-end tests against the real `strata` binary.
 
+mod architecture;
 mod auth;
 mod compaction;
 mod durability;
