@@ -57,15 +57,17 @@ pub enum DirectoryLockError {
 /// An exclusive lock on a directory, held until this value is dropped.
 #[derive(Debug)]
 pub struct DirectoryLock {
-    directory: PathBuf,
+    /// The locked directory (shown by `Debug`).
+    _directory: PathBuf,
     /// The directory, open for the lock's lifetime: closing it releases the `flock`.
     _handle: File,
 }
 
+#[cfg(test)]
 impl DirectoryLock {
     /// The locked directory.
     pub fn directory(&self) -> &Path {
-        &self.directory
+        &self._directory
     }
 }
 
@@ -88,7 +90,7 @@ pub fn lock_directory(directory: &Path) -> Result<DirectoryLock, DirectoryLockEr
     // Only once the lock is ours: until then the pid in it is the holder's.
     let mut pid_file = File::create(directory.join(LOCK_FILE_NAME)).map_err(io)?;
     writeln!(pid_file, "{}", std::process::id()).map_err(io)?;
-    Ok(DirectoryLock { directory: directory.to_path_buf(), _handle: handle })
+    Ok(DirectoryLock { _directory: directory.to_path_buf(), _handle: handle })
 }
 
 /// A directory's identity whatever the path to it: (device, inode).
@@ -143,12 +145,15 @@ pub enum DataDirLockError {
 
 /// An exclusive lock on a data directory, held until this value is dropped.
 #[derive(Debug)]
-pub struct DataDirLock(DirectoryLock);
+pub struct DataDirLock {
+    _lock: DirectoryLock,
+}
 
+#[cfg(test)]
 impl DataDirLock {
     /// The locked directory.
     pub fn directory(&self) -> &Path {
-        self.0.directory()
+        self._lock.directory()
     }
 }
 
@@ -156,7 +161,7 @@ impl DataDirLock {
 /// holds it. Call it before opening the WAL or the catalog, and keep the
 /// returned lock for as long as either is open. Never blocks.
 pub fn lock_data_dir(directory: &Path) -> Result<DataDirLock, DataDirLockError> {
-    lock_directory(directory).map(DataDirLock).map_err(|error| match error {
+    lock_directory(directory).map(|lock| DataDirLock { _lock: lock }).map_err(|error| match error {
         DirectoryLockError::Held { directory, holder_pid } => DataDirLockError::Held { directory, holder_pid },
         DirectoryLockError::Io { directory, source } => DataDirLockError::Io { directory, source },
     })

@@ -1,31 +1,36 @@
 //! Strata: a time-series and event store whose data lifecycle is code.
 //!
 //! See ARCHITECTURE.md for the map of these modules and their invariants.
+//!
+//! The library exists for the `strata` binary (`cli`) and the integration
+//! tests, which open a store and a query engine in-process (`config`,
+//! `store`, `query`), embed the built-in policy components (`policy`) and
+//! name components by digest (`digest`). Everything else is crate-internal.
 
-pub mod buffer;
-pub mod catalog;
+pub(crate) mod buffer;
+pub(crate) mod catalog;
 pub mod cli;
 pub mod config;
-pub mod data_dir;
+pub(crate) mod data_dir;
 pub mod digest;
-pub mod error;
-pub mod facts;
-pub mod failpoint;
-pub mod http;
-pub mod ingest;
-pub mod lifecycle;
-pub mod names;
-pub mod parquet_file;
-pub mod period;
+pub(crate) mod error;
+pub(crate) mod facts;
+pub(crate) mod failpoint;
+pub(crate) mod http;
+pub(crate) mod ingest;
+pub(crate) mod lifecycle;
+pub(crate) mod names;
+pub(crate) mod parquet_file;
+pub(crate) mod period;
 pub mod policy;
 pub mod query;
-pub mod sandbox;
-pub mod schema;
-pub mod server;
-pub mod storage;
+pub(crate) mod sandbox;
+pub(crate) mod schema;
+pub(crate) mod server;
+pub(crate) mod storage;
 pub mod store;
 pub(crate) mod text;
-pub mod tier;
-pub mod time;
-pub mod token;
-pub mod wal;
+pub(crate) mod tier;
+pub(crate) mod time;
+pub(crate) mod token;
+pub(crate) mod wal;

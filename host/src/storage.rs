@@ -14,12 +14,14 @@ mod targets;
 pub use faulty::Faulty;
 pub use targets::Targets;
 
+#[cfg(test)]
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+#[cfg(test)]
 use std::sync::Mutex;
 
 /// A validated object key: `/`-separated segments of `[A-Za-z0-9._-]`, no
@@ -383,12 +385,14 @@ impl StorageTarget for LocalDirectory {
 }
 
 /// A target in memory, for unit tests of code above storage.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct InMemory {
     name: String,
     objects: Mutex<BTreeMap<ObjectKey, Vec<u8>>>,
 }
 
+#[cfg(test)]
 impl InMemory {
     /// An empty in-memory target.
     pub fn new(name: &str) -> InMemory {
@@ -396,6 +400,7 @@ impl InMemory {
     }
 }
 
+#[cfg(test)]
 impl StorageTarget for InMemory {
     fn name(&self) -> &str {
         &self.name

@@ -31,8 +31,8 @@ mod runs_audit;
 mod tokens;
 
 pub use compaction::{CompactedChunk, CompactionCheckpoint, CompactionStatus};
-pub use datasets::{DatasetRecord, PartitionRecord, TierCounts};
-pub use files::{FileRecord, MoveCommit, MovedFile, NewArchive, NewFile, TargetUsage};
+pub use datasets::{DatasetRecord, PartitionRecord};
+pub use files::{FileRecord, MoveCommit, MovedFile, NewArchive, NewFile};
 pub use idempotency::IdempotencyRecord;
 pub use policy_versions::{PolicyVersionAttempt, PolicyVersionRecord, PolicyVersionStatus};
 pub use runs_audit::{AuditEvent, AuditFilter, AuditKind, RunRecord, StoredRun};

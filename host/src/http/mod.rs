@@ -11,7 +11,7 @@ mod status;
 mod tokens;
 mod views;
 
-pub use edge::{Edge, TlsError, raise_open_file_limit};
+pub use edge::{Edge, raise_open_file_limit};
 mod policies;
 
 use std::convert::Infallible;

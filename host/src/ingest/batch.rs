@@ -297,6 +297,7 @@ pub struct BatchBuilder<'s> {
 impl<'s> BatchBuilder<'s> {
     /// A builder that resolves kinds against `schema` (a snapshot) and allows at
     /// most `columns_max` non-time columns in the dataset.
+    #[cfg(test)]
     pub fn new(schema: &'s DatasetSchema, columns_max: usize) -> BatchBuilder<'s> {
         BatchBuilder::with_capacity(schema, columns_max, 0)
     }
@@ -403,11 +404,6 @@ impl<'s> BatchBuilder<'s> {
             ColumnData::Text(builder) => builder.key_of(text),
             _ => panic!("text_key on a non-text column"),
         }
-    }
-
-    /// Number of rows so far.
-    pub fn rows(&self) -> usize {
-        self.times.len()
     }
 
     /// Adds one row. `values` pairs column indexes from [`Self::column`] with

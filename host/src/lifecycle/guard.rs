@@ -67,6 +67,7 @@ fn rank(tier: Tier) -> u8 {
 }
 
 /// Judges every proposal against the snapshot and the rails.
+#[cfg(test)]
 pub fn judge(partitions: &[PartitionFacts], proposals: &[Proposal], rails: &GuardRails, now_ns: i64) -> Vec<Verdict> {
     judge_located(partitions, proposals, &locate(partitions, proposals), rails, now_ns)
 }

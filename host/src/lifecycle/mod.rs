@@ -51,8 +51,6 @@ use crate::tier::Tier;
 use crate::time::now_ns;
 use error::LifecycleError;
 
-pub use run::{RunEntry, RunReport};
-
 /// The storage targets and the target of each tier (opened by the store
 /// from `[storage]`).
 pub use crate::storage::Targets;
