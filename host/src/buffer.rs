@@ -201,6 +201,14 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "the buffer receives WAL entries in sequence order")]
+    fn an_entry_older_than_the_buffered_ones_stops_the_writer() {
+        let buffers = Buffers::default();
+        buffers.insert(1, 7, 5, batch(1));
+        buffers.insert(1, 7, 4, batch(1));
+    }
+
+    #[test]
     fn flush_removes_only_what_it_covered() {
         let buffers = Buffers::default();
         buffers.insert(1, 10, 1, batch(2));

@@ -573,6 +573,14 @@ mod tests {
         seen
     }
 
+    #[test]
+    #[should_panic(expected = "the WAL truncation watermark never decreases")]
+    fn a_truncation_watermark_below_an_earlier_one_stops_the_caller() {
+        let wal = Wal::open(&temp_dir(), 64, |_, _| Ok(())).unwrap();
+        wal.remove_segments_below(10).unwrap();
+        let _ = wal.remove_segments_below(9);
+    }
+
     #[tokio::test]
     async fn entries_survive_reopen_in_order_and_torn_tails_are_cut() {
         let dir = temp_dir();
