@@ -10,6 +10,7 @@ use serde_json::Value as Json;
 use crate::error::{ErrorCode, Failure};
 use crate::facts::is_valid_partition_key;
 use crate::schema::{ColumnKind, DatasetSchema};
+use crate::time::DurationError;
 
 /// `POST /v1/datasets/{ds}/query`.
 #[derive(Debug, Clone, Deserialize)]
@@ -263,25 +264,13 @@ pub fn time_bound(value: &Json, what: &str) -> Result<i64, Failure> {
 
 /// Parses `10s`, `1m`, `1h`, `1d`, `1w`, `500ms`, `100us`, `10ns` into ns.
 pub fn interval_ns(raw: &str) -> Result<i64, Failure> {
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (digits, unit) = raw.split_at(split);
-    let count: i64 =
-        digits.parse().map_err(|_| bad(format!("interval {raw:?} must be a number and a unit, like 1m")))?;
-    let unit_ns: i64 = match unit {
-        "ns" => 1,
-        "us" | "µs" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        "d" => 86_400_000_000_000,
-        "w" => 604_800_000_000_000,
-        _ => return Err(bad(format!("interval {raw:?}: unit must be ns, us, ms, s, m, h, d or w"))),
-    };
-    match count.checked_mul(unit_ns) {
-        Some(ns) if ns > 0 => Ok(ns),
-        _ => Err(bad(format!("interval {raw:?} must be positive and at most ~292 years"))),
-    }
+    crate::time::parse_duration_ns(raw, 1).map_err(|error| {
+        bad(match error {
+            DurationError::Count => format!("interval {raw:?} must be a number and a unit, like 1m"),
+            DurationError::Unit => format!("interval {raw:?}: unit must be ns, us, ms, s, m, h, d or w"),
+            DurationError::Range => format!("interval {raw:?} must be positive and at most ~292 years"),
+        })
+    })
 }
 
 fn column_kind(schema: &DatasetSchema, name: &str) -> Result<ColumnKind, Failure> {
