@@ -391,7 +391,7 @@ fn aggregation_sql(aggregation: &Aggregation, schema: &DatasetSchema, time: &str
         }
     };
     let alias = aggregation.alias.clone().unwrap_or_else(|| format!("{}_{}", aggregation.function, aggregation.column));
-    crate::names::check_column_name(&alias).map_err(bad)?;
+    crate::names::check_column_name(&alias).map_err(|error| bad(error.to_string()))?;
     Ok((sql, alias))
 }
 
