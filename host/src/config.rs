@@ -241,6 +241,44 @@ impl Default for CompactionConfig {
     }
 }
 
+impl LifecycleConfig {
+    /// The delete guard's fraction and the health multiplier are in range,
+    /// and compaction merges at least two files within its size bounds.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !(0.0..=1.0).contains(&self.max_delete_fraction) {
+            return invalid(format!(
+                "lifecycle.max_delete_fraction = {} must be within 0..=1",
+                self.max_delete_fraction
+            ));
+        }
+        let multiplier = self.health_unhealthy_multiplier;
+        if multiplier.is_nan() || multiplier < 1.0 {
+            return invalid(format!("lifecycle.health_unhealthy_multiplier = {multiplier} must be at least 1"));
+        }
+        let compaction = &self.compaction;
+        if compaction.min_files < 2 {
+            return invalid(format!("lifecycle.compaction.min_files = {} must be at least 2", compaction.min_files));
+        }
+        if compaction.chunk_files < 2 {
+            return invalid(format!(
+                "lifecycle.compaction.chunk_files = {} must be at least 2",
+                compaction.chunk_files
+            ));
+        }
+        if compaction.small_file_bytes == 0 || compaction.target_file_bytes < compaction.small_file_bytes {
+            return invalid(format!(
+                "lifecycle.compaction.small_file_bytes = {} must be greater than 0 and at most target_file_bytes = {}",
+                compaction.small_file_bytes, compaction.target_file_bytes
+            ));
+        }
+        if compaction.max_attempts == 0 {
+            return invalid("lifecycle.compaction.max_attempts must be at least 1".to_string());
+        }
+        Ok(())
+    }
+}
+
 impl Default for LifecycleConfig {
     fn default() -> LifecycleConfig {
         LifecycleConfig {
@@ -331,6 +369,25 @@ pub struct PoliciesConfig {
 /// The longest a simulation may wait for a compile slot: past a minute a
 /// client is better told to retry than left holding a connection.
 const COMPILE_WAIT_MS_MAX: u64 = 60_000;
+
+impl PoliciesConfig {
+    /// The reload debounce and the compile wait are at most a minute.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.reload_debounce_ms > 60_000 {
+            return Err(ConfigError::Invalid(format!(
+                "policies.reload_debounce_ms = {} must be at most 60000",
+                self.reload_debounce_ms
+            )));
+        }
+        if self.compile_wait_ms > COMPILE_WAIT_MS_MAX {
+            return Err(ConfigError::Invalid(format!(
+                "policies.compile_wait_ms = {} must be at most {COMPILE_WAIT_MS_MAX}",
+                self.compile_wait_ms
+            )));
+        }
+        Ok(())
+    }
+}
 
 impl Default for PoliciesConfig {
     fn default() -> PoliciesConfig {
@@ -627,11 +684,30 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks ranges and names.
+    /// Checks ranges and names, section by section; the first problem
+    /// found is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
         // A non-loopback `server.listen` is checked at start-up, once the
         // catalog says whether tokens exist (`server::check_listen`).
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.validate_sizes()?;
+        if !(1..=22).contains(&self.ingest.zstd_level) {
+            return Err(ConfigError::Invalid(format!(
+                "ingest.zstd_level = {} must be within 1..=22",
+                self.ingest.zstd_level
+            )));
+        }
+        self.validate_datasets()?;
+        self.lifecycle.validate()?;
+        self.policies.validate()?;
+        crate::names::check_column_name(&self.ingest.default_time_column)
+            .map_err(|e| ConfigError::Invalid(format!("ingest.default_time_column: {e}")))?;
+        self.server.validate_edge()?;
+        self.validate_storage()
+    }
+
+    /// Every size, count and duration is positive (0 would refuse all
+    /// work or spin), and the bytes in flight hold at least one body.
+    fn validate_sizes(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
         for (name, value) in [
             ("limits.body_bytes_max", l.body_bytes_max as u64),
@@ -664,18 +740,20 @@ impl Config {
             ("server.streams_per_connection_max", u64::from(self.server.streams_per_connection_max)),
         ] {
             if value == 0 {
-                return invalid(format!("{name} must be greater than 0"));
+                return Err(ConfigError::Invalid(format!("{name} must be greater than 0")));
             }
         }
         if self.server.body_bytes_in_flight_max < l.body_bytes_max as u64 {
-            return invalid(format!(
+            return Err(ConfigError::Invalid(format!(
                 "server.body_bytes_in_flight_max = {} must be at least limits.body_bytes_max = {}",
                 self.server.body_bytes_in_flight_max, l.body_bytes_max
-            ));
+            )));
         }
-        if !(1..=22).contains(&self.ingest.zstd_level) {
-            return invalid(format!("ingest.zstd_level = {} must be within 1..=22", self.ingest.zstd_level));
-        }
+        Ok(())
+    }
+
+    /// Each `[datasets.<name>]` names a valid dataset and time column.
+    fn validate_datasets(&self) -> Result<(), ConfigError> {
         for (name, dataset) in &self.datasets {
             DatasetName::parse(name).map_err(|e| ConfigError::Invalid(format!("[datasets.{name}]: {e}")))?;
             if let Some(column) = &dataset.time_column {
@@ -683,54 +761,7 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid(format!("[datasets.{name}].time_column: {e}")))?;
             }
         }
-        if !(0.0..=1.0).contains(&self.lifecycle.max_delete_fraction) {
-            return invalid(format!(
-                "lifecycle.max_delete_fraction = {} must be within 0..=1",
-                self.lifecycle.max_delete_fraction
-            ));
-        }
-        let multiplier = self.lifecycle.health_unhealthy_multiplier;
-        if multiplier.is_nan() || multiplier < 1.0 {
-            return invalid(format!(
-                "lifecycle.health_unhealthy_multiplier = {} must be at least 1",
-                self.lifecycle.health_unhealthy_multiplier
-            ));
-        }
-        let compaction = &self.lifecycle.compaction;
-        if compaction.min_files < 2 {
-            return invalid(format!("lifecycle.compaction.min_files = {} must be at least 2", compaction.min_files));
-        }
-        if compaction.chunk_files < 2 {
-            return invalid(format!(
-                "lifecycle.compaction.chunk_files = {} must be at least 2",
-                compaction.chunk_files
-            ));
-        }
-        if compaction.small_file_bytes == 0 || compaction.target_file_bytes < compaction.small_file_bytes {
-            return invalid(format!(
-                "lifecycle.compaction.small_file_bytes = {} must be greater than 0 and at most target_file_bytes = {}",
-                compaction.small_file_bytes, compaction.target_file_bytes
-            ));
-        }
-        if compaction.max_attempts == 0 {
-            return invalid("lifecycle.compaction.max_attempts must be at least 1".to_string());
-        }
-        if self.policies.reload_debounce_ms > 60_000 {
-            return invalid(format!(
-                "policies.reload_debounce_ms = {} must be at most 60000",
-                self.policies.reload_debounce_ms
-            ));
-        }
-        if self.policies.compile_wait_ms > COMPILE_WAIT_MS_MAX {
-            return invalid(format!(
-                "policies.compile_wait_ms = {} must be at most {COMPILE_WAIT_MS_MAX}",
-                self.policies.compile_wait_ms
-            ));
-        }
-        crate::names::check_column_name(&self.ingest.default_time_column)
-            .map_err(|e| ConfigError::Invalid(format!("ingest.default_time_column: {e}")))?;
-        self.server.validate_edge()?;
-        self.validate_storage()
+        Ok(())
     }
 
     /// Target names are safe identifiers, every tier's target exists, tier

@@ -29,24 +29,58 @@ pub fn create_data_dir(directory: &Path) -> std::io::Result<()> {
 /// directory. Storage listings skip it at a target's root.
 pub const LOCK_FILE_NAME: &str = "LOCK";
 
+/// Which directory a lock guards: it chooses the wording an operator reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockedDirectory {
+    /// A server's data directory (catalog and WAL), locked at start-up.
+    DataDirectory,
+    /// Any other directory, such as a local storage target's.
+    Other,
+}
+
+impl LockedDirectory {
+    /// How a message names `directory`.
+    fn name(self, directory: &Path) -> String {
+        match self {
+            LockedDirectory::DataDirectory => format!("the data directory {}", directory.display()),
+            LockedDirectory::Other => directory.display().to_string(),
+        }
+    }
+
+    /// What a message says when another process holds the lock.
+    fn held(self, directory: &Path, holder_pid: Option<u32>) -> String {
+        match (self, holder_pid) {
+            (LockedDirectory::DataDirectory, pid) => format!(
+                "{} is in use by another strata process ({}); stop that process or use another data directory",
+                self.name(directory),
+                pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
+            ),
+            (LockedDirectory::Other, Some(pid)) => format!("{} is locked by pid {pid}", self.name(directory)),
+            (LockedDirectory::Other, None) => {
+                format!("{} is locked by another process (pid unknown)", self.name(directory))
+            }
+        }
+    }
+}
+
 /// Why a directory could not be locked.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryLockError {
     /// Another process (or another lock in this one) holds the lock.
-    #[error(
-        "{} is locked by {}",
-        .directory.display(),
-        .holder_pid.map_or_else(|| "another process (pid unknown)".to_string(), |pid| format!("pid {pid}"))
-    )]
+    #[error("{}", .what.held(.directory, *.holder_pid))]
     Held {
+        /// Which directory it is.
+        what: LockedDirectory,
         /// The directory.
         directory: PathBuf,
         /// The pid the holder wrote into the lock file, if it could be read.
         holder_pid: Option<u32>,
     },
     /// The directory could not be created or opened, or its pid file written.
-    #[error("cannot lock {}: {source}", .directory.display())]
+    #[error("cannot lock {}: {source}", .what.name(.directory))]
     Io {
+        /// Which directory it is.
+        what: LockedDirectory,
         /// The directory.
         directory: PathBuf,
         /// The underlying error.
@@ -75,7 +109,12 @@ impl DirectoryLock {
 /// it. A second call for the same directory conflicts even within one
 /// process (`flock` locks belong to the open directory). Never blocks.
 pub fn lock_directory(directory: &Path) -> Result<DirectoryLock, DirectoryLockError> {
-    let io = |source| DirectoryLockError::Io { directory: directory.to_path_buf(), source };
+    lock(directory, LockedDirectory::Other)
+}
+
+/// [`lock_directory`], with errors worded for `what`.
+fn lock(directory: &Path, what: LockedDirectory) -> Result<DirectoryLock, DirectoryLockError> {
+    let io = |source| DirectoryLockError::Io { what, directory: directory.to_path_buf(), source };
     std::fs::create_dir_all(directory).map_err(io)?;
     // flock works on a read-only directory descriptor (Linux, the BSDs).
     let handle = File::open(directory).map_err(io)?;
@@ -83,7 +122,7 @@ pub fn lock_directory(directory: &Path) -> Result<DirectoryLock, DirectoryLockEr
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             let holder_pid = holder_pid(&directory.join(LOCK_FILE_NAME));
-            return Err(DirectoryLockError::Held { directory: directory.to_path_buf(), holder_pid });
+            return Err(DirectoryLockError::Held { what, directory: directory.to_path_buf(), holder_pid });
         }
         Err(TryLockError::Error(source)) => return Err(io(source)),
     }
@@ -104,7 +143,8 @@ static HELD_ONCE: Mutex<Vec<(DirectoryId, Weak<DirectoryLock>)>> = Mutex::new(Ve
 /// through this function (under any path) is shared rather than refused:
 /// each distinct directory is locked once per process.
 pub fn lock_directory_once(directory: &Path) -> Result<Arc<DirectoryLock>, DirectoryLockError> {
-    let io = |source| DirectoryLockError::Io { directory: directory.to_path_buf(), source };
+    let what = LockedDirectory::Other;
+    let io = |source| DirectoryLockError::Io { what, directory: directory.to_path_buf(), source };
     std::fs::create_dir_all(directory).map_err(io)?;
     let metadata = std::fs::metadata(directory).map_err(io)?;
     let identity = (metadata.dev(), metadata.ino());
@@ -116,31 +156,6 @@ pub fn lock_directory_once(directory: &Path) -> Result<Arc<DirectoryLock>, Direc
     let lock = Arc::new(lock_directory(directory)?);
     held.push((identity, Arc::downgrade(&lock)));
     Ok(lock)
-}
-
-/// Why the data directory could not be locked.
-#[derive(Debug, thiserror::Error)]
-pub enum DataDirLockError {
-    /// Another process holds the lock.
-    #[error(
-        "the data directory {} is in use by another strata process ({}); stop that process or use another data directory",
-        .directory.display(),
-        .holder_pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
-    )]
-    Held {
-        /// The data directory.
-        directory: PathBuf,
-        /// The pid the holder wrote into the lock file, if it could be read.
-        holder_pid: Option<u32>,
-    },
-    /// The directory or its lock file could not be created, opened or written.
-    #[error("cannot lock the data directory {}: {source}", .directory.display())]
-    Io {
-        /// The data directory.
-        directory: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
 }
 
 /// An exclusive lock on a data directory, held until this value is dropped.
@@ -160,11 +175,8 @@ impl DataDirLock {
 /// Locks `directory` (created if missing) for this process, or says who
 /// holds it. Call it before opening the WAL or the catalog, and keep the
 /// returned lock for as long as either is open. Never blocks.
-pub fn lock_data_dir(directory: &Path) -> Result<DataDirLock, DataDirLockError> {
-    lock_directory(directory).map(|lock| DataDirLock { _lock: lock }).map_err(|error| match error {
-        DirectoryLockError::Held { directory, holder_pid } => DataDirLockError::Held { directory, holder_pid },
-        DirectoryLockError::Io { directory, source } => DataDirLockError::Io { directory, source },
-    })
+pub fn lock_data_dir(directory: &Path) -> Result<DataDirLock, DirectoryLockError> {
+    lock(directory, LockedDirectory::DataDirectory).map(|lock| DataDirLock { _lock: lock })
 }
 
 /// The pid in the lock file at `path` (it may be mid-write, deleted or not
@@ -191,7 +203,7 @@ mod tests {
         // flock locks belong to the open file, so a second open in this
         // process conflicts like another process would.
         match lock_data_dir(&directory) {
-            Err(DataDirLockError::Held { holder_pid, .. }) => assert_eq!(holder_pid, Some(std::process::id())),
+            Err(DirectoryLockError::Held { holder_pid, .. }) => assert_eq!(holder_pid, Some(std::process::id())),
             other => panic!("expected Held, got {other:?}"),
         }
         drop(first);
@@ -206,7 +218,7 @@ mod tests {
         let first = lock_data_dir(&directory).unwrap();
         std::fs::remove_file(directory.join(LOCK_FILE_NAME)).unwrap();
         match lock_data_dir(&directory) {
-            Err(DataDirLockError::Held { holder_pid: None, .. }) => {}
+            Err(DirectoryLockError::Held { holder_pid: None, .. }) => {}
             other => panic!("expected Held with no pid, got {other:?}"),
         }
         drop(first);
@@ -227,5 +239,31 @@ mod tests {
         drop(lock_directory_once(&alias).unwrap());
         std::fs::remove_file(&alias).unwrap();
         std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn the_data_directory_is_named_as_such() {
+        let directory = Path::new("/srv/strata");
+        let held = |what, holder_pid| DirectoryLockError::Held { what, directory: directory.into(), holder_pid };
+        let io =
+            |what| DirectoryLockError::Io { what, directory: directory.into(), source: std::io::Error::other("no") };
+        let data = LockedDirectory::DataDirectory;
+        let cases = [
+            (
+                held(data, Some(7)),
+                "the data directory /srv/strata is in use by another strata process (pid 7); stop that process or use another data directory",
+            ),
+            (
+                held(data, None),
+                "the data directory /srv/strata is in use by another strata process (pid unknown); stop that process or use another data directory",
+            ),
+            (io(data), "cannot lock the data directory /srv/strata: no"),
+            (held(LockedDirectory::Other, Some(7)), "/srv/strata is locked by pid 7"),
+            (held(LockedDirectory::Other, None), "/srv/strata is locked by another process (pid unknown)"),
+            (io(LockedDirectory::Other), "cannot lock /srv/strata: no"),
+        ];
+        for (error, message) in cases {
+            assert_eq!(error.to_string(), message);
+        }
     }
 }

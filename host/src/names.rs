@@ -88,17 +88,31 @@ impl fmt::Display for TargetName {
 /// The longest column name, in bytes.
 pub const COLUMN_NAME_BYTES_MAX: usize = 128;
 
+/// Why a column name is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ColumnNameError {
+    /// The name is empty.
+    #[error("column name is empty")]
+    Empty,
+    /// The name has this many bytes, more than [`COLUMN_NAME_BYTES_MAX`].
+    #[error("column name is {0} bytes; at most {COLUMN_NAME_BYTES_MAX} are allowed")]
+    TooLong(usize),
+    /// The name (quoted) holds a control character.
+    #[error("column name {0:?} contains a control character")]
+    ControlCharacter(String),
+}
+
 /// Checks a column (tag or field) name: non-empty, at most
 /// [`COLUMN_NAME_BYTES_MAX`] bytes, no control characters.
-pub fn check_column_name(name: &str) -> Result<(), String> {
+pub fn check_column_name(name: &str) -> Result<(), ColumnNameError> {
     if name.is_empty() {
-        return Err("column name is empty".to_string());
+        return Err(ColumnNameError::Empty);
     }
     if name.len() > COLUMN_NAME_BYTES_MAX {
-        return Err(format!("column name is {} bytes; at most {COLUMN_NAME_BYTES_MAX} are allowed", name.len()));
+        return Err(ColumnNameError::TooLong(name.len()));
     }
     if name.chars().any(char::is_control) {
-        return Err(format!("column name {name:?} contains a control character"));
+        return Err(ColumnNameError::ControlCharacter(name.to_string()));
     }
     Ok(())
 }

@@ -19,6 +19,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before anything opens the WAL or the catalog, and before listening:
     // a second server on this directory stops here. Held until `run` returns.
     let _data_dir_lock = crate::data_dir::lock_data_dir(&config.server.data_dir)?;
+    let (listener, edge) = listen(&config).await?;
+    let state = Arc::new(AppState::new(config.clone()));
+    let (shutdown_sender, shutdown) = tokio::sync::watch::channel(false);
+    // Awaited in this order at shutdown: the server's in-flight requests
+    // first, then the background tasks.
+    let mut tasks = vec![tokio::spawn(http::serve(listener, edge, state.clone(), shutdown.clone()))];
+    let store = open_store(&config, &state).await?;
+    tasks.push(tokio::spawn(store.clone().run_flusher(shutdown.clone())));
+    // Policies load after the catalog is open and before /ready turns 200.
+    let (policies, watcher) = open_policies(&config, &store, &state).await?;
+    let lifecycle = {
+        let (store, policies, config) = (store.clone(), policies.clone(), config.clone());
+        Arc::new(tokio::task::spawn_blocking(move || Lifecycle::open(store, policies, config)).await??)
+    };
+    let _ = state.lifecycle.set(lifecycle.clone());
+    tasks.push(tokio::spawn(lifecycle.clone().run_sweeper(shutdown.clone())));
+    tasks.push(tokio::spawn(lifecycle.clone().run_scheduler(shutdown.clone())));
+    tasks.push(tokio::spawn(lifecycle.clone().run_compactor(shutdown.clone())));
+
+    wait_for_signal(&policies).await;
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    let _ = shutdown_sender.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    tokio::task::spawn_blocking(move || drop(watcher)).await?;
+    store.close().await.map_err(|e| anyhow::anyhow!("final flush failed: {e}"))?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Checks that `server.listen` may be used, binds it and says where.
+async fn listen(config: &Arc<Config>) -> anyhow::Result<(TcpListener, http::Edge)> {
     let open_file_limit = raise_open_file_limit();
     let checking = config.clone();
     tokio::task::spawn_blocking(move || check_listen(&checking)).await??;
@@ -28,11 +61,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Tests and scripts read this line to find the port when listening on :0.
     println!("strata listening on {}://{address}", edge.scheme());
     tracing::info!(%address, data_dir = %config.server.data_dir.display(), "listening");
+    Ok((listener, edge))
+}
 
-    let state = Arc::new(AppState::new(config.clone()));
-    let (shutdown_sender, shutdown) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(http::serve(listener, edge, state.clone(), shutdown.clone()));
-
+/// Opens the store (replaying the WAL), then the query engine and the
+/// token cache over it, and hands all three to `state`.
+async fn open_store(config: &Arc<Config>, state: &AppState) -> anyhow::Result<Arc<Store>> {
     let opening = config.clone();
     let (store, recovery) = tokio::task::spawn_blocking(move || Store::open(opening)).await??;
     tracing::info!(?recovery, "recovered; ready");
@@ -49,9 +83,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = state.tokens.set(tokens);
     let _ = state.query.set(engine);
     let _ = state.store.set(store.clone());
-    let flusher = tokio::spawn(store.clone().run_flusher(shutdown.clone()));
+    Ok(store)
+}
 
-    // Policies load after the catalog is open and before /ready turns 200.
+/// Loads the policy directory, starts watching it and attaches the
+/// policies to the store and to `state`.
+async fn open_policies(
+    config: &Config,
+    store: &Arc<Store>,
+    state: &AppState,
+) -> anyhow::Result<(Arc<PolicyRuntime>, PolicyWatcher)> {
     let settings = PolicySettings {
         directory: config.policies.dir.clone(),
         cache_dir: config.policy_cache_dir(),
@@ -64,27 +105,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     store.attach_policies(policies.clone());
     let _ = state.policies.set(policies.clone());
     tracing::info!(directory = ?config.policies.dir, "policies ready");
-    let lifecycle = {
-        let (store, policies, config) = (store.clone(), policies.clone(), config.clone());
-        Arc::new(tokio::task::spawn_blocking(move || Lifecycle::open(store, policies, config)).await??)
-    };
-    let _ = state.lifecycle.set(lifecycle.clone());
-    let sweeper = tokio::spawn(lifecycle.clone().run_sweeper(shutdown.clone()));
-    let scheduler = tokio::spawn(lifecycle.clone().run_scheduler(shutdown.clone()));
-    let compactor = tokio::spawn(lifecycle.clone().run_compactor(shutdown.clone()));
-
-    wait_for_signal(&policies).await;
-    tracing::info!("shutting down: no new connections, finishing in-flight requests");
-    let _ = shutdown_sender.send(true);
-    let _ = server.await;
-    let _ = flusher.await;
-    let _ = sweeper.await;
-    let _ = scheduler.await;
-    let _ = compactor.await;
-    tokio::task::spawn_blocking(move || drop(watcher)).await?;
-    store.close().await.map_err(|e| anyhow::anyhow!("final flush failed: {e}"))?;
-    tracing::info!("shut down cleanly");
-    Ok(())
+    Ok((policies, watcher))
 }
 
 /// Raises the open-file limit as far as allowed; returns it (`None`: unknown).

@@ -214,24 +214,11 @@ impl Scopes {
 }
 
 /// Parses a lifetime such as `30d`, `12h`, `90m`, `3600s` or `2w` into
-/// nanoseconds (positive, at most ~292 years).
+/// nanoseconds (positive, at most ~292 years): a duration in whole seconds
+/// or coarser units.
 pub fn parse_lifetime(raw: &str) -> Result<i64, String> {
-    let refuse = || format!("lifetime {raw:?} must be a positive number and a unit s, m, h, d or w, like 30d or 12h");
-    let split = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(refuse)?;
-    let (digits, unit) = raw.split_at(split);
-    let count: i64 = digits.parse().map_err(|_| refuse())?;
-    let unit_ns: i64 = match unit {
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        "d" => 86_400_000_000_000,
-        "w" => 604_800_000_000_000,
-        _ => return Err(refuse()),
-    };
-    match count.checked_mul(unit_ns) {
-        Some(ns) if ns > 0 => Ok(ns),
-        _ => Err(refuse()),
-    }
+    crate::time::parse_duration_ns(raw, crate::time::SECOND_NS)
+        .map_err(|_| format!("lifetime {raw:?} must be a positive number and a unit s, m, h, d or w, like 30d or 12h"))
 }
 
 /// Why a token could not be issued.

@@ -296,6 +296,32 @@ async fn post(
     Ok(status)
 }
 
+/// Posts a line-protocol body; anything but 204 is an error.
+async fn write(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<()> {
+    let status = post(sender, authority, path, body).await?;
+    if status != 204 {
+        bail!("write answered {status}");
+    }
+    Ok(())
+}
+
+/// Opens a new connection in place of `sender` if the server has closed
+/// it (it may close an idle keep-alive connection).
+async fn reconnect_if_closed(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+) -> anyhow::Result<()> {
+    if sender.ready().await.is_err() {
+        *sender = connect(authority).await?;
+    }
+    Ok(())
+}
+
 /// Waits until the server answers `GET /ready` with 200: writes before
 /// that (WAL replay, policy loading) would get 503 `not_ready`.
 async fn wait_until_up(authority: &str) -> anyhow::Result<()> {
@@ -339,64 +365,97 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         wait_until_up(&authority).await?;
         let pid = server.as_ref().map(|s| s.child.id());
         let cpu_before = pid.and_then(proc_cpu_seconds);
-        let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..args.connections {
-            let (bodies, next, authority) = (bodies.clone(), next.clone(), authority.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut sender = connect(&authority).await?;
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(body) = bodies.get(i) else { return anyhow::Ok(()) };
-                    let status =
-                        post(&mut sender, &authority, "/api/v2/write?bucket=cpu&precision=s", body.clone()).await?;
-                    if status != 204 {
-                        bail!("write answered {status}");
-                    }
-                }
-            }));
-        }
-        for task in tasks {
-            task.await??;
-        }
+        send_concurrently(&bodies, &authority, args.connections).await?;
         let elapsed = started.elapsed();
         let cpu_after = pid.and_then(proc_cpu_seconds);
         let mut sender = connect(&authority).await?;
         let flush_status = post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
-        let disk = server.as_ref().map(|s| dir_bytes(&s.storage()));
-        let rss = pid.and_then(proc_peak_rss_bytes);
-        let rows_per_second = args.rows as f64 / elapsed.as_secs_f64();
+        let report = IngestReport {
+            body_bytes,
+            elapsed,
+            cpu_seconds: cpu_before.zip(cpu_after).map(|(before, after)| after - before),
+            disk_bytes: server.as_ref().map(|s| dir_bytes(&s.storage())),
+            flush_status,
+            peak_rss_bytes: pid.and_then(proc_peak_rss_bytes),
+        };
+        report.print(&args);
+        anyhow::Ok(())
+    })
+}
+
+/// Sends every body as line protocol over `connections` keep-alive
+/// connections, each taking the next unsent body until none is left.
+async fn send_concurrently(bodies: &Arc<Vec<Bytes>>, authority: &str, connections: usize) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let (bodies, next, authority) = (bodies.clone(), next.clone(), authority.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connect(&authority).await?;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { return anyhow::Ok(()) };
+                write(&mut sender, &authority, "/api/v2/write?bucket=cpu&precision=s", body.clone()).await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// What `strata bench ingest` measured.
+struct IngestReport {
+    /// Line protocol sent.
+    body_bytes: usize,
+    /// From the first write to the last acknowledgement.
+    elapsed: Duration,
+    /// Server CPU time spent meanwhile (a server this command started).
+    cpu_seconds: Option<f64>,
+    /// Parquet on disk after the flush (a server this command started).
+    disk_bytes: Option<u64>,
+    /// The status `POST /v1/flush` answered.
+    flush_status: u16,
+    /// The server's peak RSS (a server this command started).
+    peak_rss_bytes: Option<u64>,
+}
+
+impl IngestReport {
+    fn print(&self, args: &IngestArgs) {
+        let body_bytes = self.body_bytes as f64;
+        let rows_per_second = args.rows as f64 / self.elapsed.as_secs_f64();
         println!(
             "strata bench ingest — {} rows, {} hosts, batches of {}, {} connections, WAL fsync on",
             args.rows, args.hosts, args.batch, args.connections
         );
         println!(
             "  line protocol sent        {:.1} MB ({:.0} bytes/row)",
-            body_bytes as f64 / 1e6,
-            body_bytes as f64 / args.rows as f64
+            body_bytes / 1e6,
+            body_bytes / args.rows as f64
         );
-        println!("  elapsed to last ack       {:.3} s", elapsed.as_secs_f64());
+        println!("  elapsed to last ack       {:.3} s", self.elapsed.as_secs_f64());
         println!("  throughput                {:.0} rows/s", rows_per_second);
-        if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        if let Some(cpu) = self.cpu_seconds {
             println!(
                 "  server CPU                {:.2} s ({:.2} CPU-s per million rows)",
-                after - before,
-                (after - before) / (args.rows as f64 / 1e6)
+                cpu,
+                cpu / (args.rows as f64 / 1e6)
             );
         }
-        if let Some(disk) = disk {
+        if let Some(disk) = self.disk_bytes {
             println!(
-                "  Parquet on disk           {:.1} MB ({:.2} bytes/row, flush answered {flush_status})",
+                "  Parquet on disk           {:.1} MB ({:.2} bytes/row, flush answered {})",
                 disk as f64 / 1e6,
-                disk as f64 / args.rows as f64
+                disk as f64 / args.rows as f64,
+                self.flush_status
             );
         }
-        if let Some(rss) = rss {
+        if let Some(rss) = self.peak_rss_bytes {
             println!("  server peak RSS           {:.0} MB", rss as f64 / 1e6);
         }
-        anyhow::Ok(())
-    })
+    }
 }
 
 fn median_ms(mut samples: Vec<f64>) -> f64 {
@@ -416,10 +475,7 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
         let loading = Instant::now();
         let mut sender = connect(&authority).await?;
         for body in bodies.iter() {
-            let status = post(&mut sender, &authority, "/api/v2/write?bucket=cpu&precision=s", body.clone()).await?;
-            if status != 204 {
-                bail!("write answered {status}");
-            }
+            write(&mut sender, &authority, "/api/v2/write?bucket=cpu&precision=s", body.clone()).await?;
         }
         post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
         eprintln!("loaded and flushed in {:.1} s", loading.elapsed().as_secs_f64());
@@ -474,9 +530,7 @@ async fn post_json(
     path: &str,
     body: serde_json::Value,
 ) -> anyhow::Result<serde_json::Value> {
-    if sender.ready().await.is_err() {
-        *sender = connect(authority).await?;
-    }
+    reconnect_if_closed(sender, authority).await?;
     let request = Request::post(path).header("host", authority).body(Full::new(Bytes::from(body.to_string())))?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
@@ -502,8 +556,13 @@ fn plain_copy(files: &[PathBuf], into: &Path) -> anyhow::Result<u64> {
     Ok(bytes)
 }
 
+/// Seconds in a day.
+const DAY_S: i64 = 86_400;
+
+/// 2020-01-01T00:00:00Z, in seconds: the lifecycle benchmark's first row.
+const LIFECYCLE_START_S: i64 = 1_577_836_800;
+
 fn lifecycle(args: LifecycleArgs) -> anyhow::Result<()> {
-    const DAY_S: i64 = 86_400;
     let moving = "name = \"move-all\"\nkind = \"tiering\"\nplugin = \"builtin:tier-by-age\"\ndatasets = [\"moving\"]\n[config]\nwarm_after = \"1d\"\n";
     let idle = "name = \"idle\"\nkind = \"tiering\"\nplugin = \"builtin:tier-by-age\"\ndatasets = [\"idle\"]\n[config]\nwarm_after = \"36500d\"\n";
     let config = "[datasets.moving]\nperiod = \"day\"\n[datasets.idle]\nperiod = \"hour\"\n[ingest]\nflush_age_ms = 86400000\nflush_bytes = 1073741824\n\
@@ -515,106 +574,157 @@ fn lifecycle(args: LifecycleArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         wait_until_up(&authority).await?;
         let mut sender = connect(&authority).await?;
-        // 2020-01-01T00:00:00Z onwards, one partition a day.
-        let start_s: i64 = 1_577_836_800;
-        let mut rng = StdRng::seed_from_u64(7);
-        eprintln!("loading {} partitions × {} rows…", args.partitions, args.rows_per_partition);
-        for day in 0..args.partitions as i64 {
-            let mut body = String::with_capacity(args.rows_per_partition * 200);
-            for row in 0..args.rows_per_partition as i64 {
-                body.push_str("m ");
-                for (i, field) in FIELDS.iter().enumerate() {
-                    let _ = write!(body, "{}{field}={}", if i == 0 { "" } else { "," }, rng.random::<f64>());
-                }
-                let _ = writeln!(
-                    body,
-                    " {}",
-                    start_s + day * DAY_S + row * (DAY_S / args.rows_per_partition.max(1) as i64)
-                );
-            }
-            // The server may close an idle keep-alive connection; open another.
-            if sender.ready().await.is_err() {
-                sender = connect(&authority).await?;
-            }
-            let status = post(&mut sender, &authority, "/api/v2/write?bucket=moving&precision=s", Bytes::from(body))
-                .await
-                .with_context(|| format!("writing day {day}"))?;
-            if status != 204 {
-                bail!("write answered {status}");
-            }
-        }
-        if sender.ready().await.is_err() {
-            sender = connect(&authority).await?;
-        }
+        load_daily_partitions(&mut sender, &authority, &args).await?;
+        reconnect_if_closed(&mut sender, &authority).await?;
         post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
-        let hot_files = parquet_files(&server.storage().join("hot"));
-        let hot_bytes: u64 = hot_files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
-
-        let now_ns = (start_s + (args.partitions as i64 + 30) * DAY_S) * 1_000_000_000;
-        let started = Instant::now();
-        let report =
-            post_json(&mut sender, &authority, "/v1/policies/move-all/run", serde_json::json!({"now": now_ns})).await?;
-        let move_s = started.elapsed().as_secs_f64();
-        let run = &report["runs"][0];
-        let moved = run["bytes_moved"].as_u64().unwrap_or(0);
-        let started = Instant::now();
-        let copied = plain_copy(&hot_files, &server.data_dir.join("plain-copy"))?;
-        let copy_s = started.elapsed().as_secs_f64();
-
-        eprintln!("loading {} idle partitions…", args.idle_partitions);
-        let hours: Vec<i64> = (0..args.idle_partitions as i64).collect();
-        for chunk in hours.chunks(50_000) {
-            if sender.ready().await.is_err() {
-                sender = connect(&authority).await?;
-            }
-            let body: String = chunk.iter().map(|h| format!("m v=1i {}\n", start_s + h * 3_600)).collect();
-            let status =
-                post(&mut sender, &authority, "/api/v2/write?bucket=idle&precision=s", Bytes::from(body)).await?;
-            if status != 204 {
-                bail!("write answered {status}");
-            }
-        }
-        let idle_now = (start_s + args.idle_partitions as i64 * 3_600 + DAY_S) * 1_000_000_000;
-        let mut idle_ms = Vec::new();
-        let mut idle_report = serde_json::Value::Null;
-        for _ in 0..args.runs.max(1) {
-            let started = Instant::now();
-            idle_report =
-                post_json(&mut sender, &authority, "/v1/policies/idle/run", serde_json::json!({"now": idle_now}))
-                    .await?;
-            idle_ms.push(started.elapsed().as_secs_f64() * 1000.0);
-        }
-        let idle_run = &idle_report["runs"][0];
-
-        println!("strata bench lifecycle");
-        println!(
-            "  transition: {} partitions, {} files, {:.1} MB hot → warm: {:.2} s ({:.1} MB/s), executed {}, failed {}",
-            args.partitions,
-            hot_files.len(),
-            hot_bytes as f64 / 1e6,
-            move_s,
-            moved as f64 / 1e6 / move_s,
-            run["executed"],
-            run["failed"],
-        );
-        println!(
-            "  plain copy of the same files (fsync each + dir): {:.2} s ({:.1} MB/s) → Strata at {:.2}× copy speed",
-            copy_s,
-            copied as f64 / 1e6 / copy_s,
-            (moved as f64 / move_s) / (copied as f64 / copy_s),
-        );
-        println!(
-            "  run that changes nothing over {} partitions: median {:.1} ms of {} (last run: catalog and facts {:.1} ms, evaluation {:.1} ms, judging {:.1} ms; unchanged {})",
-            args.idle_partitions,
-            median_ms(idle_ms.clone()),
-            idle_ms.len(),
-            idle_run["snapshot_ms"].as_f64().unwrap_or(0.0),
-            idle_run["evaluation_ms"].as_f64().unwrap_or(0.0),
-            idle_run["execution_ms"].as_f64().unwrap_or(0.0),
-            idle_run["unchanged"],
-        );
+        let transition = time_transition(&mut sender, &authority, &server, args.partitions).await?;
+        load_hourly_partitions(&mut sender, &authority, args.idle_partitions).await?;
+        let (idle_ms, idle_report) = time_idle_runs(&mut sender, &authority, &args).await?;
+        print_lifecycle_report(&args, &transition, idle_ms, &idle_report["runs"][0]);
         anyhow::Ok(())
     })
+}
+
+/// Writes `args.partitions` days of random rows into `moving`, one request a day.
+async fn load_daily_partitions(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+    args: &LifecycleArgs,
+) -> anyhow::Result<()> {
+    let mut rng = StdRng::seed_from_u64(7);
+    eprintln!("loading {} partitions × {} rows…", args.partitions, args.rows_per_partition);
+    for day in 0..args.partitions as i64 {
+        let mut body = String::with_capacity(args.rows_per_partition * 200);
+        for row in 0..args.rows_per_partition as i64 {
+            body.push_str("m ");
+            for (i, field) in FIELDS.iter().enumerate() {
+                let _ = write!(body, "{}{field}={}", if i == 0 { "" } else { "," }, rng.random::<f64>());
+            }
+            let step_s = DAY_S / args.rows_per_partition.max(1) as i64;
+            let _ = writeln!(body, " {}", LIFECYCLE_START_S + day * DAY_S + row * step_s);
+        }
+        reconnect_if_closed(sender, authority).await?;
+        let status = post(sender, authority, "/api/v2/write?bucket=moving&precision=s", Bytes::from(body))
+            .await
+            .with_context(|| format!("writing day {day}"))?;
+        if status != 204 {
+            bail!("write answered {status}");
+        }
+    }
+    Ok(())
+}
+
+/// A tier transition of every hot file, timed against a plain copy of the same files.
+struct Transition {
+    /// Hot files before the transition.
+    files: usize,
+    /// Their bytes.
+    hot_bytes: u64,
+    /// Seconds the policy run took.
+    move_s: f64,
+    /// The run's report.
+    run: serde_json::Value,
+    /// Bytes the run moved.
+    moved_bytes: u64,
+    /// Seconds the plain copy took.
+    copy_s: f64,
+    /// Bytes it copied.
+    copied_bytes: u64,
+}
+
+/// Runs `move-all` over the `partitions` loaded days, then copies the same
+/// files plainly.
+async fn time_transition(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+    server: &Server,
+    partitions: usize,
+) -> anyhow::Result<Transition> {
+    let hot_files = parquet_files(&server.storage().join("hot"));
+    let hot_bytes: u64 = hot_files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+    let now_ns = (LIFECYCLE_START_S + (partitions as i64 + 30) * DAY_S) * 1_000_000_000;
+    let started = Instant::now();
+    let report = post_json(sender, authority, "/v1/policies/move-all/run", serde_json::json!({"now": now_ns})).await?;
+    let move_s = started.elapsed().as_secs_f64();
+    let run = report["runs"][0].clone();
+    let moved_bytes = run["bytes_moved"].as_u64().unwrap_or(0);
+    let started = Instant::now();
+    let copied_bytes = plain_copy(&hot_files, &server.data_dir.join("plain-copy"))?;
+    let copy_s = started.elapsed().as_secs_f64();
+    Ok(Transition { files: hot_files.len(), hot_bytes, move_s, run, moved_bytes, copy_s, copied_bytes })
+}
+
+/// Writes one row an hour for `partitions` hours into `idle`.
+async fn load_hourly_partitions(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+    partitions: usize,
+) -> anyhow::Result<()> {
+    eprintln!("loading {partitions} idle partitions…");
+    let hours: Vec<i64> = (0..partitions as i64).collect();
+    for chunk in hours.chunks(50_000) {
+        reconnect_if_closed(sender, authority).await?;
+        let body: String = chunk.iter().map(|h| format!("m v=1i {}\n", LIFECYCLE_START_S + h * 3_600)).collect();
+        write(sender, authority, "/api/v2/write?bucket=idle&precision=s", Bytes::from(body)).await?;
+    }
+    Ok(())
+}
+
+/// Runs `idle` (which changes nothing) `args.runs` times: each run's
+/// milliseconds, and the last run's report.
+async fn time_idle_runs(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+    args: &LifecycleArgs,
+) -> anyhow::Result<(Vec<f64>, serde_json::Value)> {
+    let idle_now = (LIFECYCLE_START_S + args.idle_partitions as i64 * 3_600 + DAY_S) * 1_000_000_000;
+    let mut idle_ms = Vec::new();
+    let mut idle_report = serde_json::Value::Null;
+    for _ in 0..args.runs.max(1) {
+        let started = Instant::now();
+        idle_report =
+            post_json(sender, authority, "/v1/policies/idle/run", serde_json::json!({"now": idle_now})).await?;
+        idle_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok((idle_ms, idle_report))
+}
+
+fn print_lifecycle_report(
+    args: &LifecycleArgs,
+    transition: &Transition,
+    idle_ms: Vec<f64>,
+    idle_run: &serde_json::Value,
+) {
+    let Transition { files, hot_bytes, move_s, run, moved_bytes, copy_s, copied_bytes } = transition;
+    let (moved, copied) = (*moved_bytes as f64, *copied_bytes as f64);
+    println!("strata bench lifecycle");
+    println!(
+        "  transition: {} partitions, {} files, {:.1} MB hot → warm: {:.2} s ({:.1} MB/s), executed {}, failed {}",
+        args.partitions,
+        files,
+        *hot_bytes as f64 / 1e6,
+        move_s,
+        moved / 1e6 / move_s,
+        run["executed"],
+        run["failed"],
+    );
+    println!(
+        "  plain copy of the same files (fsync each + dir): {:.2} s ({:.1} MB/s) → Strata at {:.2}× copy speed",
+        copy_s,
+        copied / 1e6 / copy_s,
+        (moved / move_s) / (copied / copy_s),
+    );
+    let runs = idle_ms.len();
+    println!(
+        "  run that changes nothing over {} partitions: median {:.1} ms of {} (last run: catalog and facts {:.1} ms, evaluation {:.1} ms, judging {:.1} ms; unchanged {})",
+        args.idle_partitions,
+        median_ms(idle_ms),
+        runs,
+        idle_run["snapshot_ms"].as_f64().unwrap_or(0.0),
+        idle_run["evaluation_ms"].as_f64().unwrap_or(0.0),
+        idle_run["execution_ms"].as_f64().unwrap_or(0.0),
+        idle_run["unchanged"],
+    );
 }
 
 /// Every Parquet file under `dir`, for benchmarks that read them directly.

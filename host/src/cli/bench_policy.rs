@@ -27,7 +27,7 @@ use crate::period::Period;
 use crate::policy::builtins;
 use crate::policy::watcher::PolicyWatcher;
 use crate::policy::{PolicyRuntime, PolicySettings, partitioner_input};
-use crate::sandbox::{CallContext, PolicyKind, PolicyLimits, Sandbox};
+use crate::sandbox::{CallContext, CompiledComponent, PolicyKind, PolicyLimits, Sandbox};
 use crate::schema::{ColumnKind, DatasetSchema};
 use crate::tier::Tier;
 
@@ -332,6 +332,9 @@ fn native_partition_by_hash(
         .collect()
 }
 
+/// The `partition-by-hash` configuration every partitioner measurement uses.
+const PARTITION_CONFIG: &str = r#"{"fields": ["host"], "buckets": 16}"#;
+
 fn partitioner(root: &Path, args: &PolicyBenchArgs) -> anyhow::Result<()> {
     let sandbox = Sandbox::new(Some(root.join("partition-cache"))).map_err(|e| anyhow::anyhow!("{e}"))?;
     let component = sandbox
@@ -339,7 +342,18 @@ fn partitioner(root: &Path, args: &PolicyBenchArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let limits = PolicyLimits::default();
     let call = CallContext { policy: "bench", limits: &limits };
-    let config = r#"{"fields": ["host"], "buckets": 16}"#;
+    partitioner_against_native(&component, call, args)?;
+    partitioner_on_the_write_path(&component, call, args)
+}
+
+/// One call of the component against the same logic in native Rust, after
+/// checking that both give the same keys.
+fn partitioner_against_native(
+    component: &CompiledComponent,
+    call: CallContext<'_>,
+    args: &PolicyBenchArgs,
+) -> anyhow::Result<()> {
+    let config = PARTITION_CONFIG;
     let hosts = ColumnBatch {
         name: "host".into(),
         values: ColumnValues::Text((0..args.rows).map(|i| Some(format!("host_{}", i % 100))).collect()),
@@ -363,8 +377,17 @@ fn partitioner(root: &Path, args: &PolicyBenchArgs) -> anyhow::Result<()> {
     println!("  component (Store + instantiate + lower + call + lift + checks)  median {:>10}", ms(wasm));
     println!("  native Rust, same logic                                        median {:>10}", ms(native));
     println!("  ratio {:.2}×", wasm.as_secs_f64() / native.as_secs_f64().max(1e-9));
+    Ok(())
+}
 
-    // The same call as the write path makes it, from a parsed request.
+/// The same call as the write path makes it, from a parsed request, with
+/// routing by its keys, next to parsing the request for scale.
+fn partitioner_on_the_write_path(
+    component: &CompiledComponent,
+    call: CallContext<'_>,
+    args: &PolicyBenchArgs,
+) -> anyhow::Result<()> {
+    let (rows, repetitions) = (args.rows, args.repetitions * 5);
     let schema = DatasetSchema::empty("time");
     let limits_ingest = IngestLimits::default();
     let body: String = (0..rows)
@@ -380,7 +403,8 @@ fn partitioner(root: &Path, args: &PolicyBenchArgs) -> anyhow::Result<()> {
     let wanted = ["host".to_string()];
     let keys_of = |parsed: &ParsedBatch| -> anyhow::Result<Vec<String>> {
         let columns = partitioner_input(parsed, "time", &wanted);
-        let keys = component.partition(call, config, &columns, rows as u32).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let keys =
+            component.partition(call, PARTITION_CONFIG, &columns, rows as u32).map_err(|e| anyhow::anyhow!("{e}"))?;
         crate::policy::plan::check_keys(&keys, rows).map_err(|e| anyhow::anyhow!("{e}"))?;
         keys.into_iter().map(|key| key.map_err(|e| anyhow::anyhow!("{e}"))).collect()
     };

@@ -17,7 +17,7 @@ use arrow::array::{
 use arrow::datatypes::Int32Type;
 use rustc_hash::FxHashMap;
 
-use crate::names::{COLUMN_NAME_BYTES_MAX, check_column_name};
+use crate::names::{COLUMN_NAME_BYTES_MAX, ColumnNameError, check_column_name};
 use crate::schema::{ColumnDef, ColumnKind, DatasetSchema};
 
 /// One parsed value, before it is appended to its column.
@@ -344,10 +344,11 @@ impl<'s> BatchBuilder<'s> {
         if name == self.schema.time_column || name == crate::ingest::MEASUREMENT_COLUMN {
             return Err(RowError::ReservedName(name.to_string()));
         }
-        if name.len() > COLUMN_NAME_BYTES_MAX {
-            return Err(RowError::NameTooLong { start: name.chars().take(32).collect(), bytes: name.len() });
-        }
-        check_column_name(name).map_err(RowError::BadColumnName)?;
+        check_column_name(name).map_err(|error| match error {
+            // A long name breaks a limit: the request says which name by its start.
+            ColumnNameError::TooLong(bytes) => RowError::NameTooLong { start: name.chars().take(32).collect(), bytes },
+            other => RowError::BadColumnName(other.to_string()),
+        })?;
         let stored = self.schema.kind_of(name);
         if let Some(existing) = stored
             && !existing.accepts(kind)

@@ -310,18 +310,12 @@ fn to_value<'j>(
     match value {
         Json::Bool(b) => Ok(Value::Boolean(*b)),
         Json::String(s) => {
-            let (max, key) = if known == Some(ColumnKind::Tag) {
-                (context.limits.tag_value_bytes_max, "limits.tag_value_bytes_max")
-            } else {
-                (context.limits.string_value_bytes_max, "limits.string_value_bytes_max")
-            };
-            if s.len() > max {
-                let message = format!("column {name:?} value is {} bytes; at most {max} are allowed ({key})", s.len());
-                return Err(ValueError {
-                    limit: Some(key),
-                    ..ValueError::new(ErrorCode::LimitExceeded, name, message)
-                });
-            }
+            let limit =
+                if known == Some(ColumnKind::Tag) { context.limits.tag_value() } else { context.limits.string_value() };
+            limit.check(s, || format!("column {name:?} value")).map_err(|message| ValueError {
+                limit: Some(limit.key),
+                ..ValueError::new(ErrorCode::LimitExceeded, name, message)
+            })?;
             Ok(Value::Text(s))
         }
         Json::Number(n) => number_value(name, n, known, context.is_wide_literal(n)),

@@ -18,7 +18,7 @@
 use rustc_hash::FxHashMap;
 
 use super::batch::{BatchBuilder, RowError, Value};
-use super::{IngestLimits, MEASUREMENT_COLUMN, Precision};
+use super::{IngestLimits, MEASUREMENT_COLUMN, Precision, ValueBytesLimit};
 use crate::error::ErrorCode;
 use crate::schema::ColumnKind;
 
@@ -204,13 +204,9 @@ impl From<RowError> for LineFailure {
     }
 }
 
-/// Refuses `text` (what `what` names) when it is longer than `max` bytes.
-fn within(text: &str, max: usize, limit: &'static str, what: impl FnOnce() -> String) -> Result<(), LineFailure> {
-    if text.len() <= max {
-        return Ok(());
-    }
-    let message = format!("{} is {} bytes; at most {max} are allowed ({limit})", what(), text.len());
-    Err(LineFailure::Limit { limit, message })
+/// Refuses `text` (what `what` names) when it is over `limit`.
+fn within(text: &str, limit: ValueBytesLimit, what: impl FnOnce() -> String) -> Result<(), LineFailure> {
+    limit.check(text, what).map_err(|message| LineFailure::Limit { limit: limit.key, message })
 }
 
 /// The first characters of a name too long to quote whole.
@@ -298,7 +294,7 @@ fn parse_series(
         return syntax("missing measurement");
     }
     // The measurement is stored as the `_measurement` tag's value.
-    within(text_of(&measurement), limits.tag_value_bytes_max, "limits.tag_value_bytes_max", || {
+    within(text_of(&measurement), limits.tag_value(), || {
         format!("the measurement {} (stored as the {MEASUREMENT_COLUMN} tag)", start_of(text_of(&measurement)))
     })?;
     let column = builder.internal_column(MEASUREMENT_COLUMN, ColumnKind::Tag)?;
@@ -318,9 +314,7 @@ fn parse_series(
         if key.is_empty() || value.is_empty() {
             return syntax("tag key and value must not be empty");
         }
-        within(value, limits.tag_value_bytes_max, "limits.tag_value_bytes_max", || {
-            format!("the value of tag {}", start_of(key))
-        })?;
+        within(value, limits.tag_value(), || format!("the value of tag {}", start_of(key)))?;
         let column = builder.column(key, ColumnKind::Tag)?;
         if resolved.iter().any(|(c, _)| *c == column) {
             return syntax(format!("tag {key:?} appears twice"));
@@ -456,7 +450,7 @@ fn parse_field_value<'b>(
             return syntax("unterminated string field");
         }
         let inner = &text[start + 1..i];
-        within(inner, limits.string_value_bytes_max, "limits.string_value_bytes_max", || "a string field".to_string())?;
+        within(inner, limits.string_value(), || "a string field".to_string())?;
         let value = if escaped { unescape(inner, b"\"\\")? } else { Value::Text(inner) };
         let end = i + 1;
         if end < line.len() && line[end] != b',' && line[end] != b' ' {

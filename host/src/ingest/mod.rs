@@ -48,6 +48,38 @@ impl Default for IngestLimits {
     }
 }
 
+impl IngestLimits {
+    /// The limit on one tag value (and a line-protocol measurement).
+    pub(crate) fn tag_value(&self) -> ValueBytesLimit {
+        ValueBytesLimit { key: "limits.tag_value_bytes_max", bytes_max: self.tag_value_bytes_max }
+    }
+
+    /// The limit on one string field value.
+    pub(crate) fn string_value(&self) -> ValueBytesLimit {
+        ValueBytesLimit { key: "limits.string_value_bytes_max", bytes_max: self.string_value_bytes_max }
+    }
+}
+
+/// A byte limit on one text value, named by its configuration key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ValueBytesLimit {
+    /// The configuration key, like `limits.tag_value_bytes_max`.
+    pub(crate) key: &'static str,
+    /// The most bytes a value may have.
+    pub(crate) bytes_max: usize,
+}
+
+impl ValueBytesLimit {
+    /// Refuses `text` (what `what` names) when it is over the limit, saying
+    /// how long it is, what is allowed and which key allows it.
+    pub(crate) fn check(self, text: &str, what: impl FnOnce() -> String) -> Result<(), String> {
+        if text.len() <= self.bytes_max {
+            return Ok(());
+        }
+        Err(format!("{} is {} bytes; at most {} are allowed ({})", what(), text.len(), self.bytes_max, self.key))
+    }
+}
+
 /// The unit of epoch timestamps in a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
@@ -175,6 +207,18 @@ mod tests {
     use super::*;
     use crate::schema::ColumnKind;
     use batch::{BatchBuilder, Value};
+
+    #[test]
+    fn a_value_over_its_byte_limit_is_refused_naming_the_key() {
+        let limits = IngestLimits { tag_value_bytes_max: 3, string_value_bytes_max: 4, ..IngestLimits::default() };
+        assert_eq!(limits.tag_value().check("abc", || unreachable!("within the limit")), Ok(()));
+        assert_eq!(
+            limits.tag_value().check("abcd", || "the value".to_string()),
+            Err("the value is 4 bytes; at most 3 are allowed (limits.tag_value_bytes_max)".to_string())
+        );
+        assert_eq!(limits.string_value().key, "limits.string_value_bytes_max");
+        assert_eq!(limits.string_value().check("abcd", String::new), Ok(()));
+    }
 
     #[test]
     fn rows_split_by_day_in_order_of_appearance() {

@@ -10,6 +10,7 @@ use serde_json::Value as Json;
 use crate::error::{ErrorCode, Failure};
 use crate::facts::is_valid_partition_key;
 use crate::schema::{ColumnKind, DatasetSchema};
+use crate::time::DurationError;
 
 /// `POST /v1/datasets/{ds}/query`.
 #[derive(Debug, Clone, Deserialize)]
@@ -263,25 +264,13 @@ pub fn time_bound(value: &Json, what: &str) -> Result<i64, Failure> {
 
 /// Parses `10s`, `1m`, `1h`, `1d`, `1w`, `500ms`, `100us`, `10ns` into ns.
 pub fn interval_ns(raw: &str) -> Result<i64, Failure> {
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (digits, unit) = raw.split_at(split);
-    let count: i64 =
-        digits.parse().map_err(|_| bad(format!("interval {raw:?} must be a number and a unit, like 1m")))?;
-    let unit_ns: i64 = match unit {
-        "ns" => 1,
-        "us" | "µs" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        "d" => 86_400_000_000_000,
-        "w" => 604_800_000_000_000,
-        _ => return Err(bad(format!("interval {raw:?}: unit must be ns, us, ms, s, m, h, d or w"))),
-    };
-    match count.checked_mul(unit_ns) {
-        Some(ns) if ns > 0 => Ok(ns),
-        _ => Err(bad(format!("interval {raw:?} must be positive and at most ~292 years"))),
-    }
+    crate::time::parse_duration_ns(raw, 1).map_err(|error| {
+        bad(match error {
+            DurationError::Count => format!("interval {raw:?} must be a number and a unit, like 1m"),
+            DurationError::Unit => format!("interval {raw:?}: unit must be ns, us, ms, s, m, h, d or w"),
+            DurationError::Range => format!("interval {raw:?} must be positive and at most ~292 years"),
+        })
+    })
 }
 
 fn column_kind(schema: &DatasetSchema, name: &str) -> Result<ColumnKind, Failure> {
@@ -402,7 +391,7 @@ fn aggregation_sql(aggregation: &Aggregation, schema: &DatasetSchema, time: &str
         }
     };
     let alias = aggregation.alias.clone().unwrap_or_else(|| format!("{}_{}", aggregation.function, aggregation.column));
-    crate::names::check_column_name(&alias).map_err(bad)?;
+    crate::names::check_column_name(&alias).map_err(|error| bad(error.to_string()))?;
     Ok((sql, alias))
 }
 
@@ -522,112 +511,171 @@ fn downsample_sql(
         return Err(bad("downsample needs at least one aggregation"));
     }
     let groups: Vec<String> = request.group_by.iter().map(|g| quote(g)).collect();
+    let (aggregates, aliases) = output_aggregates(request, downsample, schema, &time)?;
+    let buckets = Buckets::new(downsample.interval.as_deref(), start_ns, end_ns)?;
+    let aggregated = aggregated_sql(&buckets, &time, &groups, &aggregates, predicate);
+    let order_groups: String = groups.iter().map(|g| format!("{g}, ")).collect();
+    let order = format!("{order_groups}{time} {direction}{paging}");
+    Ok(match downsample.fill {
+        Fill::None => format!("SELECT * FROM ({aggregated}) ORDER BY {order}"),
+        Fill::Null | Fill::Previous => {
+            filled_sql(&aggregated, &buckets, &time, &groups, &aliases, downsample.fill, &order)
+        }
+    })
+}
+
+/// Each aggregation as `sql AS alias`, and the aliases: output columns,
+/// so no two of them, the time column or a group column may share a name.
+fn output_aggregates(
+    request: &QueryRequest,
+    downsample: &Downsample,
+    schema: &DatasetSchema,
+    time: &str,
+) -> Result<(Vec<String>, Vec<String>), Failure> {
     let mut aggregates = Vec::new();
     let mut aliases: Vec<String> = Vec::new();
     for aggregation in &downsample.aggregations {
-        let (sql, alias) = aggregation_sql(aggregation, schema, &time)?;
+        let (sql, alias) = aggregation_sql(aggregation, schema, time)?;
         if aliases.contains(&alias) || alias == schema.time_column || request.group_by.contains(&alias) {
             return Err(bad(format!("output column {alias:?} appears twice; set distinct aliases")));
         }
         aggregates.push(format!("{sql} AS {}", quote(&alias)));
         aliases.push(alias);
     }
-    let (first_bucket, interval, one_bucket) = match &downsample.interval {
-        Some(raw) => {
-            let interval = interval_ns(raw)?;
-            let first = bucket_of(start_ns, interval).ok_or_else(|| {
-                Failure::new(
-                    ErrorCode::InvalidQuery,
-                    format!("time_range.start {start_ns} lies in a {raw} bucket that starts before the earliest time"),
-                )
-            })?;
-            // `end_ns > start_ns` keeps `end_ns - 1` in range.
-            (first, interval, end_ns > start_ns && bucket_of(end_ns - 1, interval) == Some(first))
+    Ok((aggregates, aliases))
+}
+
+/// The time buckets a downsampled range covers.
+struct Buckets {
+    /// The start of the first bucket (the range's start without an interval).
+    first_ns: i64,
+    /// The end of the range (exclusive).
+    end_ns: i64,
+    /// The bucket width (the range's width, at least 1, without an interval).
+    width_ns: i64,
+    /// Whether the whole range lies in one bucket.
+    single: bool,
+    /// Whether the range holds no time at all.
+    empty: bool,
+}
+
+impl Buckets {
+    /// The buckets of width `interval` (none: one bucket) over `start_ns..end_ns`.
+    fn new(interval: Option<&str>, start_ns: i64, end_ns: i64) -> Result<Buckets, Failure> {
+        let (first_ns, width_ns, single) = match interval {
+            Some(raw) => {
+                let width = interval_ns(raw)?;
+                let first = bucket_of(start_ns, width).ok_or_else(|| {
+                    Failure::new(
+                        ErrorCode::InvalidQuery,
+                        format!(
+                            "time_range.start {start_ns} lies in a {raw} bucket that starts before the earliest time"
+                        ),
+                    )
+                })?;
+                // `end_ns > start_ns` keeps `end_ns - 1` in range.
+                (first, width, end_ns > start_ns && bucket_of(end_ns - 1, width) == Some(first))
+            }
+            None => (start_ns, end_ns.saturating_sub(start_ns).max(1), true),
+        };
+        Ok(Buckets { first_ns, end_ns, width_ns, single, empty: end_ns <= start_ns })
+    }
+
+    /// A relation of every bucket's start, one row each, named `time`.
+    fn rows_sql(&self, time: &str) -> String {
+        // One bucket is written out: a range's width may not fit the
+        // BIGINT step `range` needs.
+        if self.single {
+            let empty = if self.empty { " WHERE FALSE" } else { "" };
+            format!("SELECT {} AS {time}{empty}", bigint(self.first_ns))
+        } else {
+            format!(
+                "SELECT range AS {time} FROM range({}, {}, {})",
+                bigint(self.first_ns),
+                bigint(self.end_ns),
+                bigint(self.width_ns)
+            )
         }
-        None => (start_ns, end_ns.saturating_sub(start_ns).max(1), true),
-    };
+    }
+}
+
+/// The aggregates per bucket (and group) of the rows matching `predicate`,
+/// each bucket labelled `time` with its start.
+fn aggregated_sql(buckets: &Buckets, time: &str, groups: &[String], aggregates: &[String], predicate: &str) -> String {
     let group_select: String = groups.iter().map(|g| format!("{g}, ")).collect();
-    let aggregated = if one_bucket {
+    if buckets.single {
         // The whole range is one bucket: a plain aggregate, with no
         // per-row bucket arithmetic and no grouping by time. HAVING keeps
         // an empty range empty, as the bucketed form is.
         let grouping = if groups.is_empty() { String::new() } else { format!(" GROUP BY {}", groups.join(", ")) };
         format!(
             "SELECT {} AS {time}, {group_select}{} FROM src WHERE {predicate}{grouping} HAVING count(*) > 0",
-            bigint(first_bucket),
+            bigint(buckets.first_ns),
             aggregates.join(", ")
         )
     } else {
         // Floor division, so times before 1970 land in the right bucket,
         // written so no step overflows: `t - t % i` truncates toward zero,
         // and a negative remainder moves one bucket down, to a bucket at or
-        // after the first one (checked above).
+        // after the first one (checked in `Buckets::new`).
         let t = format!("epoch_ns({time})");
-        let interval = bigint(interval);
+        let interval = bigint(buckets.width_ns);
         let bucket = format!("({t} - {t} % {interval} - CASE WHEN {t} % {interval} < 0 THEN {interval} ELSE 0 END)");
         format!(
             "SELECT {bucket} AS {time}, {group_select}{} FROM src WHERE {predicate} GROUP BY ALL",
             aggregates.join(", ")
         )
+    }
+}
+
+/// Every bucket for every group (`k`), joined with the aggregates (`agg`)
+/// where a bucket has rows: the others hold nulls (`Fill::Null`) or the
+/// group's last non-null values so far (`Fill::Previous`).
+fn filled_sql(
+    aggregated: &str,
+    buckets: &Buckets,
+    time: &str,
+    groups: &[String],
+    aliases: &[String],
+    fill: Fill,
+    order: &str,
+) -> String {
+    let bucket_rows = buckets.rows_sql(time);
+    let keys = if groups.is_empty() {
+        "SELECT 1 AS __all".to_string()
+    } else {
+        format!("SELECT DISTINCT {} FROM agg", groups.join(", "))
     };
-    let order_groups: String = groups.iter().map(|g| format!("{g}, ")).collect();
-    Ok(match downsample.fill {
-        Fill::None => format!("SELECT * FROM ({aggregated}) ORDER BY {order_groups}{time} {direction}{paging}"),
-        Fill::Null | Fill::Previous => {
-            // One bucket is written out: a range's width may not fit the
-            // BIGINT step `range` needs.
-            let buckets = if one_bucket {
-                let empty = if end_ns > start_ns { "" } else { " WHERE FALSE" };
-                format!("SELECT {} AS {time}{empty}", bigint(first_bucket))
-            } else {
-                format!(
-                    "SELECT range AS {time} FROM range({}, {}, {})",
-                    bigint(first_bucket),
-                    bigint(end_ns),
-                    bigint(interval)
-                )
-            };
-            let keys = if groups.is_empty() {
-                "SELECT 1 AS __all".to_string()
-            } else {
-                format!("SELECT DISTINCT {} FROM agg", groups.join(", "))
-            };
-            let using: Vec<String> = std::iter::once(time.clone()).chain(groups.iter().cloned()).collect();
-            let values: Vec<String> = aliases
-                .iter()
-                .map(|a| {
-                    let a = quote(a);
-                    if downsample.fill == Fill::Previous {
-                        // The group columns of `k`: `agg` has them too.
-                        let partition = if groups.is_empty() {
-                            String::new()
-                        } else {
-                            let keys: Vec<String> = groups.iter().map(|g| format!("k.{g}")).collect();
-                            format!("PARTITION BY {} ", keys.join(", "))
-                        };
-                        format!("last_value(agg.{a} IGNORE NULLS) OVER ({partition}ORDER BY b.{time} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {a}")
-                    } else {
-                        format!("agg.{a}")
-                    }
-                })
-                .collect();
-            let group_cols: String = groups.iter().map(|g| format!("k.{g}, ")).collect();
-            let join_on: Vec<String> = using
-                .iter()
-                .map(|c| {
-                    if *c == time { format!("agg.{c} = b.{c}") } else { format!("agg.{c} IS NOT DISTINCT FROM k.{c}") }
-                })
-                .collect();
-            let order: String = groups.iter().map(|g| format!("{g}, ")).collect();
-            format!(
-                "WITH agg AS ({aggregated}), b AS ({buckets}), k AS ({keys}) \
-                 SELECT * FROM (SELECT b.{time} AS {time}, {group_cols}{} FROM b CROSS JOIN k LEFT JOIN agg ON {}) \
-                 ORDER BY {order}{time} {direction}{paging}",
-                values.join(", "),
-                join_on.join(" AND ")
-            )
-        }
-    })
+    let values: Vec<String> = aliases.iter().map(|alias| filled_value(alias, fill, time, groups)).collect();
+    let group_columns: String = groups.iter().map(|g| format!("k.{g}, ")).collect();
+    let join_on: Vec<String> = std::iter::once(format!("agg.{time} = b.{time}"))
+        .chain(groups.iter().map(|g| format!("agg.{g} IS NOT DISTINCT FROM k.{g}")))
+        .collect();
+    format!(
+        "WITH agg AS ({aggregated}), b AS ({bucket_rows}), k AS ({keys}) \
+         SELECT * FROM (SELECT b.{time} AS {time}, {group_columns}{} FROM b CROSS JOIN k LEFT JOIN agg ON {}) \
+         ORDER BY {order}",
+        values.join(", "),
+        join_on.join(" AND ")
+    )
+}
+
+/// The output column `alias` of a gap-filled bucket.
+fn filled_value(alias: &str, fill: Fill, time: &str, groups: &[String]) -> String {
+    let alias = quote(alias);
+    if fill != Fill::Previous {
+        return format!("agg.{alias}");
+    }
+    // The group columns of `k`: `agg` has them too.
+    let partition = if groups.is_empty() {
+        String::new()
+    } else {
+        let keys: Vec<String> = groups.iter().map(|g| format!("k.{g}")).collect();
+        format!("PARTITION BY {} ", keys.join(", "))
+    };
+    format!(
+        "last_value(agg.{alias} IGNORE NULLS) OVER ({partition}ORDER BY b.{time} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {alias}"
+    )
 }
 
 #[cfg(test)]

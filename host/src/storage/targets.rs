@@ -193,10 +193,10 @@ fn lock_target(name: &str, root: &Path, own_data_dir: &Path) -> Result<Arc<Direc
                 directory.display()
             ))
         }
-        DirectoryLockError::Held { directory, holder_pid } => {
+        DirectoryLockError::Held { directory, holder_pid, .. } => {
             StorageError::TargetLocked { target: name.to_string(), directory, holder_pid }
         }
-        DirectoryLockError::Io { directory, source } => {
+        DirectoryLockError::Io { directory, source, .. } => {
             StorageError::Io { key: directory.display().to_string(), source }
         }
     })
