@@ -383,6 +383,39 @@ fn top_level_modules_depend_downwards_only() {
     assert!(wrong_way.is_empty(), "only {HTTP_IMPORTERS:?} may import http:\n{}", wrong_way.join("\n"));
 }
 
+/// The rank of each module in ARCHITECTURE.md's layer table (`| 3 | `a`, `b` | … |`).
+fn documented_ranks() -> BTreeMap<String, u32> {
+    let map = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md")).unwrap();
+    let layers = map.split("## Layers").nth(1).expect("ARCHITECTURE.md has a Layers section");
+    let mut ranks = BTreeMap::new();
+    for line in layers.lines().take_while(|line| !line.starts_with("## ")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let Some(rank) = cells.get(1).and_then(|cell| cell.parse::<u32>().ok()) else { continue };
+        for module in cells[2].split('`').skip(1).step_by(2) {
+            ranks.insert(module.trim_end_matches(".rs").to_string(), rank);
+        }
+    }
+    ranks
+}
+
+#[test]
+fn every_import_goes_down_the_documented_layers() {
+    let graph = module_graph();
+    let ranks = documented_ranks();
+    let unranked: Vec<&String> = graph.keys().filter(|m| !ranks.contains_key(*m)).collect();
+    assert!(unranked.is_empty(), "ARCHITECTURE.md's layer table does not rank {unranked:?}");
+    let upwards: Vec<String> = graph
+        .iter()
+        .flat_map(|(module, edges)| edges.iter().map(move |(target, files)| (module, target, files)))
+        .filter(|(module, target, _)| ranks[*module] <= ranks[*target])
+        .map(|(module, target, files)| {
+            let files = files.iter().cloned().collect::<Vec<_>>().join(", ");
+            format!("{module} (rank {}) → {target} (rank {}) in {files}", ranks[module], ranks[target])
+        })
+        .collect();
+    assert!(upwards.is_empty(), "imports that do not go down ARCHITECTURE.md's layers:\n{}", upwards.join("\n"));
+}
+
 #[test]
 fn no_source_file_outgrows_a_reader() {
     let long: Vec<String> = sources()
