@@ -27,7 +27,7 @@ const FILE_IO: &[(&str, &str)] = &[
     ("storage/", "data files on the storage targets"),
     ("wal.rs", "the write-ahead log"),
     ("data_dir.rs", "the data directory and its lock"),
-    ("config.rs", "reads its TOML file"),
+    ("config/mod.rs", "reads its TOML file"),
     ("cli/", "commands read components and write scaffolds and benchmark data"),
     ("sandbox/cache.rs", "the compile cache"),
     ("policy/files.rs", "the only reader of the policy directory"),

@@ -1,17 +1,25 @@
 //! Configuration: one immutable snapshot, parsed from TOML, validated, with
 //! every default written down here and in the README. Unknown keys are errors.
 
+mod lifecycle;
+mod server;
+mod storage;
+
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::ingest::IngestLimits;
-use crate::names::{DatasetName, TargetName};
-use crate::parquet_file::Encoding;
+use crate::names::DatasetName;
 use crate::period::Period;
-use crate::tier::Tier;
+
+pub use lifecycle::{CompactionConfig, LifecycleConfig};
+pub use server::{CONNECTIONS_MAX_LIMIT, ServerConfig, TlsConfig};
+pub use storage::{
+    DEFAULT_TARGETS, ResolvedTarget, StorageConfig, TargetConfig, TargetKind, TierConfig, TiersConfig, normalize,
+    paths_overlap,
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -47,262 +55,6 @@ pub struct AuthConfig {
     pub required: bool,
     /// Serve `/metrics` and `/health/lifecycle` without a token.
     pub metrics_open: bool,
-}
-
-/// `[storage]`: named storage targets, and which one each tier uses.
-///
-/// Four local targets always exist, `hot`, `warm`, `cold` and `archive`, in
-/// `<data_dir>/storage/<name>`; declaring one of those names moves it.
-/// Defaults map each tier to the target of its name (`archived` →
-/// `archive`), so `strata serve` works with nothing configured.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// `[storage.targets.NAME]`, by name.
-    pub targets: BTreeMap<String, TargetConfig>,
-    /// `[storage.tiers.TIER]`.
-    pub tiers: TiersConfig,
-}
-
-/// The storage targets that exist without configuration.
-pub const DEFAULT_TARGETS: [&str; 4] = ["hot", "warm", "cold", "archive"];
-
-/// `[storage.targets.NAME]`
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TargetConfig {
-    /// The backend; `local` (a directory) is the only kind so far.
-    #[serde(default)]
-    pub kind: TargetKind,
-    /// The directory of a local target; relative paths are taken relative
-    /// to `server.data_dir`. Default: `<data_dir>/storage/<name>`.
-    pub path: Option<PathBuf>,
-}
-
-/// The kind of a storage target.
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetKind {
-    /// A directory on a local (or mounted) file system.
-    #[default]
-    Local,
-}
-
-impl TargetKind {
-    /// The kind's name in TOML and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetKind::Local => "local",
-        }
-    }
-}
-
-/// `[storage.tiers]`: one table per tier.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct TiersConfig {
-    /// `[storage.tiers.hot]`
-    pub hot: TierConfig,
-    /// `[storage.tiers.warm]`
-    pub warm: TierConfig,
-    /// `[storage.tiers.cold]`
-    pub cold: TierConfig,
-    /// `[storage.tiers.archived]`
-    pub archived: TierConfig,
-}
-
-impl TiersConfig {
-    /// The table of one tier.
-    pub fn get(&self, tier: Tier) -> &TierConfig {
-        match tier {
-            Tier::Hot => &self.hot,
-            Tier::Warm => &self.warm,
-            Tier::Cold => &self.cold,
-            Tier::Archived => &self.archived,
-        }
-    }
-}
-
-/// `[storage.tiers.TIER]`
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct TierConfig {
-    /// The storage target of the tier. Default: the target named like the
-    /// tier (`archive` for `archived`).
-    pub target: Option<String>,
-    /// Re-encode files arriving in this tier with this zstd level (1..=22).
-    /// With neither encoding key set, files are copied byte for byte.
-    pub zstd_level: Option<i32>,
-    /// Re-encode files arriving in this tier with row groups of at most
-    /// this many rows. The key not set takes its `[ingest]` value.
-    pub row_group_rows_max: Option<usize>,
-}
-
-/// A storage target with its location resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedTarget {
-    /// The validated name.
-    pub name: TargetName,
-    /// The backend.
-    pub kind: TargetKind,
-    /// The directory (absolute when `server.data_dir` is).
-    pub path: PathBuf,
-}
-
-/// `[lifecycle]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LifecycleConfig {
-    /// Run retention and tiering policies on their schedules.
-    pub scheduler: bool,
-    /// A tombstoned file is deleted this long after its tombstone, in ms.
-    pub grace_ms: u64,
-    /// How often the sweeper looks for expired tombstones, in ms.
-    pub sweep_interval_ms: u64,
-    /// A partition whose period ended less than this long ago is never
-    /// deleted, in ms (per dataset: `[datasets.<name>] min_retention_ms`).
-    pub min_retention_ms: u64,
-    /// At most this many deletes per run.
-    pub max_deletes_per_run: usize,
-    /// At most this fraction of a dataset's partitions deleted per run.
-    pub max_delete_fraction: f64,
-    /// Only archived partitions may be deleted.
-    pub require_archive_before_delete: bool,
-    /// Allow moves to a hotter tier (cold → warm …).
-    pub allow_backward_moves: bool,
-    /// A partition whose step failed is retried no sooner than this, doubling
-    /// with each failure up to `retry_max_ms`, in ms.
-    pub retry_base_ms: u64,
-    /// The longest wait between retries, in ms.
-    pub retry_max_ms: u64,
-    /// Partitions a run copies and verifies at once when moving between
-    /// tiers (copies wait mostly on fsync, so a few overlap well).
-    pub move_concurrency: usize,
-    /// Moved partitions committed per catalog transaction.
-    pub move_commit_batch: usize,
-    /// Bytes the concurrent copies may hold in memory together (a copy
-    /// holds its source and the copy read back: twice the partition). A
-    /// larger partition is copied alone.
-    pub move_bytes_in_flight_max: u64,
-    /// Create a live dataset's next-period partitions this long before the
-    /// current period ends, in ms (0: never).
-    pub precreate_lead_ms: u64,
-    /// `/health/lifecycle` degrades when a hot partition's period ended
-    /// longer ago than this, in ms (unset: not checked).
-    pub health_max_hot_age_ms: Option<u64>,
-    /// The same for warm partitions.
-    pub health_max_warm_age_ms: Option<u64>,
-    /// The same for cold partitions.
-    pub health_max_cold_age_ms: Option<u64>,
-    /// Past this multiple of a threshold, unhealthy instead of degraded.
-    pub health_unhealthy_multiplier: f64,
-    /// Merging small files (`[lifecycle.compaction]`).
-    pub compaction: CompactionConfig,
-}
-
-/// `[lifecycle.compaction]` — merging a partition's small files into larger
-/// ones, chunk by chunk, with a resumable checkpoint per partition.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CompactionConfig {
-    /// Datasets may be compacted (per dataset: `[datasets.<name>] compaction`).
-    pub enabled: bool,
-    /// How often the scheduler looks for partitions to compact, in ms
-    /// (0: only on `POST /v1/datasets/{ds}/compact`).
-    pub interval_ms: u64,
-    /// A partition is compacted once it has at least this many small live files.
-    pub min_files: usize,
-    /// A file smaller than this is small, in bytes.
-    pub small_file_bytes: u64,
-    /// The input files of one chunk add up to at most this, in bytes; it
-    /// bounds the output file's size and a chunk's memory.
-    pub target_file_bytes: u64,
-    /// At most this many files are merged by one chunk into one file.
-    pub chunk_files: usize,
-    /// A failed job is retried by the scheduler until it has been attempted
-    /// this many times; then it waits for an operator's `compact` request.
-    pub max_attempts: u32,
-    /// A completed checkpoint is kept this long for audits, in ms.
-    pub checkpoint_retention_ms: u64,
-}
-
-impl Default for CompactionConfig {
-    fn default() -> CompactionConfig {
-        CompactionConfig {
-            enabled: true,
-            interval_ms: 300_000,
-            min_files: 8,
-            small_file_bytes: 16 * 1024 * 1024,
-            target_file_bytes: 128 * 1024 * 1024,
-            chunk_files: 32,
-            max_attempts: 3,
-            checkpoint_retention_ms: 86_400_000,
-        }
-    }
-}
-
-impl LifecycleConfig {
-    /// The delete guard's fraction and the health multiplier are in range,
-    /// and compaction merges at least two files within its size bounds.
-    fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if !(0.0..=1.0).contains(&self.max_delete_fraction) {
-            return invalid(format!(
-                "lifecycle.max_delete_fraction = {} must be within 0..=1",
-                self.max_delete_fraction
-            ));
-        }
-        let multiplier = self.health_unhealthy_multiplier;
-        if multiplier.is_nan() || multiplier < 1.0 {
-            return invalid(format!("lifecycle.health_unhealthy_multiplier = {multiplier} must be at least 1"));
-        }
-        let compaction = &self.compaction;
-        if compaction.min_files < 2 {
-            return invalid(format!("lifecycle.compaction.min_files = {} must be at least 2", compaction.min_files));
-        }
-        if compaction.chunk_files < 2 {
-            return invalid(format!(
-                "lifecycle.compaction.chunk_files = {} must be at least 2",
-                compaction.chunk_files
-            ));
-        }
-        if compaction.small_file_bytes == 0 || compaction.target_file_bytes < compaction.small_file_bytes {
-            return invalid(format!(
-                "lifecycle.compaction.small_file_bytes = {} must be greater than 0 and at most target_file_bytes = {}",
-                compaction.small_file_bytes, compaction.target_file_bytes
-            ));
-        }
-        if compaction.max_attempts == 0 {
-            return invalid("lifecycle.compaction.max_attempts must be at least 1".to_string());
-        }
-        Ok(())
-    }
-}
-
-impl Default for LifecycleConfig {
-    fn default() -> LifecycleConfig {
-        LifecycleConfig {
-            scheduler: true,
-            grace_ms: 3_600_000,
-            sweep_interval_ms: 60_000,
-            min_retention_ms: 86_400_000,
-            max_deletes_per_run: 1_000,
-            max_delete_fraction: 0.5,
-            require_archive_before_delete: false,
-            allow_backward_moves: false,
-            retry_base_ms: 60_000,
-            retry_max_ms: 6 * 3_600_000,
-            move_concurrency: 8,
-            move_commit_batch: 100,
-            move_bytes_in_flight_max: 1024 * 1024 * 1024,
-            precreate_lead_ms: 86_400_000,
-            health_max_hot_age_ms: None,
-            health_max_warm_age_ms: None,
-            health_max_cold_age_ms: None,
-            health_unhealthy_multiplier: 2.0,
-            compaction: CompactionConfig::default(),
-        }
-    }
 }
 
 /// `[query]`
@@ -401,125 +153,6 @@ impl Default for PoliciesConfig {
             compile_wait_ms: 10_000,
         }
     }
-}
-
-/// `[server]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Address to listen on. Only loopback addresses are allowed while
-    /// authentication is off (no token in the catalog, `auth.required` unset).
-    pub listen: SocketAddr,
-    /// Where the catalog, the WAL and the local storage targets live.
-    pub data_dir: PathBuf,
-    /// How long a graceful shutdown waits for in-flight requests, in ms.
-    pub shutdown_timeout_ms: u64,
-    /// Connections open at once; more are answered 503
-    /// `too_many_connections` and closed.
-    pub connections_max: usize,
-    /// Time a client has to send a request head, from the connection's
-    /// start or the end of the previous response, in ms.
-    pub header_read_timeout_ms: u64,
-    /// Longest pause between two pieces of a request body, in ms; past it
-    /// the request gets 408 `request_timeout` and the connection is closed.
-    pub body_read_timeout_ms: u64,
-    /// After `body_read_timeout_ms`, a body must have arrived at this
-    /// average rate at least, in bytes per second (0: no minimum).
-    pub body_bytes_per_second_min: u64,
-    /// Request bodies all connections together may hold while they are
-    /// being read, in bytes (at least `limits.body_bytes_max`); a body that
-    /// would pass it gets 503 `buffer_full` with `Retry-After`. Bounds the
-    /// memory that many slow or stalled uploads pin at once.
-    pub body_bytes_in_flight_max: u64,
-    /// A connection with no request in flight is closed after this long, in ms.
-    pub idle_timeout_ms: u64,
-    /// Concurrent requests (streams) on one HTTP/2 connection.
-    pub streams_per_connection_max: u32,
-    /// `Host` values served (DNS-rebinding protection): names or addresses,
-    /// optionally with `:port`; `"*"` allows any. Default: when listening
-    /// on loopback, `localhost`, `127.0.0.1`, `[::1]` and the listen
-    /// address; otherwise any.
-    pub allowed_hosts: Option<Vec<String>>,
-    /// Origins (`scheme://host[:port]`) whose browser pages may call the
-    /// API and get a CORS grant; `"*"` allows any. Same-origin pages are
-    /// always allowed.
-    pub allowed_origins: Vec<String>,
-    /// `[server.tls]`: serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN).
-    pub tls: Option<TlsConfig>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> ServerConfig {
-        ServerConfig {
-            listen: "127.0.0.1:8086".parse().expect("valid address"),
-            data_dir: PathBuf::from("strata-data"),
-            shutdown_timeout_ms: 10_000,
-            connections_max: 1024,
-            header_read_timeout_ms: 10_000,
-            body_read_timeout_ms: 30_000,
-            body_bytes_per_second_min: 1024,
-            body_bytes_in_flight_max: 512 * 1024 * 1024,
-            idle_timeout_ms: 60_000,
-            streams_per_connection_max: 100,
-            allowed_hosts: None,
-            allowed_origins: Vec::new(),
-            tls: None,
-        }
-    }
-}
-
-/// `[server.tls]`: a PEM certificate chain and its private key. Relative
-/// paths are taken relative to the working directory, like `data_dir`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The certificate chain, leaf first (PEM).
-    pub cert_path: PathBuf,
-    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    pub key_path: PathBuf,
-}
-
-impl ServerConfig {
-    /// The connection limit fits a semaphore; host and origin entries are
-    /// well-formed (a typo would otherwise lock every browser out, or in).
-    fn validate_edge(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
-        if self.connections_max > CONNECTIONS_MAX_LIMIT {
-            return invalid(format!(
-                "server.connections_max = {} must be at most {CONNECTIONS_MAX_LIMIT}",
-                self.connections_max
-            ));
-        }
-        for host in self.allowed_hosts.iter().flatten() {
-            let bad = host.is_empty() || host.contains(['/', '@', ' ', ',']) || host.contains("://");
-            if bad || (host != "*" && host.parse::<hyper::http::uri::Authority>().is_err()) {
-                return invalid(format!(
-                    "server.allowed_hosts: {host:?} is not a host name or address with an optional :port, or \"*\""
-                ));
-            }
-        }
-        for origin in &self.allowed_origins {
-            if origin != "*" && !is_origin(origin) {
-                return invalid(format!(
-                    "server.allowed_origins: {origin:?} is not an origin like \"https://app.example.com\" (scheme://host[:port], no path), or \"*\""
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The largest `server.connections_max` (a semaphore's permits).
-pub const CONNECTIONS_MAX_LIMIT: usize = 1 << 20;
-
-/// Whether `text` is an `http` or `https` origin: scheme, host, optional
-/// port, and nothing else.
-fn is_origin(text: &str) -> bool {
-    let Some((scheme, authority)) = text.split_once("://") else { return false };
-    matches!(scheme, "http" | "https")
-        && !authority.is_empty()
-        && !authority.contains(['/', '@', '?', '#'])
-        && authority.parse::<hyper::http::uri::Authority>().is_ok()
 }
 
 /// `[limits]` — every limit names its unit last.
@@ -764,121 +397,6 @@ impl Config {
         Ok(())
     }
 
-    /// Target names are safe identifiers, every tier's target exists, tier
-    /// encodings are in range, and no two targets share or nest directories
-    /// (nor hold the data directory, or live inside its WAL or caches).
-    fn validate_storage(&self) -> Result<(), ConfigError> {
-        let invalid = |m: String| Err(ConfigError::Invalid(m));
-        for name in self.storage.targets.keys() {
-            TargetName::parse(name).map_err(|e| ConfigError::Invalid(format!("[storage.targets.{name}]: {e}")))?;
-        }
-        for (name, target) in &self.storage.targets {
-            if target.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-                return invalid(format!("storage.targets.{name}.path is empty"));
-            }
-        }
-        let targets = self.storage_targets();
-        for tier in [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archived] {
-            let table = self.storage.tiers.get(tier);
-            let target = self.tier_target(tier);
-            if !targets.iter().any(|t| t.name.as_str() == target) {
-                return invalid(format!(
-                    "storage.tiers.{}.target = {target:?} names no storage target; declare [storage.targets.{target}]",
-                    tier.as_str()
-                ));
-            }
-            if let Some(level) = table.zstd_level
-                && !(1..=22).contains(&level)
-            {
-                return invalid(format!("storage.tiers.{}.zstd_level = {level} must be within 1..=22", tier.as_str()));
-            }
-            if table.row_group_rows_max == Some(0) {
-                return invalid(format!("storage.tiers.{}.row_group_rows_max must be greater than 0", tier.as_str()));
-            }
-        }
-        let data_dir = normalize(&absolute(&self.server.data_dir));
-        let reserved = ["wal", "policy-cache", "query-tmp"].map(|d| data_dir.join(d));
-        for (i, a) in targets.iter().enumerate() {
-            let path = normalize(&absolute(&a.path));
-            if data_dir.starts_with(&path) {
-                return invalid(format!(
-                    "storage target {} at {} would hold the data directory {} (catalog and WAL); give it its own directory",
-                    a.name,
-                    a.path.display(),
-                    data_dir.display()
-                ));
-            }
-            if let Some(inside) = reserved.iter().find(|r| path.starts_with(r)) {
-                return invalid(format!(
-                    "storage target {} at {} lies inside {}, which Strata manages",
-                    a.name,
-                    a.path.display(),
-                    inside.display()
-                ));
-            }
-            for b in &targets[i + 1..] {
-                let other = normalize(&absolute(&b.path));
-                if paths_overlap(&path, &other) {
-                    return invalid(format!(
-                        "storage targets {} ({}) and {} ({}) share or nest directories; each target needs its own",
-                        a.name,
-                        a.path.display(),
-                        b.name,
-                        b.path.display()
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Every storage target: the four defaults, then those declared, each
-    /// once, with relative paths resolved against `server.data_dir`. Call
-    /// after [`Config::validate`] (names are checked there).
-    pub fn storage_targets(&self) -> Vec<ResolvedTarget> {
-        let declared = self.storage.targets.iter().map(|(name, t)| (name.as_str(), t.clone()));
-        let defaults = DEFAULT_TARGETS
-            .iter()
-            .filter(|name| !self.storage.targets.contains_key(**name))
-            .map(|name| (*name, TargetConfig::default()));
-        let mut out: Vec<ResolvedTarget> = defaults
-            .chain(declared)
-            .filter_map(|(name, target)| {
-                let path = match target.path {
-                    Some(path) if path.is_absolute() => path,
-                    Some(path) => self.server.data_dir.join(path),
-                    None => self.server.data_dir.join("storage").join(name),
-                };
-                Some(ResolvedTarget { name: TargetName::parse(name).ok()?, kind: target.kind, path })
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
-    }
-
-    /// The name of the storage target `tier` uses.
-    pub fn tier_target(&self, tier: Tier) -> &str {
-        self.storage.tiers.get(tier).target.as_deref().unwrap_or(match tier {
-            Tier::Hot => "hot",
-            Tier::Warm => "warm",
-            Tier::Cold => "cold",
-            Tier::Archived => "archive",
-        })
-    }
-
-    /// How files arriving in `tier` are re-encoded; `None`: copied as they
-    /// are. A key the tier does not set takes its `[ingest]` value.
-    pub fn tier_encoding(&self, tier: Tier) -> Option<Encoding> {
-        let table = self.storage.tiers.get(tier);
-        if table.zstd_level.is_none() && table.row_group_rows_max.is_none() {
-            return None;
-        }
-        Some(Encoding {
-            zstd_level: table.zstd_level.unwrap_or(self.ingest.zstd_level),
-            row_group_rows_max: table.row_group_rows_max.unwrap_or(self.ingest.row_group_rows_max),
-        })
-    }
-
     /// Resolves `policies.dir`: a relative path is taken relative to the
     /// config file's directory; without one, `policies/` next to the config
     /// file or in the working directory is used if it exists. The result is
@@ -920,36 +438,11 @@ impl Config {
     }
 }
 
-/// `path` made absolute against the working directory (lexically; the path
-/// need not exist).
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) }
-}
-
-/// `path` with `.` dropped and `..` applied, without touching the file system.
-pub fn normalize(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// Whether two (normalized) directories are the same or one holds the other.
-pub fn paths_overlap(a: &Path, b: &Path) -> bool {
-    a.starts_with(b) || b.starts_with(a)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parquet_file::Encoding;
+    use crate::tier::Tier;
 
     #[test]
     fn empty_config_is_the_defaults() {
