@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::sync::Recover as _;
 use arrow::record_batch::RecordBatch;
 
 /// One request's rows for one partition.
@@ -57,7 +58,7 @@ impl Buffers {
     /// section below leaves the map consistent at every panic point (the
     /// store's stance on poisoned locks, `store` module doc).
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, PartitionBuffer>> {
-        self.partitions.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.partitions.lock_or_recover()
     }
 
     /// Adds a chunk (called in WAL order).

@@ -13,6 +13,7 @@
 //! crash never leaves a stale lock behind. The `LOCK` file beside it only
 //! records the owner's pid, for the message another process gets.
 
+use crate::sync::Recover as _;
 use std::fs::{File, TryLockError};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt as _;
@@ -148,7 +149,7 @@ pub fn lock_directory_once(directory: &Path) -> Result<Arc<DirectoryLock>, Direc
     std::fs::create_dir_all(directory).map_err(io)?;
     let metadata = std::fs::metadata(directory).map_err(io)?;
     let identity = (metadata.dev(), metadata.ino());
-    let mut held = HELD_ONCE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut held = HELD_ONCE.lock_or_recover();
     held.retain(|(_, lock)| lock.strong_count() > 0);
     if let Some(lock) = held.iter().find(|(id, _)| *id == identity).and_then(|(_, lock)| lock.upgrade()) {
         return Ok(lock);

@@ -29,6 +29,7 @@ pub(crate) mod schema;
 pub(crate) mod server;
 pub(crate) mod storage;
 pub mod store;
+pub(crate) mod sync;
 pub(crate) mod text;
 pub(crate) mod tier;
 pub(crate) mod time;

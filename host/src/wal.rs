@@ -25,6 +25,7 @@ use arrow::record_batch::RecordBatch;
 
 use crate::catalog::IdempotencyRecord;
 use crate::storage::sync_dir;
+use crate::sync::Recover as _;
 
 /// A WAL failure.
 #[derive(Debug, thiserror::Error)]
@@ -68,14 +69,6 @@ impl WalError {
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> WalError {
     let context = context.into();
     move |source| WalError::Io { context, source }
-}
-
-/// Locks `mutex`, carrying on past a poisoned lock: each critical section
-/// here is a plain update of the segment list or the sender that a panic
-/// cannot leave half-done (the store's stance on poisoned locks, `store`
-/// module doc).
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 const HEADER_BYTES: usize = 16;
@@ -213,7 +206,7 @@ impl Wal {
         }
         let (done, wait) = tokio::sync::oneshot::channel();
         {
-            let sender = lock(&self.sender);
+            let sender = self.sender.lock_or_recover();
             let sender = sender.as_ref().ok_or(WalError::Closed)?;
             sender.send(Pending { payload, apply, done }).map_err(|_| WalError::Closed)?;
         }
@@ -234,7 +227,7 @@ impl Wal {
         let previous = self.shared.truncated_below.fetch_max(low, Ordering::AcqRel);
         assert!(low >= previous, "the WAL truncation watermark never decreases: {low} after {previous}");
         let doomed: Vec<Segment> = {
-            let mut segments = lock(&self.shared.segments);
+            let mut segments = self.shared.segments.lock_or_recover();
             let (doomed, kept): (Vec<Segment>, Vec<Segment>) =
                 segments.drain(..).partition(|s| !s.open && s.last_seq < low);
             *segments = kept;
@@ -252,13 +245,13 @@ impl Wal {
     /// Number of segment files.
     #[cfg(test)]
     fn segment_count(&self) -> usize {
-        lock(&self.shared.segments).len()
+        self.shared.segments.lock_or_recover().len()
     }
 
     /// Stops the writer after it has written everything queued.
     pub fn close(&self) {
-        lock(&self.sender).take();
-        if let Some(thread) = lock(&self.thread).take() {
+        self.sender.lock_or_recover().take();
+        if let Some(thread) = self.thread.lock_or_recover().take() {
             let _ = thread.join();
         }
     }
@@ -287,7 +280,7 @@ impl Writer {
             .open(&path)
             .map_err(io(format!("create {}", path.display())))?;
         sync_dir(dir).map_err(io("sync WAL directory"))?;
-        let mut segments = lock(&shared.segments);
+        let mut segments = shared.segments.lock_or_recover();
         for segment in segments.iter_mut() {
             segment.open = false;
         }
@@ -340,7 +333,7 @@ impl Writer {
         self.size += buffer.len() as u64;
         let last_seq = first_seq + group.len() as u64 - 1;
         self.next_seq = last_seq + 1;
-        if let Some(segment) = lock(&self.shared.segments).iter_mut().find(|s| s.open) {
+        if let Some(segment) = self.shared.segments.lock_or_recover().iter_mut().find(|s| s.open) {
             segment.last_seq = last_seq;
         }
         Ok(first_seq)

@@ -19,6 +19,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::sync::Recover as _;
 use rusqlite::Connection;
 
 mod compaction;
@@ -147,7 +148,7 @@ impl Catalog {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.connection.lock_or_recover()
     }
 
     /// The catalog file of a data directory.

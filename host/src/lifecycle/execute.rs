@@ -23,6 +23,7 @@ use super::{Lifecycle, ms_to_ns};
 use crate::catalog::PartitionRecord;
 use crate::facts::ArchiveDecision;
 use crate::store::DatasetState;
+use crate::sync::Recover as _;
 use crate::time::now_ns;
 
 /// An accepted decision waiting to be executed.
@@ -123,7 +124,7 @@ impl Lifecycle {
         match outcome {
             Ok(StepDone { bytes, elapsed }) => {
                 self.count_step(step, bytes, elapsed);
-                self.backoff.lock().unwrap_or_else(|p| p.into_inner()).remove(&record.id);
+                self.backoff.lock_or_recover().remove(&record.id);
                 entry.outcome = "executed";
                 entry.bytes_moved = bytes;
                 report.executed += 1;
@@ -159,7 +160,7 @@ impl Lifecycle {
 
     /// `(failures, no retry before)` while a partition waits out its backoff.
     pub(super) fn deferral(&self, partition_id: i64) -> Option<(u32, i64)> {
-        let backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let backoff = self.backoff.lock_or_recover();
         backoff.get(&partition_id).copied().filter(|(_, retry_at)| *retry_at > now_ns())
     }
 
@@ -167,7 +168,7 @@ impl Lifecycle {
     /// doubling with each failure up to `retry_max_ms`.
     fn failed_step(&self, partition_id: i64) {
         let lifecycle = &self.config.lifecycle;
-        let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let mut backoff = self.backoff.lock_or_recover();
         let failures = backoff.get(&partition_id).map_or(0, |(n, _)| *n) + 1;
         let wait_ms = lifecycle.retry_base_ms.saturating_mul(1 << (failures - 1).min(20)).min(lifecycle.retry_max_ms);
         backoff.insert(partition_id, (failures, now_ns().saturating_add(ms_to_ns(wait_ms))));

@@ -16,6 +16,7 @@ use crate::names::{DatasetName, partition_label};
 use crate::period::Bucket;
 use crate::policy::definition::{DEFAULT_SCHEDULE, Schedule};
 use crate::sandbox::PolicyKind;
+use crate::sync::Recover as _;
 use crate::tier::Tier;
 use crate::time::{now_ns, rfc3339};
 
@@ -239,7 +240,7 @@ impl Lifecycle {
         if let Some(counts) = compaction_jobs {
             compaction::compaction_metrics(&mut text, &counts);
         }
-        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let counters = self.counters.lock_or_recover();
         let mut described = std::collections::BTreeSet::new();
         for (metric, value) in counters.iter() {
             let name = metric.split('{').next().unwrap_or(metric);

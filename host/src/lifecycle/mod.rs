@@ -47,6 +47,7 @@ use crate::error::Failure;
 use crate::parquet_file::Encoding;
 use crate::policy::PolicyRuntime;
 use crate::store::Store;
+use crate::sync::Recover as _;
 use crate::tier::Tier;
 use crate::time::now_ns;
 use error::LifecycleError;
@@ -128,7 +129,7 @@ impl Lifecycle {
 
     /// Adds `by` to a `/metrics` counter (`name{labels}`).
     fn count(&self, metric: String, by: u64) {
-        *self.counters.lock().unwrap_or_else(|p| p.into_inner()).entry(metric).or_default() += by;
+        *self.counters.lock_or_recover().entry(metric).or_default() += by;
     }
 }
 

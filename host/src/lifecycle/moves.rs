@@ -30,6 +30,7 @@ use super::execute::StepDone;
 use super::off_runtime;
 use crate::catalog::{CatalogError, FileRecord, MoveCommit, MovedFile};
 use crate::storage::{ObjectKey, StorageError, StorageTarget, Targets};
+use crate::sync::Recover as _;
 use crate::tier::Tier;
 use crate::time::now_ns;
 
@@ -168,7 +169,7 @@ fn copy_concurrently(targets: &Targets, jobs: &[CopyJob], budget: &CopyBudget) -
                     let held = budget.acquire(job.bytes.saturating_mul(2));
                     let result = copy_partition(targets, &job.files, job.tier);
                     budget.release(held);
-                    *copied[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                    *copied[i].lock_or_recover() = Some(result);
                 }
             });
         }
@@ -197,7 +198,7 @@ impl CopyBudget {
     /// them; returns what was taken.
     fn acquire(&self, bytes: u64) -> u64 {
         let want = bytes.min(self.total);
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let mut free = self.free.lock_or_recover();
         while *free < want {
             free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
         }
@@ -206,7 +207,7 @@ impl CopyBudget {
     }
 
     fn release(&self, bytes: u64) {
-        *self.free.lock().unwrap_or_else(|p| p.into_inner()) += bytes;
+        *self.free.lock_or_recover() += bytes;
         self.freed.notify_all();
     }
 }

@@ -29,6 +29,7 @@ use crate::facts::{ArchiveDecision, DatasetFacts, PartitionFacts, RetentionActio
 use crate::policy::{dataset_facts, partition_facts};
 use crate::sandbox::PolicyKind;
 use crate::store::DatasetState;
+use crate::sync::Recover as _;
 use crate::tier::Tier;
 use crate::time::{now_ns, rfc3339};
 
@@ -256,7 +257,7 @@ impl Lifecycle {
     /// catalog says a partition row changed since the last run.
     async fn manifest(&self, dataset: &Arc<DatasetState>) -> Result<Arc<Manifest>, Failure> {
         let dataset_id = dataset.record.id;
-        let cached = self.manifests.lock().unwrap_or_else(|p| p.into_inner()).get(&dataset_id).cloned();
+        let cached = self.manifests.lock_or_recover().get(&dataset_id).cloned();
         if let Some(cached) = cached {
             let seq = self.catalog().call(move |c| c.partitions_seq(dataset_id)).await?;
             if seq == cached.seq {
@@ -274,7 +275,7 @@ impl Lifecycle {
             })
             .await?;
         let manifest = Arc::new(manifest);
-        self.manifests.lock().unwrap_or_else(|p| p.into_inner()).insert(dataset_id, manifest.clone());
+        self.manifests.lock_or_recover().insert(dataset_id, manifest.clone());
         Ok(manifest)
     }
 

@@ -20,6 +20,7 @@ use super::{Lifecycle, ms_to_ns};
 use crate::error::Failure;
 use crate::policy::definition::{DEFAULT_SCHEDULE, Schedule};
 use crate::sandbox::PolicyKind;
+use crate::sync::Recover as _;
 use crate::time::now_ns;
 
 impl Lifecycle {
@@ -73,7 +74,7 @@ impl Lifecycle {
     /// Whether `policy` is due over `dataset` at `now`; if so, records `now`
     /// as its last scheduled run.
     fn due(&self, policy: &str, dataset: &str, schedule: &Schedule, now: i64) -> bool {
-        let mut last = self.last_scheduled.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_scheduled.lock_or_recover();
         let last = last.entry((policy.to_string(), dataset.to_string())).or_insert(now);
         // The first run is one schedule step after start-up (or after the
         // dataset appeared), never at once.
@@ -88,7 +89,7 @@ impl Lifecycle {
     /// When `(policy, dataset)` next runs on schedule, if the scheduler has
     /// seen it run or start.
     pub(super) fn next_scheduled(&self, policy: &str, dataset: &str, schedule: &Schedule) -> Option<i64> {
-        let last_scheduled = self.last_scheduled.lock().unwrap_or_else(|p| p.into_inner());
+        let last_scheduled = self.last_scheduled.lock_or_recover();
         let last_run = last_scheduled.get(&(policy.to_string(), dataset.to_string())).copied();
         last_run.and_then(|t| schedule.next_after(t))
     }

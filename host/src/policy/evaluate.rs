@@ -12,6 +12,7 @@ use super::plan::{self, Decisions};
 use super::{LoadedVersion, PolicyEntry, PolicyError, PolicyRuntime, TimedMessage, partitioner_input};
 use crate::facts::{ArchiveDecision, ColumnBatch, DatasetFacts, PartitionFacts, RetentionDecision, TierDecision};
 use crate::sandbox::{CallContext, CompiledComponent, PolicyKind, SandboxError};
+use crate::sync::Recover as _;
 
 /// How many component versions of one policy `/metrics` keeps counters
 /// for; past it the least-called version's counters are dropped.
@@ -297,7 +298,7 @@ impl PolicyRuntime {
         stats.invocations.fetch_add(1, Ordering::Relaxed);
         stats.last_duration_us.store(micros, Ordering::Relaxed);
         {
-            let mut by_version = stats.by_version.lock().unwrap_or_else(|p| p.into_inner());
+            let mut by_version = stats.by_version.lock_or_recover();
             let version = component_sha256.get(..12).unwrap_or(component_sha256);
             if !by_version.contains_key(version) && by_version.len() >= VERSIONS_COUNTED_MAX {
                 let least = by_version.iter().min_by_key(|(_, v)| v.invocations).map(|(k, _)| k.clone());

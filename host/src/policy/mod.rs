@@ -47,6 +47,7 @@ use serde::Serialize;
 use crate::catalog::{Catalog, CatalogError};
 use crate::error::ErrorCode;
 use crate::sandbox::{CompiledComponent, Sandbox, SandboxError};
+use crate::sync::{Recover as _, RecoverRw as _};
 use crate::time::{now_ns, rfc3339};
 use definition::{DefinitionError, PluginSource, PolicyDefinition};
 
@@ -336,7 +337,7 @@ impl PolicyEntry {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, PolicyState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock_or_recover()
     }
 }
 
@@ -429,16 +430,11 @@ impl PolicyRuntime {
     }
 
     fn entry(&self, name: &str) -> Result<Arc<PolicyEntry>, PolicyError> {
-        self.entries
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-            .ok_or_else(|| PolicyError::NotFound(name.to_string()))
+        self.entries.read_or_recover().get(name).cloned().ok_or_else(|| PolicyError::NotFound(name.to_string()))
     }
 
     fn entries(&self) -> Vec<Arc<PolicyEntry>> {
-        self.entries.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.entries.read_or_recover().values().cloned().collect()
     }
 
     /// Plugin files policies load from (the watcher watches their directories).

@@ -17,6 +17,7 @@ use super::{FileError, LoadedVersion, PolicyEntry, PolicyError, PolicyRuntime, T
 use crate::catalog::{PolicyVersionAttempt, PolicyVersionRecord, PolicyVersionStatus};
 use crate::facts::DatasetFacts;
 use crate::sandbox::{CallContext, CompiledComponent, PolicyKind};
+use crate::sync::{Recover as _, RecoverRw as _};
 use crate::time::now_ns;
 
 /// What a reload did.
@@ -39,7 +40,7 @@ impl PolicyRuntime {
     /// and, if every check passes, swapped in; unchanged ones are skipped;
     /// failures leave the last good version serving.
     pub fn reload(&self) -> ReloadReport {
-        let _serialised = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _serialised = self.reload_lock.lock_or_recover();
         let started = Instant::now();
         self.reloads_total.fetch_add(1, Ordering::Relaxed);
         let mut report = ReloadReport::default();
@@ -52,7 +53,7 @@ impl PolicyRuntime {
             }
         }
         self.remove_policies_not_seen(&seen, &mut report);
-        *self.file_errors.lock().unwrap_or_else(|p| p.into_inner()) = file_errors;
+        *self.file_errors.lock_or_recover() = file_errors;
         report.duration_ms = started.elapsed().as_millis() as u64;
         report
     }
@@ -69,7 +70,7 @@ impl PolicyRuntime {
         report: &mut ReloadReport,
     ) {
         let message = error.to_string();
-        let known = self.file_policies.lock().unwrap_or_else(|p| p.into_inner()).get(file).cloned();
+        let known = self.file_policies.lock_or_recover().get(file).cloned();
         match known.and_then(|name| self.entry(&name).ok()) {
             Some(entry) if !matches!(error, PolicyError::Duplicate { .. }) => {
                 seen.insert(entry.name.clone(), file.to_path_buf());
@@ -98,7 +99,7 @@ impl PolicyRuntime {
             if let Err(error) = self.catalog.deactivate_policy(&entry.name) {
                 tracing::error!(policy = entry.name, %error, "cannot record a removed policy");
             }
-            self.entries.write().unwrap_or_else(|p| p.into_inner()).remove(&entry.name);
+            self.entries.write_or_recover().remove(&entry.name);
             tracing::info!(policy = entry.name, "policy removed: its file is gone");
             report.removed.push(entry.name.clone());
         }
@@ -131,12 +132,9 @@ impl PolicyRuntime {
             });
         }
         seen.insert(definition.name.clone(), file.to_path_buf());
-        self.file_policies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(file.to_path_buf(), definition.name.clone());
+        self.file_policies.lock_or_recover().insert(file.to_path_buf(), definition.name.clone());
         let entry = {
-            let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            let mut entries = self.entries.write_or_recover();
             entries
                 .entry(definition.name.clone())
                 .or_insert_with(|| Arc::new(PolicyEntry::new(&definition.name)))
@@ -333,7 +331,7 @@ impl PolicyRuntime {
     /// newest superseded version older than the active one. It stays active
     /// until the policy file or its component changes.
     pub fn rollback(&self, name: &str, seq: Option<i64>) -> Result<(Option<i64>, i64), PolicyError> {
-        let _serialised = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _serialised = self.reload_lock.lock_or_recover();
         let entry = self.entry(name)?;
         let current = entry.active.load_full().map(|v| v.seq);
         let versions = self.catalog.policy_versions(name)?;

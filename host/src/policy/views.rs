@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::{FileError, PolicyEntry, PolicyError, PolicyRuntime, VersionStats};
 use crate::catalog::{PolicyVersionRecord, PolicyVersionStatus};
 use crate::sandbox::{PolicyKind, PolicyLimits};
+use crate::sync::Recover as _;
 use crate::time::rfc3339;
 
 /// Versions listed by `GET /v1/policies/{name}`.
@@ -148,7 +149,7 @@ impl PolicyRuntime {
     /// Every policy, by name, and the files that could not be read.
     pub fn list(&self) -> (Vec<PolicySummary>, Vec<FileError>) {
         let summaries = self.entries().iter().map(|entry| self.summary(entry)).collect();
-        (summaries, self.file_errors.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        (summaries, self.file_errors.lock_or_recover().clone())
     }
 
     /// One policy in detail, with its versions from the catalog.
@@ -226,7 +227,7 @@ fn write_version_families(text: &mut String, entries: &[Arc<PolicyEntry>]) {
     let versions: Vec<(String, Vec<(String, VersionStats)>)> = entries
         .iter()
         .map(|e| {
-            let by_version = e.stats.by_version.lock().unwrap_or_else(|p| p.into_inner());
+            let by_version = e.stats.by_version.lock_or_recover();
             (e.name.clone(), by_version.iter().map(|(k, v)| (k.clone(), *v)).collect())
         })
         .collect();

@@ -25,6 +25,7 @@ use crate::parquet_file::conform;
 use crate::schema::{ColumnKind, DatasetSchema};
 use crate::storage::Targets;
 use crate::store::{DatasetSnapshot, DatasetState, Store};
+use crate::sync::Recover as _;
 
 /// What a query looked at.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -198,9 +199,9 @@ impl QueryEngine {
 
     /// Opens databases until `SPARE_DATABASES` are ready. Blocking.
     fn refill_spares(&self) {
-        while self.spares.lock().unwrap_or_else(|p| p.into_inner()).len() < SPARE_DATABASES {
+        while self.spares.lock_or_recover().len() < SPARE_DATABASES {
             match QueryEngine::open_database(&self.config, &self.sql_spill_dir) {
-                Ok(connection) => self.spares.lock().unwrap_or_else(|p| p.into_inner()).push(connection),
+                Ok(connection) => self.spares.lock_or_recover().push(connection),
                 Err(error) => {
                     tracing::warn!(%error, "opening a spare query database failed");
                     break;
@@ -217,7 +218,7 @@ impl QueryEngine {
     /// the Parquet footers cached between queries (a key never names other
     /// bytes: writes are create-only) and saves opening a database.
     fn shared_connection(&self) -> Result<Connection, Failure> {
-        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let mut shared = self.shared.lock_or_recover();
         if shared.as_ref().is_none_or(|(_, opened)| opened.elapsed() > SHARED_DATABASE_AGE_MAX) {
             let connection = QueryEngine::open_database(&self.config, &self.structured_spill_dir)?;
             let directories: Vec<String> = self
@@ -246,7 +247,7 @@ impl QueryEngine {
     /// (the buffered rows, the dataset views) are private to the query. A
     /// spare is used when one is ready.
     fn connect(&self, files: &[&str]) -> Result<Connection, Failure> {
-        let spare = self.spares.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let spare = self.spares.lock_or_recover().pop();
         let connection = match spare {
             Some(connection) => connection,
             None => QueryEngine::open_database(&self.config, &self.sql_spill_dir)?,

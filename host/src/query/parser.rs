@@ -11,6 +11,7 @@ use std::ffi::{CStr, CString, c_char};
 use std::ptr;
 use std::sync::{Mutex, OnceLock};
 
+use crate::sync::Recover as _;
 use duckdb::ffi;
 
 /// What the parser made of a text.
@@ -52,7 +53,7 @@ pub(crate) fn parse(sql: &str) -> Result<Parsed, String> {
         return Ok(Parsed::SyntaxError("SQL must not contain a NUL character".into()));
     };
     let parser = PARSER.get_or_init(|| ParserDatabase::open().map(Mutex::new)).as_ref().map_err(Clone::clone)?;
-    let parser = parser.lock().unwrap_or_else(|p| p.into_inner());
+    let parser = parser.lock_or_recover();
     Ok(parser.extract(&text))
 }
 

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{ErrorCode, Failure};
+use crate::sync::Recover as _;
 
 /// How often the watchdog looks.
 const WATCH_INTERVAL: Duration = Duration::from_millis(10);
@@ -48,7 +49,7 @@ impl std::fmt::Debug for Watch {
 impl Watch {
     /// The query now runs on the connection `handle` interrupts.
     pub(crate) fn attach(&self, handle: Arc<duckdb::InterruptHandle>) {
-        *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        *self.handle.lock_or_recover() = Some(handle);
     }
 
     /// The query is done; the watchdog ends.
@@ -73,7 +74,7 @@ impl Watch {
     }
 
     fn interrupt(&self) {
-        if let Some(handle) = self.handle.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(handle) = self.handle.lock_or_recover().as_ref() {
             handle.interrupt();
         }
     }

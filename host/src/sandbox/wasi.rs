@@ -20,6 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::shared::strata::policy::host as wit_host;
 use super::bindings::shared::strata::policy::types as wit;
 use super::limits::GuestLimiter;
+use crate::sync::Recover as _;
 use crate::text::truncate_at_char_boundary;
 
 /// Bytes of guest stdout + stderr kept per call; the rest is dropped (and
@@ -141,7 +142,7 @@ impl CapturedOutput {
     }
 
     fn append(&self, bytes: &[u8]) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock_or_recover();
         let room = inner.bytes_max.saturating_sub(inner.kept.len());
         let kept = bytes.len().min(room);
         inner.kept.extend_from_slice(&bytes[..kept]);
@@ -149,7 +150,7 @@ impl CapturedOutput {
     }
 
     pub(super) fn forward_to_log(&self, policy: &str) {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self.inner.lock_or_recover();
         for line in String::from_utf8_lossy(&inner.kept).lines().filter(|line| !line.trim().is_empty()) {
             tracing::info!(target: "strata::policy::guest", policy, "{line}");
         }

@@ -14,12 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Store, internal, lock, on_blocking_pool, write_lock};
+use super::{Store, internal, on_blocking_pool};
 use crate::buffer::FlushSnapshot;
 use crate::catalog::{IdempotencyRecord, NewFile};
 use crate::error::{ErrorCode, Failure};
 use crate::parquet_file;
 use crate::storage::ObjectKey;
+use crate::sync::{Recover as _, RecoverRw as _};
 use crate::time::now_ns;
 
 impl Store {
@@ -100,7 +101,7 @@ impl Store {
         parquet_file::verify(&stored, file.rows, file.checksum_crc32c)
             .map_err(|e| internal("verify flushed file", e))?;
         let new_file = NewFile::encoded(self.hot.name(), key.to_string(), &file);
-        let _visible = write_lock(&self.visibility);
+        let _visible = self.visibility.write_or_recover();
         self.catalog.commit_flush(partition_id, &new_file, snapshot.max_seq, now_ns())?;
         *written = None;
         self.note_flushed_wal_seq(partition_id, snapshot.max_seq);
@@ -112,7 +113,7 @@ impl Store {
     /// Records a committed flush's sequence: replay skips a partition's rows
     /// at or below it, so going back would replay rows a file holds.
     fn note_flushed_wal_seq(&self, partition_id: i64, seq: u64) {
-        let mut flushed = lock(&self.flushed_wal_seq);
+        let mut flushed = self.flushed_wal_seq.lock_or_recover();
         let previous = flushed.entry(partition_id).or_insert(0);
         assert!(
             seq >= *previous,
@@ -126,7 +127,9 @@ impl Store {
     fn truncate_wal(&self) -> Result<(), Failure> {
         let applied = self.wal.applied_through();
         let low = self.buffers.low_watermark().unwrap_or(u64::MAX).min(applied + 1);
-        let leaving: Vec<(i64, String, IdempotencyRecord)> = lock(&self.idempotency)
+        let leaving: Vec<(i64, String, IdempotencyRecord)> = self
+            .idempotency
+            .lock_or_recover()
             .recent
             .iter()
             .filter(|(_, (seq, _))| *seq < low)
@@ -134,7 +137,7 @@ impl Store {
             .collect();
         if !leaving.is_empty() {
             self.catalog.save_idempotency(&leaving, now_ns())?;
-            let mut memory = lock(&self.idempotency);
+            let mut memory = self.idempotency.lock_or_recover();
             for (dataset, key, _) in &leaving {
                 memory.recent.remove(&(*dataset, key.clone()));
             }

@@ -13,9 +13,10 @@ use sha2::{Digest, Sha256};
 
 use super::outcome::{WriteAnswer, WriteOutcome};
 use super::write::{Format, IDEMPOTENCY_KEY_BYTES_MAX, WriteRequest};
-use super::{DatasetState, IdempotencyMemory, Store, lock};
+use super::{DatasetState, IdempotencyMemory, Store};
 use crate::catalog::IdempotencyRecord;
 use crate::error::{ErrorCode, Failure};
+use crate::sync::Recover as _;
 
 /// Removes an idempotency key from the in-flight set when the request ends.
 pub(super) struct InFlight {
@@ -25,7 +26,7 @@ pub(super) struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        lock(&self.memory).in_flight.remove(&self.key);
+        self.memory.lock_or_recover().in_flight.remove(&self.key);
     }
 }
 
@@ -62,7 +63,7 @@ impl Store {
         let Some(key) = &request.idempotency_key else { return Ok(Claim::Proceed(None)) };
         let id = (dataset.record.id, key.clone());
         {
-            let mut memory = lock(&self.idempotency);
+            let mut memory = self.idempotency.lock_or_recover();
             if let Some((_, record)) = memory.recent.get(&id) {
                 return replay_record(record, request_sha256).map(Claim::Replay);
             }

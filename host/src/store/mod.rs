@@ -10,18 +10,14 @@
 //!
 //! # Poisoned locks
 //!
-//! A panic while a `std::sync` lock is held poisons it; the store, the
-//! buffers and the WAL recover the guard ([`std::sync::PoisonError::into_inner`])
-//! and carry on. That is sound because every critical section in them is a
-//! short run of in-memory updates with no `.await` and nothing that can fail
-//! between the updates that belong together — a map insert or removal, a
-//! counter adjustment, an `Arc` swap — so a panic leaves the guarded data as
-//! it was before or after the section, never half-changed. The one lock held
-//! across IO, `visibility` during a flush's catalog commit, guards no data of
-//! its own. A violated durability invariant is an `assert!` that panics on
-//! purpose to stop the thread it fires on (the WAL writer then takes no more
-//! writes, a flush fails and its rows stay buffered), not to wedge every
-//! later reader behind a poisoned lock.
+//! Locks are taken through `crate::sync`, which recovers a poisoned one (the
+//! project's one stance, explained there). The store's part of the argument:
+//! its critical sections are map inserts and removals, counters and `Arc`
+//! swaps, and the one lock held across IO, `visibility` during a flush's
+//! catalog commit, guards no data of its own. A violated durability
+//! invariant is an `assert!` that stops the thread it fires on (the WAL
+//! writer then takes no more writes, a flush fails and its rows stay
+//! buffered).
 
 mod flush;
 mod idempotency;
@@ -33,7 +29,7 @@ mod write;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use arrow::record_batch::RecordBatch;
 
@@ -45,27 +41,13 @@ use crate::names::DatasetName;
 use crate::policy::PolicyRuntime;
 use crate::schema::DatasetSchema;
 use crate::storage::{StorageTarget, Targets};
+use crate::sync::RecoverRw as _;
 use crate::time::now_ns;
 use crate::wal::Wal;
 
 pub use open::Recovery;
 pub use outcome::{WriteAnswer, WriteOutcome};
 pub use write::{Format, IDEMPOTENCY_KEY_BYTES_MAX, WriteRequest};
-
-/// Locks `mutex`, carrying on past a poisoned lock (see the module doc).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Read-locks `lock`, carrying on past a poisoned lock (see the module doc).
-fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Write-locks `lock`, carrying on past a poisoned lock (see the module doc).
-fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// An internal failure: `context` names what failed.
 fn internal(context: &str, error: impl std::fmt::Display) -> Failure {
@@ -118,7 +100,7 @@ impl DatasetState {
 
     /// The current schema.
     pub fn schema(&self) -> Arc<DatasetSchema> {
-        read_lock(&self.schema).clone()
+        self.schema.read_or_recover().clone()
     }
 }
 
@@ -211,12 +193,12 @@ impl Store {
 
     /// A dataset, if it exists.
     pub fn dataset(&self, name: &str) -> Option<Arc<DatasetState>> {
-        read_lock(&self.datasets).get(name).cloned()
+        self.datasets.read_or_recover().get(name).cloned()
     }
 
     /// Every dataset, by name.
     pub fn datasets(&self) -> Vec<Arc<DatasetState>> {
-        let mut all: Vec<_> = read_lock(&self.datasets).values().cloned().collect();
+        let mut all: Vec<_> = self.datasets.read_or_recover().values().cloned().collect();
         all.sort_by(|a, b| a.record.name.cmp(&b.record.name));
         all
     }
@@ -229,7 +211,7 @@ impl Store {
         if let Some(dataset) = self.dataset(name.as_str()) {
             return Ok(dataset);
         }
-        let count = read_lock(&self.datasets).len();
+        let count = self.datasets.read_or_recover().len();
         if count >= self.config.limits.datasets_max {
             return Err(Failure::new(
                 ErrorCode::LimitExceeded,
@@ -242,7 +224,7 @@ impl Store {
             self.catalog.call(move |c| c.create_dataset(owned.as_str(), period, &time_column, now_ns())).await?;
         let schema = DatasetSchema::empty(&record.time_column);
         let state = Arc::new(DatasetState::new(name.clone(), record, schema));
-        write_lock(&self.datasets).insert(name.to_string(), state.clone());
+        self.datasets.write_or_recover().insert(name.to_string(), state.clone());
         tracing::info!(dataset = %name, "created dataset");
         Ok(state)
     }
@@ -256,7 +238,7 @@ impl Store {
     /// A snapshot of one dataset for readers: committed partitions and files
     /// plus buffered rows, taken atomically with respect to flush commits.
     pub fn snapshot(&self, dataset: &DatasetState) -> Result<DatasetSnapshot, Failure> {
-        let _visible = read_lock(&self.visibility);
+        let _visible = self.visibility.read_or_recover();
         let partitions = self.catalog.partitions(dataset.record.id)?;
         let mut files = Vec::new();
         for partition in &partitions {

@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use super::{DatasetState, IdempotencyMemory, IngestCounters, Store, lock};
+use super::{DatasetState, IdempotencyMemory, IngestCounters, Store};
 use crate::buffer::Buffers;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::names::DatasetName;
 use crate::storage::{StorageTarget, Targets};
+use crate::sync::Recover as _;
 use crate::tier::Tier;
 use crate::wal::{Wal, WalEntry, WalError, decode_batch};
 
@@ -140,7 +141,7 @@ fn replay_entry(
         }
     }
     if let Some((key, record)) = entry.idempotency {
-        lock(idempotency).recent.insert((entry.dataset_id, key), (seq, record));
+        idempotency.lock_or_recover().recent.insert((entry.dataset_id, key), (seq, record));
     }
     recovery.wal_entries_replayed += u64::from(replayed);
     Ok(())

@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{DatasetState, PartitionHandle, Store, lock};
+use super::{DatasetState, PartitionHandle, Store};
 use crate::catalog::PartitionRecord;
 use crate::error::{ErrorCode, Failure};
 use crate::names::partition_label;
+use crate::sync::Recover as _;
 use crate::tier::Tier;
 use crate::time::now_ns;
 
@@ -75,7 +76,7 @@ impl Store {
             partitions.iter().map(|p| (p.id, partition_label(&dataset.name, &p.period_label, &p.key))).collect();
         let name = dataset.name.to_string();
         self.catalog.call(move |c| c.set_read_only(&name, &labelled, read_only, now_ns())).await?;
-        let mut handles = lock(&dataset.partitions);
+        let mut handles = dataset.partitions.lock_or_recover();
         for partition in partitions {
             handles
                 .entry((partition.period_label.clone(), partition.key.clone()))

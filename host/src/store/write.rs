@@ -18,7 +18,7 @@ use serde_json::{Value as Json, json};
 use super::idempotency::{Claim, check_key_shape, request_digest};
 use super::keys::Keyed;
 use super::outcome::{WriteAnswer, WriteOutcome};
-use super::{DatasetState, PartitionHandle, Store, lock, on_blocking_pool};
+use super::{DatasetState, PartitionHandle, Store, on_blocking_pool};
 use crate::catalog::IdempotencyRecord;
 use crate::config::LateRows;
 use crate::error::{ErrorCode, Failure};
@@ -30,6 +30,7 @@ use crate::names::{DatasetName, partition_label};
 use crate::period::{Bucket, Period};
 use crate::policy::PolicyRuntime;
 use crate::schema::{DatasetSchema, SchemaConflict};
+use crate::sync::{Recover as _, RecoverRw as _};
 use crate::time::now_ns;
 use crate::wal::{WalEntry, encode_batch};
 
@@ -230,7 +231,7 @@ impl Store {
         let next = Arc::new(next);
         let saved = next.clone();
         self.catalog.call(move |c| c.save_schema(dataset_id, &saved, now_ns())).await?;
-        *super::write_lock(&dataset.schema) = next.clone();
+        *dataset.schema.write_or_recover() = next.clone();
         tracing::info!(dataset = %dataset.name, version = next.version, columns = next.columns.len(), "schema evolved");
         Ok(next)
     }
@@ -282,14 +283,14 @@ impl Store {
         key: &str,
     ) -> Result<PartitionHandle, Failure> {
         let cache_key = (bucket.label.clone(), key.to_string());
-        if let Some(handle) = lock(&dataset.partitions).get(&cache_key) {
+        if let Some(handle) = dataset.partitions.lock_or_recover().get(&cache_key) {
             return Ok(handle.clone());
         }
         let (dataset_id, owned_bucket, owned_key) = (dataset.record.id, bucket.clone(), key.to_string());
         let record = self.catalog.call(move |c| c.partition(dataset_id, &owned_bucket, &owned_key, now_ns())).await?;
         let handle =
             PartitionHandle { id: record.id, read_only: record.read_only, key_field: record.key_field.map(Arc::from) };
-        lock(&dataset.partitions).insert(cache_key, handle.clone());
+        dataset.partitions.lock_or_recover().insert(cache_key, handle.clone());
         Ok(handle)
     }
 
@@ -310,7 +311,7 @@ impl Store {
             let now = self.catalog.call(move |c| c.note_key_field(id, &owned)).await?;
             handle.key_field = Some(Arc::from(now));
             let cache_key = (part.bucket.label.clone(), part.key.clone());
-            if let Some(cached) = lock(&dataset.partitions).get_mut(&cache_key) {
+            if let Some(cached) = dataset.partitions.lock_or_recover().get_mut(&cache_key) {
                 cached.key_field = handle.key_field.clone();
             }
         }
@@ -341,7 +342,7 @@ impl Store {
                 buffers.insert(dataset_id, partition_id, seq, batch);
             }
             if let Some((key, record)) = idempotency {
-                lock(&memory).recent.insert((dataset_id, key), (seq, record));
+                memory.lock_or_recover().recent.insert((dataset_id, key), (seq, record));
             }
         });
         self.wal.append(payload, apply).await.map_err(|e| {

@@ -21,6 +21,7 @@ use super::site::Verdict;
 use super::{Edge, raw_response};
 use crate::error::{ErrorCode, Failure};
 use crate::http::{AppState, Body, error_response, handle};
+use crate::sync::Recover as _;
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -143,7 +144,7 @@ impl Activity {
     }
 
     fn update(&self, change: impl FnOnce(&mut ActivityState)) {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.state.lock_or_recover();
         change(&mut state);
         state.since = Instant::now();
         drop(state);
@@ -151,7 +152,7 @@ impl Activity {
     }
 
     fn snapshot(&self) -> ActivityState {
-        *self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.state.lock_or_recover()
     }
 
     /// A request started; the guard ends it when dropped.

@@ -43,6 +43,7 @@ use crate::names::partition_label;
 use crate::parquet_file::Encoding;
 use crate::storage::StorageTarget;
 use crate::store::DatasetState;
+use crate::sync::Recover as _;
 use crate::tier::Tier;
 use crate::time::now_ns;
 use crate::time::rfc3339;
@@ -125,7 +126,7 @@ struct Claim<'a> {
 
 impl<'a> Claim<'a> {
     fn new(claimed: &'a Mutex<HashSet<i64>>, partition_id: i64) -> Option<Claim<'a>> {
-        let granted = claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(partition_id);
+        let granted = claimed.lock_or_recover().insert(partition_id);
         // Only a granted claim exists: dropping one releases the id.
         if granted { Some(Claim { claimed, partition_id }) } else { None }
     }
@@ -133,7 +134,7 @@ impl<'a> Claim<'a> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        self.claimed.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.partition_id);
+        self.claimed.lock_or_recover().remove(&self.partition_id);
     }
 }
 
