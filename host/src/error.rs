@@ -61,6 +61,8 @@ pub enum ErrorCode {
     NotReady,
     /// The disk refused a write.
     StorageFull,
+    /// A storage target (an object store) could not be reached; retry later.
+    StorageUnavailable,
     /// A query is malformed or names something that does not exist.
     InvalidQuery,
     /// SQL tried something read-only SQL may not do (files, settings, writes).
@@ -130,6 +132,7 @@ impl ErrorCode {
             ErrorCode::BufferFull => "buffer_full",
             ErrorCode::NotReady => "not_ready",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::InvalidQuery => "invalid_query",
             ErrorCode::QueryRefused => "query_refused",
             ErrorCode::QueryTimeout => "query_timeout",

@@ -82,6 +82,73 @@ pub struct ObjectMeta {
     pub key: ObjectKey,
     /// Size in bytes.
     pub size: u64,
+    /// When the object was last written, ns since the epoch, where the
+    /// backend says (the orphan sweep's grace period needs it).
+    pub last_modified_ns: Option<i64>,
+}
+
+/// What a stored object must be: its size and CRC32C, and its MD5 (which
+/// object stores report as the ETag of a single-part upload). Computed
+/// while a file is written or staged, checked against what a target holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC32C of the bytes.
+    pub crc32c: u32,
+    /// MD5 of the bytes.
+    pub md5: [u8; 16],
+}
+
+impl Fingerprint {
+    /// The fingerprint of `bytes`.
+    pub fn of(bytes: &[u8]) -> Fingerprint {
+        let mut hasher = FingerprintWriter::default();
+        hasher.update(bytes);
+        hasher.finish()
+    }
+
+    /// The fingerprint of a local file, read in bounded chunks.
+    pub fn of_file(path: &Path) -> std::io::Result<Fingerprint> {
+        let mut hasher = FingerprintWriter::default();
+        std::io::copy(&mut File::open(path)?, &mut hasher)?;
+        Ok(hasher.finish())
+    }
+}
+
+/// A writer that only fingerprints what passes through it.
+#[derive(Default)]
+pub struct FingerprintWriter {
+    size: u64,
+    crc32c: u32,
+    md5: md5::Md5,
+}
+
+impl FingerprintWriter {
+    /// Adds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        use md5::Digest as _;
+        self.size += bytes.len() as u64;
+        self.crc32c = crc32c::crc32c_append(self.crc32c, bytes);
+        self.md5.update(bytes);
+    }
+
+    /// The fingerprint of everything added.
+    pub fn finish(self) -> Fingerprint {
+        use md5::Digest as _;
+        Fingerprint { size: self.size, crc32c: self.crc32c, md5: self.md5.finalize().into() }
+    }
+}
+
+impl Write for FingerprintWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A storage failure.
@@ -114,6 +181,25 @@ pub enum StorageError {
         /// The pid the holder recorded, if it could be read.
         holder_pid: Option<u32>,
     },
+    /// A remote target could not be reached or answered an error; the
+    /// operation may succeed later. `reason` never holds credentials.
+    #[error("storage target {target} is unavailable: {reason}")]
+    Unavailable {
+        /// The target's name.
+        target: String,
+        /// What failed, for operators.
+        reason: String,
+    },
+    /// A stored object is not what was written (size, checksum).
+    #[error("object {key} on {target} does not match what was written: {detail}")]
+    Mismatch {
+        /// The target's name.
+        target: String,
+        /// The object.
+        key: ObjectKey,
+        /// What differs.
+        detail: String,
+    },
     /// An IO error on one object.
     #[error("{key}: {source}")]
     Io {
@@ -126,11 +212,19 @@ pub enum StorageError {
 
 impl crate::error::Coded for StorageError {
     fn code(&self) -> crate::error::ErrorCode {
-        if self.is_disk_full() { crate::error::ErrorCode::StorageFull } else { crate::error::ErrorCode::Internal }
+        match self {
+            _ if self.is_disk_full() => crate::error::ErrorCode::StorageFull,
+            StorageError::Unavailable { .. } => crate::error::ErrorCode::StorageUnavailable,
+            _ => crate::error::ErrorCode::Internal,
+        }
     }
 
     fn message(&self) -> String {
         format!("storage: {self}")
+    }
+
+    fn retry_after_seconds(&self) -> Option<u32> {
+        matches!(self, StorageError::Unavailable { .. }).then_some(5)
     }
 }
 
@@ -141,18 +235,62 @@ impl StorageError {
     }
 }
 
-/// One storage backend.
+/// One storage backend. Every method blocks (callers run them off the
+/// async runtime); a remote backend drives its own runtime inside.
+///
+/// Whole-object methods (`put`, `get`) are for small objects: manifests,
+/// tests. Data files go through the streaming ones (`put_file`, `get_to`,
+/// `verify`), which hold a bounded buffer whatever the file's size.
 pub trait StorageTarget: Send + Sync + fmt::Debug {
     /// The target's configured name.
     fn name(&self) -> &str;
-    /// The backend: `local`, `memory` (an S3 target will say `s3`).
+    /// The backend: `local`, `s3`, `memory` (unit tests).
     fn kind(&self) -> &'static str;
     /// Where the objects live, for operators: a directory, a bucket URL.
+    /// Never holds credentials.
     fn location(&self) -> String;
     /// Stores `bytes` under `key` durably; fails if `key` exists.
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError>;
+    /// Stores the local file at `path` under `key` durably, streaming it;
+    /// fails with [`StorageError::AlreadyExists`] if `key` exists. Keys of
+    /// data files are unique and never reused, so a backend that cannot make
+    /// a large upload conditional (multipart) checks existence first.
+    fn put_file(&self, key: &ObjectKey, path: &Path) -> Result<(), StorageError> {
+        let bytes = fs::read(path).map_err(|source| StorageError::Io { key: key.to_string(), source })?;
+        self.put(key, &bytes)
+    }
     /// The whole object.
     fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, StorageError>;
+    /// Streams the whole object into `out` in bounded chunks; returns its size.
+    fn get_to(&self, key: &ObjectKey, out: &mut dyn Write) -> Result<u64, StorageError> {
+        let bytes = self.get(key)?;
+        out.write_all(&bytes).map_err(|source| StorageError::Io { key: key.to_string(), source })?;
+        Ok(bytes.len() as u64)
+    }
+    /// Checks that the stored object is `expected`, reading it back in
+    /// bounded chunks (a backend may use a cheaper proof it trusts, such as
+    /// a content MD5 the store computed on receipt).
+    fn verify(&self, key: &ObjectKey, expected: &Fingerprint) -> Result<(), StorageError> {
+        let mut hasher = FingerprintWriter::default();
+        self.get_to(key, &mut hasher)?;
+        let stored = hasher.finish();
+        if stored.size != expected.size || stored.crc32c != expected.crc32c {
+            return Err(StorageError::Mismatch {
+                target: self.name().to_string(),
+                key: key.clone(),
+                detail: format!(
+                    "{} bytes with CRC32C {:08x} stored, {} bytes with CRC32C {:08x} expected",
+                    stored.size, stored.crc32c, expected.size, expected.crc32c
+                ),
+            });
+        }
+        Ok(())
+    }
+    /// Whether the backend answers now: `Err(Unavailable)` with the reason
+    /// if not. Cheap; run by the health checks, never on the write path.
+    fn probe(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Bytes `range` of the object.
     fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Vec<u8>, StorageError>;
     /// The object's size.
@@ -226,6 +364,12 @@ fn io(key: &ObjectKey) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
 /// never make one server delete another's files as its orphans.
 fn holds_a_lock(dir: &Path) -> bool {
     dir.join(crate::data_dir::LOCK_FILE_NAME).exists()
+}
+
+/// A file's modification time, ns since the epoch.
+fn modified_ns(meta: &fs::Metadata) -> Option<i64> {
+    let since_epoch = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since_epoch.as_nanos()).ok()
 }
 
 /// fsyncs a directory so that a rename or link inside it is durable.
@@ -303,7 +447,7 @@ impl StorageTarget for LocalDirectory {
 
     fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, StorageError> {
         let meta = fs::metadata(self.path(key)).map_err(io(key))?;
-        Ok(ObjectMeta { key: key.clone(), size: meta.len() })
+        Ok(ObjectMeta { key: key.clone(), size: meta.len(), last_modified_ns: modified_ns(&meta) })
     }
 
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
@@ -345,7 +489,7 @@ impl StorageTarget for LocalDirectory {
                     && key.as_str().starts_with(prefix)
                     && !relative.rsplit('/').next().unwrap_or("").starts_with(".tmp-")
                 {
-                    out.push(ObjectMeta { key, size: meta.len() });
+                    out.push(ObjectMeta { key, size: meta.len(), last_modified_ns: modified_ns(&meta) });
                 }
             }
         }
@@ -436,7 +580,7 @@ impl StorageTarget for InMemory {
     }
 
     fn head(&self, key: &ObjectKey) -> Result<ObjectMeta, StorageError> {
-        Ok(ObjectMeta { key: key.clone(), size: self.get(key)?.len() as u64 })
+        Ok(ObjectMeta { key: key.clone(), size: self.get(key)?.len() as u64, last_modified_ns: None })
     }
 
     fn delete(&self, key: &ObjectKey) -> Result<(), StorageError> {
@@ -449,7 +593,7 @@ impl StorageTarget for InMemory {
         Ok(objects
             .iter()
             .filter(|(key, _)| key.as_str().starts_with(prefix))
-            .map(|(key, bytes)| ObjectMeta { key: key.clone(), size: bytes.len() as u64 })
+            .map(|(key, bytes)| ObjectMeta { key: key.clone(), size: bytes.len() as u64, last_modified_ns: None })
             .collect())
     }
 

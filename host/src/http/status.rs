@@ -43,7 +43,7 @@ pub(crate) fn for_code(code: ErrorCode) -> StatusCode {
         | ErrorCode::PolicyLimitExceeded
         | ErrorCode::PolicyFailed => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::BufferFull => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::NotReady | ErrorCode::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
