@@ -8,11 +8,13 @@
 //! callers hold `Arc<dyn StorageTarget>`, never a concrete backend.
 //! [`Faulty`] wraps a target to inject the faults `STRATA_FAILPOINTS` asks for.
 
+mod cache;
 mod faulty;
 mod targets;
 
+pub use cache::{CachedFile, ReadCache, metrics_without_cache};
 pub use faulty::Faulty;
-pub use targets::Targets;
+pub use targets::{Readable, Targets};
 
 #[cfg(test)]
 use std::collections::BTreeMap;

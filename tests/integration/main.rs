@@ -13,5 +13,6 @@ mod partitioning;
 mod policies;
 mod policy_limits;
 mod query;
+mod read_cache;
 mod storage;
 mod support;

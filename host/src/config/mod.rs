@@ -17,8 +17,8 @@ use crate::period::Period;
 pub use lifecycle::{CompactionConfig, LifecycleConfig};
 pub use server::{CONNECTIONS_MAX_LIMIT, ServerConfig, TlsConfig};
 pub use storage::{
-    DEFAULT_TARGETS, ResolvedTarget, StorageConfig, TargetConfig, TargetKind, TierConfig, TiersConfig, normalize,
-    paths_overlap,
+    CacheConfig, DEFAULT_TARGETS, ResolvedTarget, StorageConfig, TargetConfig, TargetKind, TierConfig, TiersConfig,
+    normalize, paths_overlap,
 };
 
 /// The whole configuration.

@@ -25,6 +25,32 @@ pub struct StorageConfig {
     pub targets: BTreeMap<String, TargetConfig>,
     /// `[storage.tiers.TIER]`.
     pub tiers: TiersConfig,
+    /// `[storage.cache]`: the read cache of remote targets' files.
+    pub cache: CacheConfig,
+}
+
+/// `[storage.cache]`: where queries keep local copies of the files of
+/// remote (object-store) targets, and how many bytes at most (least
+/// recently used copies go first; copies a running query reads stay, so the
+/// cache may pass `bytes_max` while every copy is in use).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// The directory; relative paths are taken relative to
+    /// `server.data_dir`. Default: `<data_dir>/cache`.
+    pub dir: Option<PathBuf>,
+    /// Bytes of cached files at most. Default: 10 GiB.
+    pub bytes_max: u64,
+    /// How long one fetch into the cache may take, ms; a query waiting on
+    /// a longer one fails with `storage_unavailable`. Default: no limit
+    /// beyond the target's own request timeouts.
+    pub fill_timeout_ms: Option<u64>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig { dir: None, bytes_max: 10 * 1024 * 1024 * 1024, fill_timeout_ms: None }
+    }
 }
 
 /// The storage targets that exist without configuration.
@@ -178,7 +204,62 @@ impl Config {
                 }
             }
         }
+        self.validate_cache()
+    }
+
+    /// `[storage.cache]`: a positive budget and timeout, and a directory of
+    /// its own: not holding the data directory, not inside the directories
+    /// Strata manages there, sharing or nesting with no local target.
+    fn validate_cache(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let cache = &self.storage.cache;
+        if cache.bytes_max == 0 {
+            return invalid("storage.cache.bytes_max must be greater than 0".to_string());
+        }
+        if cache.fill_timeout_ms == Some(0) {
+            return invalid("storage.cache.fill_timeout_ms must be greater than 0".to_string());
+        }
+        if cache.dir.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return invalid("storage.cache.dir is empty".to_string());
+        }
+        let dir = normalize(&absolute(&self.cache_dir()));
+        let data_dir = normalize(&absolute(&self.server.data_dir));
+        if data_dir.starts_with(&dir) {
+            return invalid(format!(
+                "storage.cache.dir {} would hold the data directory {}; give the cache its own directory",
+                dir.display(),
+                data_dir.display()
+            ));
+        }
+        if let Some(inside) =
+            ["wal", "policy-cache", "query-tmp"].map(|d| data_dir.join(d)).iter().find(|r| dir.starts_with(r))
+        {
+            return invalid(format!(
+                "storage.cache.dir {} lies inside {}, which Strata manages",
+                dir.display(),
+                inside.display()
+            ));
+        }
+        for target in self.storage_targets().iter().filter(|t| t.kind == TargetKind::Local) {
+            if paths_overlap(&dir, &normalize(&absolute(&target.path))) {
+                return invalid(format!(
+                    "storage.cache.dir {} and storage target {} ({}) share or nest directories; the cache needs its own",
+                    dir.display(),
+                    target.name,
+                    target.path.display()
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The read cache's directory, resolved against `server.data_dir`.
+    pub fn cache_dir(&self) -> PathBuf {
+        match &self.storage.cache.dir {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => self.server.data_dir.join(dir),
+            None => self.server.data_dir.join("cache"),
+        }
     }
 
     /// Every storage target: the four defaults, then those declared, each
@@ -254,4 +335,40 @@ pub fn normalize(path: &Path) -> PathBuf {
 /// Whether two (normalized) directories are the same or one holds the other.
 pub fn paths_overlap(a: &Path, b: &Path) -> bool {
     a.starts_with(b) || b.starts_with(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_cache_has_defaults_and_a_directory_of_its_own() {
+        let config = Config::parse("[server]\ndata_dir = \"/srv/strata\"\n").unwrap();
+        assert_eq!(config.cache_dir(), PathBuf::from("/srv/strata/cache"));
+        assert_eq!(config.storage.cache.bytes_max, 10 * 1024 * 1024 * 1024);
+        assert_eq!(config.storage.cache.fill_timeout_ms, None);
+        let config = Config::parse(
+            "[server]\ndata_dir = \"/srv/strata\"\n[storage.cache]\ndir = \"rc\"\nbytes_max = 1000\nfill_timeout_ms = 5000\n",
+        )
+        .unwrap();
+        assert_eq!(config.cache_dir(), PathBuf::from("/srv/strata/rc"));
+        assert_eq!((config.storage.cache.bytes_max, config.storage.cache.fill_timeout_ms), (1000, Some(5000)));
+
+        let refused = |cache: &str, expected: &str| {
+            let text = format!(
+                "[server]\ndata_dir = \"/srv/strata\"\n[storage.targets.slow]\npath = \"/mnt/slow\"\n[storage.cache]\n{cache}\n"
+            );
+            let error = Config::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(expected), "{cache}: {error}");
+        };
+        refused("bytes_max = 0", "storage.cache.bytes_max must be greater than 0");
+        refused("fill_timeout_ms = 0", "fill_timeout_ms must be greater than 0");
+        refused("dir = \"\"", "storage.cache.dir is empty");
+        refused("dir = \"/srv\"", "would hold the data directory");
+        refused("dir = \"wal/cache\"", "which Strata manages");
+        refused("dir = \"/mnt/slow/cache\"", "storage target slow");
+        refused("dir = \"/mnt\"", "storage target slow");
+        refused("dir = \"storage/hot/x\"", "storage target hot");
+        refused("size = 1", "size");
+    }
 }

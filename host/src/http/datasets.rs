@@ -152,6 +152,10 @@ pub(super) fn metrics(store: &Arc<Store>, policy_metrics: &str) -> Response<Body
         let _ = writeln!(text, "# TYPE {name} counter");
         let _ = writeln!(text, "{name} {}", value.load(std::sync::atomic::Ordering::Relaxed));
     }
+    match store.targets().cache() {
+        Some(cache) => text.push_str(&cache.metrics()),
+        None => text.push_str(&crate::storage::metrics_without_cache()),
+    }
     text.push_str(policy_metrics);
     let mut response = Response::new(Body::full(text));
     response

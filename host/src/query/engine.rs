@@ -23,7 +23,7 @@ use crate::config::QueryConfig;
 use crate::error::{ErrorCode, Failure};
 use crate::parquet_file::conform;
 use crate::schema::{ColumnKind, DatasetSchema};
-use crate::storage::Targets;
+use crate::storage::{Readable, Targets};
 use crate::store::{DatasetSnapshot, DatasetState, Store};
 use crate::sync::Recover as _;
 
@@ -41,6 +41,11 @@ pub struct QueryStats {
     pub files_scanned: usize,
     /// Bytes of those files.
     pub bytes_scanned: u64,
+    /// Of which: bytes of remote targets' files that the read cache held.
+    pub bytes_from_cache: u64,
+    /// Of which: bytes of remote targets' files fetched into the read cache
+    /// for this query (by it, or by a query it waited for).
+    pub bytes_from_remote: u64,
     /// Rows taken from ingest buffers.
     pub rows_from_buffers: u64,
     /// Archived partitions in range that were not read (`query.read_archived = false`).
@@ -137,6 +142,9 @@ struct Source {
     files: Vec<String>,
     /// Each file's partition label and object key, for errors.
     file_names: Vec<(String, String)>,
+    /// Where `files` are read: the read cache's copies stay pinned (safe
+    /// from eviction) until the query's answer has been produced.
+    _readable: Vec<Readable>,
     buffered: Vec<RecordBatch>,
     /// Every partition read lies wholly inside the query's time range.
     within_range: bool,
@@ -212,19 +220,22 @@ impl QueryEngine {
 
     /// A connection to the database structured queries share. Their SQL is
     /// Strata's own (identifiers checked and quoted, values bound), so the
-    /// database may read the storage targets' directories and nothing
-    /// else, with its configuration locked. Each connection has its own
-    /// temporary views and tables, and its own interrupt. Sharing keeps
+    /// database may read the storage targets' directories (and the read
+    /// cache's) and nothing else, with its configuration locked. Each
+    /// connection has its own temporary views and tables, and its own
+    /// interrupt. Sharing keeps
     /// the Parquet footers cached between queries (a key never names other
     /// bytes: writes are create-only) and saves opening a database.
     fn shared_connection(&self) -> Result<Connection, Failure> {
         let mut shared = self.shared.lock_or_recover();
         if shared.as_ref().is_none_or(|(_, opened)| opened.elapsed() > SHARED_DATABASE_AGE_MAX) {
             let connection = QueryEngine::open_database(&self.config, &self.structured_spill_dir)?;
+            let cache = self.targets.cache().map(|cache| cache.dir().to_path_buf());
             let directories: Vec<String> = self
                 .targets
                 .all()
                 .filter_map(|t| t.local_root())
+                .chain(cache)
                 .map(|root| sql_string(&format!("{}/", root.display())))
                 .collect();
             connection
@@ -261,21 +272,16 @@ impl QueryEngine {
         Ok(connection)
     }
 
-    /// The local path DuckDB reads a committed file from. This is the
-    /// file-resolution seam: every target today is a local directory that
-    /// hands out paths; a remote target will resolve to its local cache here.
-    fn resolve(&self, file: &crate::catalog::FileRecord) -> Result<String, Failure> {
-        self.targets.local_path(&file.storage_target, &file.object_key).map(|p| p.display().to_string()).ok_or_else(
-            || {
-                Failure::new(
-                    ErrorCode::Internal,
-                    format!(
-                        "file {} is on storage target {}, which has no local path",
-                        file.object_key, file.storage_target
-                    ),
-                )
-            },
-        )
+    /// Where DuckDB reads a committed file: a local target's file in place,
+    /// a remote target's through the read cache (fetched now if it is not
+    /// there; a failed fetch is `storage_unavailable`, naming the target).
+    /// Blocking.
+    fn resolve(&self, file: &crate::catalog::FileRecord, stats: &mut QueryStats) -> Result<Readable, Failure> {
+        let size = u64::try_from(file.bytes).unwrap_or_default();
+        let readable = self.targets.readable(&file.storage_target, &file.object_key, size, file.checksum_crc32c)?;
+        stats.bytes_from_cache += readable.bytes_from_cache();
+        stats.bytes_from_remote += readable.bytes_from_remote();
+        Ok(readable)
     }
 
     fn source(
@@ -289,6 +295,7 @@ impl QueryEngine {
         let schema = dataset.schema();
         let mut files = Vec::new();
         let mut file_names = Vec::new();
+        let mut readable = Vec::new();
         let mut live = std::collections::HashSet::new();
         let mut within_range = range.is_some();
         let mut files_complete = true;
@@ -326,7 +333,9 @@ impl QueryEngine {
                 files_complete &= file.column_count == Some(columns);
                 stats.files_scanned += 1;
                 stats.bytes_scanned += file.bytes as u64;
-                files.push(self.resolve(file)?);
+                let file_readable = self.resolve(file, stats)?;
+                files.push(file_readable.path().display().to_string());
+                readable.push(file_readable);
                 let label = crate::names::partition_label(&dataset.name, &partition.period_label, &partition.key);
                 file_names.push((label, file.object_key.clone()));
             }
@@ -334,7 +343,16 @@ impl QueryEngine {
         let buffered: Vec<RecordBatch> =
             snapshot.buffered.iter().filter(|(id, _)| live.contains(id)).map(|(_, b)| b.clone()).collect();
         stats.rows_from_buffers += buffered.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        Ok(Source { name: dataset.name.to_string(), schema, files, file_names, buffered, within_range, files_complete })
+        Ok(Source {
+            name: dataset.name.to_string(),
+            schema,
+            files,
+            file_names,
+            _readable: readable,
+            buffered,
+            within_range,
+            files_complete,
+        })
     }
 
     /// The SQL of a relation over a source's files and buffered rows (which

@@ -91,6 +91,19 @@ impl StorageTarget for Faulty {
         })
     }
 
+    /// Streams when no fault applies; a short or corrupt read is damaged
+    /// whole, like `get`.
+    fn get_to(&self, key: &ObjectKey, out: &mut dyn std::io::Write) -> Result<u64, StorageError> {
+        match self.fault(StorageOp::Get, key)? {
+            None => self.inner.get_to(key, out),
+            Some(action) => {
+                let bytes = damage(self.inner.get(key)?, action);
+                out.write_all(&bytes).map_err(|source| StorageError::Io { key: key.to_string(), source })?;
+                Ok(bytes.len() as u64)
+            }
+        }
+    }
+
     fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
         let fault = self.fault(StorageOp::Get, key)?;
         let bytes = self.inner.get_range(key, range)?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Faulty, LocalDirectory, ObjectKey, StorageError, StorageTarget};
+use super::{CachedFile, Faulty, LocalDirectory, ObjectKey, ReadCache, StorageError, StorageTarget};
 use crate::config::{Config, TargetKind};
 use crate::data_dir::{DirectoryLock, DirectoryLockError};
 use crate::parquet_file::Encoding;
@@ -30,6 +30,45 @@ pub struct Targets {
     faults: BTreeMap<String, Vec<String>>,
     /// The locks on the local targets' directories, held while the targets are open.
     _locks: Vec<Arc<DirectoryLock>>,
+    /// The read-through cache of the targets that are not local (none
+    /// when every target is).
+    cache: Option<ReadCache>,
+}
+
+/// A data file a reader can open in place: a local target's file, or a
+/// pinned copy in the read cache.
+#[derive(Debug)]
+pub enum Readable {
+    /// The file in a local target's directory.
+    InPlace(PathBuf),
+    /// The read cache's copy of a remote file, pinned while this lives.
+    Cached(CachedFile),
+}
+
+impl Readable {
+    /// The local path to read.
+    pub fn path(&self) -> &Path {
+        match self {
+            Readable::InPlace(path) => path,
+            Readable::Cached(file) => file.path(),
+        }
+    }
+
+    /// Bytes served by the read cache without a fetch (0 for local files).
+    pub fn bytes_from_cache(&self) -> u64 {
+        match self {
+            Readable::Cached(file) if !file.fetched() => file.size(),
+            _ => 0,
+        }
+    }
+
+    /// Bytes fetched from the remote target to answer this read.
+    pub fn bytes_from_remote(&self) -> u64 {
+        match self {
+            Readable::Cached(file) if file.fetched() => file.size(),
+            _ => 0,
+        }
+    }
 }
 
 impl Targets {
@@ -88,6 +127,11 @@ impl Targets {
         )?;
         targets.faults = faults;
         targets._locks = locks;
+        if targets.all().any(|target| target.local_root().is_none()) {
+            let cache = &config.storage.cache;
+            let timeout = cache.fill_timeout_ms.map(std::time::Duration::from_millis);
+            targets.cache = Some(ReadCache::open(&config.cache_dir(), cache.bytes_max, timeout)?);
+        }
         Ok(targets)
     }
 
@@ -112,7 +156,13 @@ impl Targets {
         if let Some(missing) = TIERS.iter().find(|t| !by_tier.contains_key(t)) {
             return Err(StorageError::Misconfigured(format!("tier {} has no storage target", missing.as_str())));
         }
-        Ok(Targets { by_name, by_tier, faults: BTreeMap::new(), _locks: Vec::new() })
+        Ok(Targets { by_name, by_tier, faults: BTreeMap::new(), _locks: Vec::new(), cache: None })
+    }
+
+    /// These targets reading remote files through `cache`.
+    pub fn with_cache(mut self, cache: ReadCache) -> Targets {
+        self.cache = Some(cache);
+        self
     }
 
     /// The target of a tier.
@@ -155,6 +205,31 @@ impl Targets {
     /// not local.
     pub fn local_path(&self, target: &str, object_key: &str) -> Option<PathBuf> {
         self.named(target)?.local_path(&ObjectKey::parse(object_key).ok()?)
+    }
+
+    /// The read cache, when a target is remote.
+    pub fn cache(&self) -> Option<&ReadCache> {
+        self.cache.as_ref()
+    }
+
+    /// A catalog file `(target, object key)` of `size` bytes with CRC32C
+    /// `crc32c`, where a reader can open it: a local target's file in
+    /// place, a remote target's through the read cache (fetched and checked
+    /// first if it is not resident; pinned until the `Readable` is
+    /// dropped). Blocking. A fetch that fails is
+    /// [`StorageError::Unavailable`] naming the target.
+    pub fn readable(&self, target: &str, object_key: &str, size: u64, crc32c: u32) -> Result<Readable, StorageError> {
+        let key = ObjectKey::parse(object_key)?;
+        let storage = self.named(target).ok_or_else(|| {
+            StorageError::Misconfigured(format!("file {key} is on storage target {target}, which is not configured"))
+        })?;
+        if let Some(path) = storage.local_path(&key) {
+            return Ok(Readable::InPlace(path));
+        }
+        let cache = self.cache.as_ref().ok_or_else(|| {
+            StorageError::Misconfigured(format!("storage target {target} is remote and there is no read cache"))
+        })?;
+        Ok(Readable::Cached(cache.get(storage.as_ref(), &key, size, crc32c)?))
     }
 }
 
@@ -330,6 +405,67 @@ mod tests {
         let error = Targets::open(&config).unwrap_err().to_string();
         assert!(error.contains("storage target own") && error.contains("this server's data directory"), "{error}");
         drop(held);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn local_files_are_read_in_place_and_remote_ones_through_the_cache() {
+        use crate::failpoint::{Action, StorageOp};
+        let root = std::env::temp_dir().join(format!("strata-targets-readable-{}", rand::random::<u64>()));
+        let local: Arc<dyn StorageTarget> = Arc::new(LocalDirectory::open("hot", &root.join("hot")).unwrap());
+        let remote: Arc<dyn StorageTarget> = Arc::new(InMemory::new("remote"));
+        let tiers = |remote: &'static str| {
+            [
+                (Tier::Hot, "hot", None),
+                (Tier::Warm, remote, None),
+                (Tier::Cold, remote, None),
+                (Tier::Archived, remote, None),
+            ]
+        };
+        let bytes = b"remote parquet bytes".as_slice();
+        let (size, crc) = (bytes.len() as u64, crc32c::crc32c(bytes));
+        let key = "data/1/2/f.parquet";
+        local.put(&ObjectKey::parse(key).unwrap(), bytes).unwrap();
+        remote.put(&ObjectKey::parse(key).unwrap(), bytes).unwrap();
+
+        let uncached = Targets::new(vec![local.clone(), remote.clone()], tiers("remote")).unwrap();
+        let error = uncached.readable("remote", key, size, crc).unwrap_err().to_string();
+        assert!(error.contains("no read cache"), "{error}");
+        let cache = ReadCache::open(&root.join("cache"), 1 << 20, None).unwrap();
+        let targets = uncached.with_cache(cache.clone());
+
+        let in_place = targets.readable("hot", key, size, crc).unwrap();
+        assert!(matches!(in_place, Readable::InPlace(_)));
+        assert_eq!(in_place.path(), root.join("hot").join(key));
+        assert_eq!((in_place.bytes_from_cache(), in_place.bytes_from_remote()), (0, 0));
+        let fetched = targets.readable("remote", key, size, crc).unwrap();
+        assert!(fetched.path().starts_with(root.join("cache")));
+        assert_eq!(std::fs::read(fetched.path()).unwrap(), bytes);
+        assert_eq!((fetched.bytes_from_cache(), fetched.bytes_from_remote()), (0, size));
+        let hit = targets.readable("remote", key, size, crc).unwrap();
+        assert_eq!((hit.bytes_from_cache(), hit.bytes_from_remote()), (size, 0));
+        let error = targets.readable("gone", key, size, crc).unwrap_err().to_string();
+        assert!(error.contains("gone") && error.contains("not configured"), "{error}");
+        drop((fetched, hit, targets));
+
+        // Injected get faults reach fills: each is the target's unavailability.
+        for (action, reason) in
+            [(Action::Error, "storage.get.remote"), (Action::Short, "read back as"), (Action::Corrupt, "read back as")]
+        {
+            let faulty: Arc<dyn StorageTarget> = Arc::new(Faulty::new(remote.clone(), vec![(StorageOp::Get, action)]));
+            let targets = Targets::new(vec![local.clone(), faulty], tiers("remote")).unwrap().with_cache(cache.clone());
+            let other = "data/1/2/other.parquet";
+            let _ = remote.put(&ObjectKey::parse(other).unwrap(), bytes);
+            match targets.readable("remote", other, size, crc) {
+                Err(StorageError::Unavailable { target, reason: said }) => {
+                    assert_eq!(target, "remote");
+                    assert!(said.contains(reason), "{action:?}: {said}");
+                }
+                unexpected => panic!("{action:?}: expected Unavailable, got {unexpected:?}"),
+            }
+        }
+        assert_eq!(cache.entries(), 1, "no damaged copy was kept");
+        drop(cache);
         std::fs::remove_dir_all(root).unwrap();
     }
 }
