@@ -654,10 +654,14 @@ mod tests {
         let (key, crc) = object(&remote, "a", bytes);
         let results = std::thread::scope(|scope| {
             let readers: Vec<_> = (0..10).map(|_| scope.spawn(|| cache.get(&remote, &key, size, crc))).collect();
-            while remote.gets() == 0 || cache.waiting() < 9 {
+            // Until nine wait for the one fetch (or, were fills not
+            // shared, a second fetch starts).
+            while remote.gets() < 2 && (remote.gets() == 0 || cache.waiting() < 9) {
                 std::thread::yield_now();
             }
-            open.send(()).unwrap();
+            for _ in 0..10 {
+                open.send(()).unwrap();
+            }
             readers.into_iter().map(|r| r.join().unwrap()).collect()
         });
         (remote, results, cache, dir)
