@@ -209,7 +209,8 @@ impl Config {
 
     /// `[storage.cache]`: a positive budget and timeout, and a directory of
     /// its own: not holding the data directory, not inside the directories
-    /// Strata manages there, sharing or nesting with no local target.
+    /// Strata manages there, sharing or nesting with no storage target's
+    /// directory (the cache deletes what looks like its leftovers).
     fn validate_cache(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         let cache = &self.storage.cache;
@@ -240,7 +241,7 @@ impl Config {
                 inside.display()
             ));
         }
-        for target in self.storage_targets().iter().filter(|t| t.kind == TargetKind::Local) {
+        for target in &self.storage_targets() {
             if paths_overlap(&dir, &normalize(&absolute(&target.path))) {
                 return invalid(format!(
                     "storage.cache.dir {} and storage target {} ({}) share or nest directories; the cache needs its own",

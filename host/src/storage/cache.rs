@@ -692,6 +692,30 @@ mod tests {
     }
 
     #[test]
+    fn a_fill_past_its_timeout_fails_its_waiters_and_itself() {
+        let dir = temp_dir();
+        let cache = ReadCache::open(&dir, 1 << 20, Some(Duration::from_millis(50))).unwrap();
+        let (remote, open) = Counting::new().gated();
+        let (key, crc) = object(&remote, "a", b"slow bytes");
+        std::thread::scope(|scope| {
+            let filler = scope.spawn(|| cache.get(&remote, &key, 10, crc));
+            while remote.gets() == 0 {
+                std::thread::yield_now();
+            }
+            // The fetch is stuck until the waiter has given up.
+            let waited = cache.get(&remote, &key, 10, crc).unwrap_err().to_string();
+            assert!(waited.contains("storage target remote") && waited.contains("fill_timeout_ms"), "{waited}");
+            open.send(()).unwrap();
+            let filled = filler.join().unwrap().unwrap_err().to_string();
+            assert!(filled.contains("fill_timeout_ms"), "{filled}");
+        });
+        assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+        assert_eq!(metric(&cache, "strata_cache_fill_errors_total"), 1);
+        drop(cache);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn eviction_takes_the_least_recently_used_and_never_a_pinned_file() {
         let dir = temp_dir();
         let cache = ReadCache::open(&dir, 250, None).unwrap();
