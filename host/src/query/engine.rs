@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -19,6 +20,7 @@ use super::output::{Encoder, OutputFormat};
 use super::plan::{KeyFilter, Param, PlannedQuery, QueryRequest, plan, prunable_by_key, quote};
 use super::watchdog::{self, FinishOnDrop, Watch};
 use super::{DatasetFilter, sql_guard};
+use crate::catalog::FileRecord;
 use crate::config::QueryConfig;
 use crate::error::{ErrorCode, Failure};
 use crate::parquet_file::conform;
@@ -87,6 +89,9 @@ pub struct QueryEngine {
     /// The database structured queries share, and when it was opened.
     shared: std::sync::Mutex<Option<(Connection, Instant)>>,
 }
+
+/// Files of one query fetched into the read cache at once.
+const FILLS_PER_QUERY_MAX: usize = 4;
 
 /// Fresh databases kept ready for SQL queries.
 const SPARE_DATABASES: usize = 1;
@@ -272,15 +277,45 @@ impl QueryEngine {
         Ok(connection)
     }
 
-    /// Where DuckDB reads a committed file: a local target's file in place,
-    /// a remote target's through the read cache (fetched now if it is not
-    /// there; a failed fetch is `storage_unavailable`, naming the target).
-    /// Blocking.
-    fn resolve(&self, file: &crate::catalog::FileRecord, stats: &mut QueryStats) -> Result<Readable, Failure> {
-        let size = u64::try_from(file.bytes).unwrap_or_default();
-        let readable = self.targets.readable(&file.storage_target, &file.object_key, size, file.checksum_crc32c)?;
-        stats.bytes_from_cache += readable.bytes_from_cache();
-        stats.bytes_from_remote += readable.bytes_from_remote();
+    /// Where DuckDB reads each of `chosen`, in order: a local target's file
+    /// in place, a remote target's through the read cache (fetched now,
+    /// `FILLS_PER_QUERY_MAX` at a time, if not there; a failed fetch is
+    /// `storage_unavailable`, naming the target). Blocking.
+    fn resolve_all(&self, chosen: &[&FileRecord], stats: &mut QueryStats) -> Result<Vec<Readable>, Failure> {
+        let remote =
+            chosen.iter().any(|f| self.targets.named(&f.storage_target).is_some_and(|t| t.local_root().is_none()));
+        let workers = if remote { FILLS_PER_QUERY_MAX.min(chosen.len()) } else { 1 };
+        let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+        let work = || {
+            let mut done = Vec::new();
+            while !failed.load(Ordering::Relaxed) {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(file) = chosen.get(index) else { break };
+                let size = u64::try_from(file.bytes).unwrap_or_default();
+                let result = self.targets.readable(&file.storage_target, &file.object_key, size, file.checksum_crc32c);
+                failed.fetch_or(result.is_err(), Ordering::Relaxed);
+                done.push((index, result));
+            }
+            done
+        };
+        let mut done = if workers <= 1 {
+            work()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers).map(|_| scope.spawn(work)).collect();
+                let joined =
+                    handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+                joined.flatten().collect::<Vec<_>>()
+            })
+        };
+        done.sort_by_key(|(index, _)| *index);
+        let mut readable = Vec::with_capacity(done.len());
+        for (_, result) in done {
+            let file = result?;
+            stats.bytes_from_cache += file.bytes_from_cache();
+            stats.bytes_from_remote += file.bytes_from_remote();
+            readable.push(file);
+        }
         Ok(readable)
     }
 
@@ -293,9 +328,8 @@ impl QueryEngine {
         stats: &mut QueryStats,
     ) -> Result<Source, Failure> {
         let schema = dataset.schema();
-        let mut files = Vec::new();
+        let mut chosen = Vec::new();
         let mut file_names = Vec::new();
-        let mut readable = Vec::new();
         let mut live = std::collections::HashSet::new();
         let mut within_range = range.is_some();
         let mut files_complete = true;
@@ -333,13 +367,13 @@ impl QueryEngine {
                 files_complete &= file.column_count == Some(columns);
                 stats.files_scanned += 1;
                 stats.bytes_scanned += file.bytes as u64;
-                let file_readable = self.resolve(file, stats)?;
-                files.push(file_readable.path().display().to_string());
-                readable.push(file_readable);
+                chosen.push(file);
                 let label = crate::names::partition_label(&dataset.name, &partition.period_label, &partition.key);
                 file_names.push((label, file.object_key.clone()));
             }
         }
+        let readable = self.resolve_all(&chosen, stats)?;
+        let files = readable.iter().map(|r| r.path().display().to_string()).collect();
         let buffered: Vec<RecordBatch> =
             snapshot.buffered.iter().filter(|(id, _)| live.contains(id)).map(|(_, b)| b.clone()).collect();
         stats.rows_from_buffers += buffered.iter().map(|b| b.num_rows() as u64).sum::<u64>();
