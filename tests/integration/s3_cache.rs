@@ -77,7 +77,10 @@ fn a_cold_tier_in_a_bucket_is_fetched_once_then_read_from_the_cache() {
     assert_eq!(metric(&server, "strata_cache_hits_total"), 6);
     assert_eq!(metric(&server, "strata_cache_fill_bytes_total"), bytes);
     assert_eq!(metric(&server, "strata_cache_bytes"), bytes);
-    assert_eq!((metric(&server, "strata_cache_evictions_total"), metric(&server, "strata_cache_fill_errors_total")), (0, 0));
+    assert_eq!(
+        (metric(&server, "strata_cache_evictions_total"), metric(&server, "strata_cache_fill_errors_total")),
+        (0, 0)
+    );
     assert_eq!(cache_files(&server), 3);
 
     // The cache outlives the process, and serves while the store is down.
@@ -125,7 +128,9 @@ fn an_injected_corrupt_read_fails_the_fill_and_keeps_nothing() {
     let (status, error) = server.post("/v1/datasets/metrics/query", body);
     assert_eq!((status, &error["error"]["code"]), (503, &json!("storage_unavailable")), "{error}");
     assert!(error["error"]["message"].as_str().unwrap().contains("CRC32C"), "{error}");
-    assert_eq!(metric(&server, "strata_cache_fill_errors_total"), 1);
+    // Each fetch the query started failed (they run a few at a time).
+    let errors = metric(&server, "strata_cache_fill_errors_total");
+    assert!((1..=3).contains(&errors), "{errors}");
     assert_eq!(cache_files(&server), 0);
 
     server.set_env(&[]);
