@@ -9,9 +9,11 @@
 //! [`Faulty`] wraps a target to inject the faults `STRATA_FAILPOINTS` asks for.
 
 mod faulty;
+mod health;
 mod targets;
 
 pub use faulty::Faulty;
+pub use health::TargetHealth;
 pub use targets::Targets;
 
 #[cfg(test)]

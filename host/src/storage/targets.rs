@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Faulty, LocalDirectory, ObjectKey, StorageError, StorageTarget};
+use super::{Faulty, LocalDirectory, ObjectKey, StorageError, StorageTarget, TargetHealth};
 use crate::config::{Config, TargetKind};
 use crate::data_dir::{DirectoryLock, DirectoryLockError};
 use crate::parquet_file::Encoding;
@@ -30,6 +30,8 @@ pub struct Targets {
     faults: BTreeMap<String, Vec<String>>,
     /// The locks on the local targets' directories, held while the targets are open.
     _locks: Vec<Arc<DirectoryLock>>,
+    /// The last probe of each remote target.
+    health: TargetHealth,
 }
 
 impl Targets {
@@ -112,7 +114,7 @@ impl Targets {
         if let Some(missing) = TIERS.iter().find(|t| !by_tier.contains_key(t)) {
             return Err(StorageError::Misconfigured(format!("tier {} has no storage target", missing.as_str())));
         }
-        Ok(Targets { by_name, by_tier, faults: BTreeMap::new(), _locks: Vec::new() })
+        Ok(Targets { by_name, by_tier, faults: BTreeMap::new(), _locks: Vec::new(), health: TargetHealth::default() })
     }
 
     /// The target of a tier.
@@ -143,6 +145,11 @@ impl Targets {
     /// Every target once, by name, used by a tier or not.
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn StorageTarget>> {
         self.by_name.values()
+    }
+
+    /// Whether each remote target answered its last probe.
+    pub fn health(&self) -> &TargetHealth {
+        &self.health
     }
 
     /// The faults injected into target `name` (empty outside fault-injection runs).
