@@ -10,10 +10,12 @@
 
 mod cache;
 mod faulty;
+mod health;
 mod targets;
 
 pub use cache::{CachedFile, ReadCache, metrics_without_cache};
 pub use faulty::Faulty;
+pub use health::TargetHealth;
 pub use targets::{Readable, Targets};
 
 #[cfg(test)]

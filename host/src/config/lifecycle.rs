@@ -52,6 +52,10 @@ pub struct LifecycleConfig {
     pub health_max_cold_age_ms: Option<u64>,
     /// Past this multiple of a threshold, unhealthy instead of degraded.
     pub health_unhealthy_multiplier: f64,
+    /// How often each remote storage target is probed, in ms; an
+    /// unreachable one shows in `/v1/storage-targets` and degrades
+    /// `/health/lifecycle`.
+    pub target_probe_interval_ms: u64,
     /// Merging small files (`[lifecycle.compaction]`).
     pub compaction: CompactionConfig,
 }
@@ -156,6 +160,7 @@ impl Default for LifecycleConfig {
             health_max_warm_age_ms: None,
             health_max_cold_age_ms: None,
             health_unhealthy_multiplier: 2.0,
+            target_probe_interval_ms: 15_000,
             compaction: CompactionConfig::default(),
         }
     }

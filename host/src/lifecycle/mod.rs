@@ -7,8 +7,8 @@
 //! partition never aborts the run; it is reported and decided again on the
 //! next run. Compaction of small files ([`compaction`]) is host-native and
 //! takes the same run lock for each chunk it merges. Background tasks: the
-//! scheduler (`scheduler.rs`), the tombstone sweeper (`sweeper.rs`) and the
-//! compactor. What an operator reads about all this is in `explain.rs`.
+//! scheduler (`scheduler.rs`), the tombstone sweeper (`sweeper.rs`), the
+//! compactor and the prober of remote storage targets (`probes.rs`). What an operator reads about all this is in `explain.rs`.
 //!
 //! **Invariant:** no step deletes data before the catalog commit that makes
 //! it unreferenced. A move copies each file create-only to the target,
@@ -33,6 +33,7 @@ mod execute;
 mod explain;
 pub mod guard;
 mod moves;
+mod probes;
 mod run;
 mod scheduler;
 mod sweeper;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{CachedFile, Faulty, LocalDirectory, ObjectKey, ReadCache, StorageError, StorageTarget};
+use super::{CachedFile, Faulty, LocalDirectory, ObjectKey, ReadCache, StorageError, StorageTarget, TargetHealth};
 use crate::config::{Config, TargetKind};
 use crate::data_dir::{DirectoryLock, DirectoryLockError};
 use crate::parquet_file::Encoding;
@@ -33,6 +33,8 @@ pub struct Targets {
     /// The read-through cache of the targets that are not local (none
     /// when every target is).
     cache: Option<ReadCache>,
+    /// The last probe of each remote target.
+    health: TargetHealth,
 }
 
 /// A data file a reader can open in place: a local target's file, or a
@@ -156,7 +158,14 @@ impl Targets {
         if let Some(missing) = TIERS.iter().find(|t| !by_tier.contains_key(t)) {
             return Err(StorageError::Misconfigured(format!("tier {} has no storage target", missing.as_str())));
         }
-        Ok(Targets { by_name, by_tier, faults: BTreeMap::new(), _locks: Vec::new(), cache: None })
+        Ok(Targets {
+            by_name,
+            by_tier,
+            faults: BTreeMap::new(),
+            _locks: Vec::new(),
+            health: TargetHealth::default(),
+            cache: None,
+        })
     }
 
     /// These targets reading remote files through `cache`.
@@ -193,6 +202,11 @@ impl Targets {
     /// Every target once, by name, used by a tier or not.
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn StorageTarget>> {
         self.by_name.values()
+    }
+
+    /// Whether each remote target answered its last probe.
+    pub fn health(&self) -> &TargetHealth {
+        &self.health
     }
 
     /// The faults injected into target `name` (empty outside fault-injection runs).
