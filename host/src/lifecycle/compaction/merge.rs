@@ -3,10 +3,12 @@
 //! 1. Check the inputs are all still live on the partition's target
 //!    (catalog); if one is not, the chunk is skipped and the checkpoint's
 //!    cursor moves past it.
-//! 2. Read and verify each input, merge them in time order into one file,
-//!    and check the pair assertion: the output holds exactly the inputs'
-//!    rows and time range.
-//! 3. Write it create-only under a fresh key, read it back and verify it.
+//! 2. Verify each input (read in place on a local target, else staged),
+//!    merge them in time order into one staged file — a streaming k-way
+//!    merge, each input being sorted by time — and check the pair
+//!    assertion: the output holds exactly the inputs' rows and time range.
+//! 3. Put it create-only under a fresh key and check it where it landed
+//!    (fingerprint, footer row count by ranged reads).
 //! 4. Commit: the output becomes live, the inputs are tombstoned and the
 //!    cursor advances, in one catalog transaction that refuses (writing
 //!    nothing) if an input is no longer live.
@@ -18,16 +20,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::super::Lifecycle;
-use super::super::archive::decode;
 use super::super::error::LifecycleError;
 use super::super::off_runtime;
 use crate::catalog::{CatalogError, CompactedChunk, FileRecord, NewFile};
+use crate::parquet_file::{Encoding, ParquetFileError};
 use crate::schema::DatasetSchema;
-use crate::storage::{ObjectKey, StorageTarget};
+use crate::storage::{
+    Fingerprint, FingerprintWriter, LocalFile, ObjectKey, StorageError, StorageTarget, Targets,
+};
 use crate::time::now_ns;
 
 /// What merging one chunk needs.
 pub(super) struct ChunkJob {
+    pub(super) targets: Arc<Targets>,
     pub(super) target: Arc<dyn StorageTarget>,
     pub(super) schema: Arc<DatasetSchema>,
     pub(super) dataset_id: i64,
@@ -119,30 +124,38 @@ impl Lifecycle {
     }
 }
 
-/// Reads, verifies and merges the inputs, writes the output create-only and
-/// verifies it as read back (deleting it if it does not verify). Blocking.
+/// Verifies the inputs (in place when local, else staged), merges them in
+/// time order into a staged file (streaming), puts it create-only and
+/// checks it where it landed (deleting it if it does not verify). Blocking.
 fn write_merged(job: &ChunkJob, inputs: &[FileRecord]) -> Result<Merged, LifecycleError> {
-    let mut batches = Vec::new();
+    let mut locals = Vec::with_capacity(inputs.len());
     for file in inputs {
         let key = ObjectKey::parse(&file.object_key)?;
-        let bytes = job.target.get(&key)?;
-        crate::parquet_file::verify(&bytes, file.rows, file.checksum_crc32c).map_err(|source| {
-            LifecycleError::InputUnverified { key: key.clone(), target: job.target.name().to_string(), source }
+        let local = job.targets.stage(job.target.as_ref(), &key)?;
+        local.verify_parquet(file.rows, file.checksum_crc32c).map_err(|source| LifecycleError::InputUnverified {
+            key: key.clone(),
+            target: job.target.name().to_string(),
+            source,
         })?;
-        batches.extend(decode(&key, bytes)?);
+        locals.push(local);
     }
     let rows: i64 = inputs.iter().map(|f| f.rows).sum();
     let min_time_ns = inputs.iter().map(|f| f.min_time_ns).min().unwrap_or(i64::MIN);
     let max_time_ns = inputs.iter().map(|f| f.max_time_ns).max().unwrap_or(i64::MAX);
-    let encoded = crate::parquet_file::encode(&batches, &job.schema, job.row_group_rows, job.zstd_level)
+    let files =
+        locals.iter().map(LocalFile::open).collect::<Result<Vec<_>, _>>().map_err(|e| LifecycleError::Merge(e.into()))?;
+    let encoding = Encoding { zstd_level: job.zstd_level, row_group_rows_max: job.row_group_rows };
+    let mut out = job.targets.staging().create()?;
+    let info = crate::parquet_file::merge(files, job.schema.arrow_schema(), &mut out, encoding)
         .map_err(LifecycleError::Merge)?;
-    drop(batches);
+    let (staged, fingerprint) = out.finish()?;
+    drop(locals);
     // Pair assertion: the merged file holds exactly what the inputs held.
-    if (encoded.rows, encoded.min_time_ns, encoded.max_time_ns) != (rows, min_time_ns, max_time_ns) {
+    if (info.rows, info.min_time_ns, info.max_time_ns) != (rows, min_time_ns, max_time_ns) {
         return Err(LifecycleError::MergeMismatch {
-            rows: encoded.rows,
-            min_time_ns: encoded.min_time_ns,
-            max_time_ns: encoded.max_time_ns,
+            rows: info.rows,
+            min_time_ns: info.min_time_ns,
+            max_time_ns: info.max_time_ns,
             input_rows: rows,
             input_min_time_ns: min_time_ns,
             input_max_time_ns: max_time_ns,
@@ -150,38 +163,78 @@ fn write_merged(job: &ChunkJob, inputs: &[FileRecord]) -> Result<Merged, Lifecyc
     }
     let key =
         ObjectKey::data_file(job.dataset_id, job.partition_id, &format!("compacted-{:016x}", rand::random::<u64>()));
-    job.target.put(&key, &encoded.bytes)?;
+    job.target.put_file(&key, staged.path())?;
     crate::failpoint::hit("compaction.after_write");
-    if let Err(error) = read_back(job, &key, &encoded) {
+    if let Err(error) = read_back(job, &key, info.rows, &fingerprint) {
         // Never committed, so unreferenced: safe to remove now.
         let _ = job.target.delete(&key);
         return Err(error);
     }
-    let file = NewFile::encoded(job.target.name(), key.to_string(), &encoded);
-    Ok(Merged { key, file, bytes_written: encoded.bytes.len() as u64 })
+    let file = NewFile {
+        storage_target: job.target.name().to_string(),
+        object_key: key.to_string(),
+        bytes: fingerprint.size as i64,
+        rows: info.rows,
+        min_time_ns: info.min_time_ns,
+        max_time_ns: info.max_time_ns,
+        checksum_crc32c: fingerprint.crc32c,
+        column_count: info.columns as i64,
+    };
+    Ok(Merged { key, file, bytes_written: fingerprint.size })
 }
 
-/// Reads the merged file back and verifies it against what was written.
-fn read_back(
-    job: &ChunkJob,
-    key: &ObjectKey,
-    encoded: &crate::parquet_file::EncodedFile,
-) -> Result<(), LifecycleError> {
-    let mut stored = job.target.get(key)?;
-    let middle = stored.len() / 2;
-    if crate::failpoint::corrupts("compaction.read_back")
-        && let Some(byte) = stored.get_mut(middle)
-    {
-        *byte ^= 0xff;
+/// Checks the merged file where it landed: its fingerprint, then its
+/// footer's row count by ranged reads. With the fail point
+/// `compaction.read_back=corrupt` the read-back sees its middle byte flipped.
+fn read_back(job: &ChunkJob, key: &ObjectKey, rows: i64, written: &Fingerprint) -> Result<(), LifecycleError> {
+    let unverified = |detail: String| LifecycleError::MergedUnverified {
+        key: key.clone(),
+        target: job.target.name().to_string(),
+        source: ParquetFileError::Verify(detail),
+    };
+    let verified = if crate::failpoint::corrupts("compaction.read_back") {
+        let mut flipped = FlipMiddle { hasher: FingerprintWriter::default(), at: 0, middle: written.size / 2 };
+        job.target.get_to(key, &mut flipped)?;
+        let stored = flipped.hasher.finish();
+        if stored.size != written.size {
+            return Err(LifecycleError::MergedSize {
+                key: key.clone(),
+                stored: stored.size as usize,
+                written: written.size as usize,
+            });
+        }
+        match stored.crc32c == written.crc32c {
+            true => Ok(()),
+            false => Err(unverified(format!("checksum {:08x}, expected {:08x}", stored.crc32c, written.crc32c))),
+        }
+    } else {
+        super::super::moves::read_back(job.target.as_ref(), key, rows, written)
+    };
+    match verified {
+        Err(LifecycleError::Storage(StorageError::Mismatch { detail, .. })) => Err(unverified(detail)),
+        other => other,
     }
-    if stored.len() != encoded.bytes.len() {
-        return Err(LifecycleError::MergedSize {
-            key: key.clone(),
-            stored: stored.len(),
-            written: encoded.bytes.len(),
-        });
+}
+
+/// Fingerprints what passes through with the byte at `middle` flipped.
+struct FlipMiddle {
+    hasher: FingerprintWriter,
+    at: u64,
+    middle: u64,
+}
+
+impl std::io::Write for FlipMiddle {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut chunk = buf.to_vec();
+        if (self.at..self.at + buf.len() as u64).contains(&self.middle) {
+            chunk[(self.middle - self.at) as usize] ^= 0xff;
+        }
+        self.hasher.update(&chunk);
+        self.at += buf.len() as u64;
+        Ok(buf.len())
     }
-    crate::parquet_file::verify(&stored, encoded.rows, encoded.checksum_crc32c).map_err(|source| {
-        LifecycleError::MergedUnverified { key: key.clone(), target: job.target.name().to_string(), source }
-    })
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
