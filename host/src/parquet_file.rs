@@ -423,8 +423,7 @@ pub fn footer_rows<E>(
     if read_range(0..4)? != b"PAR1" {
         return Err(bad("no Parquet magic at the start".into()));
     }
-    let tail: [u8; 8] =
-        read_range(len - 8..len)?.try_into().map_err(|_| bad("the footer's tail read short".into()))?;
+    let tail: [u8; 8] = read_range(len - 8..len)?.try_into().map_err(|_| bad("the footer's tail read short".into()))?;
     let tail = FooterTail::try_new(&tail).map_err(|e| invalid(e.into()))?;
     let metadata_len = tail.metadata_length() as u64;
     if metadata_len > len - 12 {
@@ -598,7 +597,11 @@ mod tests {
         corrupt[at] ^= 0xff;
         let ranged = |bytes: &[u8]| {
             let bytes = bytes.to_vec();
-            footer_rows(bytes.len() as u64, move |r| Ok::<_, String>(bytes[r.start as usize..r.end as usize].to_vec()), |e| e.to_string())
+            footer_rows(
+                bytes.len() as u64,
+                move |r| Ok::<_, String>(bytes[r.start as usize..r.end as usize].to_vec()),
+                |e| e.to_string(),
+            )
         };
         assert!(ranged(&corrupt).is_err());
         assert!(ranged(&file.bytes[..len as usize / 2]).is_err(), "a truncated file has no footer");

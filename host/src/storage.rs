@@ -460,7 +460,8 @@ impl StorageTarget for LocalDirectory {
     /// Copies the file in bounded chunks into a temporary file, then links
     /// it into place as `put` does (create-only).
     fn put_file(&self, key: &ObjectKey, path: &Path) -> Result<(), StorageError> {
-        let mut source = File::open(path).map_err(|source| StorageError::Io { key: path.display().to_string(), source })?;
+        let mut source =
+            File::open(path).map_err(|source| StorageError::Io { key: path.display().to_string(), source })?;
         self.create(key, |file| std::io::copy(&mut source, file).map(|_| ()))
     }
 

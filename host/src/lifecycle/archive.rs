@@ -249,9 +249,7 @@ fn put_and_verify(
     manifest: &str,
 ) -> Result<(), LifecycleError> {
     let destination = &job.destination;
-    destination
-        .put_file(key, staged.path())
-        .map_err(|source| LifecycleError::Write { key: key.clone(), source })?;
+    destination.put_file(key, staged.path()).map_err(|source| LifecycleError::Write { key: key.clone(), source })?;
     destination
         .put(manifest_key, manifest.as_bytes())
         .map_err(|source| LifecycleError::Write { key: manifest_key.clone(), source })?;

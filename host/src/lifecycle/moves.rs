@@ -255,10 +255,13 @@ fn copy_file(targets: &Targets, file: &FileRecord, tier: Tier) -> Outcome<MovedF
     })?;
     let reencoded = match targets.encoding(tier) {
         None => None,
-        Some(encoding) => Some(
-            reencode(targets, &local, file.rows, encoding)
-                .map_err(|source| LifecycleError::Reencode { key: key.clone(), tier: tier.as_str(), source })?,
-        ),
+        Some(encoding) => {
+            Some(reencode(targets, &local, file.rows, encoding).map_err(|source| LifecycleError::Reencode {
+                key: key.clone(),
+                tier: tier.as_str(),
+                source,
+            })?)
+        }
     };
     let (copy_key, path, fingerprint) = match &reencoded {
         None => (key, local.path(), source_fingerprint),
@@ -324,7 +327,114 @@ pub(super) fn read_back(target: &dyn StorageTarget, key: &ObjectKey, rows: i64, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::{ColumnDef, ColumnKind, DatasetSchema};
+    use crate::storage::{InMemory, LocalDirectory};
+    use arrow::array::{Float64Array, TimestampNanosecondArray};
+    use arrow::record_batch::RecordBatch;
     use std::time::Duration;
+
+    /// A flushed file of `rows` rows of incompressible floats, as the catalog records it.
+    fn big_file(hot: &dyn StorageTarget, rows: i64) -> (FileRecord, RecordBatch) {
+        let schema = DatasetSchema::empty("time")
+            .evolve(&[ColumnDef { name: "v".into(), kind: ColumnKind::Float }])
+            .unwrap()
+            .unwrap();
+        let batch = RecordBatch::try_new(
+            schema.arrow_schema(),
+            vec![
+                Arc::new(TimestampNanosecondArray::from((0..rows).collect::<Vec<_>>())),
+                Arc::new(Float64Array::from((0..rows).map(|_| rand::random::<f64>()).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        let encoded = crate::parquet_file::encode(std::slice::from_ref(&batch), &schema, 1_000_000, 1).unwrap();
+        let key = ObjectKey::data_file(1, 2, &format!("{:020}-{:016x}", 7, rand::random::<u64>()));
+        hot.put(&key, &encoded.bytes).unwrap();
+        let record = FileRecord {
+            id: 11,
+            partition_id: 2,
+            storage_target: hot.name().to_string(),
+            object_key: key.to_string(),
+            bytes: encoded.bytes.len() as i64,
+            rows,
+            min_time_ns: 0,
+            max_time_ns: rows - 1,
+            checksum_crc32c: encoded.checksum_crc32c,
+            column_count: Some(2),
+        };
+        (record, batch)
+    }
+
+    fn rows_of(target: &dyn StorageTarget, key: &str) -> RecordBatch {
+        let bytes = target.get(&ObjectKey::parse(key).unwrap()).unwrap();
+        let builder =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
+        let schema = builder.schema().clone();
+        let batches: Vec<RecordBatch> = builder.build().unwrap().collect::<Result<_, _>>().unwrap();
+        arrow::compute::concat_batches(&schema, &batches).unwrap()
+    }
+
+    #[test]
+    fn a_file_larger_than_the_copy_buffers_moves_re_encoded_through_staging() {
+        let root = std::env::temp_dir().join(format!("strata-moves-{:016x}", rand::random::<u64>()));
+        let hot: Arc<dyn StorageTarget> = Arc::new(LocalDirectory::open("hot", &root.join("hot")).unwrap());
+        let warm: Arc<dyn StorageTarget> = Arc::new(LocalDirectory::open("warm", &root.join("warm")).unwrap());
+        // No local paths: sources there are downloaded into staging.
+        let cold: Arc<dyn StorageTarget> = Arc::new(InMemory::new("cold"));
+        let encoding = Some(Encoding { zstd_level: 3, row_group_rows_max: 100_000 });
+        let targets = Targets::new(
+            vec![hot.clone(), warm.clone(), cold.clone()],
+            [
+                (Tier::Hot, "hot", None),
+                (Tier::Warm, "warm", encoding),
+                (Tier::Cold, "cold", encoding),
+                (Tier::Archived, "cold", None),
+            ],
+        )
+        .unwrap();
+        let rows = 600_000;
+        let (file, batch) = big_file(hot.as_ref(), rows);
+        assert!(file.bytes > 4 << 20, "{} bytes: larger than every copy buffer", file.bytes);
+
+        // Local → local, re-encoded: read in place, staged once, put from disk.
+        let to_warm = copy_partition(&targets, std::slice::from_ref(&file), Tier::Warm).unwrap();
+        let copy = &to_warm.copies[0];
+        assert_ne!(copy.object_key, file.object_key, "a re-encoded copy gets a new key");
+        assert_eq!(rows_of(warm.as_ref(), &copy.object_key), batch);
+        assert_eq!(fs_count(targets.staging().dir()), 0, "nothing stays staged");
+
+        // Local → memory (no local path), and back out of it to a local target.
+        let warm_file = FileRecord {
+            storage_target: "warm".into(),
+            object_key: copy.object_key.clone(),
+            bytes: copy.bytes,
+            checksum_crc32c: copy.checksum_crc32c,
+            ..file.clone()
+        };
+        let to_cold = copy_partition(&targets, &[warm_file], Tier::Cold).unwrap();
+        let cold_key = &to_cold.copies[0].object_key;
+        assert_eq!(rows_of(cold.as_ref(), cold_key), batch);
+        let cold_file = FileRecord {
+            storage_target: "cold".into(),
+            object_key: cold_key.clone(),
+            bytes: to_cold.copies[0].bytes,
+            checksum_crc32c: to_cold.copies[0].checksum_crc32c,
+            ..file.clone()
+        };
+        let back = copy_partition(&targets, &[cold_file.clone()], Tier::Warm).unwrap();
+        assert_eq!(rows_of(warm.as_ref(), &back.copies[0].object_key), batch);
+        assert_eq!(fs_count(targets.staging().dir()), 0, "the download was removed");
+
+        // A source that does not match its catalog row is refused before any copy.
+        let wrong = FileRecord { checksum_crc32c: cold_file.checksum_crc32c ^ 1, ..cold_file };
+        let error = copy_partition(&targets, &[wrong], Tier::Warm).err().unwrap().to_string();
+        assert!(error.contains("checksum"), "{error}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    fn fs_count(dir: &std::path::Path) -> usize {
+        crate::storage::LocalDirectory::open("count", dir).unwrap().list("").unwrap().len()
+    }
 
     #[test]
     fn the_copy_budget_bounds_bytes_in_flight_and_lets_a_large_copy_run_alone() {

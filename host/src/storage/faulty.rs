@@ -297,7 +297,10 @@ mod tests {
         let mut read = Vec::new();
         assert_eq!(target.get_to(&key, &mut read).unwrap(), bytes.len() as u64);
         assert_eq!(read.iter().zip(&bytes).filter(|(a, b)| a != b).count(), 1);
-        assert!(matches!(target.verify(&key, &whole), Err(StorageError::Mismatch { .. })), "read back through the fault");
+        assert!(
+            matches!(target.verify(&key, &whole), Err(StorageError::Mismatch { .. })),
+            "read back through the fault"
+        );
         inner.verify(&key, &whole).unwrap();
 
         let (inner, target) = faulty(StorageOp::Get, Action::Short);

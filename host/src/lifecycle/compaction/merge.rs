@@ -25,9 +25,7 @@ use super::super::off_runtime;
 use crate::catalog::{CatalogError, CompactedChunk, FileRecord, NewFile};
 use crate::parquet_file::{Encoding, ParquetFileError};
 use crate::schema::DatasetSchema;
-use crate::storage::{
-    Fingerprint, FingerprintWriter, LocalFile, ObjectKey, StorageError, StorageTarget, Targets,
-};
+use crate::storage::{Fingerprint, FingerprintWriter, LocalFile, ObjectKey, StorageError, StorageTarget, Targets};
 use crate::time::now_ns;
 
 /// What merging one chunk needs.
@@ -142,8 +140,11 @@ fn write_merged(job: &ChunkJob, inputs: &[FileRecord]) -> Result<Merged, Lifecyc
     let rows: i64 = inputs.iter().map(|f| f.rows).sum();
     let min_time_ns = inputs.iter().map(|f| f.min_time_ns).min().unwrap_or(i64::MIN);
     let max_time_ns = inputs.iter().map(|f| f.max_time_ns).max().unwrap_or(i64::MAX);
-    let files =
-        locals.iter().map(LocalFile::open).collect::<Result<Vec<_>, _>>().map_err(|e| LifecycleError::Merge(e.into()))?;
+    let files = locals
+        .iter()
+        .map(LocalFile::open)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LifecycleError::Merge(e.into()))?;
     let encoding = Encoding { zstd_level: job.zstd_level, row_group_rows_max: job.row_group_rows };
     let mut out = job.targets.staging().create()?;
     let info = crate::parquet_file::merge(files, job.schema.arrow_schema(), &mut out, encoding)
