@@ -421,7 +421,7 @@ mod tests {
             checksum_crc32c: to_cold.copies[0].checksum_crc32c,
             ..file.clone()
         };
-        let back = copy_partition(&targets, &[cold_file.clone()], Tier::Warm).unwrap();
+        let back = copy_partition(&targets, std::slice::from_ref(&cold_file), Tier::Warm).unwrap();
         assert_eq!(rows_of(warm.as_ref(), &back.copies[0].object_key), batch);
         assert_eq!(fs_count(targets.staging().dir()), 0, "the download was removed");
 

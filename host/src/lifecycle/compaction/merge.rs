@@ -239,3 +239,84 @@ impl std::io::Write for FlipMiddle {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{ColumnDef, ColumnKind};
+    use crate::storage::LocalDirectory;
+    use crate::tier::Tier;
+    use arrow::array::{Float64Array, TimestampNanosecondArray};
+    use arrow::record_batch::RecordBatch;
+
+    #[test]
+    fn a_chunk_merges_interleaved_inputs_into_one_file_sorted_by_time_with_every_row() {
+        let root = std::env::temp_dir().join(format!("strata-merge-{:016x}", rand::random::<u64>()));
+        let hot: Arc<dyn StorageTarget> = Arc::new(LocalDirectory::open("hot", &root).unwrap());
+        let tiers = [Tier::Hot, Tier::Warm, Tier::Cold, Tier::Archived].map(|tier| (tier, "hot", None));
+        let targets = Arc::new(Targets::new(vec![hot.clone()], tiers).unwrap());
+        let schema = Arc::new(
+            DatasetSchema::empty("time")
+                .evolve(&[ColumnDef { name: "v".into(), kind: ColumnKind::Float }])
+                .unwrap()
+                .unwrap(),
+        );
+        let mut inputs = Vec::new();
+        let mut expected: Vec<(i64, u64)> = Vec::new();
+        for (id, (start, step)) in [(0i64, 3i64), (1, 3), (2, 7)].into_iter().enumerate() {
+            let times: Vec<i64> = (0..30_000).map(|i| start + i * step).collect();
+            let values: Vec<f64> = times.iter().map(|_| rand::random::<f64>()).collect();
+            expected.extend(times.iter().zip(&values).map(|(t, v)| (*t, v.to_bits())));
+            let batch = RecordBatch::try_new(
+                schema.arrow_schema(),
+                vec![Arc::new(TimestampNanosecondArray::from(times.clone())), Arc::new(Float64Array::from(values))],
+            )
+            .unwrap();
+            let encoded = crate::parquet_file::encode(&[batch], &schema, 8_192, 1).unwrap();
+            let key = ObjectKey::data_file(1, 2, &format!("{id:020}-{:016x}", rand::random::<u64>()));
+            hot.put(&key, &encoded.bytes).unwrap();
+            inputs.push(FileRecord {
+                id: id as i64,
+                partition_id: 2,
+                storage_target: "hot".into(),
+                object_key: key.to_string(),
+                bytes: encoded.bytes.len() as i64,
+                rows: encoded.rows,
+                min_time_ns: encoded.min_time_ns,
+                max_time_ns: encoded.max_time_ns,
+                checksum_crc32c: encoded.checksum_crc32c,
+                column_count: Some(2),
+            });
+        }
+        let job = ChunkJob {
+            targets: targets.clone(),
+            target: hot.clone(),
+            schema,
+            dataset_id: 1,
+            partition_id: 2,
+            chunk_index: 0,
+            inputs: vec![0, 1, 2],
+            row_group_rows: 50_000,
+            zstd_level: 3,
+        };
+        let merged = write_merged(&job, &inputs).unwrap();
+        assert_eq!((merged.file.rows, merged.file.min_time_ns), (90_000, 0));
+        let bytes = hot.get(&merged.key).unwrap();
+        assert_eq!((bytes.len() as u64, crc32c::crc32c(&bytes)), (merged.bytes_written, merged.file.checksum_crc32c));
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
+        let mut rows: Vec<(i64, u64)> = Vec::new();
+        for batch in reader.build().unwrap() {
+            let batch = batch.unwrap();
+            let times = batch.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().unwrap();
+            let values = batch.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+            rows.extend(times.values().iter().zip(values.values().iter()).map(|(t, v)| (*t, v.to_bits())));
+        }
+        assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0), "sorted by time");
+        rows.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(rows, expected, "every input row, once");
+        assert_eq!(std::fs::read_dir(targets.staging().dir()).unwrap().count(), 0, "nothing stays staged");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}
