@@ -65,12 +65,13 @@ fn damage(mut bytes: Vec<u8>, action: Action) -> Vec<u8> {
     bytes
 }
 
-/// Writes a damaged copy of the file at `path` next to it (`short`: its
+/// Writes a damaged copy of the file at `path` next to it, named as a
+/// temporary (`.tmp-`) so no listing takes it for an object (`short`: its
 /// first half; `corrupt`: its middle byte flipped), in bounded chunks;
 /// returns the copy's path, which the caller removes.
 fn damaged_copy(path: &Path, action: Action) -> std::io::Result<PathBuf> {
     let len = fs::metadata(path)?.len();
-    let copy = path.with_file_name(format!(".faulty-{:016x}", rand::random::<u64>()));
+    let copy = path.with_file_name(format!(".tmp-faulty-{:016x}", rand::random::<u64>()));
     let mut out = DamagingWriter::new(OpenOptions::new().write(true).create_new(true).open(&copy)?, len, action);
     std::io::copy(&mut File::open(path)?.take(len), &mut out)?;
     out.out.sync_all()?;
@@ -166,9 +167,9 @@ impl StorageTarget for Faulty {
     fn verify(&self, key: &ObjectKey, expected: &Fingerprint) -> Result<(), StorageError> {
         match self.fault(StorageOp::Get, key)? {
             Some(_) => {
-                let mut hasher = super::FingerprintWriter::default();
-                self.get_to(key, &mut hasher)?;
-                super::compare(self.name(), key, &hasher.finish(), expected)
+                let mut checksum = super::ChecksumWriter::default();
+                self.get_to(key, &mut checksum)?;
+                super::compare(self.name(), key, checksum.size, checksum.crc32c, expected)
             }
             None => self.inner.verify(key, expected),
         }
