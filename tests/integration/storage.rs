@@ -146,6 +146,8 @@ fn a_move_survives_every_storage_fault_and_crash_and_completes_without_them() {
         Fault { failpoints: "storage.put.warm=corrupt", reported: Some("does not verify") },
         // The copy is sound, but it reads back corrupted.
         Fault { failpoints: "storage.get.warm=corrupt", reported: Some("does not verify") },
+        // The source is read through the fault (staged, not in place) and refused.
+        Fault { failpoints: "storage.get.hot=corrupt", reported: Some("checksum") },
         Fault { failpoints: "storage.put.warm=abort", reported: None },
         Fault { failpoints: "lifecycle.move.after_copy", reported: None },
         // Last: after this one the first partition has moved.
