@@ -232,8 +232,10 @@ impl Config {
                 data_dir.display()
             ));
         }
-        if let Some(inside) =
-            ["wal", "policy-cache", "query-tmp"].map(|d| data_dir.join(d)).iter().find(|r| dir.starts_with(r))
+        if let Some(inside) = ["wal", "policy-cache", "query-tmp", "staging"]
+            .map(|d| data_dir.join(d))
+            .iter()
+            .find(|r| dir.starts_with(r))
         {
             return invalid(format!(
                 "storage.cache.dir {} lies inside {}, which Strata manages",
@@ -367,6 +369,7 @@ mod tests {
         refused("dir = \"\"", "storage.cache.dir is empty");
         refused("dir = \"/srv\"", "would hold the data directory");
         refused("dir = \"wal/cache\"", "which Strata manages");
+        refused("dir = \"staging\"", "which Strata manages");
         refused("dir = \"/mnt/slow/cache\"", "storage target slow");
         refused("dir = \"/mnt\"", "storage target slow");
         refused("dir = \"storage/hot/x\"", "storage target hot");

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::staging::{LocalFile, Staging};
 use super::{CachedFile, Faulty, LocalDirectory, ObjectKey, ReadCache, StorageError, StorageTarget, TargetHealth};
 use crate::config::{Config, TargetKind};
 use crate::data_dir::{DirectoryLock, DirectoryLockError};
@@ -28,6 +29,8 @@ pub struct Targets {
     by_tier: BTreeMap<Tier, TierStorage>,
     /// Injected faults by target name (fault-injection runs only).
     faults: BTreeMap<String, Vec<String>>,
+    /// Where copies stage downloads and re-encoded files.
+    staging: Staging,
     /// The locks on the local targets' directories, held while the targets are open.
     _locks: Vec<Arc<DirectoryLock>>,
     /// The read-through cache of the targets that are not local (none
@@ -81,7 +84,8 @@ impl Targets {
     /// configuration check compares the paths as written). Each local
     /// target's directory is locked before anything lists or writes it, so
     /// that no other server sweeps or overwrites its files; a directory
-    /// another process holds fails the open. Blocking.
+    /// another process holds fails the open. The staging directory
+    /// (`<data_dir>/staging`) is emptied. Blocking.
     pub fn open(config: &Config) -> Result<Targets, StorageError> {
         let mut by_name = BTreeMap::new();
         let mut faults = BTreeMap::new();
@@ -127,6 +131,7 @@ impl Targets {
             by_name.into_values().collect(),
             TIERS.map(|tier| (tier, config.tier_target(tier), config.tier_encoding(tier))),
         )?;
+        targets.staging = Staging::open(&config.server.data_dir.join("staging"))?;
         targets.faults = faults;
         targets._locks = locks;
         if targets.all().any(|target| target.local_root().is_none()) {
@@ -158,10 +163,12 @@ impl Targets {
         if let Some(missing) = TIERS.iter().find(|t| !by_tier.contains_key(t)) {
             return Err(StorageError::Misconfigured(format!("tier {} has no storage target", missing.as_str())));
         }
+        let staging = Staging::private()?;
         Ok(Targets {
             by_name,
             by_tier,
             faults: BTreeMap::new(),
+            staging,
             _locks: Vec::new(),
             health: TargetHealth::default(),
             cache: None,
@@ -212,6 +219,20 @@ impl Targets {
     /// The faults injected into target `name` (empty outside fault-injection runs).
     pub fn faults(&self, name: &str) -> &[String] {
         self.faults.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The staging directory.
+    pub fn staging(&self) -> &Staging {
+        &self.staging
+    }
+
+    /// Object `key` of `target` as a local file to read: in place on a
+    /// local target, else downloaded into the staging directory in bounded
+    /// chunks. A target with an injected `get` fault is always downloaded,
+    /// through the fault.
+    pub fn stage(&self, target: &dyn StorageTarget, key: &ObjectKey) -> Result<LocalFile, StorageError> {
+        let get_fault = self.faults(target.name()).iter().any(|fault| fault.starts_with("storage.get."));
+        self.staging.fetch(target, key, !get_fault)
     }
 
     /// The local path of a catalog file `(target, object key)`, for readers
