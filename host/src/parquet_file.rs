@@ -7,8 +7,8 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
-use parquet::file::properties::WriterProperties;
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use crate::schema::DatasetSchema;
@@ -136,9 +136,29 @@ pub fn encode(
     Ok(encoded)
 }
 
+/// The file key-value metadata that names the time convention: the time
+/// column is `timestamp[ns]` without `isAdjustedToUTC` (so DuckDB keeps the
+/// nanoseconds; it reads UTC-adjusted timestamps as microsecond
+/// TIMESTAMPTZ), and its values are UTC epoch nanoseconds.
+pub const TIME_METADATA: [(&str, &str); 2] = [("strata.time_zone", "UTC"), ("strata.time_unit", "ns")];
+
+/// The key naming the time column in a file's key-value metadata.
+pub const TIME_COLUMN_KEY: &str = "strata.time_column";
+
+/// `builder` with the time convention ([`TIME_METADATA`]) and the time
+/// column's name in the file's key-value metadata. Every Parquet file
+/// Strata writes (flush, re-encode, compaction) is built through it.
+pub fn with_time_convention(builder: WriterPropertiesBuilder, time_column: &str) -> WriterPropertiesBuilder {
+    let mut metadata: Vec<KeyValue> =
+        TIME_METADATA.iter().map(|(key, value)| KeyValue::new(key.to_string(), value.to_string())).collect();
+    metadata.push(KeyValue::new(TIME_COLUMN_KEY.to_string(), time_column.to_string()));
+    builder.set_key_value_metadata(Some(metadata))
+}
+
 /// Writes one time-sorted batch as a Parquet file.
 fn write(all: &RecordBatch, encoding: Encoding) -> Result<Vec<u8>, ParquetFileError> {
-    let properties = WriterProperties::builder()
+    let time_column = all.schema().fields().first().map(|f| f.name().clone()).unwrap_or_default();
+    let properties = with_time_convention(WriterProperties::builder(), &time_column)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(encoding.zstd_level)?))
         .set_max_row_group_row_count(Some(encoding.row_group_rows_max))
         .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
@@ -277,5 +297,13 @@ mod tests {
         assert_eq!(groups, 10);
         assert!(reencode(&original.bytes, rows + 1, encoding).is_err(), "a row count that disagrees is refused");
         assert!(reencode(&original.bytes[..original.bytes.len() / 2], rows, encoding).is_err());
+        for file in [&original, &again] {
+            let reader = SerializedFileReader::new(Bytes::from(file.bytes.clone())).unwrap();
+            let metadata = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+            let value = |key: &str| metadata.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone());
+            assert_eq!(value("strata.time_zone").as_deref(), Some("UTC"), "{metadata:?}");
+            assert_eq!(value("strata.time_unit").as_deref(), Some("ns"));
+            assert_eq!(value(TIME_COLUMN_KEY).as_deref(), Some("time"));
+        }
     }
 }

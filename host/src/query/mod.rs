@@ -12,6 +12,7 @@ mod parser;
 pub mod plan;
 mod spill;
 mod sql_guard;
+mod sql_refs;
 mod sql_text;
 mod watchdog;
 
