@@ -662,6 +662,7 @@ fn a_wrong_query_is_invalid_query_as_the_readme_says() {
         json!({"time_range": range, "group_by": ["host"]}),
         json!({"time_range": {"start": T0 + 1, "end": T0}}),
         json!({"time_range": range, "nope": 1}),
+        json!({"time_range": range, "format": "xml"}),
     ];
     for case in cases {
         let (status, error) = server.post("/v1/datasets/cpu/query", case.to_string());

@@ -404,9 +404,10 @@ impl QueryEngine {
             .await
     }
 
-    /// Runs read-only SQL over views named after the datasets it references
-    /// (as a name, not inside a string or comment) and `readable` accepts.
-    /// SQL naming a dataset `readable` refuses is refused (403 `forbidden`);
+    /// Runs read-only SQL over views named after the datasets it reads as
+    /// tables (see `sql_refs`) and `readable` accepts, each pruned by the
+    /// SQL's top-level time predicates where they bound it. SQL reading a
+    /// dataset `readable` refuses is refused (403 `forbidden`);
     /// anything but exactly one query is refused before a database sees it
     /// (see `sql_guard`).
     pub async fn sql(

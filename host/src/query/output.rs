@@ -36,7 +36,7 @@ impl OutputFormat {
                 "csv" => Ok(OutputFormat::Csv),
                 "arrow" => Ok(OutputFormat::Arrow),
                 other => Err(Failure::new(
-                    ErrorCode::BadRequest,
+                    ErrorCode::InvalidQuery,
                     format!("format {other:?} is not json, ndjson, csv or arrow"),
                 )),
             };
