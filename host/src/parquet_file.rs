@@ -1,15 +1,27 @@
-//! Encoding buffered rows as Parquet, re-encoding a file, and checking a Parquet file.
+//! Encoding buffered rows as Parquet, re-encoding and merging files, and
+//! checking a Parquet file.
+//!
+//! Buffered rows are encoded in memory (they are in memory already). Files
+//! are re-encoded and merged as streams — each input read batch by batch,
+//! the output written row group by row group into any `Write` — so memory
+//! stays near one batch per input plus one row group, whatever the files'
+//! sizes. The readers here take any [`ChunkReader`] (a `File`, `Bytes`);
+//! opening files is the caller's business.
+
+use std::io::Write;
+use std::ops::Range;
 
 use arrow::array::{Array, ArrayRef, TimestampNanosecondArray, new_null_array};
 use arrow::compute::{cast, concat_batches, interleave};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::metadata::{FooterTail, KeyValue, ParquetMetaDataReader, SortingColumn};
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 
 use crate::schema::DatasetSchema;
 
@@ -25,6 +37,9 @@ pub enum ParquetFileError {
     /// A check after writing failed.
     #[error("verification failed: {0}")]
     Verify(String),
+    /// A local file could not be read or written.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// How a file is encoded: its zstd level and the most rows in a row group.
@@ -55,7 +70,20 @@ pub struct EncodedFile {
 
 /// Brings a buffered batch (the request's columns only) to the full schema.
 pub fn conform(batch: &RecordBatch, schema: &DatasetSchema) -> Result<RecordBatch, ParquetFileError> {
-    let target = schema.arrow_schema();
+    conform_to(batch, schema.arrow_schema())
+}
+
+/// Brings a batch to `target`: its columns by name, cast where the type
+/// differs, null where missing.
+fn conform_to(batch: &RecordBatch, target: SchemaRef) -> Result<RecordBatch, ParquetFileError> {
+    if batch.schema() == target {
+        return Ok(batch.clone());
+    }
+    // Read back from a file, a batch's schema carries the file's key-value
+    // metadata (the time convention); the columns are what counts.
+    if batch.schema().fields() == target.fields() {
+        return Ok(RecordBatch::try_new(target, batch.columns().to_vec())?);
+    }
     let columns: Vec<ArrayRef> = target
         .fields()
         .iter()
@@ -155,56 +183,25 @@ pub fn with_time_convention(builder: WriterPropertiesBuilder, time_column: &str)
     builder.set_key_value_metadata(Some(metadata))
 }
 
-/// Writes one time-sorted batch as a Parquet file.
-fn write(all: &RecordBatch, encoding: Encoding) -> Result<Vec<u8>, ParquetFileError> {
-    let time_column = all.schema().fields().first().map(|f| f.name().clone()).unwrap_or_default();
-    let properties = with_time_convention(WriterProperties::builder(), &time_column)
+/// The writer properties of `encoding`: zstd, row groups of at most
+/// `row_group_rows_max` rows, sorted by the time column, and the time
+/// convention in the key-value metadata ([`with_time_convention`]).
+fn properties(encoding: Encoding, time_column: &str) -> Result<WriterProperties, ParquetFileError> {
+    Ok(with_time_convention(WriterProperties::builder(), time_column)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(encoding.zstd_level)?))
         .set_max_row_group_row_count(Some(encoding.row_group_rows_max))
         .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
-        .build();
+        .build())
+}
+
+/// Writes one time-sorted batch as a Parquet file.
+fn write(all: &RecordBatch, encoding: Encoding) -> Result<Vec<u8>, ParquetFileError> {
     let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, all.schema(), Some(properties))?;
+    let time_column = all.schema().fields().first().map(|f| f.name().clone()).unwrap_or_default();
+    let mut writer = ArrowWriter::try_new(&mut bytes, all.schema(), Some(properties(encoding, &time_column)?))?;
     writer.write(all)?;
     writer.close()?;
     Ok(bytes)
-}
-
-/// Every row of a Parquet file as one batch, with the file's Arrow schema.
-fn read_all(bytes: &[u8]) -> Result<RecordBatch, ParquetFileError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(bytes))?;
-    let schema = builder.schema().clone();
-    let batches: Vec<RecordBatch> = builder.build()?.collect::<Result<_, _>>()?;
-    Ok(concat_batches(&schema, &batches)?)
-}
-
-/// Re-encodes one of our Parquet files (`rows` rows, sorted by time) with
-/// `encoding`: the same schema and the same rows in the same order. The new
-/// file is verified (checksum, footer, row count) and read back, and its
-/// content must equal the original's.
-pub fn reencode(bytes: &[u8], rows: i64, encoding: Encoding) -> Result<EncodedFile, ParquetFileError> {
-    let original = read_all(bytes)?;
-    if original.num_rows() as i64 != rows {
-        return Err(ParquetFileError::Verify(format!("the file holds {} rows, expected {rows}", original.num_rows())));
-    }
-    let times = original
-        .columns()
-        .first()
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-        .ok_or_else(|| ParquetFileError::Verify("the first column is not a nanosecond timestamp".into()))?;
-    let (min_time_ns, max_time_ns) = match (times.values().first(), times.values().last()) {
-        (Some(min), Some(max)) => (*min, *max),
-        _ => return Err(ParquetFileError::Verify("no rows to re-encode".into())),
-    };
-    let bytes = write(&original, encoding)?;
-    let checksum_crc32c = crc32c::crc32c(&bytes);
-    verify(&bytes, rows, checksum_crc32c)?;
-    // Pair assertion: what the new file decodes to is what the old one held.
-    if read_all(&bytes)? != original {
-        return Err(ParquetFileError::Verify("the re-encoded file's rows differ from the original's".into()));
-    }
-    let columns = original.num_columns();
-    Ok(EncodedFile { bytes, rows, min_time_ns, max_time_ns, checksum_crc32c, columns })
 }
 
 /// Checks a Parquet file: checksum, a readable footer and the row count.
@@ -219,6 +216,255 @@ pub fn verify(bytes: &[u8], rows: i64, checksum_crc32c: u32) -> Result<(), Parqu
         return Err(ParquetFileError::Verify(format!("footer says {footer_rows} rows, expected {rows}")));
     }
     Ok(())
+}
+
+/// What a streamed re-encode or merge wrote (the caller's writer knows
+/// the bytes and their fingerprint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncodedFileInfo {
+    /// Rows.
+    pub rows: i64,
+    /// Earliest row time, ns.
+    pub min_time_ns: i64,
+    /// Latest row time, ns.
+    pub max_time_ns: i64,
+    /// Columns in the file, the time column included.
+    pub columns: usize,
+}
+
+/// Rows per batch read from an input and written to the output.
+const STREAM_BATCH_ROWS: usize = 8192;
+
+/// One input of a merge: its reader and the rows of its current batch not
+/// yet taken.
+struct MergeInput {
+    reader: ParquetRecordBatchReader,
+    schema: SchemaRef,
+    batch: Option<RecordBatch>,
+    row: usize,
+}
+
+impl MergeInput {
+    fn open<R: ChunkReader + 'static>(
+        builder: ParquetRecordBatchReaderBuilder<R>,
+        schema: SchemaRef,
+    ) -> Result<MergeInput, ParquetFileError> {
+        let reader = builder.with_batch_size(STREAM_BATCH_ROWS).build()?;
+        let mut input = MergeInput { reader, schema, batch: None, row: 0 };
+        input.fill()?;
+        Ok(input)
+    }
+
+    /// Reads batches until one has rows left, or the input is exhausted.
+    fn fill(&mut self) -> Result<(), ParquetFileError> {
+        loop {
+            if let Some(batch) = &self.batch
+                && self.row < batch.num_rows()
+            {
+                return Ok(());
+            }
+            match self.reader.next() {
+                None => {
+                    self.batch = None;
+                    return Ok(());
+                }
+                Some(batch) => {
+                    self.batch = Some(conform_to(&batch?, self.schema.clone())?);
+                    self.row = 0;
+                }
+            }
+        }
+    }
+
+    /// The time of the next row, if any.
+    fn head(&self) -> Option<i64> {
+        self.batch.as_ref().map(|batch| times_of(batch)[self.row])
+    }
+}
+
+/// Merges Parquet files, each sorted by time, into one Parquet file
+/// sorted by time written to `out` with `encoding`, with the columns of
+/// `schema` (older files' batches are conformed to it). Rows of equal time
+/// keep the inputs' order. Streams: memory holds one batch per input and
+/// the row group being written.
+pub fn merge<R: ChunkReader + 'static, W: Write + Send>(
+    inputs: Vec<R>,
+    schema: SchemaRef,
+    out: W,
+    encoding: Encoding,
+) -> Result<EncodedFileInfo, ParquetFileError> {
+    let inputs: Vec<MergeInput> = inputs
+        .into_iter()
+        .map(|input| MergeInput::open(ParquetRecordBatchReaderBuilder::try_new(input)?, schema.clone()))
+        .collect::<Result<_, _>>()?;
+    merge_inputs(inputs, schema, out, encoding)
+}
+
+fn merge_inputs<W: Write + Send>(
+    mut inputs: Vec<MergeInput>,
+    schema: SchemaRef,
+    out: W,
+    encoding: Encoding,
+) -> Result<EncodedFileInfo, ParquetFileError> {
+    let mut writer = ArrowWriter::try_new(
+        out,
+        schema.clone(),
+        Some(properties(encoding, schema.fields().first().map_or("", |f| f.name().as_str()))?),
+    )?;
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0;
+    let mut written = Written::default();
+    loop {
+        let mut heads = inputs.iter().enumerate().filter_map(|(i, input)| input.head().map(|t| (t, i)));
+        let Some(first) = heads.next() else { break };
+        let (mut least, mut second) = (first, None::<(i64, usize)>);
+        for head in heads {
+            if head < least {
+                second = Some(least);
+                least = head;
+            } else if second.is_none_or(|s| head < s) {
+                second = Some(head);
+            }
+        }
+        let input = &mut inputs[least.1];
+        let batch = input.batch.as_ref().expect("an input with a head has a batch");
+        let times = &times_of(batch)[input.row..];
+        // Every row that sorts before the next input's head, ties by input.
+        let take = match second {
+            None => times.len(),
+            Some((t, j)) => times.partition_point(|x| *x < t || (*x == t && least.1 < j)).max(1),
+        };
+        let run = batch.slice(input.row, take);
+        written.note(times_of(&run))?;
+        pending_rows += take;
+        pending.push(run);
+        input.row += take;
+        input.fill()?;
+        if pending_rows >= STREAM_BATCH_ROWS {
+            writer.write(&concat_batches(&schema, &pending)?)?;
+            (pending, pending_rows) = (Vec::new(), 0);
+        }
+    }
+    if !pending.is_empty() {
+        writer.write(&concat_batches(&schema, &pending)?)?;
+    }
+    writer.close()?;
+    written.info(schema.fields().len())
+}
+
+/// The rows written so far: how many, the time range, and that they are
+/// in time order.
+#[derive(Default)]
+struct Written {
+    rows: i64,
+    min_max: Option<(i64, i64)>,
+}
+
+impl Written {
+    fn note(&mut self, times: &[i64]) -> Result<(), ParquetFileError> {
+        let (Some(first), Some(last)) = (times.first(), times.last()) else { return Ok(()) };
+        let sorted = times.windows(2).all(|w| w[0] <= w[1]);
+        if !sorted || self.min_max.is_some_and(|(_, max)| *first < max) {
+            return Err(ParquetFileError::Verify("an input file is not sorted by time".into()));
+        }
+        self.min_max = Some((self.min_max.map_or(*first, |(min, _)| min), *last));
+        self.rows += times.len() as i64;
+        Ok(())
+    }
+
+    fn info(self, columns: usize) -> Result<EncodedFileInfo, ParquetFileError> {
+        let (min_time_ns, max_time_ns) =
+            self.min_max.ok_or_else(|| ParquetFileError::Verify("no rows to write".into()))?;
+        Ok(EncodedFileInfo { rows: self.rows, min_time_ns, max_time_ns, columns })
+    }
+}
+
+/// Re-encodes one of our Parquet files (`rows` rows, sorted by time) into
+/// `out` with `encoding`: the same schema and the same rows in the same
+/// order, streamed. The row count must match `rows`.
+pub fn reencode_file<R: ChunkReader + 'static, W: Write + Send>(
+    input: R,
+    rows: i64,
+    out: W,
+    encoding: Encoding,
+) -> Result<EncodedFileInfo, ParquetFileError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(input)?;
+    let schema = builder.schema().clone();
+    let info = merge_inputs(vec![MergeInput::open(builder, schema.clone())?], schema, out, encoding)?;
+    if info.rows != rows {
+        return Err(ParquetFileError::Verify(format!("the file holds {} rows, expected {rows}", info.rows)));
+    }
+    Ok(info)
+}
+
+/// Whether two Parquet files decode to the same rows (schema included),
+/// compared batch by batch.
+pub fn same_rows<A: ChunkReader + 'static, B: ChunkReader + 'static>(a: A, b: B) -> Result<bool, ParquetFileError> {
+    let a = ParquetRecordBatchReaderBuilder::try_new(a)?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(b)?;
+    if a.schema().fields() != b.schema().fields() {
+        return Ok(false);
+    }
+    let mut a = a.with_batch_size(STREAM_BATCH_ROWS).build()?;
+    let mut b = b.with_batch_size(STREAM_BATCH_ROWS).build()?;
+    let (mut left, mut right): (Option<RecordBatch>, Option<RecordBatch>) = (None, None);
+    loop {
+        if left.as_ref().is_none_or(|l| l.num_rows() == 0) {
+            left = a.next().transpose()?;
+        }
+        if right.as_ref().is_none_or(|r| r.num_rows() == 0) {
+            right = b.next().transpose()?;
+        }
+        let (l, r) = match (&left, &right) {
+            (None, None) => return Ok(true),
+            (Some(l), Some(r)) => (l, r),
+            _ => return Ok(false),
+        };
+        let n = l.num_rows().min(r.num_rows());
+        if l.slice(0, n).columns() != r.slice(0, n).columns() {
+            return Ok(false);
+        }
+        (left, right) = (Some(l.slice(n, l.num_rows() - n)), Some(r.slice(n, r.num_rows() - n)));
+    }
+}
+
+/// Checks a Parquet file's footer, read alone: it parses and counts `rows` rows.
+pub fn check_footer<R: ChunkReader>(reader: &R, rows: i64) -> Result<(), ParquetFileError> {
+    let footer_rows = ParquetMetaDataReader::new().parse_and_finish(reader)?.file_metadata().num_rows();
+    if footer_rows != rows {
+        return Err(ParquetFileError::Verify(format!("footer says {footer_rows} rows, expected {rows}")));
+    }
+    Ok(())
+}
+
+/// The row count in the footer of a Parquet file of `len` bytes, read with
+/// `read_range` alone (the magic, the last 8 bytes, then the footer) —
+/// for an object on any target, without reading its data. A read's error
+/// passes through; a file that is no Parquet becomes `invalid(why)`.
+pub fn footer_rows<E>(
+    len: u64,
+    mut read_range: impl FnMut(Range<u64>) -> Result<Vec<u8>, E>,
+    invalid: impl Fn(ParquetFileError) -> E,
+) -> Result<i64, E> {
+    let bad = |why: String| invalid(ParquetFileError::Verify(why));
+    if len < 12 {
+        return Err(bad(format!("{len} bytes is too short for a Parquet file")));
+    }
+    if read_range(0..4)? != b"PAR1" {
+        return Err(bad("no Parquet magic at the start".into()));
+    }
+    let tail: [u8; 8] = read_range(len - 8..len)?.try_into().map_err(|_| bad("the footer's tail read short".into()))?;
+    let tail = FooterTail::try_new(&tail).map_err(|e| invalid(e.into()))?;
+    let metadata_len = tail.metadata_length() as u64;
+    if metadata_len > len - 12 {
+        return Err(bad(format!("a footer of {metadata_len} bytes in a file of {len}")));
+    }
+    let metadata = read_range(len - 8 - metadata_len..len - 8)?;
+    if metadata.len() as u64 != metadata_len {
+        return Err(bad("the footer read short".into()));
+    }
+    let metadata = ParquetMetaDataReader::decode_metadata(&metadata).map_err(|e| invalid(e.into()))?;
+    Ok(metadata.file_metadata().num_rows())
 }
 
 #[cfg(test)]
@@ -264,46 +510,152 @@ mod tests {
         assert!(verify(&file.bytes, 4, file.checksum_crc32c).is_err());
     }
 
-    #[test]
-    fn reencoding_keeps_every_row_and_changes_only_the_encoding() {
-        let schema = DatasetSchema::empty("time")
+    fn tagged_schema() -> DatasetSchema {
+        DatasetSchema::empty("time")
             .evolve(&[
                 ColumnDef { name: "host".into(), kind: ColumnKind::Tag },
                 ColumnDef { name: "v".into(), kind: ColumnKind::Float },
             ])
             .unwrap()
+            .unwrap()
+    }
+
+    fn batch_at(schema: &DatasetSchema, times: Vec<i64>) -> RecordBatch {
+        let hosts = ["a", "b", "c", "d", "e", "f", "g"];
+        let host: arrow::array::DictionaryArray<arrow::datatypes::Int32Type> =
+            times.iter().map(|t| Some(hosts[(t % 7) as usize])).collect();
+        let v = Float64Array::from(times.iter().map(|t| (t % 100) as f64).collect::<Vec<_>>());
+        let time = TimestampNanosecondArray::from(times);
+        RecordBatch::try_new(schema.arrow_schema(), vec![Arc::new(time), Arc::new(host), Arc::new(v)]).unwrap()
+    }
+
+    fn read_all(bytes: &[u8]) -> RecordBatch {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(bytes)).unwrap();
+        let schema = builder.schema().clone();
+        let batches: Vec<RecordBatch> = builder.build().unwrap().collect::<Result<_, _>>().unwrap();
+        concat_batches(&schema, &batches).unwrap()
+    }
+
+    #[test]
+    fn reencoding_streams_every_row_and_changes_only_the_encoding() {
+        let schema = tagged_schema();
+        let rows = 30_000;
+        let original = encode(&[batch_at(&schema, (0..rows).collect())], &schema, 1_000_000, 1).unwrap();
+        let encoding = Encoding { zstd_level: 9, row_group_rows_max: 1_000 };
+        let mut again = Vec::new();
+        let info = reencode_file(Bytes::from(original.bytes.clone()), rows, &mut again, encoding).unwrap();
+        assert_ne!(crc32c::crc32c(&again), original.checksum_crc32c);
+        assert_eq!((info.rows, info.min_time_ns, info.max_time_ns, info.columns), (rows, 0, rows - 1, 3));
+        assert_eq!(read_all(&again), read_all(&original.bytes));
+        assert!(same_rows(Bytes::from(again.clone()), Bytes::from(original.bytes.clone())).unwrap());
+        let groups = SerializedFileReader::new(Bytes::from(again.clone())).unwrap().metadata().num_row_groups();
+        assert_eq!(groups, 30);
+        let other = encode(&[batch_at(&schema, (1..=rows).collect())], &schema, 1_000_000, 1).unwrap();
+        assert!(!same_rows(Bytes::from(again), Bytes::from(other.bytes)).unwrap(), "one row differs everywhere");
+        let refused = reencode_file(Bytes::from(original.bytes.clone()), rows + 1, Vec::new(), encoding);
+        assert!(refused.is_err(), "a row count that disagrees is refused");
+        let half = Bytes::copy_from_slice(&original.bytes[..original.bytes.len() / 2]);
+        assert!(reencode_file(half, rows, Vec::new(), encoding).is_err());
+    }
+
+    #[test]
+    fn a_merge_interleaves_time_sorted_files_of_older_schemas_in_time_order() {
+        let schema = tagged_schema();
+        let older = DatasetSchema::empty("time")
+            .evolve(&[ColumnDef { name: "v".into(), kind: ColumnKind::Float }])
+            .unwrap()
             .unwrap();
-        let rows = 10_000;
-        let batch = RecordBatch::try_new(
-            schema.arrow_schema(),
+        let only_v = RecordBatch::try_new(
+            older.arrow_schema(),
             vec![
-                Arc::new(TimestampNanosecondArray::from((0..rows).collect::<Vec<i64>>())),
-                Arc::new(
-                    (0..rows)
-                        .map(|i| Some(["a", "b", "c", "d", "e", "f", "g"][(i % 7) as usize]))
-                        .collect::<arrow::array::DictionaryArray<arrow::datatypes::Int32Type>>(),
-                ),
-                Arc::new(Float64Array::from((0..rows).map(|i| (i % 100) as f64).collect::<Vec<_>>())),
+                Arc::new(TimestampNanosecondArray::from((0..20_000).map(|t| t * 3 + 1).collect::<Vec<i64>>())),
+                Arc::new(Float64Array::from(vec![-1.0; 20_000])),
             ],
         )
         .unwrap();
-        let original = encode(&[batch], &schema, 1_000_000, 1).unwrap();
-        let encoding = Encoding { zstd_level: 9, row_group_rows_max: 1_000 };
-        let again = reencode(&original.bytes, original.rows, encoding).unwrap();
-        assert_ne!(again.checksum_crc32c, original.checksum_crc32c);
-        assert_eq!((again.rows, again.min_time_ns, again.max_time_ns), (rows, 0, rows - 1));
-        assert_eq!(read_all(&again.bytes).unwrap(), read_all(&original.bytes).unwrap());
-        let groups = SerializedFileReader::new(Bytes::from(again.bytes.clone())).unwrap().metadata().num_row_groups();
-        assert_eq!(groups, 10);
-        assert!(reencode(&original.bytes, rows + 1, encoding).is_err(), "a row count that disagrees is refused");
-        assert!(reencode(&original.bytes[..original.bytes.len() / 2], rows, encoding).is_err());
-        for file in [&original, &again] {
-            let reader = SerializedFileReader::new(Bytes::from(file.bytes.clone())).unwrap();
+        let files = [
+            encode(&[batch_at(&schema, (0..20_000).map(|t| t * 3).collect())], &schema, 4_096, 1).unwrap(),
+            encode(&[only_v], &older, 4_096, 1).unwrap(),
+            // Ties with the first file's times: they come after its rows.
+            encode(&[batch_at(&schema, (0..20_000).map(|t| t * 6).collect())], &schema, 4_096, 1).unwrap(),
+        ];
+        let inputs: Vec<Bytes> = files.iter().map(|f| Bytes::from(f.bytes.clone())).collect();
+        let mut out = Vec::new();
+        let encoding = Encoding { zstd_level: 3, row_group_rows_max: 10_000 };
+        let info = merge(inputs, schema.arrow_schema(), &mut out, encoding).unwrap();
+        assert_eq!((info.rows, info.min_time_ns, info.max_time_ns), (60_000, 0, 119_994));
+        let merged = read_all(&out);
+        assert_eq!(merged.schema().fields(), schema.arrow_schema().fields(), "the dataset's latest schema");
+        let times = times_of(&merged);
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "sorted by time");
+        let v = merged.column(2).as_any().downcast_ref::<Float64Array>().unwrap();
+        let hosts = merged.column(1);
+        assert_eq!(v.iter().filter(|v| *v == Some(-1.0)).count(), 20_000, "every row of the older file");
+        assert_eq!(hosts.null_count(), 20_000, "its missing column is null");
+        let at_six = times.iter().position(|t| *t == 6).unwrap();
+        assert_eq!((times[at_six + 1], v.value(at_six), v.value(at_six + 1)), (6, 6.0, 6.0));
+        check_footer(&Bytes::from(out.clone()), 60_000).unwrap();
+        assert!(check_footer(&Bytes::from(out), 59_999).is_err());
+
+        // A file written unsorted (not by Strata) is refused, not merged out of order.
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema.arrow_schema(), None).unwrap();
+        writer.write(&batch_at(&schema, vec![5, 1])).unwrap();
+        let unsorted = Bytes::from(writer.into_inner().unwrap());
+        assert!(merge(vec![unsorted], schema.arrow_schema(), Vec::new(), encoding).is_err());
+    }
+
+    #[test]
+    fn every_written_file_records_its_time_convention() {
+        let schema = tagged_schema();
+        let encoding = Encoding { zstd_level: 3, row_group_rows_max: 1_000 };
+        let flushed = encode(&[batch_at(&schema, (0..100).collect())], &schema, 1_000, 1).unwrap();
+        let mut reencoded = Vec::new();
+        reencode_file(Bytes::from(flushed.bytes.clone()), 100, &mut reencoded, encoding).unwrap();
+        let mut merged = Vec::new();
+        merge(vec![Bytes::from(flushed.bytes.clone())], schema.arrow_schema(), &mut merged, encoding).unwrap();
+        for bytes in [flushed.bytes, reencoded, merged] {
+            let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
             let metadata = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
             let value = |key: &str| metadata.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone());
             assert_eq!(value("strata.time_zone").as_deref(), Some("UTC"), "{metadata:?}");
             assert_eq!(value("strata.time_unit").as_deref(), Some("ns"));
             assert_eq!(value(TIME_COLUMN_KEY).as_deref(), Some("time"));
         }
+    }
+
+    #[test]
+    fn the_footer_is_read_with_ranged_reads_alone() {
+        let schema = tagged_schema();
+        let file = encode(&[batch_at(&schema, (0..50_000).collect())], &schema, 1_000, 1).unwrap();
+        let len = file.bytes.len() as u64;
+        let mut read = 0u64;
+        let rows = footer_rows(
+            len,
+            |range: Range<u64>| {
+                read += range.end - range.start;
+                Ok::<_, String>(file.bytes[range.start as usize..range.end as usize].to_vec())
+            },
+            |e| e.to_string(),
+        )
+        .unwrap();
+        assert_eq!(rows, 50_000);
+        assert!(read < len / 4, "{read} of {len} bytes read: the footer only");
+        let mut corrupt = file.bytes.clone();
+        // The footer's length, made larger than the file.
+        let at = corrupt.len() - 6;
+        corrupt[at] ^= 0xff;
+        let ranged = |bytes: &[u8]| {
+            let bytes = bytes.to_vec();
+            footer_rows(
+                bytes.len() as u64,
+                move |r| Ok::<_, String>(bytes[r.start as usize..r.end as usize].to_vec()),
+                |e| e.to_string(),
+            )
+        };
+        assert!(ranged(&corrupt).is_err());
+        assert!(ranged(&file.bytes[..len as usize / 2]).is_err(), "a truncated file has no footer");
+        assert!(ranged(b"PAR1").is_err());
+        let failing = footer_rows(len, |_| Err::<Vec<u8>, _>("unreachable".to_string()), |e| e.to_string());
+        assert_eq!(failing.unwrap_err(), "unreachable", "a failed read passes through");
     }
 }

@@ -37,6 +37,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tasks.push(tokio::spawn(lifecycle.clone().run_sweeper(shutdown.clone())));
     tasks.push(tokio::spawn(lifecycle.clone().run_scheduler(shutdown.clone())));
     tasks.push(tokio::spawn(lifecycle.clone().run_compactor(shutdown.clone())));
+    tasks.push(tokio::spawn(lifecycle.clone().run_prober(shutdown.clone())));
 
     wait_for_signal(&policies).await;
     tracing::info!("shutting down: no new connections, finishing in-flight requests");

@@ -9,9 +9,13 @@
 //! [`Faulty`] wraps a target to inject the faults `STRATA_FAILPOINTS` asks for.
 
 mod faulty;
+mod health;
+mod staging;
 mod targets;
 
 pub use faulty::Faulty;
+pub use health::TargetHealth;
+pub use staging::{LocalFile, StagedFile, check_footer, verify_file};
 pub use targets::Targets;
 
 #[cfg(test)]
@@ -271,20 +275,9 @@ pub trait StorageTarget: Send + Sync + fmt::Debug {
     /// bounded chunks (a backend may use a cheaper proof it trusts, such as
     /// a content MD5 the store computed on receipt).
     fn verify(&self, key: &ObjectKey, expected: &Fingerprint) -> Result<(), StorageError> {
-        let mut hasher = FingerprintWriter::default();
-        self.get_to(key, &mut hasher)?;
-        let stored = hasher.finish();
-        if stored.size != expected.size || stored.crc32c != expected.crc32c {
-            return Err(StorageError::Mismatch {
-                target: self.name().to_string(),
-                key: key.clone(),
-                detail: format!(
-                    "{} bytes with CRC32C {:08x} stored, {} bytes with CRC32C {:08x} expected",
-                    stored.size, stored.crc32c, expected.size, expected.crc32c
-                ),
-            });
-        }
-        Ok(())
+        let mut checksum = ChecksumWriter::default();
+        self.get_to(key, &mut checksum)?;
+        compare(self.name(), key, checksum.size, checksum.crc32c, expected)
     }
     /// Whether the backend answers now: `Err(Unavailable)` with the reason
     /// if not. Cheap; run by the health checks, never on the write path.
@@ -322,6 +315,42 @@ pub trait StorageTarget: Send + Sync + fmt::Debug {
     }
 }
 
+/// A writer that only counts and CRC32Cs what passes through it: the
+/// read-back of `verify`, which needs no MD5.
+#[derive(Default)]
+struct ChecksumWriter {
+    size: u64,
+    crc32c: u32,
+}
+
+impl Write for ChecksumWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.size += buf.len() as u64;
+        self.crc32c = crc32c::crc32c_append(self.crc32c, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `Ok` if `size` and `crc32c` are `expected`'s, else a
+/// [`StorageError::Mismatch`] saying how they differ.
+fn compare(target: &str, key: &ObjectKey, size: u64, crc32c: u32, expected: &Fingerprint) -> Result<(), StorageError> {
+    if size != expected.size || crc32c != expected.crc32c {
+        return Err(StorageError::Mismatch {
+            target: target.to_string(),
+            key: key.clone(),
+            detail: format!(
+                "{size} bytes with CRC32C {crc32c:08x} stored, {} bytes with CRC32C {:08x} expected",
+                expected.size, expected.crc32c
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// A target in a local directory. Writes go to a temporary file that is
 /// fsync'd, hard-linked into place (which fails if the name is taken, giving
 /// create-only semantics atomically) and unlinked, then the directory is fsync'd.
@@ -345,6 +374,62 @@ impl LocalDirectory {
 
     fn path(&self, key: &ObjectKey) -> PathBuf {
         self.root.join(key.as_str())
+    }
+
+    /// Creates the object at `key` durably and create-only: `write` fills a
+    /// temporary file in the key's directory, which is fsync'd and
+    /// hard-linked into place (failing if the name is taken), then the
+    /// directory is fsync'd.
+    fn create(
+        &self,
+        key: &ObjectKey,
+        write: impl FnOnce(&mut File) -> std::io::Result<()>,
+    ) -> Result<(), StorageError> {
+        let path = self.path(key);
+        let dir = path.parent().expect("keys have a file name");
+        if !dir.exists() {
+            self.create_dirs(key, dir)?;
+        }
+        let tmp = dir.join(format!(".tmp-{}", rand::random::<u64>()));
+        let result = (|| {
+            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            write(&mut file)?;
+            file.sync_all()?;
+            fs::hard_link(&tmp, &path)
+        })();
+        let _ = fs::remove_file(&tmp);
+        match result {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StorageError::AlreadyExists(key.clone()));
+            }
+            Err(e) => return Err(io(key)(e)),
+        }
+        crate::failpoint::hit("local.put.before_dir_sync");
+        sync_dir(dir).map_err(io(key))
+    }
+
+    /// Creates `dir` (a key's directory) and makes the new directories'
+    /// entries durable: each new directory's parent, up to the one that existed.
+    fn create_dirs(&self, key: &ObjectKey, dir: &Path) -> Result<(), StorageError> {
+        // The deepest directory that exists gains the first new entry.
+        let mut existing = dir;
+        while let Some(parent) = existing.parent() {
+            existing = parent;
+            if existing == self.root || existing.exists() {
+                break;
+            }
+        }
+        fs::create_dir_all(dir).map_err(io(key))?;
+        let mut up = dir;
+        while let Some(parent) = up.parent() {
+            sync_dir(parent).map_err(io(key))?;
+            if parent == existing {
+                break;
+            }
+            up = parent;
+        }
+        Ok(())
     }
 }
 
@@ -391,50 +476,24 @@ impl StorageTarget for LocalDirectory {
     }
 
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError> {
-        let path = self.path(key);
-        let dir = path.parent().expect("keys have a file name");
-        if !dir.exists() {
-            // The deepest directory that exists gains the first new entry.
-            let mut existing = dir;
-            while let Some(parent) = existing.parent() {
-                existing = parent;
-                if existing == self.root || existing.exists() {
-                    break;
-                }
-            }
-            fs::create_dir_all(dir).map_err(io(key))?;
-            // Make the new directories' entries durable: each new
-            // directory's parent, up to the one that existed.
-            let mut up = dir;
-            while let Some(parent) = up.parent() {
-                sync_dir(parent).map_err(io(key))?;
-                if parent == existing {
-                    break;
-                }
-                up = parent;
-            }
-        }
-        let tmp = dir.join(format!(".tmp-{}", rand::random::<u64>()));
-        let result = (|| {
-            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            fs::hard_link(&tmp, &path)
-        })();
-        let _ = fs::remove_file(&tmp);
-        match result {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StorageError::AlreadyExists(key.clone()));
-            }
-            Err(e) => return Err(io(key)(e)),
-        }
-        crate::failpoint::hit("local.put.before_dir_sync");
-        sync_dir(dir).map_err(io(key))
+        self.create(key, |file| file.write_all(bytes))
+    }
+
+    /// Copies the file in bounded chunks into a temporary file, then links
+    /// it into place as `put` does (create-only).
+    fn put_file(&self, key: &ObjectKey, path: &Path) -> Result<(), StorageError> {
+        let mut source =
+            File::open(path).map_err(|source| StorageError::Io { key: path.display().to_string(), source })?;
+        self.create(key, |file| std::io::copy(&mut source, file).map(|_| ()))
     }
 
     fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, StorageError> {
         fs::read(self.path(key)).map_err(io(key))
+    }
+
+    fn get_to(&self, key: &ObjectKey, out: &mut dyn Write) -> Result<u64, StorageError> {
+        let mut file = File::open(self.path(key)).map_err(io(key))?;
+        std::io::copy(&mut file, out).map_err(io(key))
     }
 
     fn get_range(&self, key: &ObjectKey, range: Range<u64>) -> Result<Vec<u8>, StorageError> {

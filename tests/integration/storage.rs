@@ -19,7 +19,7 @@ const HOUR: i64 = 3_600_000_000_000;
 
 /// The config of every test here: runs only when asked, superseded files
 /// swept within 100 ms.
-const LIFECYCLE: &str = "[lifecycle]\nscheduler = false\ngrace_ms = 0\nsweep_interval_ms = 100\n";
+const LIFECYCLE: &str = "[lifecycle]\nscheduler = false\ngrace_ms = 0\norphan_grace_ms = 0\nsweep_interval_ms = 100\n";
 
 fn targets(server: &Server) -> Vec<Value> {
     let (status, body) = server.get("/v1/storage-targets");
@@ -146,6 +146,8 @@ fn a_move_survives_every_storage_fault_and_crash_and_completes_without_them() {
         Fault { failpoints: "storage.put.warm=corrupt", reported: Some("does not verify") },
         // The copy is sound, but it reads back corrupted.
         Fault { failpoints: "storage.get.warm=corrupt", reported: Some("does not verify") },
+        // The source is read through the fault (staged, not in place) and refused.
+        Fault { failpoints: "storage.get.hot=corrupt", reported: Some("checksum") },
         Fault { failpoints: "storage.put.warm=abort", reported: None },
         Fault { failpoints: "lifecycle.move.after_copy", reported: None },
         // Last: after this one the first partition has moved.
@@ -384,4 +386,32 @@ fn a_bad_fail_point_or_storage_configuration_refuses_to_start() {
     let stderr = start("", "storage.put.warm=explode");
     assert!(stderr.contains("STRATA_FAILPOINTS") && stderr.contains("explode"), "{stderr}");
     std::fs::remove_dir_all(root).unwrap();
+}
+
+#[test]
+fn the_start_up_sweep_keeps_unreferenced_objects_younger_than_the_grace_period() {
+    let config = "[lifecycle]\nscheduler = false\norphan_grace_ms = 600000\n";
+    let mut server = Server::start("orphan-grace", config);
+    let warm = server.data_dir.join("storage/warm");
+    let place = |relative: &str, age: Duration| {
+        let path = warm.join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"not referenced").unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age).unwrap();
+        path
+    };
+    let old = place("data/9/9/old.parquet", Duration::from_secs(2 * 3600));
+    let young = place("data/9/9/young.parquet", Duration::from_secs(60));
+    let outside = place("elsewhere/old.parquet", Duration::from_secs(2 * 3600));
+    server.restart();
+    // The sweep runs in the background after start-up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while old.exists() {
+        assert!(Instant::now() < deadline, "the orphan older than the grace period is never swept");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(young.exists(), "an unreferenced object inside the grace period may be an upload in flight");
+    assert!(outside.exists(), "only Strata's data/ prefix is swept");
+    assert!(server.log().contains("swept unfinished copies"), "the sweep reports itself: {}", server.log());
 }

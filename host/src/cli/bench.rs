@@ -35,6 +35,20 @@ pub enum Bench {
     /// Lifecycle: a tier transition of many partitions against a plain file
     /// copy, and a run over 100,000 partitions that changes nothing.
     Lifecycle(LifecycleArgs),
+    /// Memory of a move: one partition of one large Parquet file of random
+    /// floats, hot → warm re-encoded, and the server's peak RSS during it.
+    Move(MoveArgs),
+}
+
+/// Arguments of `strata bench move`.
+#[derive(Debug, clap::Args)]
+pub struct MoveArgs {
+    /// Rows of the partition (10 random float fields each, ~90 bytes a row in Parquet).
+    #[arg(long, default_value_t = 12_000_000)]
+    pub rows: usize,
+    /// Rows per write request.
+    #[arg(long, default_value_t = 50_000)]
+    pub batch: usize,
 }
 
 /// Arguments of `strata bench lifecycle`.
@@ -104,6 +118,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Query(args) => query(args),
         Bench::Policy(args) => super::bench_policy::run(args),
         Bench::Lifecycle(args) => lifecycle(args),
+        Bench::Move(args) => move_partition(args),
     }
 }
 
@@ -201,6 +216,15 @@ struct Server {
 }
 
 impl Server {
+    /// Stops the server (SIGTERM, so it flushes and exits cleanly) and
+    /// starts a fresh process on the same directory.
+    fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        self.child.wait()?;
+        (self.child, self.url) = spawn_server(&self.data_dir)?;
+        Ok(())
+    }
+
     /// The storage directory (all tiers).
     fn storage(&self) -> PathBuf {
         self.data_dir.join("data").join("storage")
@@ -225,9 +249,6 @@ fn start_server_with(config: Option<(&str, &[(&str, &str)])>) -> anyhow::Result<
     let data_dir = std::env::temp_dir().join(format!("strata-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     std::fs::create_dir_all(&data_dir)?;
-    let exe = std::env::current_exe().context("locating the strata binary")?;
-    let mut command = Command::new(exe);
-    command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.join("data"));
     if let Some((text, files)) = config {
         for (path, contents) in files {
             let path = data_dir.join(path);
@@ -235,6 +256,18 @@ fn start_server_with(config: Option<(&str, &[(&str, &str)])>) -> anyhow::Result<
             std::fs::write(path, contents)?;
         }
         std::fs::write(data_dir.join("strata.toml"), text)?;
+    }
+    let (child, url) = spawn_server(&data_dir)?;
+    Ok(Server { child, url, data_dir })
+}
+
+/// Runs `strata serve` on `data_dir` (with its `strata.toml`, if any);
+/// returns the child and the URL it printed.
+fn spawn_server(data_dir: &Path) -> anyhow::Result<(Child, String)> {
+    let exe = std::env::current_exe().context("locating the strata binary")?;
+    let mut command = Command::new(exe);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.join("data"));
+    if data_dir.join("strata.toml").exists() {
         command.arg("--config").arg(data_dir.join("strata.toml"));
     }
     let mut child = command
@@ -247,7 +280,7 @@ fn start_server_with(config: Option<(&str, &[(&str, &str)])>) -> anyhow::Result<
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
     let url = line.trim().strip_prefix("strata listening on ").context("server did not print its address")?.to_string();
-    Ok(Server { child, url, data_dir })
+    Ok((child, url))
 }
 
 fn proc_cpu_seconds(pid: u32) -> Option<f64> {
@@ -725,6 +758,74 @@ fn print_lifecycle_report(
         idle_run["execution_ms"].as_f64().unwrap_or(0.0),
         idle_run["unchanged"],
     );
+}
+
+/// Loads one day of `args.rows` random rows, flushes it as one file,
+/// restarts the server (so ingest's memory is not counted), moves the
+/// partition hot → warm with a re-encode, and reports the peak RSS of that
+/// server process, from its start through the move.
+fn move_partition(args: MoveArgs) -> anyhow::Result<()> {
+    let policy = "name = \"move-all\"\nkind = \"tiering\"\nplugin = \"builtin:tier-by-age\"\ndatasets = [\"moving\"]\n[config]\nwarm_after = \"1d\"\n";
+    let config = "[datasets.moving]\nperiod = \"day\"\n[ingest]\nflush_age_ms = 86400000\nflush_bytes = 68719476736\n\
+         [limits]\nbuffer_bytes_max = 68719476736\nrows_per_request_max = 1000000\nbody_bytes_max = 67108864\n\
+         [lifecycle]\nscheduler = false\nprecreate_lead_ms = 0\n\
+         [storage.tiers.warm]\nzstd_level = 3\nrow_group_rows_max = 1048576\n";
+    let mut server = start_server_with(Some((config, &[("policies/move-all.toml", policy)])))?;
+    let authority = server.url.trim_start_matches("http://").to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        wait_until_up(&authority).await?;
+        let mut sender = connect(&authority).await?;
+        let mut rng = StdRng::seed_from_u64(11);
+        eprintln!("loading {} rows into one partition…", args.rows);
+        let step_ns = DAY_S * 1_000_000_000 / args.rows.max(1) as i64;
+        for first in (0..args.rows).step_by(args.batch.max(1)) {
+            let mut body = String::with_capacity(args.batch * 220);
+            for row in first..(first + args.batch).min(args.rows) {
+                body.push_str("m ");
+                for (i, field) in FIELDS.iter().enumerate() {
+                    let _ = write!(body, "{}{field}={}", if i == 0 { "" } else { "," }, rng.random::<f64>());
+                }
+                let _ = writeln!(body, " {}", LIFECYCLE_START_S * 1_000_000_000 + row as i64 * step_ns);
+            }
+            reconnect_if_closed(&mut sender, &authority).await?;
+            write(&mut sender, &authority, "/api/v2/write?bucket=moving&precision=ns", Bytes::from(body)).await?;
+        }
+        reconnect_if_closed(&mut sender, &authority).await?;
+        post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
+        anyhow::Ok(())
+    })?;
+    server.restart()?;
+    let authority = server.url.trim_start_matches("http://").to_string();
+    let pid = server.child.id();
+    runtime.block_on(async {
+        wait_until_up(&authority).await?;
+        let mut sender = connect(&authority).await?;
+        let hot = parquet_files(&server.storage().join("hot"));
+        let hot_bytes: u64 = hot.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+        let before = proc_peak_rss_bytes(pid).unwrap_or(0);
+        let now_ns = (LIFECYCLE_START_S + 30 * DAY_S) * 1_000_000_000;
+        let started = Instant::now();
+        let report = post_json(&mut sender, &authority, "/v1/policies/move-all/run", serde_json::json!({"now": now_ns})).await?;
+        let move_s = started.elapsed().as_secs_f64();
+        let peak = proc_peak_rss_bytes(pid).unwrap_or(0);
+        let run = &report["runs"][0];
+        println!("strata bench move");
+        println!(
+            "  {} hot file(s), {:.1} MiB → warm re-encoded (zstd 3) in {move_s:.1} s: executed {}, failed {}, {} bytes moved",
+            hot.len(),
+            hot_bytes as f64 / 1048576.0,
+            run["executed"],
+            run["failed"],
+            run["bytes_moved"],
+        );
+        println!(
+            "  fresh server: peak RSS {:.1} MiB before the move, {:.1} MiB through it",
+            before as f64 / 1048576.0,
+            peak as f64 / 1048576.0
+        );
+        anyhow::Ok(())
+    })
 }
 
 /// Every Parquet file under `dir`, for benchmarks that read them directly.

@@ -15,6 +15,10 @@ pub struct LifecycleConfig {
     pub grace_ms: u64,
     /// How often the sweeper looks for expired tombstones, in ms.
     pub sweep_interval_ms: u64,
+    /// The start-up sweep of the non-hot targets never deletes an
+    /// unreferenced object younger than this, in ms: it may be another
+    /// writer's upload in flight, not an orphan.
+    pub orphan_grace_ms: u64,
     /// A partition whose period ended less than this long ago is never
     /// deleted, in ms (per dataset: `[datasets.<name>] min_retention_ms`).
     pub min_retention_ms: u64,
@@ -36,9 +40,11 @@ pub struct LifecycleConfig {
     pub move_concurrency: usize,
     /// Moved partitions committed per catalog transaction.
     pub move_commit_batch: usize,
-    /// Bytes the concurrent copies may hold in memory together (a copy
-    /// holds its source and the copy read back: twice the partition). A
-    /// larger partition is copied alone.
+    /// Bytes of partitions the concurrent copies may be copying together.
+    /// Copies stream (bounded buffers and one row group in memory each), so
+    /// this bounds what they stage on local disk — downloads of remote
+    /// files, re-encoded files — at a partition's bytes per copy. A larger
+    /// partition is copied alone.
     pub move_bytes_in_flight_max: u64,
     /// Create a live dataset's next-period partitions this long before the
     /// current period ends, in ms (0: never).
@@ -52,6 +58,10 @@ pub struct LifecycleConfig {
     pub health_max_cold_age_ms: Option<u64>,
     /// Past this multiple of a threshold, unhealthy instead of degraded.
     pub health_unhealthy_multiplier: f64,
+    /// How often each remote storage target is probed, in ms; an
+    /// unreachable one shows in `/v1/storage-targets` and degrades
+    /// `/health/lifecycle`.
+    pub target_probe_interval_ms: u64,
     /// Merging small files (`[lifecycle.compaction]`).
     pub compaction: CompactionConfig,
 }
@@ -141,6 +151,7 @@ impl Default for LifecycleConfig {
             scheduler: true,
             grace_ms: 3_600_000,
             sweep_interval_ms: 60_000,
+            orphan_grace_ms: 3_600_000,
             min_retention_ms: 86_400_000,
             max_deletes_per_run: 1_000,
             max_delete_fraction: 0.5,
@@ -156,6 +167,7 @@ impl Default for LifecycleConfig {
             health_max_warm_age_ms: None,
             health_max_cold_age_ms: None,
             health_unhealthy_multiplier: 2.0,
+            target_probe_interval_ms: 15_000,
             compaction: CompactionConfig::default(),
         }
     }

@@ -135,6 +135,12 @@ pub(super) async fn storage_targets(lifecycle: &Arc<Lifecycle>) -> Result<Respon
                 "archives": usage.archives,
                 "archive_bytes": usage.archive_bytes,
             });
+            if let Some(state) = all.health().of(target.name()) {
+                view["reachable"] = json!(state.reachable);
+                view["unreachable_reason"] = json!(state.reason);
+                view["reachability_since"] = json!(crate::time::rfc3339(state.since_ns));
+                view["checked_at"] = json!(crate::time::rfc3339(state.checked_at_ns));
+            }
             let faults = all.faults(target.name());
             if !faults.is_empty() {
                 view["injected_faults"] = json!(faults);

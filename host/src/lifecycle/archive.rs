@@ -1,12 +1,14 @@
 //! Archiving a partition, and restoring an archived one.
 //!
-//! An archive re-encodes all of a partition's live files, after verifying
-//! each, into one Parquet file on the archive target (the archived tier's
+//! An archive merges all of a partition's live files, after verifying
+//! each, in time order (a streaming k-way merge: each file is sorted by
+//! time) into one Parquet file on the archive target (the archived tier's
 //! target, or the one the decision names), with the decision's zstd level
 //! and row-group size (else the archived tier's encoding, else the archive
 //! defaults), and writes a manifest next to it (format `strata-archive-1`:
 //! the file's rows, bytes, checksum and time range, and every source file).
-//! Both are read back and verified; a failure deletes both (their names are
+//! Both are checked where they landed (the archive's fingerprint and its
+//! footer's row count by ranged reads; the manifest's bytes); a failure deletes both (their names are
 //! fresh and uncommitted, so nothing refers to them). Then one catalog
 //! transaction records the archive and, with `delete_source_after`, makes it
 //! the partition's only live file (tier `archived`), tombstoning the rest.
@@ -25,9 +27,9 @@ use super::{Lifecycle, no_dataset, no_partition};
 use crate::catalog::{AuditKind, FileRecord, NewArchive, NewFile, PartitionRecord};
 use crate::error::{ErrorCode, Failure};
 use crate::facts::ArchiveDecision;
-use crate::parquet_file::EncodedFile;
+use crate::parquet_file::{EncodedFileInfo, Encoding, ParquetFileError};
 use crate::schema::DatasetSchema;
-use crate::storage::{ObjectKey, StorageTarget, Targets};
+use crate::storage::{Fingerprint, LocalFile, ObjectKey, StagedFile, StorageError, StorageTarget, Targets};
 use crate::store::DatasetState;
 use crate::tier::Tier;
 use crate::time::now_ns;
@@ -132,41 +134,58 @@ impl Lifecycle {
     }
 }
 
-/// Re-encodes a partition's files into one Parquet file on the archive
-/// target, writes a manifest next to it and verifies both by reading them
-/// back. Blocking. Returns the archive to commit and its size.
+/// Merges a partition's files, in time order, into one Parquet file on
+/// the archive target, writes a manifest next to it and verifies both where
+/// they landed. Streams: the sources are read in place (local) or staged,
+/// merged batch by batch into a staged file, which is put from disk.
+/// Blocking. Returns the archive to commit and its size.
 fn write_archive(job: &ArchiveJob, files: &[FileRecord]) -> Result<(NewArchive, u64), LifecycleError> {
-    let (batches, sources) = read_sources(job, files)?;
+    let mut files = files.to_vec();
+    files.sort_by_key(|f| (f.min_time_ns, f.id));
+    let (locals, sources) = stage_sources(job, &files)?;
     let expected_rows: i64 = files.iter().map(|f| f.rows).sum();
-    let encoded = crate::parquet_file::encode(&batches, &job.schema, job.row_group_rows, job.zstd_level)
+    let encode_error = |error: std::io::Error| LifecycleError::ArchiveEncode(error.into());
+    let inputs = locals.iter().map(LocalFile::open).collect::<Result<Vec<_>, _>>().map_err(encode_error)?;
+    let encoding = Encoding { zstd_level: job.zstd_level, row_group_rows_max: job.row_group_rows };
+    let mut out = job.targets.staging().create()?;
+    let info = crate::parquet_file::merge(inputs, job.schema.arrow_schema(), &mut out, encoding)
         .map_err(LifecycleError::ArchiveEncode)?;
-    if encoded.rows != expected_rows {
-        return Err(LifecycleError::ArchiveRows { encoded: encoded.rows, expected: expected_rows });
+    let (staged, fingerprint) = out.finish()?;
+    drop(locals);
+    if info.rows != expected_rows {
+        return Err(LifecycleError::ArchiveRows { encoded: info.rows, expected: expected_rows });
     }
+    crate::storage::verify_file(staged.path(), info.rows, fingerprint.crc32c).map_err(LifecycleError::ArchiveEncode)?;
     let name = format!("archive-{:016x}", rand::random::<u64>());
     let key = ObjectKey::data_file(job.dataset_id, job.partition_id, &name);
     let manifest_key = ObjectKey::parse(&format!("data/{}/{}/{name}.manifest.json", job.dataset_id, job.partition_id))?;
-    let manifest = manifest_json(job, &key, &encoded, sources);
-    if let Err(error) = put_and_verify(job, &key, &encoded, &manifest_key, &manifest) {
+    let manifest = manifest_json(job, &key, &info, &fingerprint, sources);
+    if let Err(error) = put_and_verify(job, &key, &staged, &fingerprint, info.rows, &manifest_key, &manifest) {
         // Both names are fresh and uncommitted, so nothing else refers to them.
         let _ = job.destination.delete(&key);
         let _ = job.destination.delete(&manifest_key);
         return Err(error);
     }
-    let archive = NewArchive {
-        file: NewFile::encoded(job.destination.name(), key.to_string(), &encoded),
-        manifest_key: manifest_key.to_string(),
+    let file = NewFile {
+        storage_target: job.destination.name().to_string(),
+        object_key: key.to_string(),
+        bytes: fingerprint.size as i64,
+        rows: info.rows,
+        min_time_ns: info.min_time_ns,
+        max_time_ns: info.max_time_ns,
+        checksum_crc32c: fingerprint.crc32c,
+        column_count: info.columns as i64,
     };
-    Ok((archive, encoded.bytes.len() as u64))
+    Ok((NewArchive { file, manifest_key: manifest_key.to_string() }, fingerprint.size))
 }
 
-/// Reads and verifies each source file; returns their rows and their
-/// manifest entries.
-fn read_sources(
+/// Stages and verifies each source file (in place when local); returns
+/// them and their manifest entries.
+fn stage_sources(
     job: &ArchiveJob,
     files: &[FileRecord],
-) -> Result<(Vec<arrow::record_batch::RecordBatch>, Vec<serde_json::Value>), LifecycleError> {
-    let mut batches = Vec::new();
+) -> Result<(Vec<LocalFile>, Vec<serde_json::Value>), LifecycleError> {
+    let mut locals = Vec::new();
     let mut sources = Vec::new();
     for file in files {
         let source = job
@@ -174,11 +193,13 @@ fn read_sources(
             .named(&file.storage_target)
             .ok_or_else(|| LifecycleError::UnknownTarget { file_id: file.id, target: file.storage_target.clone() })?;
         let key = ObjectKey::parse(&file.object_key)?;
-        let bytes = source.get(&key)?;
-        crate::parquet_file::verify(&bytes, file.rows, file.checksum_crc32c).map_err(|error| {
-            LifecycleError::SourceUnverified { key: key.clone(), target: source.name().to_string(), source: error }
+        let local = job.targets.stage(source.as_ref(), &key)?;
+        local.verify_parquet(file.rows, file.checksum_crc32c).map_err(|error| LifecycleError::SourceUnverified {
+            key: key.clone(),
+            target: source.name().to_string(),
+            source: error,
         })?;
-        batches.extend(decode(&key, bytes)?);
+        locals.push(local);
         sources.push(json!({
             "storage_target": file.storage_target,
             "object_key": file.object_key,
@@ -187,30 +208,26 @@ fn read_sources(
             "checksum_crc32c": format!("{:08x}", file.checksum_crc32c),
         }));
     }
-    Ok((batches, sources))
-}
-
-/// The record batches of a Parquet file.
-pub(super) fn decode(key: &ObjectKey, bytes: Vec<u8>) -> Result<Vec<arrow::record_batch::RecordBatch>, LifecycleError> {
-    let read_error =
-        |source: Box<dyn std::error::Error + Send + Sync>| LifecycleError::Read { key: key.clone(), source };
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-        .and_then(|b| b.build())
-        .map_err(|e| read_error(Box::new(e)))?;
-    reader.map(|batch| batch.map_err(|e| read_error(Box::new(e)))).collect()
+    Ok((locals, sources))
 }
 
 /// The manifest written next to an archive.
-fn manifest_json(job: &ArchiveJob, key: &ObjectKey, encoded: &EncodedFile, sources: Vec<serde_json::Value>) -> String {
+fn manifest_json(
+    job: &ArchiveJob,
+    key: &ObjectKey,
+    info: &EncodedFileInfo,
+    fingerprint: &Fingerprint,
+    sources: Vec<serde_json::Value>,
+) -> String {
     json!({
         "format": "strata-archive-1",
         "file": {
             "object_key": key.as_str(),
-            "rows": encoded.rows,
-            "bytes": encoded.bytes.len(),
-            "checksum_crc32c": format!("{:08x}", encoded.checksum_crc32c),
-            "min_time_ns": encoded.min_time_ns,
-            "max_time_ns": encoded.max_time_ns,
+            "rows": info.rows,
+            "bytes": fingerprint.size,
+            "checksum_crc32c": format!("{:08x}", fingerprint.crc32c),
+            "min_time_ns": info.min_time_ns,
+            "max_time_ns": info.max_time_ns,
             "zstd_level": job.zstd_level,
             "row_group_rows": job.row_group_rows,
         },
@@ -219,24 +236,35 @@ fn manifest_json(job: &ArchiveJob, key: &ObjectKey, encoded: &EncodedFile, sourc
     .to_string()
 }
 
-/// Writes the archive and its manifest, then reads both back and checks them.
+/// Writes the archive (from its staged file) and its manifest, then checks
+/// both where they landed: the archive's fingerprint and footer, the
+/// manifest's bytes.
 fn put_and_verify(
     job: &ArchiveJob,
     key: &ObjectKey,
-    encoded: &EncodedFile,
+    staged: &StagedFile,
+    fingerprint: &Fingerprint,
+    rows: i64,
     manifest_key: &ObjectKey,
     manifest: &str,
 ) -> Result<(), LifecycleError> {
     let destination = &job.destination;
-    destination.put(key, &encoded.bytes).map_err(|source| LifecycleError::Write { key: key.clone(), source })?;
+    destination.put_file(key, staged.path()).map_err(|source| LifecycleError::Write { key: key.clone(), source })?;
     destination
         .put(manifest_key, manifest.as_bytes())
         .map_err(|source| LifecycleError::Write { key: manifest_key.clone(), source })?;
     crate::failpoint::hit("lifecycle.archive.after_write");
-    let stored = destination.get(key)?;
-    crate::parquet_file::verify(&stored, encoded.rows, encoded.checksum_crc32c).map_err(|source| {
-        LifecycleError::ArchiveUnverified { key: key.clone(), target: destination.name().to_string(), source }
-    })?;
+    match super::moves::read_back(destination.as_ref(), key, rows, fingerprint) {
+        Ok(()) => {}
+        Err(LifecycleError::Storage(StorageError::Mismatch { detail, .. })) => {
+            return Err(LifecycleError::ArchiveUnverified {
+                key: key.clone(),
+                target: destination.name().to_string(),
+                source: ParquetFileError::Verify(detail),
+            });
+        }
+        Err(error) => return Err(error),
+    }
     if destination.get(manifest_key)? != manifest.as_bytes() {
         return Err(LifecycleError::ManifestUnverified {
             key: manifest_key.clone(),

@@ -86,9 +86,6 @@ pub enum LifecycleError {
         /// The failed read or verification.
         source: Box<LifecycleError>,
     },
-    /// A verification of bytes that were read (shows through unchanged).
-    #[error(transparent)]
-    Verify(ParquetFileError),
     /// An archive decision reached execution without its options.
     #[error("an archive decision without options")]
     MissingArchiveOptions,
@@ -103,14 +100,6 @@ pub enum LifecycleError {
     /// The partition has no live file.
     #[error("the partition has no files to archive")]
     NothingToArchive,
-    /// A Parquet file could not be decoded.
-    #[error("reading {key}: {source}")]
-    Read {
-        /// The file.
-        key: ObjectKey,
-        /// The decoder's error.
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
     /// The archive could not be encoded.
     #[error("re-encoding: {0}")]
     ArchiveEncode(ParquetFileError),

@@ -160,6 +160,7 @@ impl Lifecycle {
             self.missing_next_partitions(dataset, &mut problems, &mut worst);
             self.stale_partitions(dataset, now, &mut problems, &mut worst);
         }
+        self.unreachable_targets(&mut problems, &mut worst);
         let status = ["healthy", "degraded", "unhealthy"][usize::from(worst)];
         Ok(json!({ "status": status, "problems": problems }))
     }
@@ -174,6 +175,20 @@ impl Lifecycle {
                 "dataset": dataset.name.as_str(),
                 "partition": partition_label(&dataset.name, &next.label, key),
                 "problem": "the next period's partition does not exist yet",
+            }));
+        }
+    }
+
+    /// Remote storage targets whose last probe failed: moves into them and
+    /// queries of their files fail until they answer again.
+    fn unreachable_targets(&self, problems: &mut Vec<Json>, worst: &mut u8) {
+        for (target, state) in self.targets.health().all().into_iter().filter(|(_, s)| !s.reachable) {
+            *worst = (*worst).max(1);
+            problems.push(json!({
+                "status": "degraded",
+                "storage_target": target,
+                "problem": format!("storage target {target} is unreachable: {}", state.reason.unwrap_or_default()),
+                "since": crate::time::rfc3339(state.since_ns),
             }));
         }
     }
@@ -239,6 +254,17 @@ impl Lifecycle {
         }
         if let Some(counts) = compaction_jobs {
             compaction::compaction_metrics(&mut text, &counts);
+        }
+        let probed = self.targets.health().all();
+        if !probed.is_empty() {
+            let _ = writeln!(
+                text,
+                "# HELP strata_storage_target_up Whether a remote storage target answered its last probe.\n\
+                 # TYPE strata_storage_target_up gauge"
+            );
+            for (target, state) in probed {
+                let _ = writeln!(text, "strata_storage_target_up{{target=\"{target}\"}} {}", u8::from(state.reachable));
+            }
         }
         let counters = self.counters.lock_or_recover();
         write_counters(&mut text, counters.iter().map(|(metric, value)| (metric.as_str(), *value)));

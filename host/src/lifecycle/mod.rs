@@ -7,8 +7,8 @@
 //! partition never aborts the run; it is reported and decided again on the
 //! next run. Compaction of small files ([`compaction`]) is host-native and
 //! takes the same run lock for each chunk it merges. Background tasks: the
-//! scheduler (`scheduler.rs`), the tombstone sweeper (`sweeper.rs`) and the
-//! compactor. What an operator reads about all this is in `explain.rs`.
+//! scheduler (`scheduler.rs`), the tombstone sweeper (`sweeper.rs`), the
+//! compactor and the prober of remote storage targets (`probes.rs`). What an operator reads about all this is in `explain.rs`.
 //!
 //! **Invariant:** no step deletes data before the catalog commit that makes
 //! it unreferenced. A move copies each file create-only to the target,
@@ -33,6 +33,7 @@ mod execute;
 mod explain;
 pub mod guard;
 mod moves;
+mod probes;
 mod run;
 mod scheduler;
 mod sweeper;
@@ -63,9 +64,11 @@ pub struct Lifecycle {
     policies: Arc<PolicyRuntime>,
     targets: Arc<Targets>,
     config: Arc<Config>,
-    /// One run (or restore, or compaction chunk) at a time: each sees the
-    /// others' results, and a move never interleaves with a merge.
-    running: tokio::sync::Mutex<()>,
+    /// One run (or restore, or compaction chunk, or one target's orphan
+    /// sweep) at a time: each sees the others' results, a move never
+    /// interleaves with a merge, and the sweep never sees a copy between
+    /// its write and its commit.
+    running: Arc<tokio::sync::Mutex<()>>,
     /// When each (policy, dataset) last ran on schedule, ns.
     last_scheduled: Mutex<HashMap<(String, String), i64>>,
     /// Counters for `/metrics`, by metric name with labels.
@@ -80,13 +83,14 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    /// Removes copies a crash left between their write and their catalog
-    /// commit from every target but the hot tier's (the store swept that
-    /// one before flushing), and marks compaction jobs still `running` as
-    /// failed. Blocking.
+    /// Starts the background sweep of copies a crash left between their
+    /// write and their catalog commit on every target but the hot tier's
+    /// (the store swept that one before flushing), and marks compaction
+    /// jobs still `running` as failed. Blocking.
     pub fn open(store: Arc<Store>, policies: Arc<PolicyRuntime>, config: Arc<Config>) -> anyhow::Result<Lifecycle> {
         let targets = store.targets().clone();
-        sweep_unfinished_copies(&store, &targets)?;
+        let running = Arc::new(tokio::sync::Mutex::new(()));
+        spawn_orphan_sweep(store.clone(), running.clone(), config.lifecycle.orphan_grace_ms)?;
         let interrupted = store.catalog().fail_interrupted_compactions(now_ns())?;
         if interrupted > 0 {
             tracing::warn!(interrupted, "compaction jobs were interrupted; the next pass resumes them at their cursor");
@@ -96,7 +100,7 @@ impl Lifecycle {
             policies,
             targets,
             config,
-            running: tokio::sync::Mutex::new(()),
+            running,
             last_scheduled: Mutex::new(HashMap::new()),
             counters: Mutex::new(BTreeMap::new()),
             backoff: Mutex::new(HashMap::new()),
@@ -133,24 +137,73 @@ impl Lifecycle {
     }
 }
 
-/// Removes temporaries and orphans (objects the catalog does not reference)
-/// from every target but the hot tier's. Blocking.
-fn sweep_unfinished_copies(store: &Store, targets: &Targets) -> anyhow::Result<()> {
-    for target in targets.all().filter(|t| t.name() != store.hot().name()) {
-        let removed = target.remove_temporaries()?;
-        let referenced = store.catalog().referenced_keys(target.name())?;
-        let mut orphans = 0;
-        for object in target.list("data/")? {
-            if !referenced.contains(object.key.as_str()) {
-                target.delete(&object.key)?;
-                orphans += 1;
+/// Sweeps every target but the hot tier's on a background thread, so a
+/// slow or unreachable target never holds up start-up: a target whose
+/// `probe` fails is skipped, and a failed sweep is logged; both are tried
+/// again at the next start. Each target is swept under the run lock, so no
+/// copy between its write and its commit is taken for an orphan.
+fn spawn_orphan_sweep(store: Arc<Store>, running: Arc<tokio::sync::Mutex<()>>, grace_ms: u64) -> anyhow::Result<()> {
+    let started_ns = now_ns();
+    std::thread::Builder::new().name("strata-orphan-sweep".into()).spawn(move || {
+        let hot = store.hot().name().to_string();
+        for target in store.targets().all().filter(|t| t.name() != hot) {
+            if let Err(error) = target.probe() {
+                tracing::warn!(target = target.name(), %error, "storage target unreachable; its orphan sweep waits for the next start");
+                continue;
+            }
+            let _one_at_a_time = running.blocking_lock();
+            let cutoff_ns = started_ns.saturating_sub(ms_to_ns(grace_ms));
+            match sweep_unfinished_copies(store.catalog(), target.as_ref(), cutoff_ns) {
+                Ok(swept) if swept.temporaries + swept.orphans + swept.young > 0 => tracing::info!(
+                    target = target.name(),
+                    temporaries = swept.temporaries,
+                    orphans = swept.orphans,
+                    kept_in_grace = swept.young,
+                    "swept unfinished copies"
+                ),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(target = target.name(), %error, "orphan sweep failed; it is tried again at the next start");
+                }
             }
         }
-        if removed + orphans > 0 {
-            tracing::info!(target = target.name(), temporaries = removed, orphans, "swept unfinished copies");
+    })?;
+    Ok(())
+}
+
+/// What one target's sweep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Swept {
+    /// Temporaries of interrupted puts removed.
+    temporaries: usize,
+    /// Unreferenced objects removed.
+    orphans: usize,
+    /// Unreferenced objects kept: written at or after `cutoff_ns` (or of
+    /// unknown age), they may be uploads in flight.
+    young: usize,
+}
+
+/// Removes a target's temporaries and its orphans under `data/` (objects
+/// the catalog does not reference) last written before `cutoff_ns`.
+/// Blocking.
+fn sweep_unfinished_copies(
+    catalog: &Catalog,
+    target: &dyn crate::storage::StorageTarget,
+    cutoff_ns: i64,
+) -> anyhow::Result<Swept> {
+    let mut swept = Swept { temporaries: target.remove_temporaries()?, ..Swept::default() };
+    let listed = target.list("data/")?;
+    // Read after the listing: an object committed meanwhile is referenced.
+    let referenced = catalog.referenced_keys(target.name())?;
+    for object in listed.into_iter().filter(|o| !referenced.contains(o.key.as_str())) {
+        if object.last_modified_ns.is_some_and(|written| written < cutoff_ns) {
+            target.delete(&object.key)?;
+            swept.orphans += 1;
+        } else {
+            swept.young += 1;
         }
     }
-    Ok(())
+    Ok(swept)
 }
 
 /// The failure answered when a request names a dataset that does not exist.

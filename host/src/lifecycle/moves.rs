@@ -14,9 +14,14 @@
 //!    `lifecycle.move_commit_batch` partitions, each partition in its own
 //!    savepoint, so a partition whose files changed meanwhile fails alone.
 //!
-//! Up to `lifecycle.move_concurrency` partitions copy at once, and together
-//! they hold at most `lifecycle.move_bytes_in_flight_max` bytes in memory
-//! ([`CopyBudget`]). A crash before the commit leaves unreferenced copies the
+//! Copies stream: a file is read in place on a local target or downloaded
+//! into the staging directory, re-encoded (if at all) into a staged file,
+//! and put from that file, so a copy's memory is bounded buffers plus one
+//! row group whatever the file's size. Up to `lifecycle.move_concurrency`
+//! partitions copy at once, and the partitions copying together weigh at
+//! most `lifecycle.move_bytes_in_flight_max` bytes ([`CopyBudget`]): the
+//! bound on what they stage on local disk (downloads, re-encoded files),
+//! and so on their memory too. A crash before the commit leaves unreferenced copies the
 //! start-up sweep removes; a crash after it leaves tombstoned sources the
 //! sweeper deletes after the grace period.
 
@@ -29,7 +34,8 @@ use super::error::LifecycleError;
 use super::execute::StepDone;
 use super::off_runtime;
 use crate::catalog::{CatalogError, FileRecord, MoveCommit, MovedFile};
-use crate::storage::{ObjectKey, StorageError, StorageTarget, Targets};
+use crate::parquet_file::{Encoding, ParquetFileError};
+use crate::storage::{Fingerprint, LocalFile, ObjectKey, StagedFile, StorageError, StorageTarget, Targets};
 use crate::sync::Recover as _;
 use crate::tier::Tier;
 use crate::time::now_ns;
@@ -165,8 +171,8 @@ fn copy_concurrently(targets: &Targets, jobs: &[CopyJob], budget: &CopyBudget) -
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
-                    // A copy holds its source and the copy read back.
-                    let held = budget.acquire(job.bytes.saturating_mul(2));
+                    // A copy stages at most its partition's bytes.
+                    let held = budget.acquire(job.bytes);
                     let result = copy_partition(targets, &job.files, job.tier);
                     budget.release(held);
                     *copied[i].lock_or_recover() = Some(result);
@@ -180,8 +186,10 @@ fn copy_concurrently(targets: &Targets, jobs: &[CopyJob], budget: &CopyBudget) -
         .collect()
 }
 
-/// How many copies run at once, and how many bytes they may hold in memory
-/// together. A copy larger than the whole budget runs alone.
+/// How many copies run at once, and how many bytes of partitions they may
+/// be copying together (each stages at most its partition's bytes on
+/// local disk and holds bounded buffers in memory). A copy larger than the
+/// whole budget runs alone.
 struct CopyBudget {
     workers: usize,
     total: u64,
@@ -230,26 +238,36 @@ fn copy_partition(targets: &Targets, files: &[FileRecord], tier: Tier) -> Outcom
 }
 
 /// Copies one file to `tier`'s target (re-encoded if the tier says so) and
-/// verifies the copy. Blocking.
+/// verifies the copy, streaming: the source is read in place (local) or
+/// downloaded into the staging directory, verified, re-encoded into a
+/// staged file if the tier says so, put from that file, then checked where
+/// it landed (fingerprint, and the footer's row count by ranged reads).
+/// Blocking.
 fn copy_file(targets: &Targets, file: &FileRecord, tier: Tier) -> Outcome<MovedFile> {
     let destination = targets.tier(tier);
     let source = targets
         .named(&file.storage_target)
         .ok_or_else(|| LifecycleError::UnknownTarget { file_id: file.id, target: file.storage_target.clone() })?;
     let key = ObjectKey::parse(&file.object_key)?;
-    let bytes = source.get(&key)?;
-    crate::parquet_file::verify(&bytes, file.rows, file.checksum_crc32c).map_err(|source_error| {
+    let local = targets.stage(source.as_ref(), &key)?;
+    let source_fingerprint = local.verify_parquet(file.rows, file.checksum_crc32c).map_err(|source_error| {
         LifecycleError::SourceUnverified { key: key.clone(), target: source.name().to_string(), source: source_error }
     })?;
-    let (copy_key, copy, checksum_crc32c) = match targets.encoding(tier) {
-        None => (key, bytes, file.checksum_crc32c),
+    let reencoded = match targets.encoding(tier) {
+        None => None,
         Some(encoding) => {
-            let encoded = crate::parquet_file::reencode(&bytes, file.rows, encoding)
-                .map_err(|source| LifecycleError::Reencode { key: key.clone(), tier: tier.as_str(), source })?;
-            (key.new_version(), encoded.bytes, encoded.checksum_crc32c)
+            Some(reencode(targets, &local, file.rows, encoding).map_err(|source| LifecycleError::Reencode {
+                key: key.clone(),
+                tier: tier.as_str(),
+                source,
+            })?)
         }
     };
-    let created = match destination.put(&copy_key, &copy) {
+    let (copy_key, path, fingerprint) = match &reencoded {
+        None => (key, local.path(), source_fingerprint),
+        Some((staged, fingerprint)) => (key.new_version(), staged.path(), *fingerprint),
+    };
+    let created = match destination.put_file(&copy_key, path) {
         Ok(()) => true,
         // A byte copy from an attempt that crashed before its commit is
         // kept only if it verifies below.
@@ -259,10 +277,13 @@ fn copy_file(targets: &Targets, file: &FileRecord, tier: Tier) -> Outcome<MovedF
         }
     };
     crate::failpoint::hit("lifecycle.move.after_copy");
-    match read_back(destination.as_ref(), &copy_key, file.rows, checksum_crc32c) {
-        Ok(stored_bytes) => {
-            Ok(MovedFile { id: file.id, object_key: copy_key.to_string(), bytes: stored_bytes as i64, checksum_crc32c })
-        }
+    match read_back(destination.as_ref(), &copy_key, file.rows, &fingerprint) {
+        Ok(()) => Ok(MovedFile {
+            id: file.id,
+            object_key: copy_key.to_string(),
+            bytes: fingerprint.size as i64,
+            checksum_crc32c: fingerprint.crc32c,
+        }),
         Err(error) => {
             // Only a copy this attempt created is certainly unreferenced;
             // anything else is left to the start-up orphan sweep.
@@ -275,17 +296,148 @@ fn copy_file(targets: &Targets, file: &FileRecord, tier: Tier) -> Outcome<MovedF
     }
 }
 
-/// Reads a copy back and verifies it; returns its size.
-fn read_back(target: &dyn StorageTarget, key: &ObjectKey, rows: i64, checksum_crc32c: u32) -> Outcome<usize> {
-    let stored = target.get(key)?;
-    crate::parquet_file::verify(&stored, rows, checksum_crc32c).map_err(LifecycleError::Verify)?;
-    Ok(stored.len())
+/// Re-encodes a verified local Parquet file of `rows` rows into a staged
+/// file, streaming, and checks the pair assertion: the new file decodes to
+/// the rows the old one held. Returns the staged file and its fingerprint.
+pub(super) fn reencode(
+    targets: &Targets,
+    local: &LocalFile,
+    rows: i64,
+    encoding: Encoding,
+) -> Result<(StagedFile, Fingerprint), ParquetFileError> {
+    let staging_error = |error: StorageError| ParquetFileError::Io(std::io::Error::other(error.to_string()));
+    let mut out = targets.staging().create().map_err(staging_error)?;
+    crate::parquet_file::reencode_file(local.open()?, rows, &mut out, encoding)?;
+    let (staged, fingerprint) = out.finish().map_err(staging_error)?;
+    // Pair assertion: what the new file decodes to is what the old one held.
+    if !crate::parquet_file::same_rows(local.open()?, staged.open()?)? {
+        return Err(ParquetFileError::Verify("the re-encoded file's rows differ from the original's".into()));
+    }
+    Ok((staged, fingerprint))
+}
+
+/// Checks a copy where it landed: its size and checksum (as the target
+/// proves them) and its footer's row count, read by ranged reads.
+pub(super) fn read_back(target: &dyn StorageTarget, key: &ObjectKey, rows: i64, expected: &Fingerprint) -> Outcome<()> {
+    target.verify(key, expected)?;
+    crate::storage::check_footer(target, key, expected.size, rows)?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::{ColumnDef, ColumnKind, DatasetSchema};
+    use crate::storage::{InMemory, LocalDirectory};
+    use arrow::array::{Float64Array, TimestampNanosecondArray};
+    use arrow::record_batch::RecordBatch;
     use std::time::Duration;
+
+    /// A flushed file of `rows` rows of incompressible floats, as the catalog records it.
+    fn big_file(hot: &dyn StorageTarget, rows: i64) -> (FileRecord, RecordBatch) {
+        let schema = DatasetSchema::empty("time")
+            .evolve(&[ColumnDef { name: "v".into(), kind: ColumnKind::Float }])
+            .unwrap()
+            .unwrap();
+        let batch = RecordBatch::try_new(
+            schema.arrow_schema(),
+            vec![
+                Arc::new(TimestampNanosecondArray::from((0..rows).collect::<Vec<_>>())),
+                Arc::new(Float64Array::from((0..rows).map(|_| rand::random::<f64>()).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        let encoded = crate::parquet_file::encode(std::slice::from_ref(&batch), &schema, 1_000_000, 1).unwrap();
+        let key = ObjectKey::data_file(1, 2, &format!("{:020}-{:016x}", 7, rand::random::<u64>()));
+        hot.put(&key, &encoded.bytes).unwrap();
+        let record = FileRecord {
+            id: 11,
+            partition_id: 2,
+            storage_target: hot.name().to_string(),
+            object_key: key.to_string(),
+            bytes: encoded.bytes.len() as i64,
+            rows,
+            min_time_ns: 0,
+            max_time_ns: rows - 1,
+            checksum_crc32c: encoded.checksum_crc32c,
+            column_count: Some(2),
+        };
+        (record, batch)
+    }
+
+    fn rows_of(target: &dyn StorageTarget, key: &str) -> RecordBatch {
+        let bytes = target.get(&ObjectKey::parse(key).unwrap()).unwrap();
+        let builder =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
+        // Without the file's key-value metadata (the time convention).
+        let schema =
+            std::sync::Arc::new(builder.schema().as_ref().clone().with_metadata(std::collections::HashMap::new()));
+        let batches: Vec<RecordBatch> = builder.build().unwrap().collect::<Result<_, _>>().unwrap();
+        let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        RecordBatch::try_new(schema, batch.columns().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_file_larger_than_the_copy_buffers_moves_re_encoded_through_staging() {
+        let root = std::env::temp_dir().join(format!("strata-moves-{:016x}", rand::random::<u64>()));
+        let hot: Arc<dyn StorageTarget> = Arc::new(LocalDirectory::open("hot", &root.join("hot")).unwrap());
+        let warm: Arc<dyn StorageTarget> = Arc::new(LocalDirectory::open("warm", &root.join("warm")).unwrap());
+        // No local paths: sources there are downloaded into staging.
+        let cold: Arc<dyn StorageTarget> = Arc::new(InMemory::new("cold"));
+        let encoding = Some(Encoding { zstd_level: 3, row_group_rows_max: 100_000 });
+        let targets = Targets::new(
+            vec![hot.clone(), warm.clone(), cold.clone()],
+            [
+                (Tier::Hot, "hot", None),
+                (Tier::Warm, "warm", encoding),
+                (Tier::Cold, "cold", encoding),
+                (Tier::Archived, "cold", None),
+            ],
+        )
+        .unwrap();
+        let rows = 600_000;
+        let (file, batch) = big_file(hot.as_ref(), rows);
+        assert!(file.bytes > 4 << 20, "{} bytes: larger than every copy buffer", file.bytes);
+
+        // Local → local, re-encoded: read in place, staged once, put from disk.
+        let to_warm = copy_partition(&targets, std::slice::from_ref(&file), Tier::Warm).unwrap();
+        let copy = &to_warm.copies[0];
+        assert_ne!(copy.object_key, file.object_key, "a re-encoded copy gets a new key");
+        assert_eq!(rows_of(warm.as_ref(), &copy.object_key), batch);
+        assert_eq!(fs_count(targets.staging().dir()), 0, "nothing stays staged");
+
+        // Local → memory (no local path), and back out of it to a local target.
+        let warm_file = FileRecord {
+            storage_target: "warm".into(),
+            object_key: copy.object_key.clone(),
+            bytes: copy.bytes,
+            checksum_crc32c: copy.checksum_crc32c,
+            ..file.clone()
+        };
+        let to_cold = copy_partition(&targets, &[warm_file], Tier::Cold).unwrap();
+        let cold_key = &to_cold.copies[0].object_key;
+        assert_eq!(rows_of(cold.as_ref(), cold_key), batch);
+        let cold_file = FileRecord {
+            storage_target: "cold".into(),
+            object_key: cold_key.clone(),
+            bytes: to_cold.copies[0].bytes,
+            checksum_crc32c: to_cold.copies[0].checksum_crc32c,
+            ..file.clone()
+        };
+        let back = copy_partition(&targets, std::slice::from_ref(&cold_file), Tier::Warm).unwrap();
+        assert_eq!(rows_of(warm.as_ref(), &back.copies[0].object_key), batch);
+        assert_eq!(fs_count(targets.staging().dir()), 0, "the download was removed");
+
+        // A source that does not match its catalog row is refused before any copy.
+        let wrong = FileRecord { checksum_crc32c: cold_file.checksum_crc32c ^ 1, ..cold_file };
+        let error = copy_partition(&targets, &[wrong], Tier::Warm).err().unwrap().to_string();
+        assert!(error.contains("checksum"), "{error}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    fn fs_count(dir: &std::path::Path) -> usize {
+        crate::storage::LocalDirectory::open("count", dir).unwrap().list("").unwrap().len()
+    }
 
     #[test]
     fn the_copy_budget_bounds_bytes_in_flight_and_lets_a_large_copy_run_alone() {

@@ -3,13 +3,16 @@
 //! [`Targets::open`](super::Targets::open) wraps a target in [`Faulty`] only
 //! when `STRATA_FAILPOINTS` names one of its operations
 //! (`storage.<put|get|delete>.<target>=<action>`); otherwise the target is
-//! used as it is and this code never runs.
+//! used as it is and this code never runs. The streaming operations fail
+//! alike: `put_file` as `put`, `get_to`, `verify` and `get_range` as `get`.
 
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{ObjectKey, ObjectMeta, StorageError, StorageTarget};
+use super::{Fingerprint, ObjectKey, ObjectMeta, StorageError, StorageTarget};
 use crate::failpoint::{Action, StorageOp};
 
 /// Wraps a target; each faulty operation errors, moves half the bytes,
@@ -62,6 +65,58 @@ fn damage(mut bytes: Vec<u8>, action: Action) -> Vec<u8> {
     bytes
 }
 
+/// Writes a damaged copy of the file at `path` next to it, named as a
+/// temporary (`.tmp-`) so no listing takes it for an object (`short`: its
+/// first half; `corrupt`: its middle byte flipped), in bounded chunks;
+/// returns the copy's path, which the caller removes.
+fn damaged_copy(path: &Path, action: Action) -> std::io::Result<PathBuf> {
+    let len = fs::metadata(path)?.len();
+    let copy = path.with_file_name(format!(".tmp-faulty-{:016x}", rand::random::<u64>()));
+    let mut out = DamagingWriter::new(OpenOptions::new().write(true).create_new(true).open(&copy)?, len, action);
+    std::io::copy(&mut File::open(path)?.take(len), &mut out)?;
+    out.out.sync_all()?;
+    Ok(copy)
+}
+
+/// A writer passing on what `damage` would leave of an object of `len`
+/// bytes: the first half (`short`), or all with the middle byte flipped
+/// (`corrupt`).
+struct DamagingWriter<W> {
+    out: W,
+    at: u64,
+    keep: u64,
+    flip: Option<u64>,
+}
+
+impl<W: Write> DamagingWriter<W> {
+    fn new(out: W, len: u64, action: Action) -> DamagingWriter<W> {
+        match action {
+            Action::Short => DamagingWriter { out, at: 0, keep: len / 2, flip: None },
+            Action::Corrupt if len > 0 => DamagingWriter { out, at: 0, keep: len, flip: Some(len / 2) },
+            _ => DamagingWriter { out, at: 0, keep: len, flip: None },
+        }
+    }
+}
+
+impl<W: Write> Write for DamagingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let kept = usize::try_from(self.keep.saturating_sub(self.at)).unwrap_or(usize::MAX).min(buf.len());
+        let mut chunk = buf[..kept].to_vec();
+        if let Some(flip) = self.flip
+            && (self.at..self.at + kept as u64).contains(&flip)
+        {
+            chunk[(flip - self.at) as usize] ^= 0xff;
+        }
+        self.out.write_all(&chunk)?;
+        self.at += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 impl StorageTarget for Faulty {
     fn name(&self) -> &str {
         self.inner.name()
@@ -80,6 +135,48 @@ impl StorageTarget for Faulty {
             Some(action) => self.inner.put(key, &damage(bytes.to_vec(), action)),
             None => self.inner.put(key, bytes),
         }
+    }
+
+    fn put_file(&self, key: &ObjectKey, path: &Path) -> Result<(), StorageError> {
+        match self.fault(StorageOp::Put, key)? {
+            Some(action) => {
+                let copy =
+                    damaged_copy(path, action).map_err(|source| StorageError::Io { key: key.to_string(), source })?;
+                let result = self.inner.put_file(key, &copy);
+                let _ = fs::remove_file(&copy);
+                result
+            }
+            None => self.inner.put_file(key, path),
+        }
+    }
+
+    fn get_to(&self, key: &ObjectKey, out: &mut dyn Write) -> Result<u64, StorageError> {
+        match self.fault(StorageOp::Get, key)? {
+            Some(action) => {
+                let len = self.inner.head(key)?.size;
+                let mut damaging = DamagingWriter::new(out, len, action);
+                self.inner.get_to(key, &mut damaging)?;
+                Ok(damaging.keep.min(damaging.at))
+            }
+            None => self.inner.get_to(key, out),
+        }
+    }
+
+    /// With a `get` fault, the object is read back through the fault;
+    /// otherwise the inner target proves it its own way.
+    fn verify(&self, key: &ObjectKey, expected: &Fingerprint) -> Result<(), StorageError> {
+        match self.fault(StorageOp::Get, key)? {
+            Some(_) => {
+                let mut checksum = super::ChecksumWriter::default();
+                self.get_to(key, &mut checksum)?;
+                super::compare(self.name(), key, checksum.size, checksum.crc32c, expected)
+            }
+            None => self.inner.verify(key, expected),
+        }
+    }
+
+    fn probe(&self) -> Result<(), StorageError> {
+        self.inner.probe()
     }
 
     fn get(&self, key: &ObjectKey) -> Result<Vec<u8>, StorageError> {
@@ -165,5 +262,58 @@ mod tests {
         assert!(target.delete(&key).is_err());
         assert_eq!(target.get(&key).unwrap(), bytes, "other operations are untouched");
         assert_eq!(target.describe(), ["storage.delete.warm=error"]);
+    }
+
+    #[test]
+    fn the_streaming_operations_fail_as_their_whole_object_twins() {
+        let dir = std::env::temp_dir().join(format!("strata-faulty-{}", rand::random::<u64>()));
+        fs::create_dir_all(&dir).unwrap();
+        let source = dir.join("source");
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&source, &bytes).unwrap();
+        let key = ObjectKey::parse("data/1/2/f.parquet").unwrap();
+        let faulty = |op, action| {
+            let inner: Arc<dyn StorageTarget> = Arc::new(InMemory::new("warm"));
+            (inner.clone(), Faulty::new(inner, vec![(op, action)]))
+        };
+        let whole = Fingerprint::of(&bytes);
+
+        let (inner, target) = faulty(StorageOp::Put, Action::Error);
+        assert!(target.put_file(&key, &source).unwrap_err().to_string().contains("storage.put.warm"));
+        assert!(inner.list("").unwrap().is_empty(), "nothing was stored");
+
+        let (inner, target) = faulty(StorageOp::Put, Action::Short);
+        target.put_file(&key, &source).unwrap();
+        assert_eq!(inner.get(&key).unwrap(), &bytes[..bytes.len() / 2]);
+        assert!(matches!(target.verify(&key, &whole), Err(StorageError::Mismatch { .. })));
+
+        let (inner, target) = faulty(StorageOp::Put, Action::Corrupt);
+        target.put_file(&key, &source).unwrap();
+        let stored = inner.get(&key).unwrap();
+        assert_eq!(stored.iter().zip(&bytes).filter(|(a, b)| a != b).count(), 1);
+        assert_eq!(stored.len(), bytes.len());
+
+        let (inner, target) = faulty(StorageOp::Get, Action::Corrupt);
+        inner.put(&key, &bytes).unwrap();
+        let mut read = Vec::new();
+        assert_eq!(target.get_to(&key, &mut read).unwrap(), bytes.len() as u64);
+        assert_eq!(read.iter().zip(&bytes).filter(|(a, b)| a != b).count(), 1);
+        assert!(
+            matches!(target.verify(&key, &whole), Err(StorageError::Mismatch { .. })),
+            "read back through the fault"
+        );
+        inner.verify(&key, &whole).unwrap();
+
+        let (inner, target) = faulty(StorageOp::Get, Action::Short);
+        inner.put(&key, &bytes).unwrap();
+        let mut read = Vec::new();
+        assert_eq!(target.get_to(&key, &mut read).unwrap(), bytes.len() as u64 / 2);
+        assert_eq!(read, &bytes[..bytes.len() / 2]);
+
+        let (inner, target) = faulty(StorageOp::Get, Action::Error);
+        inner.put(&key, &bytes).unwrap();
+        assert!(target.verify(&key, &whole).unwrap_err().to_string().contains("storage.get.warm"));
+        assert!(fs::read_dir(&dir).unwrap().count() == 1, "no damaged copy is left behind");
+        fs::remove_dir_all(dir).unwrap();
     }
 }

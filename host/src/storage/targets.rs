@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Faulty, LocalDirectory, ObjectKey, StorageError, StorageTarget};
+use super::staging::{LocalFile, Staging};
+use super::{Faulty, LocalDirectory, ObjectKey, StorageError, StorageTarget, TargetHealth};
 use crate::config::{Config, TargetKind};
 use crate::data_dir::{DirectoryLock, DirectoryLockError};
 use crate::parquet_file::Encoding;
@@ -28,8 +29,12 @@ pub struct Targets {
     by_tier: BTreeMap<Tier, TierStorage>,
     /// Injected faults by target name (fault-injection runs only).
     faults: BTreeMap<String, Vec<String>>,
+    /// Where copies stage downloads and re-encoded files.
+    staging: Staging,
     /// The locks on the local targets' directories, held while the targets are open.
     _locks: Vec<Arc<DirectoryLock>>,
+    /// The last probe of each remote target.
+    health: TargetHealth,
 }
 
 impl Targets {
@@ -40,7 +45,8 @@ impl Targets {
     /// configuration check compares the paths as written). Each local
     /// target's directory is locked before anything lists or writes it, so
     /// that no other server sweeps or overwrites its files; a directory
-    /// another process holds fails the open. Blocking.
+    /// another process holds fails the open. The staging directory
+    /// (`<data_dir>/staging`) is emptied. Blocking.
     pub fn open(config: &Config) -> Result<Targets, StorageError> {
         let mut by_name = BTreeMap::new();
         let mut faults = BTreeMap::new();
@@ -86,6 +92,7 @@ impl Targets {
             by_name.into_values().collect(),
             TIERS.map(|tier| (tier, config.tier_target(tier), config.tier_encoding(tier))),
         )?;
+        targets.staging = Staging::open(&config.server.data_dir.join("staging"))?;
         targets.faults = faults;
         targets._locks = locks;
         Ok(targets)
@@ -112,7 +119,15 @@ impl Targets {
         if let Some(missing) = TIERS.iter().find(|t| !by_tier.contains_key(t)) {
             return Err(StorageError::Misconfigured(format!("tier {} has no storage target", missing.as_str())));
         }
-        Ok(Targets { by_name, by_tier, faults: BTreeMap::new(), _locks: Vec::new() })
+        let staging = Staging::private()?;
+        Ok(Targets {
+            by_name,
+            by_tier,
+            faults: BTreeMap::new(),
+            staging,
+            _locks: Vec::new(),
+            health: TargetHealth::default(),
+        })
     }
 
     /// The target of a tier.
@@ -145,9 +160,28 @@ impl Targets {
         self.by_name.values()
     }
 
+    /// Whether each remote target answered its last probe.
+    pub fn health(&self) -> &TargetHealth {
+        &self.health
+    }
+
     /// The faults injected into target `name` (empty outside fault-injection runs).
     pub fn faults(&self, name: &str) -> &[String] {
         self.faults.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    /// The staging directory.
+    pub fn staging(&self) -> &Staging {
+        &self.staging
+    }
+
+    /// Object `key` of `target` as a local file to read: in place on a
+    /// local target, else downloaded into the staging directory in bounded
+    /// chunks. A target with an injected `get` fault is always downloaded,
+    /// through the fault.
+    pub fn stage(&self, target: &dyn StorageTarget, key: &ObjectKey) -> Result<LocalFile, StorageError> {
+        let get_fault = self.faults(target.name()).iter().any(|fault| fault.starts_with("storage.get."));
+        self.staging.fetch(target, key, !get_fault)
     }
 
     /// The local path of a catalog file `(target, object key)`, for readers

@@ -2,7 +2,8 @@
 //! truncation.
 //!
 //! A flush takes a partition's buffered chunks (seq ≤ S), writes them as one
-//! create-only file, reads it back to verify it, and commits the file with
+//! create-only file, verifies it as stored (its fingerprint, streamed back,
+//! and its footer's row count), and commits the file with
 //! `flushed_wal_seq = S` in one catalog transaction under the `visibility`
 //! lock, then drops the chunks it covered. A file written but never
 //! committed is unreferenced and deleted at once (or by the next start-up's
@@ -19,7 +20,7 @@ use crate::buffer::FlushSnapshot;
 use crate::catalog::{IdempotencyRecord, NewFile};
 use crate::error::{ErrorCode, Failure};
 use crate::parquet_file;
-use crate::storage::ObjectKey;
+use crate::storage::{Fingerprint, ObjectKey};
 use crate::sync::{Recover as _, RecoverRw as _};
 use crate::time::now_ns;
 
@@ -96,10 +97,12 @@ impl Store {
         self.hot.put(&key, &file.bytes)?;
         *written = Some(key.clone());
         crate::failpoint::hit("flush.after_file_write");
-        // Pair assertion across the IO: what storage holds is what we encoded.
-        let stored = self.hot.get(&key)?;
-        parquet_file::verify(&stored, file.rows, file.checksum_crc32c)
-            .map_err(|e| internal("verify flushed file", e))?;
+        // Pair assertion across the IO: what storage holds is what we
+        // encoded (size and checksum streamed back, the footer's row count
+        // by ranged reads).
+        let fingerprint = Fingerprint::of(&file.bytes);
+        self.hot.verify(&key, &fingerprint)?;
+        crate::storage::check_footer(self.hot.as_ref(), &key, fingerprint.size, file.rows)?;
         let new_file = NewFile::encoded(self.hot.name(), key.to_string(), &file);
         let _visible = self.visibility.write_or_recover();
         self.catalog.commit_flush(partition_id, &new_file, snapshot.max_seq, now_ns())?;

@@ -92,9 +92,13 @@ fn refuse_unconfigured_targets(catalog: &Catalog, targets: &Targets) -> anyhow::
     Ok(())
 }
 
-/// Removes the hot target's temporaries, and the files a crash left between
-/// their write and their catalog commit: the catalog never listed them, so
-/// they are invisible.
+/// Removes the hot target's temporaries, and the files under `data/` a
+/// crash left between their write and their catalog commit: the catalog
+/// never listed them, so they are invisible. Unlike the other targets'
+/// sweep (`Lifecycle::open`) this one has no grace period and runs before
+/// replay: the hot target is always a local directory this server holds
+/// locked, so nothing else writes it, and replay re-flushes what those
+/// files held.
 fn sweep_orphans(catalog: &Catalog, hot: &Arc<dyn StorageTarget>) -> anyhow::Result<Recovery> {
     let mut recovery = Recovery { temporary_files_removed: hot.remove_temporaries()?, ..Recovery::default() };
     let referenced = catalog.referenced_keys(hot.name())?;

@@ -432,6 +432,7 @@ impl Lifecycle {
             row_group_rows_max: self.config.ingest.row_group_rows_max,
         });
         ChunkJob {
+            targets: self.targets.clone(),
             target: target.clone(),
             schema: dataset.schema(),
             dataset_id: dataset.record.id,
