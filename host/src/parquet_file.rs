@@ -19,8 +19,8 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::{FooterTail, ParquetMetaDataReader, SortingColumn};
-use parquet::file::properties::WriterProperties;
+use parquet::file::metadata::{FooterTail, KeyValue, ParquetMetaDataReader, SortingColumn};
+use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
 
 use crate::schema::DatasetSchema;
@@ -78,6 +78,11 @@ pub fn conform(batch: &RecordBatch, schema: &DatasetSchema) -> Result<RecordBatc
 fn conform_to(batch: &RecordBatch, target: SchemaRef) -> Result<RecordBatch, ParquetFileError> {
     if batch.schema() == target {
         return Ok(batch.clone());
+    }
+    // Read back from a file, a batch's schema carries the file's key-value
+    // metadata (the time convention); the columns are what counts.
+    if batch.schema().fields() == target.fields() {
+        return Ok(RecordBatch::try_new(target, batch.columns().to_vec())?);
     }
     let columns: Vec<ArrayRef> = target
         .fields()
@@ -159,10 +164,30 @@ pub fn encode(
     Ok(encoded)
 }
 
+/// The file key-value metadata that names the time convention: the time
+/// column is `timestamp[ns]` without `isAdjustedToUTC` (so DuckDB keeps the
+/// nanoseconds; it reads UTC-adjusted timestamps as microsecond
+/// TIMESTAMPTZ), and its values are UTC epoch nanoseconds.
+pub const TIME_METADATA: [(&str, &str); 2] = [("strata.time_zone", "UTC"), ("strata.time_unit", "ns")];
+
+/// The key naming the time column in a file's key-value metadata.
+pub const TIME_COLUMN_KEY: &str = "strata.time_column";
+
+/// `builder` with the time convention ([`TIME_METADATA`]) and the time
+/// column's name in the file's key-value metadata. Every Parquet file
+/// Strata writes (flush, re-encode, compaction) is built through it.
+pub fn with_time_convention(builder: WriterPropertiesBuilder, time_column: &str) -> WriterPropertiesBuilder {
+    let mut metadata: Vec<KeyValue> =
+        TIME_METADATA.iter().map(|(key, value)| KeyValue::new(key.to_string(), value.to_string())).collect();
+    metadata.push(KeyValue::new(TIME_COLUMN_KEY.to_string(), time_column.to_string()));
+    builder.set_key_value_metadata(Some(metadata))
+}
+
 /// The writer properties of `encoding`: zstd, row groups of at most
-/// `row_group_rows_max` rows, sorted by the time column.
-fn properties(encoding: Encoding) -> Result<WriterProperties, ParquetFileError> {
-    Ok(WriterProperties::builder()
+/// `row_group_rows_max` rows, sorted by the time column, and the time
+/// convention in the key-value metadata ([`with_time_convention`]).
+fn properties(encoding: Encoding, time_column: &str) -> Result<WriterProperties, ParquetFileError> {
+    Ok(with_time_convention(WriterProperties::builder(), time_column)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(encoding.zstd_level)?))
         .set_max_row_group_row_count(Some(encoding.row_group_rows_max))
         .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
@@ -172,7 +197,8 @@ fn properties(encoding: Encoding) -> Result<WriterProperties, ParquetFileError> 
 /// Writes one time-sorted batch as a Parquet file.
 fn write(all: &RecordBatch, encoding: Encoding) -> Result<Vec<u8>, ParquetFileError> {
     let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, all.schema(), Some(properties(encoding)?))?;
+    let time_column = all.schema().fields().first().map(|f| f.name().clone()).unwrap_or_default();
+    let mut writer = ArrowWriter::try_new(&mut bytes, all.schema(), Some(properties(encoding, &time_column)?))?;
     writer.write(all)?;
     writer.close()?;
     Ok(bytes)
@@ -280,7 +306,11 @@ fn merge_inputs<W: Write + Send>(
     out: W,
     encoding: Encoding,
 ) -> Result<EncodedFileInfo, ParquetFileError> {
-    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(properties(encoding)?))?;
+    let mut writer = ArrowWriter::try_new(
+        out,
+        schema.clone(),
+        Some(properties(encoding, schema.fields().first().map_or("", |f| f.name().as_str()))?),
+    )?;
     let mut pending: Vec<RecordBatch> = Vec::new();
     let mut pending_rows = 0;
     let mut written = Written::default();
@@ -555,7 +585,7 @@ mod tests {
         let info = merge(inputs, schema.arrow_schema(), &mut out, encoding).unwrap();
         assert_eq!((info.rows, info.min_time_ns, info.max_time_ns), (60_000, 0, 119_994));
         let merged = read_all(&out);
-        assert_eq!(merged.schema(), schema.arrow_schema(), "the dataset's latest schema");
+        assert_eq!(merged.schema().fields(), schema.arrow_schema().fields(), "the dataset's latest schema");
         let times = times_of(&merged);
         assert!(times.windows(2).all(|w| w[0] <= w[1]), "sorted by time");
         let v = merged.column(2).as_any().downcast_ref::<Float64Array>().unwrap();
@@ -572,6 +602,25 @@ mod tests {
         writer.write(&batch_at(&schema, vec![5, 1])).unwrap();
         let unsorted = Bytes::from(writer.into_inner().unwrap());
         assert!(merge(vec![unsorted], schema.arrow_schema(), Vec::new(), encoding).is_err());
+    }
+
+    #[test]
+    fn every_written_file_records_its_time_convention() {
+        let schema = tagged_schema();
+        let encoding = Encoding { zstd_level: 3, row_group_rows_max: 1_000 };
+        let flushed = encode(&[batch_at(&schema, (0..100).collect())], &schema, 1_000, 1).unwrap();
+        let mut reencoded = Vec::new();
+        reencode_file(Bytes::from(flushed.bytes.clone()), 100, &mut reencoded, encoding).unwrap();
+        let mut merged = Vec::new();
+        merge(vec![Bytes::from(flushed.bytes.clone())], schema.arrow_schema(), &mut merged, encoding).unwrap();
+        for bytes in [flushed.bytes, reencoded, merged] {
+            let reader = SerializedFileReader::new(Bytes::from(bytes)).unwrap();
+            let metadata = reader.metadata().file_metadata().key_value_metadata().cloned().unwrap_or_default();
+            let value = |key: &str| metadata.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone());
+            assert_eq!(value("strata.time_zone").as_deref(), Some("UTC"), "{metadata:?}");
+            assert_eq!(value("strata.time_unit").as_deref(), Some("ns"));
+            assert_eq!(value(TIME_COLUMN_KEY).as_deref(), Some("time"));
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod hostile_sql;
 mod ingest;
 mod integrity;
 mod lifecycle;
+mod metrics;
 mod partitioning;
 mod policies;
 mod policy_limits;

@@ -354,15 +354,18 @@ fn number_value<'j>(
         )
     };
     match known {
-        Some(ColumnKind::Integer) => match n.as_i64() {
+        // A declared integer column keeps integers: `3` and `3.0` are 3,
+        // `3.5` is refused (nothing is rounded).
+        Some(ColumnKind::Integer) => match n.as_i64().or_else(|| exact_integer(n)) {
             Some(i) => Ok(Value::Integer(i)),
             None if n.is_u64() || wide_literal => Err(unrepresentable("a signed 64-bit integer")),
-            None => Err(conflict("not a signed 64-bit integer")),
+            None => Err(conflict(&format!("{n}, not a signed 64-bit integer"))),
         },
-        Some(ColumnKind::Unsigned) => match n.as_u64() {
+        Some(ColumnKind::Unsigned) => match n.as_u64().or_else(|| exact_integer(n).and_then(|i| u64::try_from(i).ok()))
+        {
             Some(u) => Ok(Value::Unsigned(u)),
             None if n.is_i64() || wide_literal => Err(unrepresentable("an unsigned 64-bit integer")),
-            None => Err(conflict("not an unsigned 64-bit integer")),
+            None => Err(conflict(&format!("{n}, not an unsigned 64-bit integer"))),
         },
         // A new column becomes a float column, so the same rule applies.
         None | Some(ColumnKind::Float) => {
@@ -382,6 +385,13 @@ fn number_value<'j>(
             n.as_f64().filter(|f| f.is_finite()).map(Value::Float).ok_or_else(|| conflict("not a finite number"))
         }
     }
+}
+
+/// A number written with a fraction or exponent (`3.0`, `1e3`) that is an
+/// integer a float holds exactly (within ±2^53).
+fn exact_integer(n: &serde_json::Number) -> Option<i64> {
+    let f = n.as_f64()?;
+    (f.fract() == 0.0 && f.abs() <= FLOAT_EXACT_INTEGER_MAX as f64).then_some(f as i64)
 }
 
 /// The values (as serde_json reads them: rounded floats) of the integer
@@ -493,8 +503,9 @@ mod tests {
             .evolve(&[ColumnDef { name: "n".into(), kind: ColumnKind::Integer }])
             .unwrap()
             .unwrap();
-        let batch = run(&schema, r#"[{"n":5}]"#).unwrap();
-        assert_eq!(batch.arrays[0].as_primitive::<Int64Type>().value(0), 5);
+        let batch = run(&schema, r#"[{"n":5},{"n":6.0},{"n":7e0}]"#).unwrap();
+        let values = batch.arrays[0].as_primitive::<Int64Type>();
+        assert_eq!((values.value(0), values.value(1), values.value(2)), (5, 6, 7));
         let error = run(&schema, r#"[{"n":5.5}]"#).unwrap_err();
         assert_eq!(error.code, ErrorCode::SchemaConflict);
         assert!(error.message.contains("\"n\""));

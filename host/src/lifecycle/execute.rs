@@ -151,7 +151,8 @@ impl Lifecycle {
             Action::Archive => {
                 self.count("strata_lifecycle_archives_total".into(), 1);
                 self.count("strata_lifecycle_archive_bytes_total".into(), bytes);
-                self.count("strata_lifecycle_archive_duration_ms_total".into(), elapsed.as_millis() as u64);
+                // Counted in microseconds, exported in seconds (see `explain::COUNTERS`).
+                self.count("strata_lifecycle_archive_duration_seconds_total".into(), elapsed.as_micros() as u64);
             }
             Action::Keep => {}
         }

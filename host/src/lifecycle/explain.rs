@@ -267,15 +267,62 @@ impl Lifecycle {
             }
         }
         let counters = self.counters.lock_or_recover();
-        let mut described = std::collections::BTreeSet::new();
-        for (metric, value) in counters.iter() {
-            let name = metric.split('{').next().unwrap_or(metric);
-            if described.insert(name.to_string()) {
-                let _ = writeln!(text, "# TYPE {name} counter");
+        write_counters(&mut text, counters.iter().map(|(metric, value)| (metric.as_str(), *value)));
+        text
+    }
+}
+
+/// The lifecycle's counters: name, help, whether its samples carry labels,
+/// and what its stored integer is divided by for export (durations are
+/// counted in microseconds and exported in seconds). Each is described from
+/// the start, and one without labels is exported at 0 before its first event.
+const COUNTERS: &[(&str, &str, bool, u64)] = &[
+    ("strata_lifecycle_transitions_total", "Partitions moved between tiers.", true, 1),
+    ("strata_lifecycle_deletes_total", "Partitions deleted by policy.", false, 1),
+    ("strata_lifecycle_bytes_moved_total", "Bytes moved between tiers.", false, 1),
+    ("strata_lifecycle_sweep_failures_total", "Files of deleted partitions the sweeper failed to remove.", false, 1),
+    ("strata_lifecycle_archives_total", "Partitions archived.", false, 1),
+    ("strata_lifecycle_archive_bytes_total", "Bytes written to archives.", false, 1),
+    ("strata_lifecycle_archive_duration_seconds_total", "Time spent archiving.", false, 1_000_000),
+    ("strata_lifecycle_runs_total", "Policy runs per policy and dataset.", true, 1),
+    ("strata_lifecycle_rejected_total", "Decisions rejected by the guard rails.", true, 1),
+    ("strata_lifecycle_failed_total", "Decisions that failed to execute.", true, 1),
+    ("strata_lifecycle_run_errors_total", "Policy runs that ended in an error.", true, 1),
+    ("strata_compactions_total", "Compaction chunks merged (one file written each).", false, 1),
+    ("strata_compaction_files_merged_total", "Files merged by compaction.", false, 1),
+    ("strata_compaction_bytes_read_total", "Bytes read by compaction.", false, 1),
+    ("strata_compaction_bytes_written_total", "Bytes written by compaction.", false, 1),
+    ("strata_compaction_failures_total", "Compaction chunks that failed.", false, 1),
+    ("strata_compaction_jobs_completed_total", "Compaction jobs completed.", false, 1),
+];
+
+/// Prometheus text for the counters `samples` (`name{labels}`, value): the
+/// families of [`COUNTERS`] first, then any other, each with HELP and TYPE.
+fn write_counters<'a>(text: &mut String, samples: impl Iterator<Item = (&'a str, u64)>) {
+    let mut by_family: std::collections::BTreeMap<&str, Vec<(&str, u64)>> = std::collections::BTreeMap::new();
+    for (metric, value) in samples {
+        by_family.entry(metric.split('{').next().unwrap_or(metric)).or_default().push((metric, value));
+    }
+    for (name, help, labelled, divisor) in COUNTERS {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
+        match by_family.remove(name) {
+            Some(samples) if *divisor > 1 => samples.iter().for_each(|(metric, value)| {
+                let _ = writeln!(text, "{metric} {}", *value as f64 / *divisor as f64);
+            }),
+            Some(samples) => samples.iter().for_each(|(metric, value)| {
+                let _ = writeln!(text, "{metric} {value}");
+            }),
+            None if !labelled => {
+                let _ = writeln!(text, "{name} 0");
             }
+            None => {}
+        }
+    }
+    for (name, samples) in by_family {
+        let _ = writeln!(text, "# HELP {name} A lifecycle counter.\n# TYPE {name} counter");
+        for (metric, value) in samples {
             let _ = writeln!(text, "{metric} {value}");
         }
-        text
     }
 }
 

@@ -216,9 +216,12 @@ fn write_policy_families(text: &mut String, entries: &[Arc<PolicyEntry>]) {
     family("strata_policy_active_version", "Sequence number of the active version (0 = none).", "gauge", &|e| {
         e.active.load().as_ref().map_or(0, |v| v.seq as u64)
     });
-    family("strata_policy_last_duration_microseconds", "Duration of the last call.", "gauge", &|e| {
-        e.stats.last_duration_us.load(Ordering::Relaxed)
-    });
+    let _ = writeln!(text, "# HELP strata_policy_last_duration_seconds Duration of the last call.");
+    let _ = writeln!(text, "# TYPE strata_policy_last_duration_seconds gauge");
+    for entry in entries {
+        let seconds = entry.stats.last_duration_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(text, "strata_policy_last_duration_seconds{{policy=\"{}\"}} {seconds:.6}", entry.name);
+    }
 }
 
 /// One family per counter of a component version, one sample per policy

@@ -456,9 +456,10 @@ impl QueryEngine {
             .await
     }
 
-    /// Runs read-only SQL over views named after the datasets it references
-    /// (as a name, not inside a string or comment) and `readable` accepts.
-    /// SQL naming a dataset `readable` refuses is refused (403 `forbidden`);
+    /// Runs read-only SQL over views named after the datasets it reads as
+    /// tables (see `sql_refs`) and `readable` accepts, each pruned by the
+    /// SQL's top-level time predicates where they bound it. SQL reading a
+    /// dataset `readable` refuses is refused (403 `forbidden`);
     /// anything but exactly one query is refused before a database sees it
     /// (see `sql_guard`).
     pub async fn sql(
@@ -479,9 +480,10 @@ impl QueryEngine {
             .await
             .map_err(|e| Failure::new(ErrorCode::Internal, format!("checking the SQL failed: {e}")))??;
         let mut datasets: Vec<(Arc<DatasetState>, String)> = Vec::new();
+        let mut dataset_ranges = Vec::new();
         for dataset in store.datasets() {
             let name = dataset.name.to_string();
-            if !checked.names.contains(&name) {
+            if !checked.tables.contains(&name) {
                 continue;
             }
             if !readable(&name) {
@@ -491,6 +493,7 @@ impl QueryEngine {
                 )
                 .with_detail(json!({ "scope": format!("read:{name}") })));
             }
+            dataset_ranges.push(checked.time_range(&name, &dataset.schema().time_column));
             datasets.push((dataset, name));
         }
         let planned = PlannedQuery {
@@ -501,6 +504,7 @@ impl QueryEngine {
             params: Vec::new(),
             time_columns: Vec::new(),
             key_filters: Vec::new(),
+            dataset_ranges,
         };
         self.run(store, datasets, None, planned, format).await
     }
@@ -645,9 +649,10 @@ impl QueryJob {
     /// source's relation.
     fn prepare(&self, stats: &mut QueryStats) -> Result<(Connection, Vec<Source>, Vec<String>), Failure> {
         let mut sources = Vec::new();
-        for (dataset, _) in &self.datasets {
+        for (i, (dataset, _)) in self.datasets.iter().enumerate() {
             let snapshot = self.store.snapshot(dataset)?;
-            sources.push(self.engine.source(dataset, &snapshot, self.range, &self.planned.key_filters, stats)?);
+            let range = self.range.or(self.planned.dataset_ranges.get(i).copied().flatten());
+            sources.push(self.engine.source(dataset, &snapshot, range, &self.planned.key_filters, stats)?);
         }
         let files: Vec<&str> = sources.iter().flat_map(|s| s.files.iter().map(String::as_str)).collect();
         // A time range means a structured query.

@@ -12,14 +12,15 @@ mod parser;
 pub mod plan;
 mod spill;
 mod sql_guard;
+mod sql_refs;
 mod sql_text;
 mod watchdog;
 
 pub use engine::{QueryEngine, QueryResult, QueryStats};
 
 /// Which datasets a caller may read: `POST /v1/sql` creates views only for
-/// the datasets this accepts, and refuses SQL that names any other (403
-/// `forbidden`, naming the scope).
+/// the datasets this accepts, and refuses SQL that reads any other as a
+/// table (403 `forbidden`, naming the scope).
 pub type DatasetFilter = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Times `sql` run by DuckDB directly over a view `cpu` of `files`, in the

@@ -36,7 +36,7 @@ impl OutputFormat {
                 "csv" => Ok(OutputFormat::Csv),
                 "arrow" => Ok(OutputFormat::Arrow),
                 other => Err(Failure::new(
-                    ErrorCode::BadRequest,
+                    ErrorCode::InvalidQuery,
                     format!("format {other:?} is not json, ndjson, csv or arrow"),
                 )),
             };
@@ -278,9 +278,7 @@ fn encode_text(
     let batch = with_timestamps(batch, time_columns, true)?;
     let batch = with_text_values(&batch, format)?;
     if format == OutputFormat::Csv {
-        let mut out = Vec::new();
-        arrow::csv::WriterBuilder::new().with_header(false).build(&mut out).write(&batch)?;
-        return Ok(out);
+        return csv_records(&batch);
     }
     let lines = json_lines(&batch)?;
     if format == OutputFormat::Ndjson {
@@ -456,6 +454,50 @@ fn unencodable(format: OutputFormat, column: Option<(Field, ArrowError)>, error:
     )
 }
 
+/// CSV records (RFC 4180): a null is an empty field, a value that is empty
+/// or holds a comma, quote or line break is quoted (`""` is the empty
+/// string), so null and `""` stay apart. Values are written as Arrow's CSV
+/// writer writes them.
+fn csv_records(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+    let options = arrow::util::display::FormatOptions::default();
+    let formatters = batch
+        .columns()
+        .iter()
+        .map(|column| {
+            if column.data_type().is_nested() {
+                Err(ArrowError::CsvError(format!("Nested type {} is not supported in CSV", column.data_type())))
+            } else {
+                arrow::util::display::ArrayFormatter::try_new(column.as_ref(), &options)
+            }
+        })
+        .collect::<Result<Vec<_>, ArrowError>>()?;
+    // Logical nulls: a `NULL`-typed column has no null buffer.
+    let nulls: Vec<_> = batch.columns().iter().map(|column| column.logical_nulls()).collect();
+    let mut out = Vec::new();
+    let mut value = String::new();
+    for row in 0..batch.num_rows() {
+        for (i, (nulls, formatter)) in nulls.iter().zip(&formatters).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            if nulls.as_ref().is_some_and(|nulls| nulls.is_null(row)) {
+                continue;
+            }
+            value.clear();
+            formatter.value(row).write(&mut value).map_err(|e| ArrowError::CsvError(e.to_string()))?;
+            if value.is_empty() || value.contains([',', '"', '\n', '\r']) {
+                out.push(b'"');
+                out.extend_from_slice(value.replace('"', "\"\"").as_bytes());
+                out.push(b'"');
+            } else {
+                out.extend_from_slice(value.as_bytes());
+            }
+        }
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
 fn csv_field(name: &str) -> String {
     if name.contains([',', '"', '\n', '\r']) { format!("\"{}\"", name.replace('"', "\"\"")) } else { name.to_string() }
 }
@@ -536,6 +578,17 @@ mod tests {
     }
 
     #[test]
+    fn csv_tells_null_from_the_empty_string() {
+        let text: ArrayRef =
+            Arc::new(arrow::array::StringArray::from(vec![Some(""), None, Some("a,\"b\""), Some("x")]));
+        let number: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![Some(1), Some(2), None, Some(4)]));
+        let batch = RecordBatch::try_from_iter([("t", text), ("n", number)]).unwrap();
+        let mut encoder = Encoder::new(OutputFormat::Csv, Vec::new());
+        assert_eq!(String::from_utf8(encoder.begin(&batch.schema())).unwrap(), "t,n\n");
+        assert_eq!(String::from_utf8(encoder.batch(&batch).unwrap()).unwrap(), "\"\",1\n,2\n\"a,\"\"b\"\"\",\nx,4\n");
+    }
+
+    #[test]
     fn csv_writes_nested_values_as_json_and_refuses_what_it_cannot_write() {
         let list: ArrayRef = Arc::new(arrow::array::ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
             Some(vec![Some(1), None]),
@@ -544,7 +597,7 @@ mod tests {
         let batch = RecordBatch::try_from_iter([("l", list)]).unwrap();
         let mut encoder = Encoder::new(OutputFormat::Csv, Vec::new());
         encoder.begin(&batch.schema());
-        assert_eq!(String::from_utf8(encoder.batch(&batch).unwrap()).unwrap(), "\"[1,null]\"\n\"\"\n");
+        assert_eq!(String::from_utf8(encoder.batch(&batch).unwrap()).unwrap(), "\"[1,null]\"\n\n", "null is empty");
         let union: ArrayRef = Arc::new(
             arrow::array::UnionArray::try_new(
                 [(0i8, Arc::new(Field::new("k", DataType::Int32, true)))].into_iter().collect(),

@@ -44,7 +44,7 @@ pub struct QueryRequest {
     pub format: Option<String>,
 }
 
-/// A time range: RFC 3339 strings or epoch nanoseconds.
+/// A time range: RFC 3339 strings or epoch integers in `precision`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeRange {
@@ -52,6 +52,9 @@ pub struct TimeRange {
     pub start: Json,
     /// Exclusive end.
     pub end: Json,
+    /// The unit of epoch integers: `ns` (default), `us`, `ms` or `s`.
+    #[serde(default)]
+    pub precision: Option<String>,
 }
 
 /// Sort order by time.
@@ -172,6 +175,10 @@ pub struct PlannedQuery {
     /// What the filters say about tag and text columns, for pruning
     /// partitions by key.
     pub key_filters: Vec<KeyFilter>,
+    /// SQL only: per dataset read (in order), the time range its rows must
+    /// lie in to count, from the SQL's top-level time predicates, for
+    /// pruning partitions; `None` reads every time.
+    pub dataset_ranges: Vec<Option<(i64, i64)>>,
 }
 
 /// A condition every row of a query's answer meets: `column` holds one of
@@ -225,8 +232,9 @@ pub fn prunable_by_key(key_field: Option<&str>, key: &str, filters: &[KeyFilter]
 /// Rows a query may return at most, whatever `limit` says.
 pub const QUERY_ROWS_DEFAULT_MAX: u64 = u64::MAX;
 
+/// Anything wrong with a query is `invalid_query`.
 fn bad(message: impl Into<String>) -> Failure {
-    Failure::new(ErrorCode::BadRequest, message)
+    Failure::new(ErrorCode::InvalidQuery, message)
 }
 
 /// A BIGINT literal. The parentheses matter: `-9223372036854775808::BIGINT`
@@ -262,6 +270,56 @@ pub fn time_bound(value: &Json, what: &str) -> Result<i64, Failure> {
     }
 }
 
+/// The units an epoch integer in `time_range` may be in, with their ns.
+const PRECISIONS: [(&str, i64, &str); 4] = [
+    ("ns", 1, "nanoseconds"),
+    ("us", 1_000, "microseconds"),
+    ("ms", 1_000_000, "milliseconds"),
+    ("s", 1_000_000_000, "seconds"),
+];
+
+/// Epoch times a bound is expected between, in seconds (2000-01-01 to
+/// 2100-01-01): an integer that lands here only when read in another unit
+/// than the one chosen was written in that other unit. The window spans
+/// less than a factor 1000, so at most one unit lands in it.
+const PLAUSIBLE_SECONDS: std::ops::Range<i64> = 946_684_800..4_102_444_800;
+
+/// The range's bounds in epoch ns. Epoch integers are read in
+/// `precision` (default `ns`); one that lies outside 2000–2100 in that
+/// unit but inside it in another unit is refused, naming the unit, rather
+/// than answered with an empty range.
+pub fn time_range_ns(range: &TimeRange) -> Result<(i64, i64), Failure> {
+    let unit = range.precision.as_deref().unwrap_or("ns");
+    let (_, scale, unit_name) = PRECISIONS
+        .iter()
+        .find(|(name, ..)| *name == unit)
+        .copied()
+        .ok_or_else(|| bad(format!("time_range.precision {unit:?} must be ns, us, ms or s")))?;
+    let bound = |value: &Json, what: &str| -> Result<i64, Failure> {
+        let Json::Number(n) = value else { return time_bound(value, what) };
+        let Some(raw) = n.as_i64() else { return time_bound(value, what) };
+        let ns = raw.checked_mul(scale);
+        let plausible =
+            |ns: Option<i64>| ns.is_some_and(|ns| PLAUSIBLE_SECONDS.contains(&ns.div_euclid(1_000_000_000)));
+        if !plausible(ns)
+            && let Some((other, other_ns)) = PRECISIONS
+                .iter()
+                .map(|(name, other_scale, _)| (*name, raw.checked_mul(*other_scale)))
+                .find(|(_, other_ns)| plausible(*other_ns))
+        {
+            let shown = |ns: Option<i64>| ns.map_or_else(|| "out of range".to_string(), crate::time::rfc3339);
+            return Err(bad(format!(
+                "{what} {raw} read as epoch {unit_name} is {}; as {other} it is {}: set \"precision\": \"{other}\" \
+                 in time_range (or send RFC 3339 text)",
+                shown(ns),
+                shown(other_ns)
+            )));
+        }
+        ns.ok_or_else(|| bad(format!("{what} {raw} epoch {unit_name} is outside the representable times")))
+    };
+    Ok((bound(&range.start, "time_range.start")?, bound(&range.end, "time_range.end")?))
+}
+
 /// Parses `10s`, `1m`, `1h`, `1d`, `1w`, `500ms`, `100us`, `10ns` into ns.
 pub fn interval_ns(raw: &str) -> Result<i64, Failure> {
     crate::time::parse_duration_ns(raw, 1).map_err(|error| {
@@ -274,9 +332,7 @@ pub fn interval_ns(raw: &str) -> Result<i64, Failure> {
 }
 
 fn column_kind(schema: &DatasetSchema, name: &str) -> Result<ColumnKind, Failure> {
-    schema
-        .kind_of(name)
-        .ok_or_else(|| Failure::new(ErrorCode::BadRequest, format!("no column {name:?} in the dataset")))
+    schema.kind_of(name).ok_or_else(|| bad(format!("no column {name:?} in the dataset")))
 }
 
 fn param_for(kind: ColumnKind, column: &str, value: &Json) -> Result<Param, Failure> {
@@ -284,11 +340,38 @@ fn param_for(kind: ColumnKind, column: &str, value: &Json) -> Result<Param, Fail
     Ok(match kind {
         ColumnKind::Tag | ColumnKind::Text => Param::Text(value.as_str().ok_or_else(mismatch)?.to_string()),
         ColumnKind::Float => Param::Float(value.as_f64().ok_or_else(mismatch)?),
-        ColumnKind::Integer => Param::Integer(value.as_i64().ok_or_else(mismatch)?),
-        ColumnKind::Unsigned => Param::Unsigned(value.as_u64().ok_or_else(mismatch)?),
+        // Numbers compare numerically whatever the column's number kind,
+        // as in SQL: `n > 500000.5` on an integer column is a float comparison.
+        ColumnKind::Integer | ColumnKind::Unsigned => number_param(value).ok_or_else(mismatch)?,
         ColumnKind::Boolean => Param::Boolean(value.as_bool().ok_or_else(mismatch)?),
         ColumnKind::Time => Param::Integer(time_bound(value, "filter")?),
     })
+}
+
+/// A JSON number as the parameter that holds it exactly: a signed or
+/// unsigned integer when it is one, else a float.
+fn number_param(value: &Json) -> Option<Param> {
+    let Json::Number(n) = value else { return None };
+    if let Some(i) = n.as_i64() {
+        Some(Param::Integer(i))
+    } else if let Some(u) = n.as_u64() {
+        Some(Param::Unsigned(u))
+    } else {
+        n.as_f64().filter(|f| f.is_finite()).map(Param::Float)
+    }
+}
+
+/// The placeholder of `param` compared with a column of `kind`. DuckDB
+/// gives a bare `?` the column's type, which would round a float compared
+/// with an integer column; a number of another kind is cast to its own
+/// type, so the comparison is numeric.
+fn placeholder(kind: ColumnKind, param: &Param) -> &'static str {
+    match (kind, param) {
+        (ColumnKind::Integer | ColumnKind::Unsigned, Param::Float(_)) => "CAST(? AS DOUBLE)",
+        (ColumnKind::Unsigned, Param::Integer(_)) => "CAST(? AS BIGINT)",
+        (ColumnKind::Integer, Param::Unsigned(_)) => "CAST(? AS UBIGINT)",
+        _ => "?",
+    }
 }
 
 /// Filters nest at most this deep.
@@ -331,17 +414,22 @@ fn filter_sql(
                     if values.is_empty() {
                         return Ok("FALSE".to_string());
                     }
+                    let mut placeholders = Vec::with_capacity(values.len());
                     for v in values {
-                        params.push(param_for(kind, column, v)?);
+                        let param = param_for(kind, column, v)?;
+                        placeholders.push(placeholder(kind, &param));
+                        params.push(param);
                     }
-                    return Ok(format!("{left} IN ({})", vec!["?"; values.len()].join(", ")));
+                    return Ok(format!("{left} IN ({})", placeholders.join(", ")));
                 }
                 "=" | "!=" | "<" | "<=" | ">" | ">=" => op.as_str(),
                 other => return Err(bad(format!("unknown filter op {other:?}"))),
             };
             let value = value.as_ref().ok_or_else(|| bad(format!("filter on {column:?} needs a value")))?;
-            params.push(param_for(kind, column, value)?);
-            Ok(format!("{left} {operator} ?"))
+            let param = param_for(kind, column, value)?;
+            let placeholder = placeholder(kind, &param);
+            params.push(param);
+            Ok(format!("{left} {operator} {placeholder}"))
         }
     }
 }
@@ -397,8 +485,7 @@ fn aggregation_sql(aggregation: &Aggregation, schema: &DatasetSchema, time: &str
 
 /// Plans `request` over the relation `src` with `schema`.
 pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQuery, Failure> {
-    let start_ns = time_bound(&request.time_range.start, "time_range.start")?;
-    let end_ns = time_bound(&request.time_range.end, "time_range.end")?;
+    let (start_ns, end_ns) = time_range_ns(&request.time_range)?;
     if end_ns < start_ns {
         return Err(bad("time_range.end is before time_range.start"));
     }
@@ -443,6 +530,7 @@ pub fn plan(request: &QueryRequest, schema: &DatasetSchema) -> Result<PlannedQue
         params,
         time_columns: vec![schema.time_column.clone()],
         key_filters: key_filter_list,
+        dataset_ranges: Vec::new(),
     })
 }
 
@@ -514,8 +602,10 @@ fn downsample_sql(
     let (aggregates, aliases) = output_aggregates(request, downsample, schema, &time)?;
     let buckets = Buckets::new(downsample.interval.as_deref(), start_ns, end_ns)?;
     let aggregated = aggregated_sql(&buckets, &time, &groups, &aggregates, predicate);
-    let order_groups: String = groups.iter().map(|g| format!("{g}, ")).collect();
-    let order = format!("{order_groups}{time} {direction}{paging}");
+    // By time, then group: the latest rows across groups come first with
+    // `desc`, and a limit takes them.
+    let order_groups: String = groups.iter().map(|g| format!(", {g} ASC")).collect();
+    let order = format!("{time} {direction}{order_groups}{paging}");
     Ok(match downsample.fill {
         Fill::None => format!("SELECT * FROM ({aggregated}) ORDER BY {order}"),
         Fill::Null | Fill::Previous => {
@@ -629,8 +719,9 @@ fn aggregated_sql(buckets: &Buckets, time: &str, groups: &[String], aggregates: 
 }
 
 /// Every bucket for every group (`k`), joined with the aggregates (`agg`)
-/// where a bucket has rows: the others hold nulls (`Fill::Null`) or the
-/// group's last non-null values so far (`Fill::Previous`).
+/// where a bucket has rows (`j`, whose columns are the output's, so no
+/// name is ambiguous): the others hold nulls (`Fill::Null`) or the group's
+/// last non-null values so far (`Fill::Previous`).
 fn filled_sql(
     aggregated: &str,
     buckets: &Buckets,
@@ -646,35 +737,36 @@ fn filled_sql(
     } else {
         format!("SELECT DISTINCT {} FROM agg", groups.join(", "))
     };
-    let values: Vec<String> = aliases.iter().map(|alias| filled_value(alias, fill, time, groups)).collect();
-    let group_columns: String = groups.iter().map(|g| format!("k.{g}, ")).collect();
+    let joined: Vec<String> = std::iter::once(format!("b.{time} AS {time}"))
+        .chain(groups.iter().map(|g| format!("k.{g} AS {g}")))
+        .chain(aliases.iter().map(|a| format!("agg.{0} AS {0}", quote(a))))
+        .collect();
     let join_on: Vec<String> = std::iter::once(format!("agg.{time} = b.{time}"))
         .chain(groups.iter().map(|g| format!("agg.{g} IS NOT DISTINCT FROM k.{g}")))
         .collect();
+    let output: Vec<String> = std::iter::once(time.to_string())
+        .chain(groups.iter().cloned())
+        .chain(aliases.iter().map(|alias| filled_value(alias, fill, time, groups)))
+        .collect();
     format!(
-        "WITH agg AS ({aggregated}), b AS ({bucket_rows}), k AS ({keys}) \
-         SELECT * FROM (SELECT b.{time} AS {time}, {group_columns}{} FROM b CROSS JOIN k LEFT JOIN agg ON {}) \
-         ORDER BY {order}",
-        values.join(", "),
-        join_on.join(" AND ")
+        "WITH agg AS ({aggregated}), b AS ({bucket_rows}), k AS ({keys}), \
+         j AS (SELECT {} FROM b CROSS JOIN k LEFT JOIN agg ON {}) \
+         SELECT {} FROM j ORDER BY {order}",
+        joined.join(", "),
+        join_on.join(" AND "),
+        output.join(", ")
     )
 }
 
-/// The output column `alias` of a gap-filled bucket.
+/// The output column `alias` of a gap-filled bucket, from `j`.
 fn filled_value(alias: &str, fill: Fill, time: &str, groups: &[String]) -> String {
     let alias = quote(alias);
     if fill != Fill::Previous {
-        return format!("agg.{alias}");
+        return alias;
     }
-    // The group columns of `k`: `agg` has them too.
-    let partition = if groups.is_empty() {
-        String::new()
-    } else {
-        let keys: Vec<String> = groups.iter().map(|g| format!("k.{g}")).collect();
-        format!("PARTITION BY {} ", keys.join(", "))
-    };
+    let partition = if groups.is_empty() { String::new() } else { format!("PARTITION BY {} ", groups.join(", ")) };
     format!(
-        "last_value(agg.{alias} IGNORE NULLS) OVER ({partition}ORDER BY b.{time} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {alias}"
+        "last_value({alias} IGNORE NULLS) OVER ({partition}ORDER BY {time} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS {alias}"
     )
 }
 
@@ -830,8 +922,70 @@ mod tests {
             serde_json::json!({"time_range": {"start": 0, "end": 1}, "group_by": ["host"]}),
         ];
         for case in cases {
-            assert!(plan(&request(case.clone()), &schema()).is_err(), "{case}");
+            let error = plan(&request(case.clone()), &schema()).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidQuery, "one code for a wrong query: {case}: {error}");
         }
+    }
+
+    #[test]
+    fn epoch_integers_are_read_in_the_precision_and_implausible_ones_refused() {
+        let range = |start: Json, end: Json, precision: Option<&str>| {
+            time_range_ns(&TimeRange { start, end, precision: precision.map(str::to_string) })
+        };
+        let ms = 1_700_000_000_000i64;
+        let ns = ms * 1_000_000;
+        assert_eq!(range(ms.into(), (ms + 1).into(), Some("ms")).unwrap(), (ns, ns + 1_000_000));
+        assert_eq!(range((ms / 1000).into(), (ns / 1000).into(), Some("s")).unwrap_err().code, ErrorCode::InvalidQuery);
+        assert_eq!(range((ns / 1000).into(), (ns / 1000 + 1).into(), Some("us")).unwrap(), (ns, ns + 1000));
+        assert_eq!(range(ns.into(), (ns + 1).into(), None).unwrap(), (ns, ns + 1));
+        assert_eq!(range("2023-11-14T22:13:20Z".into(), ms.into(), Some("ms")).unwrap(), (ns, ns));
+        // Milliseconds read as nanoseconds land in 1970: refused, naming the unit.
+        let error = range(ms.into(), (ms + 1).into(), None).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidQuery);
+        assert!(error.message.contains("\"precision\": \"ms\""), "{error}");
+        let error = range(ns.into(), (ns + 1).into(), Some("ms")).unwrap_err();
+        assert!(error.message.contains("\"precision\": \"ns\""), "{error}");
+        let error = range((ms / 1000).into(), (ms / 1000 + 1).into(), Some("ns")).unwrap_err();
+        assert!(error.message.contains("\"precision\": \"s\""), "{error}");
+        // Numbers no unit makes plausible are taken as they are.
+        for (start, end) in [(0, 100), (i64::MIN, i64::MAX), (0, 7_200_000_000_000), (i64::MIN + 1, i64::MAX - 1)] {
+            assert_eq!(range(start.into(), end.into(), None).unwrap(), (start, end));
+        }
+        assert!(range(0.into(), 1.into(), Some("minutes")).is_err());
+        assert!(range(i64::MAX.into(), 1.into(), Some("s")).is_err(), "overflow is refused");
+    }
+
+    #[test]
+    fn numbers_compare_numerically_with_integer_columns() {
+        let planned = plan(
+            &request(serde_json::json!({
+                "time_range": {"start": 0, "end": 1},
+                "filters": {"or": [{"column": "we\"ird", "op": ">", "value": 500000.5},
+                                   {"column": "we\"ird", "op": "in", "value": [500000.0, 3, u64::MAX]}]}
+            })),
+            &schema(),
+        )
+        .unwrap();
+        assert!(planned.sql.contains("\"we\"\"ird\" > CAST(? AS DOUBLE)"), "{}", planned.sql);
+        assert!(planned.sql.contains("IN (CAST(? AS DOUBLE), ?, CAST(? AS UBIGINT))"), "{}", planned.sql);
+        assert_eq!(
+            planned.params,
+            [Param::Float(500000.5), Param::Float(500000.0), Param::Integer(3), Param::Unsigned(u64::MAX)]
+        );
+    }
+
+    #[test]
+    fn grouped_downsamples_order_by_time_then_group() {
+        let planned = plan(
+            &request(serde_json::json!({
+                "time_range": {"start": 0, "end": 7_200_000_000_000i64},
+                "group_by": ["host"], "order": "desc", "limit": 30,
+                "downsample": {"interval": "1h", "aggregations": [{"fn": "count", "column": "usage"}]}
+            })),
+            &schema(),
+        )
+        .unwrap();
+        assert!(planned.sql.ends_with("ORDER BY \"time\" DESC, \"host\" ASC LIMIT 30"), "{}", planned.sql);
     }
 
     #[test]
@@ -884,6 +1038,6 @@ mod tests {
             &schema(),
         )
         .unwrap();
-        assert!(planned.sql.contains("PARTITION BY k.\"host\" "), "{}", planned.sql);
+        assert!(planned.sql.contains("PARTITION BY \"host\" "), "{}", planned.sql);
     }
 }

@@ -22,9 +22,21 @@ pub(crate) struct CheckedSql {
     /// The text to prepare: one statement, the user's query as a subquery.
     pub sql: String,
     /// Every name the text uses (words and quoted identifiers, lower-cased;
-    /// bare reserved keywords left out): a dataset is referenced iff its
-    /// name is one of them.
+    /// bare reserved keywords left out).
     pub names: BTreeSet<String>,
+    /// The tables the text references (see `sql_refs`): a dataset is read
+    /// iff its name is one of them.
+    pub tables: BTreeSet<String>,
+    /// The user's text as checked (normalised, without terminators).
+    pub text: String,
+}
+
+impl CheckedSql {
+    /// The time range rows of `dataset` can have and still count (see
+    /// `sql_refs::time_range`); `None` means any time.
+    pub fn time_range(&self, dataset: &str, time_column: &str) -> Option<(i64, i64)> {
+        super::sql_refs::time_range(&self.text, &tokenize(&self.text), dataset, time_column)
+    }
 }
 
 /// Functions user SQL may not call. DuckDB's configuration (no external
@@ -89,7 +101,7 @@ pub(crate) fn check(sql: &str) -> Result<CheckedSql, Failure> {
     let tokens = tokenize(&normalized);
     let text = without_terminators(&normalized, &tokens).trim();
     if text.is_empty() {
-        return Err(Failure::new(ErrorCode::BadRequest, "empty SQL"));
+        return Err(Failure::new(ErrorCode::InvalidQuery, "empty SQL"));
     }
     match parse_or_internal(text)? {
         Parsed::SyntaxError(message) => return Err(Failure::new(ErrorCode::InvalidQuery, message)),
@@ -117,7 +129,9 @@ pub(crate) fn check(sql: &str) -> Result<CheckedSql, Failure> {
     if let Some(view) = VIEWS_REFUSED.iter().find(|v| names.contains(**v)) {
         return Err(refused(format!("{view} is not available to SQL queries")));
     }
-    Ok(CheckedSql { sql: wrapped, names })
+    let text_tokens = tokenize(text);
+    let tables = super::sql_refs::table_references(text, &text_tokens).into_iter().map(|t| t.name).collect();
+    Ok(CheckedSql { sql: wrapped, names, tables, text: text.to_string() })
 }
 
 #[cfg(test)]
@@ -147,8 +161,8 @@ mod tests {
             ("SHOW TABLES", "query_refused"),
             ("SELECT $$;$$, E'\\';', \"a;b\" FROM (SELECT 1 AS \"a;b\")", "ok"),
             ("SELECT 1 /* ; */", "ok"),
-            ("", "bad_request"),
-            (" ;; -- nothing\n", "bad_request"),
+            ("", "invalid_query"),
+            (" ;; -- nothing\n", "invalid_query"),
             ("SELEC 1", "invalid_query"),
             ("SELECT 1; SELECT 2", "query_refused"),
             ("SELECT 1) AS q; COPY (SELECT 42) TO '/tmp/x.parquet'; SELECT * FROM (SELECT 1", "invalid_query"),
