@@ -9,9 +9,11 @@
 //! [`Faulty`] wraps a target to inject the faults `STRATA_FAILPOINTS` asks for.
 
 mod faulty;
+mod s3;
 mod targets;
 
 pub use faulty::Faulty;
+pub use s3::S3Target;
 pub use targets::Targets;
 
 #[cfg(test)]

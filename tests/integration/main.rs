@@ -13,5 +13,6 @@ mod partitioning;
 mod policies;
 mod policy_limits;
 mod query;
+mod s3;
 mod storage;
 mod support;

@@ -134,14 +134,27 @@ impl Lifecycle {
 }
 
 /// Removes temporaries and orphans (objects the catalog does not reference)
-/// from every target but the hot tier's. Blocking.
+/// from every target but the hot tier's. A target that cannot be reached is
+/// skipped (a sick object store never blocks start-up; its sweep waits for
+/// the next start), and on a remote target an orphan younger than
+/// [`REMOTE_ORPHAN_GRACE_NS`] is left alone. Blocking.
 fn sweep_unfinished_copies(store: &Store, targets: &Targets) -> anyhow::Result<()> {
     for target in targets.all().filter(|t| t.name() != store.hot().name()) {
-        let removed = target.remove_temporaries()?;
+        let swept = target.remove_temporaries().and_then(|removed| Ok((removed, target.list("data/")?)));
+        let (removed, objects) = match swept {
+            Ok(swept) => swept,
+            Err(error @ crate::storage::StorageError::Unavailable { .. }) => {
+                tracing::warn!(target = target.name(), %error, "storage target unreachable; not swept until the next start");
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
         let referenced = store.catalog().referenced_keys(target.name())?;
+        let young_after = now_ns() - REMOTE_ORPHAN_GRACE_NS;
         let mut orphans = 0;
-        for object in target.list("data/")? {
-            if !referenced.contains(object.key.as_str()) {
+        for object in objects {
+            let young = target.local_root().is_none() && object.last_modified_ns.is_none_or(|t| t > young_after);
+            if !referenced.contains(object.key.as_str()) && !young {
                 target.delete(&object.key)?;
                 orphans += 1;
             }
@@ -152,6 +165,10 @@ fn sweep_unfinished_copies(store: &Store, targets: &Targets) -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// How old an object on a remote target (which no directory lock guards)
+/// must be before the start-up sweep deletes it as an orphan: 1 h.
+const REMOTE_ORPHAN_GRACE_NS: i64 = 3_600 * 1_000_000_000;
 
 /// The failure answered when a request names a dataset that does not exist.
 fn no_dataset(name: &str) -> Failure {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Faulty, LocalDirectory, ObjectKey, StorageError, StorageTarget};
+use super::{Faulty, LocalDirectory, ObjectKey, S3Target, StorageError, StorageTarget};
 use crate::config::{Config, TargetKind};
 use crate::data_dir::{DirectoryLock, DirectoryLockError};
 use crate::parquet_file::Encoding;
@@ -70,6 +70,13 @@ impl Targets {
                     roots.push((name.to_string(), root));
                     Arc::new(local)
                 }
+                // Contacts nothing: a sick store never blocks start-up.
+                TargetKind::S3 => match &resolved.s3 {
+                    Some(settings) => Arc::new(S3Target::open(name, settings, &resolved.path)?),
+                    None => {
+                        return Err(StorageError::Misconfigured(format!("storage target {name} has no s3 settings")));
+                    }
+                },
             };
             let injected = crate::failpoint::storage_faults(name);
             let target: Arc<dyn StorageTarget> = if injected.is_empty() {
