@@ -46,6 +46,7 @@ use crate::config::Config;
 use crate::error::Failure;
 use crate::parquet_file::Encoding;
 use crate::policy::PolicyRuntime;
+use crate::storage::StorageTarget;
 use crate::store::Store;
 use crate::sync::Recover as _;
 use crate::tier::Tier;
@@ -134,34 +135,54 @@ impl Lifecycle {
 }
 
 /// Removes temporaries and orphans (objects the catalog does not reference)
-/// from every target but the hot tier's. A target that cannot be reached is
-/// skipped (a sick object store never blocks start-up; its sweep waits for
-/// the next start), and on a remote target an orphan younger than
-/// [`REMOTE_ORPHAN_GRACE_NS`] is left alone. Blocking.
-fn sweep_unfinished_copies(store: &Store, targets: &Targets) -> anyhow::Result<()> {
-    for target in targets.all().filter(|t| t.name() != store.hot().name()) {
-        let swept = target.remove_temporaries().and_then(|removed| Ok((removed, target.list("data/")?)));
-        let (removed, objects) = match swept {
-            Ok(swept) => swept,
-            Err(error @ crate::storage::StorageError::Unavailable { .. }) => {
-                tracing::warn!(target = target.name(), %error, "storage target unreachable; not swept until the next start");
-                continue;
+/// from every target but the hot tier's: local targets now, remote ones on
+/// a thread of their own, so that a slow or sick object store never holds
+/// up start-up (a remote target aborts only the uploads of earlier
+/// processes, and keeps orphans younger than [`REMOTE_ORPHAN_GRACE_NS`], so
+/// the moves that start meanwhile are safe). Blocking.
+fn sweep_unfinished_copies(store: &Arc<Store>, targets: &Arc<Targets>) -> anyhow::Result<()> {
+    let swept = |target: &Arc<dyn StorageTarget>| target.name() != store.hot().name();
+    for target in targets.all().filter(|t| swept(t) && t.local_root().is_some()) {
+        sweep_target(store, target.as_ref())?;
+    }
+    let remote: Vec<Arc<dyn StorageTarget>> =
+        targets.all().filter(|t| swept(t) && t.local_root().is_none()).cloned().collect();
+    if !remote.is_empty() {
+        let store = store.clone();
+        std::thread::Builder::new().name("strata-remote-sweep".into()).spawn(move || {
+            for target in remote {
+                if let Err(error) = sweep_target(&store, target.as_ref()) {
+                    tracing::warn!(target = target.name(), %error, "storage target not swept; the next start tries again");
+                }
             }
-            Err(error) => return Err(error.into()),
-        };
-        let referenced = store.catalog().referenced_keys(target.name())?;
-        let young_after = now_ns() - REMOTE_ORPHAN_GRACE_NS;
-        let mut orphans = 0;
-        for object in objects {
-            let young = target.local_root().is_none() && object.last_modified_ns.is_none_or(|t| t > young_after);
-            if !referenced.contains(object.key.as_str()) && !young {
-                target.delete(&object.key)?;
-                orphans += 1;
-            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Sweeps one target; one that cannot be reached is left for the next start.
+fn sweep_target(store: &Store, target: &dyn StorageTarget) -> anyhow::Result<()> {
+    let swept = target.remove_temporaries().and_then(|removed| Ok((removed, target.list("data/")?)));
+    let (removed, objects) = match swept {
+        Ok(swept) => swept,
+        Err(error @ crate::storage::StorageError::Unavailable { .. }) => {
+            tracing::warn!(target = target.name(), %error, "storage target unreachable; not swept until the next start");
+            return Ok(());
         }
-        if removed + orphans > 0 {
-            tracing::info!(target = target.name(), temporaries = removed, orphans, "swept unfinished copies");
+        Err(error) => return Err(error.into()),
+    };
+    let referenced = store.catalog().referenced_keys(target.name())?;
+    let young_after = now_ns() - REMOTE_ORPHAN_GRACE_NS;
+    let mut orphans = 0;
+    for object in objects {
+        let young = target.local_root().is_none() && object.last_modified_ns.is_none_or(|t| t > young_after);
+        if !referenced.contains(object.key.as_str()) && !young {
+            target.delete(&object.key)?;
+            orphans += 1;
         }
+    }
+    if removed + orphans > 0 {
+        tracing::info!(target = target.name(), temporaries = removed, orphans, "swept unfinished copies");
     }
     Ok(())
 }

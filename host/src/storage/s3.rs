@@ -61,6 +61,10 @@ pub struct S3Target {
     part_bytes: usize,
     /// Where unfinished multipart uploads are journaled.
     journal: PathBuf,
+    /// The journal's entries when the target was opened: uploads of an
+    /// earlier process, which a crash interrupted (this process's own are
+    /// never aborted behind their back).
+    interrupted: Vec<PathBuf>,
     /// Every credential this target may send, scrubbed from reasons.
     secrets: Vec<String>,
 }
@@ -131,6 +135,7 @@ impl S3Target {
             multipart_threshold_bytes: settings.multipart_threshold_bytes,
             part_bytes: usize::try_from(settings.part_bytes).unwrap_or(usize::MAX),
             journal: journal.to_path_buf(),
+            interrupted: journal_entries(journal).into_iter().map(|(entry, _, _)| entry).collect(),
             secrets,
         })
     }
@@ -138,7 +143,7 @@ impl S3Target {
     /// The multipart uploads journaled as unfinished (a crash interrupted
     /// them, or one is running now).
     pub fn unfinished_uploads(&self) -> usize {
-        self.journal_entries().len()
+        journal_entries(&self.journal).len()
     }
 
     /// A plain, unconditional `object_store` upload of `bytes` already in
@@ -330,29 +335,6 @@ impl S3Target {
         super::sync_dir(&self.journal).map_err(io)?;
         Ok(entry)
     }
-
-    /// The journal's entries: `(entry, key, upload id)`.
-    fn journal_entries(&self) -> Vec<(PathBuf, ObjectKey, String)> {
-        let Ok(entries) = fs::read_dir(&self.journal) else { return Vec::new() };
-        let mut out = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if !path.to_string_lossy().ends_with(JOURNAL_SUFFIX) {
-                continue;
-            }
-            let Ok(text) = fs::read_to_string(&path) else { continue };
-            let mut lines = text.lines();
-            match (lines.next().map(ObjectKey::parse), lines.next()) {
-                (Some(Ok(key)), Some(id)) if !id.is_empty() => out.push((path, key, id.to_string())),
-                // Torn by a crash before its fsync: the upload id never
-                // reached the disk, so nothing can be aborted by it.
-                _ => {
-                    let _ = fs::remove_file(&path);
-                }
-            }
-        }
-        out
-    }
 }
 
 impl Drop for S3Target {
@@ -519,11 +501,14 @@ impl StorageTarget for S3Target {
         None
     }
 
-    /// Aborts every journaled multipart upload (a crash interrupted it);
-    /// an upload the store no longer knows counts as aborted.
+    /// Aborts every multipart upload journaled when the target was opened
+    /// (a crash interrupted it); an upload the store no longer knows counts
+    /// as aborted. Uploads this process started are not touched.
     fn remove_temporaries(&self) -> Result<usize, StorageError> {
         let mut aborted = 0;
-        for (entry, key, id) in self.journal_entries() {
+        let journaled =
+            journal_entries(&self.journal).into_iter().filter(|(entry, _, _)| self.interrupted.contains(entry));
+        for (entry, key, id) in journaled {
             let (store, at) = (self.store.clone(), self.path(&key));
             match self.block(Some(&key), async move { store.abort_multipart(&at, &id).await }) {
                 Ok(()) | Err(StorageError::NotFound(_)) => {}
@@ -534,6 +519,29 @@ impl StorageTarget for S3Target {
         }
         Ok(aborted)
     }
+}
+
+/// The entries of the upload journal in `directory`: `(entry, key, upload id)`.
+fn journal_entries(directory: &Path) -> Vec<(PathBuf, ObjectKey, String)> {
+    let Ok(entries) = fs::read_dir(directory) else { return Vec::new() };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.to_string_lossy().ends_with(JOURNAL_SUFFIX) {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(&path) else { continue };
+        let mut lines = text.lines();
+        match (lines.next().map(ObjectKey::parse), lines.next()) {
+            (Some(Ok(key)), Some(id)) if !id.is_empty() => out.push((path, key, id.to_string())),
+            // Torn by a crash before its fsync: the upload id never
+            // reached the disk, so nothing can be aborted by it.
+            _ => {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+    out
 }
 
 /// Reads until `limit` bytes or the end of `file`.
