@@ -123,6 +123,12 @@ fn a_large_file_goes_up_in_parts_and_leaves_no_upload_behind() {
     assert!(back == bytes, "the parts reassemble the file");
     target.verify(&big, &Fingerprint::of(&bytes)).unwrap();
     assert!(matches!(target.put_file(&big, &file), Err(StorageError::AlreadyExists(_))), "create-only in parts too");
+    // A large object put from memory goes up in parts alike.
+    let from_memory = key("data/1/2/mem-00000000000000cd.parquet");
+    target.put(&from_memory, &bytes).unwrap();
+    assert!(target.get(&from_memory).unwrap() == bytes);
+    assert!(matches!(target.put(&from_memory, b"x"), Err(StorageError::AlreadyExists(_))));
+    assert_eq!(target.unfinished_uploads(), 0);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -8,7 +8,7 @@
 //! blocks start-up, its first request says so.
 //!
 //! Writes are create-only. A single-part put sends `If-None-Match: *`;
-//! files of `multipart_threshold_bytes` or more go up in parts of
+//! objects of `multipart_threshold_bytes` or more go up in parts of
 //! `part_bytes` (two parts in memory at most) after a `HEAD` finds the key
 //! free (data keys are unique and never reused). Every multipart upload
 //! is journaled in a local directory until it completes or is aborted, so
@@ -251,8 +251,8 @@ impl S3Target {
         self.block(Some(key), async move { store.put_opts(&at, PutPayload::from(bytes), options).await }).map(|_| ())
     }
 
-    /// Uploads a large file in parts under `key`, which must be free.
-    fn put_multipart(&self, key: &ObjectKey, file: &Path) -> Result<(), StorageError> {
+    /// Uploads what `source` reads in parts under `key`, which must be free.
+    fn put_multipart(&self, key: &ObjectKey, source: &mut dyn Read) -> Result<(), StorageError> {
         match self.head(key) {
             Ok(_) => return Err(StorageError::AlreadyExists(key.clone())),
             Err(StorageError::NotFound(_)) => {}
@@ -268,7 +268,7 @@ impl S3Target {
                 return Err(error);
             }
         };
-        let result = self.upload_parts(key, &location, &id, file).and_then(|parts| {
+        let result = self.upload_parts(key, &location, &id, source).and_then(|parts| {
             let (store, at, upload) = (self.store.clone(), location.clone(), id.clone());
             self.block(Some(key), async move { store.complete_multipart(&at, &upload, parts).await })
         });
@@ -281,21 +281,20 @@ impl S3Target {
         result.map(|_| ())
     }
 
-    /// Streams `file` up in `part_bytes` parts, reading the next part while
-    /// the previous one uploads; returns the parts in order.
+    /// Streams `source` up in `part_bytes` parts, reading the next part
+    /// while the previous one uploads; returns the parts in order.
     fn upload_parts(
         &self,
         key: &ObjectKey,
         location: &StorePath,
         id: &str,
-        file: &Path,
+        source: &mut dyn Read,
     ) -> Result<Vec<PartId>, StorageError> {
         let io = |source| StorageError::Io { key: key.to_string(), source };
-        let mut file = File::open(file).map_err(io)?;
         let mut parts = Vec::new();
         let mut pending: Option<Receiver<object_store::Result<PartId>>> = None;
         for index in 0.. {
-            let chunk = read_up_to(&mut file, self.part_bytes).map_err(io)?;
+            let chunk = read_up_to(source, self.part_bytes).map_err(io)?;
             if chunk.is_empty() {
                 break;
             }
@@ -367,6 +366,9 @@ impl StorageTarget for S3Target {
     }
 
     fn put(&self, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError> {
+        if bytes.len() as u64 >= self.multipart_threshold_bytes {
+            return self.put_multipart(key, &mut &bytes[..]);
+        }
         self.put_create(key, bytes.to_vec())
     }
 
@@ -374,7 +376,7 @@ impl StorageTarget for S3Target {
         let io = |source| StorageError::Io { key: key.to_string(), source };
         let size = fs::metadata(path).map_err(io)?.len();
         if size >= self.multipart_threshold_bytes {
-            return self.put_multipart(key, path);
+            return self.put_multipart(key, &mut File::open(path).map_err(io)?);
         }
         // Below the threshold: one conditional request (bounded by it).
         self.put_create(key, fs::read(path).map_err(io)?)
@@ -544,10 +546,10 @@ fn journal_entries(directory: &Path) -> Vec<(PathBuf, ObjectKey, String)> {
     out
 }
 
-/// Reads until `limit` bytes or the end of `file`.
-fn read_up_to(file: &mut File, limit: usize) -> std::io::Result<Vec<u8>> {
+/// Reads until `limit` bytes or the end of `source`.
+fn read_up_to(source: &mut dyn Read, limit: usize) -> std::io::Result<Vec<u8>> {
     let mut chunk = Vec::with_capacity(limit);
-    file.take(limit as u64).read_to_end(&mut chunk)?;
+    source.take(limit as u64).read_to_end(&mut chunk)?;
     Ok(chunk)
 }
 
