@@ -261,6 +261,7 @@ fn partitions_move_into_a_bucket_and_the_secret_is_never_shown() {
     let remote = targets["storage_targets"].as_array().unwrap().iter().find(|t| t["name"] == "remote").unwrap().clone();
     assert_eq!((remote["kind"].as_str(), remote["files"].as_u64()), (Some("s3"), Some(3)), "{remote}");
     assert!(remote["location"].as_str().unwrap().starts_with("s3://cold/strata"), "{remote}");
+    assert_eq!(remote["reachable"], true, "{remote}");
     assert!(!targets.to_string().contains(SECRET));
     assert!(!server.log().contains(SECRET));
     assert_eq!(before, (6, 15));
@@ -289,5 +290,13 @@ fn with_its_store_down_the_server_starts_ingests_and_queries_hot_data() {
     assert!(errors.iter().all(|e| e.contains("remote") && !e.contains(SECRET)), "{errors:?}");
     assert!(manifest(&server).iter().all(|p| p["tier"] == "hot"));
     assert_eq!(totals(&server), (6, 15), "nothing lost");
+    let (status, targets) = server.get("/v1/storage-targets");
+    assert_eq!(status, 200);
+    let remote = targets["storage_targets"].as_array().unwrap().iter().find(|t| t["name"] == "remote").unwrap().clone();
+    assert_eq!(remote["reachable"], false, "{remote}");
+    let reason = remote["unreachable_reason"].as_str().unwrap();
+    assert!(reason.contains("bucket down at http://127.0.0.1:") && !reason.contains(SECRET), "{reason}");
+    let hot = targets["storage_targets"].as_array().unwrap().iter().find(|t| t["name"] == "hot").unwrap().clone();
+    assert_eq!(hot["reachable"], true, "{hot}");
     assert!(!server.log().contains(SECRET));
 }

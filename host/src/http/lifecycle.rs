@@ -109,10 +109,33 @@ pub(super) async fn audit(
     Ok(json_response(StatusCode::OK, &json!({ "events": events })))
 }
 
+/// How long `GET /v1/storage-targets` waits for a target's probe.
+const PROBE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Why each target cannot be reached now (`None`: it answers), probed in
+/// parallel off the runtime; a probe slower than [`PROBE_WAIT`] counts as
+/// no answer.
+async fn unreachable_reasons(lifecycle: &Arc<Lifecycle>) -> Vec<(String, Option<String>)> {
+    let probes = lifecycle.targets().all().cloned().map(|target| async move {
+        let name = target.name().to_string();
+        let probe = tokio::task::spawn_blocking(move || target.probe());
+        let reason = match tokio::time::timeout(PROBE_WAIT, probe).await {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(error))) => Some(error.to_string()),
+            Ok(Err(error)) => Some(format!("the probe failed: {error}")),
+            Err(_) => Some(format!("no answer within {} s", PROBE_WAIT.as_secs())),
+        };
+        (name, reason)
+    });
+    futures::future::join_all(probes).await
+}
+
 /// `GET /v1/storage-targets`: every target with its tiers (and how files
-/// arriving in each are encoded) and what the catalog says it holds.
+/// arriving in each are encoded), what the catalog says it holds, and
+/// whether it answers now.
 pub(super) async fn storage_targets(lifecycle: &Arc<Lifecycle>) -> Result<Response<Body>, Failure> {
     let usage = lifecycle.catalog().call(|catalog| catalog.target_usage()).await?;
+    let reasons = unreachable_reasons(lifecycle).await;
     let all = lifecycle.targets();
     let targets: Vec<Json> = all
         .all()
@@ -135,6 +158,11 @@ pub(super) async fn storage_targets(lifecycle: &Arc<Lifecycle>) -> Result<Respon
                 "archives": usage.archives,
                 "archive_bytes": usage.archive_bytes,
             });
+            let reason = reasons.iter().find(|(name, _)| name == target.name()).and_then(|(_, reason)| reason.clone());
+            view["reachable"] = json!(reason.is_none());
+            if let Some(reason) = reason {
+                view["unreachable_reason"] = json!(reason);
+            }
             let faults = all.faults(target.name());
             if !faults.is_empty() {
                 view["injected_faults"] = json!(faults);
