@@ -5,7 +5,8 @@
 //! The library exists for the `strata` binary (`cli`) and the integration
 //! tests, which open a store and a query engine in-process (`config`,
 //! `store`, `query`), embed the built-in policy components (`policy`) and
-//! name components by digest (`digest`). Everything else is crate-internal.
+//! name components by digest (`digest`), and drive storage targets through
+//! their contract (`storage`). Everything else is crate-internal.
 
 pub(crate) mod buffer;
 pub(crate) mod catalog;
@@ -27,7 +28,7 @@ pub mod query;
 pub(crate) mod sandbox;
 pub(crate) mod schema;
 pub(crate) mod server;
-pub(crate) mod storage;
+pub mod storage;
 pub mod store;
 pub(crate) mod sync;
 pub(crate) mod text;

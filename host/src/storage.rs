@@ -11,12 +11,14 @@
 mod cache;
 mod faulty;
 mod health;
+mod s3;
 mod staging;
 mod targets;
 
 pub use cache::{CachedFile, ReadCache, metrics_without_cache};
 pub use faulty::Faulty;
 pub use health::TargetHealth;
+pub use s3::S3Target;
 pub use staging::{LocalFile, StagedFile, check_footer, verify_file};
 pub use targets::{Readable, Targets};
 

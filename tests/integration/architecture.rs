@@ -20,6 +20,7 @@ const ENGINES: &[(&str, &[&str])] = &[
     ("libduckdb_sys", &["query/"]),
     ("wasmtime", &["sandbox/"]),
     ("wasmtime_wasi", &["sandbox/"]),
+    ("object_store", &["storage/"]),
 ];
 
 /// The files that may touch the file system, and why.

@@ -15,5 +15,7 @@ mod policies;
 mod policy_limits;
 mod query;
 mod read_cache;
+mod s3;
+mod s3_cache;
 mod storage;
 mod support;

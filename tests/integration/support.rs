@@ -53,6 +53,14 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+pub use strata::cli::bench_storage::MotoServer;
+
+/// A `moto_server` on a free loopback port (killed on drop); a missing
+/// `moto_server` fails the test, naming how to install it.
+pub fn moto() -> MotoServer {
+    MotoServer::start().unwrap_or_else(|error| panic!("{error:#}"))
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("strata-test-{name}-{}-{}", std::process::id(), rand::random::<u32>()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -35,6 +35,9 @@ pub enum Bench {
     /// Lifecycle: a tier transition of many partitions against a plain file
     /// copy, and a run over 100,000 partitions that changes nothing.
     Lifecycle(LifecycleArgs),
+    /// Object storage: the S3 target's streaming put/get against plain
+    /// `object_store` requests, on a local moto server.
+    Storage(super::bench_storage::StorageBenchArgs),
     /// Memory of a move: one partition of one large Parquet file of random
     /// floats, hot → warm re-encoded, and the server's peak RSS during it.
     Move(MoveArgs),
@@ -119,6 +122,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Policy(args) => super::bench_policy::run(args),
         Bench::Lifecycle(args) => lifecycle(args),
         Bench::Move(args) => move_partition(args),
+        Bench::Storage(args) => super::bench_storage::run(args),
     }
 }
 

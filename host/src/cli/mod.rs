@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_policy;
+pub mod bench_storage;
 pub mod policy;
 pub mod token;
 

@@ -17,8 +17,8 @@ use crate::period::Period;
 pub use lifecycle::{CompactionConfig, LifecycleConfig};
 pub use server::{CONNECTIONS_MAX_LIMIT, ServerConfig, TlsConfig};
 pub use storage::{
-    CacheConfig, DEFAULT_TARGETS, ResolvedTarget, StorageConfig, TargetConfig, TargetKind, TierConfig, TiersConfig,
-    normalize, paths_overlap,
+    CacheConfig, DEFAULT_TARGETS, ResolvedTarget, S3_PART_BYTES_MIN, S3Settings, Secret, StorageConfig, TargetConfig,
+    TargetKind, TierConfig, TiersConfig, normalize, paths_overlap,
 };
 
 /// The whole configuration.
@@ -306,13 +306,18 @@ impl Config {
     pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: storage::redact_credentials(&text, e.to_string()),
+        })
     }
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<config>"), message: e.to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: storage::redact_credentials(text, e.to_string()),
+        })?;
         config.validate()?;
         Ok(config)
     }

@@ -110,7 +110,8 @@ pub(super) async fn audit(
 }
 
 /// `GET /v1/storage-targets`: every target with its tiers (and how files
-/// arriving in each are encoded) and what the catalog says it holds.
+/// arriving in each are encoded), what the catalog says it holds, and
+/// whether a remote target answered its last probe.
 pub(super) async fn storage_targets(lifecycle: &Arc<Lifecycle>) -> Result<Response<Body>, Failure> {
     let usage = lifecycle.catalog().call(|catalog| catalog.target_usage()).await?;
     let all = lifecycle.targets();
@@ -140,6 +141,10 @@ pub(super) async fn storage_targets(lifecycle: &Arc<Lifecycle>) -> Result<Respon
                 view["unreachable_reason"] = json!(state.reason);
                 view["reachability_since"] = json!(crate::time::rfc3339(state.since_ns));
                 view["checked_at"] = json!(crate::time::rfc3339(state.checked_at_ns));
+            } else if target.local_root().is_some() {
+                // A local directory is not probed: a failing disk shows as
+                // failing writes.
+                view["reachable"] = json!(true);
             }
             let faults = all.faults(target.name());
             if !faults.is_empty() {

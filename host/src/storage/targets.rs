@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::staging::{LocalFile, Staging};
-use super::{CachedFile, Faulty, LocalDirectory, ObjectKey, ReadCache, StorageError, StorageTarget, TargetHealth};
+use super::{
+    CachedFile, Faulty, LocalDirectory, ObjectKey, ReadCache, S3Target, StorageError, StorageTarget, TargetHealth,
+};
 use crate::config::{Config, TargetKind};
 use crate::data_dir::{DirectoryLock, DirectoryLockError};
 use crate::parquet_file::Encoding;
@@ -115,6 +117,13 @@ impl Targets {
                     roots.push((name.to_string(), root));
                     Arc::new(local)
                 }
+                // Contacts nothing: a sick store never blocks start-up.
+                TargetKind::S3 => match &resolved.s3 {
+                    Some(settings) => Arc::new(S3Target::open(name, settings, &resolved.path)?),
+                    None => {
+                        return Err(StorageError::Misconfigured(format!("storage target {name} has no s3 settings")));
+                    }
+                },
             };
             let injected = crate::failpoint::storage_faults(name);
             let target: Arc<dyn StorageTarget> = if injected.is_empty() {
@@ -132,6 +141,15 @@ impl Targets {
             TIERS.map(|tier| (tier, config.tier_target(tier), config.tier_encoding(tier))),
         )?;
         targets.staging = Staging::open(&config.server.data_dir.join("staging"))?;
+        // Flushes and WAL recovery write the hot tier in place.
+        let hot = targets.tier(Tier::Hot);
+        if hot.local_root().is_none() {
+            return Err(StorageError::Misconfigured(format!(
+                "the hot tier's storage target {} is of kind {}; the hot tier must be local",
+                hot.name(),
+                hot.kind()
+            )));
+        }
         targets.faults = faults;
         targets._locks = locks;
         if targets.all().any(|target| target.local_root().is_none()) {
@@ -352,6 +370,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("gone"), "{error}");
+    }
+
+    #[test]
+    fn s3_targets_open_without_contacting_their_store_and_never_hold_the_hot_tier() {
+        let root = std::env::temp_dir().join(format!("strata-targets-s3-{}", rand::random::<u64>()));
+        // Nothing listens on port 1: opening must not notice.
+        let remote = "[storage.targets.remote]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:1\"\n\
+                      allow_http = true\n";
+        let text =
+            format!("[server]\ndata_dir = \"{}\"\n{remote}[storage.tiers.cold]\ntarget = \"remote\"\n", root.display());
+        let targets = Targets::open(&Config::parse(&text).unwrap()).unwrap();
+        assert_eq!((targets.tier(Tier::Cold).kind(), targets.tier(Tier::Cold).name()), ("s3", "remote"));
+        assert_eq!(targets.local_path("remote", "data/1/2/x.parquet"), None);
+        drop(targets);
+        // Validation refuses the hot tier on a bucket; so does opening, for
+        // a configuration built without it.
+        let mut config = Config::parse(&text).unwrap();
+        config.storage.tiers.hot.target = Some("remote".to_string());
+        assert!(config.validate().unwrap_err().to_string().contains("the hot tier must be local"));
+        let error = Targets::open(&config).unwrap_err().to_string();
+        assert!(error.contains("hot tier's storage target remote is of kind s3"), "{error}");
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
