@@ -272,12 +272,11 @@ impl S3Target {
             let (store, at, upload) = (self.store.clone(), location.clone(), id.clone());
             self.block(Some(key), async move { store.complete_multipart(&at, &upload, parts).await })
         });
-        if result.is_err() {
-            self.abort(&location, &id);
+        // The entry goes once the upload is complete or aborted; an upload
+        // whose abort failed keeps it, so the next start aborts it again.
+        if result.is_ok() || self.abort(&location, &id) {
+            let _ = fs::remove_file(entry);
         }
-        // An entry left behind only costs the next start an abort of a
-        // finished upload, which the store answers as unknown.
-        let _ = fs::remove_file(entry);
         result.map(|_| ())
     }
 
@@ -315,11 +314,15 @@ impl S3Target {
         Ok(parts)
     }
 
-    /// Aborts an upload, best effort (the journal keeps it otherwise).
-    fn abort(&self, location: &StorePath, id: &str) {
+    /// Aborts an upload, best effort; whether the store took the abort.
+    fn abort(&self, location: &StorePath, id: &str) -> bool {
         let (store, at, upload) = (self.store.clone(), location.clone(), id.to_string());
-        if let Err(error) = self.block(None, async move { store.abort_multipart(&at, &upload).await }) {
-            tracing::warn!(target = %self.name, %error, "could not abort a multipart upload; the next start retries");
+        match self.block(None, async move { store.abort_multipart(&at, &upload).await }) {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(target = %self.name, %error, "could not abort a multipart upload; the next start retries");
+                false
+            }
         }
     }
 
