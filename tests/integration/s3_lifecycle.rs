@@ -18,11 +18,12 @@ const HOUR: i64 = 3_600_000_000_000;
 const NOW: i64 = START + 5 * DAY + 12 * HOUR;
 const ARCHIVAL: &str = "name = \"archival\"\nkind = \"archival\"\nplugin = \"builtin:archive-after\"\ndatasets = [\"metrics\"]\n[config]\nafter = \"2d\"\ndelete_source_after = true\n";
 
-/// Runs only when asked, sweeps superseded copies at once, and declares
+/// Runs only when asked, sweeps superseded copies at once, retries a
+/// failed partition after 200 ms, and declares
 /// target `remote` on `bucket` of `moto`; `tiers` places tiers on it.
 pub(crate) fn s3_config(moto: &MotoServer, bucket: &str, tiers: &str) -> String {
     format!(
-        "[lifecycle]\nscheduler = false\ngrace_ms = 0\norphan_grace_ms = 0\nsweep_interval_ms = 100\n\
+        "[lifecycle]\nscheduler = false\ngrace_ms = 0\norphan_grace_ms = 0\nsweep_interval_ms = 100\nretry_base_ms = 200\n\
          [storage.targets.remote]\nkind = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"strata\"\nendpoint = \"{}\"\n\
          allow_http = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{SECRET}\"\n\
          retries = 1\nconnect_timeout_ms = 500\nrequest_timeout_ms = 5000\n{tiers}",
