@@ -17,5 +17,7 @@ mod query;
 mod read_cache;
 mod s3;
 mod s3_cache;
+mod s3_faults;
+mod s3_lifecycle;
 mod storage;
 mod support;
