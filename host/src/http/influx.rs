@@ -328,7 +328,12 @@ impl Context<'_> {
             group_by: columns,
             downsample: Some(Downsample {
                 interval: None,
-                aggregations: vec![Aggregation { function: "count".into(), column: time, alias: Some("n".into()), p: None }],
+                aggregations: vec![Aggregation {
+                    function: "count".into(),
+                    column: time,
+                    alias: Some("n".into()),
+                    p: None,
+                }],
                 fill: Fill::None,
             }),
             order: Order::Asc,
@@ -355,7 +360,9 @@ impl Context<'_> {
     /// The (dataset, measurement) pairs a SHOW … [FROM m] covers.
     async fn targets(&self, from: Option<&str>) -> Result<Vec<(Arc<DatasetState>, String)>, String> {
         match from {
-            Some(measurement) => Ok(self.resolve(measurement)?.map(|d| (d, measurement.to_string())).into_iter().collect()),
+            Some(measurement) => {
+                Ok(self.resolve(measurement)?.map(|d| (d, measurement.to_string())).into_iter().collect())
+            }
             None => {
                 let dataset = self.database()?;
                 let names = self.measurements(&dataset).await?;
@@ -364,22 +371,67 @@ impl Context<'_> {
         }
     }
 
-    /// SHOW TAG KEYS (`tags`) or SHOW FIELD KEYS: from the dataset's schema.
+    /// SHOW TAG KEYS (`tags`) or SHOW FIELD KEYS: the dataset's columns
+    /// of that kind, those the measurement's rows hold when the dataset
+    /// keeps several measurements.
     async fn keys(&self, from: Option<&str>, tags: bool) -> Result<Vec<Json>, String> {
         let mut out = Vec::new();
         for (dataset, measurement) in self.targets(from).await? {
             let schema = dataset.schema();
+            let mut columns: Vec<(String, ColumnKind)> = if tags {
+                influxql::tag_columns(&schema).into_iter().map(|c| (c, ColumnKind::Tag)).collect()
+            } else {
+                influxql::field_columns(&schema)
+            };
+            if schema.kind_of(MEASUREMENT_COLUMN).is_some() && !columns.is_empty() {
+                let held = self.held_columns(&dataset, &measurement, &columns).await?;
+                columns.retain(|(name, _)| held.contains(name));
+            }
             if tags {
-                out.push(series::names(&measurement, "tagKey", influxql::tag_columns(&schema)));
+                out.push(series::names(&measurement, "tagKey", columns.into_iter().map(|(name, _)| name)));
                 continue;
             }
-            let values: Vec<Json> = influxql::field_columns(&schema)
-                .into_iter()
-                .map(|(name, kind)| json!([name, field_type(kind)]))
-                .collect();
+            let values: Vec<Json> = columns.into_iter().map(|(name, kind)| json!([name, field_type(kind)])).collect();
             out.push(json!({ "name": measurement, "columns": ["fieldKey", "fieldType"], "values": values }));
         }
         Ok(out)
+    }
+
+    /// Which of `columns` hold a value in some row of `measurement`.
+    async fn held_columns(
+        &self,
+        dataset: &Arc<DatasetState>,
+        measurement: &str,
+        columns: &[(String, ColumnKind)],
+    ) -> Result<Vec<String>, String> {
+        let aggregations = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| Aggregation {
+                function: "count".into(),
+                column: name.clone(),
+                alias: Some(format!("c{i}")),
+                p: None,
+            })
+            .collect();
+        let request = QueryRequest {
+            time_range: influxql::range(i64::MIN / 2, i64::MAX),
+            columns: None,
+            filters: influxql::where_filter(None, &dataset.schema(), measurement)?,
+            group_by: Vec::new(),
+            downsample: Some(Downsample { interval: None, aggregations, fill: Fill::None }),
+            order: Order::Asc,
+            limit: None,
+            offset: None,
+            format: Some("json".into()),
+        };
+        let rows = self.rows(dataset, request).await?;
+        Ok(columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| rows.iter().any(|row| row[format!("c{i}")].as_u64().is_some_and(|n| n > 0)))
+            .map(|(_, (name, _))| name.clone())
+            .collect())
     }
 
     async fn tag_values(

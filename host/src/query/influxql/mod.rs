@@ -343,10 +343,9 @@ pub fn translate(select: &Select, schema: &DatasetSchema, now: i64) -> Result<Tr
                 return Err("count(distinct(…)) is not supported".into());
             }
             (_, "*") => return Err(format!("{function}(*) is not supported: name a field")),
-            (function, column) => (
-                aggregate_name(function).ok_or_else(|| format!("function {function}() is not supported"))?,
-                column,
-            ),
+            (function, column) => {
+                (aggregate_name(function).ok_or_else(|| format!("function {function}() is not supported"))?, column)
+            }
         };
         if schema.kind_of(column).is_none() {
             return Err(format!("no field {column:?} in the measurement"));

@@ -448,7 +448,9 @@ impl Parser {
                     "null" => FillMode::Null,
                     "none" => FillMode::None,
                     "previous" => FillMode::Previous,
-                    other => return Err(format!("fill({other}) is not supported: use null, none, previous or a number")),
+                    other => {
+                        return Err(format!("fill({other}) is not supported: use null, none, previous or a number"));
+                    }
                 }
             }
             _ => FillMode::Value(self.signed_number()?),
@@ -557,7 +559,11 @@ impl Parser {
                 return Ok(expr);
             };
             let Some(Token::Duration(ns)) = self.peek().cloned() else {
-                return Err(format!("expected a duration after {}, found {}", if sign > 0 { '+' } else { '-' }, self.describe()));
+                return Err(format!(
+                    "expected a duration after {}, found {}",
+                    if sign > 0 { '+' } else { '-' },
+                    self.describe()
+                ));
             };
             self.at += 1;
             expr.offset_ns = expr.offset_ns.saturating_add(sign * ns);
@@ -578,6 +584,7 @@ fn parse_time_text(text: &str) -> Result<i64, String> {
     if let Ok(ns) = crate::time::parse_rfc3339(text) {
         return Ok(ns);
     }
-    let normalized = if text.len() == 10 { format!("{text}T00:00:00Z") } else { format!("{}Z", text.replacen(' ', "T", 1)) };
+    let normalized =
+        if text.len() == 10 { format!("{text}T00:00:00Z") } else { format!("{}Z", text.replacen(' ', "T", 1)) };
     crate::time::parse_rfc3339(&normalized).map_err(|_| format!("time '{text}' is not RFC 3339"))
 }

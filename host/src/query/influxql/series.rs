@@ -74,11 +74,13 @@ pub fn series(rows: &[Json], translated: &Translated, shape: Shape<'_>) -> Vec<J
             .iter()
             .map(|tag| row.get(tag).and_then(Json::as_str).unwrap_or_default().to_string())
             .collect();
-        let time = shape.fixed_time.or_else(|| row_time(row, shape.time_column)).map_or(Json::Null, |ns| shape.epoch.time(ns));
+        let time =
+            shape.fixed_time.or_else(|| row_time(row, shape.time_column)).map_or(Json::Null, |ns| shape.epoch.time(ns));
         let mut values = vec![time];
         for (column, _) in &translated.columns {
             let value = row.get(column).cloned().unwrap_or(Json::Null);
             values.push(match (value, translated.fill_value) {
+                (Json::Null, Some(fill)) if fill.fract() == 0.0 && fill.abs() < 9.0e15 => json!(fill as i64),
                 (Json::Null, Some(fill)) => json!(fill),
                 (value, _) => value,
             });

@@ -75,7 +75,11 @@ fn several_statements_parse_and_show_statements_are_recognised() {
     assert_eq!(statements[1], Statement::ShowMeasurements);
     assert_eq!(
         statements[2],
-        Statement::ShowTagValues { from: Some("cpu".into()), keys: vec!["host".into(), "region".into()], condition: None }
+        Statement::ShowTagValues {
+            from: Some("cpu".into()),
+            keys: vec!["host".into(), "region".into()],
+            condition: None
+        }
     );
 }
 
