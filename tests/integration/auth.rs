@@ -29,7 +29,7 @@ fn token_command(data_dir: &Path, args: &[&str]) -> std::process::Output {
 }
 
 /// `strata token create` offline; the token is the first line of stdout.
-fn create_offline(data_dir: &Path, name: &str, scopes: &[&str]) -> String {
+pub(crate) fn create_offline(data_dir: &Path, name: &str, scopes: &[&str]) -> String {
     let mut args = vec!["create", "--name", name];
     for scope in scopes {
         args.extend(["--scope", scope]);
@@ -65,7 +65,7 @@ fn assert_unauthorized(server: &Server, headers: &[(&str, &str)], method: &str, 
     assert_eq!(challenges.contains(&"Basic realm=\"strata\""), v1, "{method} {path}: {challenges:?}");
 }
 
-fn wait_for_status(what: &str, mut status: impl FnMut() -> u16, expected: u16) {
+pub(crate) fn wait_for_status(what: &str, mut status: impl FnMut() -> u16, expected: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let seen = status();

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::auth::{create_offline, wait_for_status};
 use crate::support::{Server, client};
 
 /// 2026-01-01T00:00:00Z, in seconds.
@@ -375,4 +376,61 @@ print("ok")
         .map(|s| (s["tags"]["host"].as_str().unwrap().to_string(), s["values"][0][1].clone()))
         .collect();
     assert_eq!(counts, [("a".to_string(), json!(10)), ("b".to_string(), json!(25)), ("c".to_string(), json!(5))]);
+}
+
+/// With authentication on, the v1 endpoints take the project's tokens as
+/// `Token`, Basic (password) or `p=`; `/query` needs read on the database,
+/// `/write` write, and SHOW DATABASES lists only what the token may read.
+#[test]
+fn influx_endpoints_take_the_projects_tokens() {
+    let server = Server::start("influx-auth", "[auth]\nrequired = true\n");
+    let writer = create_offline(&server.data_dir, "writer", &["write:telegraf", "write:other"]);
+    let reader = create_offline(&server.data_dir, "reader", &["read:telegraf"]);
+    let token = format!("Token {writer}");
+    let line = format!("cpu,host=a usage=1 {T0_S}\n");
+    wait_for_status(
+        "the writer's token",
+        || server.request("POST", "/write?db=telegraf&precision=s", &[("Authorization", &token)], line.clone()).0,
+        204,
+    );
+    // 1.x precisions include minutes and hours.
+    let hour = format!("cpu,host=a usage=2 {}\n", T0_S / 3600);
+    let (status, _, _) = server.request("POST", "/write?db=other&precision=h", &[("Authorization", &token)], hour);
+    assert_eq!(status, 204);
+    let q = urlencode("SELECT count(usage) FROM cpu");
+    assert_eq!(server.get(&format!("/query?db=telegraf&q={q}")).0, 401);
+    let (status, answer) = server.get(&format!("/query?db=telegraf&q={q}&u=grafana&p={reader}"));
+    assert_eq!((status, &answer["results"][0]["series"][0]["values"][0][1]), (200, &json!(1)), "{answer}");
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("grafana:{reader}"))
+    );
+    for authorization in [format!("Token {reader}"), basic] {
+        let (status, _, answer) =
+            server.request("GET", &format!("/query?db=telegraf&q={q}"), &[("Authorization", &authorization)], "");
+        assert_eq!(status, 200, "{answer}");
+    }
+    let read = [("Authorization", format!("Token {reader}"))];
+    let read: Vec<(&str, &str)> = read.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(server.request("GET", &format!("/query?db=other&q={q}"), &read, "").0, 403);
+    assert_eq!(server.request("POST", "/write?db=telegraf", &read, line.clone()).0, 403);
+    // A database named only in a form body is checked by the handler.
+    let form = [read[0], ("Content-Type", "application/x-www-form-urlencoded")];
+    let (status, _, answer) = server.request("POST", "/query", &form, format!("db=other&q={q}"));
+    assert_eq!(status, 403, "{answer}");
+    let (status, _, answer) =
+        server.request("POST", "/query", &form, format!("q={}", urlencode("SELECT count(usage) FROM other")));
+    assert!(answer["results"][0]["error"].as_str().is_some_and(|e| e.contains("may not read")), "{status} {answer}");
+    let other = [("Authorization", format!("Token {}", create_offline(&server.data_dir, "r2", &["read:other"])))];
+    let other: Vec<(&str, &str)> = other.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let raw = urlencode("SELECT usage FROM cpu");
+    wait_for_status(
+        "the second reader",
+        || server.request("GET", &format!("/query?db=other&q={raw}"), &other, "").0,
+        200,
+    );
+    let (_, _, answer) = server.request("GET", &format!("/query?db=other&q={raw}&epoch=s"), &other, "");
+    assert_eq!(answer["results"][0]["series"][0]["values"], json!([[T0_S, 2.0]]), "{answer}");
+    let (_, _, answer) = server.request("GET", &format!("/query?q={}", urlencode("SHOW DATABASES")), &read, "");
+    assert_eq!(answer["results"][0]["series"][0]["values"], json!([["telegraf"]]), "{answer}");
 }

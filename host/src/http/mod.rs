@@ -210,7 +210,7 @@ fn precision(params: &[(String, String)]) -> Result<Precision, Failure> {
     match param(params, "precision") {
         None | Some("auto") => Ok(Precision::Nanoseconds),
         Some(raw) => Precision::parse(raw).ok_or_else(|| {
-            Failure::new(ErrorCode::BadRequest, format!("precision {raw:?} is not one of ns, us, ms, s"))
+            Failure::new(ErrorCode::BadRequest, format!("precision {raw:?} is not one of ns, us, ms, s, m, h"))
         }),
     }
 }
