@@ -334,6 +334,34 @@ pub fn translate(select: &Select, schema: &DatasetSchema, now: i64) -> Result<Tr
     // before any plausible row that still renders as a time.
     let start = bounds.0.unwrap_or(i64::MIN / 2);
     let end = bounds.1.unwrap_or(if select.interval_ns.is_some() { now } else { i64::MAX });
+    let (aggregations, columns) = aggregations(select, schema)?;
+    let (fill, fill_value) = match select.fill.unwrap_or(FillMode::Null) {
+        _ if select.interval_ns.is_none() => (Fill::None, None),
+        FillMode::Null => (Fill::Null, None),
+        FillMode::None => (Fill::None, None),
+        FillMode::Previous => (Fill::Previous, None),
+        FillMode::Value(v) => (Fill::Null, Some(v)),
+    };
+    let interval = select.interval_ns.map(|ns| format!("{ns}ns"));
+    let request = QueryRequest {
+        time_range: range(start, end),
+        columns: None,
+        filters,
+        group_by: series_tags.clone(),
+        downsample: Some(Downsample { interval, aggregations, fill }),
+        order: if select.descending { Order::Desc } else { Order::Asc },
+        limit: None,
+        offset: None,
+        format: Some("json".into()),
+    };
+    let fixed_time = if select.interval_ns.is_none() { Some(bounds.0.unwrap_or(0)) } else { None };
+    let (limit, offset) = (select.limit, select.offset.unwrap_or(0));
+    Ok(Translated { request, columns, series_tags, fill_value, fixed_time, limit, offset })
+}
+
+/// The structured aggregations of an aggregate SELECT, each aliased
+/// `c{i}`, and the output columns: (alias, InfluxQL name).
+fn aggregations(select: &Select, schema: &DatasetSchema) -> Result<(Vec<Aggregation>, Vec<(String, String)>), String> {
     let mut aggregations = Vec::new();
     let mut columns = Vec::new();
     for (i, field) in select.fields.iter().enumerate() {
@@ -362,28 +390,7 @@ pub fn translate(select: &Select, schema: &DatasetSchema, now: i64) -> Result<Tr
         aggregations.push(Aggregation { function: name.into(), column: column.into(), alias: Some(alias), p });
     }
     dedupe(&mut columns);
-    let (fill, fill_value) = match select.fill.unwrap_or(FillMode::Null) {
-        _ if select.interval_ns.is_none() => (Fill::None, None),
-        FillMode::Null => (Fill::Null, None),
-        FillMode::None => (Fill::None, None),
-        FillMode::Previous => (Fill::Previous, None),
-        FillMode::Value(v) => (Fill::Null, Some(v)),
-    };
-    let interval = select.interval_ns.map(|ns| format!("{ns}ns"));
-    let request = QueryRequest {
-        time_range: range(start, end),
-        columns: None,
-        filters,
-        group_by: series_tags.clone(),
-        downsample: Some(Downsample { interval, aggregations, fill }),
-        order: if select.descending { Order::Desc } else { Order::Asc },
-        limit: None,
-        offset: None,
-        format: Some("json".into()),
-    };
-    let fixed_time = if select.interval_ns.is_none() { Some(bounds.0.unwrap_or(0)) } else { None };
-    let (limit, offset) = (select.limit, select.offset.unwrap_or(0));
-    Ok(Translated { request, columns, series_tags, fill_value, fixed_time, limit, offset })
+    Ok((aggregations, columns))
 }
 
 /// InfluxDB names repeated columns `mean`, `mean_1`, ….
