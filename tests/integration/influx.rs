@@ -236,6 +236,12 @@ fn grafana_queries_equal_the_structured_query() {
                     "downsample": { "interval": "5m", "fill": "null", "aggregations": [{ "fn": "count", "column": "usage" }] } }),
             Some(json!(0)),
         ),
+        (
+            "SELECT mean(\"usage\") FROM \"cpu\" WHERE (\"host\" =~ /^(h0|h2)$/) AND $timeFilter GROUP BY time($__interval), \"host\" fill(none)",
+            json!({ "filters": { "and": [{ "column": "host", "op": "in", "value": ["h0", "h2"] }, measurement] }, "group_by": ["host"],
+                    "downsample": { "interval": "5m", "aggregations": [{ "fn": "avg", "column": "usage" }] } }),
+            None,
+        ),
     ];
     for (template, mut structured, fill) in cases {
         let q = template.replace("$timeFilter", &time_filter).replace("$__interval", "5m");

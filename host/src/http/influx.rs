@@ -222,19 +222,23 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// The dataset a measurement lives in: `db`'s when it exists, else the
+    /// The dataset a measurement lives in: `db`'s when it keeps line
+    /// protocol's measurements (or is named like the measurement), else the
     /// one named like the measurement. `Ok(None)`: no such measurement.
     fn resolve(&self, measurement: &str) -> Result<Option<Arc<DatasetState>>, String> {
-        let found = match self.db.and_then(|db| self.store.dataset(db)) {
-            Some(dataset) => Some(dataset),
-            None => self.store.dataset(measurement),
+        let db = self.db.and_then(|db| self.store.dataset(db));
+        let keeps =
+            |d: &Arc<DatasetState>| d.name.as_str() == measurement || d.schema().kind_of(MEASUREMENT_COLUMN).is_some();
+        let found = match &db {
+            Some(dataset) if keeps(dataset) => Some(dataset.clone()),
+            _ => self.store.dataset(measurement),
         };
         match found {
             Some(dataset) if !self.grant.may_read(dataset.name.as_str()) => {
                 Err(format!("this token may not read database {:?}", dataset.name.as_str()))
             }
             Some(dataset) => Ok(Some(dataset)),
-            None if self.db.is_some_and(|db| self.store.dataset(db).is_none()) && self.db != Some(measurement) => {
+            None if db.is_none() && self.db.is_some() => {
                 Err(format!("database not found: {}", self.db.unwrap_or_default()))
             }
             None => Ok(None),

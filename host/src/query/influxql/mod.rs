@@ -153,6 +153,9 @@ impl Select {
     }
 }
 
+/// Output columns: (result column, InfluxQL name).
+pub type OutputColumns = Vec<(String, String)>;
+
 /// A SELECT translated: the structured request and how to shape its answer.
 #[derive(Debug, Clone)]
 pub struct Translated {
@@ -160,7 +163,7 @@ pub struct Translated {
     pub request: QueryRequest,
     /// Output columns of the answer, in order, after `time`: (result
     /// column, InfluxQL name).
-    pub columns: Vec<(String, String)>,
+    pub columns: OutputColumns,
     /// Tag columns that split the answer into series.
     pub series_tags: Vec<String>,
     /// A number replacing nulls (`fill(<value>)`).
@@ -247,8 +250,56 @@ fn filter(cond: &Cond, schema: &DatasetSchema) -> Result<Option<Filter>, String>
             }
             Some(Filter::Condition { column: column.clone(), op: (*op).into(), value: Some(value.clone()) })
         }
-        Cond::Regex(column, _, re) => return Err(format!("regex conditions ({column} =~ /{re}/) are not supported")),
+        Cond::Regex(column, matches, re) => {
+            if schema.kind_of(column).is_none() {
+                return Err(format!("no tag or field {column:?} in the measurement"));
+            }
+            let values = anchored_literals(re).ok_or_else(|| {
+                format!("regex /{re}/ is not supported: only /^value$/ and /^(a|b)$/ (Grafana's variables) are")
+            })?;
+            let value = |v: &String| Some(Json::String(v.clone()));
+            let condition =
+                |op: &str, v: &String| Filter::Condition { column: column.clone(), op: op.into(), value: value(v) };
+            Some(match (matches, values.as_slice()) {
+                (true, [one]) => condition("=", one),
+                (true, _) => Filter::Condition {
+                    column: column.clone(),
+                    op: "in".into(),
+                    value: Some(Json::Array(values.iter().map(|v| Json::String(v.clone())).collect())),
+                },
+                (false, [one]) => condition("!=", one),
+                (false, _) => Filter::And { and: values.iter().map(|v| condition("!=", v)).collect() },
+            })
+        }
     })
+}
+
+/// The values an anchored regex of literals matches: `^a$` or `^(a|b)$`,
+/// backslash escapes allowed (Grafana escapes its variables' values).
+/// `None` for anything else.
+fn anchored_literals(re: &str) -> Option<Vec<String>> {
+    let inner = re.strip_prefix('^')?.strip_suffix('$')?;
+    let inner = match inner.strip_prefix('(').and_then(|i| i.strip_suffix(')')) {
+        Some(group) => group,
+        None => inner,
+    };
+    let mut values = vec![String::new()];
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let escaped = chars.next()?;
+                if escaped.is_ascii_alphanumeric() {
+                    return None; // \d, \w …: a class, not a literal
+                }
+                values.last_mut()?.push(escaped);
+            }
+            '|' => values.push(String::new()),
+            '.' | '*' | '+' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '^' | '$' => return None,
+            c => values.last_mut()?.push(c),
+        }
+    }
+    Some(values)
 }
 
 fn contains_time(cond: &Cond) -> bool {
@@ -361,7 +412,7 @@ pub fn translate(select: &Select, schema: &DatasetSchema, now: i64) -> Result<Tr
 
 /// The structured aggregations of an aggregate SELECT, each aliased
 /// `c{i}`, and the output columns: (alias, InfluxQL name).
-fn aggregations(select: &Select, schema: &DatasetSchema) -> Result<(Vec<Aggregation>, Vec<(String, String)>), String> {
+fn aggregations(select: &Select, schema: &DatasetSchema) -> Result<(Vec<Aggregation>, OutputColumns), String> {
     let mut aggregations = Vec::new();
     let mut columns = Vec::new();
     for (i, field) in select.fields.iter().enumerate() {

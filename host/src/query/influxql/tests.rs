@@ -106,11 +106,29 @@ fn unsupported_constructs_are_refused_by_name() {
         ("SELECT mean(usage), usage FROM cpu", "mixing"),
         ("SELECT mean(usage) FROM cpu GROUP BY time(1m)", "lower time bound"),
         ("SELECT usage FROM cpu WHERE host =~ /a.*/", "regex"),
+        ("SELECT usage FROM cpu WHERE host =~ /^h\\d$/", "regex"),
         ("SELECT nope FROM cpu", "nope"),
         ("SELECT mean(usage) FROM cpu WHERE time > now() - 1h GROUP BY usage", "not a tag"),
     ];
     for (text, named) in untranslatable {
         let error = translate(&select(text), &schema(), NOW).unwrap_err();
         assert!(error.contains(named), "{text}: {error}");
+    }
+}
+
+#[test]
+fn grafana_variable_regexes_become_equality_and_in_filters() {
+    let cases = [
+        (r"SELECT usage FROM cpu WHERE host =~ /^h1$/", r#"op: "=", value: Some(String("h1"))"#),
+        (
+            r"SELECT usage FROM cpu WHERE host =~ /^(h1|h\.2)$/",
+            r#"op: "in", value: Some(Array [String("h1"), String("h.2")])"#,
+        ),
+        (r"SELECT usage FROM cpu WHERE host !~ /^(a|b)$/", r#"op: "!=", value: Some(String("b"))"#),
+    ];
+    for (text, expected) in cases {
+        let translated = translate(&select(text), &schema(), NOW).unwrap();
+        let filters = format!("{:?}", translated.request.filters);
+        assert!(filters.contains(expected), "{text}: {filters}");
     }
 }
