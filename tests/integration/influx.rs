@@ -106,6 +106,10 @@ fn ping_health_and_show_statements_answer_as_influxdb_does() {
     assert_eq!(single_series(&answer)["values"], json!([["cpu"], ["telegraf"]]), "{answer}");
     let (_, answer) = influxql(&server, "telegraf", "SHOW MEASUREMENTS", "");
     assert_eq!(single_series(&answer)["values"], json!([["cpu"], ["mem"]]), "{answer}");
+    let (_, answer) = influxql(&server, "telegraf", "SHOW MEASUREMENTS WITH MEASUREMENT =~ /(?i)ME/ LIMIT 100", "");
+    assert_eq!(single_series(&answer)["values"], json!([["mem"]]), "{answer}");
+    let (_, answer) = influxql(&server, "telegraf", "SHOW MEASUREMENTS LIMIT 1", "");
+    assert_eq!(single_series(&answer)["values"], json!([["cpu"]]), "{answer}");
     let (_, answer) = influxql(&server, "cpu", "SHOW MEASUREMENTS", "");
     assert_eq!(single_series(&answer)["values"], json!([["cpu"]]), "{answer}");
     let (_, answer) = influxql(&server, "telegraf", "SHOW TAG KEYS FROM cpu", "");

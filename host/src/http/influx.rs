@@ -268,9 +268,12 @@ impl Context<'_> {
                 "columns": ["name", "duration", "shardGroupDuration", "replicaN", "default"],
                 "values": [["autogen", "0s", "168h0m0s", 1, true]],
             })]),
-            Statement::ShowMeasurements => {
+            Statement::ShowMeasurements { matching, limit } => {
                 let dataset = self.database()?;
-                Ok(vec![series::names("measurements", "name", self.measurements(&dataset).await?)])
+                let names = self.measurements(&dataset).await?.into_iter();
+                let names = names.filter(|name| matching.as_ref().is_none_or(|m| m.matches(name)));
+                let names = names.take(limit.map_or(usize::MAX, |l| l as usize));
+                Ok(vec![series::names("measurements", "name", names.collect::<Vec<_>>())])
             }
             Statement::ShowTagKeys { from } => self.keys(from.as_deref(), true).await,
             Statement::ShowFieldKeys { from } => self.keys(from.as_deref(), false).await,

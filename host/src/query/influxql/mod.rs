@@ -31,8 +31,13 @@ pub enum Statement {
     ShowDatabases,
     /// `SHOW RETENTION POLICIES [ON db]`.
     ShowRetentionPolicies,
-    /// `SHOW MEASUREMENTS [ON db]`.
-    ShowMeasurements,
+    /// `SHOW MEASUREMENTS [ON db] [WITH MEASUREMENT = m | =~ /re/] [LIMIT n]`.
+    ShowMeasurements {
+        /// Which names to list.
+        matching: Option<NameMatch>,
+        /// At most this many.
+        limit: Option<u64>,
+    },
     /// `SHOW TAG KEYS [FROM m]`.
     ShowTagKeys {
         /// The measurement.
@@ -54,6 +59,44 @@ pub enum Statement {
     },
     /// A SELECT.
     Select(Select),
+}
+
+/// `WITH MEASUREMENT = "m"` or `=~ /[(?i)]text/` (Grafana's typeahead).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NameMatch {
+    /// The text.
+    pub text: String,
+    /// The whole name (`=`, `/^m$/`), else a substring.
+    pub exact: bool,
+    /// `(?i)`: letters match either case.
+    pub case_insensitive: bool,
+}
+
+impl NameMatch {
+    /// From a regex of literals, `(?i)` and `^…$` allowed; `None` otherwise.
+    pub fn from_regex(re: &str) -> Option<NameMatch> {
+        let (case_insensitive, re) = match re.strip_prefix("(?i)") {
+            Some(rest) => (true, rest),
+            None => (false, re),
+        };
+        if let Some(values) = anchored_literals(re) {
+            let [text] = values.as_slice() else { return None };
+            return Some(NameMatch { text: text.clone(), exact: true, case_insensitive });
+        }
+        let values = anchored_literals(&format!("^{re}$"))?;
+        let [text] = values.as_slice() else { return None };
+        Some(NameMatch { text: text.clone(), exact: false, case_insensitive })
+    }
+
+    /// Whether `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        let (name, text) = if self.case_insensitive {
+            (name.to_lowercase(), self.text.to_lowercase())
+        } else {
+            (name.to_string(), self.text.clone())
+        };
+        if self.exact { name == text } else { name.contains(&text) }
+    }
 }
 
 /// One selected field: `fn(column[, argument]) [AS alias]` or `column`.

@@ -4,7 +4,7 @@
 //! **Invariant:** every construct outside that subset is refused with an
 //! error naming it; nothing is silently dropped from a statement.
 
-use super::{Cond, Field, FillMode, Select, Statement, TimeExpr};
+use super::{Cond, Field, FillMode, NameMatch, Select, Statement, TimeExpr};
 
 /// One token.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,8 +245,10 @@ impl Parser {
         }
         if self.eat_keyword("MEASUREMENTS") {
             self.optional_on()?;
+            let matching = if self.eat_keyword("WITH") { Some(self.measurement_match()?) } else { None };
+            let limit = if self.eat_keyword("LIMIT") { Some(self.unsigned("LIMIT")?) } else { None };
             self.refuse_rest("SHOW MEASUREMENTS")?;
-            return Ok(Statement::ShowMeasurements);
+            return Ok(Statement::ShowMeasurements { matching, limit });
         }
         let (tag, field) = (self.eat_keyword("TAG"), !self.is_keyword("TAG") && self.eat_keyword("FIELD"));
         if tag && self.eat_keyword("KEYS") || field && self.eat_keyword("KEYS") {
@@ -278,6 +280,31 @@ impl Parser {
             return Ok(Statement::ShowTagValues { from, keys, condition });
         }
         Err(format!("SHOW {} is not supported", self.describe().trim_matches('"').to_uppercase()))
+    }
+
+    /// `MEASUREMENT = name` or `MEASUREMENT =~ /re/` after WITH.
+    fn measurement_match(&mut self) -> Result<NameMatch, String> {
+        self.keyword("MEASUREMENT")?;
+        if self.eat_punct("=") {
+            let text = match self.peek().cloned() {
+                Some(Token::Str(text)) => {
+                    self.at += 1;
+                    text
+                }
+                _ => self.ident()?,
+            };
+            return Ok(NameMatch { text, exact: true, case_insensitive: false });
+        }
+        self.punct("=~")?;
+        match self.peek().cloned() {
+            Some(Token::Regex(re)) => {
+                self.at += 1;
+                NameMatch::from_regex(&re).ok_or_else(|| {
+                    format!("WITH MEASUREMENT =~ /{re}/ is not supported: only literal text, (?i) and ^…$ are")
+                })
+            }
+            _ => Err(format!("expected a /regex/, found {}", self.describe())),
+        }
     }
 
     fn optional_on(&mut self) -> Result<(), String> {

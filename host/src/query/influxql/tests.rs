@@ -72,7 +72,7 @@ fn several_statements_parse_and_show_statements_are_recognised() {
             .unwrap();
     assert_eq!(statements.len(), 3);
     assert_eq!(statements[0], Statement::ShowDatabases);
-    assert_eq!(statements[1], Statement::ShowMeasurements);
+    assert_eq!(statements[1], Statement::ShowMeasurements { matching: None, limit: None });
     assert_eq!(
         statements[2],
         Statement::ShowTagValues {
@@ -131,4 +131,19 @@ fn grafana_variable_regexes_become_equality_and_in_filters() {
         let filters = format!("{:?}", translated.request.filters);
         assert!(filters.contains(expected), "{text}: {filters}");
     }
+}
+
+#[test]
+fn grafana_measurement_typeahead_matches_names() {
+    let Statement::ShowMeasurements { matching: Some(matching), limit } =
+        parse("SHOW MEASUREMENTS WITH MEASUREMENT =~ /(?i)CP/ LIMIT 100").unwrap().remove(0)
+    else {
+        panic!("not a SHOW MEASUREMENTS")
+    };
+    assert_eq!(limit, Some(100));
+    assert!(matching.matches("cpu") && matching.matches("xcpx") && !matching.matches("mem"));
+    let exact = NameMatch::from_regex("^cpu$").unwrap();
+    assert!(exact.matches("cpu") && !exact.matches("cpu2"));
+    assert!(NameMatch::from_regex("c.u").is_none());
+    assert!(parse("SHOW MEASUREMENTS WITH MEASUREMENT =~ /c.*/").unwrap_err().contains("not supported"));
 }
