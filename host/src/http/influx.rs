@@ -27,6 +27,10 @@ use crate::store::{DatasetState, Store};
 /// The InfluxDB version Strata answers as: the 1.8 API it implements.
 pub(super) const INFLUX_VERSION: &str = "1.8.10-strata";
 
+/// A statement's answer is assembled whole (InfluxDB's JSON is one
+/// document per request): past this many bytes of rows it is refused.
+const ANSWER_BYTES_MAX: usize = 64 << 20;
+
 /// `GET`/`HEAD /ping`: 204 with the version headers clients read.
 pub(super) fn ping() -> Response<Body> {
     let mut response = Response::new(Body::full(bytes::Bytes::new()));
@@ -309,6 +313,13 @@ impl Context<'_> {
         let mut bytes = Vec::new();
         while let Some(chunk) = chunks.recv().await {
             bytes.extend_from_slice(&chunk.map_err(|f| f.message.clone())?);
+            if bytes.len() > ANSWER_BYTES_MAX {
+                // Dropping the receiver stops the query.
+                return Err(format!(
+                    "the answer exceeds {} MiB: add LIMIT, narrow the time range or GROUP BY time()",
+                    ANSWER_BYTES_MAX >> 20
+                ));
+            }
         }
         let mut answer: Json = serde_json::from_slice(&bytes).map_err(|e| format!("reading the answer: {e}"))?;
         if let Some(error) = answer.get("error") {
