@@ -29,7 +29,7 @@ fn token_command(data_dir: &Path, args: &[&str]) -> std::process::Output {
 }
 
 /// `strata token create` offline; the token is the first line of stdout.
-fn create_offline(data_dir: &Path, name: &str, scopes: &[&str]) -> String {
+pub(crate) fn create_offline(data_dir: &Path, name: &str, scopes: &[&str]) -> String {
     let mut args = vec!["create", "--name", name];
     for scope in scopes {
         args.extend(["--scope", scope]);
@@ -65,7 +65,7 @@ fn assert_unauthorized(server: &Server, headers: &[(&str, &str)], method: &str, 
     assert_eq!(challenges.contains(&"Basic realm=\"strata\""), v1, "{method} {path}: {challenges:?}");
 }
 
-fn wait_for_status(what: &str, mut status: impl FnMut() -> u16, expected: u16) {
+pub(crate) fn wait_for_status(what: &str, mut status: impl FnMut() -> u16, expected: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let seen = status();
@@ -272,11 +272,11 @@ fn clients_authenticate_with_bearer_token_or_basic_on_v1() {
     assert_unauthorized(&server, &[], "POST", &format!("/api/v2/write?bucket=orders&token={writer}"), false);
     assert_unauthorized(&server, &[], "POST", "/write?db=orders", true);
     assert_unauthorized(&server, &[("Authorization", "Basic !!!")], "POST", "/write?db=orders", true);
-    // Authenticated and authorized on /write (no handler: 404, not 401/403).
+    // Authenticated and authorized on the v1 /write.
     let (status, _, _) = server.request("POST", "/write?db=orders", &[("Authorization", basic.as_str())], line.clone());
-    assert_eq!(status, 404);
+    assert_eq!(status, 204);
     let (status, _, _) = server.request("POST", &format!("/write?db=orders&u=me&p={writer}"), &[], line.clone());
-    assert_eq!(status, 404);
+    assert_eq!(status, 204);
     // … and a writer may not query through v1.
     let (status, _, body) = server.request("GET", &format!("/query?db=orders&p={writer}"), &[], "");
     assert_eq!((status, body["error"]["scope"].as_str()), (403, Some("read:orders")), "{body}");

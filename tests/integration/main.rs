@@ -6,6 +6,7 @@ mod compaction;
 mod durability;
 mod edge;
 mod hostile_sql;
+mod influx;
 mod ingest;
 mod integrity;
 mod lifecycle;

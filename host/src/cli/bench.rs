@@ -520,30 +520,40 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
         let noon = "2026-01-01T12:00:00Z";
         let hour = "2026-01-01T01:00:00Z";
         let end = format!("2026-01-{:02}T00:00:00Z", args.days + 1);
-        let cases: Vec<(&str, serde_json::Value, String)> = vec![
+        let influxql = |condition: &str, end: &str, by: &str| {
+            format!(
+                "SELECT mean(usage_user), max(usage_user) FROM cpu WHERE {condition}time >= '{start}' AND time < '{end}' GROUP BY time(1m){by} fill(none)"
+            )
+        };
+        let influxql_a = Some(influxql("hostname = 'host_7' AND ", noon, ""));
+        let influxql_b = Some(influxql("", hour, ", hostname"));
+        let cases: Vec<(&str, serde_json::Value, String, Option<String>)> = vec![
             (
                 "(a) 1-minute avg/max of one host over 12 h",
                 serde_json::json!({"time_range": {"start": start, "end": noon}, "filters": {"column": "hostname", "op": "=", "value": "host_7"},
                     "downsample": {"interval": "1m", "aggregations": [{"fn": "avg", "column": "usage_user"}, {"fn": "max", "column": "usage_user"}]}}),
                 format!("SELECT time_bucket(INTERVAL 1 minute, time) AS t, avg(usage_user), max(usage_user) FROM cpu WHERE hostname = 'host_7' AND time >= TIMESTAMP '{start}' AND time < TIMESTAMP '{noon}' GROUP BY t ORDER BY t"),
+                influxql_a,
             ),
             (
                 "(b) 1-minute avg/max of all hosts by host over 1 h",
                 serde_json::json!({"time_range": {"start": start, "end": hour}, "group_by": ["hostname"],
                     "downsample": {"interval": "1m", "aggregations": [{"fn": "avg", "column": "usage_user"}, {"fn": "max", "column": "usage_user"}]}}),
                 format!("SELECT time_bucket(INTERVAL 1 minute, time) AS t, hostname, avg(usage_user), max(usage_user) FROM cpu WHERE time >= TIMESTAMP '{start}' AND time < TIMESTAMP '{hour}' GROUP BY ALL ORDER BY hostname, t"),
+                influxql_b,
             ),
             (
                 "(c) count over everything",
                 serde_json::json!({"time_range": {"start": start, "end": end},
                     "downsample": {"aggregations": [{"fn": "count", "column": "usage_user"}]}}),
                 "SELECT count(usage_user) FROM cpu".to_string(),
+                None,
             ),
         ];
         let files = parquet_files(&server.storage());
         println!("strata bench query — {} rows, {} hosts, {} days, {} Parquet files, median of {} runs", args.rows, args.hosts, args.days, files.len(), args.runs);
         println!("  {:<52} {:>10} {:>14} {:>8} {:>18}", "query", "strata ms", "duckdb ms", "ratio", "of which setup ms");
-        for (name, body, sql) in cases {
+        for (name, body, sql, influxql) in cases {
             let (mut strata, mut setup) = (Vec::new(), Vec::new());
             for _ in 0..args.runs {
                 let started = Instant::now();
@@ -556,6 +566,29 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
             let direct = crate::query::time_direct(&files, &sql, args.runs)?;
             let (s, d) = (median_ms(strata), median_ms(direct));
             println!("  {:<52} {:>10.1} {:>14.1} {:>8.2} {:>18.1}", name, s, d, s / d, median_ms(setup));
+            if let Some(influxql) = influxql {
+                let path = format!(
+                    "/query?db=cpu&epoch=ns&q={}",
+                    form_urlencoded::byte_serialize(influxql.as_bytes()).collect::<String>()
+                );
+                let mut runs = Vec::new();
+                for _ in 0..args.runs {
+                    let started = Instant::now();
+                    let answer = get_json(&mut sender, &authority, &path).await.with_context(|| name.to_string())?;
+                    if let Some(error) = answer["results"][0]["error"].as_str() {
+                        bail!("{name} via InfluxQL: {error}");
+                    }
+                    runs.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                let i = median_ms(runs);
+                let verdict = if i <= 1.2 * s + 5.0 { "within" } else { "OUTSIDE" };
+                println!(
+                    "    {:<50} {:>10.1}   {:.2}x the structured query ({verdict} 1.2x + 5 ms)",
+                    "the same in InfluxQL (GET /query)",
+                    i,
+                    i / s
+                );
+            }
         }
         anyhow::Ok(())
     })
@@ -569,6 +602,23 @@ async fn post_json(
 ) -> anyhow::Result<serde_json::Value> {
     reconnect_if_closed(sender, authority).await?;
     let request = Request::post(path).header("host", authority).body(Full::new(Bytes::from(body.to_string())))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if status != 200 {
+        bail!("{path} answered {status}: {value}");
+    }
+    Ok(value)
+}
+
+async fn get_json(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+    path: &str,
+) -> anyhow::Result<serde_json::Value> {
+    reconnect_if_closed(sender, authority).await?;
+    let request = Request::get(path).header("host", authority).body(Full::new(Bytes::new()))?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();

@@ -73,6 +73,9 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
     let read_param = |name: &str| param(params, name).map_or(AnyToken, |d| Read(d.to_string()));
     match (method, segments) {
         (&Method::GET, ["health" | "ready"]) => Open,
+        (&Method::GET | &Method::HEAD, ["ping"] | ["health"]) => Open,
+        (&Method::GET, ["api", "v2", "buckets"]) => AnyToken,
+        (&Method::GET | &Method::POST, ["api", "v3", "query_influxql"]) => read_param("db"),
         (&Method::GET, ["metrics"] | ["health", "lifecycle"]) => Monitoring,
         (&Method::POST, ["v1", "datasets", dataset, "records"]) => Write(dataset.to_string()),
         (&Method::POST, ["api", "v2", "write"]) => write_param("bucket"),
@@ -102,7 +105,8 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
         (&Method::GET, ["v1", "storage-targets"] | ["v1", "audit"]) => Admin,
         (&Method::GET | &Method::POST, ["v1", "tokens"]) => Admin,
         (&Method::DELETE, ["v1", "tokens", _]) => Admin,
-        (_, ["health" | "ready" | "metrics" | "write" | "query"])
+        (_, ["health" | "ready" | "metrics" | "write" | "query" | "ping"])
+        | (_, ["api", "v2", "buckets"] | ["api", "v3", "query_influxql"])
         | (_, ["health", "lifecycle"])
         | (_, ["v1", "datasets", ..])
         | (_, ["api", "v2", "write"])
@@ -500,6 +504,12 @@ mod tests {
             (Method::POST, "/api/v3/write_lp", AnyToken),
             (Method::POST, "/write?db=orders&u=x&p=y", write("orders")),
             (Method::GET, "/query?db=orders&q=SELECT", read("orders")),
+            (Method::GET, "/ping", Open),
+            (Method::HEAD, "/ping", Open),
+            (Method::HEAD, "/health", Open),
+            (Method::GET, "/api/v2/buckets", AnyToken),
+            (Method::GET, "/api/v3/query_influxql?db=orders&q=SELECT", read("orders")),
+            (Method::POST, "/api/v3/query_influxql", AnyToken),
             (Method::POST, "/query?db=orders", read("orders")),
             (Method::GET, "/v1/datasets", AnyToken),
             (Method::GET, "/v1/datasets/orders", read("orders")),

@@ -5,6 +5,7 @@ pub mod auth;
 mod datasets;
 mod edge;
 mod encoding;
+mod influx;
 mod lifecycle;
 mod query;
 mod status;
@@ -209,7 +210,7 @@ fn precision(params: &[(String, String)]) -> Result<Precision, Failure> {
     match param(params, "precision") {
         None | Some("auto") => Ok(Precision::Nanoseconds),
         Some(raw) => Precision::parse(raw).ok_or_else(|| {
-            Failure::new(ErrorCode::BadRequest, format!("precision {raw:?} is not one of ns, us, ms, s"))
+            Failure::new(ErrorCode::BadRequest, format!("precision {raw:?} is not one of ns, us, ms, s, m, h"))
         }),
     }
 }
@@ -303,7 +304,12 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
         (_, ["v1", "policies" | "lifecycle" | "audit" | "storage-targets" | "tokens", ..]) => {
             admin_route(state, request, &segments).await
         }
-        (&Method::GET, ["health"]) => Ok(json_response(StatusCode::OK, &json!({ "status": "pass" }))),
+        (&Method::GET | &Method::HEAD, ["health"]) => Ok(influx::health()),
+        (&Method::GET | &Method::HEAD, ["ping"]) => Ok(influx::ping()),
+        (&Method::GET, ["api", "v2", "buckets"]) => Ok(influx::buckets(state.store()?, &auth::grant_of(&request))),
+        (&Method::POST, ["write"]) => write(state, request, None, Format::LineProtocol, "db").await,
+        (&Method::GET | &Method::POST, ["query"]) => influx::query_v1(state, request).await,
+        (&Method::GET | &Method::POST, ["api", "v3", "query_influxql"]) => influx::query_v3(state, request).await,
         (&Method::GET, ["ready"]) => {
             // Ready means every endpoint answers: the store has replayed
             // its WAL, the policies are loaded and the lifecycle engine is
@@ -332,8 +338,9 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
             let flushed = state.store()?.flush(true).await?;
             Ok(json_response(StatusCode::OK, &json!({ "partitions_flushed": flushed })))
         }
-        (_, ["health" | "ready" | "metrics"])
-        | (_, ["api", "v2", "write"])
+        (_, ["health" | "ready" | "metrics" | "ping" | "write" | "query"])
+        | (_, ["api", "v2", "write" | "buckets"])
+        | (_, ["api", "v3", "query_influxql"])
         | (_, ["api", "v3", "write_lp"])
         | (_, ["v1", "flush" | "sql"]) => Err(not_allowed(&method, &path)),
         _ => Err(Failure::new(ErrorCode::NotFound, format!("no route {method} {path}"))),

@@ -91,16 +91,23 @@ pub enum Precision {
     Milliseconds,
     /// Seconds.
     Seconds,
+    /// Minutes (InfluxDB 1.x `precision=m`).
+    Minutes,
+    /// Hours (InfluxDB 1.x `precision=h`).
+    Hours,
 }
 
 impl Precision {
-    /// Parses `ns`, `us`, `ms` or `s` (also InfluxDB 3's `nanosecond` … `second`).
+    /// Parses `ns`, `us`, `ms`, `s`, `m` or `h` (also InfluxDB 3's
+    /// `nanosecond` … `second`, and 1.x's `n` and `u`).
     pub fn parse(raw: &str) -> Option<Precision> {
         match raw {
             "ns" | "n" | "nanosecond" => Some(Precision::Nanoseconds),
             "us" | "u" | "µs" | "microsecond" => Some(Precision::Microseconds),
             "ms" | "millisecond" => Some(Precision::Milliseconds),
             "s" | "second" => Some(Precision::Seconds),
+            "m" | "minute" => Some(Precision::Minutes),
+            "h" | "hour" => Some(Precision::Hours),
             _ => None,
         }
     }
@@ -112,6 +119,8 @@ impl Precision {
             Precision::Microseconds => 1_000,
             Precision::Milliseconds => 1_000_000,
             Precision::Seconds => 1_000_000_000,
+            Precision::Minutes => 60_000_000_000,
+            Precision::Hours => 3_600_000_000_000,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! flush commits.
 
 mod engine;
+pub mod influxql;
 pub mod output;
 mod parser;
 pub mod plan;
