@@ -77,6 +77,28 @@ impl NewFile {
             column_count: encoded.columns as i64,
         }
     }
+
+    /// The catalog row of a file written by streaming (`info`), `bytes`
+    /// long with CRC32C `checksum_crc32c`, stored under `object_key` on
+    /// `storage_target`.
+    pub fn streamed(
+        storage_target: &str,
+        object_key: String,
+        info: &crate::parquet_file::EncodedFileInfo,
+        bytes: u64,
+        checksum_crc32c: u32,
+    ) -> NewFile {
+        NewFile {
+            storage_target: storage_target.to_string(),
+            object_key,
+            bytes: bytes as i64,
+            rows: info.rows,
+            min_time_ns: info.min_time_ns,
+            max_time_ns: info.max_time_ns,
+            checksum_crc32c,
+            column_count: info.columns as i64,
+        }
+    }
 }
 
 /// Adds `file` as a live file of the partition; returns its id.

@@ -166,16 +166,7 @@ fn write_archive(job: &ArchiveJob, files: &[FileRecord]) -> Result<(NewArchive, 
         let _ = job.destination.delete(&manifest_key);
         return Err(error);
     }
-    let file = NewFile {
-        storage_target: job.destination.name().to_string(),
-        object_key: key.to_string(),
-        bytes: fingerprint.size as i64,
-        rows: info.rows,
-        min_time_ns: info.min_time_ns,
-        max_time_ns: info.max_time_ns,
-        checksum_crc32c: fingerprint.crc32c,
-        column_count: info.columns as i64,
-    };
+    let file = NewFile::streamed(job.destination.name(), key.to_string(), &info, fingerprint.size, fingerprint.crc32c);
     Ok((NewArchive { file, manifest_key: manifest_key.to_string() }, fingerprint.size))
 }
 

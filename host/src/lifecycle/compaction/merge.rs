@@ -171,16 +171,7 @@ fn write_merged(job: &ChunkJob, inputs: &[FileRecord]) -> Result<Merged, Lifecyc
         let _ = job.target.delete(&key);
         return Err(error);
     }
-    let file = NewFile {
-        storage_target: job.target.name().to_string(),
-        object_key: key.to_string(),
-        bytes: fingerprint.size as i64,
-        rows: info.rows,
-        min_time_ns: info.min_time_ns,
-        max_time_ns: info.max_time_ns,
-        checksum_crc32c: fingerprint.crc32c,
-        column_count: info.columns as i64,
-    };
+    let file = NewFile::streamed(job.target.name(), key.to_string(), &info, fingerprint.size, fingerprint.crc32c);
     Ok(Merged { key, file, bytes_written: fingerprint.size })
 }
 
