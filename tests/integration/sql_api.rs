@@ -14,7 +14,7 @@ const T0: i64 = 1_767_225_600_000_000_000;
 
 /// The rows written: (host, usage, count); every fourth has no `usage`.
 fn written() -> Vec<(String, Option<f64>, i64)> {
-    (0..40).map(|i| (format!("h{}", i % 3), (i % 4 != 3).then(|| i as f64 * 0.5), i)).collect()
+    (0..40).map(|i| (format!("h{}", i % 3), (i % 4 != 3).then_some(i as f64 * 0.5), i)).collect()
 }
 
 /// A server with `cpu` written through `/api/v3/write_lp`, half flushed and
