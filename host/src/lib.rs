@@ -17,6 +17,7 @@ pub mod digest;
 pub(crate) mod error;
 pub(crate) mod facts;
 pub(crate) mod failpoint;
+pub(crate) mod flight;
 pub(crate) mod http;
 pub(crate) mod ingest;
 pub(crate) mod lifecycle;

@@ -6,6 +6,7 @@ use tokio::net::TcpListener;
 
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::flight;
 use crate::http::{self, AppState};
 use crate::lifecycle::Lifecycle;
 use crate::policy::watcher::PolicyWatcher;
@@ -26,6 +27,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // first, then the background tasks.
     let mut tasks = vec![tokio::spawn(http::serve(listener, edge, state.clone(), shutdown.clone()))];
     let store = open_store(&config, &state).await?;
+    if let Some(address) = config.server.flight_listen {
+        tasks.push(serve_flight(address, &state, &store, shutdown.clone()).await?);
+    }
     tasks.push(tokio::spawn(store.clone().run_flusher(shutdown.clone())));
     // Policies load after the catalog is open and before /ready turns 200.
     let (policies, watcher) = open_policies(&config, &store, &state).await?;
@@ -87,6 +91,31 @@ async fn open_store(config: &Arc<Config>, state: &AppState) -> anyhow::Result<Ar
     Ok(store)
 }
 
+/// Binds `address` and serves Arrow Flight SQL there over the same query
+/// engine and tokens as HTTP; says where, for tests and scripts when the
+/// port is 0.
+async fn serve_flight(
+    address: std::net::SocketAddr,
+    state: &AppState,
+    store: &Arc<Store>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("server.flight_listen = {address}: cannot listen: {e}"))?;
+    let bound = listener.local_addr()?;
+    let engine = state.query.get().expect("opened with the store").clone();
+    let tokens = state.tokens.get().expect("opened with the store").clone();
+    let authenticate: flight::Authenticate = Arc::new(move |headers| tokens.readable_by(headers));
+    let service = flight::Gateway::new(flight::FlightSql::new(store.clone(), engine, authenticate));
+    tracing::info!("strata flight listening on grpc://{bound}");
+    Ok(tokio::spawn(async move {
+        if let Err(error) = flight::serve(listener, service, shutdown).await {
+            tracing::error!(%error, "the Flight SQL server stopped");
+        }
+    }))
+}
+
 /// Loads the policy directory, starts watching it and attaches the
 /// policies to the store and to `state`.
 async fn open_policies(
@@ -128,8 +157,12 @@ fn raise_open_file_limit() -> Option<u64> {
 /// Refuses to listen beyond loopback while authentication is off: that is
 /// while the catalog holds no token and `auth.required` is unset.
 fn check_listen(config: &Config) -> anyhow::Result<()> {
-    let listen = config.server.listen;
-    if listen.ip().is_loopback() || config.auth.required {
+    let exposed = [Some(config.server.listen), config.server.flight_listen]
+        .into_iter()
+        .flatten()
+        .find(|address| !address.ip().is_loopback());
+    let Some(listen) = exposed else { return Ok(()) };
+    if config.auth.required {
         return Ok(());
     }
     let path = Catalog::path_in(&config.server.data_dir);
@@ -137,7 +170,7 @@ fn check_listen(config: &Config) -> anyhow::Result<()> {
         return Ok(());
     }
     anyhow::bail!(
-        "server.listen = {listen} is not a loopback address, and authentication is off (the catalog in {} holds no \
+        "{listen} (server.listen or server.flight_listen) is not a loopback address, and authentication is off (the catalog in {} holds no \
          token); create one first with `strata token create --name admin --scope admin --data-dir {}`, or listen on \
          127.0.0.1",
         config.server.data_dir.display(),

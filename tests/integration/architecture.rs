@@ -40,6 +40,9 @@ const FILE_IO: &[(&str, &str)] = &[
 /// The modules that may import `http`: it is the top of the server.
 const HTTP_IMPORTERS: &[&str] = &["server", "cli"];
 
+/// The modules that may import `flight`: the server wires it beside `http`.
+const FLIGHT_IMPORTERS: &[&str] = &["server"];
+
 struct SourceFile {
     /// Path under `host/src`, with `/`.
     path: String,
@@ -382,6 +385,12 @@ fn top_level_modules_depend_downwards_only() {
         })
         .collect();
     assert!(wrong_way.is_empty(), "only {HTTP_IMPORTERS:?} may import http:\n{}", wrong_way.join("\n"));
+    let wrong_way: Vec<&String> = graph
+        .iter()
+        .filter(|(module, edges)| edges.contains_key("flight") && !FLIGHT_IMPORTERS.contains(&module.as_str()))
+        .map(|(module, _)| module)
+        .collect();
+    assert!(wrong_way.is_empty(), "only {FLIGHT_IMPORTERS:?} may import flight: {wrong_way:?}");
 }
 
 /// The rank of each module in ARCHITECTURE.md's layer table (`| 3 | `a`, `b` | … |`).

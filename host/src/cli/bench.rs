@@ -500,8 +500,35 @@ fn median_ms(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
+/// A port free at this moment, for the Flight SQL listener of the server
+/// the benchmark starts.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Milliseconds per run of `sql` over Flight SQL: GetFlightInfo, then DoGet
+/// until the last record batch is decoded.
+async fn time_flight(port: u16, sql: &str, runs: usize) -> anyhow::Result<Vec<f64>> {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use futures::TryStreamExt;
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))?.connect().await?;
+    let mut client = FlightSqlServiceClient::new(channel);
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let info = client.execute(sql.to_string(), None).await.context("Flight SQL GetFlightInfo")?;
+        let ticket = info.endpoint.first().and_then(|e| e.ticket.clone()).context("a FlightInfo without a ticket")?;
+        let batches: Vec<_> = client.do_get(ticket).await?.try_collect().await.context("Flight SQL DoGet")?;
+        std::hint::black_box(batches);
+        out.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(out)
+}
+
 fn query(args: QueryArgs) -> anyhow::Result<()> {
-    let server = start_server()?;
+    let flight_port = free_port()?;
+    let config = format!("[server]\nflight_listen = \"127.0.0.1:{flight_port}\"\n");
+    let server = start_server_with(Some((&config, &[])))?;
     let authority = server.url.trim_start_matches("http://").to_string();
     let interval_s = ((args.days * 86_400 * args.hosts) as f64 / args.rows as f64).max(1.0) as i64;
     eprintln!("generating {} rows ({} hosts, one row per host every {interval_s} s)…", args.rows, args.hosts);
@@ -552,7 +579,10 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
         ];
         let files = parquet_files(&server.storage());
         println!("strata bench query — {} rows, {} hosts, {} days, {} Parquet files, median of {} runs", args.rows, args.hosts, args.days, files.len(), args.runs);
-        println!("  {:<52} {:>10} {:>14} {:>8} {:>18}", "query", "strata ms", "duckdb ms", "ratio", "of which setup ms");
+        println!(
+            "  {:<52} {:>10} {:>14} {:>8} {:>18} {:>10} {:>14}",
+            "query", "strata ms", "duckdb ms", "ratio", "of which setup ms", "flight ms", "flight/strata"
+        );
         for (name, body, sql, influxql) in cases {
             let (mut strata, mut setup) = (Vec::new(), Vec::new());
             for _ in 0..args.runs {
@@ -564,8 +594,19 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
                 setup.push(answer["stats"]["setup_ms"].as_f64().unwrap_or(0.0));
             }
             let direct = crate::query::time_direct(&files, &sql, args.runs)?;
+            // The same SQL text as DuckDB's, through Flight SQL.
+            let flight = median_ms(time_flight(flight_port, &sql, args.runs).await?);
             let (s, d) = (median_ms(strata), median_ms(direct));
-            println!("  {:<52} {:>10.1} {:>14.1} {:>8.2} {:>18.1}", name, s, d, s / d, median_ms(setup));
+            println!(
+                "  {:<52} {:>10.1} {:>14.1} {:>8.2} {:>18.1} {:>10.1} {:>14.2}",
+                name,
+                s,
+                d,
+                s / d,
+                median_ms(setup),
+                flight,
+                flight / s
+            );
             if let Some(influxql) = influxql {
                 let path = format!(
                     "/query?db=cpu&epoch=ns&q={}",

@@ -51,6 +51,11 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// `[server.tls]`: serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN).
     pub tls: Option<TlsConfig>,
+    /// Address of the Arrow Flight SQL listener (gRPC, plaintext); off
+    /// unless set. Port 0 picks a free port, printed at start-up. Refused
+    /// together with `[server.tls]` (Flight would bypass it), and beyond
+    /// loopback while authentication is off, as `listen` is.
+    pub flight_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +74,7 @@ impl Default for ServerConfig {
             allowed_hosts: None,
             allowed_origins: Vec::new(),
             tls: None,
+            flight_listen: None,
         }
     }
 }
@@ -102,6 +108,12 @@ impl ServerConfig {
                     "server.allowed_hosts: {host:?} is not a host name or address with an optional :port, or \"*\""
                 ));
             }
+        }
+        if let (Some(flight), Some(_)) = (self.flight_listen, &self.tls) {
+            return invalid(format!(
+                "server.flight_listen = {flight} with [server.tls]: Flight SQL is served without TLS, which would \
+                 bypass it; unset flight_listen or serve Flight through a TLS-terminating proxy"
+            ));
         }
         for origin in &self.allowed_origins {
             if origin != "*" && !is_origin(origin) {

@@ -97,6 +97,8 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
         (&Method::POST, ["v1", "datasets", _, "partitions", rest @ ..]) if rest.len() >= 2 => Admin,
         (&Method::POST, ["v1", "datasets", _, "compact"]) => Admin,
         (&Method::POST, ["v1", "sql"]) => AnyToken,
+        // The handler checks `db` and every dataset the SQL reads.
+        (&Method::GET | &Method::POST, ["api", "v3", "query_sql"]) => read_param("db"),
         (&Method::POST, ["v1", "flush"]) => Admin,
         (&Method::GET, ["v1", "policies"] | ["v1", "policies", _]) => Admin,
         (&Method::POST, ["v1", "policies", "reload"]) => Admin,
@@ -110,7 +112,7 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
         | (_, ["health", "lifecycle"])
         | (_, ["v1", "datasets", ..])
         | (_, ["api", "v2", "write"])
-        | (_, ["api", "v3", "write_lp"])
+        | (_, ["api", "v3", "write_lp" | "query_sql"])
         | (_, ["v1", "flush" | "sql"])
         | (_, ["v1", "policies" | "lifecycle" | "audit" | "storage-targets" | "tokens", ..]) => MethodNotAllowed,
         _ => NotFound,
@@ -320,6 +322,23 @@ impl TokenCache {
         self.required || self.table.load().any
     }
 
+    /// The datasets the bearer of `headers`' credential may read, for
+    /// callers that arrive by another door than the HTTP routes (Flight
+    /// SQL's `authorization` metadata): everything while authentication is
+    /// off, else what a known, unexpired, unrevoked token grants.
+    pub fn readable_by(&self, headers: &HeaderMap) -> Result<DatasetFilter, Failure> {
+        if !self.enabled() {
+            return Ok(Grant::unrestricted().readable());
+        }
+        let token = credential(headers, &[], false)
+            .map_err(|why| Failure::new(ErrorCode::Unauthorized, why))?
+            .ok_or_else(|| Failure::new(ErrorCode::Unauthorized, "a token is needed: authorization: Bearer <token>"))?;
+        let grant = self
+            .authenticate(&token)
+            .ok_or_else(|| Failure::new(ErrorCode::Unauthorized, "the token is unknown, expired or revoked"))?;
+        Ok(grant.readable())
+    }
+
     /// The grant of a presented token, if it is known, not revoked and not
     /// expired. The lookup is by hash: the plaintext is compared with nothing.
     fn authenticate(&self, token: &str) -> Option<Grant> {
@@ -523,6 +542,8 @@ mod tests {
             (Method::POST, "/v1/datasets/orders/partitions/2026-01-01/tenant-7/seal", Admin),
             (Method::POST, "/v1/datasets/orders/compact", Admin),
             (Method::POST, "/v1/sql", AnyToken),
+            (Method::GET, "/api/v3/query_sql?db=orders&q=SELECT", read("orders")),
+            (Method::POST, "/api/v3/query_sql", AnyToken),
             (Method::POST, "/v1/flush", Admin),
             (Method::GET, "/v1/policies", Admin),
             (Method::GET, "/v1/policies/keep", Admin),
@@ -548,6 +569,7 @@ mod tests {
             (Method::POST, "/health", MethodNotAllowed),
             (Method::POST, "/metrics", MethodNotAllowed),
             (Method::GET, "/v1/sql", MethodNotAllowed),
+            (Method::PUT, "/api/v3/query_sql", MethodNotAllowed),
             (Method::GET, "/v1/flush", MethodNotAllowed),
             (Method::GET, "/api/v2/write", MethodNotAllowed),
             (Method::POST, "/v1/policies", MethodNotAllowed),

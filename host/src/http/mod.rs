@@ -8,6 +8,7 @@ mod encoding;
 mod influx;
 mod lifecycle;
 mod query;
+mod sql_api;
 mod status;
 mod tokens;
 mod views;
@@ -329,6 +330,7 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
         (&Method::POST, ["api", "v2", "write"]) => write(state, request, None, Format::LineProtocol, "bucket").await,
         (&Method::POST, ["api", "v3", "write_lp"]) => write(state, request, None, Format::LineProtocol, "db").await,
         (&Method::POST, ["v1", "sql"]) => query::sql(state, request).await,
+        (&Method::GET | &Method::POST, ["api", "v3", "query_sql"]) => sql_api::query_sql(state, request).await,
         (&Method::GET, ["health", "lifecycle"]) => {
             let health = state.lifecycle()?.health(crate::time::now_ns()).await?;
             let status = if health["status"] == "unhealthy" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
@@ -341,7 +343,7 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
         (_, ["health" | "ready" | "metrics" | "ping" | "write" | "query"])
         | (_, ["api", "v2", "write" | "buckets"])
         | (_, ["api", "v3", "query_influxql"])
-        | (_, ["api", "v3", "write_lp"])
+        | (_, ["api", "v3", "write_lp" | "query_sql"])
         | (_, ["v1", "flush" | "sql"]) => Err(not_allowed(&method, &path)),
         _ => Err(Failure::new(ErrorCode::NotFound, format!("no route {method} {path}"))),
     }

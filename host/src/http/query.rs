@@ -12,7 +12,7 @@ use crate::query::QueryEngine;
 use crate::query::output::OutputFormat;
 use crate::query::plan::QueryRequest;
 
-fn engine(state: &AppState) -> Result<&Arc<QueryEngine>, Failure> {
+pub(super) fn engine(state: &AppState) -> Result<&Arc<QueryEngine>, Failure> {
     state.query.get().ok_or_else(|| Failure::new(ErrorCode::NotReady, "the server is starting").with_retry_after(1))
 }
 
