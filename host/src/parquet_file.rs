@@ -437,10 +437,16 @@ pub fn check_footer<R: ChunkReader>(reader: &R, rows: i64) -> Result<(), Parquet
     Ok(())
 }
 
+/// Bytes [`footer_rows`] reads from a file's end in one request: the
+/// footer of most files fits (a larger one costs one more read).
+const FOOTER_READ_BYTES: u64 = 16 * 1024;
+
 /// The row count in the footer of a Parquet file of `len` bytes, read with
-/// `read_range` alone (the magic, the last 8 bytes, then the footer) —
-/// for an object on any target, without reading its data. A read's error
-/// passes through; a file that is no Parquet becomes `invalid(why)`.
+/// `read_range` alone (the last [`FOOTER_READ_BYTES`], which hold the
+/// footer's length and usually the footer, then the magic at the start
+/// unless that read held it) — for an object on any target, without
+/// reading its data. A read's error passes through; a file that is no
+/// Parquet becomes `invalid(why)`.
 pub fn footer_rows<E>(
     len: u64,
     mut read_range: impl FnMut(Range<u64>) -> Result<Vec<u8>, E>,
@@ -450,16 +456,27 @@ pub fn footer_rows<E>(
     if len < 12 {
         return Err(bad(format!("{len} bytes is too short for a Parquet file")));
     }
-    if read_range(0..4)? != b"PAR1" {
+    let start = len.saturating_sub(FOOTER_READ_BYTES);
+    let end = read_range(start..len)?;
+    if end.len() as u64 != len - start {
+        return Err(bad("the file's end read short".into()));
+    }
+    let magic = if start == 0 { end[..4].to_vec() } else { read_range(0..4)? };
+    if magic != b"PAR1" {
         return Err(bad("no Parquet magic at the start".into()));
     }
-    let tail: [u8; 8] = read_range(len - 8..len)?.try_into().map_err(|_| bad("the footer's tail read short".into()))?;
+    let tail: [u8; 8] = end[end.len() - 8..].try_into().map_err(|_| bad("the footer's tail read short".into()))?;
     let tail = FooterTail::try_new(&tail).map_err(|e| invalid(e.into()))?;
     let metadata_len = tail.metadata_length() as u64;
     if metadata_len > len - 12 {
         return Err(bad(format!("a footer of {metadata_len} bytes in a file of {len}")));
     }
-    let metadata = read_range(len - 8 - metadata_len..len - 8)?;
+    let metadata_start = len - 8 - metadata_len;
+    let metadata = if metadata_start >= start {
+        end[(metadata_start - start) as usize..end.len() - 8].to_vec()
+    } else {
+        read_range(metadata_start..len - 8)?
+    };
     if metadata.len() as u64 != metadata_len {
         return Err(bad("the footer read short".into()));
     }
@@ -628,11 +645,12 @@ mod tests {
         let schema = tagged_schema();
         let file = encode(&[batch_at(&schema, (0..50_000).collect())], &schema, 1_000, 1).unwrap();
         let len = file.bytes.len() as u64;
-        let mut read = 0u64;
+        let (mut read, mut requests) = (0u64, 0);
         let rows = footer_rows(
             len,
             |range: Range<u64>| {
                 read += range.end - range.start;
+                requests += 1;
                 Ok::<_, String>(file.bytes[range.start as usize..range.end as usize].to_vec())
             },
             |e| e.to_string(),
@@ -640,6 +658,21 @@ mod tests {
         .unwrap();
         assert_eq!(rows, 50_000);
         assert!(read < len / 4, "{read} of {len} bytes read: the footer only");
+        assert_eq!(requests, 3, "a footer of 50 row groups takes a read of its own");
+        let one_group = encode(&[batch_at(&schema, (0..50_000).collect())], &schema, 100_000, 1).unwrap();
+        let mut requests = 0;
+        let whole = &one_group.bytes;
+        let rows = footer_rows(
+            whole.len() as u64,
+            |r: Range<u64>| {
+                requests += 1;
+                Ok::<_, String>(whole[r.start as usize..r.end as usize].to_vec())
+            },
+            |e| e.to_string(),
+        );
+        assert_eq!(rows.unwrap(), 50_000);
+        assert!(whole.len() as u64 > FOOTER_READ_BYTES);
+        assert_eq!(requests, 2, "the file's end, holding a small footer, and the magic");
         let mut corrupt = file.bytes.clone();
         // The footer's length, made larger than the file.
         let at = corrupt.len() - 6;

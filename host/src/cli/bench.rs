@@ -141,7 +141,7 @@ const OSES: [&str; 3] = ["Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10"];
 const ARCHES: [&str; 2] = ["x64", "x86"];
 const TEAMS: [&str; 4] = ["SF", "NYC", "LON", "CHI"];
 const ENVIRONMENTS: [&str; 3] = ["production", "staging", "test"];
-const FIELDS: [&str; 10] = [
+pub(super) const FIELDS: [&str; 10] = [
     "usage_user",
     "usage_system",
     "usage_idle",
@@ -213,24 +213,38 @@ pub fn generate_cpu_every(rows: usize, batch: usize, hosts: usize, seed: u64, in
     bodies
 }
 
-struct Server {
-    child: Child,
-    url: String,
-    data_dir: PathBuf,
+/// A `strata serve` child on a temporary data directory, removed on drop.
+pub(super) struct Server {
+    pub(super) child: Child,
+    pub(super) url: String,
+    pub(super) data_dir: PathBuf,
 }
 
 impl Server {
     /// Stops the server (SIGTERM, so it flushes and exits cleanly) and
     /// starts a fresh process on the same directory.
-    fn restart(&mut self) -> anyhow::Result<()> {
+    pub(super) fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_without(None)
+    }
+
+    /// [`Server::restart`], deleting `remove` (a directory) while no server runs.
+    pub(super) fn restart_without(&mut self, remove: Option<&Path>) -> anyhow::Result<()> {
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         self.child.wait()?;
+        if let Some(dir) = remove {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         (self.child, self.url) = spawn_server(&self.data_dir)?;
         Ok(())
     }
 
+    /// `host:port` of the server.
+    pub(super) fn authority(&self) -> String {
+        self.url.trim_start_matches("http://").trim_end_matches('/').to_string()
+    }
+
     /// The storage directory (all tiers).
-    fn storage(&self) -> PathBuf {
+    pub(super) fn storage(&self) -> PathBuf {
         self.data_dir.join("data").join("storage")
     }
 }
@@ -249,7 +263,7 @@ fn start_server() -> anyhow::Result<Server> {
 
 /// Starts `strata serve` on a fresh directory; `config` (TOML) goes into
 /// `strata.toml` there, with `files` (relative path, contents) beside it.
-fn start_server_with(config: Option<(&str, &[(&str, &str)])>) -> anyhow::Result<Server> {
+pub(super) fn start_server_with(config: Option<(&str, &[(&str, &str)])>) -> anyhow::Result<Server> {
     let data_dir = std::env::temp_dir().join(format!("strata-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     std::fs::create_dir_all(&data_dir)?;
@@ -295,7 +309,7 @@ fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-fn proc_peak_rss_bytes(pid: u32) -> Option<u64> {
+pub(super) fn proc_peak_rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
@@ -317,7 +331,7 @@ fn dir_bytes(path: &Path) -> u64 {
     total
 }
 
-async fn post(
+pub(super) async fn post(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     authority: &str,
     path: &str,
@@ -334,7 +348,7 @@ async fn post(
 }
 
 /// Posts a line-protocol body; anything but 204 is an error.
-async fn write(
+pub(super) async fn write(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     authority: &str,
     path: &str,
@@ -349,7 +363,7 @@ async fn write(
 
 /// Opens a new connection in place of `sender` if the server has closed
 /// it (it may close an idle keep-alive connection).
-async fn reconnect_if_closed(
+pub(super) async fn reconnect_if_closed(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     authority: &str,
 ) -> anyhow::Result<()> {
@@ -361,7 +375,7 @@ async fn reconnect_if_closed(
 
 /// Waits until the server answers `GET /ready` with 200: writes before
 /// that (WAL replay, policy loading) would get 503 `not_ready`.
-async fn wait_until_up(authority: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_until_up(authority: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(mut sender) = connect(authority).await {
@@ -379,7 +393,7 @@ async fn wait_until_up(authority: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn connect(authority: &str) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+pub(super) async fn connect(authority: &str) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
     let stream = tokio::net::TcpStream::connect(authority).await?;
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -495,7 +509,7 @@ impl IngestReport {
     }
 }
 
-fn median_ms(mut samples: Vec<f64>) -> f64 {
+pub(super) fn median_ms(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
@@ -635,7 +649,7 @@ fn query(args: QueryArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn post_json(
+pub(super) async fn post_json(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     authority: &str,
     path: &str,
@@ -685,10 +699,10 @@ fn plain_copy(files: &[PathBuf], into: &Path) -> anyhow::Result<u64> {
 }
 
 /// Seconds in a day.
-const DAY_S: i64 = 86_400;
+pub(super) const DAY_S: i64 = 86_400;
 
 /// 2020-01-01T00:00:00Z, in seconds: the lifecycle benchmark's first row.
-const LIFECYCLE_START_S: i64 = 1_577_836_800;
+pub(super) const LIFECYCLE_START_S: i64 = 1_577_836_800;
 
 fn lifecycle(args: LifecycleArgs) -> anyhow::Result<()> {
     let moving = "name = \"move-all\"\nkind = \"tiering\"\nplugin = \"builtin:tier-by-age\"\ndatasets = [\"moving\"]\n[config]\nwarm_after = \"1d\"\n";
@@ -714,7 +728,7 @@ fn lifecycle(args: LifecycleArgs) -> anyhow::Result<()> {
 }
 
 /// Writes `args.partitions` days of random rows into `moving`, one request a day.
-async fn load_daily_partitions(
+pub(super) async fn load_daily_partitions(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     authority: &str,
     args: &LifecycleArgs,
@@ -861,22 +875,56 @@ fn print_lifecycle_report(
 /// server process, from its start through the move.
 fn move_partition(args: MoveArgs) -> anyhow::Result<()> {
     let policy = "name = \"move-all\"\nkind = \"tiering\"\nplugin = \"builtin:tier-by-age\"\ndatasets = [\"moving\"]\n[config]\nwarm_after = \"1d\"\n";
-    let config = "[datasets.moving]\nperiod = \"day\"\n[ingest]\nflush_age_ms = 86400000\nflush_bytes = 68719476736\n\
-         [limits]\nbuffer_bytes_max = 68719476736\nrows_per_request_max = 1000000\nbody_bytes_max = 67108864\n\
-         [lifecycle]\nscheduler = false\nprecreate_lead_ms = 0\n\
-         [storage.tiers.warm]\nzstd_level = 3\nrow_group_rows_max = 1048576\n";
-    let mut server = start_server_with(Some((config, &[("policies/move-all.toml", policy)])))?;
-    let authority = server.url.trim_start_matches("http://").to_string();
+    let config =
+        format!("{}[storage.tiers.warm]\nzstd_level = 3\nrow_group_rows_max = 1048576\n", BIG_PARTITION_CONFIG);
+    let mut server = start_server_with(Some((&config, &[("policies/move-all.toml", policy)])))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    load_big_partition(&mut server, &runtime, args.rows, args.batch)?;
+    let moved = time_big_move(&server, &runtime, "move-all")?;
+    println!("strata bench move");
+    println!(
+        "  {} hot file(s), {:.1} MiB → warm re-encoded (zstd 3) in {:.1} s: executed {}, failed {}, {} bytes moved",
+        moved.files,
+        moved.hot_bytes as f64 / 1048576.0,
+        moved.move_s,
+        moved.run["executed"],
+        moved.run["failed"],
+        moved.run["bytes_moved"],
+    );
+    println!(
+        "  fresh server: peak RSS {:.1} MiB before the move, {:.1} MiB through it",
+        moved.rss_before as f64 / 1048576.0,
+        moved.rss_peak as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+/// Configuration of a server that keeps every row of dataset `moving`
+/// (daily partitions) buffered until `/v1/flush`, so one partition becomes
+/// one file; tables for the destination tier may follow.
+pub(super) const BIG_PARTITION_CONFIG: &str = "[datasets.moving]\nperiod = \"day\"\n[ingest]\nflush_age_ms = 86400000\nflush_bytes = 68719476736\n\
+     [limits]\nbuffer_bytes_max = 68719476736\nrows_per_request_max = 1000000\nbody_bytes_max = 67108864\n\
+     [lifecycle]\nscheduler = false\nprecreate_lead_ms = 0\n";
+
+/// Writes `rows` random rows (10 float fields) into one day of `moving`,
+/// flushes them as one file and restarts the server, so the memory ingest
+/// took is not counted in what follows.
+pub(super) fn load_big_partition(
+    server: &mut Server,
+    runtime: &tokio::runtime::Runtime,
+    rows: usize,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let authority = server.authority();
     runtime.block_on(async {
         wait_until_up(&authority).await?;
         let mut sender = connect(&authority).await?;
         let mut rng = StdRng::seed_from_u64(11);
-        eprintln!("loading {} rows into one partition…", args.rows);
-        let step_ns = DAY_S * 1_000_000_000 / args.rows.max(1) as i64;
-        for first in (0..args.rows).step_by(args.batch.max(1)) {
-            let mut body = String::with_capacity(args.batch * 220);
-            for row in first..(first + args.batch).min(args.rows) {
+        eprintln!("loading {rows} rows into one partition…");
+        let step_ns = DAY_S * 1_000_000_000 / rows.max(1) as i64;
+        for first in (0..rows).step_by(batch.max(1)) {
+            let mut body = String::with_capacity(batch * 220);
+            for row in first..(first + batch).min(rows) {
                 body.push_str("m ");
                 for (i, field) in FIELDS.iter().enumerate() {
                     let _ = write!(body, "{}{field}={}", if i == 0 { "" } else { "," }, rng.random::<f64>());
@@ -890,41 +938,53 @@ fn move_partition(args: MoveArgs) -> anyhow::Result<()> {
         post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
         anyhow::Ok(())
     })?;
-    server.restart()?;
-    let authority = server.url.trim_start_matches("http://").to_string();
+    server.restart()
+}
+
+/// What moving the one large partition measured.
+pub(super) struct BigMove {
+    /// Hot files before the move.
+    pub(super) files: usize,
+    /// Their bytes.
+    pub(super) hot_bytes: u64,
+    /// Seconds the policy run took.
+    pub(super) move_s: f64,
+    /// The run's report.
+    pub(super) run: serde_json::Value,
+    /// The server's peak RSS from its start until the move began.
+    pub(super) rss_before: u64,
+    /// … and through the move.
+    pub(super) rss_peak: u64,
+}
+
+/// Runs the tiering policy `policy` over the partition
+/// [`load_big_partition`] wrote, and reads the server's peak RSS around it.
+pub(super) fn time_big_move(
+    server: &Server,
+    runtime: &tokio::runtime::Runtime,
+    policy: &str,
+) -> anyhow::Result<BigMove> {
+    let authority = server.authority();
     let pid = server.child.id();
     runtime.block_on(async {
         wait_until_up(&authority).await?;
         let mut sender = connect(&authority).await?;
         let hot = parquet_files(&server.storage().join("hot"));
         let hot_bytes: u64 = hot.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
-        let before = proc_peak_rss_bytes(pid).unwrap_or(0);
+        let rss_before = proc_peak_rss_bytes(pid).unwrap_or(0);
         let now_ns = (LIFECYCLE_START_S + 30 * DAY_S) * 1_000_000_000;
         let started = Instant::now();
-        let report = post_json(&mut sender, &authority, "/v1/policies/move-all/run", serde_json::json!({"now": now_ns})).await?;
+        let path = format!("/v1/policies/{policy}/run");
+        let report = post_json(&mut sender, &authority, &path, serde_json::json!({"now": now_ns})).await?;
         let move_s = started.elapsed().as_secs_f64();
-        let peak = proc_peak_rss_bytes(pid).unwrap_or(0);
-        let run = &report["runs"][0];
-        println!("strata bench move");
-        println!(
-            "  {} hot file(s), {:.1} MiB → warm re-encoded (zstd 3) in {move_s:.1} s: executed {}, failed {}, {} bytes moved",
-            hot.len(),
-            hot_bytes as f64 / 1048576.0,
-            run["executed"],
-            run["failed"],
-            run["bytes_moved"],
-        );
-        println!(
-            "  fresh server: peak RSS {:.1} MiB before the move, {:.1} MiB through it",
-            before as f64 / 1048576.0,
-            peak as f64 / 1048576.0
-        );
-        anyhow::Ok(())
+        let rss_peak = proc_peak_rss_bytes(pid).unwrap_or(0);
+        let run = report["runs"][0].clone();
+        Ok(BigMove { files: hot.len(), hot_bytes, move_s, run, rss_before, rss_peak })
     })
 }
 
 /// Every Parquet file under `dir`, for benchmarks that read them directly.
-fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(super) fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
