@@ -655,16 +655,8 @@ pub(super) async fn post_json(
     path: &str,
     body: serde_json::Value,
 ) -> anyhow::Result<serde_json::Value> {
-    reconnect_if_closed(sender, authority).await?;
     let request = Request::post(path).header("host", authority).body(Full::new(Bytes::from(body.to_string())))?;
-    let response = sender.send_request(request).await?;
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await?.to_bytes();
-    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    if status != 200 {
-        bail!("{path} answered {status}: {value}");
-    }
-    Ok(value)
+    send_for_json(sender, authority, request).await
 }
 
 async fn get_json(
@@ -672,8 +664,19 @@ async fn get_json(
     authority: &str,
     path: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    reconnect_if_closed(sender, authority).await?;
     let request = Request::get(path).header("host", authority).body(Full::new(Bytes::new()))?;
+    send_for_json(sender, authority, request).await
+}
+
+/// Sends `request` (reconnecting first if the server closed the
+/// connection) and answers its JSON body; anything but 200 is an error.
+async fn send_for_json(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<serde_json::Value> {
+    let path = request.uri().to_string();
+    reconnect_if_closed(sender, authority).await?;
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
