@@ -5,7 +5,7 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, client};
+use crate::support::{Server, client, column_kinds};
 
 const CONFIG: &str = "[ingest]\nflush_age_ms = 3600000\n";
 
@@ -84,12 +84,7 @@ fn json_ndjson_and_line_protocol_round_trip_exactly() {
     assert_eq!(metrics[2]["time"], json!(1768471300000000000i64));
 
     let (_, dataset) = server.get("/v1/datasets/metrics");
-    let kinds: BTreeMap<String, String> = dataset["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["name"].as_str().unwrap().to_string(), c["kind"].as_str().unwrap().to_string()))
-        .collect();
+    let kinds = column_kinds(&dataset);
     assert_eq!(kinds["host"], "tag");
     assert_eq!(kinds["cores"], "integer");
     assert_eq!(kinds["big"], "unsigned");

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, client};
+use crate::support::{Server, client, column_kinds};
 
 const HOUR: i64 = 3_600_000_000_000;
 /// 2026-01-01T00:00:00Z
@@ -743,12 +743,7 @@ fn json_numbers_keep_an_integer_column_integer() {
     assert_eq!((status, error["error"]["code"].as_str()), (400, Some("schema_conflict")), "{error}");
     assert!(error["error"]["message"].as_str().unwrap().contains("3.5"), "{error}");
     let (_, dataset) = server.get("/v1/datasets/orders");
-    let kinds: BTreeMap<String, String> = dataset["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (c["name"].as_str().unwrap().to_string(), c["kind"].as_str().unwrap().to_string()))
-        .collect();
+    let kinds = column_kinds(&dataset);
     assert_eq!(kinds.get("items").map(String::as_str), Some("integer"), "{dataset}");
     assert_eq!(kinds.get("price").map(String::as_str), Some("float"), "a new untyped number is float: {dataset}");
     server.flush();

@@ -396,3 +396,14 @@ pub fn read_parquet(path: &Path) -> Vec<BTreeMap<String, Value>> {
     }
     rows
 }
+
+/// Each column's kind (`tag`, `integer`, `float` …) by name, from a
+/// `GET /v1/datasets/{ds}` answer.
+pub fn column_kinds(dataset: &Value) -> BTreeMap<String, String> {
+    dataset["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c["kind"].as_str().unwrap().to_string()))
+        .collect()
+}
