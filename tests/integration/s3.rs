@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use strata::storage::{Fingerprint, ObjectKey, S3Target, StorageError, StorageTarget};
 
 use crate::lifecycle::{DAY, START, TIERING, load, manifest, run, totals};
-use crate::support::{MotoServer, Server, moto, temp_dir};
+use crate::support::{MotoServer, Server, moto, remote_target_toml, temp_dir};
 
 const SECRET: &str = strata::cli::bench_storage::MOTO_SECRET_ACCESS_KEY;
 
@@ -219,12 +219,9 @@ fn a_missing_bucket_or_a_stopped_store_is_unavailable_and_names_no_secret() {
 fn cold_on_s3(moto: &MotoServer, bucket: &str) -> String {
     format!(
         "[lifecycle]\nscheduler = false\n\
-         [storage.targets.remote]\nkind = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"strata\"\nendpoint = \"{}\"\n\
-         allow_http = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{SECRET}\"\n\
-         retries = 1\nconnect_timeout_ms = 500\nrequest_timeout_ms = 5000\n\
+         {}\
          [storage.tiers.cold]\ntarget = \"remote\"\n",
-        moto.endpoint(),
-        strata::cli::bench_storage::MOTO_ACCESS_KEY_ID,
+        remote_target_toml(moto, bucket),
     )
 }
 

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::lifecycle::{DAY, START, TIERING, load, manifest, run, totals};
-use crate::support::{MotoServer, Server, moto};
+use crate::support::{MotoServer, Server, moto, remote_target_toml};
 
 const SECRET: &str = strata::cli::bench_storage::MOTO_SECRET_ACCESS_KEY;
 
@@ -15,12 +15,9 @@ fn cold_on_s3(name: &str, moto: &MotoServer, bucket: &str) -> Server {
     moto.create_bucket(bucket).unwrap();
     let config = format!(
         "[lifecycle]\nscheduler = false\n\
-         [storage.targets.remote]\nkind = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"strata\"\nendpoint = \"{}\"\n\
-         allow_http = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{SECRET}\"\n\
-         retries = 1\nconnect_timeout_ms = 500\nrequest_timeout_ms = 5000\n\
+         {}\
          [storage.tiers.cold]\ntarget = \"remote\"\n",
-        moto.endpoint(),
-        strata::cli::bench_storage::MOTO_ACCESS_KEY_ID,
+        remote_target_toml(moto, bucket),
     );
     let tiering = TIERING.replace("warm_after = \"30d\"\ncold_after = \"180d\"", "cold_after = \"2d\"");
     let server = Server::start_with_files(name, &config, &[], &[("policies/tiering.toml", tiering.as_bytes())]);

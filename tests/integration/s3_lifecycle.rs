@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use strata::storage::{S3Target, StorageTarget};
 
 use crate::lifecycle::{DAY, START, TIERING, all_rows, load, manifest, run, totals};
-use crate::support::{MotoServer, Server, moto, temp_dir};
+use crate::support::{MotoServer, Server, moto, remote_target_toml, temp_dir};
 
 const SECRET: &str = strata::cli::bench_storage::MOTO_SECRET_ACCESS_KEY;
 const HOUR: i64 = 3_600_000_000_000;
@@ -24,11 +24,8 @@ const ARCHIVAL: &str = "name = \"archival\"\nkind = \"archival\"\nplugin = \"bui
 pub(crate) fn s3_config(moto: &MotoServer, bucket: &str, tiers: &str) -> String {
     format!(
         "[lifecycle]\nscheduler = false\ngrace_ms = 0\norphan_grace_ms = 0\nsweep_interval_ms = 100\nretry_base_ms = 200\n\
-         [storage.targets.remote]\nkind = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"strata\"\nendpoint = \"{}\"\n\
-         allow_http = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{SECRET}\"\n\
-         retries = 1\nconnect_timeout_ms = 500\nrequest_timeout_ms = 5000\n{tiers}",
-        moto.endpoint(),
-        strata::cli::bench_storage::MOTO_ACCESS_KEY_ID,
+         {}{tiers}",
+        remote_target_toml(moto, bucket),
     )
 }
 

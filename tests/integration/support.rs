@@ -407,3 +407,15 @@ pub fn column_kinds(dataset: &Value) -> BTreeMap<String, String> {
         .map(|c| (c["name"].as_str().unwrap().to_string(), c["kind"].as_str().unwrap().to_string()))
         .collect()
 }
+
+/// The TOML of storage target `remote`: bucket `bucket` of `moto` under
+/// prefix `strata`, with moto's test credentials and short timeouts.
+pub fn remote_target_toml(moto: &MotoServer, bucket: &str) -> String {
+    use strata::cli::bench_storage::{MOTO_ACCESS_KEY_ID, MOTO_SECRET_ACCESS_KEY};
+    format!(
+        "[storage.targets.remote]\nkind = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"strata\"\nendpoint = \"{}\"\n\
+         allow_http = true\naccess_key_id = \"{MOTO_ACCESS_KEY_ID}\"\nsecret_access_key = \"{MOTO_SECRET_ACCESS_KEY}\"\n\
+         retries = 1\nconnect_timeout_ms = 500\nrequest_timeout_ms = 5000\n",
+        moto.endpoint(),
+    )
+}
