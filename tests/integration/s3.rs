@@ -77,7 +77,7 @@ fn the_s3_target_meets_the_contract_under_its_prefix() {
 /// through; the message then shows two `Ok`s.
 #[test]
 fn of_two_concurrent_create_only_puts_exactly_one_wins() {
-    let server = moto();
+    let server = MotoServer::start_serial().unwrap_or_else(|error| panic!("{error:#}"));
     let target = Arc::new(target(&server, "race", ""));
     for round in 0..5 {
         let contested = key(&format!("data/1/{round}/f.parquet"));

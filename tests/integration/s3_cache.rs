@@ -50,6 +50,13 @@ fn metric(server: &Server, name: &str) -> u64 {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
+/// Every `strata_cache_*` sample of `/metrics`, read at once.
+fn cache_metrics(server: &Server) -> Vec<(String, u64)> {
+    let text = server.get_text("/metrics");
+    let samples = text.lines().filter(|l| l.starts_with("strata_cache_"));
+    samples.filter_map(|l| l.split_once(' ')).map(|(n, v)| (n.to_string(), v.parse().unwrap())).collect()
+}
+
 fn cache_files(server: &Server) -> usize {
     let dir = server.data_dir.join("cache");
     crate::support::files_under(&dir).iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count()
@@ -70,13 +77,17 @@ fn a_cold_tier_in_a_bucket_is_fetched_once_then_read_from_the_cache() {
     let (status, sql) = server.post("/v1/sql", "SELECT count(*) AS n, CAST(sum(v) AS BIGINT) AS s FROM metrics");
     assert_eq!((status, &sql["rows"][0]), (200, &json!({"n": 6, "s": 15})), "{sql}");
     assert_eq!(sql["stats"]["bytes_from_cache"].as_u64(), Some(bytes), "{sql}");
-    assert_eq!(metric(&server, "strata_cache_misses_total"), 3);
-    assert_eq!(metric(&server, "strata_cache_hits_total"), 6);
-    assert_eq!(metric(&server, "strata_cache_fill_bytes_total"), bytes);
-    assert_eq!(metric(&server, "strata_cache_bytes"), bytes);
+    let counters = cache_metrics(&server);
+    let counted = |name: &str| counters.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    let context = format!("{counters:?}\n{}", server.log());
+    assert_eq!(counted("strata_cache_misses_total"), Some(3), "{context}");
+    assert_eq!(counted("strata_cache_hits_total"), Some(6), "{context}");
+    assert_eq!(counted("strata_cache_fill_bytes_total"), Some(bytes), "{context}");
+    assert_eq!(counted("strata_cache_bytes"), Some(bytes), "{context}");
     assert_eq!(
-        (metric(&server, "strata_cache_evictions_total"), metric(&server, "strata_cache_fill_errors_total")),
-        (0, 0)
+        (counted("strata_cache_evictions_total"), counted("strata_cache_fill_errors_total")),
+        (Some(0), Some(0)),
+        "{context}"
     );
     assert_eq!(cache_files(&server), 3);
 

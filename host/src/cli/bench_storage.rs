@@ -32,7 +32,17 @@ pub struct MotoServer {
     child: Option<Child>,
     port: u16,
     binary: PathBuf,
+    serial: bool,
 }
+
+/// moto's own server with one request at a time (`threaded=False`): its
+/// conditional writes check then store, so only a serial server makes
+/// `If-None-Match` atomic, as S3's is.
+const SERIAL_MOTO: &str = "import sys\n\
+from werkzeug.serving import run_simple\n\
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app\n\
+run_simple('127.0.0.1', int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False, \
+request_handler=MotoRequestHandler)\n";
 
 impl MotoServer {
     /// Where `moto_server` is: `$STRATA_MOTO_SERVER`, else the virtualenv
@@ -57,14 +67,32 @@ impl MotoServer {
     /// Starts a server on a free port and waits until it answers.
     pub fn start() -> anyhow::Result<MotoServer> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut server = MotoServer { child: None, port, binary: MotoServer::binary()? };
+        let mut server = MotoServer { child: None, port, binary: MotoServer::binary()?, serial: false };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Starts a server that answers one request at a time, for races whose
+    /// outcome depends on the server's atomicity (moto's threaded server
+    /// checks `If-None-Match` and stores in two steps).
+    pub fn start_serial() -> anyhow::Result<MotoServer> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut server = MotoServer { child: None, port, binary: MotoServer::binary()?, serial: true };
         server.spawn()?;
         Ok(server)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let child = Command::new(&self.binary)
-            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+        let mut command = if self.serial {
+            let mut python = Command::new(self.binary.with_file_name("python"));
+            python.args(["-c", SERIAL_MOTO, &self.port.to_string()]);
+            python
+        } else {
+            let mut moto = Command::new(&self.binary);
+            moto.args(["-H", "127.0.0.1", "-p", &self.port.to_string()]);
+            moto
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
