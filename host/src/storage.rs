@@ -283,6 +283,13 @@ pub trait StorageTarget: Send + Sync + fmt::Debug {
         self.get_to(key, &mut checksum)?;
         compare(self.name(), key, checksum.size, checksum.crc32c, expected)
     }
+    /// Checks that the stored object is `expected` (as [`StorageTarget::verify`])
+    /// and a Parquet file whose footer counts `rows` rows, read by ranged
+    /// reads. A backend may answer both from fewer requests.
+    fn verify_parquet(&self, key: &ObjectKey, expected: &Fingerprint, rows: i64) -> Result<(), StorageError> {
+        self.verify(key, expected)?;
+        check_footer(self, key, expected.size, rows)
+    }
     /// Whether the backend answers now: `Err(Unavailable)` with the reason
     /// if not. Cheap; run by the health checks, never on the write path.
     fn probe(&self) -> Result<(), StorageError> {

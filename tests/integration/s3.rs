@@ -313,3 +313,56 @@ fn with_its_store_down_the_server_starts_ingests_and_queries_hot_data() {
     assert_eq!(hot["reachable"], true, "{hot}");
     assert!(!server.log().contains(SECRET));
 }
+
+/// A Parquet file of `rows` rows of one Int64 column, padded with a
+/// random string column so that it is `padding` bytes larger.
+fn parquet_bytes(rows: i64, padding: usize) -> Vec<u8> {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::record_batch::RecordBatch;
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false), Field::new("pad", DataType::Utf8, false)]));
+    let noise: String = (0..padding).map(|i| char::from(b'a' + ((i * 7919) % 26) as u8)).collect();
+    let pads: Vec<&str> = (0..rows).map(|i| if i == 0 { noise.as_str() } else { "" }).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(Int64Array::from_iter_values(0..rows)), Arc::new(StringArray::from(pads))],
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    out
+}
+
+#[test]
+fn a_copy_is_verified_by_size_checksum_and_footer_small_or_large() {
+    let server = moto();
+    let target = target(&server, "verify", "");
+    // One file the verifying read holds whole, one whose footer it holds.
+    for (name, padding) in [("small", 0), ("large", 200_000)] {
+        let bytes = parquet_bytes(100, padding);
+        let at = key(&format!("data/1/2/{name}-000000000000000a.parquet"));
+        target.put(&at, &bytes).unwrap();
+        let fingerprint = Fingerprint::of(&bytes);
+        target.verify_parquet(&at, &fingerprint, 100).unwrap();
+        let wrong_rows = target.verify_parquet(&at, &fingerprint, 99).unwrap_err();
+        assert!(matches!(&wrong_rows, StorageError::Mismatch { .. }), "{name}: {wrong_rows}");
+        assert!(wrong_rows.to_string().contains("100 rows"), "{name}: {wrong_rows}");
+        // Other bytes of the same size: the ETag differs, the read-back settles it.
+        let mut other = bytes.clone();
+        other[4] ^= 0xff;
+        let wrong_bytes = target.verify_parquet(&at, &Fingerprint::of(&other), 100).unwrap_err();
+        assert!(matches!(&wrong_bytes, StorageError::Mismatch { .. }), "{name}: {wrong_bytes}");
+        let shorter = Fingerprint::of(&bytes[..bytes.len() - 1]);
+        assert!(matches!(target.verify_parquet(&at, &shorter, 100), Err(StorageError::Mismatch { .. })));
+    }
+    // Not Parquet at all.
+    let junk = key("data/1/2/junk-000000000000000b.parquet");
+    target.put(&junk, &[7u8; 5000]).unwrap();
+    assert!(matches!(
+        target.verify_parquet(&junk, &Fingerprint::of(&[7u8; 5000]), 1),
+        Err(StorageError::Mismatch { .. })
+    ));
+}

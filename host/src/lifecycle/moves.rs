@@ -319,9 +319,7 @@ pub(super) fn reencode(
 /// Checks a copy where it landed: its size and checksum (as the target
 /// proves them) and its footer's row count, read by ranged reads.
 pub(super) fn read_back(target: &dyn StorageTarget, key: &ObjectKey, rows: i64, expected: &Fingerprint) -> Outcome<()> {
-    target.verify(key, expected)?;
-    crate::storage::check_footer(target, key, expected.size, rows)?;
-    Ok(())
+    Ok(target.verify_parquet(key, expected, rows)?)
 }
 
 #[cfg(test)]

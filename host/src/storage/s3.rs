@@ -32,8 +32,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as StorePath;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
-    WriteMultipart,
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig, WriteMultipart,
 };
 
 use super::{Fingerprint, FingerprintWriter, ObjectKey, ObjectMeta, StorageError, StorageTarget};
@@ -43,6 +43,9 @@ use crate::config::S3Settings;
 const REASON_CHARS_MAX: usize = 400;
 /// Chunks of a download in flight between the runtime and the writer.
 const DOWNLOAD_CHUNKS_IN_FLIGHT: usize = 4;
+/// The end of a copy read to verify it: the whole of a small file, the
+/// footer of most others.
+const VERIFY_TAIL_BYTES: u64 = 64 * 1024;
 /// The suffix of an upload journal entry.
 const JOURNAL_SUFFIX: &str = ".upload";
 
@@ -443,6 +446,41 @@ impl StorageTarget for S3Target {
                 "{} bytes with CRC32C {:08x} stored, {} bytes with CRC32C {:08x} expected",
                 stored.size, stored.crc32c, expected.size, expected.crc32c
             )));
+        }
+        Ok(())
+    }
+
+    /// One suffix read answers the size, the ETag and (for all but large
+    /// footers) the footer: two requests per copy with the put, where a
+    /// `HEAD` and two ranged reads made four. An ETag that is not the MD5
+    /// written falls back to reading the object back.
+    fn verify_parquet(&self, key: &ObjectKey, expected: &Fingerprint, rows: i64) -> Result<(), StorageError> {
+        let (store, at) = (self.store.clone(), self.path(key));
+        let options = GetOptions { range: Some(GetRange::Suffix(VERIFY_TAIL_BYTES)), ..GetOptions::default() };
+        let (meta, tail) = self.block(Some(key), async move {
+            let result = store.get_opts(&at, options).await?;
+            let meta = result.meta.clone();
+            Ok::<_, object_store::Error>((meta, result.bytes().await?))
+        })?;
+        let mismatch = |detail: String| StorageError::Mismatch { target: self.name.clone(), key: key.clone(), detail };
+        if meta.size != expected.size {
+            return Err(mismatch(format!("{} bytes stored, {} bytes expected", meta.size, expected.size)));
+        }
+        let md5: String = expected.md5.iter().map(|b| format!("{b:02x}")).collect();
+        if meta.e_tag.as_deref().map(|tag| tag.trim_matches('"').to_ascii_lowercase()) != Some(md5) {
+            self.verify(key, expected)?;
+        }
+        let tail_start = meta.size.saturating_sub(tail.len() as u64);
+        let read = |range: Range<u64>| match range.start.checked_sub(tail_start) {
+            Some(offset) if range.end <= meta.size => {
+                Ok(tail[offset as usize..(offset + range.end - range.start) as usize].to_vec())
+            }
+            _ => self.get_range(key, range),
+        };
+        let invalid = |error: crate::parquet_file::ParquetFileError| mismatch(error.to_string());
+        let stored = crate::parquet_file::footer_rows(meta.size, read, invalid)?;
+        if stored != rows {
+            return Err(mismatch(format!("footer says {stored} rows, expected {rows}")));
         }
         Ok(())
     }

@@ -199,7 +199,12 @@ pub fn verify_file(path: &Path, rows: i64, checksum_crc32c: u32) -> Result<Finge
 /// Checks the Parquet footer of object `key` (`size` bytes) on `target`
 /// with ranged reads — the last 8 bytes, then the footer — without
 /// reading the data: it must parse and count `rows` rows.
-pub fn check_footer(target: &dyn StorageTarget, key: &ObjectKey, size: u64, rows: i64) -> Result<(), StorageError> {
+pub fn check_footer<T: StorageTarget + ?Sized>(
+    target: &T,
+    key: &ObjectKey,
+    size: u64,
+    rows: i64,
+) -> Result<(), StorageError> {
     let mismatch = |error: ParquetFileError| StorageError::Mismatch {
         target: target.name().to_string(),
         key: key.clone(),
