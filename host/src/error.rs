@@ -87,6 +87,10 @@ pub enum ErrorCode {
     NotArchived,
     /// A compaction request for a dataset whose compaction is switched off.
     CompactionDisabled,
+    /// A `PUT` of a dataset that exists with other settings.
+    DatasetExists,
+    /// A change to a dataset setting that cannot change (the time column).
+    SettingImmutable,
     /// Every compile slot for simulations stayed taken past the wait.
     CompileBusy,
     /// A request's body arrived too slowly (`server.body_read_timeout_ms`,
@@ -145,6 +149,8 @@ impl ErrorCode {
             ErrorCode::PolicyUnavailable => "policy_unavailable",
             ErrorCode::NotArchived => "partition_not_archived",
             ErrorCode::CompactionDisabled => "compaction_disabled",
+            ErrorCode::DatasetExists => "dataset_exists",
+            ErrorCode::SettingImmutable => "setting_immutable",
             ErrorCode::CompileBusy => "compile_busy",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::TooManyConnections => "too_many_connections",

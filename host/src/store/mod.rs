@@ -25,6 +25,7 @@ mod keys;
 mod open;
 mod outcome;
 mod seal;
+mod settings;
 mod write;
 
 use std::collections::{HashMap, HashSet};
@@ -34,7 +35,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use arrow::record_batch::RecordBatch;
 
 use crate::buffer::Buffers;
-use crate::catalog::{Catalog, DatasetRecord, FileRecord, IdempotencyRecord, PartitionRecord};
+use crate::catalog::{Catalog, DatasetAdmin, DatasetRecord, FileRecord, IdempotencyRecord, PartitionRecord};
 use crate::config::Config;
 use crate::error::{ErrorCode, Failure};
 use crate::names::DatasetName;
@@ -47,6 +48,7 @@ use crate::wal::Wal;
 
 pub use open::Recovery;
 pub use outcome::{WriteAnswer, WriteOutcome};
+pub use settings::DatasetDefinition;
 pub use write::{Format, IDEMPOTENCY_KEY_BYTES_MAX, WriteRequest};
 
 /// An internal failure: `context` names what failed.
@@ -84,11 +86,15 @@ pub struct DatasetState {
     /// once a seal returns, every write either saw the partition sealed or
     /// has its rows buffered, where the sealer's flush finds them.
     sealing: tokio::sync::RwLock<()>,
+    /// Operator settings and partition specs (see `settings.rs`).
+    admin: RwLock<Arc<DatasetAdmin>>,
 }
 
 impl DatasetState {
     fn new(name: DatasetName, record: DatasetRecord, schema: DatasetSchema) -> DatasetState {
+        let admin = DatasetAdmin::defaults(&record);
         DatasetState {
+            admin: RwLock::new(Arc::new(admin)),
             name,
             record,
             schema: RwLock::new(Arc::new(schema)),
@@ -211,13 +217,7 @@ impl Store {
         if let Some(dataset) = self.dataset(name.as_str()) {
             return Ok(dataset);
         }
-        let count = self.datasets.read_or_recover().len();
-        if count >= self.config.limits.datasets_max {
-            return Err(Failure::new(
-                ErrorCode::LimitExceeded,
-                format!("the store holds {count} datasets, the most allowed (limits.datasets_max)"),
-            ));
-        }
+        self.check_dataset_count()?;
         let (period, time_column) = self.config.dataset_settings(name);
         let owned = name.clone();
         let record =
@@ -227,6 +227,18 @@ impl Store {
         self.datasets.write_or_recover().insert(name.to_string(), state.clone());
         tracing::info!(dataset = %name, "created dataset");
         Ok(state)
+    }
+
+    /// Refuses a new dataset past `limits.datasets_max`.
+    fn check_dataset_count(&self) -> Result<(), Failure> {
+        let count = self.datasets.read_or_recover().len();
+        if count >= self.config.limits.datasets_max {
+            return Err(Failure::new(
+                ErrorCode::LimitExceeded,
+                format!("the store holds {count} datasets, the most allowed (limits.datasets_max)"),
+            ));
+        }
+        Ok(())
     }
 
     /// Gives the write path the policy runtime (the partitioners). Until

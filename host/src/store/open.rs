@@ -116,7 +116,10 @@ fn load_datasets(catalog: &Catalog) -> anyhow::Result<HashMap<String, Arc<Datase
     for record in catalog.datasets()? {
         let schema = catalog.schema(record.id)?;
         let name = DatasetName::parse(&record.name).map_err(anyhow::Error::msg)?;
-        datasets.insert(record.name.clone(), Arc::new(DatasetState::new(name, record, schema)));
+        let admin = catalog.dataset_admin(&record)?;
+        let state = DatasetState::new(name, record, schema);
+        state.set_admin(admin);
+        datasets.insert(state.record.name.clone(), Arc::new(state));
     }
     Ok(datasets)
 }
