@@ -144,3 +144,88 @@ fn settings_set_through_the_api_steer_compaction_and_late_rows() {
     assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("partition_read_only")), "{refused}");
     assert_eq!(sum_v(&server, "frozen"), 5.0);
 }
+
+fn count_rows(server: &Server, dataset: &str) -> (u16, Value) {
+    let range = json!({ "start": 0, "end": 4_000_000_000_000_000_000_i64 });
+    let query = json!({ "time_range": range, "downsample": { "aggregations": [{ "fn": "count", "column": "v", "alias": "n" }] } });
+    server.post(&format!("/v1/datasets/{dataset}/query"), query.to_string())
+}
+
+fn file_paths(server: &Server, dataset: &str) -> Vec<std::path::PathBuf> {
+    let (_, body) = server.get(&format!("/v1/datasets/{dataset}/partitions"));
+    let partitions = body["partitions"].as_array().unwrap();
+    let files = partitions.iter().flat_map(|p| p["files"].as_array().unwrap().iter());
+    files.map(|f| std::path::PathBuf::from(f["path"].as_str().unwrap())).collect()
+}
+
+#[test]
+fn a_deleted_dataset_is_gone_at_once_swept_after_the_grace_period_and_its_name_reusable() {
+    let mut server = Server::start("dataset-delete", "");
+    let flushed: Vec<Value> = (0..10).map(|i| json!({ "time": T0 + i * HOUR, "v": 1.0 })).collect();
+    assert_eq!(write(&server, "gone", Value::Array(flushed)).0, 200);
+    server.flush();
+    assert_eq!(write(&server, "gone", json!([{ "time": T0, "v": 2.0 }, { "time": FUTURE, "v": 2.0 }])).0, 200);
+    let files = file_paths(&server, "gone");
+    assert!(!files.is_empty() && files.iter().all(|f| f.exists()));
+
+    // A dry run answers the figures and changes nothing.
+    let (status, _, dry) = server.request("DELETE", "/v1/datasets/gone?dry=true", &[], "");
+    assert_eq!((status, dry["outcome"].as_str()), (200, Some("would_delete")), "{dry}");
+    assert_eq!((dry["rows"].as_i64(), dry["buffered_rows"].as_i64()), (Some(10), Some(2)), "{dry}");
+    assert_eq!(dry["files"].as_i64(), Some(files.len() as i64));
+    assert_eq!(count_rows(&server, "gone").1["rows"][0]["n"], 12);
+
+    let (status, _, deleted) = server.request("DELETE", "/v1/datasets/gone", &[], "");
+    assert_eq!((status, deleted["outcome"].as_str()), (200, Some("deleted")), "{deleted}");
+    let refused = |server: &Server| {
+        let (status, body) = write(server, "gone", json!([{ "time": T0, "v": 1.0 }]));
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("dataset_deleted")), "{body}");
+        let (status, body) = put(server, "gone", json!({}));
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("dataset_deleted")), "{body}");
+        assert_eq!(server.get("/v1/datasets/gone").0, 404);
+        assert_eq!(count_rows(server, "gone").0, 404);
+        let (_, listed) = server.get("/v1/datasets");
+        assert_eq!(listed["datasets"], json!([]), "{listed}");
+    };
+    refused(&server);
+    let (_, audit) = server.get("/v1/audit?dataset=gone&kind=dataset_deleted");
+    assert_eq!(audit["events"][0]["detail"]["buffered_rows_dropped"], 2, "{audit}");
+
+    // A crash before the sweep: still deleted, the buffered rows not replayed.
+    server.restart();
+    refused(&server);
+    assert!(files.iter().all(|f| f.exists()), "files wait for the grace period");
+
+    // Past the grace period the files are swept and the name is free.
+    let config = "[lifecycle]\ngrace_ms = 0\nsweep_interval_ms = 50\n";
+    std::fs::write(server.root().join("strata.toml"), config).unwrap();
+    server.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body) = put(&server, "gone", json!({ "period": "hour" }));
+        if status == 201 {
+            break;
+        }
+        assert_eq!(body["error"]["code"], "dataset_deleted", "{body}");
+        assert!(std::time::Instant::now() < deadline, "the name was never released");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(files.iter().all(|f| !f.exists()), "swept");
+    assert_eq!(write(&server, "gone", json!([{ "time": T0, "v": 5.0 }])).0, 200);
+    assert_eq!(count_rows(&server, "gone").1["rows"][0]["n"], 1, "a new, empty dataset");
+    assert_eq!(labels(&server, "gone"), ["2025-01-15T00"]);
+}
+
+#[test]
+fn archive_before_delete_refuses_a_dataset_delete_with_unarchived_rows() {
+    let server = Server::start("dataset-delete-archive", "[lifecycle]\nrequire_archive_before_delete = true\n");
+    assert_eq!(write(&server, "kept", json!([{ "time": T0, "v": 1.0 }])).0, 200);
+    server.flush();
+    let (status, _, dry) = server.request("DELETE", "/v1/datasets/kept?dry=true", &[], "");
+    assert_eq!((status, dry["outcome"].as_str()), (200, Some("refused")), "{dry}");
+    let (status, _, refused) = server.request("DELETE", "/v1/datasets/kept", &[], "");
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("dataset_not_archived")), "{refused}");
+    assert_eq!(refused["error"]["unarchived_partitions"], json!(["2025-01-15"]));
+    assert_eq!(count_rows(&server, "kept").1["rows"][0]["n"], 1, "nothing deleted");
+    assert_eq!(server.request("DELETE", "/v1/datasets/nope", &[], "").0, 404);
+}

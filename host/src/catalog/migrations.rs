@@ -221,7 +221,9 @@ ALTER TABLE audit_events ADD COLUMN actor TEXT;
     // Dataset administration: the settings an operator set through the API
     // (they win over `[datasets.X]` and the defaults), and each change of
     // period as a partition spec effective from a bucket boundary (the
-    // dataset row's `period` is spec 0, effective from the beginning).
+    // dataset row's `period` is spec 0, effective from the beginning); a
+    // deleted dataset keeps its row (and name) until its files are swept,
+    // then its name becomes `name~id` so the name can be used again.
     r#"
 CREATE TABLE dataset_settings (
     dataset_id INTEGER PRIMARY KEY REFERENCES datasets(id),
@@ -236,6 +238,7 @@ CREATE TABLE partition_specs (
     created_at_ns INTEGER NOT NULL,
     PRIMARY KEY (dataset_id, version)
 );
+ALTER TABLE datasets ADD COLUMN deleted_at_ns INTEGER;
 "#,
 ];
 

@@ -38,7 +38,7 @@ pub use files::{FileRecord, MoveCommit, MovedFile, NewArchive, NewFile};
 pub use idempotency::IdempotencyRecord;
 pub use policy_versions::{PolicyVersionAttempt, PolicyVersionRecord, PolicyVersionStatus};
 pub use runs_audit::{AuditEvent, AuditFilter, AuditKind, RunRecord, StoredRun};
-pub use settings::{DatasetAdmin, DatasetOverrides};
+pub use settings::{DatasetAdmin, DatasetFootprint, DatasetOverrides};
 pub use tokens::{NewToken, TokenRecord};
 
 /// A catalog failure.

@@ -215,6 +215,112 @@ impl Catalog {
     }
 }
 
+/// What a dataset delete removes (or would).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DatasetFootprint {
+    /// Partitions not yet deleted.
+    pub partitions: i64,
+    /// Their live files.
+    pub files: i64,
+    /// Bytes of those files.
+    pub bytes: i64,
+    /// Rows in those files.
+    pub rows: i64,
+    /// Ids of partitions holding rows without an archive copy.
+    pub unarchived: Vec<String>,
+}
+
+impl Catalog {
+    /// The partitions, files, bytes and rows of a dataset, and the labels
+    /// (`period_label` or `period_label/key`) of partitions with rows and
+    /// no archive copy.
+    pub fn dataset_footprint(&self, dataset_id: i64) -> Result<DatasetFootprint> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "SELECT period_label, key, row_count, bytes, live_files, has_archive FROM partitions \
+             WHERE dataset_id = ?1 AND deleted_at_ns IS NULL ORDER BY period_start_ns, key",
+        )?;
+        let rows = statement.query_map([dataset_id], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+                row.get::<_, bool>(5)?,
+            ))
+        })?;
+        let mut footprint = DatasetFootprint::default();
+        for row in rows {
+            let (label, key, row_count, bytes, files, archived) = row?;
+            footprint.partitions += 1;
+            footprint.files += files;
+            footprint.bytes += bytes;
+            footprint.rows += row_count;
+            if row_count > 0 && !archived {
+                footprint.unarchived.push(if key.is_empty() { label } else { format!("{label}/{key}") });
+            }
+        }
+        Ok(footprint)
+    }
+
+    /// Tombstones a dataset in one transaction: its live files are
+    /// tombstoned (the sweeper deletes them after the grace period), its
+    /// partitions deleted with `flushed_wal_seq` raised to `wal_seq` (so
+    /// replay drops the rows still in the WAL), the dataset marked deleted,
+    /// and one `dataset_deleted` audit event written with `detail`.
+    pub fn tombstone_dataset(
+        &self,
+        dataset_id: i64,
+        name: &str,
+        wal_seq: u64,
+        detail: &str,
+        now_ns: i64,
+    ) -> Result<()> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "UPDATE files SET state = 'tombstoned', tombstoned_at_ns = ?2 WHERE state = 'live' \
+             AND partition_id IN (SELECT id FROM partitions WHERE dataset_id = ?1)",
+            params![dataset_id, now_ns],
+        )?;
+        tx.execute(
+            "UPDATE partitions SET read_only = 1, deleted_at_ns = COALESCE(deleted_at_ns, ?2), \
+             flushed_wal_seq = MAX(flushed_wal_seq, ?3) WHERE dataset_id = ?1",
+            params![dataset_id, now_ns, wal_seq as i64],
+        )?;
+        tx.execute("UPDATE datasets SET deleted_at_ns = ?2 WHERE id = ?1", params![dataset_id, now_ns])?;
+        let kind = super::AuditKind::DatasetDeleted.as_str();
+        tx.execute(super::runs_audit::INSERT_AUDIT, params![now_ns, kind, name, None::<&str>, detail, None::<&str>])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Names of deleted datasets whose files are not all swept yet.
+    pub fn deleting_datasets(&self) -> Result<Vec<String>> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare("SELECT name FROM datasets WHERE deleted_at_ns IS NOT NULL AND instr(name, '~') = 0")?;
+        let rows = statement.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Frees the names of deleted datasets none of whose files is left
+    /// (the row stays as `name~id`, for the archive copies and the audit
+    /// trail) and answers them.
+    pub fn release_swept_datasets(&self) -> Result<Vec<String>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(
+            "UPDATE datasets SET name = name || '~' || id WHERE deleted_at_ns IS NOT NULL AND instr(name, '~') = 0 \
+             AND NOT EXISTS (SELECT 1 FROM files f JOIN partitions p ON p.id = f.partition_id \
+                             WHERE p.dataset_id = datasets.id AND f.state IN ('live', 'tombstoned')) \
+             RETURNING substr(name, 1, instr(name, '~') - 1)",
+        )?;
+        let rows = statement.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +348,29 @@ mod tests {
         assert_eq!(admin.periods().at(1_500), Period::Hour);
         let listed = catalog.datasets().unwrap().remove(0);
         assert_eq!(catalog.dataset_admin(&listed).unwrap().specs, admin.specs, "read back");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_dataset_keeps_its_name_until_its_files_are_swept() {
+        let (catalog, dir) = catalog();
+        let record = catalog.create_dataset("cpu", Period::Day, "time", 1).unwrap();
+        let partition = catalog.partition(record.id, &Period::Day.bucket(0), "", 1).unwrap();
+        catalog.commit_flush(partition.id, &crate::catalog::tests::file("a"), 3, 2).unwrap();
+        let footprint = catalog.dataset_footprint(record.id).unwrap();
+        assert_eq!((footprint.partitions, footprint.files, footprint.unarchived.len()), (1, 1, 1));
+        catalog.tombstone_dataset(record.id, "cpu", 9, "{}", 5).unwrap();
+        assert!(catalog.datasets().unwrap().is_empty());
+        assert_eq!(catalog.all_partitions().unwrap()[0].flushed_wal_seq, 9, "replay skips what the WAL holds");
+        assert_eq!(catalog.deleting_datasets().unwrap(), ["cpu"]);
+        assert!(catalog.release_swept_datasets().unwrap().is_empty(), "a file is left");
+        for tombstone in catalog.expired_tombstones(i64::MAX).unwrap() {
+            catalog.forget_file(tombstone.id).unwrap();
+        }
+        assert_eq!(catalog.release_swept_datasets().unwrap(), ["cpu"]);
+        assert!(catalog.deleting_datasets().unwrap().is_empty());
+        let again = catalog.create_dataset("cpu", Period::Hour, "time", 6).unwrap();
+        assert_ne!(again.id, record.id, "the name is free again");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

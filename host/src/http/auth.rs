@@ -96,7 +96,7 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
         // Restore, seal and unseal.
         (&Method::POST, ["v1", "datasets", _, "partitions", rest @ ..]) if rest.len() >= 2 => Admin,
         (&Method::POST, ["v1", "datasets", _, "compact"]) => Admin,
-        (&Method::PUT | &Method::PATCH, ["v1", "datasets", _]) => Admin,
+        (&Method::PUT | &Method::PATCH | &Method::DELETE, ["v1", "datasets", _]) => Admin,
         (&Method::POST, ["v1", "sql"]) => AnyToken,
         // The handler checks `db` and every dataset the SQL reads.
         (&Method::GET | &Method::POST, ["api", "v3", "query_sql"]) => read_param("db"),
@@ -563,7 +563,7 @@ mod tests {
             (Method::DELETE, "/v1/tokens/grafana", Admin),
             // Known paths with another method, and unknown paths.
             (Method::GET, "/v1/datasets/orders/records", MethodNotAllowed),
-            (Method::DELETE, "/v1/datasets/orders", MethodNotAllowed),
+            (Method::DELETE, "/v1/datasets/orders", Admin),
             (Method::POST, "/v1/datasets/orders/partitions/2026-01-01", MethodNotAllowed),
             (Method::GET, "/v1/datasets/orders/partitions/2026-01-01/seal", MethodNotAllowed),
             (Method::PUT, "/v1/tokens", MethodNotAllowed),

@@ -11,6 +11,7 @@ use serde_json::{Value as Json, json};
 use super::{Body, json_response};
 use crate::catalog::DatasetAdmin;
 use crate::error::{ErrorCode, Failure};
+use crate::lifecycle::Lifecycle;
 use crate::names::DatasetName;
 use crate::store::{DatasetDefinition, DatasetState, Store};
 use crate::time::rfc3339;
@@ -80,4 +81,11 @@ pub(super) async fn patch(store: &Arc<Store>, raw: &str, body: Bytes) -> Result<
     let dataset = super::datasets::find(store, raw)?;
     store.change_dataset(&dataset, definition(&body)?).await?;
     Ok(json_response(StatusCode::OK, &view(store, &dataset).await?))
+}
+
+/// `DELETE /v1/datasets/{ds}[?dry=true]`.
+pub(super) async fn delete(lifecycle: &Arc<Lifecycle>, raw: &str, dry: bool) -> Result<Response<Body>, Failure> {
+    let name = DatasetName::parse(raw).map_err(|m| Failure::new(ErrorCode::InvalidDatasetName, m))?;
+    let answer = lifecycle.delete_dataset(name.as_str(), dry).await?;
+    Ok(json_response(StatusCode::OK, &answer))
 }

@@ -369,6 +369,10 @@ async fn dataset_route(
         }
         (&Method::GET, ["v1", "datasets"]) => datasets::list(state.store()?, &auth::grant_of(&request)).await,
         (&Method::GET, ["v1", "datasets", dataset]) => dataset_admin::show(state.store()?, dataset).await,
+        (&Method::DELETE, ["v1", "datasets", dataset]) => {
+            let dry = boolean(&query_params(&request), "dry", false)?;
+            dataset_admin::delete(state.lifecycle()?, dataset, dry).await
+        }
         (&Method::PUT | &Method::PATCH, ["v1", "datasets", dataset]) => {
             let (store, dataset, put) = (state.store()?.clone(), dataset.to_string(), method == Method::PUT);
             let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;

@@ -19,6 +19,7 @@
 //! writer then takes no more writes, a flush fails and its rows stay
 //! buffered).
 
+mod delete;
 mod flush;
 mod idempotency;
 mod keys;
@@ -46,6 +47,7 @@ use crate::sync::RecoverRw as _;
 use crate::time::now_ns;
 use crate::wal::Wal;
 
+pub use delete::DeletionPlan;
 pub use open::Recovery;
 pub use outcome::{WriteAnswer, WriteOutcome};
 pub use settings::DatasetDefinition;
@@ -88,6 +90,9 @@ pub struct DatasetState {
     sealing: tokio::sync::RwLock<()>,
     /// Operator settings and partition specs (see `settings.rs`).
     admin: RwLock<Arc<DatasetAdmin>>,
+    /// Set, under `sealing` held exclusively, when the dataset is deleted:
+    /// a write that gets past its seal check afterwards is refused.
+    deleted: AtomicBool,
 }
 
 impl DatasetState {
@@ -95,6 +100,7 @@ impl DatasetState {
         let admin = DatasetAdmin::defaults(&record);
         DatasetState {
             admin: RwLock::new(Arc::new(admin)),
+            deleted: AtomicBool::new(false),
             name,
             record,
             schema: RwLock::new(Arc::new(schema)),
@@ -130,6 +136,9 @@ pub struct Store {
     buffers: Arc<Buffers>,
     datasets: RwLock<HashMap<String, Arc<DatasetState>>>,
     create_dataset: tokio::sync::Mutex<()>,
+    /// Names of deleted datasets whose files are not swept yet: writes to
+    /// them are refused (see `delete.rs`).
+    deleting: Mutex<HashSet<String>>,
     idempotency: Arc<Mutex<IdempotencyMemory>>,
     /// Held for writing while a flush commits and drops its buffered rows, and
     /// for reading while a reader snapshots files plus buffers, so a reader
@@ -217,6 +226,7 @@ impl Store {
         if let Some(dataset) = self.dataset(name.as_str()) {
             return Ok(dataset);
         }
+        self.refuse_deleting(name)?;
         self.check_dataset_count()?;
         let (period, time_column) = self.config.dataset_settings(name);
         let owned = name.clone();

@@ -49,6 +49,7 @@ impl Store {
         let hot = targets.tier(Tier::Hot).clone();
         let mut recovery = sweep_orphans(&catalog, &hot)?;
         let datasets = load_datasets(&catalog)?;
+        let catalog_deleting = catalog.deleting_datasets()?.into_iter().collect();
         let flushed: FlushedSeqs =
             catalog.all_partitions()?.into_iter().map(|p| (p.id, (p.dataset_id, p.flushed_wal_seq))).collect();
 
@@ -66,6 +67,7 @@ impl Store {
             buffers,
             datasets: RwLock::new(datasets),
             create_dataset: tokio::sync::Mutex::new(()),
+            deleting: Mutex::new(catalog_deleting),
             idempotency,
             visibility: RwLock::new(()),
             flush_lock: tokio::sync::Mutex::new(()),

@@ -192,6 +192,7 @@ impl Store {
             )
             .with_detail(json!({ "differing": differ })));
         }
+        self.refuse_deleting(name)?;
         self.check_dataset_count()?;
         let (default_period, default_time_column) = self.config.dataset_settings(name);
         let period = definition.period.unwrap_or(default_period);

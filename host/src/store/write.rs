@@ -129,6 +129,7 @@ impl Store {
 
         let late_rows = self.late_rows(&dataset);
         let _not_sealing = dataset.sealing.read().await;
+        dataset.refuse_if_deleted()?;
         let (mut writable, sealed) = self.check_seals(&dataset, parts, rows, late_rows).await?;
         if let Some(delay) = crate::failpoint::delay("ingest.after_seal_check") {
             tokio::time::sleep(delay).await;
