@@ -87,6 +87,15 @@ pub enum ErrorCode {
     NotArchived,
     /// A compaction request for a dataset whose compaction is switched off.
     CompactionDisabled,
+    /// A `PUT` of a dataset that exists with other settings.
+    DatasetExists,
+    /// A change to a dataset setting that cannot change (the time column).
+    SettingImmutable,
+    /// A write to (or `PUT` of) a dataset being deleted.
+    DatasetDeleted,
+    /// A dataset delete refused: partitions with rows have no archive copy
+    /// while `lifecycle.require_archive_before_delete` is on.
+    DatasetNotArchived,
     /// Every compile slot for simulations stayed taken past the wait.
     CompileBusy,
     /// A request's body arrived too slowly (`server.body_read_timeout_ms`,
@@ -145,6 +154,10 @@ impl ErrorCode {
             ErrorCode::PolicyUnavailable => "policy_unavailable",
             ErrorCode::NotArchived => "partition_not_archived",
             ErrorCode::CompactionDisabled => "compaction_disabled",
+            ErrorCode::DatasetExists => "dataset_exists",
+            ErrorCode::SettingImmutable => "setting_immutable",
+            ErrorCode::DatasetDeleted => "dataset_deleted",
+            ErrorCode::DatasetNotArchived => "dataset_not_archived",
             ErrorCode::CompileBusy => "compile_busy",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::TooManyConnections => "too_many_connections",

@@ -80,6 +80,12 @@ impl Period {
         }
     }
 
+    /// The first bucket start at or after `ns`.
+    pub fn boundary_at_or_after(self, ns: i64) -> i64 {
+        let bucket = self.bucket(ns);
+        if bucket.start_ns == ns { ns } else { bucket.end_ns }
+    }
+
     /// The bucket that contains `ns` (nanoseconds since the epoch, UTC).
     pub fn bucket(self, ns: i64) -> Bucket {
         let time = DateTime::<Utc>::from_timestamp_nanos(ns);
@@ -124,18 +130,83 @@ impl Period {
     }
 }
 
+/// A dataset's partition specs over time: each period applies from its
+/// `effective_from` (ns) until the next one's. The first applies from the
+/// beginning of time. Every later `effective_from` is a bucket boundary of
+/// both the period before it and its own (see [`Periods::boundary_after`]),
+/// so no bucket of one spec overlaps a bucket of another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Periods {
+    /// `(effective_from_ns, period)`, ascending; never empty.
+    specs: Vec<(i64, Period)>,
+}
+
+impl From<Period> for Periods {
+    fn from(period: Period) -> Periods {
+        Periods { specs: vec![(i64::MIN, period)] }
+    }
+}
+
+impl Periods {
+    /// The specs from `first`, then `later` (`(effective_from_ns, period)`,
+    /// ascending, each later than the one before).
+    pub fn new(first: Period, later: &[(i64, Period)]) -> Periods {
+        let mut specs = vec![(i64::MIN, first)];
+        specs.extend(later.iter().copied());
+        assert!(specs.windows(2).all(|pair| pair[0].0 < pair[1].0), "partition specs ascend");
+        Periods { specs }
+    }
+
+    /// The period rows at `ns` are partitioned by.
+    pub fn at(&self, ns: i64) -> Period {
+        let index = self.specs.partition_point(|(from, _)| *from <= ns);
+        self.specs[index.saturating_sub(1)].1
+    }
+
+    /// The latest spec's period and effective time.
+    pub fn latest(&self) -> (i64, Period) {
+        *self.specs.last().expect("never empty")
+    }
+
+    /// The bucket containing `ns`, by the spec in force at `ns`.
+    pub fn bucket(&self, ns: i64) -> Bucket {
+        self.at(ns).bucket(ns)
+    }
+
+    /// Every spec, oldest first: `(effective_from_ns, period)`.
+    pub fn specs(&self) -> &[(i64, Period)] {
+        &self.specs
+    }
+
+    /// The first instant at or after `not_before` that starts a bucket of
+    /// both the latest period and `next`, where `next` can take over
+    /// without any bucket straddling the change; `None` when none is found
+    /// within 10,000 steps (which no pair of periods needs).
+    pub fn boundary_after(&self, not_before: i64, next: Period) -> Option<i64> {
+        let (from, current) = self.latest();
+        let mut at = current.boundary_at_or_after(not_before.max(from));
+        for _ in 0..10_000 {
+            if next.boundary_at_or_after(at) == at {
+                return Some(at);
+            }
+            at = current.boundary_at_or_after(next.bucket(at).end_ns);
+        }
+        None
+    }
+}
+
 /// Remembers the last few buckets so that routing a batch computes calendar
 /// math once per period rather than once per row.
 #[derive(Debug)]
 pub struct BucketCache {
-    period: Period,
+    periods: Periods,
     recent: Vec<(Bucket, usize)>,
 }
 
 impl BucketCache {
-    /// A cache for one period kind.
-    pub fn new(period: Period) -> BucketCache {
-        BucketCache { period, recent: Vec::new() }
+    /// A cache for one period kind, or a dataset's specs over time.
+    pub fn new(periods: impl Into<Periods>) -> BucketCache {
+        BucketCache { periods: periods.into(), recent: Vec::new() }
     }
 
     /// The index (in order of first appearance) of the bucket containing `ns`.
@@ -144,7 +215,7 @@ impl BucketCache {
             return *index;
         }
         let index = self.recent.len();
-        self.recent.push((self.period.bucket(ns), index));
+        self.recent.push((self.periods.bucket(ns), index));
         index
     }
 
@@ -160,6 +231,25 @@ mod tests {
 
     fn ns(rfc3339: &str) -> i64 {
         DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_nanos_opt().unwrap()
+    }
+
+    #[test]
+    fn a_new_spec_starts_on_a_boundary_of_both_periods_and_routes_from_there() {
+        let day = Periods::from(Period::Day);
+        let noon = ns("2026-01-15T12:00:00Z");
+        assert_eq!(day.boundary_after(noon, Period::Hour), Some(ns("2026-01-16T00:00:00Z")));
+        assert_eq!(day.boundary_after(ns("2026-01-16T00:00:00Z"), Period::Hour), Some(ns("2026-01-16T00:00:00Z")));
+        // 2026-06-01 is the first first-of-a-month on a Monday after mid-January.
+        let week = Periods::from(Period::Week);
+        assert_eq!(week.boundary_after(noon, Period::Month), Some(ns("2026-06-01T00:00:00Z")));
+        let month = Periods::from(Period::Month);
+        assert_eq!(month.boundary_after(noon, Period::Year), Some(ns("2027-01-01T00:00:00Z")));
+        let changed = Periods::new(Period::Day, &[(ns("2026-01-16T00:00:00Z"), Period::Hour)]);
+        assert_eq!(changed.bucket(ns("2026-01-15T23:59:00Z")).label, "2026-01-15");
+        assert_eq!(changed.bucket(ns("2026-01-16T00:30:00Z")).label, "2026-01-16T00");
+        assert_eq!(changed.at(i64::MIN), Period::Day);
+        // A later change counts from the pending one.
+        assert_eq!(changed.boundary_after(noon, Period::Month), Some(ns("2026-02-01T00:00:00Z")));
     }
 
     #[test]

@@ -113,6 +113,8 @@ fn matrix() -> Vec<(&'static str, String, String, Needs)> {
         ("POST", format!("{partition}/unseal"), String::new(), Admin),
         ("POST", format!("{partition}/restore"), String::new(), Admin),
         ("POST", "/v1/datasets/orders/compact".into(), String::new(), Admin),
+        ("PUT", "/v1/datasets/orders".into(), "{}".into(), Admin),
+        ("PATCH", "/v1/datasets/orders".into(), "{}".into(), Admin),
         ("POST", "/v1/flush".into(), String::new(), Admin),
         ("GET", "/v1/policies".into(), String::new(), Admin),
         ("GET", "/v1/policies/keep".into(), String::new(), Admin),

@@ -3,6 +3,7 @@
 mod architecture;
 mod auth;
 mod compaction;
+mod dataset_admin;
 mod durability;
 mod edge;
 mod flight;

@@ -119,7 +119,7 @@ impl Catalog {
     pub fn datasets(&self) -> Result<Vec<DatasetRecord>> {
         let connection = self.lock();
         let mut statement =
-            connection.prepare("SELECT id, name, period, time_column, created_at_ns FROM datasets ORDER BY name")?;
+            connection.prepare("SELECT id, name, period, time_column, created_at_ns FROM datasets WHERE deleted_at_ns IS NULL ORDER BY name")?;
         let rows = statement.query_map([], |row| {
             Ok((
                 row.get::<_, i64>(0)?,

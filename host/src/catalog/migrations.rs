@@ -218,6 +218,28 @@ CREATE TABLE tokens (
 );
 ALTER TABLE audit_events ADD COLUMN actor TEXT;
 "#,
+    // Dataset administration: the settings an operator set through the API
+    // (they win over `[datasets.X]` and the defaults), and each change of
+    // period as a partition spec effective from a bucket boundary (the
+    // dataset row's `period` is spec 0, effective from the beginning); a
+    // deleted dataset keeps its row (and name) until its files are swept,
+    // then its name becomes `name~id` so the name can be used again.
+    r#"
+CREATE TABLE dataset_settings (
+    dataset_id INTEGER PRIMARY KEY REFERENCES datasets(id),
+    settings_json TEXT NOT NULL,
+    updated_at_ns INTEGER NOT NULL
+);
+CREATE TABLE partition_specs (
+    dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+    version INTEGER NOT NULL,
+    period TEXT NOT NULL,
+    effective_from_ns INTEGER NOT NULL,
+    created_at_ns INTEGER NOT NULL,
+    PRIMARY KEY (dataset_id, version)
+);
+ALTER TABLE datasets ADD COLUMN deleted_at_ns INTEGER;
+"#,
 ];
 
 /// Brings the schema of `connection` up to the last migration.

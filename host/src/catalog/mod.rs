@@ -29,6 +29,7 @@ mod idempotency;
 mod migrations;
 mod policy_versions;
 mod runs_audit;
+mod settings;
 mod tokens;
 
 pub use compaction::{CompactedChunk, CompactionCheckpoint, CompactionStatus};
@@ -37,6 +38,7 @@ pub use files::{FileRecord, MoveCommit, MovedFile, NewArchive, NewFile};
 pub use idempotency::IdempotencyRecord;
 pub use policy_versions::{PolicyVersionAttempt, PolicyVersionRecord, PolicyVersionStatus};
 pub use runs_audit::{AuditEvent, AuditFilter, AuditKind, RunRecord, StoredRun};
+pub use settings::{DatasetAdmin, DatasetFootprint, DatasetOverrides};
 pub use tokens::{NewToken, TokenRecord};
 
 /// A catalog failure.

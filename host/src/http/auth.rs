@@ -96,6 +96,7 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
         // Restore, seal and unseal.
         (&Method::POST, ["v1", "datasets", _, "partitions", rest @ ..]) if rest.len() >= 2 => Admin,
         (&Method::POST, ["v1", "datasets", _, "compact"]) => Admin,
+        (&Method::PUT | &Method::PATCH | &Method::DELETE, ["v1", "datasets", _]) => Admin,
         (&Method::POST, ["v1", "sql"]) => AnyToken,
         // The handler checks `db` and every dataset the SQL reads.
         (&Method::GET | &Method::POST, ["api", "v3", "query_sql"]) => read_param("db"),
@@ -541,6 +542,8 @@ mod tests {
             (Method::POST, "/v1/datasets/orders/partitions/2026-01-01/unseal", Admin),
             (Method::POST, "/v1/datasets/orders/partitions/2026-01-01/tenant-7/seal", Admin),
             (Method::POST, "/v1/datasets/orders/compact", Admin),
+            (Method::PUT, "/v1/datasets/orders", Admin),
+            (Method::PATCH, "/v1/datasets/orders", Admin),
             (Method::POST, "/v1/sql", AnyToken),
             (Method::GET, "/api/v3/query_sql?db=orders&q=SELECT", read("orders")),
             (Method::POST, "/api/v3/query_sql", AnyToken),
@@ -560,7 +563,7 @@ mod tests {
             (Method::DELETE, "/v1/tokens/grafana", Admin),
             // Known paths with another method, and unknown paths.
             (Method::GET, "/v1/datasets/orders/records", MethodNotAllowed),
-            (Method::DELETE, "/v1/datasets/orders", MethodNotAllowed),
+            (Method::DELETE, "/v1/datasets/orders", Admin),
             (Method::POST, "/v1/datasets/orders/partitions/2026-01-01", MethodNotAllowed),
             (Method::GET, "/v1/datasets/orders/partitions/2026-01-01/seal", MethodNotAllowed),
             (Method::PUT, "/v1/tokens", MethodNotAllowed),

@@ -17,7 +17,7 @@ pub(super) fn find(store: &Store, raw: &str) -> Result<Arc<DatasetState>, Failur
     store.dataset(name.as_str()).ok_or_else(|| Failure::new(ErrorCode::NotFound, format!("no dataset {name}")))
 }
 
-async fn summary(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> Result<Json, Failure> {
+pub(super) async fn summary(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> Result<Json, Failure> {
     let id = dataset.record.id;
     let partitions = store.catalog().call(move |catalog| catalog.partitions(id)).await?;
     let schema = dataset.schema();
@@ -26,7 +26,7 @@ async fn summary(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> Result<Json
     let buffered_rows: u64 = partitions.iter().map(|p| store.buffered(p.id).0).sum();
     Ok(json!({
         "name": dataset.name.as_str(),
-        "period": dataset.record.period.as_str(),
+        "period": dataset.periods().latest().1.as_str(),
         "time_column": schema.time_column,
         "created_at": rfc3339(dataset.record.created_at_ns),
         "schema_version": schema.version,
@@ -46,11 +46,6 @@ pub(super) async fn list(store: &Arc<Store>, grant: &super::auth::Grant) -> Resu
         out.push(summary(store, &dataset).await?);
     }
     Ok(json_response(StatusCode::OK, &json!({ "datasets": out })))
-}
-
-pub(super) async fn show(store: &Arc<Store>, raw: &str) -> Result<Response<Body>, Failure> {
-    let dataset = find(store, raw)?;
-    Ok(json_response(StatusCode::OK, &summary(store, &dataset).await?))
 }
 
 pub(super) async fn partitions(store: &Arc<Store>, raw: &str) -> Result<Response<Body>, Failure> {

@@ -2,6 +2,7 @@
 //! thin: they decode the request, call the store, encode the answer.
 
 pub mod auth;
+mod dataset_admin;
 mod datasets;
 mod edge;
 mod encoding;
@@ -367,7 +368,20 @@ async fn dataset_route(
             write(state, request, Some(dataset), Format::Json, "").await
         }
         (&Method::GET, ["v1", "datasets"]) => datasets::list(state.store()?, &auth::grant_of(&request)).await,
-        (&Method::GET, ["v1", "datasets", dataset]) => datasets::show(state.store()?, dataset).await,
+        (&Method::GET, ["v1", "datasets", dataset]) => dataset_admin::show(state.store()?, dataset).await,
+        (&Method::DELETE, ["v1", "datasets", dataset]) => {
+            let dry = boolean(&query_params(&request), "dry", false)?;
+            dataset_admin::delete(state.lifecycle()?, dataset, dry).await
+        }
+        (&Method::PUT | &Method::PATCH, ["v1", "datasets", dataset]) => {
+            let (store, dataset, put) = (state.store()?.clone(), dataset.to_string(), method == Method::PUT);
+            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+            if put {
+                dataset_admin::put(&store, &dataset, body).await
+            } else {
+                dataset_admin::patch(&store, &dataset, body).await
+            }
+        }
         (&Method::GET, ["v1", "datasets", dataset, "partitions"]) => {
             datasets::partitions(state.store()?, dataset).await
         }

@@ -35,6 +35,10 @@ pub(crate) fn for_code(code: ErrorCode) -> StatusCode {
         | ErrorCode::PolicyUnavailable
         | ErrorCode::NotArchived
         | ErrorCode::CompactionDisabled
+        | ErrorCode::DatasetExists
+        | ErrorCode::SettingImmutable
+        | ErrorCode::DatasetDeleted
+        | ErrorCode::DatasetNotArchived
         | ErrorCode::TokenExists => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::IdempotencyKeyReused

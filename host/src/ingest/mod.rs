@@ -16,7 +16,7 @@ use arrow::record_batch::RecordBatch;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::period::{Bucket, BucketCache, Period};
+use crate::period::{Bucket, BucketCache, Periods};
 use crate::schema::{DatasetSchema, time_type};
 use batch::ParsedBatch;
 
@@ -144,7 +144,7 @@ pub struct PartitionRows {
 pub fn route(
     mut parsed: ParsedBatch,
     schema: &DatasetSchema,
-    period: Period,
+    period: impl Into<Periods>,
     keys: Option<&[String]>,
 ) -> Vec<PartitionRows> {
     assert!(keys.is_none_or(|keys| keys.len() == parsed.rows()), "the partitioner gives one key per row");
@@ -214,6 +214,7 @@ pub fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::period::Period;
     use crate::schema::ColumnKind;
     use batch::{BatchBuilder, Value};
 

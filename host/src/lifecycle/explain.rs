@@ -129,8 +129,8 @@ impl Lifecycle {
             .datasets()
             .into_iter()
             .map(|d| {
-                let current = d.record.period.bucket(now);
-                let next = d.record.period.bucket(current.end_ns);
+                let current = d.periods().bucket(now);
+                let next = d.periods().bucket(current.end_ns);
                 let next_is_due = lead_ns > 0 && now.saturating_add(lead_ns) >= current.end_ns;
                 (d.name.clone(), d.record.id, current.label, next_is_due.then_some(next))
             })

@@ -27,6 +27,7 @@
 
 mod archive;
 pub mod compaction;
+mod dataset_delete;
 mod digests;
 mod error;
 mod execute;

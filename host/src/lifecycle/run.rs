@@ -376,8 +376,7 @@ impl Lifecycle {
 
     fn rails(&self, dataset: &str) -> GuardRails {
         let lifecycle = &self.config.lifecycle;
-        let min_retention_ms =
-            self.config.datasets.get(dataset).and_then(|d| d.min_retention_ms).unwrap_or(lifecycle.min_retention_ms);
+        let min_retention_ms = self.store.min_retention_ms(dataset);
         GuardRails {
             min_retention_ns: i64::try_from(min_retention_ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000),
             max_deletes_per_run: lifecycle.max_deletes_per_run,

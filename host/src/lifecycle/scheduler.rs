@@ -107,11 +107,11 @@ impl Lifecycle {
             .datasets()
             .into_iter()
             .filter_map(|dataset| {
-                let current = dataset.record.period.bucket(now);
+                let current = dataset.periods().bucket(now);
                 if now.saturating_add(lead_ns) < current.end_ns {
                     return None;
                 }
-                let next = dataset.record.period.bucket(current.end_ns);
+                let next = dataset.periods().bucket(current.end_ns);
                 Some((dataset.record.id, current.label, next))
             })
             .collect();

@@ -7,7 +7,8 @@
 //! gone (deleted again, harmlessly, by the next sweep). A file that cannot
 //! be deleted stays tombstoned, is counted in
 //! `strata_lifecycle_sweep_failures_total` and is tried again on the next
-//! sweep; the others go on.
+//! sweep; the others go on. A deleted dataset none of whose files is left
+//! then gets its name released (see `store/delete.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,12 @@ impl Lifecycle {
                 Ok::<_, LifecycleError>(deleted.len())
             })
             .await?;
+        // A deleted dataset whose last file just went frees its name.
+        let released = self.catalog().call(|c| c.release_swept_datasets()).await?;
+        if !released.is_empty() {
+            tracing::info!(datasets = ?released, "deleted datasets swept; their names are free");
+            self.store.release_deleted(&released);
+        }
         match failures.into_iter().next() {
             Some(error) if swept == 0 => Err(error),
             _ => Ok(swept),

@@ -19,12 +19,14 @@
 //! writer then takes no more writes, a flush fails and its rows stay
 //! buffered).
 
+mod delete;
 mod flush;
 mod idempotency;
 mod keys;
 mod open;
 mod outcome;
 mod seal;
+mod settings;
 mod write;
 
 use std::collections::{HashMap, HashSet};
@@ -34,7 +36,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use arrow::record_batch::RecordBatch;
 
 use crate::buffer::Buffers;
-use crate::catalog::{Catalog, DatasetRecord, FileRecord, IdempotencyRecord, PartitionRecord};
+use crate::catalog::{Catalog, DatasetAdmin, DatasetRecord, FileRecord, IdempotencyRecord, PartitionRecord};
 use crate::config::Config;
 use crate::error::{ErrorCode, Failure};
 use crate::names::DatasetName;
@@ -45,8 +47,10 @@ use crate::sync::RecoverRw as _;
 use crate::time::now_ns;
 use crate::wal::Wal;
 
+pub use delete::DeletionPlan;
 pub use open::Recovery;
 pub use outcome::{WriteAnswer, WriteOutcome};
+pub use settings::DatasetDefinition;
 pub use write::{Format, IDEMPOTENCY_KEY_BYTES_MAX, WriteRequest};
 
 /// An internal failure: `context` names what failed.
@@ -84,11 +88,19 @@ pub struct DatasetState {
     /// once a seal returns, every write either saw the partition sealed or
     /// has its rows buffered, where the sealer's flush finds them.
     sealing: tokio::sync::RwLock<()>,
+    /// Operator settings and partition specs (see `settings.rs`).
+    admin: RwLock<Arc<DatasetAdmin>>,
+    /// Set, under `sealing` held exclusively, when the dataset is deleted:
+    /// a write that gets past its seal check afterwards is refused.
+    deleted: AtomicBool,
 }
 
 impl DatasetState {
     fn new(name: DatasetName, record: DatasetRecord, schema: DatasetSchema) -> DatasetState {
+        let admin = DatasetAdmin::defaults(&record);
         DatasetState {
+            admin: RwLock::new(Arc::new(admin)),
+            deleted: AtomicBool::new(false),
             name,
             record,
             schema: RwLock::new(Arc::new(schema)),
@@ -124,6 +136,9 @@ pub struct Store {
     buffers: Arc<Buffers>,
     datasets: RwLock<HashMap<String, Arc<DatasetState>>>,
     create_dataset: tokio::sync::Mutex<()>,
+    /// Names of deleted datasets whose files are not swept yet: writes to
+    /// them are refused (see `delete.rs`).
+    deleting: Mutex<HashSet<String>>,
     idempotency: Arc<Mutex<IdempotencyMemory>>,
     /// Held for writing while a flush commits and drops its buffered rows, and
     /// for reading while a reader snapshots files plus buffers, so a reader
@@ -211,13 +226,8 @@ impl Store {
         if let Some(dataset) = self.dataset(name.as_str()) {
             return Ok(dataset);
         }
-        let count = self.datasets.read_or_recover().len();
-        if count >= self.config.limits.datasets_max {
-            return Err(Failure::new(
-                ErrorCode::LimitExceeded,
-                format!("the store holds {count} datasets, the most allowed (limits.datasets_max)"),
-            ));
-        }
+        self.refuse_deleting(name)?;
+        self.check_dataset_count()?;
         let (period, time_column) = self.config.dataset_settings(name);
         let owned = name.clone();
         let record =
@@ -227,6 +237,18 @@ impl Store {
         self.datasets.write_or_recover().insert(name.to_string(), state.clone());
         tracing::info!(dataset = %name, "created dataset");
         Ok(state)
+    }
+
+    /// Refuses a new dataset past `limits.datasets_max`.
+    fn check_dataset_count(&self) -> Result<(), Failure> {
+        let count = self.datasets.read_or_recover().len();
+        if count >= self.config.limits.datasets_max {
+            return Err(Failure::new(
+                ErrorCode::LimitExceeded,
+                format!("the store holds {count} datasets, the most allowed (limits.datasets_max)"),
+            ));
+        }
+        Ok(())
     }
 
     /// Gives the write path the policy runtime (the partitioners). Until

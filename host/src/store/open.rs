@@ -49,6 +49,7 @@ impl Store {
         let hot = targets.tier(Tier::Hot).clone();
         let mut recovery = sweep_orphans(&catalog, &hot)?;
         let datasets = load_datasets(&catalog)?;
+        let catalog_deleting = catalog.deleting_datasets()?.into_iter().collect();
         let flushed: FlushedSeqs =
             catalog.all_partitions()?.into_iter().map(|p| (p.id, (p.dataset_id, p.flushed_wal_seq))).collect();
 
@@ -66,6 +67,7 @@ impl Store {
             buffers,
             datasets: RwLock::new(datasets),
             create_dataset: tokio::sync::Mutex::new(()),
+            deleting: Mutex::new(catalog_deleting),
             idempotency,
             visibility: RwLock::new(()),
             flush_lock: tokio::sync::Mutex::new(()),
@@ -116,7 +118,10 @@ fn load_datasets(catalog: &Catalog) -> anyhow::Result<HashMap<String, Arc<Datase
     for record in catalog.datasets()? {
         let schema = catalog.schema(record.id)?;
         let name = DatasetName::parse(&record.name).map_err(anyhow::Error::msg)?;
-        datasets.insert(record.name.clone(), Arc::new(DatasetState::new(name, record, schema)));
+        let admin = catalog.dataset_admin(&record)?;
+        let state = DatasetState::new(name, record, schema);
+        state.set_admin(admin);
+        datasets.insert(state.record.name.clone(), Arc::new(state));
     }
     Ok(datasets)
 }

@@ -27,7 +27,7 @@ use crate::ingest::batch::{BatchBuilder, ParsedBatch};
 use crate::ingest::line_protocol::{self, LineError};
 use crate::ingest::{self, IngestLimits, PartitionRows, Precision};
 use crate::names::{DatasetName, partition_label};
-use crate::period::{Bucket, Period};
+use crate::period::{Bucket, Periods};
 use crate::policy::PolicyRuntime;
 use crate::schema::{DatasetSchema, SchemaConflict};
 use crate::sync::{Recover as _, RecoverRw as _};
@@ -125,10 +125,11 @@ impl Store {
         let record_numbers = std::mem::take(&mut parsed.record_numbers);
         let schema = self.evolve_schema(&dataset, &parsed).await?;
         let rows = parsed.rows();
-        let parts = route_and_encode(parsed, schema, dataset.record.period, keys).await?;
+        let parts = route_and_encode(parsed, schema, dataset.periods(), keys).await?;
 
-        let late_rows = self.config.late_rows(&name);
+        let late_rows = self.late_rows(&dataset);
         let _not_sealing = dataset.sealing.read().await;
+        dataset.refuse_if_deleted()?;
         let (mut writable, sealed) = self.check_seals(&dataset, parts, rows, late_rows).await?;
         if let Some(delay) = crate::failpoint::delay("ingest.after_seal_check") {
             tokio::time::sleep(delay).await;
@@ -394,7 +395,7 @@ fn schema_conflict(error: SchemaConflict) -> Failure {
 async fn route_and_encode(
     parsed: ParsedBatch,
     schema: Arc<DatasetSchema>,
-    period: Period,
+    period: Periods,
     keys: Option<Vec<String>>,
 ) -> Result<Vec<(PartitionRows, Vec<u8>)>, Failure> {
     on_blocking_pool(move || {

@@ -181,10 +181,10 @@ enum Prepared {
 }
 
 impl Lifecycle {
-    /// Whether a dataset may be compacted: `[datasets.<name>] compaction`,
-    /// else `lifecycle.compaction.enabled`.
+    /// Whether a dataset may be compacted: its API setting, else
+    /// `[datasets.<name>] compaction`, else `lifecycle.compaction.enabled`.
     fn compaction_enabled(&self, dataset: &str) -> bool {
-        self.config.datasets.get(dataset).and_then(|d| d.compaction).unwrap_or(self.config.lifecycle.compaction.enabled)
+        self.store.compaction_enabled(dataset)
     }
 
     /// `POST /v1/datasets/{ds}/compact`: compacts one partition
