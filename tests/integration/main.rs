@@ -3,6 +3,7 @@
 mod architecture;
 mod auth;
 mod compaction;
+mod console;
 mod durability;
 mod edge;
 mod flight;

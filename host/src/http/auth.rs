@@ -73,6 +73,8 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
     let read_param = |name: &str| param(params, name).map_or(AnyToken, |d| Read(d.to_string()));
     match (method, segments) {
         (&Method::GET, ["health" | "ready"]) => Open,
+        // The console's static files: the page asks for a token itself.
+        (&Method::GET | &Method::HEAD, _) if super::console::is_console_path(segments) => Open,
         (&Method::GET | &Method::HEAD, ["ping"] | ["health"]) => Open,
         (&Method::GET, ["api", "v2", "buckets"]) => AnyToken,
         (&Method::GET | &Method::POST, ["api", "v3", "query_influxql"]) => read_param("db"),
@@ -92,6 +94,7 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
             Read(dataset.to_string())
         }
         (&Method::GET, ["v1", "datasets", dataset, "compaction"]) => Read(dataset.to_string()),
+        (&Method::GET, ["v1", "datasets", dataset, "timeline"]) => Read(dataset.to_string()),
         (&Method::POST, ["v1", "datasets", dataset, "query"]) => Read(dataset.to_string()),
         // Restore, seal and unseal.
         (&Method::POST, ["v1", "datasets", _, "partitions", rest @ ..]) if rest.len() >= 2 => Admin,

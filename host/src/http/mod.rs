@@ -2,6 +2,7 @@
 //! thin: they decode the request, call the store, encode the answer.
 
 pub mod auth;
+mod console;
 mod datasets;
 mod edge;
 mod encoding;
@@ -10,6 +11,7 @@ mod lifecycle;
 mod query;
 mod sql_api;
 mod status;
+mod timeline;
 mod tokens;
 mod views;
 
@@ -302,6 +304,9 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (_, ["v1", "datasets", ..]) => dataset_route(state, request, &segments).await,
+        (&Method::GET | &Method::HEAD, _) if console::is_console_path(&segments) => {
+            console::serve(&segments, request.headers())
+        }
         (_, ["v1", "policies" | "lifecycle" | "audit" | "storage-targets" | "tokens", ..]) => {
             admin_route(state, request, &segments).await
         }
@@ -370,6 +375,9 @@ async fn dataset_route(
         (&Method::GET, ["v1", "datasets", dataset]) => datasets::show(state.store()?, dataset).await,
         (&Method::GET, ["v1", "datasets", dataset, "partitions"]) => {
             datasets::partitions(state.store()?, dataset).await
+        }
+        (&Method::GET, ["v1", "datasets", dataset, "timeline"]) => {
+            timeline::timeline(state.store()?, dataset, query_params(&request)).await
         }
         (&Method::POST, ["v1", "datasets", dataset, "partitions", rest @ ..])
             if rest.len() >= 2 && rest.last() == Some(&"restore") =>
