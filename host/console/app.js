@@ -45,15 +45,13 @@ export function showError(target, error) {
 }
 
 async function probe() {
-  // GET /v1/datasets needs any valid token (or none while auth is off).
-  await api('/v1/datasets');
-  try {
-    await api('/v1/policies');
-    session.admin = true;
-  } catch (error) {
-    if (!(error instanceof ApiError) || error.status !== 403) throw error;
-    session.admin = false;
-  }
+  // The bucket list needs any valid token (or none while auth is off) and
+  // reads no partitions; the policy list needs admin.
+  const admin = api('/v1/policies').then(() => true, (error) => error);
+  await api('/api/v2/buckets');
+  const answer = await admin;
+  if (answer !== true && (!(answer instanceof ApiError) || answer.status !== 403)) throw answer;
+  session.admin = answer === true;
   document.body.classList.toggle('admin', session.admin);
   document.getElementById('who').textContent = (token() ? 'signed in' : 'no token') + (session.admin ? ' · admin' : ' · read');
 }

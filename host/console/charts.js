@@ -43,13 +43,38 @@ export function timeline(data, options = {}) {
   lanes.forEach((name, index) => {
     svg.append(s('text', { x: 4, y: top + index * laneHeight + laneHeight / 2 + 4 }, name.length > 22 ? name.slice(0, 21) + '…' : name));
   });
-  drawCells(svg, data, { x, top, laneHeight, laneCount: lanes.length, hasOther }, options);
+  const cellOf = { cells: [] };
+  const cellAt = (target) => (target.dataset && target.dataset.index !== undefined ? cellOf.cells[Number(target.dataset.index)] : undefined);
+  drawCells(svg, data, { x, top, laneHeight, laneCount: lanes.length, hasOther, cellOf }, options);
+  // One listener and one tooltip for every bar: thousands of bars stay cheap.
+  const tip = h('div', { class: 'tip', hidden: true });
+  svg.addEventListener('click', (event) => {
+    const cell = cellAt(event.target);
+    if (cell && options.onCell) options.onCell(cell);
+  });
+  svg.addEventListener('mousemove', (event) => {
+    const cell = cellAt(event.target);
+    tip.hidden = !cell;
+    if (!cell) return;
+    tip.textContent = describe(cell);
+    tip.style.left = event.clientX + 12 + 'px';
+    tip.style.top = event.clientY + 12 + 'px';
+  });
+  svg.addEventListener('mouseleave', () => { tip.hidden = true; });
   if (options.now) svg.append(s('line', { class: 'now', x1: x(options.now), x2: x(options.now), y1: top - 4, y2: height }));
-  return svg;
+  return h('div', { class: 'timeline-holder' }, svg, tip);
 }
 
+const escapes = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+const escape = (text) => String(text).replace(/[&<>"']/g, (c) => escapes[c]);
+
+/**
+ * The bars, written as one SVG fragment (thousands of elements parse far
+ * faster than they are built one call at a time); `data-index` leads back
+ * to the cell. The marks are one path per kind.
+ */
 function drawCells(svg, data, geometry, options) {
-  const { x, top, laneHeight, laneCount } = geometry;
+  const { x, top, laneHeight, laneCount, cellOf } = geometry;
   const groups = new Map();
   for (const cell of data.cells) {
     const id = cell.start + '|' + cell.lane;
@@ -58,45 +83,46 @@ function drawCells(svg, data, geometry, options) {
   }
   let maxBytes = 0;
   for (const cells of groups.values()) maxBytes = Math.max(maxBytes, cells.reduce((n, c) => n + c.bytes, 0));
+  const parts = [];
+  const marks = { sealed: [], archived: [], failed: [] };
+  const drawn = [];
   for (const cells of groups.values()) {
     cells.sort((a, b) => TIERS.indexOf(a.tier) - TIERS.indexOf(b.tier));
     const lane = cells[0].lane === null ? laneCount - 1 : cells[0].lane;
     const total = cells.reduce((n, c) => n + c.bytes, 0);
-    const weight = (c) => (total > 0 ? c.bytes / total : c.partitions / cells.reduce((n, d) => n + d.partitions, 0));
+    const partitions = cells.reduce((n, c) => n + c.partitions, 0);
+    const weight = (c) => (total > 0 ? c.bytes / total : c.partitions / partitions);
     const barHeight = (laneHeight - 4) * (maxBytes > 0 ? 0.3 + 0.7 * Math.sqrt(total / maxBytes) : 1);
     const x0 = x(Date.parse(cells[0].start));
     const barWidth = Math.max(1.5, x(Date.parse(cells[0].end)) - x0 - 0.5);
     let y = top + lane * laneHeight + (laneHeight - barHeight) / 2;
     for (const cell of cells) {
       const segment = barHeight * weight(cell);
-      const rect = s('rect', {
-        class: 'cell tier-' + cell.tier + (options.changed && options.changed(cell) ? ' changed' : ''),
-        x: x0, y, width: barWidth, height: Math.max(segment, 1),
-        'data-tier': cell.tier, 'data-lane': cell.lane === null ? 'other' : cell.lane, 'data-start': cell.start,
-        'data-partitions': cell.partitions, 'data-bytes': cell.bytes,
-        'data-partition': cell.partition ? cell.partition.id : null, 'data-action': cell.action || null,
-      }, s('title', {}, describe(cell)));
-      if (options.onCell) rect.addEventListener('click', () => options.onCell(cell));
-      svg.append(rect);
+      const changed = options.changed && options.changed(cell) ? ' changed' : '';
+      parts.push(`<rect class="cell tier-${escape(cell.tier)}${changed}" x="${x0.toFixed(1)}" y="${y.toFixed(1)}" `
+        + `width="${barWidth.toFixed(1)}" height="${Math.max(segment, 1).toFixed(1)}" data-index="${drawn.length}" `
+        + `data-tier="${escape(cell.tier)}" data-lane="${cell.lane === null ? 'other' : cell.lane}" data-start="${escape(cell.start)}" `
+        + `data-partitions="${cell.partitions}" data-bytes="${cell.bytes}"`
+        + (cell.partition ? ` data-partition="${escape(cell.partition.id)}"` : '')
+        + (cell.action ? ` data-action="${escape(cell.action)}"` : '') + '/>');
+      drawn.push(cell);
       y += segment;
     }
-    marks(svg, cells, x0, top + lane * laneHeight + 1);
+    let offset = 0;
+    const markTop = top + lane * laneHeight + 1;
+    for (const kind of ['sealed', 'archived', 'failed']) {
+      if (!cells.some((c) => c[kind])) continue;
+      marks[kind].push(`M${(x0 + offset).toFixed(1)},${markTop.toFixed(1)}h4.5v4.5h-4.5z`);
+      offset += 6;
+    }
   }
-}
-
-function marks(svg, cells, x0, y) {
-  const sum = (key) => cells.reduce((n, c) => n + (c[key] || 0), 0);
-  let offset = 0;
-  for (const [kind, shape] of [['sealed', 'rect'], ['archived', 'circle'], ['failed', 'rect']]) {
-    const n = sum(kind);
-    if (!n) continue;
-    const attrs = shape === 'circle'
-      ? { cx: x0 + offset + 2.5, cy: y + 2.5, r: 2.2 }
-      : { x: x0 + offset, y, width: 4.5, height: 4.5 };
-    svg.append(s(shape, Object.assign({ class: 'mark ' + kind, 'data-mark': kind, 'data-count': n }, attrs),
-      s('title', {}, `${count(n)} ${kind}`)));
-    offset += 6;
+  const layer = s('g', { class: 'cells' });
+  layer.innerHTML = parts.join('');
+  svg.append(layer);
+  for (const [kind, paths] of Object.entries(marks)) {
+    if (paths.length) svg.append(s('path', { class: 'mark ' + kind, 'data-mark': kind, 'data-count': paths.length, d: paths.join('') }));
   }
+  cellOf.cells = drawn;
 }
 
 function describe(cell) {

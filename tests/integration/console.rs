@@ -371,14 +371,17 @@ fn console_with_100k_partitions_renders_the_dataset_from_the_aggregate() {
         browser.wait_page("dataset");
         let timing = browser.run(
             "const mark = performance.getEntriesByName('strata-first-render')[0];\
-             const resources = performance.getEntriesByType('resource').map(r => r.name);\
-             return {first_render_ms: mark.startTime, resources, cells: document.querySelectorAll('#timeline rect.cell').length}",
+             const resources = performance.getEntriesByType('resource').map(r => r.name + ' ' + Math.round(r.duration) + ' ms');\
+             const fetched = performance.getEntriesByName('strata-timeline-fetched')[0];\
+             const navigation = performance.getEntriesByType('navigation')[0];\
+             return {first_render_ms: mark.startTime, fetched_ms: fetched.startTime, dom_ms: navigation.domContentLoadedEventEnd, resources, cells: document.querySelectorAll('#timeline rect.cell').length}",
             json!([]),
         );
         let resources: Vec<&str> = timing["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
         assert!(resources.iter().all(|r| !r.contains("/partitions")), "{resources:?}");
         assert!(timing["cells"].as_u64().unwrap() <= 400 * 21 * 4, "{timing}");
         first_render_ms.push(timing["first_render_ms"].as_f64().unwrap());
+        println!("load: {timing}");
     }
     let drawn: u64 = drawn_tiers(&browser, "#timeline rect.cell").values().sum();
     assert_eq!(drawn as i64, LARGE_PARTITIONS + 1);

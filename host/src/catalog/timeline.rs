@@ -6,7 +6,10 @@
 //! partition belongs to the bucket its period starts in and to its key's
 //! lane, or to the `other` lane when its key is not among the top keys.
 
+use rusqlite::OptionalExtension as _;
+
 use super::{Catalog, Result, decode};
+use crate::period::Period;
 use crate::tier::Tier;
 
 /// Most buckets a timeline may ask for.
@@ -21,7 +24,8 @@ pub struct TimelineShape {
     pub partitions: i64,
     /// Distinct partition keys.
     pub keys: i64,
-    /// Distinct periods.
+    /// Periods in the span from the first to the last (empty ones
+    /// included), counted up to one more than the buckets asked for.
     pub periods: i64,
     /// Start of the first period, in ns (0 without partitions).
     pub first_start_ns: i64,
@@ -63,37 +67,66 @@ pub struct TimelineCell {
 
 const LIVE: &str = "p.dataset_id = ?1 AND p.deleted_at_ns IS NULL";
 
+/// Periods of `period` from the one starting at `first_ns` until `end_ns`,
+/// counted up to `max + 1` (enough to tell whether they fit `max` buckets).
+fn periods_between(period: Period, first_ns: i64, end_ns: i64, max: i64) -> i64 {
+    let mut count = 0;
+    let mut at = first_ns;
+    while at < end_ns && count <= max {
+        at = period.bucket(at).end_ns;
+        count += 1;
+    }
+    count
+}
+
 impl Catalog {
     /// The dataset's partitions summed into at most `buckets` time buckets
-    /// (one per period when the periods fit) and `lanes` lanes (the keys
-    /// with the most bytes, then `other`).
-    pub fn timeline(&self, dataset_id: i64, buckets: usize, lanes: usize) -> Result<(TimelineShape, Vec<TimelineCell>)> {
+    /// (one per period of `period` when the span fits) and `lanes` lanes
+    /// (the keys with the most bytes, then `other`), read under one lock
+    /// with the dataset's `partitions_seq` they are current for.
+    pub fn timeline(
+        &self,
+        dataset_id: i64,
+        period: Period,
+        buckets: usize,
+        lanes: usize,
+    ) -> Result<(i64, TimelineShape, Vec<TimelineCell>)> {
         let connection = self.lock();
-        let (partitions, keys, periods, first_start_ns, last_end_ns): (i64, i64, i64, i64, i64) =
-            connection.query_row(
-                &format!(
-                    "SELECT COUNT(*), COUNT(DISTINCT p.key), COUNT(DISTINCT p.period_start_ns), \
-                     COALESCE(MIN(p.period_start_ns), 0), COALESCE(MAX(p.period_end_ns), 0) FROM partitions p WHERE {LIVE}"
-                ),
-                [dataset_id],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
-            )?;
+        let seq: i64 = connection
+            .query_row("SELECT partitions_seq FROM datasets WHERE id = ?1", [dataset_id], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0);
+        // One pass per key gives the totals, the span and the lanes.
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT p.key, COUNT(*), SUM(p.bytes), MIN(p.period_start_ns), MAX(p.period_end_ns) \
+             FROM partitions p WHERE {LIVE} GROUP BY p.key ORDER BY SUM(p.bytes) DESC, COUNT(*) DESC, p.key"
+        ))?;
+        let keys: Vec<(String, i64, i64, i64, i64)> = statement
+            .query_map([dataset_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let partitions = keys.iter().map(|k| k.1).sum();
+        let first_start_ns = keys.iter().map(|k| k.3).min().unwrap_or(0);
+        let last_end_ns = keys.iter().map(|k| k.4).max().unwrap_or(0);
         let buckets = buckets.clamp(1, TIMELINE_BUCKETS_MAX) as i64;
+        let periods = periods_between(period, first_start_ns, last_end_ns, buckets);
         let bucket_ns = if periods <= buckets {
             0
         } else {
             // Ceiling division: `buckets` buckets of this width cover the span.
             (last_end_ns.saturating_sub(first_start_ns) + buckets - 1) / buckets
         };
-        let lanes_max = lanes.min(TIMELINE_LANES_MAX) as i64;
-        let mut statement = connection.prepare_cached(&format!(
-            "SELECT p.key FROM partitions p WHERE {LIVE} GROUP BY p.key ORDER BY SUM(p.bytes) DESC, COUNT(*) DESC, p.key LIMIT ?2"
-        ))?;
-        let lane_keys: Vec<String> =
-            statement.query_map(rusqlite::params![dataset_id, lanes_max], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?;
-        let shape = TimelineShape { partitions, keys, periods, first_start_ns, last_end_ns, bucket_ns, lanes: lane_keys };
+        let lanes = keys.iter().take(lanes.min(TIMELINE_LANES_MAX)).map(|k| k.0.clone()).collect();
+        let shape = TimelineShape {
+            partitions,
+            keys: keys.len() as i64,
+            periods,
+            first_start_ns,
+            last_end_ns,
+            bucket_ns,
+            lanes,
+        };
         let cells = Self::timeline_cells(&connection, dataset_id, &shape)?;
-        Ok((shape, cells))
+        Ok((seq, shape, cells))
     }
 
     fn timeline_cells(
@@ -113,7 +146,7 @@ impl Catalog {
             "WITH lanes AS (SELECT CAST(j.key AS INTEGER) AS lane, j.value AS key FROM json_each(?2) j) \
              SELECT {bucket} AS bucket, MAX(p.period_end_ns), l.lane, p.tier, COUNT(*), SUM(p.row_count), SUM(p.bytes), \
                     SUM(p.read_only != 0), SUM(p.has_archive != 0), \
-                    SUM(EXISTS (SELECT 1 FROM compaction_checkpoints c WHERE c.partition_id = p.id AND c.status = 'failed')), \
+                    SUM(p.id IN (SELECT c.partition_id FROM compaction_checkpoints c WHERE c.status = 'failed')), \
                     MIN(p.period_label), MIN(p.key) \
              FROM partitions p LEFT JOIN lanes l ON l.key = p.key \
              WHERE {LIVE} GROUP BY bucket, l.lane, p.tier ORDER BY bucket, l.lane IS NULL, l.lane, p.tier"
@@ -154,7 +187,7 @@ mod tests {
     #[test]
     fn an_empty_dataset_has_no_cells() {
         let (catalog, dir) = catalog();
-        let (shape, cells) = catalog.timeline(42, 10, 5).unwrap();
+        let (_, shape, cells) = catalog.timeline(42, crate::period::Period::Day, 10, 5).unwrap();
         assert_eq!((shape.partitions, shape.bucket_ns, cells.len()), (0, 0, 0));
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -177,7 +210,8 @@ mod tests {
             }
         }
         catalog.lock().execute("UPDATE partitions SET read_only = 1 WHERE id = ?1", [sealed.unwrap()]).unwrap();
-        let (shape, cells) = catalog.timeline(dataset.id, 100, 2).unwrap();
+        let (seq, shape, cells) = catalog.timeline(dataset.id, day, 100, 2).unwrap();
+        assert_eq!(seq, catalog.partitions_seq(dataset.id).unwrap());
         assert_eq!((shape.partitions, shape.keys, shape.periods, shape.bucket_ns), (30, 3, 10, 0));
         assert_eq!(shape.lanes, ["c", "b"]);
         assert_eq!(cells.len(), 30);
@@ -187,7 +221,7 @@ mod tests {
         assert!(other.iter().all(|c| c.only.as_ref().unwrap().1 == "a" && c.bytes == 1));
         assert_eq!(cells.iter().map(|c| c.sealed).sum::<i64>(), 1);
 
-        let (shape, cells) = catalog.timeline(dataset.id, 3, 1).unwrap();
+        let (_, shape, cells) = catalog.timeline(dataset.id, day, 3, 1).unwrap();
         assert_eq!(shape.bucket_ns, (10 * 86_400_000_000_000 + 2) / 3);
         assert_eq!(cells.iter().map(|c| c.partitions).sum::<i64>(), 30);
         assert_eq!(cells.iter().map(|c| c.bytes).sum::<i64>(), 60);

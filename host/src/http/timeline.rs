@@ -1,21 +1,47 @@
 //! `GET /v1/datasets/{ds}/timeline?buckets=&lanes=`: a dataset's partitions
 //! summed per (period bucket, lane, tier) — what the console draws, small
 //! whatever the number of partitions (the catalog does the `GROUP BY`).
+//!
+//! Answers are kept while the dataset's `partitions_seq` is unchanged (the
+//! catalog moves it with every change to any of its partitions), so a page
+//! drawn again reads one catalog row instead of every partition.
 
-use hyper::{Response, StatusCode};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use bytes::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::Response;
 use serde_json::{Value as Json, json};
 
-use super::{Body, json_response, param};
+use super::{Body, param};
 use crate::catalog::{TIMELINE_BUCKETS_MAX, TIMELINE_LANES_MAX, TimelineCell, TimelineShape};
 use crate::error::{ErrorCode, Failure};
 use crate::names::partition_label;
 use crate::store::Store;
+use crate::sync::Recover as _;
 use crate::time::rfc3339;
 
 /// Buckets when the request names none.
 const BUCKETS_DEFAULT: usize = 200;
 /// Lanes when the request names none.
 const LANES_DEFAULT: usize = 20;
+/// Answers kept; past it the cache starts again empty.
+const CACHED_ANSWERS_MAX: usize = 64;
+
+/// (dataset id, buckets, lanes) → (the `partitions_seq` it is current for, the JSON body).
+type Answers = HashMap<(i64, usize, usize), (i64, Bytes)>;
+
+fn answers() -> &'static Mutex<Answers> {
+    static ANSWERS: OnceLock<Mutex<Answers>> = OnceLock::new();
+    ANSWERS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn json_bytes(body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::full(body));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
 
 fn count(params: &[(String, String)], name: &str, default: usize, max: usize) -> Result<usize, Failure> {
     match param(params, name) {
@@ -38,24 +64,44 @@ pub(super) async fn timeline(
         Some("0") => 0,
         _ => count(&params, "lanes", LANES_DEFAULT, TIMELINE_LANES_MAX)?,
     };
-    let id = dataset.record.id;
-    let (shape, cells) = store.catalog().call(move |catalog| catalog.timeline(id, buckets, lanes)).await?;
+    let (id, period) = (dataset.record.id, dataset.record.period);
+    let seq = store.catalog().call(move |catalog| catalog.partitions_seq(id)).await?;
+    let cached = answers().lock_or_recover().get(&(id, buckets, lanes)).cloned();
+    if let Some((cached_seq, body)) = cached
+        && cached_seq == seq
+    {
+        return Ok(json_bytes(body));
+    }
+    let (seq, shape, cells) =
+        store.catalog().call(move |catalog| catalog.timeline(id, period, buckets, lanes)).await?;
+    let (rows, bytes) = cells.iter().fold((0, 0), |(rows, bytes), c| (rows + c.rows, bytes + c.bytes));
     let cells: Vec<Json> = cells.iter().map(|cell| cell_json(&dataset.name, &shape, cell)).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
+    let body = Bytes::from(
+        json!({
             "dataset": dataset.name.as_str(),
+            "period": dataset.record.period.as_str(),
             "partitions": shape.partitions,
+            "rows": rows,
+            "bytes": bytes,
             "keys": shape.keys,
             "periods": shape.periods,
+            "partitions_seq": seq,
             "from": (shape.partitions > 0).then(|| rfc3339(shape.first_start_ns)),
             "to": (shape.partitions > 0).then(|| rfc3339(shape.last_end_ns)),
             "bucket_ns": (shape.bucket_ns > 0).then_some(shape.bucket_ns),
             "lanes": shape.lanes,
             "other_keys": (shape.keys - shape.lanes.len() as i64).max(0),
             "cells": cells,
-        }),
-    ))
+        })
+        .to_string(),
+    );
+    let mut kept = answers().lock_or_recover();
+    if kept.len() >= CACHED_ANSWERS_MAX {
+        kept.clear();
+    }
+    kept.insert((id, buckets, lanes), (seq, body.clone()));
+    drop(kept);
+    Ok(json_bytes(body))
 }
 
 fn cell_json(dataset: &crate::names::DatasetName, shape: &TimelineShape, cell: &TimelineCell) -> Json {
