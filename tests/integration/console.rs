@@ -33,7 +33,10 @@ impl Browser {
     /// A missing chromedriver or Chromium fails loudly: `.ci/run` installs them.
     fn start(name: &str) -> Browser {
         for tool in [CHROMEDRIVER, CHROMIUM] {
-            assert!(Path::new(tool).exists(), "{tool} is missing: install Debian's chromium and chromium-driver (.ci/run does)");
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: install Debian's chromium and chromium-driver (.ci/run does)"
+            );
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new(CHROMEDRIVER)
@@ -51,9 +54,16 @@ impl Browser {
         }
         let profile = temp_dir(&format!("{name}-chromium"));
         let args = [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--window-size=1400,1000",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1400,1000",
         ];
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         args.push(format!("--user-data-dir={}", profile.display()));
@@ -186,7 +196,8 @@ fn drawn_tiers(browser: &Browser, selector: &str) -> BTreeMap<String, u64> {
 
 #[test]
 fn the_console_draws_the_catalog_simulates_plans_and_rolls_back_policies() {
-    let server = Server::start_with_files("console-pages", CONFIG, &[], &[("policies/tiering.toml", TIERING.as_bytes())]);
+    let server =
+        Server::start_with_files("console-pages", CONFIG, &[], &[("policies/tiering.toml", TIERING.as_bytes())]);
     load(&server, 200);
     run(&server, "tiering", json!({"dataset": "metrics", "now": START + 200 * DAY}));
     let tiers = tiers_of(&manifest(&server));
@@ -204,7 +215,10 @@ fn the_console_draws_the_catalog_simulates_plans_and_rolls_back_policies() {
     let browser = Browser::start("console-pages");
     browser.open(&format!("{}/#/overview", server.url));
     browser.wait_page("overview");
-    assert_eq!(browser.run("return document.querySelectorAll('tr[data-name=\"metrics\"]').length", json!([])), json!(1));
+    assert_eq!(
+        browser.run("return document.querySelectorAll('tr[data-name=\"metrics\"]').length", json!([])),
+        json!(1)
+    );
     browser.screenshot("overview");
 
     // The timeline's bars add up to the catalog's partitions, tier by tier.
@@ -213,15 +227,23 @@ fn the_console_draws_the_catalog_simulates_plans_and_rolls_back_policies() {
     assert_eq!(drawn_tiers(&browser, "#timeline rect.cell"), tiers);
     browser.screenshot("dataset");
     // A bar of one partition explains that partition.
-    let id = browser.run("return document.querySelector('#timeline rect.cell[data-tier=\"cold\"]').dataset.partition", json!([]));
+    let id = browser
+        .run("return document.querySelector('#timeline rect.cell[data-tier=\"cold\"]').dataset.partition", json!([]));
     let id = id.as_str().expect("one partition per bar at this size").to_string();
     browser.click(&format!("#timeline rect.cell[data-partition=\"{id}\"]"));
-    let tier = browser.wait("the explanation", "const e = document.querySelector('#explain .explain-tier'); return e && e.dataset.tier");
+    let tier = browser.wait(
+        "the explanation",
+        "const e = document.querySelector('#explain .explain-tier'); return e && e.dataset.tier",
+    );
     assert_eq!(tier, "cold");
     browser.screenshot("dataset-explain");
 
     // A second version of the policy, then the simulate panel at a later now.
-    std::fs::write(server.root().join("policies/tiering.toml"), TIERING.replace("warm_after = \"30d\"", "warm_after = \"20d\"")).unwrap();
+    std::fs::write(
+        server.root().join("policies/tiering.toml"),
+        TIERING.replace("warm_after = \"30d\"", "warm_after = \"20d\""),
+    )
+    .unwrap();
     let (status, body) = server.post("/v1/policies/reload", "");
     assert_eq!(status, 200, "{body}");
     let (_, policy) = server.get("/v1/policies/tiering");
@@ -230,8 +252,14 @@ fn the_console_draws_the_catalog_simulates_plans_and_rolls_back_policies() {
     browser.wait_page("policy");
     browser.run("document.querySelector('input[name=now]').value = '2025-12-01'", json!([]));
     browser.click("#simulate");
-    let changes = browser.wait("the simulation", "const e = document.querySelector('#simulation [data-changes]'); return e && e.dataset.changes");
-    let (status, expected) = server.post("/v1/policies/tiering/simulate", json!({"dataset": "metrics", "now": "2025-12-01T00:00:00Z"}).to_string());
+    let changes = browser.wait(
+        "the simulation",
+        "const e = document.querySelector('#simulation [data-changes]'); return e && e.dataset.changes",
+    );
+    let (status, expected) = server.post(
+        "/v1/policies/tiering/simulate",
+        json!({"dataset": "metrics", "now": "2025-12-01T00:00:00Z"}).to_string(),
+    );
     assert_eq!(status, 200, "{expected}");
     let moves: Vec<&Value> = expected["plan"].as_array().unwrap().iter().filter(|e| e["action"] == "move").collect();
     assert!(!moves.is_empty(), "{expected}");
@@ -270,9 +298,13 @@ fn the_console_draws_the_catalog_simulates_plans_and_rolls_back_policies() {
     // SQL answers as a table and a chart.
     browser.open(&format!("{}/#/query", server.url));
     browser.wait_page("query");
-    browser.run("document.querySelector('textarea[name=sql]').value = 'SELECT time, v FROM metrics ORDER BY time'", json!([]));
+    browser.run(
+        "document.querySelector('textarea[name=sql]').value = 'SELECT time, v FROM metrics ORDER BY time'",
+        json!([]),
+    );
     browser.click("#run-sql");
-    let rows = browser.wait("the SQL answer", "const t = document.querySelector('#results .vtable'); return t && t.dataset.rows");
+    let rows = browser
+        .wait("the SQL answer", "const t = document.querySelector('#results .vtable'); return t && t.dataset.rows");
     assert_eq!(rows, "200");
     assert_eq!(browser.run("return document.querySelectorAll('#results svg.chart path').length", json!([])), json!(1));
     browser.screenshot("query-sql");
@@ -286,8 +318,12 @@ fn a_read_token_signs_in_and_sees_no_admin_buttons() {
     let reader = crate::auth::create_offline(&server.data_dir, "reader", &["read:*"]);
     server.start_again();
     let bearer = format!("Bearer {admin}");
-    let (status, _, body) =
-        server.request("POST", "/v1/datasets/metrics/records", &[("Authorization", &bearer)], json!([{"time": START, "v": 1}]).to_string());
+    let (status, _, body) = server.request(
+        "POST",
+        "/v1/datasets/metrics/records",
+        &[("Authorization", &bearer)],
+        json!([{"time": START, "v": 1}]).to_string(),
+    );
     assert_eq!(status, 200, "{body}");
 
     let browser = Browser::start("console-auth");
@@ -329,14 +365,28 @@ fn add_partitions(data_dir: &Path, name: &str, days: i64, keys: i64) {
         for day in 0..days {
             let start = START - (days - day) * DAY;
             let label = chrono::DateTime::from_timestamp_nanos(start).format("%Y-%m-%d").to_string();
-            let tier = if day < days * 7 / 10 { "cold" } else if day < days * 9 / 10 { "warm" } else { "hot" };
+            let tier = if day < days * 7 / 10 {
+                "cold"
+            } else if day < days * 9 / 10 {
+                "warm"
+            } else {
+                "hot"
+            };
             for key in 0..keys {
                 let bytes = 10_000 + (key * 7_919 + day * 104_729) % 1_000_000;
                 let archived = tier == "cold" && day % 10 == 0;
                 insert
                     .execute(rusqlite::params![
-                        dataset, label, start, start + DAY, format!("host-{key:03}"), tier, tier != "hot",
-                        bytes / 10, bytes, archived
+                        dataset,
+                        label,
+                        start,
+                        start + DAY,
+                        format!("host-{key:03}"),
+                        tier,
+                        tier != "hot",
+                        bytes / 10,
+                        bytes,
+                        archived
                     ])
                     .unwrap();
             }
@@ -355,7 +405,8 @@ fn add_partitions(data_dir: &Path, name: &str, days: i64, keys: i64) {
 fn console_with_100k_partitions_renders_the_dataset_from_the_aggregate() {
     let config = "[datasets.big]\nperiod = \"day\"\n[lifecycle]\nscheduler = false\n";
     let mut server = Server::start("console-100k", config);
-    let (status, body) = server.post("/v1/datasets/big/records", json!([{"time": START, "host": "host-000", "v": 1}]).to_string());
+    let (status, body) =
+        server.post("/v1/datasets/big/records", json!([{"time": START, "host": "host-000", "v": 1}]).to_string());
     assert_eq!(status, 200, "{body}");
     server.terminate();
     add_partitions(&server.data_dir, "big", 1_000, 100);
@@ -377,7 +428,8 @@ fn console_with_100k_partitions_renders_the_dataset_from_the_aggregate() {
              return {first_render_ms: mark.startTime, fetched_ms: fetched.startTime, dom_ms: navigation.domContentLoadedEventEnd, resources, cells: document.querySelectorAll('#timeline rect.cell').length}",
             json!([]),
         );
-        let resources: Vec<&str> = timing["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        let resources: Vec<&str> =
+            timing["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
         assert!(resources.iter().all(|r| !r.contains("/partitions")), "{resources:?}");
         assert!(timing["cells"].as_u64().unwrap() <= 400 * 21 * 4, "{timing}");
         first_render_ms.push(timing["first_render_ms"].as_f64().unwrap());
@@ -388,5 +440,9 @@ fn console_with_100k_partitions_renders_the_dataset_from_the_aggregate() {
     browser.screenshot("dataset-100k");
     assert_eq!(browser.errors(), Vec::<Value>::new());
     first_render_ms.sort_by(f64::total_cmp);
-    println!("console first render, dataset page with {} partitions: {first_render_ms:?} ms (median {:.0} ms)", LARGE_PARTITIONS + 1, first_render_ms[1]);
+    println!(
+        "console first render, dataset page with {} partitions: {first_render_ms:?} ms (median {:.0} ms)",
+        LARGE_PARTITIONS + 1,
+        first_render_ms[1]
+    );
 }

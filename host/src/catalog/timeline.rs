@@ -205,7 +205,10 @@ mod tests {
             let bucket = day.bucket(d * 86_400_000_000_000);
             for (key, bytes) in [("a", 1), ("b", 2), ("c", 3)] {
                 let partition = catalog.partition(dataset.id, &bucket, key, 0).unwrap();
-                catalog.lock().execute("UPDATE partitions SET bytes = ?1 WHERE id = ?2", [bytes, partition.id]).unwrap();
+                catalog
+                    .lock()
+                    .execute("UPDATE partitions SET bytes = ?1 WHERE id = ?2", [bytes, partition.id])
+                    .unwrap();
                 sealed.get_or_insert(partition.id);
             }
         }

@@ -29,13 +29,41 @@ struct Asset {
 
 /// The console's files. `index.html` is also served at `/`.
 const ASSETS: &[Asset] = &[
-    Asset { name: "index.html", content_type: "text/html; charset=utf-8", bytes: include_bytes!("../../console/index.html") },
-    Asset { name: "style.css", content_type: "text/css; charset=utf-8", bytes: include_bytes!("../../console/style.css") },
-    Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("../../console/app.js") },
-    Asset { name: "api.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("../../console/api.js") },
-    Asset { name: "charts.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("../../console/charts.js") },
-    Asset { name: "pages.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("../../console/pages.js") },
-    Asset { name: "admin.js", content_type: "text/javascript; charset=utf-8", bytes: include_bytes!("../../console/admin.js") },
+    Asset {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        bytes: include_bytes!("../../console/index.html"),
+    },
+    Asset {
+        name: "style.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../console/style.css"),
+    },
+    Asset {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../console/app.js"),
+    },
+    Asset {
+        name: "api.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../console/api.js"),
+    },
+    Asset {
+        name: "charts.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../console/charts.js"),
+    },
+    Asset {
+        name: "pages.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../console/pages.js"),
+    },
+    Asset {
+        name: "admin.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../console/admin.js"),
+    },
 ];
 
 /// Each asset's strong ETag (a quoted SHA-256 prefix of its bytes), in

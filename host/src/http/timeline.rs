@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::Response;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
 use serde_json::{Value as Json, json};
 
 use super::{Body, param};
@@ -72,8 +72,7 @@ pub(super) async fn timeline(
     {
         return Ok(json_bytes(body));
     }
-    let (seq, shape, cells) =
-        store.catalog().call(move |catalog| catalog.timeline(id, period, buckets, lanes)).await?;
+    let (seq, shape, cells) = store.catalog().call(move |catalog| catalog.timeline(id, period, buckets, lanes)).await?;
     let (rows, bytes) = cells.iter().fold((0, 0), |(rows, bytes), c| (rows + c.rows, bytes + c.bytes));
     let cells: Vec<Json> = cells.iter().map(|cell| cell_json(&dataset.name, &shape, cell)).collect();
     let body = Bytes::from(
