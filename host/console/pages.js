@@ -114,7 +114,7 @@ export async function datasetPage(main, name) {
   const list = h('section', { class: 'panel', id: 'partitions' }, h('h2', {}, 'Partitions'),
     h('button', { type: 'button', class: 'quiet', onclick: () => partitionList(list, name, '') }, 'List partitions'));
   const chart = data.partitions
-    ? timeline(data, { width, onCell: (cell) => showCell(detail, name, cell) })
+    ? timeline(data, { width, onCell: (cell) => showCell(detail, name, cell, data.lanes) })
     : h('p', { class: 'muted' }, 'No partitions yet.');
   main.replaceChildren(
     h('h1', {}, 'Dataset ', h('code', {}, name)),
@@ -130,20 +130,23 @@ export async function datasetPage(main, name) {
   performance.mark('strata-first-render');
 }
 
-async function showCell(panel, dataset, cell) {
+async function showCell(panel, dataset, cell, lanes) {
   if (cell.partition) return showExplain(panel, dataset, cell.partition.period_label, cell.partition.key);
   panel.replaceChildren(h('h2', {}, `${count(cell.partitions)} partitions, ${when(cell.start)} → ${when(cell.end)}`));
   const params = new URLSearchParams({ from: cell.start, to: cell.end, tier: cell.tier });
-  await partitionList(panel, dataset, '&' + params.toString(), cell);
+  if (cell.lane !== null) params.set('key', lanes[cell.lane]);
+  // The lane's key, or for `other` any key without a lane of its own.
+  const inLane = (p) => (cell.lane !== null ? (p.key || '') === lanes[cell.lane] : !lanes.includes(p.key || ''));
+  await partitionList(panel, dataset, '&' + params.toString(), cell, inLane);
 }
 
 /** A paginated, virtualised list of the dataset's partitions. */
-async function partitionList(panel, dataset, filter, cell) {
+async function partitionList(panel, dataset, filter, cell, inLane) {
   const holder = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
   panel.replaceChildren(panel.firstChild, holder);
   let rows = [];
   let more = null;
-  const keep = (p) => !cell || (p.tier === cell.tier
+  const keep = (p) => !cell || (p.tier === cell.tier && inLane(p)
     && labelStart(p.period_label) >= Date.parse(cell.start) && labelStart(p.period_label) < Date.parse(cell.end));
   const draw = () => {
     const columns = [
