@@ -123,8 +123,9 @@ export async function datasetPage(main, name) {
       card('Bytes', bytes(data.bytes)), card('Period', data.period),
       card('Keys', count(data.keys))),
     h('section', { class: 'panel', id: 'timeline' }, h('h2', {}, 'Timeline'),
-      h('p', { class: 'muted' }, `${count(data.periods)} periods from ${when(data.from)} to ${when(data.to)}`
-        + (data.bucket_ns ? `, ${count(Math.round(data.bucket_ns / 3.6e12))} h per bucket` : ', one bar per period')),
+      h('p', { class: 'muted' }, data.bucket_ns
+        ? `From ${when(data.from)} to ${when(data.to)}, ${count(Math.round(data.bucket_ns / 3.6e12))} h per bar`
+        : `${count(data.periods)} periods from ${when(data.from)} to ${when(data.to)}, one bar per period`),
       legend(), chart),
     detail, list);
   performance.mark('strata-first-render');
