@@ -4,6 +4,7 @@ mod architecture;
 mod auth;
 mod compaction;
 mod dataset_admin;
+mod console;
 mod durability;
 mod edge;
 mod flight;

@@ -10,7 +10,8 @@
 //! each own a group of tables: `datasets` (datasets, schema versions,
 //! partitions), `files` (files and archives, and the flush, move and
 //! archive commits), `idempotency`, `policy_versions`, `compaction`
-//! (checkpoints), `runs_audit` (lifecycle runs, audit events) and `tokens`.
+//! (checkpoints), `runs_audit` (lifecycle runs, audit events), `timeline` (partition sums
+//! for the console) and `tokens`.
 //! `migrations` holds the schema.
 //!
 //! A stored value that does not decode (a tier, a status, an audit kind no
@@ -30,6 +31,7 @@ mod migrations;
 mod policy_versions;
 mod runs_audit;
 mod settings;
+mod timeline;
 mod tokens;
 
 pub use compaction::{CompactedChunk, CompactionCheckpoint, CompactionStatus};
@@ -39,6 +41,7 @@ pub use idempotency::IdempotencyRecord;
 pub use policy_versions::{PolicyVersionAttempt, PolicyVersionRecord, PolicyVersionStatus};
 pub use runs_audit::{AuditEvent, AuditFilter, AuditKind, RunRecord, StoredRun};
 pub use settings::{DatasetAdmin, DatasetFootprint, DatasetOverrides};
+pub use timeline::{TIMELINE_BUCKETS_MAX, TIMELINE_LANES_MAX, TimelineCell, TimelineShape};
 pub use tokens::{NewToken, TokenRecord};
 
 /// A catalog failure.

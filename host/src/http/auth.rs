@@ -73,6 +73,8 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
     let read_param = |name: &str| param(params, name).map_or(AnyToken, |d| Read(d.to_string()));
     match (method, segments) {
         (&Method::GET, ["health" | "ready"]) => Open,
+        // The console's static files: the page asks for a token itself.
+        (&Method::GET | &Method::HEAD, _) if super::console::is_console_path(segments) => Open,
         (&Method::GET | &Method::HEAD, ["ping"] | ["health"]) => Open,
         (&Method::GET, ["api", "v2", "buckets"]) => AnyToken,
         (&Method::GET | &Method::POST, ["api", "v3", "query_influxql"]) => read_param("db"),
@@ -92,6 +94,7 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
             Read(dataset.to_string())
         }
         (&Method::GET, ["v1", "datasets", dataset, "compaction"]) => Read(dataset.to_string()),
+        (&Method::GET, ["v1", "datasets", dataset, "timeline"]) => Read(dataset.to_string()),
         (&Method::POST, ["v1", "datasets", dataset, "query"]) => Read(dataset.to_string()),
         // Restore, seal and unseal.
         (&Method::POST, ["v1", "datasets", _, "partitions", rest @ ..]) if rest.len() >= 2 => Admin,
@@ -536,6 +539,7 @@ mod tests {
             (Method::GET, "/v1/datasets/orders/partitions", read("orders")),
             (Method::GET, "/v1/datasets/orders/partitions/orders/2026-01-01/explain", read("orders")),
             (Method::GET, "/v1/datasets/orders/compaction", read("orders")),
+            (Method::GET, "/v1/datasets/orders/timeline?buckets=10", read("orders")),
             (Method::POST, "/v1/datasets/orders/query", read("orders")),
             (Method::POST, "/v1/datasets/orders/partitions/2026-01-01/restore", Admin),
             (Method::POST, "/v1/datasets/orders/partitions/2026-01-01/seal", Admin),
@@ -577,7 +581,11 @@ mod tests {
             (Method::GET, "/api/v2/write", MethodNotAllowed),
             (Method::POST, "/v1/policies", MethodNotAllowed),
             (Method::GET, "/v1/policies/keep/run", MethodNotAllowed),
-            (Method::GET, "/", NotFound),
+            (Method::GET, "/", Open),
+            (Method::GET, "/console/app.js", Open),
+            (Method::HEAD, "/console/style.css", Open),
+            (Method::POST, "/", NotFound),
+            (Method::GET, "/console/a/b", NotFound),
             (Method::GET, "/v2/datasets", NotFound),
             (Method::GET, "/v1/nothing", NotFound),
             (Method::GET, "/admin", NotFound),

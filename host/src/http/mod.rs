@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod dataset_admin;
+mod console;
 mod datasets;
 mod edge;
 mod encoding;
@@ -11,6 +12,7 @@ mod lifecycle;
 mod query;
 mod sql_api;
 mod status;
+mod timeline;
 mod tokens;
 mod views;
 
@@ -303,6 +305,9 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (_, ["v1", "datasets", ..]) => dataset_route(state, request, &segments).await,
+        (&Method::GET | &Method::HEAD, _) if console::is_console_path(&segments) => {
+            console::serve(&segments, request.headers())
+        }
         (_, ["v1", "policies" | "lifecycle" | "audit" | "storage-targets" | "tokens", ..]) => {
             admin_route(state, request, &segments).await
         }
@@ -384,6 +389,9 @@ async fn dataset_route(
         }
         (&Method::GET, ["v1", "datasets", dataset, "partitions"]) => {
             datasets::partitions(state.store()?, dataset).await
+        }
+        (&Method::GET, ["v1", "datasets", dataset, "timeline"]) => {
+            timeline::timeline(state.store()?, dataset, query_params(&request)).await
         }
         (&Method::POST, ["v1", "datasets", dataset, "partitions", rest @ ..])
             if rest.len() >= 2 && rest.last() == Some(&"restore") =>
