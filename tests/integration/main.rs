@@ -2,6 +2,7 @@
 
 mod architecture;
 mod auth;
+mod cli;
 mod compaction;
 mod durability;
 mod edge;

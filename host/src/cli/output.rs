@@ -87,19 +87,6 @@ pub fn table(items: &[Json], columns: &[Column]) -> String {
     render(&headings, &rows)
 }
 
-/// `key  value` lines for the scalar fields of an object, in `keys` order.
-pub fn fields(object: &Json, keys: &[&str]) -> String {
-    let width = keys.iter().map(|k| k.len()).max().unwrap_or(0);
-    let mut out = String::new();
-    for key in keys {
-        let value = lookup(object, key);
-        if !value.is_null() {
-            out.push_str(&format!("{key:<width$}  {}\n", cell(value)));
-        }
-    }
-    out
-}
-
 /// Prints text to stdout; a closed pipe (`strata … | head`) is not an error.
 pub fn print(text: &str) {
     let mut stdout = std::io::stdout().lock();
@@ -124,11 +111,5 @@ mod tests {
             vec![json!({"name": "cpu", "rows": 1200, "tier": {"name": "hot"}}), json!({"name": "memory", "rows": 7})];
         let text = table(&items, &[column("NAME", "name"), column("ROWS", "rows"), column("TIER", "tier/name")]);
         assert_eq!(text, "NAME    ROWS  TIER\ncpu     1200  hot\nmemory     7\n");
-    }
-
-    #[test]
-    fn fields_skip_missing_values() {
-        let text = fields(&json!({"a": 1, "bb": "x", "c": null}), &["a", "bb", "c"]);
-        assert_eq!(text, "a   1\nbb  x\n");
     }
 }
