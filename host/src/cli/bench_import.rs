@@ -40,23 +40,13 @@ pub fn run(args: ImportBenchArgs) -> anyhow::Result<()> {
     for body in generate_cpu(args.rows, args.batch, args.hosts, args.seed) {
         out.write_all(&body)?;
     }
-    out.flush()?;
-    drop(out);
+    // On disk before anything is timed: flushing 700 MB of dirty pages
+    // would otherwise slow the WAL's fsyncs of whichever run comes first.
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     let file_bytes = std::fs::metadata(&file)?.len();
     let exe = std::env::current_exe().context("locating the strata binary")?;
 
-    let ingest = Command::new(&exe)
-        .args(["bench", "ingest", "--rows", &args.rows.to_string(), "--batch", &args.batch.to_string()])
-        .args(["--connections", &args.connections.to_string(), "--hosts", &args.hosts.to_string()])
-        .args(["--seed", &args.seed.to_string()])
-        .output()
-        .context("running strata bench ingest")?;
-    let report = String::from_utf8_lossy(&ingest.stdout).into_owned();
-    let ingest_rate = report
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("throughput")?.trim().strip_suffix("rows/s")?.trim().parse::<f64>().ok())
-        .with_context(|| format!("no throughput in the bench ingest report:\n{report}"))?;
-
+    let before = bench_ingest(&exe, &args)?;
     let server = start_server_with(None)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(wait_until_up(&server.authority()))?;
@@ -76,6 +66,10 @@ pub fn run(args: ImportBenchArgs) -> anyhow::Result<()> {
         bail!("strata import failed: {}", String::from_utf8_lossy(&import.stderr));
     }
     let import_rate = args.rows as f64 / elapsed;
+    drop(server);
+    // Ingest before and after the import: the machine's load drifts.
+    let after = bench_ingest(&exe, &args)?;
+    let ingest_rate = (before + after) / 2.0;
     println!(
         "strata bench import — {} rows ({:.1} MB of line protocol), batches of {}, {} connections, WAL fsync on",
         args.rows,
@@ -83,8 +77,23 @@ pub fn run(args: ImportBenchArgs) -> anyhow::Result<()> {
         args.batch,
         args.connections
     );
-    println!("  bench ingest (bodies in memory)   {ingest_rate:.0} rows/s");
+    println!("  bench ingest (bodies in memory)   {ingest_rate:.0} rows/s (before {before:.0}, after {after:.0})");
     println!("  strata import (file, keyed, CLI)  {import_rate:.0} rows/s ({elapsed:.3} s, process start to exit)");
     println!("  ratio                             {:.2}x (goal ≥ 0.8x)", import_rate / ingest_rate);
     Ok(())
+}
+
+/// Runs `strata bench ingest` on the same data; its throughput in rows/s.
+fn bench_ingest(exe: &std::path::Path, args: &ImportBenchArgs) -> anyhow::Result<f64> {
+    let ingest = Command::new(exe)
+        .args(["bench", "ingest", "--rows", &args.rows.to_string(), "--batch", &args.batch.to_string()])
+        .args(["--connections", &args.connections.to_string(), "--hosts", &args.hosts.to_string()])
+        .args(["--seed", &args.seed.to_string()])
+        .output()
+        .context("running strata bench ingest")?;
+    let report = String::from_utf8_lossy(&ingest.stdout).into_owned();
+    report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("throughput")?.trim().strip_suffix("rows/s")?.trim().parse::<f64>().ok())
+        .with_context(|| format!("no throughput in the bench ingest report:\n{report}"))
 }
