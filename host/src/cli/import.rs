@@ -127,7 +127,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
     for path in &args.files {
         plans.push(plan(path, &args, &state_dir)?);
     }
-    let progress = Progress::new(plans.iter().map(|p| p.size).sum(), args.quiet);
+    let bytes = plans.iter().all(|p| p.format != ImportFormat::Parquet);
+    let progress = Progress::new(plans.iter().map(|p| p.size).sum(), bytes, args.quiet);
     let started = Instant::now();
     let totals = runtime()?.block_on(import_all(&client, &args, plans, &progress))?;
     progress.finish();

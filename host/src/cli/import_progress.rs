@@ -30,11 +30,14 @@ struct State {
     quiet: bool,
     /// A bar is on the screen (to be cleared before a message).
     drawn: bool,
+    /// Units are bytes (text files only), not rows of Parquet files.
+    bytes: bool,
 }
 
 impl Progress {
-    /// Progress over `total` units; nothing is drawn when `quiet`.
-    pub fn new(total: u64, quiet: bool) -> Progress {
+    /// Progress over `total` units (`bytes` of text files, else rows of
+    /// Parquet files too); nothing is drawn when `quiet`.
+    pub fn new(total: u64, bytes: bool, quiet: bool) -> Progress {
         let state = State {
             total,
             done: 0,
@@ -44,6 +47,7 @@ impl Progress {
             terminal: std::io::stderr().is_terminal(),
             quiet,
             drawn: false,
+            bytes,
         };
         Progress { inner: Arc::new(Mutex::new(state)) }
     }
@@ -118,14 +122,12 @@ impl State {
         let width = 24;
         let filled = (fraction * width as f64) as usize;
         let bar = format!("{}{}", "=".repeat(filled), " ".repeat(width - filled));
-        format!(
-            "[{bar}] {:>5.1}%  {} rows  {:.0} rows/s  {:.1}/{:.1} MB  ETA {}",
-            fraction * 100.0,
-            self.rows,
-            rate,
-            self.done as f64 / 1e6,
-            self.total as f64 / 1e6,
-            if eta.is_finite() { format!("{:.0} s", eta) } else { "?".to_string() }
-        )
+        let eta = if eta.is_finite() { format!("{eta:.0} s") } else { "?".to_string() };
+        let done = if self.bytes {
+            format!("{:.1}/{:.1} MB", self.done as f64 / 1e6, self.total as f64 / 1e6)
+        } else {
+            format!("{}/{} units", self.done, self.total)
+        };
+        format!("[{bar}] {:>5.1}%  {} rows  {rate:.0} rows/s  {done}  ETA {eta}", fraction * 100.0, self.rows)
     }
 }
