@@ -17,7 +17,25 @@ fn keep_freed_memory() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Prints a command's error on one line and exits with its code (see
+/// `cli::client`: 1 refused or failed, 2 usage, 3 connection). Only the
+/// message chain is printed, never a backtrace: these are the user's
+/// errors, not the program's.
+fn exit_with(error: &anyhow::Error) -> ! {
+    let code = match error.downcast_ref::<strata::cli::client::CliError>() {
+        Some(error) => {
+            eprintln!("error: {error}");
+            error.exit_code()
+        }
+        None => {
+            eprintln!("error: {error:#}");
+            strata::cli::client::EXIT_FAILURE
+        }
+    };
+    std::process::exit(code)
+}
+
+fn main() {
     keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -26,5 +44,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    strata::cli::run(strata::cli::Cli::parse())
+    if let Err(error) = strata::cli::run(strata::cli::Cli::parse()) {
+        exit_with(&error);
+    }
 }

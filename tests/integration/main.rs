@@ -2,6 +2,7 @@
 
 mod architecture;
 mod auth;
+mod cli;
 mod compaction;
 mod dataset_admin;
 mod console;

@@ -41,6 +41,8 @@ pub enum Bench {
     /// Memory of a move: one partition of one large Parquet file of random
     /// floats, hot → warm re-encoded, and the server's peak RSS during it.
     Move(MoveArgs),
+    /// `strata import` of the ingest data as a file against `bench ingest`.
+    Import(super::bench_import::ImportBenchArgs),
 }
 
 /// Arguments of `strata bench move`.
@@ -123,6 +125,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Lifecycle(args) => lifecycle(args),
         Bench::Move(args) => move_partition(args),
         Bench::Storage(args) => super::bench_storage::run(args),
+        Bench::Import(args) => super::bench_import::run(args),
     }
 }
 

@@ -3,9 +3,17 @@
 //! (a component, a data directory's catalog); the server's modules do not.
 
 pub mod bench;
+pub mod bench_import;
 pub mod bench_policy;
 pub mod bench_storage;
+pub mod client;
+pub mod import;
+mod import_progress;
+pub mod import_read;
+pub mod output;
 pub mod policy;
+pub mod policy_remote;
+pub mod remote;
 pub mod token;
 
 use std::path::PathBuf;
@@ -52,6 +60,8 @@ enum Command {
         #[command(subcommand)]
         which: bench::Bench,
     },
+    #[command(flatten)]
+    Remote(remote::RemoteCommand),
 }
 
 /// Runs a parsed command line.
@@ -79,5 +89,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy { command } => policy::run(command),
         Command::Token { command } => token::run(command),
         Command::Bench { which } => bench::run(which),
+        Command::Remote(command) => remote::run(command),
     }
 }

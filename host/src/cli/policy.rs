@@ -33,6 +33,9 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "plugins")]
         dir: PathBuf,
     },
+    /// The installed policies, through the server's admin API.
+    #[command(flatten)]
+    Server(super::policy_remote::ServerPolicyCommand),
 }
 
 /// Runs a `strata policy` command.
@@ -40,6 +43,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<()> {
     match command {
         PolicyCommand::Check { file, config, kind } => check(&file, &config, kind.as_deref()),
         PolicyCommand::New { name, kind, dir } => scaffold(&name, &kind, &dir),
+        PolicyCommand::Server(command) => super::policy_remote::run(command),
     }
 }
 
