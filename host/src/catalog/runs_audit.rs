@@ -31,17 +31,20 @@ pub enum AuditKind {
     PartitionReadOnly,
     /// An archived partition restored to a tier.
     PartitionRestored,
+    /// A policy version whose runs kept failing, rolled back automatically.
+    PolicyAutoRollback,
 }
 
 impl AuditKind {
     /// Every kind, for parsing.
-    const ALL: [AuditKind; 6] = [
+    const ALL: [AuditKind; 7] = [
         AuditKind::AdminRequest,
         AuditKind::Compaction,
         AuditKind::LifecycleDecision,
         AuditKind::LifecycleRunRefused,
         AuditKind::PartitionReadOnly,
         AuditKind::PartitionRestored,
+        AuditKind::PolicyAutoRollback,
     ];
 
     /// The catalog's and the API's spelling.
@@ -53,6 +56,7 @@ impl AuditKind {
             AuditKind::LifecycleRunRefused => "lifecycle_run_refused",
             AuditKind::PartitionReadOnly => "partition_read_only",
             AuditKind::PartitionRestored => "partition_restored",
+            AuditKind::PolicyAutoRollback => "policy_auto_rollback",
         }
     }
 
