@@ -396,6 +396,7 @@ const COUNTERS: &[(&str, &str, bool, u64)] = &[
     ("strata_lifecycle_rejected_total", "Decisions rejected by the guard rails.", true, 1),
     ("strata_lifecycle_failed_total", "Decisions that failed to execute.", true, 1),
     ("strata_lifecycle_run_errors_total", "Policy runs that ended in an error.", true, 1),
+    ("strata_policy_auto_rollbacks_total", "Policy versions rolled back automatically after failed runs.", true, 1),
     ("strata_compactions_total", "Compaction chunks merged (one file written each).", false, 1),
     ("strata_compaction_files_merged_total", "Files merged by compaction.", false, 1),
     ("strata_compaction_bytes_read_total", "Bytes read by compaction.", false, 1),

@@ -113,7 +113,9 @@ impl Lifecycle {
     /// jobs still `running` as failed. Blocking.
     pub fn open(store: Arc<Store>, policies: Arc<PolicyRuntime>, config: Arc<Config>) -> anyhow::Result<Lifecycle> {
         let targets = store.targets().clone();
-        policies.set_canary_facts(Arc::new(CanaryFromStore { store: store.clone() }));
+        if config.lifecycle.policy_canary {
+            policies.set_canary_facts(Arc::new(CanaryFromStore { store: store.clone() }));
+        }
         let running = Arc::new(tokio::sync::Mutex::new(()));
         spawn_orphan_sweep(store.clone(), running.clone(), config.lifecycle.orphan_grace_ms)?;
         let interrupted = store.catalog().fail_interrupted_compactions(now_ns())?;

@@ -330,7 +330,6 @@ impl PolicyRuntime {
                     "policy file is broken; serving the last good version from the catalog"
                 );
                 entry.active.store(Some(Arc::new(version)));
-                entry.state().now_serving();
             }
             Err(error) => {
                 tracing::error!(policy = name, seq = record.seq, %error, "cannot restore the last good version")
