@@ -92,10 +92,7 @@ struct CanaryFromStore {
 }
 
 impl crate::policy::CanaryFacts for CanaryFromStore {
-    fn bound_datasets(
-        &self,
-        binds: &dyn Fn(&str) -> bool,
-    ) -> Result<Vec<(crate::facts::DatasetFacts, Arc<Vec<crate::facts::PartitionFacts>>)>, String> {
+    fn bound_datasets(&self, binds: &dyn Fn(&str) -> bool) -> Result<Vec<crate::policy::DatasetInput>, String> {
         let mut bound = Vec::new();
         for dataset in self.store.datasets().into_iter().filter(|d| binds(d.name.as_str())) {
             let (_, records) = self.store.catalog().partitions_at_seq(dataset.record.id).map_err(|e| e.to_string())?;

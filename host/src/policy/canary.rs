@@ -21,14 +21,14 @@ use crate::sandbox::CompiledComponent;
 use crate::sync::{Recover as _, RecoverRw as _};
 use crate::time::{now_ns, rfc3339};
 
+/// One dataset and its partitions' facts, as a run gives them to a policy.
+pub type DatasetInput = (DatasetFacts, Arc<Vec<PartitionFacts>>);
+
 /// The facts a scheduled run would give a policy, built by a layer that
 /// can read the store: one entry per dataset `binds` accepts. Blocking.
 pub trait CanaryFacts: Send + Sync + std::fmt::Debug {
     /// Every dataset `binds` accepts with its partitions' facts.
-    fn bound_datasets(
-        &self,
-        binds: &dyn Fn(&str) -> bool,
-    ) -> Result<Vec<(DatasetFacts, Arc<Vec<PartitionFacts>>)>, String>;
+    fn bound_datasets(&self, binds: &dyn Fn(&str) -> bool) -> Result<Vec<DatasetInput>, String>;
 }
 
 /// An automatic rollback, as `/health/lifecycle`, the policy detail and

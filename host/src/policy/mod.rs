@@ -54,7 +54,7 @@ use crate::sync::{Recover as _, RecoverRw as _};
 use crate::time::{now_ns, rfc3339};
 use definition::{DefinitionError, PluginSource, PolicyDefinition};
 
-pub use canary::{AutoRollback, CanaryFacts};
+pub use canary::{AutoRollback, CanaryFacts, DatasetInput};
 pub use compile_slots::{Candidate, CompileSlot};
 pub use evaluate::{BoundPartitioner, Evaluated};
 pub use inputs::{dataset_facts, partition_facts, partitioner_input};
