@@ -39,8 +39,10 @@ fn retention(name: &str, plugin: &str) -> String {
     )
 }
 
-const CONFIG: &str =
-    "[datasets.metrics]\nperiod = \"day\"\n[lifecycle]\nscheduler = false\nauto_rollback_after_failures = 0\n";
+/// Explicit reloads only (the watcher waits a minute of quiet), so each
+/// reload's answer is the one the test asked for.
+const CONFIG: &str = "[datasets.metrics]\nperiod = \"day\"\n[lifecycle]\nscheduler = false\nauto_rollback_after_failures = 0\n\
+                      [policies]\nreload_debounce_ms = 60000\n";
 
 fn policy(server: &Server, name: &str) -> Value {
     let (status, body) = server.get(&format!("/v1/policies/{name}"));
@@ -180,8 +182,8 @@ fn the_canary_refuses_a_version_that_traps_on_real_data_and_the_last_good_keeps_
 
 #[test]
 fn a_version_whose_runs_keep_failing_is_rolled_back_automatically_and_explain_shows_keeps() {
-    let config =
-        "[datasets.metrics]\nperiod = \"day\"\n[lifecycle]\nscheduler = false\nauto_rollback_after_failures = 2\n";
+    let config = "[datasets.metrics]\nperiod = \"day\"\n[lifecycle]\nscheduler = false\nauto_rollback_after_failures = 2\n\
+         [policies]\nreload_debounce_ms = 60000\n";
     let server = Server::start_with_files(
         "policy-auto-rollback",
         config,
