@@ -394,7 +394,9 @@ fn retention_answering(decisions: &[(u32, u8)], zeroed: u32) -> Vec<u8> {
 #[test]
 fn a_malicious_retention_policy_loses_nothing_and_every_refusal_is_audited() {
     let policy = "name = \"hostile\"\nkind = \"retention\"\nplugin = \"hostile.wasm\"\ndatasets = [\"metrics\"]\n";
-    let config = "[lifecycle]\nscheduler = false\nprecreate_lead_ms = 0\n[policies]\nreload_debounce_ms = 10\n";
+    // No canary: these answers would be refused at load, and the test is
+    // about what a run does with them.
+    let config = "[lifecycle]\nscheduler = false\nprecreate_lead_ms = 0\npolicy_canary = false\n[policies]\nreload_debounce_ms = 10\n";
     let server = Server::start_with_files(
         "lifecycle-hostile",
         config,

@@ -18,6 +18,7 @@ mod metrics;
 mod partitioning;
 mod policies;
 mod policy_limits;
+mod policy_runtime;
 mod query;
 mod read_cache;
 mod s3;

@@ -19,8 +19,14 @@ pub enum PolicyVersionStatus {
     Active,
     /// Was active once, replaced by another; a rollback target.
     Superseded,
-    /// Failed to load (compile, type-check, validate-config or smoke test).
+    /// Failed to load (compile, type-check, validate-config, smoke test or
+    /// canary).
     Failed,
+    /// Was active, and its lifecycle runs kept failing until it was rolled
+    /// back automatically. Stored as `failed` with an activation time (a
+    /// load failure clears it).
+    #[serde(rename = "rolled_back")]
+    RolledBack,
 }
 
 impl PolicyVersionStatus {
@@ -28,7 +34,7 @@ impl PolicyVersionStatus {
         match self {
             PolicyVersionStatus::Active => "active",
             PolicyVersionStatus::Superseded => "superseded",
-            PolicyVersionStatus::Failed => "failed",
+            PolicyVersionStatus::Failed | PolicyVersionStatus::RolledBack => "failed",
         }
     }
 
@@ -89,6 +95,7 @@ const POLICY_VERSION_COLUMNS: &str = "policy, seq, component_sha256, definition_
      last_error, loaded_at_ns, activated_at_ns";
 
 fn policy_version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PolicyVersionRecord> {
+    let activated_at_ns: Option<i64> = row.get(9)?;
     Ok(PolicyVersionRecord {
         policy: row.get(0)?,
         seq: row.get(1)?,
@@ -96,10 +103,13 @@ fn policy_version_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PolicyVe
         definition_sha256: row.get(3)?,
         source: row.get(4)?,
         definition_json: row.get(5)?,
-        status: decode(row, 6, "policy version status", PolicyVersionStatus::parse)?,
+        status: match (decode(row, 6, "policy version status", PolicyVersionStatus::parse)?, activated_at_ns) {
+            (PolicyVersionStatus::Failed, Some(_)) => PolicyVersionStatus::RolledBack,
+            (status, _) => status,
+        },
         last_error: row.get(7)?,
         loaded_at_ns: row.get(8)?,
-        activated_at_ns: row.get(9)?,
+        activated_at_ns,
     })
 }
 
@@ -140,7 +150,7 @@ impl Catalog {
             "INSERT INTO policy_versions (policy, seq, component_sha256, definition_sha256, source, definition_json, status, last_error, loaded_at_ns, activated_at_ns) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
              ON CONFLICT (policy, seq) DO UPDATE SET source = ?5, definition_json = ?6, status = ?7, last_error = ?8, \
-               loaded_at_ns = ?9, activated_at_ns = COALESCE(?10, activated_at_ns)",
+               loaded_at_ns = ?9, activated_at_ns = CASE WHEN ?8 IS NULL THEN COALESCE(?10, activated_at_ns) END",
             params![
                 attempt.policy,
                 seq,
@@ -170,6 +180,37 @@ impl Catalog {
         tx.execute(
             "UPDATE policy_versions SET status = 'active', last_error = NULL, activated_at_ns = ?3 WHERE policy = ?1 AND seq = ?2",
             params![policy, seq, now_ns],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records why a run of version `seq` failed, as its `last_error`.
+    pub fn set_policy_version_error(&self, policy: &str, seq: i64, error: &str) -> Result<()> {
+        self.lock().execute(
+            "UPDATE policy_versions SET last_error = ?3 WHERE policy = ?1 AND seq = ?2",
+            params![policy, seq, error],
+        )?;
+        Ok(())
+    }
+
+    /// Rolls `policy` back from version `from` (marked failed with
+    /// `error`; having been active, it reads as rolled back) to version
+    /// `to` (active again), in one transaction.
+    pub fn roll_back_policy_version(&self, policy: &str, from: i64, to: i64, error: &str, now_ns: i64) -> Result<()> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute(
+            "UPDATE policy_versions SET status = 'superseded' WHERE policy = ?1 AND status = 'active' AND seq != ?2",
+            params![policy, to],
+        )?;
+        tx.execute(
+            "UPDATE policy_versions SET status = 'failed', last_error = ?3 WHERE policy = ?1 AND seq = ?2",
+            params![policy, from, error],
+        )?;
+        tx.execute(
+            "UPDATE policy_versions SET status = 'active', last_error = NULL, activated_at_ns = ?3 WHERE policy = ?1 AND seq = ?2",
+            params![policy, to, now_ns],
         )?;
         tx.commit()?;
         Ok(())

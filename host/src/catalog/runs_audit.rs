@@ -33,11 +33,13 @@ pub enum AuditKind {
     PartitionRestored,
     /// A dataset tombstoned (`DELETE /v1/datasets/{ds}`).
     DatasetDeleted,
+    /// A policy version whose runs kept failing, rolled back automatically.
+    PolicyAutoRollback,
 }
 
 impl AuditKind {
     /// Every kind, for parsing.
-    const ALL: [AuditKind; 7] = [
+    const ALL: [AuditKind; 8] = [
         AuditKind::AdminRequest,
         AuditKind::Compaction,
         AuditKind::LifecycleDecision,
@@ -45,6 +47,7 @@ impl AuditKind {
         AuditKind::PartitionReadOnly,
         AuditKind::PartitionRestored,
         AuditKind::DatasetDeleted,
+        AuditKind::PolicyAutoRollback,
     ];
 
     /// The catalog's and the API's spelling.
@@ -57,6 +60,7 @@ impl AuditKind {
             AuditKind::PartitionReadOnly => "partition_read_only",
             AuditKind::PartitionRestored => "partition_restored",
             AuditKind::DatasetDeleted => "dataset_deleted",
+            AuditKind::PolicyAutoRollback => "policy_auto_rollback",
         }
     }
 

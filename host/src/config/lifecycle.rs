@@ -58,6 +58,13 @@ pub struct LifecycleConfig {
     pub health_max_cold_age_ms: Option<u64>,
     /// Past this multiple of a threshold, unhealthy instead of degraded.
     pub health_unhealthy_multiplier: f64,
+    /// A policy version whose executing runs fail this many times in a row
+    /// is rolled back automatically to the last good version (0: never).
+    pub auto_rollback_after_failures: u32,
+    /// Evaluate a new version of a retention, tiering or archival policy
+    /// (dry) on the real partitions of the datasets it binds before it may
+    /// serve; a trap, limit or broken answer keeps the last good version.
+    pub policy_canary: bool,
     /// How often each remote storage target is probed, in ms; an
     /// unreachable one shows in `/v1/storage-targets` and degrades
     /// `/health/lifecycle`.
@@ -167,6 +174,8 @@ impl Default for LifecycleConfig {
             health_max_warm_age_ms: None,
             health_max_cold_age_ms: None,
             health_unhealthy_multiplier: 2.0,
+            auto_rollback_after_failures: 3,
+            policy_canary: true,
             target_probe_interval_ms: 15_000,
             compaction: CompactionConfig::default(),
         }

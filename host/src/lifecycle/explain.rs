@@ -5,10 +5,14 @@
 //! Each reads what it needs from the catalog in one call, then builds its
 //! answer from that snapshot without further I/O.
 
+use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use serde_json::{Value as Json, json};
 
+use super::guard::{Action, Proposal};
+use super::run::{RunReport, action_label};
 use super::{Lifecycle, compaction, ms_to_ns, no_dataset, no_partition};
 use crate::catalog::{AuditEvent, AuditFilter, AuditKind, CatalogError, PartitionRecord};
 use crate::error::Failure;
@@ -31,7 +35,82 @@ struct DatasetHealth {
     partitions: Vec<PartitionRecord>,
 }
 
+/// The decisions of a policy's last run over a dataset that changed
+/// nothing (keeps, moves to where a partition already is), which the run
+/// counts but does not list or audit. Held in memory for explain: one per
+/// (policy, dataset), replaced by the next run, with each reason stored
+/// once and a few bytes per partition.
+#[derive(Debug)]
+pub(super) struct Unchanged {
+    run: i64,
+    at_ns: i64,
+    component_sha256: Option<String>,
+    dry: bool,
+    reasons: Vec<String>,
+    /// (partition row id, action, index into `reasons`).
+    decisions: Vec<(i64, Action, u32)>,
+}
+
 impl Lifecycle {
+    /// Keeps the unchanged decisions (by partition row id) of the run
+    /// `report` for explain. A run that decided nothing changes nothing.
+    pub(super) fn remember_unchanged(&self, dataset_id: i64, report: &RunReport, unchanged: Vec<(i64, Proposal)>) {
+        if report.error.is_some() {
+            return;
+        }
+        let mut reasons = Vec::new();
+        let mut index: HashMap<String, u32> = HashMap::new();
+        let decisions = unchanged
+            .into_iter()
+            .map(|(partition, proposal)| {
+                let reason = *index.entry(proposal.reason).or_insert_with_key(|reason| {
+                    reasons.push(reason.clone());
+                    (reasons.len() - 1) as u32
+                });
+                (partition, proposal.action, reason)
+            })
+            .collect();
+        let remembered = Unchanged {
+            run: report.id,
+            at_ns: report.finished_at_ns,
+            component_sha256: report.component_sha256.clone(),
+            dry: report.dry,
+            reasons,
+            decisions,
+        };
+        self.unchanged.lock_or_recover().insert((report.policy.clone(), dataset_id), Arc::new(remembered));
+    }
+
+    /// The unchanged decision of `policy`'s last run for partition row
+    /// `partition`, shaped like [`last_decision`], when that run is newer
+    /// than `audited_run`.
+    fn unchanged_decision(
+        &self,
+        policy: &str,
+        dataset_id: i64,
+        partition: i64,
+        audited_run: Option<i64>,
+    ) -> Option<Json> {
+        let remembered = self.unchanged.lock_or_recover().get(&(policy.to_string(), dataset_id)).cloned()?;
+        if audited_run.is_some_and(|run| run >= remembered.run) {
+            return None;
+        }
+        let (_, action, reason) = remembered.decisions.iter().find(|(id, _, _)| *id == partition)?;
+        let (action, tier) = action_label(*action);
+        Some(json!({
+            "at_ns": remembered.at_ns,
+            "run": remembered.run,
+            "action": action,
+            "tier": tier,
+            "reason": remembered.reasons[*reason as usize],
+            "verdict": "noop",
+            "why": null,
+            "outcome": "noop",
+            "component_sha256": remembered.component_sha256,
+            "dry": remembered.dry,
+        }))
+    }
+
     /// Why a partition is where it is: its state, the policies bound to its
     /// dataset with the last decision of each, when each runs next, and the
     /// errors still pending.
@@ -60,7 +139,7 @@ impl Lifecycle {
                 Ok((record, decisions, checkpoint))
             })
             .await?;
-        let (policies, pending_errors) = self.policy_views(dataset, &decisions);
+        let (policies, pending_errors) = self.policy_views(dataset, (dataset_id, record.id), &decisions);
         let compaction = checkpoint.map(|checkpoint| compaction::checkpoint_json(&state.name, &checkpoint));
         let now = now_ns();
         Ok(json!({
@@ -82,7 +161,12 @@ impl Lifecycle {
     /// Each lifecycle policy bound to `dataset` with its last decision
     /// (from `decisions`, newest first) and next scheduled run, and the
     /// last decisions that failed.
-    fn policy_views(&self, dataset: &str, decisions: &[AuditEvent]) -> (Vec<Json>, Vec<Json>) {
+    fn policy_views(
+        &self,
+        dataset: &str,
+        (dataset_id, partition): (i64, i64),
+        decisions: &[AuditEvent],
+    ) -> (Vec<Json>, Vec<Json>) {
         let mut policies = Vec::new();
         let mut pending_errors = Vec::new();
         for summary in self.policies.list().0.iter().filter(|s| self.policies.binds(&s.name, dataset)) {
@@ -90,12 +174,17 @@ impl Lifecycle {
             if kind == PolicyKind::Partitioner {
                 continue;
             }
-            let last = decisions.iter().find(|e| e.detail["policy"] == summary.name.as_str()).map(|e| {
-                let detail = &e.detail;
-                if detail["outcome"] == "failed" {
-                    pending_errors.push(json!({ "policy": summary.name, "error": detail["error"], "at_ns": e.at_ns }));
-                }
-                last_decision(e)
+            let audited = decisions.iter().find(|e| e.detail["policy"] == summary.name.as_str());
+            let audited_run = audited.and_then(|e| e.detail["run"].as_i64());
+            let last = self.unchanged_decision(&summary.name, dataset_id, partition, audited_run).or_else(|| {
+                audited.map(|e| {
+                    let detail = &e.detail;
+                    if detail["outcome"] == "failed" {
+                        pending_errors
+                            .push(json!({ "policy": summary.name, "error": detail["error"], "at_ns": e.at_ns }));
+                    }
+                    last_decision(e)
+                })
             });
             let schedule =
                 summary.schedule.as_deref().and_then(|s| Schedule::parse(s).ok()).unwrap_or(DEFAULT_SCHEDULE);
@@ -161,6 +250,7 @@ impl Lifecycle {
             self.stale_partitions(dataset, now, &mut problems, &mut worst);
         }
         self.unreachable_targets(&mut problems, &mut worst);
+        self.rolled_back_policies(&mut problems, &mut worst);
         let status = ["healthy", "degraded", "unhealthy"][usize::from(worst)];
         Ok(json!({ "status": status, "problems": problems }))
     }
@@ -189,6 +279,24 @@ impl Lifecycle {
                 "storage_target": target,
                 "problem": format!("storage target {target} is unreachable: {}", state.reason.unwrap_or_default()),
                 "since": crate::time::rfc3339(state.since_ns),
+            }));
+        }
+    }
+
+    /// Policies serving an older version because the new one's runs kept
+    /// failing: degraded until a new version of the file activates.
+    fn rolled_back_policies(&self, problems: &mut Vec<Json>, worst: &mut u8) {
+        for rollback in self.policies.auto_rollbacks() {
+            *worst = (*worst).max(1);
+            problems.push(json!({
+                "status": "degraded",
+                "policy": rollback.policy,
+                "problem": format!(
+                    "policy {} was rolled back automatically from version {} to {} after {} failed run(s) in a row: {}",
+                    rollback.policy, rollback.from_seq, rollback.to_seq, rollback.failed_runs, rollback.error
+                ),
+                "since": rollback.at,
+                "auto_rollback": rollback,
             }));
         }
     }
@@ -288,6 +396,7 @@ const COUNTERS: &[(&str, &str, bool, u64)] = &[
     ("strata_lifecycle_rejected_total", "Decisions rejected by the guard rails.", true, 1),
     ("strata_lifecycle_failed_total", "Decisions that failed to execute.", true, 1),
     ("strata_lifecycle_run_errors_total", "Policy runs that ended in an error.", true, 1),
+    ("strata_policy_auto_rollbacks_total", "Policy versions rolled back automatically after failed runs.", true, 1),
     ("strata_compactions_total", "Compaction chunks merged (one file written each).", false, 1),
     ("strata_compaction_files_merged_total", "Files merged by compaction.", false, 1),
     ("strata_compaction_bytes_read_total", "Bytes read by compaction.", false, 1),

@@ -81,6 +81,27 @@ pub struct Lifecycle {
     /// The last partition facts built per dataset (by id), with the
     /// catalog's `partitions_seq` they are current for.
     manifests: Mutex<HashMap<i64, Arc<run::Manifest>>>,
+    /// The last run's unchanged decisions per (policy, dataset id), for explain.
+    unchanged: Mutex<HashMap<(String, i64), Arc<explain::Unchanged>>>,
+}
+
+/// The canary's partitions: each bound dataset's facts as a run builds
+/// them, read from the catalog on the reloading thread.
+#[derive(Debug)]
+struct CanaryFromStore {
+    store: Arc<Store>,
+}
+
+impl crate::policy::CanaryFacts for CanaryFromStore {
+    fn bound_datasets(&self, binds: &dyn Fn(&str) -> bool) -> Result<Vec<crate::policy::DatasetInput>, String> {
+        let mut bound = Vec::new();
+        for dataset in self.store.datasets().into_iter().filter(|d| binds(d.name.as_str())) {
+            let (_, records) = self.store.catalog().partitions_at_seq(dataset.record.id).map_err(|e| e.to_string())?;
+            let facts = records.iter().map(|r| crate::policy::partition_facts(&dataset.name, r)).collect();
+            bound.push((crate::policy::dataset_facts(&dataset.record, &dataset.schema()), Arc::new(facts)));
+        }
+        Ok(bound)
+    }
 }
 
 impl Lifecycle {
@@ -90,6 +111,9 @@ impl Lifecycle {
     /// jobs still `running` as failed. Blocking.
     pub fn open(store: Arc<Store>, policies: Arc<PolicyRuntime>, config: Arc<Config>) -> anyhow::Result<Lifecycle> {
         let targets = store.targets().clone();
+        if config.lifecycle.policy_canary {
+            policies.set_canary_facts(Arc::new(CanaryFromStore { store: store.clone() }));
+        }
         let running = Arc::new(tokio::sync::Mutex::new(()));
         spawn_orphan_sweep(store.clone(), running.clone(), config.lifecycle.orphan_grace_ms)?;
         let interrupted = store.catalog().fail_interrupted_compactions(now_ns())?;
@@ -107,6 +131,7 @@ impl Lifecycle {
             backoff: Mutex::new(HashMap::new()),
             compacting: Mutex::new(HashSet::new()),
             manifests: Mutex::new(HashMap::new()),
+            unchanged: Mutex::new(HashMap::new()),
         })
     }
 

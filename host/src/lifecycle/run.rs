@@ -61,12 +61,7 @@ pub struct RunEntry {
 
 impl RunEntry {
     fn new(proposal: Proposal, verdict: &Verdict) -> RunEntry {
-        let (action, tier) = match proposal.action {
-            Action::Keep => ("keep", None),
-            Action::Delete => ("delete", None),
-            Action::Move(tier) => ("move", Some(tier)),
-            Action::Archive => ("archive", None),
-        };
+        let (action, tier) = action_label(proposal.action);
         let (verdict, why, outcome) = match verdict {
             Verdict::Accept => ("accept", None, "planned"),
             Verdict::NoOp => ("noop", None, "noop"),
@@ -83,6 +78,16 @@ impl RunEntry {
             error: None,
             bytes_moved: 0,
         }
+    }
+}
+
+/// An action's name in reports and its tier (moves only).
+pub(super) fn action_label(action: Action) -> (&'static str, Option<Tier>) {
+    match action {
+        Action::Keep => ("keep", None),
+        Action::Delete => ("delete", None),
+        Action::Move(tier) => ("move", Some(tier)),
+        Action::Archive => ("archive", None),
     }
 }
 
@@ -134,6 +139,9 @@ pub struct RunReport {
     pub input_sha256: String,
     /// Why the whole run failed (the policy could not be evaluated).
     pub error: Option<String>,
+    /// The automatic rollback this run's failure caused, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_rollback: Option<crate::policy::AutoRollback>,
     /// Every decision that asked for a change, and what became of it.
     pub entries: Vec<RunEntry>,
 }
@@ -243,14 +251,40 @@ impl Lifecycle {
         let input_sha256 = input_digest(now, &dataset_info, &manifest.facts_sha256);
         let mut report = RunReport::new(&scope, started_at_ns, input_sha256);
         report.snapshot_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut unchanged = Vec::new();
         match self.evaluate(&scope, dataset_info, &manifest.facts).await? {
-            Err(error) => report.error = Some(error),
-            Ok(evaluation) => self.judge_and_execute(&scope, &manifest, evaluation, &mut report).await,
+            Err((error, component_sha256)) => {
+                report.error = Some(error);
+                report.component_sha256 = component_sha256;
+            }
+            Ok(evaluation) => {
+                unchanged = self.judge_and_execute(&scope, &manifest, evaluation, &mut report).await;
+            }
         }
         report.finished_at_ns = now_ns();
         self.count_run(&report);
+        if !dry {
+            report.auto_rollback = self.record_outcome(&report).await?;
+        }
         report.id = self.record_run(&report).await?;
+        self.remember_unchanged(dataset.record.id, &report, unchanged);
         Ok(report)
+    }
+
+    /// Tells the policy runtime how an executing run of its version went;
+    /// past `lifecycle.auto_rollback_after_failures` failures in a row it
+    /// rolls the version back (off the runtime: it may compile).
+    async fn record_outcome(&self, report: &RunReport) -> Result<Option<crate::policy::AutoRollback>, Failure> {
+        let Some(component_sha256) = report.component_sha256.clone() else { return Ok(None) };
+        let (policies, name, error) = (self.policies.clone(), report.policy.clone(), report.error.clone());
+        let threshold = self.config.lifecycle.auto_rollback_after_failures;
+        let rollback =
+            off_runtime(move || policies.record_run_outcome(&name, &component_sha256, error.as_deref(), threshold))
+                .await?;
+        if let Some(rollback) = &rollback {
+            self.count(format!("strata_policy_auto_rollbacks_total{{policy=\"{}\"}}", rollback.policy), 1);
+        }
+        Ok(rollback)
     }
 
     /// The dataset's partitions and their facts, rebuilt only when the
@@ -286,29 +320,31 @@ impl Lifecycle {
         scope: &RunScope<'_>,
         dataset: DatasetFacts,
         facts: &Arc<Vec<PartitionFacts>>,
-    ) -> Result<Result<Evaluation, String>, Failure> {
+    ) -> Result<Result<Evaluation, (String, Option<String>)>, Failure> {
         let (policies, name, facts) = (self.policies.clone(), scope.policy.to_string(), Arc::clone(facts));
         let (kind, now) = (scope.kind, scope.now);
-        let evaluated = off_runtime(move || -> Result<Evaluation, String> {
+        let evaluated = off_runtime(move || -> Result<Evaluation, (String, Option<String>)> {
+            // The version that will run, named in the report if it fails.
+            let serving = policies.serving_component_sha256(&name);
+            let failed = |error: crate::policy::PolicyError| (error.to_string(), serving.clone());
             Ok(match kind {
-                PolicyKind::Retention => Evaluation::of(
-                    policies.evaluate_retention(&name, now, &dataset, &facts).map_err(|e| e.to_string())?,
-                    |d| {
+                PolicyKind::Retention => {
+                    Evaluation::of(policies.evaluate_retention(&name, now, &dataset, &facts).map_err(failed)?, |d| {
                         let action = match d.action {
                             RetentionAction::Keep => Action::Keep,
                             RetentionAction::Delete => Action::Delete,
                         };
                         (action, None)
-                    },
-                ),
-                PolicyKind::Archival => Evaluation::of(
-                    policies.evaluate_archival(&name, now, &dataset, &facts).map_err(|e| e.to_string())?,
-                    |d| (Action::Archive, Some(d.clone())),
-                ),
-                _ => Evaluation::of(
-                    policies.evaluate_tiering(&name, now, &dataset, &facts).map_err(|e| e.to_string())?,
-                    |d| (Action::Move(d.target), None),
-                ),
+                    })
+                }
+                PolicyKind::Archival => {
+                    Evaluation::of(policies.evaluate_archival(&name, now, &dataset, &facts).map_err(failed)?, |d| {
+                        (Action::Archive, Some(d.clone()))
+                    })
+                }
+                _ => Evaluation::of(policies.evaluate_tiering(&name, now, &dataset, &facts).map_err(failed)?, |d| {
+                    (Action::Move(d.target), None)
+                }),
             })
         })
         .await?;
@@ -316,14 +352,15 @@ impl Lifecycle {
     }
 
     /// Judges the component's decisions, lists each one that asks for a
-    /// change, and executes the accepted ones (none in a dry run).
+    /// change, and executes the accepted ones (none in a dry run). Returns
+    /// the decisions that change nothing (keeps), which are not listed.
     async fn judge_and_execute(
         &self,
         scope: &RunScope<'_>,
         manifest: &Manifest,
         evaluation: Evaluation,
         report: &mut RunReport,
-    ) {
+    ) -> Vec<(i64, Proposal)> {
         let Evaluation { proposals, mut archive_options, component_sha256, duration } = evaluation;
         archive_options.resize(proposals.len(), None);
         report.component_sha256 = Some(component_sha256);
@@ -335,18 +372,24 @@ impl Lifecycle {
         let rails = self.rails(scope.dataset.name.as_str());
         let verdicts = guard::judge_located(&manifest.facts, &proposals, &located, &rails, scope.guard_now);
         let mut work = Vec::new();
+        let mut unchanged = Vec::new();
         for (((proposal, verdict), options), index) in
             proposals.into_iter().zip(verdicts).zip(archive_options).zip(located)
         {
+            if verdict == Verdict::NoOp {
+                // Keeps are counted, not listed: a run over 100,000
+                // partitions that changes nothing stays small. Explain
+                // shows them from memory.
+                report.unchanged += 1;
+                if let Some(index) = index {
+                    unchanged.push((manifest.records[index].id, proposal));
+                }
+                continue;
+            }
             let action = proposal.action;
             let mut entry = RunEntry::new(proposal, &verdict);
             match verdict {
-                // Keeps are counted, not listed: a run over 100,000
-                // partitions that changes nothing stays small.
-                Verdict::NoOp => {
-                    report.unchanged += 1;
-                    continue;
-                }
+                Verdict::NoOp => {}
                 Verdict::Reject(_) => report.rejected += 1,
                 Verdict::Accept if scope.dry => {}
                 Verdict::Accept => {
@@ -372,6 +415,7 @@ impl Lifecycle {
             self.finish_step(step, outcome, report);
         }
         report.execution_ms = executing.elapsed().as_secs_f64() * 1000.0;
+        unchanged
     }
 
     fn rails(&self, dataset: &str) -> GuardRails {
@@ -487,6 +531,7 @@ impl RunReport {
             execution_ms: 0.0,
             input_sha256,
             error: None,
+            auto_rollback: None,
             entries: Vec::new(),
         }
     }

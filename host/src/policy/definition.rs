@@ -8,6 +8,7 @@
 //! plugin = "builtin:retention-by-age" # or a path to a .wasm, relative to this file
 //! datasets = ["orders", "logs-*"]     # names or globs (`*`, `?`)
 //! schedule = "every 1h"               # not for partitioners
+//! log_level = "info"                  # guest `log` messages shown: debug | info | warn | error
 //!
 //! [limits]                            # all optional
 //! deadline_ms = 1000
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox::{PolicyKind, PolicyLimits};
+use crate::sandbox::{GuestLogLevel, PolicyKind, PolicyLimits};
 use crate::text::elide;
 
 /// Where a policy's component comes from.
@@ -186,6 +187,11 @@ pub struct PolicyDefinition {
     pub schedule: Option<Schedule>,
     /// Its limits.
     pub limits: PolicyLimits,
+    /// The least severe guest `log` level shown in the server log (`debug`
+    /// shows the guest's debug messages, tagged with policy and version).
+    /// Not part of the version: changing it takes effect at the next reload.
+    #[serde(default)]
+    pub log_level: GuestLogLevel,
     /// The `[config]` table as a JSON object string.
     pub config_json: String,
     /// The file it was read from (none for an uploaded candidate).
@@ -203,6 +209,8 @@ struct PolicyFile {
     schedule: Option<String>,
     #[serde(default)]
     limits: PolicyLimits,
+    #[serde(default)]
+    log_level: GuestLogLevel,
     #[serde(default)]
     config: toml::Table,
 }
@@ -281,6 +289,7 @@ impl PolicyDefinition {
             datasets: parsed.datasets,
             schedule,
             limits: parsed.limits,
+            log_level: parsed.log_level,
             config_json: config.to_string(),
             file: Some(file.to_path_buf()),
         })
@@ -398,7 +407,21 @@ mod tests {
         assert_eq!(definition.plugin, PluginSource::Builtin("retention-by-age".into()));
         assert_eq!(definition.schedule, Some(DEFAULT_SCHEDULE));
         assert_eq!(definition.limits, PolicyLimits::default());
+        assert_eq!(definition.log_level, GuestLogLevel::Info);
         assert_eq!(definition.config_json, r#"{"max_age":"400d"}"#);
+    }
+
+    #[test]
+    fn log_level_is_one_of_four_and_not_part_of_the_version() {
+        let debug = parse(&format!("log_level = \"debug\"\n{MINIMAL}")).unwrap();
+        assert_eq!(debug.log_level, GuestLogLevel::Debug);
+        assert_eq!(debug.digest(), parse(MINIMAL).unwrap().digest());
+        let error = parse(&format!("log_level = \"verbose\"\n{MINIMAL}")).unwrap_err();
+        assert!(error.message.contains("log_level") || error.message.contains("verbose"), "{error}");
+        let old: PolicyDefinition =
+            serde_json::from_str(&serde_json::to_string(&debug).unwrap().replace(r#""log_level":"debug","#, ""))
+                .unwrap();
+        assert_eq!(old.log_level, GuestLogLevel::Info, "versions recorded before log_level still load");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::definition::{PluginSource, PolicyDefinition};
 use super::plan::{self, Decisions};
-use super::{LoadedVersion, PolicyEntry, PolicyError, PolicyRuntime, TimedMessage, partitioner_input};
+use super::{LoadedVersion, PolicyEntry, PolicyError, PolicyRuntime, Step, TimedMessage, partitioner_input};
 use crate::facts::{ArchiveDecision, ColumnBatch, DatasetFacts, PartitionFacts, RetentionDecision, TierDecision};
 use crate::sandbox::{CallContext, CompiledComponent, PolicyKind, SandboxError};
 use crate::sync::Recover as _;
@@ -134,6 +134,14 @@ impl PolicyRuntime {
         })
     }
 
+    /// The component sha256 of the version of `name` serving now, if any:
+    /// what a run about to start will evaluate.
+    pub fn serving_component_sha256(&self, name: &str) -> Option<String> {
+        let entry = self.entry(name).ok()?;
+        let active = entry.active.load_full()?;
+        Some(active.component.sha256().to_string())
+    }
+
     fn evaluate_scheduled(
         &self,
         name: &str,
@@ -152,8 +160,13 @@ impl PolicyRuntime {
             });
         }
         let started = Instant::now();
-        let decisions =
-            self.call_scheduled(&entry, &version.component, &version.definition, now_ns, dataset, partitions)?;
+        let decisions = self.call_scheduled(
+            &entry,
+            &version.component,
+            &version.definition,
+            (now_ns, dataset, partitions),
+            Step::Run,
+        )?;
         Ok(Evaluated {
             decisions,
             seq: version.seq,
@@ -222,10 +235,12 @@ impl PolicyRuntime {
         let version = &partitioner.version;
         let rows = u32::try_from(parsed.rows()).map_err(|_| PolicyError::Contract {
             policy: partitioner.entry.name.clone(),
+            step: Step::Partitioning,
             message: format!("a batch of {} records is too large to partition", parsed.rows()),
         })?;
         let columns = partitioner_input(parsed, time_column, &version.partitioner_columns);
-        self.call_partition(&partitioner.entry, &version.component, &version.definition, &columns, rows)
+        let (entry, component) = (&partitioner.entry, &version.component);
+        self.call_partition(entry, component, &version.definition, (&columns, rows), Step::Partitioning)
     }
 
     pub(super) fn call_partition(
@@ -233,27 +248,29 @@ impl PolicyRuntime {
         entry: &PolicyEntry,
         component: &CompiledComponent,
         definition: &PolicyDefinition,
-        columns: &[ColumnBatch],
-        rows: u32,
+        (columns, rows): (&[ColumnBatch], u32),
+        step: Step,
     ) -> Result<Vec<Result<String, String>>, PolicyError> {
         let call = CallContext { policy: &definition.name, limits: &definition.limits };
         let started = Instant::now();
         let outcome = component.partition(call, &definition.config_json, columns, rows);
-        self.count(entry, component.sha256(), started, outcome.as_ref().err());
-        let keys = outcome.map_err(|source| PolicyError::Evaluation { policy: definition.name.clone(), source })?;
+        self.count(entry, component.sha256(), started, outcome.as_ref().err(), step);
+        let keys =
+            outcome.map_err(|source| PolicyError::Evaluation { policy: definition.name.clone(), step, source })?;
         plan::check_keys(&keys, rows as usize)
-            .map_err(|message| self.contract_failure(entry, &definition.name, message))?;
+            .map_err(|message| self.contract_failure(entry, &definition.name, step, message))?;
         Ok(keys)
     }
 
+    /// Calls a retention, tiering or archival component on `(now, dataset,
+    /// partitions)` as `step`, counts the call and checks the answer.
     pub(super) fn call_scheduled(
         &self,
         entry: &PolicyEntry,
         component: &CompiledComponent,
         definition: &PolicyDefinition,
-        now_ns: i64,
-        dataset: &DatasetFacts,
-        partitions: &[PartitionFacts],
+        (now_ns, dataset, partitions): (i64, &DatasetFacts, &[PartitionFacts]),
+        step: Step,
     ) -> Result<Decisions, PolicyError> {
         let call = CallContext { policy: &definition.name, limits: &definition.limits };
         let config = definition.config_json.as_str();
@@ -277,27 +294,33 @@ impl PolicyRuntime {
                 });
             }
         };
-        self.count(entry, component.sha256(), started, outcome.as_ref().err());
+        self.count(entry, component.sha256(), started, outcome.as_ref().err(), step);
         let decisions =
-            outcome.map_err(|source| PolicyError::Evaluation { policy: definition.name.clone(), source })?;
+            outcome.map_err(|source| PolicyError::Evaluation { policy: definition.name.clone(), step, source })?;
         plan::check_decisions(&decisions, partitions)
-            .map_err(|message| self.contract_failure(entry, &definition.name, message))?;
+            .map_err(|message| self.contract_failure(entry, &definition.name, step, message))?;
         Ok(decisions)
     }
 
+    /// Counts a call as `step`. A candidate's calls stay out of the
+    /// per-version counters (it is no version of the policy), and only the
+    /// calls of a serving version (runs, simulations, partitioning) set the
+    /// policy's `evaluation_error`: a version that fails to load is the
+    /// `load_error`.
     pub(super) fn count(
         &self,
         entry: &PolicyEntry,
         component_sha256: &str,
         started: Instant,
         error: Option<&SandboxError>,
+        step: Step,
     ) {
         let stats = &entry.stats;
         let micros = started.elapsed().as_micros() as u64;
         let trapped = matches!(error, Some(SandboxError::Trap(_) | SandboxError::StackOverflow { .. }));
         stats.invocations.fetch_add(1, Ordering::Relaxed);
         stats.last_duration_us.store(micros, Ordering::Relaxed);
-        {
+        if step != Step::Candidate {
             let mut by_version = stats.by_version.lock_or_recover();
             let version = component_sha256.get(..12).unwrap_or(component_sha256);
             if !by_version.contains_key(version) && by_version.len() >= VERSIONS_COUNTED_MAX {
@@ -320,15 +343,25 @@ impl PolicyRuntime {
             if trapped {
                 stats.traps.fetch_add(1, Ordering::Relaxed);
             }
-            tracing::warn!(policy = entry.name, %error, "policy call failed");
-            entry.state().evaluation_error = Some(TimedMessage::now(error.to_string()));
+            tracing::warn!(policy = entry.name, %step, %error, "policy call failed");
+            if serving(step) {
+                entry.state().evaluation_error = Some(TimedMessage::now(format!("{step} {error}")));
+            }
         }
     }
 
-    fn contract_failure(&self, entry: &PolicyEntry, policy: &str, message: String) -> PolicyError {
+    fn contract_failure(&self, entry: &PolicyEntry, policy: &str, step: Step, message: String) -> PolicyError {
         entry.stats.failures.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(policy, %message, "policy broke the contract");
-        entry.state().evaluation_error = Some(TimedMessage::now(format!("broke the contract: {message}")));
-        PolicyError::Contract { policy: policy.to_string(), message }
+        tracing::warn!(policy, %step, %message, "policy broke the contract");
+        if serving(step) {
+            entry.state().evaluation_error = Some(TimedMessage::now(format!("{step} broke the contract: {message}")));
+        }
+        PolicyError::Contract { policy: policy.to_string(), step, message }
     }
+}
+
+/// Whether `step` is a call of a version that serves (or was asked for by
+/// name), as opposed to one being loaded or an uploaded candidate.
+fn serving(step: Step) -> bool {
+    matches!(step, Step::Run | Step::Simulation | Step::Partitioning)
 }

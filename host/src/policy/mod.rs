@@ -12,18 +12,21 @@
 //!   catalog, activates and rolls back; `evaluate` is the typed evaluation
 //!   API and the partitioner binding; `simulate` dry-runs versions;
 //!   `views` is what the API and `/metrics` show; `inputs` builds the facts
-//!   a policy is given; `files` is the only file I/O.
+//!   a policy is given; `files` is the only file I/O; `canary` evaluates a
+//!   new version on real partitions before it serves and rolls back a
+//!   version whose runs keep failing.
 //! - [`watcher`] turns file changes into reloads.
 //!
 //! **Invariant:** a broken component or config never replaces a working
-//! one. A reload compiles, type-checks, runs `validate-config` and a smoke
-//! evaluation first; any failure leaves the last good version serving and
+//! one. A reload compiles, type-checks, runs `validate-config`, a smoke
+//! evaluation and (once the store is open) the canary first; any failure leaves the last good version serving and
 //! is visible in `GET /v1/policies/{name}`, the log and `/metrics`.
 //!
 //! Every method that runs a component or touches the catalog blocks: call
 //! it from `spawn_blocking` or a dedicated thread.
 
 pub mod builtins;
+mod canary;
 mod compile_slots;
 pub mod definition;
 mod evaluate;
@@ -51,6 +54,7 @@ use crate::sync::{Recover as _, RecoverRw as _};
 use crate::time::{now_ns, rfc3339};
 use definition::{DefinitionError, PluginSource, PolicyDefinition};
 
+pub use canary::{AutoRollback, CanaryFacts, DatasetInput};
 pub use compile_slots::{Candidate, CompileSlot};
 pub use evaluate::{BoundPartitioner, Evaluated};
 pub use inputs::{dataset_facts, partition_facts, partitioner_input};
@@ -115,18 +119,22 @@ pub enum PolicyError {
         problems: Vec<String>,
     },
     /// A call failed: a limit, a trap.
-    #[error("policy {policy:?}: {source}")]
+    #[error("policy {policy:?}: {step} {source}")]
     Evaluation {
         /// The policy.
         policy: String,
+        /// The call that failed.
+        step: Step,
         /// What the sandbox said.
         source: SandboxError,
     },
     /// The answer broke the contract (unknown partition, bad key, …).
-    #[error("policy {policy:?} broke the contract: {message}")]
+    #[error("policy {policy:?}: {step} broke the contract: {message}")]
     Contract {
         /// The policy.
         policy: String,
+        /// The call whose answer it was.
+        step: Step,
         /// What was wrong.
         message: String,
     },
@@ -217,6 +225,46 @@ impl crate::error::Coded for PolicyError {
     }
 }
 
+/// Which call into a policy a failure comes from; errors, `load_error`,
+/// run reports and audit events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `validate-config` while a version loads.
+    ValidateConfig,
+    /// A partitioner's `columns` while a version loads.
+    Columns,
+    /// The smoke evaluation while a version loads (no partitions, or a
+    /// one-record batch).
+    Smoke,
+    /// The canary while a version loads: a dry evaluation over the real
+    /// partitions of the datasets it binds.
+    Canary,
+    /// A lifecycle run's evaluation.
+    Run,
+    /// A simulation of a recorded version or the active one.
+    Simulation,
+    /// A simulation of an uploaded candidate (not counted in the policy's
+    /// per-version metrics).
+    Candidate,
+    /// Keying a write request's records.
+    Partitioning,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::ValidateConfig => "validate-config",
+            Step::Columns => "columns",
+            Step::Smoke => "smoke evaluation",
+            Step::Canary => "canary evaluation",
+            Step::Run => "evaluation",
+            Step::Simulation => "simulation",
+            Step::Candidate => "candidate simulation",
+            Step::Partitioning => "partitioning",
+        })
+    }
+}
+
 /// Where policies come from and where compiled components are cached.
 #[derive(Debug, Clone)]
 pub struct PolicySettings {
@@ -302,8 +350,22 @@ struct PolicyState {
     last_seen: Option<(String, String)>,
     /// The last load failure since the last successful load.
     load_error: Option<TimedMessage>,
-    /// The last evaluation failure.
+    /// The last evaluation failure of the serving version.
     evaluation_error: Option<TimedMessage>,
+    /// Lifecycle runs of the serving version that failed in a row.
+    failed_runs: u32,
+    /// The last automatic rollback.
+    auto_rollback: Option<canary::AutoRollback>,
+}
+
+impl PolicyState {
+    /// A version was just swapped in: errors of the one before are stale.
+    fn now_serving(&mut self) {
+        self.load_error = None;
+        self.evaluation_error = None;
+        self.failed_runs = 0;
+        self.auto_rollback = None;
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -371,6 +433,9 @@ pub struct PolicyRuntime {
     compile_slots: compile_slots::CompileSlots,
     reloads_total: AtomicU64,
     reload_failures_total: AtomicU64,
+    /// Where the canary gets real partitions from (none until the store is open).
+    canary_facts: RwLock<Option<Arc<dyn CanaryFacts>>>,
+    auto_rollbacks_total: AtomicU64,
 }
 
 impl PolicyRuntime {
@@ -397,6 +462,8 @@ impl PolicyRuntime {
             compile_slots,
             reloads_total: AtomicU64::new(0),
             reload_failures_total: AtomicU64::new(0),
+            canary_facts: RwLock::new(None),
+            auto_rollbacks_total: AtomicU64::new(0),
         };
         let report = runtime.reload();
         for name in report.failed.iter().filter_map(|f| f.policy.as_deref()) {

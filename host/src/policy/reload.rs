@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::definition::{DefinitionError, PluginSource, PolicyDefinition};
-use super::{FileError, LoadedVersion, PolicyEntry, PolicyError, PolicyRuntime, TimedMessage, builtins, files};
+use super::{FileError, LoadedVersion, PolicyEntry, PolicyError, PolicyRuntime, Step, TimedMessage, builtins, files};
 use crate::catalog::{PolicyVersionAttempt, PolicyVersionRecord, PolicyVersionStatus};
 use crate::facts::DatasetFacts;
 use crate::sandbox::{CallContext, CompiledComponent, PolicyKind};
@@ -141,6 +141,7 @@ impl PolicyRuntime {
                 .clone()
         };
         entry.state().definition = Some(definition.clone());
+        self.sandbox.set_log_level(&definition.name, definition.log_level);
         let bytes = read_plugin(&definition, self.settings.limits.plugin_bytes_max)?;
         let fingerprint = (crate::digest::sha256_hex(&bytes), definition.digest());
         let serving = entry.active.load_full().is_some_and(|active| {
@@ -196,6 +197,7 @@ impl PolicyRuntime {
         let definition_json = serde_json::to_string(&definition).expect("definitions serialize");
         let component_sha256 = crate::digest::sha256_hex(bytes);
         let digest = definition.digest();
+        self.refuse_rolled_back(&definition.name, &component_sha256, &digest)?;
         let prepared = self.prepare(entry, &definition, bytes);
         let error = prepared.as_ref().err().map(ToString::to_string);
         let attempt = PolicyVersionAttempt {
@@ -220,8 +222,31 @@ impl PolicyRuntime {
             "policy version active"
         );
         entry.active.store(Some(Arc::new(version)));
-        entry.state().load_error = None;
+        entry.state().now_serving();
         Ok(())
+    }
+
+    /// Refuses to load again a version that was rolled back automatically
+    /// (also after a restart): it stays out until the file or the
+    /// component changes.
+    fn refuse_rolled_back(&self, policy: &str, component_sha256: &str, digest: &str) -> Result<(), PolicyError> {
+        let versions = self.catalog.policy_versions(policy)?;
+        let rolled_back = versions.iter().find(|v| {
+            v.status == PolicyVersionStatus::RolledBack
+                && v.component_sha256 == component_sha256
+                && v.definition_sha256 == digest
+        });
+        match rolled_back {
+            None => Ok(()),
+            Some(version) => Err(PolicyError::Version {
+                policy: policy.to_string(),
+                message: format!(
+                    "version {} was rolled back automatically ({}); change the policy file or its component to load it again",
+                    version.seq,
+                    version.last_error.as_deref().unwrap_or("its runs kept failing")
+                ),
+            }),
+        }
     }
 
     fn record_load_failure(&self, entry: &PolicyEntry, message: &str) {
@@ -235,7 +260,8 @@ impl PolicyRuntime {
     /// Compiles and checks a component for `definition`: world and imports,
     /// `validate-config`, then a smoke evaluation (an empty partition list,
     /// or a one-record batch for a partitioner) whose answer must pass the
-    /// contract checks. Returns the component and, for a partitioner, the
+    /// contract checks, then (scheduled kinds) the canary over the real
+    /// partitions. Returns the component and, for a partitioner, the
     /// columns it declares.
     fn prepare(
         &self,
@@ -252,17 +278,20 @@ impl PolicyRuntime {
         match component.validate_config(call, &definition.config_json) {
             Ok(Ok(())) => {}
             Ok(Err(problems)) => return Err(PolicyError::ConfigRejected { policy, problems }),
-            Err(source) => return Err(PolicyError::Evaluation { policy, source }),
+            Err(source) => return Err(PolicyError::Evaluation { policy, step: Step::ValidateConfig, source }),
         }
         let mut partitioner_columns = Vec::new();
         match definition.kind {
             PolicyKind::Partitioner => {
                 let started = Instant::now();
                 let outcome = component.partitioner_columns(call, &definition.config_json);
-                self.count(entry, component.sha256(), started, outcome.as_ref().err());
-                partitioner_columns =
-                    outcome.map_err(|source| PolicyError::Evaluation { policy: policy.clone(), source })?;
-                self.call_partition(entry, &component, definition, &[], 1)?;
+                self.count(entry, component.sha256(), started, outcome.as_ref().err(), Step::Columns);
+                partitioner_columns = outcome.map_err(|source| PolicyError::Evaluation {
+                    policy: policy.clone(),
+                    step: Step::Columns,
+                    source,
+                })?;
+                self.call_partition(entry, &component, definition, (&[], 1), Step::Smoke)?;
             }
             _ => {
                 let dataset = DatasetFacts {
@@ -271,7 +300,8 @@ impl PolicyRuntime {
                     time_column: "time".into(),
                     columns: vec![("time".into(), crate::schema::ColumnKind::Time)],
                 };
-                self.call_scheduled(entry, &component, definition, now_ns(), &dataset, &[])?;
+                self.call_scheduled(entry, &component, definition, (now_ns(), &dataset, &[]), Step::Smoke)?;
+                self.canary(entry, &component, definition)?;
             }
         }
         Ok((component, partitioner_columns))
@@ -363,7 +393,7 @@ impl PolicyRuntime {
         self.catalog.activate_policy_version(name, record.seq, now_ns())?;
         tracing::info!(policy = name, from = ?current, to = record.seq, "policy rolled back");
         entry.active.store(Some(Arc::new(version)));
-        entry.state().load_error = None;
+        entry.state().now_serving();
         Ok((current, record.seq))
     }
 }

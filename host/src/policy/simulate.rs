@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::definition::PluginSource;
 use super::plan::{self, PlanChange, PlanEntry};
-use super::{Candidate, LoadedVersion, PolicyEntry, PolicyError, PolicyRuntime};
+use super::{Candidate, LoadedVersion, PolicyEntry, PolicyError, PolicyRuntime, Step};
 use crate::catalog::PolicyVersionRecord;
 use crate::facts::{DatasetFacts, PartitionFacts};
 use crate::sandbox::{CallContext, PolicyKind};
@@ -77,8 +77,9 @@ impl PolicyRuntime {
         let kind = simulated_kind(&entry, active.as_ref())?;
         let (label, evaluated) = self.simulated_version(&entry, active.as_ref(), target, kind)?;
         let started = Instant::now();
-        let decisions =
-            self.call_scheduled(&entry, &evaluated.component, &evaluated.definition, now_ns, dataset, partitions)?;
+        let step = if label == "candidate" { Step::Candidate } else { Step::Simulation };
+        let inputs = (now_ns, dataset, partitions);
+        let decisions = self.call_scheduled(&entry, &evaluated.component, &evaluated.definition, inputs, step)?;
         let duration_us = started.elapsed().as_micros() as u64;
         let plan = plan::plan(&decisions, partitions);
         let version = VersionLabel {
@@ -89,7 +90,7 @@ impl PolicyRuntime {
         let (against, diff) = match &active {
             Some(active) if !Arc::ptr_eq(active, &evaluated) => {
                 let active_decisions =
-                    self.call_scheduled(&entry, &active.component, &active.definition, now_ns, dataset, partitions)?;
+                    self.call_scheduled(&entry, &active.component, &active.definition, inputs, Step::Simulation)?;
                 let active_plan = plan::plan(&active_decisions, partitions);
                 let label = VersionLabel {
                     label: "active",
@@ -180,7 +181,9 @@ impl PolicyRuntime {
         match component.validate_config(call, &definition.config_json) {
             Ok(Ok(())) => {}
             Ok(Err(problems)) => return Err(PolicyError::ConfigRejected { policy: name.into(), problems }),
-            Err(source) => return Err(PolicyError::Evaluation { policy: name.into(), source }),
+            Err(source) => {
+                return Err(PolicyError::Evaluation { policy: name.into(), step: Step::ValidateConfig, source });
+            }
         }
         let version =
             LoadedVersion { seq: 0, definition, component, activated_at_ns: 0, partitioner_columns: Vec::new() };

@@ -64,8 +64,10 @@ pub struct PolicyDetail {
     pub limit_failures: u64,
     /// Duration of the last call, in microseconds.
     pub last_duration_us: u64,
-    /// The last evaluation error.
+    /// The last evaluation error of the serving version.
     pub evaluation_error: Option<serde_json::Value>,
+    /// The last automatic rollback, until a new version activates.
+    pub auto_rollback: Option<super::AutoRollback>,
     /// Versions, newest first.
     pub versions: Vec<VersionView>,
 }
@@ -168,6 +170,7 @@ impl PolicyRuntime {
             limit_failures: entry.stats.limit_failures.load(Ordering::Relaxed),
             last_duration_us: entry.stats.last_duration_us.load(Ordering::Relaxed),
             evaluation_error: state.evaluation_error.as_ref().map(|e| serde_json::to_value(e).unwrap_or_default()),
+            auto_rollback: state.auto_rollback.clone(),
             versions: versions.iter().take(VERSIONS_LISTED_MAX).map(VersionView::from).collect(),
         })
     }

@@ -17,7 +17,7 @@ use super::convert::{
 };
 use super::error::{Result, SandboxError};
 use super::limits::{self, GuestLimiter, PolicyLimits, check_output, string_bytes};
-use super::wasi::{CAPTURED_OUTPUT_BYTES_MAX, CapturedOutput, GuestState};
+use super::wasi::{CAPTURED_OUTPUT_BYTES_MAX, CapturedOutput, GuestIdentity, GuestLogLevels, GuestState};
 use crate::facts::{ArchiveDecision, ColumnBatch, DatasetFacts, PartitionFacts, RetentionDecision, TierDecision};
 
 /// Which world a policy implements.
@@ -100,6 +100,7 @@ pub struct CompiledComponent {
     sha256: String,
     pre: WorldPre,
     source: CompileSource,
+    log_levels: GuestLogLevels,
 }
 
 impl std::fmt::Debug for CompiledComponent {
@@ -123,8 +124,14 @@ pub struct CallContext<'a> {
 
 impl CompiledComponent {
     /// A component of the bytes with `sha256`, typed as `kind`'s world.
-    pub(super) fn new(kind: PolicyKind, sha256: String, pre: WorldPre, source: CompileSource) -> CompiledComponent {
-        CompiledComponent { kind, sha256, pre, source }
+    pub(super) fn new(
+        kind: PolicyKind,
+        sha256: String,
+        pre: WorldPre,
+        source: CompileSource,
+        log_levels: GuestLogLevels,
+    ) -> CompiledComponent {
+        CompiledComponent { kind, sha256, pre, source, log_levels }
     }
 
     /// The world it implements.
@@ -262,22 +269,34 @@ impl CompiledComponent {
     }
 
     /// Runs `body` in a fresh Store with the call's limits, classifies any
-    /// failure, and forwards what the guest printed to the log.
+    /// failure, and forwards what the guest printed to the log. A trap's
+    /// error quotes what the guest last wrote to stderr (a Rust guest's
+    /// panic message).
     fn run<T>(
         &self,
         call: CallContext<'_>,
         body: impl FnOnce(&mut Store<GuestState>, &WorldPre) -> wasmtime::Result<T>,
     ) -> Result<T> {
-        let captured = CapturedOutput::new(CAPTURED_OUTPUT_BYTES_MAX);
-        let state = GuestState::new(call.policy, GuestLimiter::new(call.limits), &captured);
+        let stdout = CapturedOutput::new(CAPTURED_OUTPUT_BYTES_MAX);
+        let stderr = CapturedOutput::new(CAPTURED_OUTPUT_BYTES_MAX);
+        let version = self.sha256.get(..12).unwrap_or(&self.sha256);
+        let identity = GuestIdentity { policy: call.policy, version, log_level: self.log_levels.get(call.policy) };
+        let state = GuestState::new(identity, GuestLimiter::new(call.limits), &stdout, &stderr);
         let mut store = Store::new(self.engine(), state);
         limits::limit_store(&mut store, call.limits, |state: &mut GuestState| &mut state.limiter)?;
 
         let started = Instant::now();
         let outcome = body(&mut store, &self.pre);
         let elapsed = started.elapsed();
-        captured.forward_to_log(call.policy);
+        stdout.forward_to_log(call.policy, version);
+        stderr.forward_to_log(call.policy, version);
         store.data().report_dropped_logs();
-        outcome.map_err(|error| limits::classify(error, &store.data().limiter, call.limits, elapsed))
+        outcome.map_err(|error| match limits::classify(error, &store.data().limiter, call.limits, elapsed) {
+            SandboxError::Trap(trap) => match stderr.guest_message() {
+                Some(message) => SandboxError::Trap(format!("{message} ({trap})")),
+                None => SandboxError::Trap(trap),
+            },
+            other => other,
+        })
     }
 }

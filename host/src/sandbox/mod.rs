@@ -42,7 +42,8 @@ use error::Result;
 pub use error::SandboxError;
 pub use limits::PolicyLimits;
 use limits::{EpochTicker, WASM_STACK_BYTES_MAX};
-use wasi::GuestState;
+pub use wasi::GuestLogLevel;
+use wasi::{GuestLogLevels, GuestState};
 
 /// Interfaces a policy may import, by `namespace:package/interface` (the
 /// version is ignored). Everything else is refused at load.
@@ -68,6 +69,7 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<GuestState>,
     cache: Option<CompileCache>,
+    log_levels: GuestLogLevels,
     _ticker: EpochTicker,
 }
 
@@ -102,7 +104,14 @@ impl Sandbox {
         };
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|e| SandboxError::Internal(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Sandbox { engine, linker, cache, _ticker: ticker })
+        Ok(Sandbox { engine, linker, cache, log_levels: GuestLogLevels::default(), _ticker: ticker })
+    }
+
+    /// Sets the least severe guest `log` level shown for `policy` (see
+    /// [`GuestLogLevel`]); every component of the policy, loaded or not,
+    /// follows it from its next call.
+    pub fn set_log_level(&self, policy: &str, level: GuestLogLevel) {
+        self.log_levels.set(policy, level);
     }
 
     /// Compiles `bytes` (or loads the cached compilation), checks its
@@ -125,7 +134,7 @@ impl Sandbox {
         check_imports(&component, &self.engine)?;
         let instance_pre = self.instance_pre(&component)?;
         let pre = prepare_world(instance_pre, kind)?;
-        Ok(CompiledComponent::new(kind, sha256, pre, source))
+        Ok(CompiledComponent::new(kind, sha256, pre, source, self.log_levels.clone()))
     }
 
     /// Compiles `bytes` and reports its imports, exports and the policy
@@ -347,6 +356,36 @@ mod tests {
         let spin =
             load("(loop $forever (br $forever))").partition(call, "{}", std::slice::from_ref(&tenants), 3).unwrap_err();
         assert!(matches!(spin, SandboxError::DeadlineExceeded { .. }), "{spin}");
+    }
+
+    /// The panicking fixture: writes `text` to stderr, then traps where
+    /// `placement` (`;;ON_VALIDATE`, `;;ON_EVALUATE`, `;;ON_PARTITIONS`) says.
+    pub(super) fn panicking_fixture(text: &str, placement: &str) -> Vec<u8> {
+        const PANICKING: &str = include_str!("../../../tests/fixtures/panicking.wat");
+        let wat = PANICKING
+            .replace("PANIC_TEXT", &text.escape_default().to_string())
+            .replace("PANIC_LEN", &text.len().to_string())
+            .replace(placement, "(call $panic)");
+        wat::parse_str(wat).expect("fixture parses")
+    }
+
+    #[test]
+    fn a_trap_quotes_what_the_guest_wrote_to_stderr() {
+        let sandbox = sandbox();
+        let text = "thread '<unnamed>' panicked at src/lib.rs:12:5:\nboom: no tier for\tpartition\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        let component = sandbox.load(&panicking_fixture(text, ";;ON_PARTITIONS"), PolicyKind::Retention).unwrap();
+        let limits = limits();
+        let call = CallContext { policy: "test", limits: &limits };
+        let empty = component.evaluate_retention(call, NOW_NS, "{}", &dataset(), &[]).unwrap();
+        assert!(empty.is_empty(), "no partitions, no panic");
+        let error = evaluate(&component, &limits).unwrap_err();
+        let SandboxError::Trap(message) = &error else { panic!("{error:?}") };
+        assert!(message.starts_with("panicked at src/lib.rs:12:5: boom: no tier forpartition ("), "{message}");
+        assert!(message.contains("unreachable") && !message.contains("RUST_BACKTRACE"), "{message}");
+
+        let component = sandbox.load(&panicking_fixture(text, ";;ON_VALIDATE"), PolicyKind::Retention).unwrap();
+        let error = component.validate_config(call, "{}").unwrap_err();
+        assert!(error.to_string().contains("boom"), "{error}");
     }
 
     #[test]
