@@ -51,6 +51,7 @@ pub struct FlushSnapshot {
 pub struct Buffers {
     partitions: Mutex<HashMap<i64, PartitionBuffer>>,
     bytes: AtomicU64,
+    rows: AtomicU64,
 }
 
 impl Buffers {
@@ -88,11 +89,17 @@ impl Buffers {
         buffer.bytes += bytes;
         buffer.rows += rows;
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.rows.fetch_add(rows, Ordering::Relaxed);
     }
 
     /// Bytes buffered across all partitions.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Rows buffered across all partitions.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
     }
 
     /// Partitions to flush: those over `flush_bytes` or older than `flush_age`,
@@ -159,6 +166,7 @@ impl Buffers {
         buffer.flushing = false;
         buffer.oldest = Instant::now();
         self.bytes.fetch_sub(removed_bytes, Ordering::Relaxed);
+        self.rows.fetch_sub(removed_rows, Ordering::Relaxed);
         if buffer.chunks.is_empty() {
             partitions.remove(&partition_id);
         }
@@ -222,6 +230,7 @@ mod tests {
         buffers.insert(1, 10, 4, batch(4));
         buffers.finish_flush(10, snapshot.max_seq);
         assert_eq!(buffers.partition_stats(10).0, 4, "rows that arrived during the flush stay");
+        assert_eq!(buffers.rows(), 5, "the totals follow");
         assert_eq!(buffers.low_watermark(), Some(2));
         let snapshot = buffers.begin_flush(11).unwrap();
         buffers.abort_flush(11);

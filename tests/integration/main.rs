@@ -14,6 +14,7 @@ mod influx;
 mod ingest;
 mod integrity;
 mod lifecycle;
+mod many_partitions;
 mod metrics;
 mod partitioning;
 mod policies;

@@ -196,6 +196,54 @@ impl Catalog {
         )?)
     }
 
+    /// The partitions for many `(bucket, key)` pairs, those missing created,
+    /// in one transaction (one fsync however many a request touches); in
+    /// the order asked.
+    pub fn partitions_for(
+        &self,
+        dataset_id: i64,
+        wanted: &[(Bucket, String)],
+        now_ns: i64,
+    ) -> Result<Vec<PartitionRecord>> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let mut out = Vec::with_capacity(wanted.len());
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO partitions (dataset_id, period_label, period_start_ns, period_end_ns, key, created_at_ns, last_written_at_ns) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            )?;
+            let mut select = tx.prepare_cached(&format!(
+                "SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 AND p.period_label = ?2 AND p.key = ?3"
+            ))?;
+            for (bucket, key) in wanted {
+                insert.execute(params![dataset_id, bucket.label, bucket.start_ns, bucket.end_ns, key, now_ns])?;
+                out.push(select.query_row(params![dataset_id, bucket.label, key], partition_from_row)?);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// [`Catalog::note_key_field`] for many partitions in one transaction;
+    /// returns each partition's keying afterwards, in the order given.
+    pub fn note_key_fields(&self, partition_ids: &[i64], key_field: &str) -> Result<Vec<String>> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let mut out = Vec::with_capacity(partition_ids.len());
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE partitions SET key_field = CASE WHEN key_field IS NULL OR key_field = ?2 THEN ?2 ELSE '' END \
+                 WHERE id = ?1 RETURNING key_field",
+            )?;
+            for id in partition_ids {
+                out.push(update.query_row(params![id, key_field], |row| row.get(0))?);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Records that rows keyed by `key_field` (a field name, or "" for any
     /// other keying) are about to be written into a partition, and returns
     /// the partition's keying afterwards: the first write sets it, a write

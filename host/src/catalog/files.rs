@@ -103,10 +103,11 @@ impl NewFile {
 
 /// Adds `file` as a live file of the partition; returns its id.
 pub(super) fn insert_live_file(tx: &Connection, partition_id: i64, file: &NewFile, now_ns: i64) -> Result<i64> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO files (partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, state, created_at_ns, column_count) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'live', ?9, ?10)",
-        params![partition_id, file.storage_target, file.object_key, file.bytes, file.rows, file.min_time_ns, file.max_time_ns, i64::from(file.checksum_crc32c), now_ns, file.column_count],
+    )?
+    .execute(params![partition_id, file.storage_target, file.object_key, file.bytes, file.rows, file.min_time_ns, file.max_time_ns, i64::from(file.checksum_crc32c), now_ns, file.column_count],
     )?;
     Ok(tx.last_insert_rowid())
 }
@@ -181,6 +182,17 @@ pub struct NewArchive {
     pub manifest_key: String,
 }
 
+/// One partition's flushed file, for [`Catalog::commit_flushes`].
+#[derive(Debug, Clone)]
+pub struct FlushCommit {
+    /// The partition.
+    pub partition_id: i64,
+    /// Its new file.
+    pub file: NewFile,
+    /// The highest WAL sequence the file holds.
+    pub flushed_wal_seq: u64,
+}
+
 impl Catalog {
     /// Live files of a partition.
     pub fn files(&self, partition_id: i64) -> Result<Vec<FileRecord>> {
@@ -208,25 +220,39 @@ impl Catalog {
     /// Commits a flushed file: one transaction adds the file, updates the
     /// partition's statistics and records the WAL sequence it covers.
     pub fn commit_flush(&self, partition_id: i64, file: &NewFile, flushed_wal_seq: u64, now_ns: i64) -> Result<i64> {
+        let ids = self.commit_flushes(&[FlushCommit { partition_id, file: file.clone(), flushed_wal_seq }], now_ns)?;
+        Ok(ids[0])
+    }
+
+    /// Commits many partitions' flushed files in one transaction (one fsync
+    /// for all of them): each adds its file, updates its partition's
+    /// statistics and records its WAL sequence, as [`Catalog::commit_flush`].
+    /// All or none. Returns the file ids, in order.
+    pub fn commit_flushes(&self, flushes: &[FlushCommit], now_ns: i64) -> Result<Vec<i64>> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
-        let file_id = insert_live_file(&tx, partition_id, file, now_ns)?;
-        tx.execute(
-            "UPDATE partitions SET row_count = row_count + ?2, bytes = bytes + ?3, \
-               min_time_ns = MIN(COALESCE(min_time_ns, ?4), ?4), max_time_ns = MAX(COALESCE(max_time_ns, ?5), ?5), \
-               last_written_at_ns = ?6, flushed_wal_seq = MAX(flushed_wal_seq, ?7) WHERE id = ?1",
-            params![
-                partition_id,
-                file.rows,
-                file.bytes,
-                file.min_time_ns,
-                file.max_time_ns,
-                now_ns,
-                flushed_wal_seq as i64
-            ],
-        )?;
+        let mut ids = Vec::with_capacity(flushes.len());
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE partitions SET row_count = row_count + ?2, bytes = bytes + ?3, \
+                   min_time_ns = MIN(COALESCE(min_time_ns, ?4), ?4), max_time_ns = MAX(COALESCE(max_time_ns, ?5), ?5), \
+                   last_written_at_ns = ?6, flushed_wal_seq = MAX(flushed_wal_seq, ?7) WHERE id = ?1",
+            )?;
+            for FlushCommit { partition_id, file, flushed_wal_seq } in flushes {
+                ids.push(insert_live_file(&tx, *partition_id, file, now_ns)?);
+                update.execute(params![
+                    partition_id,
+                    file.rows,
+                    file.bytes,
+                    file.min_time_ns,
+                    file.max_time_ns,
+                    now_ns,
+                    *flushed_wal_seq as i64
+                ])?;
+            }
+        }
         tx.commit()?;
-        Ok(file_id)
+        Ok(ids)
     }
 
     /// Swaps the listed live files of a partition to their copies on

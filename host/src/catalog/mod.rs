@@ -36,7 +36,7 @@ mod tokens;
 
 pub use compaction::{CompactedChunk, CompactionCheckpoint, CompactionStatus};
 pub use datasets::{DatasetRecord, PartitionRecord};
-pub use files::{FileRecord, MoveCommit, MovedFile, NewArchive, NewFile};
+pub use files::{FileRecord, FlushCommit, MoveCommit, MovedFile, NewArchive, NewFile};
 pub use idempotency::IdempotencyRecord;
 pub use policy_versions::{PolicyVersionAttempt, PolicyVersionRecord, PolicyVersionStatus};
 pub use runs_audit::{AuditEvent, AuditFilter, AuditKind, RunRecord, StoredRun};

@@ -424,6 +424,7 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         let elapsed = started.elapsed();
         let cpu_after = pid.and_then(proc_cpu_seconds);
         let mut sender = connect(&authority).await?;
+        let buffered = buffered_at(&mut sender, &authority).await?;
         let flush_status = post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
         let report = IngestReport {
             body_bytes,
@@ -432,10 +433,25 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             disk_bytes: server.as_ref().map(|s| dir_bytes(&s.storage())),
             flush_status,
             peak_rss_bytes: pid.and_then(proc_peak_rss_bytes),
+            buffered,
         };
         report.print(&args);
         anyhow::Ok(())
     })
+}
+
+/// `(strata_buffered_rows, strata_buffered_bytes)` from the server's `/metrics`.
+async fn buffered_at(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    authority: &str,
+) -> anyhow::Result<(u64, u64)> {
+    let request = Request::get("/metrics").header("host", authority).body(Full::new(Bytes::new()))?;
+    let response = sender.send_request(request).await?;
+    let text = String::from_utf8(response.into_body().collect().await?.to_bytes().to_vec())?;
+    let gauge = |name: &str| {
+        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    Ok((gauge("strata_buffered_rows"), gauge("strata_buffered_bytes")))
 }
 
 /// Sends every body as line protocol over `connections` keep-alive
@@ -474,6 +490,8 @@ struct IngestReport {
     flush_status: u16,
     /// The server's peak RSS (a server this command started).
     peak_rss_bytes: Option<u64>,
+    /// `(rows, bytes)` buffered at the last acknowledgement, from `/metrics`.
+    buffered: (u64, u64),
 }
 
 impl IngestReport {
@@ -509,6 +527,12 @@ impl IngestReport {
         if let Some(rss) = self.peak_rss_bytes {
             println!("  server peak RSS           {:.0} MB", rss as f64 / 1e6);
         }
+        let (rows, bytes) = self.buffered;
+        println!(
+            "  buffered at the last ack  {rows} rows, {:.1} MB ({:.1} bytes per buffered row)",
+            bytes as f64 / 1e6,
+            bytes as f64 / rows.max(1) as f64
+        );
     }
 }
 

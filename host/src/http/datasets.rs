@@ -126,6 +126,9 @@ pub(super) fn metrics(store: &Arc<Store>, policy_metrics: &str) -> Response<Body
     let _ = writeln!(text, "# HELP strata_buffered_bytes Bytes of rows waiting to be flushed.");
     let _ = writeln!(text, "# TYPE strata_buffered_bytes gauge");
     let _ = writeln!(text, "strata_buffered_bytes {}", store.buffers().bytes());
+    let _ = writeln!(text, "# HELP strata_buffered_rows Rows waiting to be flushed.");
+    let _ = writeln!(text, "# TYPE strata_buffered_rows gauge");
+    let _ = writeln!(text, "strata_buffered_rows {}", store.buffers().rows());
     let _ = writeln!(text, "# HELP strata_datasets Datasets in the store.");
     let _ = writeln!(text, "# TYPE strata_datasets gauge");
     let _ = writeln!(text, "strata_datasets {}", store.datasets().len());

@@ -249,16 +249,13 @@ impl Store {
     ) -> Result<(Vec<WritablePart>, Vec<(String, Vec<u32>)>), Failure> {
         let mut writable = Vec::with_capacity(parts.len());
         let mut sealed = Vec::new();
-        for (part, ipc) in parts {
-            if !is_valid_partition_key(&part.key) {
-                // The runtime checked every key; this is the pair assertion
-                // before a key reaches the catalog, ids and URLs.
-                return Err(Failure::new(
-                    ErrorCode::Internal,
-                    format!("refusing invalid partition key {:?}", part.key),
-                ));
-            }
-            let handle = self.partition_handle(dataset, &part.bucket, &part.key).await?;
+        if let Some((part, _)) = parts.iter().find(|(part, _)| !is_valid_partition_key(&part.key)) {
+            // The runtime checked every key; this is the pair assertion
+            // before a key reaches the catalog, ids and URLs.
+            return Err(Failure::new(ErrorCode::Internal, format!("refusing invalid partition key {:?}", part.key)));
+        }
+        let handles = self.partition_handles(dataset, &parts).await?;
+        for ((part, ipc), handle) in parts.into_iter().zip(handles) {
             if !handle.read_only {
                 writable.push(WritablePart { part, ipc, handle });
                 continue;
@@ -277,22 +274,43 @@ impl Store {
         Ok((writable, sealed))
     }
 
-    async fn partition_handle(
+    /// The handle of each part's partition: from the dataset's cache, and
+    /// those missing from the catalog in one call (one transaction creates
+    /// every new partition of the request).
+    async fn partition_handles(
         &self,
         dataset: &Arc<DatasetState>,
-        bucket: &Bucket,
-        key: &str,
-    ) -> Result<PartitionHandle, Failure> {
-        let cache_key = (bucket.label.clone(), key.to_string());
-        if let Some(handle) = dataset.partitions.lock_or_recover().get(&cache_key) {
-            return Ok(handle.clone());
+        parts: &[(PartitionRows, Vec<u8>)],
+    ) -> Result<Vec<PartitionHandle>, Failure> {
+        let mut handles: Vec<Option<PartitionHandle>> = Vec::with_capacity(parts.len());
+        let mut missing: Vec<(Bucket, String)> = Vec::new();
+        {
+            let cache = dataset.partitions.lock_or_recover();
+            for (part, _) in parts {
+                let handle = cache.get(&(part.bucket.label.clone(), part.key.clone())).cloned();
+                if handle.is_none() {
+                    missing.push((part.bucket.clone(), part.key.clone()));
+                }
+                handles.push(handle);
+            }
         }
-        let (dataset_id, owned_bucket, owned_key) = (dataset.record.id, bucket.clone(), key.to_string());
-        let record = self.catalog.call(move |c| c.partition(dataset_id, &owned_bucket, &owned_key, now_ns())).await?;
-        let handle =
-            PartitionHandle { id: record.id, read_only: record.read_only, key_field: record.key_field.map(Arc::from) };
-        dataset.partitions.lock_or_recover().insert(cache_key, handle.clone());
-        Ok(handle)
+        if !missing.is_empty() {
+            let dataset_id = dataset.record.id;
+            let records = self.catalog.call(move |c| c.partitions_for(dataset_id, &missing, now_ns())).await?;
+            let mut cache = dataset.partitions.lock_or_recover();
+            let mut records = records.into_iter();
+            for slot in handles.iter_mut().filter(|h| h.is_none()) {
+                let record = records.next().expect("one record per missing partition");
+                let handle = PartitionHandle {
+                    id: record.id,
+                    read_only: record.read_only,
+                    key_field: record.key_field.map(Arc::from),
+                };
+                cache.insert((record.period_label, record.key), handle.clone());
+                *slot = Some(handle);
+            }
+        }
+        Ok(handles.into_iter().map(|h| h.expect("every handle found")).collect())
     }
 
     /// Records in the catalog how the rows about to be written into each
@@ -304,15 +322,19 @@ impl Store {
         writable: &mut [WritablePart],
         key_field: &str,
     ) -> Result<(), Failure> {
-        for WritablePart { part, handle, .. } in writable {
-            if handle.key_field.as_deref() == Some(key_field) {
-                continue;
-            }
-            let (id, owned) = (handle.id, key_field.to_string());
-            let now = self.catalog.call(move |c| c.note_key_field(id, &owned)).await?;
+        let stale: Vec<usize> =
+            (0..writable.len()).filter(|i| writable[*i].handle.key_field.as_deref() != Some(key_field)).collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let (ids, owned): (Vec<i64>, String) =
+            (stale.iter().map(|i| writable[*i].handle.id).collect(), key_field.into());
+        let now = self.catalog.call(move |c| c.note_key_fields(&ids, &owned)).await?;
+        let mut cache = dataset.partitions.lock_or_recover();
+        for (i, now) in stale.into_iter().zip(now) {
+            let WritablePart { part, handle, .. } = &mut writable[i];
             handle.key_field = Some(Arc::from(now));
-            let cache_key = (part.bucket.label.clone(), part.key.clone());
-            if let Some(cached) = dataset.partitions.lock_or_recover().get_mut(&cache_key) {
+            if let Some(cached) = cache.get_mut(&(part.bucket.label.clone(), part.key.clone())) {
                 cached.key_field = handle.key_field.clone();
             }
         }
