@@ -2,8 +2,8 @@
 //! thin: they decode the request, call the store, encode the answer.
 
 pub mod auth;
-mod dataset_admin;
 mod console;
+mod dataset_admin;
 mod datasets;
 mod edge;
 mod encoding;
