@@ -15,6 +15,7 @@ mod metrics;
 mod partitioning;
 mod policies;
 mod policy_limits;
+mod policy_tool;
 mod query;
 mod read_cache;
 mod s3;

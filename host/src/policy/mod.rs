@@ -23,7 +23,7 @@
 //! Every method that runs a component or touches the catalog blocks: call
 //! it from `spawn_blocking` or a dedicated thread.
 
-pub mod builtins;
+pub use strata_sandbox::builtins;
 mod compile_slots;
 pub mod definition;
 mod evaluate;
