@@ -53,21 +53,34 @@ struct SourceFile {
     lines: usize,
 }
 
-fn source_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("host/src")
+/// The source roots checked as one tree: the `strata` crate and the sandbox
+/// crate it re-exports (`sandbox`, `facts` and the rank-0 modules they use
+/// keep their module paths, their layers and their codemap names).
+fn source_roots() -> [PathBuf; 2] {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [repository.join("host/src"), repository.join("crates/strata-sandbox/src")]
 }
 
 fn sources() -> Vec<SourceFile> {
-    let root = source_root();
     let mut files = Vec::new();
-    let mut pending = vec![root.clone()];
+    for root in source_roots() {
+        files.extend(sources_under(&root));
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    assert!(files.len() > 40, "found only {} source files under {:?}", files.len(), source_roots());
+    files
+}
+
+fn sources_under(root: &Path) -> Vec<SourceFile> {
+    let mut files = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 pending.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let relative = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+                let relative = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
                 let text = std::fs::read_to_string(&path).unwrap();
                 let module = relative.split('/').next().unwrap().trim_end_matches(".rs").to_string();
                 files.push(SourceFile {
@@ -79,8 +92,6 @@ fn sources() -> Vec<SourceFile> {
             }
         }
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    assert!(files.len() > 40, "found only {} source files under {}", files.len(), root.display());
     files
 }
 
@@ -293,6 +304,19 @@ fn engines_stay_behind_their_facades() {
         }
     }
     assert!(violations.is_empty(), "engine imports outside their façade:\n{}", violations.join("\n"));
+}
+
+#[test]
+fn only_the_sandbox_crate_depends_on_wasmtime() {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let host = std::fs::read_to_string(repository.join("Cargo.toml")).unwrap();
+    let sandbox = std::fs::read_to_string(repository.join("crates/strata-sandbox/Cargo.toml")).unwrap();
+    let depends = |manifest: &str| manifest.lines().any(|line| line.trim_start().starts_with("wasmtime"));
+    assert!(!depends(&host), "the strata crate must reach wasmtime only through strata-sandbox");
+    assert!(depends(&sandbox), "strata-sandbox is where wasmtime lives");
+    for light in ["rusqlite", "duckdb", "hyper", "strata ="] {
+        assert!(!sandbox.contains(light), "strata-sandbox must not depend on {light}: it builds without the server");
+    }
 }
 
 #[test]

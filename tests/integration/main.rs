@@ -20,6 +20,7 @@ mod partitioning;
 mod policies;
 mod policy_limits;
 mod policy_runtime;
+mod policy_tool;
 mod query;
 mod read_cache;
 mod s3;

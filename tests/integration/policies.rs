@@ -648,28 +648,26 @@ fn policy_check_reports_the_world_and_validates_the_config() {
 }
 
 #[test]
-fn policy_new_scaffolds_a_plugin_into_the_workspace() {
+fn policy_new_scaffolds_a_standalone_project_and_never_overwrites() {
     let dir = crate::support::temp_dir("policy-new");
-    let plugins: PathBuf = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::write(plugins.join("Cargo.toml"), "[workspace]\nmembers = [\n    \"template\",\n]\n").unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["policy", "new", "keep-weekdays", "--kind", "tiering", "--dir"])
-        .arg(&plugins)
+        .arg(&dir)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let source = std::fs::read_to_string(plugins.join("keep-weekdays/src/lib.rs")).unwrap();
-    assert!(source.contains("world: \"tiering\""), "starts from the tiering built-in");
-    let manifest = std::fs::read_to_string(plugins.join("keep-weekdays/Cargo.toml")).unwrap();
+    let project: PathBuf = dir.join("keep-weekdays");
+    let source = std::fs::read_to_string(project.join("src/lib.rs")).unwrap();
+    assert!(source.contains("world: \"tiering\""), "starts from the tiering template");
+    let manifest = std::fs::read_to_string(project.join("Cargo.toml")).unwrap();
     assert!(manifest.contains("name = \"keep-weekdays\""), "{manifest}");
-    let workspace = std::fs::read_to_string(plugins.join("Cargo.toml")).unwrap();
-    assert!(workspace.contains("\"keep-weekdays\","), "{workspace}");
+    assert!(manifest.contains("[workspace]"), "a project of its own, buildable anywhere: {manifest}");
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["policy", "new", "keep-weekdays", "--dir"])
-        .arg(&plugins)
+        .arg(&dir)
         .output()
         .unwrap();
     assert!(!again.status.success(), "refuses to overwrite");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -25,7 +25,7 @@
 //! Every method that runs a component or touches the catalog blocks: call
 //! it from `spawn_blocking` or a dedicated thread.
 
-pub mod builtins;
+pub use strata_sandbox::builtins;
 mod canary;
 mod compile_slots;
 pub mod definition;

@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
+use strata_guest::fnv1a_64;
 
 #[allow(unsafe_code, missing_docs, clippy::too_many_arguments)] // Generated code.
 mod wit {
@@ -135,13 +136,6 @@ fn partition(config: &Config, columns: &[Column], rows: usize) -> Vec<Result<Str
             Ok(ring.owner(fnv1a_64(&bytes)).to_string())
         })
         .collect()
-}
-
-/// 64-bit FNV-1a: simple, stable across versions and platforms.
-fn fnv1a_64(bytes: &[u8]) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(OFFSET_BASIS, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(PRIME))
 }
 
 /// The value of one record in a column as text, or `None` when null.

@@ -14,9 +14,8 @@
 // real dead code.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
+use strata_guest::{Age, Reasons, parse_duration_ns};
 
 #[allow(unsafe_code, missing_docs, clippy::too_many_arguments)] // Generated code.
 mod wit {
@@ -86,31 +85,7 @@ fn evaluate(now_ns: i64, config: &Config, partitions: &Partitions) -> RetentionA
             RetentionDecision { partition: index as u32, action, reason }
         })
         .collect();
-    RetentionAnswer { decisions, reasons: reasons.texts }
-}
-
-/// The answer's `reasons`, each formatted once: decisions refer to them by
-/// index, looked up by what the reason depends on.
-struct Reasons<K> {
-    index: HashMap<K, u32>,
-    texts: Vec<String>,
-}
-
-impl<K> Default for Reasons<K> {
-    fn default() -> Self {
-        Reasons { index: HashMap::new(), texts: Vec::new() }
-    }
-}
-
-impl<K: std::hash::Hash + Eq> Reasons<K> {
-    /// The index of the reason for `key`, formatting it the first time.
-    fn index_of(&mut self, key: K, text: impl FnOnce() -> String) -> u32 {
-        let texts = &mut self.texts;
-        *self.index.entry(key).or_insert_with(|| {
-            texts.push(text());
-            (texts.len() - 1) as u32
-        })
-    }
+    RetentionAnswer { decisions, reasons: reasons.into_texts() }
 }
 
 /// Glue between the `retention` world and the functions above. It compiles on
@@ -138,56 +113,6 @@ mod component {
 
     #[cfg(target_arch = "wasm32")]
     super::wit::export!(Policy with_types_in super::wit);
-}
-
-/// Parses a duration such as `30s`, `15m`, `12h`, `90d` or `2w` (a positive
-/// whole number and one unit) into nanoseconds.
-fn parse_duration_ns(text: &str) -> Result<i64, String> {
-    const SECOND_NS: i64 = 1_000_000_000;
-    let unit_start = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(unit_start);
-    let unit_ns = match unit {
-        "s" => SECOND_NS,
-        "m" => 60 * SECOND_NS,
-        "h" => 3_600 * SECOND_NS,
-        "d" => 86_400 * SECOND_NS,
-        "w" => 7 * 86_400 * SECOND_NS,
-        _ => {
-            return Err(format!("`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"));
-        }
-    };
-    let count: i64 = digits.parse().map_err(|_| format!("`{text}` is not a duration like 30s, 15m, 12h, 90d or 2w"))?;
-    if count == 0 {
-        return Err(format!("`{text}` must be longer than zero"));
-    }
-    count.checked_mul(unit_ns).ok_or_else(|| format!("`{text}` is too long"))
-}
-
-/// A duration truncated to its largest whole unit, as quoted in reasons:
-/// `95d`, `5h`, `42s`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct Age {
-    count: i64,
-    unit: char,
-}
-
-impl Age {
-    fn of(ns: i64) -> Age {
-        const SECOND_NS: i64 = 1_000_000_000;
-        let (count, unit) = match ns / SECOND_NS {
-            s if s >= 86_400 => (s / 86_400, 'd'),
-            s if s >= 3_600 => (s / 3_600, 'h'),
-            s if s >= 60 => (s / 60, 'm'),
-            s => (s, 's'),
-        };
-        Age { count, unit }
-    }
-}
-
-impl std::fmt::Display for Age {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}{}", self.count, self.unit)
-    }
 }
 
 #[cfg(test)]

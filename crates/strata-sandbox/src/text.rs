@@ -3,7 +3,7 @@
 
 /// The longest prefix of `text` of at most `bytes_max` bytes that ends at
 /// a character boundary.
-pub(crate) fn truncate_at_char_boundary(text: &str, bytes_max: usize) -> &str {
+pub fn truncate_at_char_boundary(text: &str, bytes_max: usize) -> &str {
     if text.len() <= bytes_max {
         return text;
     }
@@ -16,7 +16,7 @@ pub(crate) fn truncate_at_char_boundary(text: &str, bytes_max: usize) -> &str {
 
 /// `text` cut to at most `bytes_max` bytes (at a character boundary) with
 /// the number of bytes left out, for quoting file contents in messages.
-pub(crate) fn elide(text: &str, bytes_max: usize) -> String {
+pub fn elide(text: &str, bytes_max: usize) -> String {
     let kept = truncate_at_char_boundary(text, bytes_max);
     if kept.len() == text.len() {
         return text.to_string();

@@ -12,7 +12,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Locking a `Mutex` whether or not an earlier holder panicked.
-pub(crate) trait Recover<T: ?Sized> {
+pub trait Recover<T: ?Sized> {
     /// Locks, recovering the guard of a poisoned lock.
     fn lock_or_recover(&self) -> MutexGuard<'_, T>;
 }
@@ -24,7 +24,7 @@ impl<T: ?Sized> Recover<T> for Mutex<T> {
 }
 
 /// Read and write locks of an `RwLock`, recovering a poisoned one.
-pub(crate) trait RecoverRw<T: ?Sized> {
+pub trait RecoverRw<T: ?Sized> {
     /// Read-locks.
     fn read_or_recover(&self) -> RwLockReadGuard<'_, T>;
     /// Write-locks.

@@ -34,8 +34,9 @@ const KEPT_CARGO_PREFIXES: &[&str] = &["CARGO_NET_", "CARGO_HTTP_", "CARGO_REGIS
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let plugins_dir = manifest_dir.join("plugins");
-    let wit_dir = manifest_dir.join("wit");
+    let repository = manifest_dir.join("../..");
+    let plugins_dir = repository.join("plugins");
+    let wit_dir = repository.join("wit");
 
     announce_inputs(&plugins_dir, &wit_dir);
 
@@ -77,7 +78,7 @@ fn main() {
 
     let release_dir = plugins_target_dir.join("wasm32-wasip2").join("release");
     let mut generated = String::from(
-        "/// The built-in policy components: `(name, component bytes)`, embedded by `host/build.rs`.\n\
+        "/// The built-in policy components: `(name, component bytes)`, embedded by `crates/strata-sandbox/build.rs`.\n\
          pub const BUILTIN_COMPONENTS: &[(&str, &[u8])] = &[\n",
     );
     for name in BUILTINS {

@@ -207,27 +207,31 @@ fn looks_like_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[0..4] == *b"\0asm" && bytes[6..8] == [0x01, 0x00]
 }
 
+/// Refuses a component importing anything outside the allow-list, naming
+/// every refused import (not only the first).
 fn check_imports(component: &Component, engine: &Engine) -> Result<()> {
-    for (name, _) in component.component_type().imports(engine) {
-        let interface = name.split('@').next().unwrap_or(name);
-        let allowed = ALLOWED_IMPORT_PREFIXES.iter().any(|prefix| interface.starts_with(prefix))
-            || ALLOWED_IMPORTS.contains(&interface);
-        if !allowed {
-            return Err(SandboxError::ForbiddenImport { import: name.to_string() });
-        }
-    }
-    Ok(())
+    let refused: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .filter(|(name, _)| {
+            let interface = name.split('@').next().unwrap_or(name);
+            !(ALLOWED_IMPORT_PREFIXES.iter().any(|prefix| interface.starts_with(prefix))
+                || ALLOWED_IMPORTS.contains(&interface))
+        })
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if refused.is_empty() { Ok(()) } else { Err(SandboxError::ForbiddenImport { imports: refused }) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::builtins;
     use crate::facts::{ColumnBatch, ColumnValues, DatasetFacts, PartitionFacts, RetentionAction, RetentionDecision};
-    use crate::policy::builtins;
     use crate::schema::ColumnKind;
     use crate::tier::Tier;
 
-    const FIXTURE: &str = include_str!("../../../tests/fixtures/retention.wat");
+    const FIXTURE: &str = include_str!("../../../../tests/fixtures/retention.wat");
     const DAY_NS: i64 = 86_400 * 1_000_000_000;
     const NOW_NS: i64 = 20_000 * DAY_NS;
 
@@ -329,7 +333,7 @@ mod tests {
 
     #[test]
     fn the_partitioner_fixture_keys_rejects_and_misbehaves_on_demand() {
-        const PARTITIONER: &str = include_str!("../../../tests/fixtures/partitioner.wat");
+        const PARTITIONER: &str = include_str!("../../../../tests/fixtures/partitioner.wat");
         // One sandbox for all: its epoch ticker is what stops the loop.
         let sandbox = sandbox();
         let load = |behaviour: &str| {
@@ -412,9 +416,19 @@ mod tests {
         for import in ["wasi:filesystem/types@0.2.6", "wasi:sockets/tcp@0.2.6", "wasi:clocks/wall-clock@0.2.6"] {
             let bytes = fixture_importing(&format!("(import \"{import}\" (instance))"));
             let error = sandbox.load(&bytes, PolicyKind::Retention).unwrap_err();
-            assert_eq!(error, SandboxError::ForbiddenImport { import: import.to_string() });
+            assert_eq!(error, SandboxError::ForbiddenImport { imports: vec![import.to_string()] });
             assert!(sandbox.inspect(&bytes).unwrap().worlds.is_empty());
         }
+        // Every refused import is named, not only the first.
+        let bytes = fixture_importing(
+            "(import \"wasi:filesystem/types@0.2.6\" (instance)) (import \"wasi:clocks/wall-clock@0.2.6\" (instance))",
+        );
+        let error = sandbox.load(&bytes, PolicyKind::Retention).unwrap_err();
+        let refused = ["wasi:filesystem/types@0.2.6", "wasi:clocks/wall-clock@0.2.6"].map(String::from).to_vec();
+        assert_eq!(error, SandboxError::ForbiddenImport { imports: refused });
+        let message = error.to_string();
+        assert!(message.contains("`wasi:filesystem/types@0.2.6`, `wasi:clocks/wall-clock@0.2.6`"), "{message}");
+        assert!(message.contains("--stub-wasi"), "{message}");
         // Allowed interfaces pass the check.
         let bytes = fixture_importing("(import \"wasi:cli/environment@0.2.6\" (instance))");
         sandbox.load(&bytes, PolicyKind::Retention).unwrap();

@@ -9,13 +9,15 @@ pub enum SandboxError {
     /// The bytes are not a valid WebAssembly component.
     #[error("not a valid WebAssembly component: {0}")]
     InvalidComponent(String),
-    /// The component imports an interface policies may not use.
+    /// The component imports interfaces policies may not use: every one
+    /// of them is listed.
     #[error(
-        "the component imports `{import}`; policies may import only wasi:io, wasi:cli, wasi:random/insecure-seed and strata:policy interfaces (no filesystem, sockets, clocks or random bytes)"
+        "the component imports {}; policies may import only wasi:io, wasi:cli, wasi:random/insecure-seed and strata:policy interfaces (no filesystem, sockets, clocks or random bytes; build Python with `componentize-py … --stub-wasi` and JavaScript with `jco componentize … -d stdio random clocks http fetch-event`)",
+        .imports.iter().map(|import| format!("`{import}`")).collect::<Vec<_>>().join(", ")
     )]
     ForbiddenImport {
-        /// The import's full name.
-        import: String,
+        /// Every refused import, full name, in the component's order.
+        imports: Vec<String>,
     },
     /// The component does not implement the world its policy kind needs.
     #[error("the component does not implement the `{world}` world of strata:policy@0.1.0: {reason}")]

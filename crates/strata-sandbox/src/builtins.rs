@@ -1,4 +1,4 @@
-//! The built-in policy components, built from `plugins/` by `host/build.rs`
+//! The built-in policy components, built from `plugins/` by `crates/strata-sandbox/build.rs`
 //! and embedded in the binary: `plugin = "builtin:retention-by-age"`.
 
 include!(concat!(env!("OUT_DIR"), "/builtin_policies.rs"));

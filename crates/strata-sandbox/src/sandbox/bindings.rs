@@ -7,7 +7,7 @@
 
 pub mod shared {
     wasmtime::component::bindgen!({
-        path: "wit",
+        path: "../../wit",
         inline: "
             package strata:host-bindings;
             world every-type {
@@ -24,7 +24,7 @@ pub mod shared {
 }
 pub mod retention {
     wasmtime::component::bindgen!({
-        path: "wit",
+        path: "../../wit",
         world: "retention",
         ownership: Borrowing { duplicate_if_necessary: false },
         with: {
@@ -35,7 +35,7 @@ pub mod retention {
 }
 pub mod tiering {
     wasmtime::component::bindgen!({
-        path: "wit",
+        path: "../../wit",
         world: "tiering",
         ownership: Borrowing { duplicate_if_necessary: false },
         with: {
@@ -46,7 +46,7 @@ pub mod tiering {
 }
 pub mod archival {
     wasmtime::component::bindgen!({
-        path: "wit",
+        path: "../../wit",
         world: "archival",
         ownership: Borrowing { duplicate_if_necessary: false },
         with: {
@@ -57,7 +57,7 @@ pub mod archival {
 }
 pub mod partitioner {
     wasmtime::component::bindgen!({
-        path: "wit",
+        path: "../../wit",
         world: "partitioner",
         ownership: Borrowing { duplicate_if_necessary: false },
         with: {

@@ -52,7 +52,7 @@ const MEMORY_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
 
 impl PolicyLimits {
     /// Checks every limit against its bounds; the message names the TOML key.
-    pub(crate) fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), String> {
         if !(1..=DEADLINE_MS_MAX).contains(&self.deadline_ms) {
             return Err(format!("limits.deadline_ms = {} must be within 1..={DEADLINE_MS_MAX}", self.deadline_ms));
         }
