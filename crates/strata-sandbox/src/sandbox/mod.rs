@@ -365,7 +365,7 @@ mod tests {
     /// The panicking fixture: writes `text` to stderr, then traps where
     /// `placement` (`;;ON_VALIDATE`, `;;ON_EVALUATE`, `;;ON_PARTITIONS`) says.
     pub(super) fn panicking_fixture(text: &str, placement: &str) -> Vec<u8> {
-        const PANICKING: &str = include_str!("../../../tests/fixtures/panicking.wat");
+        const PANICKING: &str = include_str!("../../../../tests/fixtures/panicking.wat");
         let wat = PANICKING
             .replace("PANIC_TEXT", &text.escape_default().to_string())
             .replace("PANIC_LEN", &text.len().to_string())
