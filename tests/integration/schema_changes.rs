@@ -57,7 +57,8 @@ fn code(answer: &Value) -> &str {
 
 #[test]
 fn renamed_dropped_and_cast_columns_read_the_same_from_files_buffers_and_after_a_restart() {
-    let mut server = Server::start("schema-changes", "[ingest]\nflush_age_ms = 3600000\n");
+    let config = "[ingest]\nflush_age_ms = 3600000\n[lifecycle.compaction]\nmin_files = 2\n";
+    let mut server = Server::start("schema-changes", config);
     // Rows 0..4 in files, 4..6 buffered, both under `a`.
     assert_eq!(write(&server, lines("a", 0..4)).0, 204);
     server.flush();
@@ -146,4 +147,14 @@ fn renamed_dropped_and_cast_columns_read_the_same_from_files_buffers_and_after_a
     check(&server);
     let (status, refused) = write(&server, format!("cpu,host=h9 a=9i {}\n", T0 + 9));
     assert_eq!((status, code(&refused)), (409, "column_renamed"), "{refused}");
+
+    // Compaction writes the current schema: physical names, new types, no
+    // dropped column; reads do not change.
+    let (status, compacted) = server.post("/v1/datasets/metrics/compact", "{}");
+    assert_eq!((status, compacted["partitions"][0]["outcome"].as_str()), (200, Some("completed")), "{compacted}");
+    check(&server);
+    let stored = server.committed_rows("metrics");
+    assert_eq!(stored.len(), 9);
+    assert!(stored.iter().all(|r| r.contains_key("a") && !r.contains_key("b") && !r.contains_key("d")), "{stored:?}");
+    assert_eq!(stored.iter().map(|r| r["c"].clone()).collect::<Vec<_>>(), expected_c);
 }
