@@ -212,6 +212,8 @@ mod tests {
         ));
         assert!(matches!(cast("a", ColumnKind::Integer).unwrap_err(), ChangeRefused::Lossy { .. }));
         assert_eq!(cast("c", ColumnKind::Text).unwrap(), None, "tags and text are both strings");
+        let parsed: SchemaChange = serde_json::from_str(r#"{"op":"cast","column":"n","type":"string"}"#).unwrap();
+        assert_eq!(parsed, SchemaChange::Cast { column: "n".into(), kind: ColumnKind::Text });
         let v2 = cast("n", ColumnKind::Text).unwrap().unwrap();
         assert_eq!(v2.projection().unwrap()[2], ("n", "n", Some(ColumnKind::Text)));
     }
