@@ -116,6 +116,13 @@ fn renamed_dropped_and_cast_columns_read_the_same_from_files_buffers_and_after_a
         assert!(rows.iter().all(|r| r.get("d").is_none() && r.get("a").is_none()), "{rows:?}");
         assert_eq!(rows.iter().map(|r| r["c"].clone()).collect::<Vec<_>>(), expected_c);
         assert_eq!(sums(server, "b"), [oracle; 3]);
+        let range = json!({ "start": 0, "end": 4_000_000_000_000_000_000_i64 });
+        let query = json!({ "time_range": range, "columns": ["time", "b", "c"] });
+        let (status, structured) = server.post("/v1/datasets/metrics/query", query.to_string());
+        assert_eq!(status, 200, "{structured}");
+        let rows = structured["rows"].as_array().unwrap();
+        assert_eq!(rows.iter().map(|r| r["c"].clone()).collect::<Vec<_>>(), expected_c, "{structured}");
+        assert_eq!(rows.iter().map(|r| r["b"].as_i64().unwrap()).collect::<Vec<_>>(), (0..9).collect::<Vec<_>>());
     };
     check(&server);
 
