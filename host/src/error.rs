@@ -96,6 +96,18 @@ pub enum ErrorCode {
     /// A dataset delete refused: partitions with rows have no archive copy
     /// while `lifecycle.require_archive_before_delete` is on.
     DatasetNotArchived,
+    /// A write to a column name that was renamed (the detail names the new one).
+    ColumnRenamed,
+    /// A schema change to the time column.
+    TimeColumnFixed,
+    /// A schema change names a column the dataset does not have.
+    ColumnNotFound,
+    /// A rename to a name another column (or the time column) has.
+    ColumnExists,
+    /// A cast that could change or lose values; the message names the pair.
+    CastNotLossless,
+    /// A drop with `archive: true` while rows of the dataset have no archive copy.
+    ColumnNotArchived,
     /// Every compile slot for simulations stayed taken past the wait.
     CompileBusy,
     /// A request's body arrived too slowly (`server.body_read_timeout_ms`,
@@ -158,6 +170,12 @@ impl ErrorCode {
             ErrorCode::SettingImmutable => "setting_immutable",
             ErrorCode::DatasetDeleted => "dataset_deleted",
             ErrorCode::DatasetNotArchived => "dataset_not_archived",
+            ErrorCode::ColumnRenamed => "column_renamed",
+            ErrorCode::TimeColumnFixed => "time_column_fixed",
+            ErrorCode::ColumnNotFound => "column_not_found",
+            ErrorCode::ColumnExists => "column_exists",
+            ErrorCode::CastNotLossless => "cast_not_lossless",
+            ErrorCode::ColumnNotArchived => "column_not_archived",
             ErrorCode::CompileBusy => "compile_busy",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::TooManyConnections => "too_many_connections",

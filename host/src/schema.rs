@@ -1,5 +1,8 @@
 //! Dataset schemas: column kinds, additive evolution, the Arrow form.
 
+mod change;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -7,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// Column kinds live beside the policy facts that carry them.
 pub use strata_sandbox::schema::{ColumnKind, time_type};
+
+pub use change::{ChangeRefused, SchemaChange};
 
 /// One non-time column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +31,42 @@ pub struct DatasetSchema {
     pub time_column: String,
     /// Non-time columns in the order they were added.
     pub columns: Vec<ColumnDef>,
+    /// Renames, drops and casts so far: how stored data maps to `columns`.
+    #[serde(default, skip_serializing_if = "Alterations::is_empty")]
+    pub alterations: Alterations,
+}
+
+/// How the columns in files and buffers (physical names, the types they
+/// were written with) map to a schema's columns after renames, drops and
+/// casts. A column keeps the name it was first written under inside files
+/// and buffers; reads project physical names to the schema's names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alterations {
+    /// Column name → the physical name its values are stored under, for
+    /// columns whose two names differ.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stored_as: BTreeMap<String, String>,
+    /// A name a column had before a rename → its name now. Writes to the old
+    /// name are refused (`column_renamed`), never mapped silently.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub renamed: BTreeMap<String, String>,
+    /// Physical names of dropped columns: still inside older files, never
+    /// read, never reused by a new column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
+    /// Whether a column's type was ever changed (reads then cast).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cast: bool,
+    /// The change that made this version, as the API names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
+}
+
+impl Alterations {
+    /// Whether nothing was ever renamed, dropped or cast.
+    pub fn is_empty(&self) -> bool {
+        self.stored_as.is_empty() && self.renamed.is_empty() && self.dropped.is_empty() && !self.cast
+    }
 }
 
 /// Why a request's columns do not fit the schema.
@@ -54,21 +95,31 @@ pub enum SchemaConflict {
         /// The stored column, the time column or another new column.
         other: String,
     },
+    /// The request uses a name a column had before it was renamed.
+    #[error("column {column:?} was renamed to {now:?}; write {now:?} instead")]
+    Renamed {
+        /// The old name.
+        column: String,
+        /// The column's name now.
+        now: String,
+    },
 }
 
 impl SchemaConflict {
     /// The column of the request that conflicts.
     pub fn column(&self) -> &str {
         match self {
-            SchemaConflict::Kind { column, .. } | SchemaConflict::Case { column, .. } => column,
+            SchemaConflict::Kind { column, .. }
+            | SchemaConflict::Case { column, .. }
+            | SchemaConflict::Renamed { column, .. } => column,
         }
     }
 
-    /// The other column of a case conflict.
+    /// The other column of a case conflict, the new name of a renamed one.
     pub fn other_column(&self) -> Option<&str> {
         match self {
             SchemaConflict::Kind { .. } => None,
-            SchemaConflict::Case { other, .. } => Some(other),
+            SchemaConflict::Case { other, .. } | SchemaConflict::Renamed { now: other, .. } => Some(other),
         }
     }
 }
@@ -82,7 +133,12 @@ pub fn folded_name(name: &str) -> String {
 impl DatasetSchema {
     /// An empty schema with the given time column.
     pub fn empty(time_column: &str) -> DatasetSchema {
-        DatasetSchema { version: 0, time_column: time_column.to_string(), columns: Vec::new() }
+        DatasetSchema {
+            version: 0,
+            time_column: time_column.to_string(),
+            columns: Vec::new(),
+            alterations: Alterations::default(),
+        }
     }
 
     /// The kind of `name`, if the column exists.
@@ -107,7 +163,10 @@ impl DatasetSchema {
                         incoming: column.kind.as_str(),
                     });
                 }
-                None => added.push(column.clone()),
+                None => match self.alterations.renamed.get(&column.name) {
+                    Some(now) => return Err(SchemaConflict::Renamed { column: column.name.clone(), now: now.clone() }),
+                    None => added.push(column.clone()),
+                },
             }
         }
         if added.is_empty() {
@@ -116,6 +175,23 @@ impl DatasetSchema {
         self.refuse_case_twins(&added)?;
         let mut next = self.clone();
         next.version += 1;
+        next.alterations.change = None;
+        for column in &added {
+            // A dropped column's values stay in older files under its
+            // physical name: a new column of that name is stored apart.
+            let taken = |name: &str| {
+                let name = folded_name(name);
+                self.alterations
+                    .dropped
+                    .iter()
+                    .chain(self.alterations.stored_as.values())
+                    .any(|p| folded_name(p) == name)
+            };
+            if taken(&column.name) {
+                let physical = format!("{}~{}", column.name, next.version);
+                next.alterations.stored_as.insert(column.name.clone(), physical);
+            }
+        }
         next.columns.extend(added);
         Ok(Some(next))
     }
@@ -140,12 +216,18 @@ impl DatasetSchema {
         Ok(())
     }
 
-    /// The Arrow schema: the time column first, then every column in order.
+    /// The name column `name`'s values are stored under in files and buffers.
+    pub fn physical_name<'a>(&'a self, name: &'a str) -> &'a str {
+        self.alterations.stored_as.get(name).map_or(name, String::as_str)
+    }
+
+    /// The Arrow schema of files and buffers: the time column first, then
+    /// every column in order, under its physical name.
     pub fn arrow_schema(&self) -> SchemaRef {
         let mut fields = Vec::with_capacity(self.columns.len() + 1);
         fields.push(Field::new(&self.time_column, time_type(), false));
         for column in &self.columns {
-            fields.push(Field::new(&column.name, column.kind.arrow_type(), true));
+            fields.push(Field::new(self.physical_name(&column.name), column.kind.arrow_type(), true));
         }
         Arc::new(Schema::new(fields))
     }

@@ -27,6 +27,7 @@ mod s3;
 mod s3_cache;
 mod s3_faults;
 mod s3_lifecycle;
+mod schema_changes;
 mod sql_api;
 mod storage;
 mod support;

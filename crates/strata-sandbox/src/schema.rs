@@ -14,7 +14,8 @@ pub enum ColumnKind {
     Time,
     /// A string dimension (line-protocol tag).
     Tag,
-    /// A string value.
+    /// A string value (`string` is read as `text`).
+    #[serde(alias = "string")]
     Text,
     /// A 64-bit float.
     Float,

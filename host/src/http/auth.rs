@@ -99,6 +99,7 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
         // Restore, seal and unseal.
         (&Method::POST, ["v1", "datasets", _, "partitions", rest @ ..]) if rest.len() >= 2 => Admin,
         (&Method::POST, ["v1", "datasets", _, "compact"]) => Admin,
+        (&Method::POST, ["v1", "datasets", _, "schema"]) => Admin,
         (&Method::PUT | &Method::PATCH | &Method::DELETE, ["v1", "datasets", _]) => Admin,
         (&Method::POST, ["v1", "sql"]) => AnyToken,
         // The handler checks `db` and every dataset the SQL reads.
@@ -548,6 +549,7 @@ mod tests {
             (Method::POST, "/v1/datasets/orders/compact", Admin),
             (Method::PUT, "/v1/datasets/orders", Admin),
             (Method::PATCH, "/v1/datasets/orders", Admin),
+            (Method::POST, "/v1/datasets/orders/schema", Admin),
             (Method::POST, "/v1/sql", AnyToken),
             (Method::GET, "/api/v3/query_sql?db=orders&q=SELECT", read("orders")),
             (Method::POST, "/api/v3/query_sql", AnyToken),

@@ -1,6 +1,7 @@
 //! Dataset administration: `PUT` (define before any write), `PATCH`
 //! (change the settings that can change) and the `GET` view of a dataset
-//! with its settings, partition specs and schema versions.
+//! with its settings, partition specs and schema versions; `POST …/schema`
+//! (rename, drop or cast a column).
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::catalog::DatasetAdmin;
 use crate::error::{ErrorCode, Failure};
 use crate::lifecycle::Lifecycle;
 use crate::names::DatasetName;
+use crate::schema::SchemaChange;
 use crate::store::{DatasetDefinition, DatasetState, Store};
 use crate::time::rfc3339;
 
@@ -52,6 +54,7 @@ async fn view(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> Result<Json, F
         json!({
             "version": v.schema.version,
             "created_at": rfc3339(v.created_at_ns),
+            "change": v.schema.alterations.change,
             "columns": v.schema.columns.iter().map(|c| json!({ "name": c.name, "kind": c.kind.as_str() })).collect::<Vec<_>>(),
         })
     });
@@ -87,5 +90,23 @@ pub(super) async fn patch(store: &Arc<Store>, raw: &str, body: Bytes) -> Result<
 pub(super) async fn delete(lifecycle: &Arc<Lifecycle>, raw: &str, dry: bool) -> Result<Response<Body>, Failure> {
     let name = DatasetName::parse(raw).map_err(|m| Failure::new(ErrorCode::InvalidDatasetName, m))?;
     let answer = lifecycle.delete_dataset(name.as_str(), dry).await?;
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// `POST /v1/datasets/{ds}/schema`: one schema change (`op` rename, drop
+/// or cast), or with `"dry": true` what it would change.
+pub(super) async fn change_schema(store: &Arc<Store>, raw: &str, body: Bytes) -> Result<Response<Body>, Failure> {
+    let dataset = super::datasets::find(store, raw)?;
+    let invalid = |e: serde_json::Error| Failure::new(ErrorCode::InvalidJson, format!("schema change: {e}"));
+    let mut request: serde_json::Map<String, Json> = serde_json::from_slice(&body).map_err(invalid)?;
+    let dry = match request.remove("dry") {
+        None => false,
+        Some(Json::Bool(dry)) => dry,
+        Some(other) => {
+            return Err(Failure::new(ErrorCode::BadRequest, format!("dry must be true or false, not {other}")));
+        }
+    };
+    let change: SchemaChange = serde_json::from_value(Json::Object(request)).map_err(invalid)?;
+    let answer = store.change_schema(&dataset, change, dry).await?;
     Ok(json_response(StatusCode::OK, &answer))
 }

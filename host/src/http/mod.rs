@@ -387,6 +387,11 @@ async fn dataset_route(
                 dataset_admin::patch(&store, &dataset, body).await
             }
         }
+        (&Method::POST, ["v1", "datasets", dataset, "schema"]) => {
+            let (store, dataset) = (state.store()?.clone(), dataset.to_string());
+            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+            dataset_admin::change_schema(&store, &dataset, body).await
+        }
         (&Method::GET, ["v1", "datasets", dataset, "partitions"]) => {
             datasets::partitions(state.store()?, dataset).await
         }

@@ -26,7 +26,7 @@ pub(crate) fn for_code(code: ErrorCode) -> StatusCode {
         ErrorCode::QueryTooLarge => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::NotFound | ErrorCode::PolicyNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::NotFound | ErrorCode::PolicyNotFound | ErrorCode::ColumnNotFound => StatusCode::NOT_FOUND,
         ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::PartitionReadOnly
         | ErrorCode::PartitionNotHot
@@ -39,6 +39,11 @@ pub(crate) fn for_code(code: ErrorCode) -> StatusCode {
         | ErrorCode::SettingImmutable
         | ErrorCode::DatasetDeleted
         | ErrorCode::DatasetNotArchived
+        | ErrorCode::ColumnRenamed
+        | ErrorCode::TimeColumnFixed
+        | ErrorCode::ColumnExists
+        | ErrorCode::CastNotLossless
+        | ErrorCode::ColumnNotArchived
         | ErrorCode::TokenExists => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::IdempotencyKeyReused

@@ -157,7 +157,8 @@ pub fn route(
     let times = parsed.time_array();
     fields.push(Field::new(&schema.time_column, time_type(), false));
     for i in &order {
-        fields.push(Field::new(&parsed.columns[*i].name, parsed.columns[*i].kind.arrow_type(), true));
+        let name = schema.physical_name(&parsed.columns[*i].name);
+        fields.push(Field::new(name, parsed.columns[*i].kind.arrow_type(), true));
         arrays.push(parsed.arrays[*i].clone());
     }
     let time_values = times.values().clone();

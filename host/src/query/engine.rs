@@ -392,6 +392,23 @@ impl QueryEngine {
     /// The SQL of a relation over a source's files and buffered rows (which
     /// go into a temporary table of `connection` first).
     fn relation(connection: &Connection, source: &Source) -> Result<String, Failure> {
+        let stored = Self::stored_relation(connection, source)?;
+        let Some(projection) = source.schema.projection() else { return Ok(stored) };
+        // Renamed, dropped or cast columns: files and buffers keep each
+        // column's physical name and stored type; one projection gives every
+        // query the schema's names and types.
+        let columns: Vec<String> = projection
+            .iter()
+            .map(|(physical, name, kind)| match kind {
+                Some(kind) => format!("CAST({} AS {}) AS {}", quote(physical), duck_type(*kind), quote(name)),
+                None => format!("{} AS {}", quote(physical), quote(name)),
+            })
+            .collect();
+        Ok(format!("SELECT {} FROM ({stored})", columns.join(", ")))
+    }
+
+    /// The relation over the stored data, under physical names.
+    fn stored_relation(connection: &Connection, source: &Source) -> Result<String, Failure> {
         let schema = &source.schema;
         let list: Vec<String> = source.files.iter().map(|f| sql_string(f)).collect();
         // Union by name: binding every file's footer up front is what lets
@@ -408,7 +425,12 @@ impl QueryEngine {
         }
         let buffer_table = format!("__buffered_{}", source.name.replace('-', "_"));
         let columns: Vec<String> = std::iter::once(format!("{} TIMESTAMP_NS", quote(&schema.time_column)))
-            .chain(schema.columns.iter().map(|c| format!("{} {}", quote(&c.name), duck_type(c.kind))))
+            .chain(
+                schema
+                    .columns
+                    .iter()
+                    .map(|c| format!("{} {}", quote(schema.physical_name(&c.name)), duck_type(c.kind))),
+            )
             .collect();
         connection
             .execute_batch(&format!("CREATE TEMP TABLE {} ({})", quote(&buffer_table), columns.join(", ")))
@@ -439,7 +461,8 @@ impl QueryEngine {
             .map_err(query_error)?
             .collect::<Result<_, _>>()
             .map_err(query_error)?;
-        Ok(names.contains(&schema.time_column) && schema.columns.iter().all(|c| names.contains(&c.name)))
+        Ok(names.contains(&schema.time_column)
+            && schema.columns.iter().all(|c| names.contains(schema.physical_name(&c.name))))
     }
 
     /// Runs a structured query.

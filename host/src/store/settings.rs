@@ -1,6 +1,6 @@
 //! Dataset administration on the store: a dataset defined with its settings
 //! before any write (`PUT`), the settings that can change changed (`PATCH`),
-//! and each setting resolved.
+//! each setting resolved, and schema changes (rename, drop, cast a column).
 //!
 //! Resolution, for every setting: what an operator set through the API
 //! (the catalog's `dataset_settings`) wins; else `[datasets.<name>]` in the
@@ -23,6 +23,7 @@ use crate::config::LateRows;
 use crate::error::{ErrorCode, Failure};
 use crate::names::DatasetName;
 use crate::period::{Period, Periods};
+use crate::schema::{ChangeRefused, SchemaChange};
 use crate::sync::RecoverRw as _;
 use crate::time::now_ns;
 
@@ -253,5 +254,89 @@ impl Store {
         dataset.set_admin(updated);
         tracing::info!(dataset = %dataset.name, "changed dataset settings");
         Ok(dataset.admin())
+    }
+}
+
+fn change_refused(error: ChangeRefused) -> Failure {
+    let code = match &error {
+        ChangeRefused::TimeColumn(_) => ErrorCode::TimeColumnFixed,
+        ChangeRefused::NoColumn(_) => ErrorCode::ColumnNotFound,
+        ChangeRefused::Exists { .. } => ErrorCode::ColumnExists,
+        ChangeRefused::Lossy { .. } => ErrorCode::CastNotLossless,
+    };
+    Failure::new(code, error.to_string())
+}
+
+impl Store {
+    /// Renames, drops or casts a column as a new schema version (saved in
+    /// the catalog first), or with `dry` answers what would change and
+    /// changes nothing. Nothing stored is rewritten: files and buffered rows
+    /// keep physical names and stored types, and every read projects them
+    /// (see `schema::change`); compaction writes the current schema. A drop
+    /// with `archive` is refused unless every partition holding rows has an
+    /// archive copy and no row is only buffered: the archive copies then
+    /// hold the dropped values.
+    pub async fn change_schema(
+        &self,
+        dataset: &Arc<DatasetState>,
+        change: SchemaChange,
+        dry: bool,
+    ) -> Result<Json, Failure> {
+        if let SchemaChange::Rename { to, .. } = &change {
+            crate::names::check_column_name(to).map_err(|e| Failure::new(ErrorCode::BadRequest, e.to_string()))?;
+        }
+        let _guard = dataset.evolve.lock().await;
+        dataset.refuse_if_deleted()?;
+        let current = dataset.schema();
+        let next = current.change(&change).map_err(change_refused)?;
+        let plan = self.deletion_plan(dataset).await?;
+        let footprint = &plan.footprint;
+        if let SchemaChange::Drop { archive: true, column } = &change
+            && !dry
+            && (!footprint.unarchived.is_empty() || plan.buffered_rows > 0)
+        {
+            return Err(Failure::new(
+                ErrorCode::ColumnNotArchived,
+                format!(
+                    "column {column:?} is dropped with archive=true, but {} partition(s) hold rows without an archive \
+                     copy and {} row(s) are only buffered; archive (and flush) them first",
+                    footprint.unarchived.len(),
+                    plan.buffered_rows
+                ),
+            )
+            .with_detail(
+                json!({ "unarchived_partitions": footprint.unarchived, "buffered_rows": plan.buffered_rows }),
+            ));
+        }
+        let mut answer = json!({
+            "dataset": dataset.name.as_str(),
+            "dry": dry,
+            "change": change.describe(),
+            "changed": next.is_some(),
+            "from_version": current.version,
+            "version": next.as_ref().map_or(current.version, |n| n.version),
+            "rewritten_files": 0,
+            "affected": {
+                "partitions": footprint.partitions,
+                "files": footprint.files,
+                "rows": footprint.rows,
+                "buffered_rows": plan.buffered_rows,
+            },
+        });
+        if let SchemaChange::Drop { archive: true, .. } = &change {
+            answer["unarchived_partitions"] = json!(footprint.unarchived);
+        }
+        let Some(next) = next else { return Ok(answer) };
+        answer["columns"] =
+            json!(next.columns.iter().map(|c| json!({ "name": c.name, "kind": c.kind.as_str() })).collect::<Vec<_>>());
+        if dry {
+            return Ok(answer);
+        }
+        let (dataset_id, next) = (dataset.record.id, Arc::new(next));
+        let saved = next.clone();
+        self.catalog.call(move |c| c.save_schema(dataset_id, &saved, now_ns())).await?;
+        *dataset.schema.write_or_recover() = next.clone();
+        tracing::info!(dataset = %dataset.name, version = next.version, change = %change.describe(), "schema changed");
+        Ok(answer)
     }
 }

@@ -409,7 +409,11 @@ fn schema_conflict(error: SchemaConflict) -> Failure {
     if let Some(other) = error.other_column() {
         detail["conflicts_with"] = json!(other);
     }
-    Failure::new(ErrorCode::SchemaConflict, format!("{error}; nothing was written")).with_detail(detail)
+    let code = match error {
+        SchemaConflict::Renamed { .. } => ErrorCode::ColumnRenamed,
+        _ => ErrorCode::SchemaConflict,
+    };
+    Failure::new(code, format!("{error}; nothing was written")).with_detail(detail)
 }
 
 /// Splits the rows into per-partition batches and encodes each for the WAL,

@@ -13,6 +13,7 @@ fn schema() -> DatasetSchema {
             column("usage", ColumnKind::Float),
             column("n", ColumnKind::Integer),
         ],
+        alterations: Default::default(),
     }
 }
 
