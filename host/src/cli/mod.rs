@@ -3,6 +3,7 @@
 //! (a component, a data directory's catalog); the server's modules do not.
 
 pub mod bench;
+pub mod bench_peers;
 pub mod bench_policy;
 pub mod bench_storage;
 pub mod policy;
