@@ -21,6 +21,7 @@ mod s3;
 mod s3_cache;
 mod s3_faults;
 mod s3_lifecycle;
+mod sort_key;
 mod sql_api;
 mod storage;
 mod support;

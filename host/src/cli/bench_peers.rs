@@ -259,9 +259,9 @@ async fn strata_query(authority: &str, body: serde_json::Value) -> anyhow::Resul
     let mut sender = connect(authority).await?;
     let answer = post_json(&mut sender, authority, "/v1/datasets/cpu/query", body).await?;
     let rows = answer["rows"].as_array().map_or(0, Vec::len);
-    let count = answer["rows"][0].as_object().and_then(|row| {
-        row.iter().find(|(name, _)| name.starts_with("count")).and_then(|(_, value)| value.as_i64())
-    });
+    let count = answer["rows"][0]
+        .as_object()
+        .and_then(|row| row.iter().find(|(name, _)| name.starts_with("count")).and_then(|(_, value)| value.as_i64()));
     Ok((rows, count))
 }
 
