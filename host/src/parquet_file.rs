@@ -178,14 +178,15 @@ fn key_order(batches: &[RecordBatch], ranks: &[Vec<Vec<u32>>], radices: &[u64]) 
     Some(order.into_iter().map(|(_, _, b, r)| (b as usize, r as usize)).collect())
 }
 
+/// A flush's sort key, each tag's rank per row of each batch (in key
+/// order) and each tag's radix (distinct values + 1).
+type FlushKey = (SortKey, Vec<Vec<Vec<u32>>>, Vec<u64>);
+
 /// The sort key of freshly buffered rows: the tag columns (by index in
 /// `schema`) ordered by how many distinct values they hold, fewest first
 /// (ties in schema order), then time; with each tag's rank per row and
 /// its count of distinct values, in key order.
-fn flush_key(
-    batches: &[RecordBatch],
-    schema: &DatasetSchema,
-) -> Result<(SortKey, Vec<Vec<Vec<u32>>>, Vec<u64>), ParquetFileError> {
+fn flush_key(batches: &[RecordBatch], schema: &DatasetSchema) -> Result<FlushKey, ParquetFileError> {
     let mut tags = Vec::new();
     for (index, column) in schema.columns.iter().enumerate() {
         if column.kind == crate::schema::ColumnKind::Tag {
@@ -523,8 +524,7 @@ fn merge_inputs<W: Write + Send>(
     let mut pending: Vec<RecordBatch> = Vec::new();
     let mut pending_rows = 0;
     let mut written = Written::default();
-    loop {
-        let Some((least, second)) = least_two(&inputs) else { break };
+    while let Some((least, second)) = least_two(&inputs) {
         let input = &inputs[least];
         let (batch, rows) = input.batch.as_ref().expect("an input with a head has a batch");
         // Every row that sorts before the next input's head, ties by input.
