@@ -17,11 +17,12 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::{FooterTail, KeyValue, ParquetMetaDataReader, SortingColumn};
-use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
+use parquet::schema::types::ColumnPath;
 
 use crate::schema::DatasetSchema;
 
@@ -100,32 +101,119 @@ fn times_of(batch: &RecordBatch) -> &[i64] {
     batch.column(0).as_any().downcast_ref::<TimestampNanosecondArray>().map(|t| t.values().as_ref()).unwrap_or(&[])
 }
 
-/// Concatenates batches in time order. Chunks usually arrive sorted and in
-/// order, so the common case is one copy; otherwise rows are interleaved by
-/// a sort over `(time, chunk, row)` — still one copy of the data.
-fn sorted_by_time(
-    schema: &arrow::datatypes::SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<RecordBatch, ParquetFileError> {
-    let mut in_order = true;
-    let mut previous = i64::MIN;
-    for batch in batches {
-        let times = times_of(batch);
-        if times.first().is_some_and(|first| *first < previous) || !times.windows(2).all(|w| w[0] <= w[1]) {
-            in_order = false;
-            break;
-        }
-        previous = times.last().copied().unwrap_or(previous);
-    }
-    if in_order {
-        return Ok(concat_batches(schema, batches)?);
-    }
-    let mut order: Vec<(i64, u32, u32)> = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+/// The time range of `batch`'s rows (any order), if it has rows.
+fn time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let times = times_of(batch);
+    let min = times.iter().min()?;
+    Some((*min, *times.iter().max()?))
+}
+
+/// A file's sort key: the indices of its columns in order of precedence,
+/// tag columns first and the time column (index 0) last.
+pub type SortKey = Vec<usize>;
+
+type TagDictionary = arrow::array::DictionaryArray<arrow::datatypes::Int32Type>;
+
+/// A tag column of every batch as a dictionary array (tags are
+/// dictionary-encoded; a plain string column is cast).
+fn tag_dictionaries(batches: &[RecordBatch], column: usize) -> Result<Vec<TagDictionary>, ParquetFileError> {
+    let dictionary = arrow::datatypes::DataType::Dictionary(
+        Box::new(arrow::datatypes::DataType::Int32),
+        Box::new(arrow::datatypes::DataType::Utf8),
+    );
+    batches
+        .iter()
+        .map(|batch| {
+            let cast = cast(batch.column(column), &dictionary)?;
+            cast.as_any()
+                .downcast_ref::<TagDictionary>()
+                .cloned()
+                .ok_or_else(|| ParquetFileError::Verify(format!("tag column {column} is not a string dictionary")))
+        })
+        .collect()
+}
+
+/// One tag column's rank in every row of every batch: 0 for null, then
+/// 1.. in the byte order of the values (the order Parquet statistics and
+/// [`arrow::row`] use), and how many distinct values the column holds.
+fn tag_ranks(batches: &[RecordBatch], column: usize) -> Result<(Vec<Vec<u32>>, usize), ParquetFileError> {
+    let dictionaries = tag_dictionaries(batches, column)?;
+    let values: Vec<&arrow::array::StringArray> = dictionaries
+        .iter()
+        .map(|d| d.values().as_any().downcast_ref::<arrow::array::StringArray>())
+        .collect::<Option<_>>()
+        .ok_or_else(|| ParquetFileError::Verify(format!("tag column {column} holds no strings")))?;
+    let mut distinct: Vec<&str> = values.iter().flat_map(|v| v.iter().flatten()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let ranks = dictionaries
+        .iter()
+        .zip(&values)
+        .map(|(dictionary, values)| {
+            let of_value: Vec<u32> =
+                values.iter().map(|v| v.map_or(0, |v| distinct.partition_point(|d| *d < v) as u32 + 1)).collect();
+            let keys = dictionary.keys();
+            (0..keys.len()).map(|row| if keys.is_null(row) { 0 } else { of_value[keys.value(row) as usize] }).collect()
+        })
+        .collect();
+    Ok((ranks, distinct.len()))
+}
+
+/// The order of `batches`' rows by a sort key, as `(batch, row)` pairs:
+/// each row's tag ranks (`ranks`, in key order) folded into one number (mixed radix), then time, then
+/// the row's place (so rows of equal key keep their order). `None` when
+/// the tags' combinations do not fit in 64 bits.
+fn key_order(batches: &[RecordBatch], ranks: &[Vec<Vec<u32>>], radices: &[u64]) -> Option<Vec<(usize, usize)>> {
+    radices.iter().try_fold(1u64, |product, radix| product.checked_mul(*radix))?;
+    let mut order: Vec<(u64, i64, u32, u32)> = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
     for (b, batch) in batches.iter().enumerate() {
-        order.extend(times_of(batch).iter().enumerate().map(|(r, t)| (*t, b as u32, r as u32)));
+        let times = times_of(batch);
+        for (r, time) in times.iter().enumerate() {
+            let series =
+                ranks.iter().zip(radices).fold(0u64, |series, (column, radix)| series * radix + column[b][r] as u64);
+            order.push((series, *time, b as u32, r as u32));
+        }
     }
     order.sort_unstable();
-    let indices: Vec<(usize, usize)> = order.into_iter().map(|(_, b, r)| (b as usize, r as usize)).collect();
+    Some(order.into_iter().map(|(_, _, b, r)| (b as usize, r as usize)).collect())
+}
+
+/// A flush's sort key, each tag's rank per row of each batch (in key
+/// order) and each tag's radix (distinct values + 1).
+type FlushKey = (SortKey, Vec<Vec<Vec<u32>>>, Vec<u64>);
+
+/// The sort key of freshly buffered rows: the tag columns (by index in
+/// `schema`) ordered by how many distinct values they hold, fewest first
+/// (ties in schema order), then time; with each tag's rank per row and
+/// its count of distinct values, in key order.
+fn flush_key(batches: &[RecordBatch], schema: &DatasetSchema) -> Result<FlushKey, ParquetFileError> {
+    let mut tags = Vec::new();
+    for (index, column) in schema.columns.iter().enumerate() {
+        if column.kind == crate::schema::ColumnKind::Tag {
+            let (ranks, distinct) = tag_ranks(batches, index + 1)?;
+            tags.push((distinct, index + 1, ranks));
+        }
+    }
+    tags.sort_by_key(|(distinct, index, _)| (*distinct, *index));
+    let key: SortKey = tags.iter().map(|(_, index, _)| *index).chain(std::iter::once(0)).collect();
+    let radices = tags.iter().map(|(distinct, _, _)| *distinct as u64 + 1).collect();
+    Ok((key, tags.into_iter().map(|(_, _, ranks)| ranks).collect(), radices))
+}
+
+/// Concatenates batches sorted by `key` with one copy of the data.
+/// Buffered rows are usually time-sorted already; the sort puts each
+/// series' rows together.
+fn sorted_by_key(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    key: &[usize],
+    ranks: &[Vec<Vec<u32>>],
+    radices: &[u64],
+) -> Result<RecordBatch, ParquetFileError> {
+    let indices = match key_order(batches, ranks, radices) {
+        Some(indices) => indices,
+        None => return sorted_by_rows(schema, &concat_batches(schema, batches)?, key),
+    };
     let columns = (0..schema.fields().len())
         .map(|c| {
             let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
@@ -135,8 +223,30 @@ fn sorted_by_time(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
+/// The comparable rows of `key`'s columns (ascending, nulls first).
+fn key_converter(schema: &SchemaRef, key: &[usize]) -> Result<arrow::row::RowConverter, ParquetFileError> {
+    let options = arrow::compute::SortOptions { descending: false, nulls_first: true };
+    let fields =
+        key.iter().map(|c| arrow::row::SortField::new_with_options(schema.field(*c).data_type().clone(), options));
+    Ok(arrow::row::RowConverter::new(fields.collect())?)
+}
+
+/// `batch` sorted by `key` through the row format: the general path, for
+/// tag combinations too many for [`key_order`] and for merge inputs not
+/// written in the merge's order.
+fn sorted_by_rows(schema: &SchemaRef, batch: &RecordBatch, key: &[usize]) -> Result<RecordBatch, ParquetFileError> {
+    let converter = key_converter(schema, key)?;
+    let columns: Vec<ArrayRef> = key.iter().map(|c| batch.column(*c).clone()).collect();
+    let rows = converter.convert_columns(&columns)?;
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.sort_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+    let indices = arrow::array::UInt32Array::from(order);
+    Ok(arrow::compute::take_record_batch(batch, &indices)?)
+}
+
 /// Encodes `batches` (one partition's buffered rows) into one Parquet file
-/// sorted by time, zstd-compressed, then re-reads its footer.
+/// sorted by its tags (fewest distinct values first) then time,
+/// zstd-compressed, then re-reads its footer.
 pub fn encode(
     batches: &[RecordBatch],
     schema: &DatasetSchema,
@@ -145,18 +255,12 @@ pub fn encode(
 ) -> Result<EncodedFile, ParquetFileError> {
     let conformed: Vec<RecordBatch> = batches.iter().map(|b| conform(b, schema)).collect::<Result<_, _>>()?;
     let target = schema.arrow_schema();
-    let all = sorted_by_time(&target, &conformed)?;
-    let times = all
-        .column(0)
-        .as_any()
-        .downcast_ref::<TimestampNanosecondArray>()
-        .expect("the time column is always a nanosecond timestamp");
+    let (key, ranks, radices) = flush_key(&conformed, schema)?;
+    let all = sorted_by_key(&target, &conformed, &key, &ranks, &radices)?;
     let rows = all.num_rows() as i64;
-    let (min_time_ns, max_time_ns) = match (times.values().first(), times.values().last()) {
-        (Some(min), Some(max)) => (*min, *max),
-        _ => return Err(ParquetFileError::Verify("no rows to flush".into())),
-    };
-    let bytes = write(&all, Encoding { zstd_level, row_group_rows_max })?;
+    let (min_time_ns, max_time_ns) =
+        time_range(&all).ok_or_else(|| ParquetFileError::Verify("no rows to flush".into()))?;
+    let bytes = write(&all, Encoding { zstd_level, row_group_rows_max }, &key)?;
     let checksum_crc32c = crc32c::crc32c(&bytes);
     let columns = target.fields().len();
     let encoded = EncodedFile { bytes, rows, min_time_ns, max_time_ns, checksum_crc32c, columns };
@@ -183,25 +287,60 @@ pub fn with_time_convention(builder: WriterPropertiesBuilder, time_column: &str)
     builder.set_key_value_metadata(Some(metadata))
 }
 
-/// The writer properties of `encoding`: zstd, row groups of at most
-/// `row_group_rows_max` rows, sorted by the time column, and the time
-/// convention in the key-value metadata ([`with_time_convention`]).
-fn properties(encoding: Encoding, time_column: &str) -> Result<WriterProperties, ParquetFileError> {
-    Ok(with_time_convention(WriterProperties::builder(), time_column)
+/// Rows per data page at most: a page covers a short stretch of one
+/// series, so the page index (column and offset indexes, written with
+/// page statistics) narrows a read within a row group.
+const PAGE_ROWS_MAX: usize = 8192;
+
+/// The writer properties of `encoding` for a file of `schema` sorted by
+/// `key`: zstd, row groups of at most `row_group_rows_max` rows, the key
+/// as the row groups' `sorting_columns`, page statistics (the page index),
+/// a bloom filter on every tag column of the key (sized for a row group;
+/// the writer folds it down to the values it saw), and the time convention
+/// in the key-value metadata ([`with_time_convention`]).
+fn properties(encoding: Encoding, schema: &SchemaRef, key: &[usize]) -> Result<WriterProperties, ParquetFileError> {
+    let time_column = schema.fields().first().map_or("", |f| f.name().as_str());
+    let sorting = key.iter().map(|c| SortingColumn { column_idx: *c as i32, descending: false, nulls_first: *c != 0 });
+    let mut builder = with_time_convention(WriterProperties::builder(), time_column)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(encoding.zstd_level)?))
         .set_max_row_group_row_count(Some(encoding.row_group_rows_max))
-        .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
-        .build())
+        .set_data_page_row_count_limit(PAGE_ROWS_MAX)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(sorting.collect()));
+    for tag in key.iter().filter(|c| **c != 0) {
+        let path = ColumnPath::from(schema.field(*tag).name().as_str());
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_max_ndv(path, encoding.row_group_rows_max as u64);
+    }
+    Ok(builder.build())
 }
 
-/// Writes one time-sorted batch as a Parquet file.
-fn write(all: &RecordBatch, encoding: Encoding) -> Result<Vec<u8>, ParquetFileError> {
+/// Writes one batch, sorted by `key`, as a Parquet file.
+fn write(all: &RecordBatch, encoding: Encoding, key: &[usize]) -> Result<Vec<u8>, ParquetFileError> {
     let mut bytes = Vec::new();
-    let time_column = all.schema().fields().first().map(|f| f.name().clone()).unwrap_or_default();
-    let mut writer = ArrowWriter::try_new(&mut bytes, all.schema(), Some(properties(encoding, &time_column)?))?;
+    let schema = all.schema();
+    let mut writer = ArrowWriter::try_new(&mut bytes, schema.clone(), Some(properties(encoding, &schema, key)?))?;
     writer.write(all)?;
     writer.close()?;
     Ok(bytes)
+}
+
+/// The sort key a Parquet file records (its first row group's
+/// `sorting_columns`, as column names), if it records one that Strata
+/// writes: ascending, the time column last.
+pub fn recorded_sort_key(metadata: &parquet::file::metadata::ParquetMetaData) -> Option<Vec<String>> {
+    let group = metadata.row_groups().first()?;
+    let columns = metadata.file_metadata().schema_descr();
+    let sorting = group.sorting_columns()?;
+    let names: Vec<String> = sorting
+        .iter()
+        .map(|s| {
+            let index = usize::try_from(s.column_idx).ok().filter(|i| *i < columns.num_columns() && !s.descending)?;
+            Some(columns.column(index).name().to_string())
+        })
+        .collect::<Option<_>>()?;
+    (names.last() == columns.columns().first().map(|c| c.name().to_string()).as_ref()).then_some(names)
 }
 
 /// Checks a Parquet file: checksum, a readable footer and the row count.
@@ -235,111 +374,180 @@ pub struct EncodedFileInfo {
 /// Rows per batch read from an input and written to the output.
 const STREAM_BATCH_ROWS: usize = 8192;
 
-/// One input of a merge: its reader and the rows of its current batch not
-/// yet taken.
+/// Where a merge input's batches come from: a file read batch by batch,
+/// or (for an input not written in the merge's order) its rows sorted in
+/// memory.
+type Batches = Box<dyn Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>> + Send>;
+
+/// One input of a merge: its batches, the rows of its current batch not
+/// yet taken, and their sort key in the row format.
 struct MergeInput {
-    reader: ParquetRecordBatchReader,
+    batches: Batches,
     schema: SchemaRef,
-    batch: Option<RecordBatch>,
+    batch: Option<(RecordBatch, arrow::row::Rows)>,
     row: usize,
+    /// The key of the previous batch's last row: an input must be sorted
+    /// across its batches too.
+    last: Option<arrow::row::OwnedRow>,
 }
 
 impl MergeInput {
-    fn open<R: ChunkReader + 'static>(
-        builder: ParquetRecordBatchReaderBuilder<R>,
+    fn open(
+        batches: Batches,
         schema: SchemaRef,
+        converter: &arrow::row::RowConverter,
+        key: &[usize],
     ) -> Result<MergeInput, ParquetFileError> {
-        let reader = builder.with_batch_size(STREAM_BATCH_ROWS).build()?;
-        let mut input = MergeInput { reader, schema, batch: None, row: 0 };
-        input.fill()?;
+        let mut input = MergeInput { batches, schema, batch: None, row: 0, last: None };
+        input.fill(converter, key)?;
         Ok(input)
     }
 
-    /// Reads batches until one has rows left, or the input is exhausted.
-    fn fill(&mut self) -> Result<(), ParquetFileError> {
+    /// Reads batches until one has rows left, or the input is exhausted;
+    /// refuses an input whose rows are not sorted by the key.
+    fn fill(&mut self, converter: &arrow::row::RowConverter, key: &[usize]) -> Result<(), ParquetFileError> {
         loop {
-            if let Some(batch) = &self.batch
+            if let Some((batch, _)) = &self.batch
                 && self.row < batch.num_rows()
             {
                 return Ok(());
             }
-            match self.reader.next() {
-                None => {
-                    self.batch = None;
-                    return Ok(());
-                }
-                Some(batch) => {
-                    self.batch = Some(conform_to(&batch?, self.schema.clone())?);
-                    self.row = 0;
-                }
+            if let Some((_, rows)) = self.batch.take()
+                && rows.num_rows() > 0
+            {
+                self.last = Some(rows.row(rows.num_rows() - 1).owned());
             }
+            let Some(batch) = self.batches.next() else { return Ok(()) };
+            let batch = conform_to(&batch?, self.schema.clone())?;
+            let columns: Vec<ArrayRef> = key.iter().map(|c| batch.column(*c).clone()).collect();
+            let rows = converter.convert_columns(&columns)?;
+            let after_last = self.last.as_ref().is_none_or(|last| rows.num_rows() == 0 || last.row() <= rows.row(0));
+            if !after_last || !(1..rows.num_rows()).all(|i| rows.row(i - 1) <= rows.row(i)) {
+                return Err(ParquetFileError::Verify("an input file is not sorted by its sort key".into()));
+            }
+            self.batch = Some((batch, rows));
+            self.row = 0;
         }
     }
 
-    /// The time of the next row, if any.
-    fn head(&self) -> Option<i64> {
-        self.batch.as_ref().map(|batch| times_of(batch)[self.row])
+    /// The key of the next row, if any.
+    fn head(&self) -> Option<arrow::row::Row<'_>> {
+        self.batch.as_ref().map(|(_, rows)| rows.row(self.row))
     }
 }
 
-/// Merges Parquet files, each sorted by time, into one Parquet file
-/// sorted by time written to `out` with `encoding`, with the columns of
-/// `schema` (older files' batches are conformed to it). Rows of equal time
-/// keep the inputs' order. Streams: memory holds one batch per input and
-/// the row group being written.
+/// One file to merge: its batches, rows, and the sort key it records.
+struct Opened {
+    batches: Batches,
+    rows: i64,
+    key: Option<Vec<String>>,
+}
+
+fn open_input<R: ChunkReader + 'static>(input: R) -> Result<Opened, ParquetFileError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(input)?;
+    let metadata = builder.metadata().clone();
+    let batches = Box::new(builder.with_batch_size(STREAM_BATCH_ROWS).build()?);
+    Ok(Opened { batches, rows: metadata.file_metadata().num_rows(), key: recorded_sort_key(&metadata) })
+}
+
+/// `names` as column indices of `schema`, if every one is there.
+fn key_indices(schema: &SchemaRef, names: &[String]) -> Option<SortKey> {
+    names.iter().map(|name| schema.index_of(name).ok()).collect()
+}
+
+/// The merge's sort key: the key of the input with the most rows among
+/// those whose key names columns of `schema` only; failing that, the tag
+/// columns of `schema` in order, then time.
+fn merge_key(schema: &SchemaRef, inputs: &[Opened]) -> SortKey {
+    let recorded = inputs
+        .iter()
+        .filter_map(|input| Some((input.rows, key_indices(schema, input.key.as_ref()?)?)))
+        .max_by_key(|(rows, _)| *rows);
+    recorded.map(|(_, key)| key).unwrap_or_else(|| {
+        let tags = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, f)| matches!(f.data_type(), arrow::datatypes::DataType::Dictionary(..)));
+        tags.map(|(i, _)| i).chain(std::iter::once(0)).collect()
+    })
+}
+
+/// Merges Parquet files into one Parquet file written to `out` with
+/// `encoding`, with the columns of `schema` (older files' batches are
+/// conformed to it), sorted by one sort key: that of the largest input
+/// (tags then time, see [`encode`]). Rows of equal key keep the inputs'
+/// order. Streams: memory holds one batch per input and the row group
+/// being written — except for an input that records another key (a file
+/// from before tag sort keys, or a flush whose tags ranked otherwise by
+/// their distinct values), whose rows are sorted in memory.
 pub fn merge<R: ChunkReader + 'static, W: Write + Send>(
     inputs: Vec<R>,
     schema: SchemaRef,
     out: W,
     encoding: Encoding,
 ) -> Result<EncodedFileInfo, ParquetFileError> {
-    let inputs: Vec<MergeInput> = inputs
-        .into_iter()
-        .map(|input| MergeInput::open(ParquetRecordBatchReaderBuilder::try_new(input)?, schema.clone()))
-        .collect::<Result<_, _>>()?;
-    merge_inputs(inputs, schema, out, encoding)
+    let opened: Vec<Opened> = inputs.into_iter().map(open_input).collect::<Result<_, _>>()?;
+    let key = merge_key(&schema, &opened);
+    let mut batches = Vec::with_capacity(opened.len());
+    for input in opened {
+        if input.key.as_ref().and_then(|names| key_indices(&schema, names)).as_ref() == Some(&key) {
+            batches.push(input.batches);
+            continue;
+        }
+        let read: Vec<RecordBatch> =
+            input.batches.map(|b| conform_to(&b?, schema.clone())).collect::<Result<_, ParquetFileError>>()?;
+        let sorted = sorted_by_rows(&schema, &concat_batches(&schema, &read)?, &key)?;
+        let chunks: Vec<_> = (0..sorted.num_rows())
+            .step_by(STREAM_BATCH_ROWS)
+            .map(|at| Ok(sorted.slice(at, STREAM_BATCH_ROWS.min(sorted.num_rows() - at))))
+            .collect();
+        batches.push(Box::new(chunks.into_iter()));
+    }
+    merge_inputs(batches, schema, out, encoding, &key)
 }
 
 fn merge_inputs<W: Write + Send>(
-    mut inputs: Vec<MergeInput>,
+    inputs: Vec<Batches>,
     schema: SchemaRef,
     out: W,
     encoding: Encoding,
+    key: &[usize],
 ) -> Result<EncodedFileInfo, ParquetFileError> {
-    let mut writer = ArrowWriter::try_new(
-        out,
-        schema.clone(),
-        Some(properties(encoding, schema.fields().first().map_or("", |f| f.name().as_str()))?),
-    )?;
+    let converter = key_converter(&schema, key)?;
+    let mut inputs: Vec<MergeInput> = inputs
+        .into_iter()
+        .map(|batches| MergeInput::open(batches, schema.clone(), &converter, key))
+        .collect::<Result<_, _>>()?;
+    let mut writer = ArrowWriter::try_new(out, schema.clone(), Some(properties(encoding, &schema, key)?))?;
     let mut pending: Vec<RecordBatch> = Vec::new();
     let mut pending_rows = 0;
     let mut written = Written::default();
-    loop {
-        let mut heads = inputs.iter().enumerate().filter_map(|(i, input)| input.head().map(|t| (t, i)));
-        let Some(first) = heads.next() else { break };
-        let (mut least, mut second) = (first, None::<(i64, usize)>);
-        for head in heads {
-            if head < least {
-                second = Some(least);
-                least = head;
-            } else if second.is_none_or(|s| head < s) {
-                second = Some(head);
-            }
-        }
-        let input = &mut inputs[least.1];
-        let batch = input.batch.as_ref().expect("an input with a head has a batch");
-        let times = &times_of(batch)[input.row..];
+    while let Some((least, second)) = least_two(&inputs) {
+        let input = &inputs[least];
+        let (batch, rows) = input.batch.as_ref().expect("an input with a head has a batch");
         // Every row that sorts before the next input's head, ties by input.
         let take = match second {
-            None => times.len(),
-            Some((t, j)) => times.partition_point(|x| *x < t || (*x == t && least.1 < j)).max(1),
+            None => batch.num_rows() - input.row,
+            Some(j) => {
+                let next = inputs[j].head().expect("an input with a head");
+                let (mut low, mut high) = (input.row, batch.num_rows());
+                while low < high {
+                    let middle = (low + high) / 2;
+                    let row = rows.row(middle);
+                    if row < next || (row == next && least < j) { low = middle + 1 } else { high = middle }
+                }
+                (low - input.row).max(1)
+            }
         };
         let run = batch.slice(input.row, take);
-        written.note(times_of(&run))?;
+        written.note(&run);
         pending_rows += take;
         pending.push(run);
+        let input = &mut inputs[least];
         input.row += take;
-        input.fill()?;
+        input.fill(&converter, key)?;
         if pending_rows >= STREAM_BATCH_ROWS {
             writer.write(&concat_batches(&schema, &pending)?)?;
             (pending, pending_rows) = (Vec::new(), 0);
@@ -352,8 +560,23 @@ fn merge_inputs<W: Write + Send>(
     written.info(schema.fields().len())
 }
 
-/// The rows written so far: how many, the time range, and that they are
-/// in time order.
+/// The inputs whose heads sort first and second (ties by input order).
+fn least_two(inputs: &[MergeInput]) -> Option<(usize, Option<usize>)> {
+    let mut heads = inputs.iter().enumerate().filter_map(|(i, input)| input.head().map(|h| (h, i)));
+    let first = heads.next()?;
+    let (mut least, mut second) = (first, None);
+    for head in heads {
+        if head < least {
+            second = Some(least);
+            least = head;
+        } else if second.as_ref().is_none_or(|s| head < *s) {
+            second = Some(head);
+        }
+    }
+    Some((least.1, second.map(|(_, i)| i)))
+}
+
+/// The rows written so far: how many, and their time range.
 #[derive(Default)]
 struct Written {
     rows: i64,
@@ -361,15 +584,10 @@ struct Written {
 }
 
 impl Written {
-    fn note(&mut self, times: &[i64]) -> Result<(), ParquetFileError> {
-        let (Some(first), Some(last)) = (times.first(), times.last()) else { return Ok(()) };
-        let sorted = times.windows(2).all(|w| w[0] <= w[1]);
-        if !sorted || self.min_max.is_some_and(|(_, max)| *first < max) {
-            return Err(ParquetFileError::Verify("an input file is not sorted by time".into()));
-        }
-        self.min_max = Some((self.min_max.map_or(*first, |(min, _)| min), *last));
-        self.rows += times.len() as i64;
-        Ok(())
+    fn note(&mut self, run: &RecordBatch) {
+        let Some((first, last)) = time_range(run) else { return };
+        self.min_max = Some(self.min_max.map_or((first, last), |(min, max)| (min.min(first), max.max(last))));
+        self.rows += run.num_rows() as i64;
     }
 
     fn info(self, columns: usize) -> Result<EncodedFileInfo, ParquetFileError> {
@@ -379,9 +597,10 @@ impl Written {
     }
 }
 
-/// Re-encodes one of our Parquet files (`rows` rows, sorted by time) into
-/// `out` with `encoding`: the same schema and the same rows in the same
-/// order, streamed. The row count must match `rows`.
+/// Re-encodes one of our Parquet files (`rows` rows) into `out` with
+/// `encoding`: the same schema and the same rows in the same order (its
+/// recorded sort key, checked while streaming). The row count must match
+/// `rows`.
 pub fn reencode_file<R: ChunkReader + 'static, W: Write + Send>(
     input: R,
     rows: i64,
@@ -390,7 +609,10 @@ pub fn reencode_file<R: ChunkReader + 'static, W: Write + Send>(
 ) -> Result<EncodedFileInfo, ParquetFileError> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(input)?;
     let schema = builder.schema().clone();
-    let info = merge_inputs(vec![MergeInput::open(builder, schema.clone())?], schema, out, encoding)?;
+    let key = recorded_sort_key(builder.metadata()).and_then(|names| key_indices(&schema, &names));
+    let key = key.unwrap_or_else(|| vec![0]);
+    let batches: Batches = Box::new(builder.with_batch_size(STREAM_BATCH_ROWS).build()?);
+    let info = merge_inputs(vec![batches], schema, out, encoding, &key)?;
     if info.rows != rows {
         return Err(ParquetFileError::Verify(format!("the file holds {} rows, expected {rows}", info.rows)));
     }
@@ -576,7 +798,7 @@ mod tests {
     }
 
     #[test]
-    fn a_merge_interleaves_time_sorted_files_of_older_schemas_in_time_order() {
+    fn a_merge_interleaves_sorted_files_of_older_schemas_in_key_order() {
         let schema = tagged_schema();
         let older = DatasetSchema::empty("time")
             .evolve(&[ColumnDef { name: "v".into(), kind: ColumnKind::Float }])
@@ -604,7 +826,8 @@ mod tests {
         let merged = read_all(&out);
         assert_eq!(merged.schema().fields(), schema.arrow_schema().fields(), "the dataset's latest schema");
         let times = times_of(&merged);
-        assert!(times.windows(2).all(|w| w[0] <= w[1]), "sorted by time");
+        let keys: Vec<(Option<String>, i64)> = host_rows(&merged).into_iter().map(|(h, t, _)| (h, t)).collect();
+        assert!(keys.windows(2).all(|w| w[0] <= w[1]), "sorted by host (null first), then time");
         let v = merged.column(2).as_any().downcast_ref::<Float64Array>().unwrap();
         let hosts = merged.column(1);
         assert_eq!(v.iter().filter(|v| *v == Some(-1.0)).count(), 20_000, "every row of the older file");
@@ -614,11 +837,126 @@ mod tests {
         check_footer(&Bytes::from(out.clone()), 60_000).unwrap();
         assert!(check_footer(&Bytes::from(out), 59_999).is_err());
 
-        // A file written unsorted (not by Strata) is refused, not merged out of order.
-        let mut writer = ArrowWriter::try_new(Vec::new(), schema.arrow_schema(), None).unwrap();
+        // A file that records a sort key its rows break is refused, not merged out of order.
+        let claims_time_order = WriterProperties::builder()
+            .set_sorting_columns(Some(vec![SortingColumn { column_idx: 0, descending: false, nulls_first: false }]))
+            .build();
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema.arrow_schema(), Some(claims_time_order)).unwrap();
         writer.write(&batch_at(&schema, vec![5, 1])).unwrap();
         let unsorted = Bytes::from(writer.into_inner().unwrap());
         assert!(merge(vec![unsorted], schema.arrow_schema(), Vec::new(), encoding).is_err());
+    }
+
+    /// `(host, time, v)` of every row, in file order.
+    fn host_rows(batch: &RecordBatch) -> Vec<(Option<String>, i64, Option<f64>)> {
+        let hosts = cast(batch.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+        let hosts = hosts.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        let v = batch.column(2).as_any().downcast_ref::<Float64Array>().unwrap();
+        (0..batch.num_rows())
+            .map(|i| {
+                (
+                    hosts.is_valid(i).then(|| hosts.value(i).to_string()),
+                    times_of(batch)[i],
+                    v.is_valid(i).then(|| v.value(i)),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn files_are_sorted_by_tags_then_time_and_record_it_with_bloom_filters() {
+        let schema = DatasetSchema::empty("time")
+            .evolve(&[
+                ColumnDef { name: "host".into(), kind: ColumnKind::Tag },
+                ColumnDef { name: "v".into(), kind: ColumnKind::Float },
+                ColumnDef { name: "region".into(), kind: ColumnKind::Tag },
+            ])
+            .unwrap()
+            .unwrap();
+        // Two chunks, each in time order, whose dictionaries differ; region
+        // has fewer distinct values than host, so it sorts first.
+        let chunk = |times: Vec<i64>| {
+            let names: Vec<Option<String>> =
+                times.iter().map(|t| (t % 5 != 4).then(|| format!("h{}", t % 5))).collect();
+            let host: TagDictionary = names.iter().map(Option::as_deref).collect();
+            let region: TagDictionary = times.iter().map(|t| Some(if t % 5 < 2 { "west" } else { "east" })).collect();
+            let v = Float64Array::from(times.iter().map(|t| *t as f64).collect::<Vec<_>>());
+            let columns: Vec<ArrayRef> =
+                vec![Arc::new(TimestampNanosecondArray::from(times)), Arc::new(host), Arc::new(v), Arc::new(region)];
+            RecordBatch::try_new(schema.arrow_schema(), columns).unwrap()
+        };
+        let file =
+            encode(&[chunk((0..3_000).rev().collect()), chunk((3_000..6_000).collect())], &schema, 1_000, 1).unwrap();
+        assert_eq!((file.rows, file.min_time_ns, file.max_time_ns), (6_000, 0, 5_999));
+        let read = read_all(&file.bytes);
+        let region = cast(read.column(3), &arrow::datatypes::DataType::Utf8).unwrap();
+        let region = region.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+        let rows = host_rows(&read);
+        let keys: Vec<(&str, Option<&str>, i64)> =
+            rows.iter().enumerate().map(|(i, (h, t, _))| (region.value(i), h.as_deref(), *t)).collect();
+        assert!(keys.windows(2).all(|w| w[0] <= w[1]), "region, then host (null first), then time");
+        assert_eq!(keys[0], ("east", None, 4), "a null tag sorts first within its region");
+        let mut oracle: Vec<_> = rows.clone();
+        oracle.sort_by_key(|r| r.1);
+        assert_eq!(oracle.iter().map(|r| r.1).collect::<Vec<_>>(), (0..6_000).collect::<Vec<_>>(), "every row once");
+
+        let reader = SerializedFileReader::new(Bytes::from(file.bytes.clone())).unwrap();
+        let metadata = reader.metadata();
+        assert_eq!(recorded_sort_key(metadata), Some(vec!["region".into(), "host".into(), "time".into()]));
+        assert_eq!(metadata.num_row_groups(), 6);
+        let with_blooms = parquet::file::serialized_reader::ReadOptionsBuilder::new()
+            .with_reader_properties(
+                parquet::file::properties::ReaderProperties::builder().set_read_bloom_filter(true).build(),
+            )
+            .build();
+        let blooms = SerializedFileReader::new_with_options(Bytes::from(file.bytes.clone()), with_blooms).unwrap();
+        for g in 0..metadata.num_row_groups() {
+            let group = blooms.get_row_group(g).unwrap();
+            assert!(group.get_column_bloom_filter(1).is_some() && group.get_column_bloom_filter(3).is_some());
+            assert!(group.get_column_bloom_filter(2).is_none(), "no bloom filter on a field");
+        }
+        let chunks = metadata.row_groups().iter().flat_map(|g| g.columns());
+        assert!(
+            chunks.clone().all(|c| c.column_index_offset().is_some() && c.offset_index_offset().is_some()),
+            "the page index: column and offset indexes"
+        );
+        assert!(chunks.filter(|c| c.column_index_offset().is_some()).count() == 6 * 4);
+
+        // A merge with a file of the same key streams; one with an older,
+        // time-only key is sorted by the key of the larger input; a
+        // re-encode keeps the order.
+        let again = encode(&[chunk((6_000..7_000).collect())], &schema, 1_000, 1).unwrap();
+        let mut time_only = ArrowWriter::try_new(
+            Vec::new(),
+            schema.arrow_schema(),
+            Some(
+                properties(Encoding { zstd_level: 1, row_group_rows_max: 500 }, &schema.arrow_schema(), &[0]).unwrap(),
+            ),
+        )
+        .unwrap();
+        time_only.write(&chunk((7_000..8_000).collect())).unwrap();
+        let time_only = time_only.into_inner().unwrap();
+        let encoding = Encoding { zstd_level: 1, row_group_rows_max: 700 };
+        let inputs = vec![Bytes::from(file.bytes.clone()), Bytes::from(again.bytes), Bytes::from(time_only)];
+        let mut merged = Vec::new();
+        let info = merge(inputs, schema.arrow_schema(), &mut merged, encoding).unwrap();
+        assert_eq!((info.rows, info.min_time_ns, info.max_time_ns), (8_000, 0, 7_999));
+        let mut reencoded = Vec::new();
+        reencode_file(Bytes::from(merged.clone()), 8_000, &mut reencoded, encoding).unwrap();
+        for bytes in [merged, reencoded] {
+            let read = read_all(&bytes);
+            let region = cast(read.column(3), &arrow::datatypes::DataType::Utf8).unwrap();
+            let region = region.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            let rows = host_rows(&read);
+            let keys: Vec<(&str, Option<&str>, i64)> =
+                rows.iter().enumerate().map(|(i, (h, t, _))| (region.value(i), h.as_deref(), *t)).collect();
+            assert!(keys.windows(2).all(|w| w[0] <= w[1]), "the merged file keeps the key");
+            let mut times: Vec<i64> = keys.iter().map(|k| k.2).collect();
+            times.sort_unstable();
+            assert_eq!(times, (0..8_000).collect::<Vec<_>>());
+            let metadata = SerializedFileReader::new(Bytes::from(bytes)).unwrap().metadata().clone();
+            assert_eq!(recorded_sort_key(&metadata), Some(vec!["region".into(), "host".into(), "time".into()]));
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod s3_cache;
 mod s3_faults;
 mod s3_lifecycle;
 mod schema_changes;
+mod sort_key;
 mod sql_api;
 mod storage;
 mod support;

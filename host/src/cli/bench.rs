@@ -43,6 +43,10 @@ pub enum Bench {
     Move(MoveArgs),
     /// `strata import` of the ingest data as a file against `bench ingest`.
     Import(super::bench_import::ImportBenchArgs),
+    /// Strata against the peers installed here (InfluxDB 1.x, VictoriaMetrics):
+    /// the same data through each one's line-protocol endpoint, ingest rate,
+    /// CPU and memory, and the same queries; `--hosts` sweeps cardinality.
+    Peers(super::bench_peers::PeersArgs),
 }
 
 /// Arguments of `strata bench move`.
@@ -126,6 +130,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Move(args) => move_partition(args),
         Bench::Storage(args) => super::bench_storage::run(args),
         Bench::Import(args) => super::bench_import::run(args),
+        Bench::Peers(args) => super::bench_peers::run(args),
     }
 }
 
@@ -260,7 +265,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server() -> anyhow::Result<Server> {
+pub(super) fn start_server() -> anyhow::Result<Server> {
     start_server_with(None)
 }
 
@@ -304,7 +309,7 @@ fn spawn_server(data_dir: &Path) -> anyhow::Result<(Child, String)> {
     Ok((child, url))
 }
 
-fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+pub(super) fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -457,16 +462,28 @@ async fn buffered_at(
 /// Sends every body as line protocol over `connections` keep-alive
 /// connections, each taking the next unsent body until none is left.
 async fn send_concurrently(bodies: &Arc<Vec<Bytes>>, authority: &str, connections: usize) -> anyhow::Result<()> {
+    send_bodies(bodies, authority, "/api/v2/write?bucket=cpu&precision=s", connections).await
+}
+
+/// Sends every body as line protocol to `path` over `connections`
+/// keep-alive connections, each taking the next unsent body until none is
+/// left; anything but 204 is an error.
+pub(super) async fn send_bodies(
+    bodies: &Arc<Vec<Bytes>>,
+    authority: &str,
+    path: &str,
+    connections: usize,
+) -> anyhow::Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (bodies, next, authority) = (bodies.clone(), next.clone(), authority.to_string());
+        let (bodies, next, authority, path) = (bodies.clone(), next.clone(), authority.to_string(), path.to_string());
         tasks.push(tokio::spawn(async move {
             let mut sender = connect(&authority).await?;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { return anyhow::Ok(()) };
-                write(&mut sender, &authority, "/api/v2/write?bucket=cpu&precision=s", body.clone()).await?;
+                write(&mut sender, &authority, &path, body.clone()).await?;
             }
         }));
     }
@@ -543,7 +560,7 @@ pub(super) fn median_ms(mut samples: Vec<f64>) -> f64 {
 
 /// A port free at this moment, for the Flight SQL listener of the server
 /// the benchmark starts.
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -213,7 +213,9 @@ pub struct IngestConfig {
     pub flush_age_ms: u64,
     /// A WAL segment is closed once it reaches this size, in bytes.
     pub wal_segment_bytes_max: u64,
-    /// Rows per Parquet row group.
+    /// Rows per Parquet row group: small enough that a row group holds few
+    /// series (files are sorted by tags, then time) and a selective query
+    /// skips the rest.
     pub row_group_rows_max: usize,
     /// zstd level of flushed Parquet files.
     pub zstd_level: i32,
@@ -244,7 +246,7 @@ impl Default for IngestConfig {
             flush_bytes: 64 * 1024 * 1024,
             flush_age_ms: 30_000,
             wal_segment_bytes_max: 64 * 1024 * 1024,
-            row_group_rows_max: 1024 * 1024,
+            row_group_rows_max: 32 * 1024,
             zstd_level: 3,
             default_period: Period::Day,
             default_time_column: "time".to_string(),

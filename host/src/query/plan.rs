@@ -374,6 +374,19 @@ fn placeholder(kind: ColumnKind, param: &Param) -> &'static str {
     }
 }
 
+/// A tag value compared by `=` or `in`, as a SQL string literal (quotes
+/// doubled; a value holding NUL stays a parameter). DuckDB folds a
+/// literal into the Parquet scan, which skips row groups by their
+/// statistics and tag bloom filters; a bound parameter is compared only
+/// after every row is read. Files are sorted by their tags, so one
+/// series' rows sit in a few row groups.
+fn tag_literal(kind: ColumnKind, param: &Param) -> Option<String> {
+    match (kind, param) {
+        (ColumnKind::Tag, Param::Text(text)) if !text.contains('\0') => Some(format!("'{}'", text.replace('\'', "''"))),
+        _ => None,
+    }
+}
+
 /// Filters nest at most this deep.
 const FILTER_DEPTH_MAX: usize = 16;
 /// Conditions and `in` values in one query.
@@ -417,8 +430,11 @@ fn filter_sql(
                     let mut placeholders = Vec::with_capacity(values.len());
                     for v in values {
                         let param = param_for(kind, column, v)?;
-                        placeholders.push(placeholder(kind, &param));
-                        params.push(param);
+                        placeholders.push(tag_literal(kind, &param).unwrap_or_else(|| {
+                            let placeholder = placeholder(kind, &param).to_string();
+                            params.push(param);
+                            placeholder
+                        }));
                     }
                     return Ok(format!("{left} IN ({})", placeholders.join(", ")));
                 }
@@ -427,6 +443,11 @@ fn filter_sql(
             };
             let value = value.as_ref().ok_or_else(|| bad(format!("filter on {column:?} needs a value")))?;
             let param = param_for(kind, column, value)?;
+            if operator == "="
+                && let Some(literal) = tag_literal(kind, &param)
+            {
+                return Ok(format!("{left} = {literal}"));
+            }
             let placeholder = placeholder(kind, &param);
             params.push(param);
             Ok(format!("{left} {operator} {placeholder}"))
@@ -813,8 +834,12 @@ mod tests {
         )
         .unwrap();
         assert!(planned.sql.contains("\"we\"\"ird\" > ?"), "{}", planned.sql);
-        assert!(!planned.sql.contains("DROP"), "values never reach the SQL text");
-        assert_eq!(planned.params.len(), 3, "the filter values; the time bounds are planner integers");
+        assert!(
+            planned.sql.contains("\"host\" IN ('a', 'b''; DROP TABLE x; --')"),
+            "tag values compared for equality are escaped literals: {}",
+            planned.sql
+        );
+        assert_eq!(planned.params.len(), 1, "the other filter values; the time bounds are planner integers");
         assert!(planned.sql.ends_with("LIMIT 5"));
         assert!(
             planned
