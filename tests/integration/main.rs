@@ -12,6 +12,7 @@ mod ingest;
 mod integrity;
 mod lifecycle;
 mod metrics;
+mod partition_ops;
 mod partitioning;
 mod policies;
 mod policy_limits;

@@ -92,8 +92,9 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
             Read(dataset.to_string())
         }
         (&Method::GET, ["v1", "datasets", dataset, "compaction"]) => Read(dataset.to_string()),
+        (&Method::GET, ["v1", "datasets", dataset, "manifest" | "routing"]) => Read(dataset.to_string()),
         (&Method::POST, ["v1", "datasets", dataset, "query"]) => Read(dataset.to_string()),
-        // Restore, seal and unseal.
+        // Restore, seal, unseal, move, archive and delete.
         (&Method::POST, ["v1", "datasets", _, "partitions", rest @ ..]) if rest.len() >= 2 => Admin,
         (&Method::POST, ["v1", "datasets", _, "compact"]) => Admin,
         (&Method::POST, ["v1", "sql"]) => AnyToken,

@@ -7,6 +7,8 @@ mod edge;
 mod encoding;
 mod influx;
 mod lifecycle;
+mod pages;
+mod partition_ops;
 mod query;
 mod sql_api;
 mod status;
@@ -369,7 +371,7 @@ async fn dataset_route(
         (&Method::GET, ["v1", "datasets"]) => datasets::list(state.store()?, &auth::grant_of(&request)).await,
         (&Method::GET, ["v1", "datasets", dataset]) => datasets::show(state.store()?, dataset).await,
         (&Method::GET, ["v1", "datasets", dataset, "partitions"]) => {
-            datasets::partitions(state.store()?, dataset).await
+            datasets::partitions(state.store()?, dataset, &query_params(&request)).await
         }
         (&Method::POST, ["v1", "datasets", dataset, "partitions", rest @ ..])
             if rest.len() >= 2 && rest.last() == Some(&"restore") =>
@@ -378,6 +380,21 @@ async fn dataset_route(
             let (dataset, reference) = (dataset.to_string(), rest[..rest.len() - 1].join("/"));
             let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
             lifecycle::restore(&lifecycle, &dataset, &reference, body).await
+        }
+        (&Method::POST, ["v1", "datasets", dataset, "partitions", rest @ ..])
+            if rest.len() >= 2 && rest.last().is_some_and(|verb| partition_ops::is_manual_verb(verb)) =>
+        {
+            let (lifecycle, store) = (state.lifecycle()?.clone(), state.store()?.clone());
+            let (verb, reference) = rest.split_last().expect("len >= 2");
+            let (dataset, verb) = (dataset.to_string(), verb.to_string());
+            let reference: Vec<String> = reference.iter().map(|s| s.to_string()).collect();
+            let grant = auth::grant_of(&request);
+            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+            let reference: Vec<&str> = reference.iter().map(String::as_str).collect();
+            partition_ops::manual(&lifecycle, &store, &dataset, &reference, &verb, grant.actor(), body).await
+        }
+        (&Method::GET, ["v1", "datasets", dataset, "manifest"]) => {
+            partition_ops::manifest(state.store()?, dataset, &query_params(&request)).await
         }
         (&Method::POST, ["v1", "datasets", dataset, "partitions", rest @ ..]) if rest.len() >= 2 => {
             let (verb, reference) = rest.split_last().expect("len >= 2");

@@ -144,8 +144,8 @@ pub struct RunReport {
 #[derive(Debug)]
 pub(super) struct Manifest {
     seq: i64,
-    records: Vec<PartitionRecord>,
-    facts: Arc<Vec<PartitionFacts>>,
+    pub(super) records: Vec<PartitionRecord>,
+    pub(super) facts: Arc<Vec<PartitionFacts>>,
     facts_sha256: [u8; 32],
 }
 
@@ -255,7 +255,7 @@ impl Lifecycle {
 
     /// The dataset's partitions and their facts, rebuilt only when the
     /// catalog says a partition row changed since the last run.
-    async fn manifest(&self, dataset: &Arc<DatasetState>) -> Result<Arc<Manifest>, Failure> {
+    pub(super) async fn manifest(&self, dataset: &Arc<DatasetState>) -> Result<Arc<Manifest>, Failure> {
         let dataset_id = dataset.record.id;
         let cached = self.manifests.lock_or_recover().get(&dataset_id).cloned();
         if let Some(cached) = cached {
@@ -374,7 +374,7 @@ impl Lifecycle {
         report.execution_ms = executing.elapsed().as_secs_f64() * 1000.0;
     }
 
-    fn rails(&self, dataset: &str) -> GuardRails {
+    pub(super) fn rails(&self, dataset: &str) -> GuardRails {
         let lifecycle = &self.config.lifecycle;
         let min_retention_ms =
             self.config.datasets.get(dataset).and_then(|d| d.min_retention_ms).unwrap_or(lifecycle.min_retention_ms);
