@@ -338,3 +338,57 @@ fn the_range_partitioner_keys_records_as_the_reference_table_says() {
         assert!(text.contains(needle), "{needle}: {text}");
     }
 }
+
+#[test]
+fn the_routing_report_counts_rows_per_key_and_names_the_hot_ones() {
+    let policy = "name = \"tenants\"\nkind = \"partitioner\"\nplugin = \"builtin:partition-by-field\"\n\
+         datasets = [\"orders\"]\n[config]\nfields = [\"tenant\"]\n";
+    let server =
+        Server::start_with_files("partition-routing", CONFIG, &[], &[("policies/tenants.toml", policy.as_bytes())]);
+    // Three requests per tenant mix; the test's own count per key.
+    let mut expected: BTreeMap<&str, u64> = BTreeMap::new();
+    for (request, mix) in
+        [[("a", 30), ("b", 10), ("c", 5)], [("a", 30), ("b", 5), ("c", 5)], [("a", 10), ("b", 5), ("c", 0)]]
+            .iter()
+            .enumerate()
+    {
+        let mut records = Vec::new();
+        for (tenant, rows) in mix {
+            *expected.entry(tenant).or_default() += *rows as u64;
+            records.extend((0..*rows).map(|i| json!({"time": START + i, "tenant": tenant, "request": request})));
+        }
+        let (status, body) = server.post("/v1/datasets/orders/records", Value::Array(records).to_string());
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(expected, BTreeMap::from([("a", 70), ("b", 20), ("c", 10)]));
+    server.flush();
+    let (status, report) = server.get("/v1/datasets/orders/routing");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["hot_ratio"], 1.5);
+    let mean = 100.0 / 3.0;
+    for view in report["windows"].as_array().unwrap().iter().chain([&report["totals"]]) {
+        let keys = view["keys"].as_array().unwrap();
+        let got: BTreeMap<&str, u64> =
+            keys.iter().map(|k| (k["key"].as_str().unwrap(), k["rows"].as_u64().unwrap())).collect();
+        assert_eq!(got, expected, "{view}");
+        assert_eq!(view["rows"], 100, "{view}");
+        assert_eq!(keys[0]["key"], "a", "sorted by rows: {view}");
+        assert!((keys[0]["share"].as_f64().unwrap() - 0.7).abs() < 1e-9, "{view}");
+        assert!((view["imbalance"].as_f64().unwrap() - 70.0 / mean).abs() < 1e-9, "{view}");
+        assert_eq!(view["hot_keys"], json!(["a"]), "{view}");
+        assert!(keys.iter().all(|k| k["bytes"].as_u64().unwrap() > 0), "{view}");
+    }
+    assert_eq!(report["totals"]["keys"][0]["partitions"], 1);
+    // A threshold above the imbalance names no key; one of 1 or less is refused.
+    let (_, high) = server.get("/v1/datasets/orders/routing?hot_ratio=2.2");
+    assert_eq!(high["windows"][1]["hot_keys"], json!([]), "{high}");
+    let (status, body) = server.get("/v1/datasets/orders/routing?hot_ratio=1");
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let metrics = server.get_text("/metrics");
+    assert!(metrics.contains("strata_routing_hot_keys{dataset=\"orders\"} 1\n"), "{metrics}");
+    let imbalance = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_routing_imbalance{dataset=\"orders\"} "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!((imbalance.parse::<f64>().unwrap() - 2.1).abs() < 1e-9, "{imbalance}");
+}

@@ -57,7 +57,33 @@ pub type PartitionWithFiles = (PartitionRecord, Vec<FileRecord>);
 const LIVE_FILES: &str = "SELECT id, partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, \
      checksum_crc32c, column_count FROM files WHERE partition_id = ?1 AND state = 'live' ORDER BY id";
 
+/// A partition key's all-time totals in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyTotal {
+    /// The key ("" for none).
+    pub key: String,
+    /// Partitions with this key.
+    pub partitions: i64,
+    /// Rows in their committed files.
+    pub rows: i64,
+    /// Bytes of their committed files.
+    pub bytes: i64,
+}
+
 impl Catalog {
+    /// Partitions, committed rows and bytes per key of a dataset, by key.
+    pub fn key_totals(&self, dataset_id: i64) -> Result<Vec<KeyTotal>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare_cached(
+            "SELECT key, COUNT(*), COALESCE(SUM(row_count), 0), COALESCE(SUM(bytes), 0) FROM partitions \
+             WHERE dataset_id = ?1 AND deleted_at_ns IS NULL GROUP BY key ORDER BY key",
+        )?;
+        let rows = statement.query_map([dataset_id], |row| {
+            Ok(KeyTotal { key: row.get(0)?, partitions: row.get(1)?, rows: row.get(2)?, bytes: row.get(3)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Up to `limit` partitions of a dataset that pass `filter`, after
     /// `after`, in `(period_start_ns, key, id)` order, each with its live
     /// files; and whether more follow.
@@ -210,6 +236,11 @@ mod tests {
         let by_label = catalog.period_partitions(dataset.id, Some(&bucket(2).label), 0).unwrap();
         let keys = |v: &[PartitionWithFiles]| v.iter().map(|(p, _)| p.key.clone()).collect::<Vec<_>>();
         assert_eq!((keys(&at), keys(&by_label)), (vec!["a".into(), "b".into(), "c".into()], keys(&at)));
+        let totals = catalog.key_totals(dataset.id).unwrap();
+        assert_eq!(
+            totals.iter().map(|t| (t.key.as_str(), t.partitions)).collect::<Vec<_>>(),
+            [("a", 5), ("b", 5), ("c", 5)]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

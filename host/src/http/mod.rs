@@ -10,6 +10,7 @@ mod lifecycle;
 mod pages;
 mod partition_ops;
 mod query;
+mod routing;
 mod sql_api;
 mod status;
 mod tokens;
@@ -327,6 +328,7 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
             if let Some(lifecycle) = state.lifecycle.get() {
                 policy_metrics.push_str(&lifecycle.metrics().await);
             }
+            policy_metrics.push_str(&routing::metrics(state.store()?, state.config.ingest.routing_hot_ratio));
             Ok(datasets::metrics(state.store()?, &policy_metrics))
         }
         (&Method::POST, ["api", "v2", "write"]) => write(state, request, None, Format::LineProtocol, "bucket").await,
@@ -392,6 +394,10 @@ async fn dataset_route(
             let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
             let reference: Vec<&str> = reference.iter().map(String::as_str).collect();
             partition_ops::manual(&lifecycle, &store, &dataset, &reference, &verb, grant.actor(), body).await
+        }
+        (&Method::GET, ["v1", "datasets", dataset, "routing"]) => {
+            let hot_ratio = state.config.ingest.routing_hot_ratio;
+            routing::report(state.store()?, dataset, &query_params(&request), hot_ratio).await
         }
         (&Method::GET, ["v1", "datasets", dataset, "manifest"]) => {
             partition_ops::manifest(state.store()?, dataset, &query_params(&request)).await

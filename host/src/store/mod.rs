@@ -24,6 +24,7 @@ mod idempotency;
 mod keys;
 mod open;
 mod outcome;
+mod routing;
 mod seal;
 mod write;
 
@@ -47,6 +48,7 @@ use crate::wal::Wal;
 
 pub use open::Recovery;
 pub use outcome::{WriteAnswer, WriteOutcome};
+pub use routing::{KeyCount, KeyWindows};
 pub use write::{Format, IDEMPOTENCY_KEY_BYTES_MAX, WriteRequest};
 
 /// An internal failure: `context` names what failed.
@@ -84,6 +86,8 @@ pub struct DatasetState {
     /// once a seal returns, every write either saw the partition sealed or
     /// has its rows buffered, where the sealer's flush finds them.
     sealing: tokio::sync::RwLock<()>,
+    /// Rows and bytes written per partition key over the last hour.
+    pub routing: KeyWindows,
 }
 
 impl DatasetState {
@@ -95,6 +99,7 @@ impl DatasetState {
             evolve: tokio::sync::Mutex::new(()),
             partitions: Mutex::new(HashMap::new()),
             sealing: tokio::sync::RwLock::new(()),
+            routing: KeyWindows::default(),
         }
     }
 
