@@ -391,4 +391,20 @@ fn the_routing_report_counts_rows_per_key_and_names_the_hot_ones() {
         .find_map(|l| l.strip_prefix("strata_routing_imbalance{dataset=\"orders\"} "))
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!((imbalance.parse::<f64>().unwrap() - 2.1).abs() < 1e-9, "{imbalance}");
+
+    // A policy's versions page newest first.
+    let changed = policy.replace("fields = [\"tenant\"]", "fields = [\"tenant\"]\nseparator = \"_\"");
+    std::fs::write(server.root().join("policies/tenants.toml"), changed).unwrap();
+    assert_eq!(server.post("/v1/policies/reload", "").0, 200);
+    let (status, first) = server.get("/v1/policies/tenants/versions?limit=1");
+    assert_eq!((status, first["versions"][0]["seq"].as_i64()), (200, Some(2)), "{first}");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, second) = server.get(&format!("/v1/policies/tenants/versions?limit=1&cursor={cursor}"));
+    assert_eq!(
+        (second["versions"][0]["seq"].as_i64(), second["next_cursor"].clone()),
+        (Some(1), Value::Null),
+        "{second}"
+    );
+    let (status, body) = server.get("/v1/policies/nope/versions");
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("policy_not_found")), "{body}");
 }

@@ -101,7 +101,7 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
         // The handler checks `db` and every dataset the SQL reads.
         (&Method::GET | &Method::POST, ["api", "v3", "query_sql"]) => read_param("db"),
         (&Method::POST, ["v1", "flush"]) => Admin,
-        (&Method::GET, ["v1", "policies"] | ["v1", "policies", _]) => Admin,
+        (&Method::GET, ["v1", "policies"] | ["v1", "policies", _] | ["v1", "policies", _, "versions"]) => Admin,
         (&Method::POST, ["v1", "policies", "reload"]) => Admin,
         (&Method::POST, ["v1", "policies", _, "rollback" | "run" | "simulate"]) => Admin,
         (&Method::GET, ["v1", "lifecycle", "runs"] | ["v1", "lifecycle", "runs", _]) => Admin,

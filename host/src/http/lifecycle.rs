@@ -47,15 +47,16 @@ pub(super) async fn run(lifecycle: &Arc<Lifecycle>, policy: &str, body: Bytes) -
 pub(super) async fn runs(lifecycle: &Arc<Lifecycle>, params: Vec<(String, String)>) -> Result<Response<Body>, Failure> {
     let limit = pages::limit(&params)?;
     let before: Option<i64> = pages::cursor(&params)?;
-    let runs = lifecycle
+    let mut runs = lifecycle
         .catalog()
         .call(move |catalog| {
             catalog.runs_before(param(&params, "policy"), param(&params, "dataset"), before, limit.saturating_add(1))
         })
         .await?;
     let more = runs.len() > limit;
-    let last = runs.iter().take(limit).last().map(|r| r.id);
-    let runs: Vec<Json> = runs.into_iter().take(limit).map(views::run_summary).collect();
+    runs.truncate(limit);
+    let last = runs.last().map(|r| r.id);
+    let runs: Vec<Json> = runs.into_iter().map(views::run_summary).collect();
     Ok(json_response(StatusCode::OK, &json!({ "runs": runs, "next_cursor": pages::next_cursor(last, more) })))
 }
 
@@ -87,7 +88,7 @@ pub(super) async fn audit(
             None => return Ok(json_response(StatusCode::OK, &json!({ "events": [], "next_cursor": null }))),
         },
     };
-    let events = lifecycle
+    let mut events = lifecycle
         .catalog()
         .call(move |catalog| {
             let filter = AuditFilter {
@@ -102,8 +103,9 @@ pub(super) async fn audit(
         })
         .await?;
     let more = events.len() > limit;
-    let last = events.iter().take(limit).last().map(|e| e.id);
-    let events: Vec<Json> = events.into_iter().take(limit).map(views::audit_event).collect();
+    events.truncate(limit);
+    let last = events.last().map(|e| e.id);
+    let events: Vec<Json> = events.into_iter().map(views::audit_event).collect();
     Ok(json_response(StatusCode::OK, &json!({ "events": events, "next_cursor": pages::next_cursor(last, more) })))
 }
 

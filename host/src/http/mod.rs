@@ -446,6 +446,10 @@ async fn admin_route(
         (&Method::GET, ["v1", "policies"]) => policies::list(state.policies()?).await,
         (&Method::POST, ["v1", "policies", "reload"]) => policies::reload(state.policies()?).await,
         (&Method::GET, ["v1", "policies", name]) => policies::show(state.policies()?, name).await,
+        (&Method::GET, ["v1", "policies", name, "versions"]) => {
+            let params = query_params(&request);
+            policies::versions(state.policies()?, state.store()?.catalog(), name, &params).await
+        }
         (&Method::POST, ["v1", "policies", name, "rollback"]) => {
             let (runtime, name) = (state.policies()?.clone(), name.to_string());
             let (_, body) = read_body(request, body_bytes_max).await?;
