@@ -18,6 +18,7 @@ mod policies;
 mod policy_limits;
 mod query;
 mod read_cache;
+mod routing_hash;
 mod s3;
 mod s3_cache;
 mod s3_faults;

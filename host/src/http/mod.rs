@@ -11,6 +11,7 @@ mod pages;
 mod partition_ops;
 mod query;
 mod routing;
+mod routing_hash;
 mod sql_api;
 mod status;
 mod tokens;
@@ -397,7 +398,7 @@ async fn dataset_route(
         }
         (&Method::GET, ["v1", "datasets", dataset, "routing"]) => {
             let hot_ratio = state.config.ingest.routing_hot_ratio;
-            routing::report(state.store()?, dataset, &query_params(&request), hot_ratio).await
+            routing::report(state, dataset, &query_params(&request), hot_ratio).await
         }
         (&Method::GET, ["v1", "datasets", dataset, "manifest"]) => {
             partition_ops::manifest(state.store()?, dataset, &query_params(&request)).await

@@ -3,20 +3,20 @@
 //! store's in-memory windows), each key's share, the imbalance (max rows
 //! per key / mean), the keys above `hot_ratio` × the mean, and the
 //! catalog's all-time totals per key; and the two gauges `/metrics` shows
-//! per dataset.
+//! per dataset. Hash partitioners add a `hash` section (`routing_hash`).
 //!
 //! **Invariant:** figures are computed from the windows and the catalog as
 //! they are; nothing here estimates or samples.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use hyper::{Response, StatusCode};
 use serde_json::{Value as Json, json};
 
 use super::datasets::find;
-use super::{Body, json_response, param};
+use super::routing_hash::{self, KeyFigures};
+use super::{AppState, Body, json_response, param};
 use crate::error::{ErrorCode, Failure};
 use crate::store::{KeyCount, Store};
 use crate::time::now_ns;
@@ -71,11 +71,12 @@ fn hot_ratio(params: &[(String, String)], default: f64) -> Result<f64, Failure> 
 
 /// `GET /v1/datasets/{ds}/routing`.
 pub(super) async fn report(
-    store: &Arc<Store>,
+    state: &AppState,
     raw: &str,
     params: &[(String, String)],
     default_hot_ratio: f64,
 ) -> Result<Response<Body>, Failure> {
+    let store = state.store()?;
     let dataset = find(store, raw)?;
     let hot_ratio = hot_ratio(params, default_hot_ratio)?;
     let now = now_ns();
@@ -103,14 +104,15 @@ pub(super) async fn report(
         .map(|t| (t.key.clone(), KeyCount { rows: t.rows.max(0) as u64, bytes: t.bytes.max(0) as u64 }))
         .collect();
     let partitions: HashMap<&str, i64> = totals.iter().map(|t| (t.key.as_str(), t.partitions)).collect();
+    let figures: HashMap<String, KeyFigures> =
+        totals.iter().map(|t| (t.key.clone(), (t.partitions, t.rows.max(0) as u64, t.bytes.max(0) as u64))).collect();
+    let hash = routing_hash::section(state, &dataset, params, &figures).await?;
     let (imbalance, hot, mut keys) = distribution(&counts, hot_ratio);
     for entry in &mut keys {
         let key = entry["key"].as_str().unwrap_or_default().to_string();
         entry["partitions"] = json!(partitions.get(key.as_str()).copied().unwrap_or(0));
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
+    let mut answer = json!({
             "dataset": dataset.name.as_str(),
             "hot_ratio": hot_ratio,
             "windows": windows,
@@ -122,8 +124,11 @@ pub(super) async fn report(
                 "hot_keys": hot,
                 "keys": keys,
             },
-        }),
-    ))
+    });
+    if let Some(hash) = hash {
+        answer["hash"] = hash;
+    }
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// `strata_routing_hot_keys{dataset}` and `strata_routing_imbalance{dataset}`
