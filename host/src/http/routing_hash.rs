@@ -117,8 +117,19 @@ pub(super) async fn section(
     params: &[(String, String)],
     catalog: &HashMap<String, KeyFigures>,
 ) -> Result<Option<Json>, Failure> {
-    let policies = state.policies()?;
-    let partitioner = policies.partitioner_for(dataset.name.as_str())?;
+    let asked = ["candidate_buckets", "add_node", "remove_node"].iter().any(|name| param(params, name).is_some());
+    // Without a candidate, a runtime still loading or a dataset bound to
+    // several partitioners leaves the section out instead of failing the
+    // whole report; a candidate needs the answer.
+    let (policies, partitioner) = match state.policies() {
+        Ok(policies) => match policies.partitioner_for(dataset.name.as_str()) {
+            Ok(partitioner) => (policies, partitioner),
+            Err(_) if !asked => return Ok(None),
+            Err(error) => return Err(error.into()),
+        },
+        Err(_) if !asked => return Ok(None),
+        Err(error) => return Err(error),
+    };
     let strategy = partitioner.as_ref().and_then(|p| match p.builtin() {
         Some("partition-by-hash") => Some(Strategy::Hash),
         Some("partition-by-consistent-hash") => Some(Strategy::ConsistentHash),
@@ -334,4 +345,38 @@ fn append(values: &mut ColumnValues, array: &dyn Array) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_candidate_changes_only_the_option_named_and_refuses_the_absurd() {
+        let params = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let ring = json!({"fields": ["host"], "nodes": ["n1", "n2"], "virtual_nodes": 8});
+        let added = candidate(&params(&[("add_node", "n3")]), Some(Strategy::ConsistentHash), &ring).unwrap();
+        assert_eq!(added, Some(json!({"fields": ["host"], "nodes": ["n1", "n2", "n3"], "virtual_nodes": 8})));
+        let removed = candidate(&params(&[("remove_node", "n1")]), Some(Strategy::ConsistentHash), &ring).unwrap();
+        assert_eq!(removed.unwrap()["nodes"], json!(["n2"]));
+        assert_eq!(candidate(&[], None, &Json::Null).unwrap(), None);
+        let refused = |pairs: &[(&str, &str)], strategy| candidate(&params(pairs), strategy, &ring).unwrap_err().code;
+        assert_eq!(refused(&[("remove_node", "n9")], Some(Strategy::ConsistentHash)), ErrorCode::BadRequest);
+        assert_eq!(refused(&[("candidate_buckets", "0")], Some(Strategy::Hash)), ErrorCode::BadRequest);
+        assert_eq!(refused(&[("candidate_buckets", "8")], None), ErrorCode::UnsupportedValue);
+        let both = [("add_node", "n3"), ("remove_node", "n1")];
+        assert_eq!(refused(&both, Some(Strategy::ConsistentHash)), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn the_moved_share_counts_values_and_their_rows() {
+        let values = Values { columns: Vec::new(), rows: vec![5, 3, 2], truncated: false };
+        let key = |k: &str| k.to_string();
+        let moved = moved_share(&Json::Null, &values, &[key("a"), key("b"), key("c")], &[key("a"), key("x"), key("c")]);
+        assert_eq!((moved["keys_total"].as_u64(), moved["keys_moved"].as_u64()), (Some(3), Some(1)));
+        assert_eq!((moved["rows_total"].as_u64(), moved["rows_moved"].as_u64()), (Some(10), Some(3)));
+        assert!((moved["share_moved"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-12);
+    }
 }
