@@ -14,6 +14,7 @@ const BUILTINS: &[&str] = &[
     "partition-by-consistent-hash",
     "partition-by-field",
     "partition-by-hash",
+    "partition-by-range",
     "retention-by-age",
     "tier-by-age",
 ];

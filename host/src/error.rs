@@ -120,6 +120,13 @@ pub enum ErrorCode {
     HostNotAllowed,
     /// A cross-site request a browser could have been made to send (CSRF).
     CrossSiteRefused,
+    /// A listing's `cursor` is not one that listing answered.
+    InvalidCursor,
+    /// A guard rail refused a manual partition operation (minimum
+    /// retention, archive-before-delete, the open period, the delete budget).
+    GuardRailRefused,
+    /// A delete did not name the partition in its `confirm` field.
+    ConfirmationRequired,
     /// An unexpected internal failure; the message says what failed.
     Internal,
 }
@@ -181,6 +188,9 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::CrossSiteRefused => "cross_site_refused",
+            ErrorCode::InvalidCursor => "invalid_cursor",
+            ErrorCode::GuardRailRefused => "guard_rail_refused",
+            ErrorCode::ConfirmationRequired => "confirmation_required",
             ErrorCode::Internal => "internal",
         }
     }

@@ -78,11 +78,11 @@ pub struct PartitionRecord {
     pub key_field: Option<String>,
 }
 
-const PARTITION_COLUMNS: &str = "p.id, p.dataset_id, p.period_label, p.period_start_ns, p.period_end_ns, p.key, p.tier, p.read_only, \
+pub(super) const PARTITION_COLUMNS: &str = "p.id, p.dataset_id, p.period_label, p.period_start_ns, p.period_end_ns, p.key, p.tier, p.read_only, \
      p.row_count, p.bytes, p.min_time_ns, p.max_time_ns, p.created_at_ns, p.last_written_at_ns, p.flushed_wal_seq, \
      p.live_files, p.has_archive, p.key_field";
 
-fn partition_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartitionRecord> {
+pub(super) fn partition_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartitionRecord> {
     Ok(PartitionRecord {
         id: row.get(0)?,
         dataset_id: row.get(1)?,

@@ -112,7 +112,7 @@ pub(super) fn insert_live_file(tx: &Connection, partition_id: i64, file: &NewFil
     Ok(tx.last_insert_rowid())
 }
 
-fn file_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
+pub(super) fn file_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
         id: row.get(0)?,
         partition_id: row.get(1)?,

@@ -234,6 +234,23 @@ impl Catalog {
         let rows = statement.query_map([policy], policy_version_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
+    /// Up to `limit` versions of a policy older than version `before`
+    /// (all, without it), newest first: one page of the listing.
+    pub fn policy_versions_before(
+        &self,
+        policy: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<PolicyVersionRecord>> {
+        let connection = self.lock();
+        let mut statement = connection.prepare(&format!(
+            "SELECT {POLICY_VERSION_COLUMNS} FROM policy_versions WHERE policy = ?1 AND (?2 IS NULL OR seq < ?2) \
+             ORDER BY seq DESC LIMIT ?3"
+        ))?;
+        let rows = statement.query_map(rusqlite::params![policy, before, limit as i64], policy_version_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
 }
 
 #[cfg(test)]

@@ -175,12 +175,23 @@ impl Catalog {
 
     /// Recent lifecycle runs, newest first, optionally of one policy or dataset.
     pub fn runs(&self, policy: Option<&str>, dataset: Option<&str>, limit: usize) -> Result<Vec<StoredRun>> {
+        self.runs_before(policy, dataset, None, limit)
+    }
+
+    /// [`Catalog::runs`] older than run `before` (a page continuing after it).
+    pub fn runs_before(
+        &self,
+        policy: Option<&str>,
+        dataset: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRun>> {
         let connection = self.lock();
         let mut statement = connection.prepare(
             "SELECT id, report_json FROM lifecycle_runs WHERE (?1 IS NULL OR policy = ?1) AND (?2 IS NULL OR dataset = ?2) \
-             ORDER BY id DESC LIMIT ?3",
+             AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?3",
         )?;
-        let rows = statement.query_map(params![policy, dataset, limit as i64], |row| {
+        let rows = statement.query_map(params![policy, dataset, limit as i64, before], |row| {
             Ok(StoredRun { id: row.get(0)?, report: json_or_null(&row.get::<_, String>(1)?) })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -197,15 +208,21 @@ impl Catalog {
 
     /// Audit events, oldest first, filtered by dataset, kind and time.
     pub fn audit_events(&self, filter: &AuditFilter<'_>) -> Result<Vec<AuditEvent>> {
+        self.audit_events_after(filter, None)
+    }
+
+    /// [`Catalog::audit_events`] listed after event `after` in the
+    /// filter's order (a page continuing after it).
+    pub fn audit_events_after(&self, filter: &AuditFilter<'_>, after: Option<i64>) -> Result<Vec<AuditEvent>> {
         let connection = self.lock();
-        let order = if filter.newest_first { "DESC" } else { "ASC" };
+        let (order, beyond) = if filter.newest_first { ("DESC", "<") } else { ("ASC", ">") };
         let mut statement = connection.prepare(&format!(
             "SELECT id, at_ns, kind, dataset, partition, detail_json, actor FROM audit_events \
              WHERE (?1 IS NULL OR dataset = ?1) AND (?2 IS NULL OR kind = ?2) AND at_ns >= ?3 \
-               AND (?5 IS NULL OR partition = ?5) ORDER BY id {order} LIMIT ?4"
+               AND (?5 IS NULL OR partition = ?5) AND (?6 IS NULL OR id {beyond} ?6) ORDER BY id {order} LIMIT ?4"
         ))?;
         let kind = filter.kind.map(AuditKind::as_str);
-        let parameters = params![filter.dataset, kind, filter.since_ns, filter.limit as i64, filter.partition];
+        let parameters = params![filter.dataset, kind, filter.since_ns, filter.limit as i64, filter.partition, after];
         let rows = statement.query_map(parameters, |row| {
             Ok(AuditEvent {
                 id: row.get(0)?,

@@ -226,6 +226,10 @@ pub struct IngestConfig {
     /// What a write does with rows for a sealed partition (per dataset:
     /// `[datasets.<name>] late_rows`).
     pub late_rows: LateRows,
+    /// A partition key is hot in the routing report (`GET
+    /// /v1/datasets/{ds}/routing`, `strata_routing_hot_keys`) when it took
+    /// more than this many times the mean rows per key; above 1.
+    pub routing_hot_ratio: f64,
 }
 
 /// What a write does with rows whose partition is sealed (read-only).
@@ -251,6 +255,7 @@ impl Default for IngestConfig {
             default_period: Period::Day,
             default_time_column: "time".to_string(),
             late_rows: LateRows::RefuseRequest,
+            routing_hot_ratio: 1.5,
         }
     }
 }
@@ -334,6 +339,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "ingest.zstd_level = {} must be within 1..=22",
                 self.ingest.zstd_level
+            )));
+        }
+        if !(self.ingest.routing_hot_ratio > 1.0 && self.ingest.routing_hot_ratio.is_finite()) {
+            return Err(ConfigError::Invalid(format!(
+                "ingest.routing_hot_ratio = {} must be a number above 1",
+                self.ingest.routing_hot_ratio
             )));
         }
         self.validate_datasets()?;

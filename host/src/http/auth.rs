@@ -95,8 +95,9 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
         }
         (&Method::GET, ["v1", "datasets", dataset, "compaction"]) => Read(dataset.to_string()),
         (&Method::GET, ["v1", "datasets", dataset, "timeline"]) => Read(dataset.to_string()),
+        (&Method::GET, ["v1", "datasets", dataset, "manifest" | "routing"]) => Read(dataset.to_string()),
         (&Method::POST, ["v1", "datasets", dataset, "query"]) => Read(dataset.to_string()),
-        // Restore, seal and unseal.
+        // Restore, seal, unseal, move, archive and delete.
         (&Method::POST, ["v1", "datasets", _, "partitions", rest @ ..]) if rest.len() >= 2 => Admin,
         (&Method::POST, ["v1", "datasets", _, "compact"]) => Admin,
         (&Method::POST, ["v1", "datasets", _, "schema"]) => Admin,
@@ -105,7 +106,7 @@ pub fn required_scope(method: &Method, segments: &[&str], params: &[(String, Str
         // The handler checks `db` and every dataset the SQL reads.
         (&Method::GET | &Method::POST, ["api", "v3", "query_sql"]) => read_param("db"),
         (&Method::POST, ["v1", "flush"]) => Admin,
-        (&Method::GET, ["v1", "policies"] | ["v1", "policies", _]) => Admin,
+        (&Method::GET, ["v1", "policies"] | ["v1", "policies", _] | ["v1", "policies", _, "versions"]) => Admin,
         (&Method::POST, ["v1", "policies", "reload"]) => Admin,
         (&Method::POST, ["v1", "policies", _, "rollback" | "run" | "simulate"]) => Admin,
         (&Method::GET, ["v1", "lifecycle", "runs"] | ["v1", "lifecycle", "runs", _]) => Admin,

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use hyper::{Response, StatusCode};
 use serde_json::{Value as Json, json};
 
-use super::{Body, blocking, json_response};
+use super::{Body, json_response, pages, param};
+use crate::catalog::{FileRecord, PartitionCursor, PartitionFilter, PartitionRecord};
 use crate::error::{ErrorCode, Failure};
 use crate::names::{DatasetName, partition_label};
 use crate::store::{DatasetState, Store};
+use crate::tier::Tier;
 use crate::time::rfc3339;
 
 pub(super) fn find(store: &Store, raw: &str) -> Result<Arc<DatasetState>, Failure> {
@@ -48,49 +50,91 @@ pub(super) async fn list(store: &Arc<Store>, grant: &super::auth::Grant) -> Resu
     Ok(json_response(StatusCode::OK, &json!({ "datasets": out })))
 }
 
-pub(super) async fn partitions(store: &Arc<Store>, raw: &str) -> Result<Response<Body>, Failure> {
+/// `GET /v1/datasets/{ds}/partitions?tier=&from=&to=&key=&read_only=&limit=&cursor=`:
+/// one page of the dataset's partitions in `(period_start, key, id)` order,
+/// filtered and paged by the catalog.
+pub(super) async fn partitions(
+    store: &Arc<Store>,
+    raw: &str,
+    params: &[(String, String)],
+) -> Result<Response<Body>, Failure> {
     let dataset = find(store, raw)?;
-    let reader = store.clone();
-    let state = dataset.clone();
-    let snapshot = blocking(move || reader.snapshot(&state)).await??;
-    let targets = store.targets().clone();
-    let partitions: Vec<Json> = snapshot
-        .partitions
-        .iter()
-        .zip(&snapshot.files)
-        .map(|(p, files)| {
-            let (buffered_rows, buffered_bytes) = store.buffered(p.id);
-            json!({
-                "id": partition_label(&dataset.name, &p.period_label, &p.key),
-                "period_label": p.period_label,
-                "period_start": rfc3339(p.period_start_ns),
-                "period_end": rfc3339(p.period_end_ns),
-                "key": p.key,
-                "key_field": p.key_field.as_deref().filter(|field| !field.is_empty()),
-                "tier": p.tier,
-                "read_only": p.read_only,
-                "rows": p.rows,
-                "bytes": p.bytes,
-                "buffered_rows": buffered_rows,
-                "buffered_bytes": buffered_bytes,
-                "min_time": p.min_time_ns.map(rfc3339),
-                "max_time": p.max_time_ns.map(rfc3339),
-                "created_at": rfc3339(p.created_at_ns),
-                "last_written_at": rfc3339(p.last_written_at_ns),
-                "files": files.iter().map(|f| json!({
-                    "storage_target": f.storage_target,
-                    "object_key": f.object_key,
-                    "path": targets.local_path(&f.storage_target, &f.object_key),
-                    "bytes": f.bytes,
-                    "rows": f.rows,
-                    "min_time": rfc3339(f.min_time_ns),
-                    "max_time": rfc3339(f.max_time_ns),
-                    "checksum_crc32c": format!("{:08x}", f.checksum_crc32c),
-                })).collect::<Vec<_>>(),
+    let filter = partition_filter(params)?;
+    let limit = pages::limit(params)?;
+    let after: Option<PartitionCursor> = pages::cursor::<(i64, String, i64)>(params)?
+        .map(|(period_start_ns, key, id)| PartitionCursor { period_start_ns, key, id });
+    let id = dataset.record.id;
+    let (page, more) = store.catalog().call(move |c| c.partition_page(id, &filter, after.as_ref(), limit)).await?;
+    let last = page.last().map(|(p, _)| (p.period_start_ns, p.key.clone(), p.id));
+    let partitions: Vec<Json> = page.iter().map(|(p, files)| partition_view(store, &dataset, p, files)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "dataset": dataset.name.as_str(),
+            "partitions": partitions,
+            "next_cursor": pages::next_cursor(last, more),
+        }),
+    ))
+}
+
+/// The listing's filters from the query string; a bad one is refused.
+fn partition_filter(params: &[(String, String)]) -> Result<PartitionFilter, Failure> {
+    let tier = match param(params, "tier") {
+        None => None,
+        Some(raw) => Some(Tier::parse(raw).ok_or_else(|| {
+            Failure::new(ErrorCode::BadRequest, format!("tier {raw:?} is not hot, warm, cold or archived"))
+        })?),
+    };
+    let time = |name: &str| -> Result<Option<i64>, Failure> {
+        param(params, name)
+            .map(|raw| {
+                let value = raw.parse::<i64>().map(Json::from).unwrap_or_else(|_| Json::String(raw.to_string()));
+                crate::query::plan::time_bound(&value, name)
             })
-        })
-        .collect();
-    Ok(json_response(StatusCode::OK, &json!({ "dataset": dataset.name.as_str(), "partitions": partitions })))
+            .transpose()
+    };
+    Ok(PartitionFilter {
+        tier,
+        from_ns: time("from")?,
+        to_ns: time("to")?,
+        key: param(params, "key").map(str::to_string),
+        read_only: param(params, "read_only").map(|_| super::boolean(params, "read_only", false)).transpose()?,
+    })
+}
+
+/// One partition as listings and manifests show it.
+pub(super) fn partition_view(store: &Store, dataset: &DatasetState, p: &PartitionRecord, files: &[FileRecord]) -> Json {
+    let targets = store.targets();
+    let (buffered_rows, buffered_bytes) = store.buffered(p.id);
+    json!({
+        "id": partition_label(&dataset.name, &p.period_label, &p.key),
+        "period_label": p.period_label,
+        "period_start": rfc3339(p.period_start_ns),
+        "period_end": rfc3339(p.period_end_ns),
+        "key": p.key,
+        "key_field": p.key_field.as_deref().filter(|field| !field.is_empty()),
+        "tier": p.tier,
+        "read_only": p.read_only,
+        "archived": p.archived,
+        "rows": p.rows,
+        "bytes": p.bytes,
+        "buffered_rows": buffered_rows,
+        "buffered_bytes": buffered_bytes,
+        "min_time": p.min_time_ns.map(rfc3339),
+        "max_time": p.max_time_ns.map(rfc3339),
+        "created_at": rfc3339(p.created_at_ns),
+        "last_written_at": rfc3339(p.last_written_at_ns),
+        "files": files.iter().map(|f| json!({
+            "storage_target": f.storage_target,
+            "object_key": f.object_key,
+            "path": targets.local_path(&f.storage_target, &f.object_key),
+            "bytes": f.bytes,
+            "rows": f.rows,
+            "min_time": rfc3339(f.min_time_ns),
+            "max_time": rfc3339(f.max_time_ns),
+            "checksum_crc32c": format!("{:08x}", f.checksum_crc32c),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// `POST …/partitions/{label}[/{key}]/seal` and `…/unseal` (hot partitions

@@ -8,7 +8,7 @@ use hyper::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
-use super::{Body, json_response, param, views};
+use super::{Body, json_response, pages, param, views};
 use crate::catalog::{AuditFilter, AuditKind};
 use crate::error::{ErrorCode, Failure};
 use crate::lifecycle::Lifecycle;
@@ -44,25 +44,20 @@ pub(super) async fn run(lifecycle: &Arc<Lifecycle>, policy: &str, body: Bytes) -
     Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
 }
 
-fn limit(params: &[(String, String)]) -> Result<usize, Failure> {
-    match param(params, "limit") {
-        None => Ok(100),
-        Some(raw) => raw
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| Failure::new(ErrorCode::BadRequest, format!("limit {raw:?} must be within 1..=10000"))),
-    }
-}
-
 pub(super) async fn runs(lifecycle: &Arc<Lifecycle>, params: Vec<(String, String)>) -> Result<Response<Body>, Failure> {
-    let limit = limit(&params)?;
-    let runs = lifecycle
+    let limit = pages::limit(&params)?;
+    let before: Option<i64> = pages::cursor(&params)?;
+    let mut runs = lifecycle
         .catalog()
-        .call(move |catalog| catalog.runs(param(&params, "policy"), param(&params, "dataset"), limit))
+        .call(move |catalog| {
+            catalog.runs_before(param(&params, "policy"), param(&params, "dataset"), before, limit.saturating_add(1))
+        })
         .await?;
+    let more = runs.len() > limit;
+    runs.truncate(limit);
+    let last = runs.last().map(|r| r.id);
     let runs: Vec<Json> = runs.into_iter().map(views::run_summary).collect();
-    Ok(json_response(StatusCode::OK, &json!({ "runs": runs })))
+    Ok(json_response(StatusCode::OK, &json!({ "runs": runs, "next_cursor": pages::next_cursor(last, more) })))
 }
 
 pub(super) async fn run_detail(lifecycle: &Arc<Lifecycle>, raw: &str) -> Result<Response<Body>, Failure> {
@@ -76,7 +71,8 @@ pub(super) async fn audit(
     lifecycle: &Arc<Lifecycle>,
     params: Vec<(String, String)>,
 ) -> Result<Response<Body>, Failure> {
-    let limit = limit(&params)?;
+    let limit = pages::limit(&params)?;
+    let after: Option<i64> = pages::cursor(&params)?;
     let since = match param(&params, "since") {
         None => i64::MIN,
         Some(raw) => {
@@ -89,24 +85,28 @@ pub(super) async fn audit(
         // No event has a kind the catalog does not know.
         Some(raw) => match AuditKind::parse(raw) {
             Some(kind) => Some(kind),
-            None => return Ok(json_response(StatusCode::OK, &json!({ "events": [] }))),
+            None => return Ok(json_response(StatusCode::OK, &json!({ "events": [], "next_cursor": null }))),
         },
     };
-    let events = lifecycle
+    let mut events = lifecycle
         .catalog()
         .call(move |catalog| {
-            catalog.audit_events(&AuditFilter {
+            let filter = AuditFilter {
                 dataset: param(&params, "dataset"),
                 partition: param(&params, "partition"),
                 kind,
                 since_ns: since,
-                limit,
+                limit: limit.saturating_add(1),
                 newest_first: false,
-            })
+            };
+            catalog.audit_events_after(&filter, after)
         })
         .await?;
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let last = events.last().map(|e| e.id);
     let events: Vec<Json> = events.into_iter().map(views::audit_event).collect();
-    Ok(json_response(StatusCode::OK, &json!({ "events": events })))
+    Ok(json_response(StatusCode::OK, &json!({ "events": events, "next_cursor": pages::next_cursor(last, more) })))
 }
 
 /// `GET /v1/storage-targets`: every target with its tiers (and how files

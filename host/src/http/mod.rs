@@ -9,7 +9,11 @@ mod edge;
 mod encoding;
 mod influx;
 mod lifecycle;
+mod pages;
+mod partition_ops;
 mod query;
+mod routing;
+mod routing_hash;
 mod sql_api;
 mod status;
 mod timeline;
@@ -331,6 +335,7 @@ async fn dispatch(state: &Arc<AppState>, request: Request<Incoming>) -> Result<R
             if let Some(lifecycle) = state.lifecycle.get() {
                 policy_metrics.push_str(&lifecycle.metrics().await);
             }
+            policy_metrics.push_str(&routing::metrics(state.store()?, state.config.ingest.routing_hot_ratio));
             Ok(datasets::metrics(state.store()?, &policy_metrics))
         }
         (&Method::POST, ["api", "v2", "write"]) => write(state, request, None, Format::LineProtocol, "bucket").await,
@@ -393,7 +398,7 @@ async fn dataset_route(
             dataset_admin::change_schema(&store, &dataset, body).await
         }
         (&Method::GET, ["v1", "datasets", dataset, "partitions"]) => {
-            datasets::partitions(state.store()?, dataset).await
+            datasets::partitions(state.store()?, dataset, &query_params(&request)).await
         }
         (&Method::GET, ["v1", "datasets", dataset, "timeline"]) => {
             timeline::timeline(state.store()?, dataset, query_params(&request)).await
@@ -405,6 +410,25 @@ async fn dataset_route(
             let (dataset, reference) = (dataset.to_string(), rest[..rest.len() - 1].join("/"));
             let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
             lifecycle::restore(&lifecycle, &dataset, &reference, body).await
+        }
+        (&Method::POST, ["v1", "datasets", dataset, "partitions", rest @ ..])
+            if rest.len() >= 2 && rest.last().is_some_and(|verb| partition_ops::is_manual_verb(verb)) =>
+        {
+            let (lifecycle, store) = (state.lifecycle()?.clone(), state.store()?.clone());
+            let (verb, reference) = rest.split_last().expect("len >= 2");
+            let (dataset, verb) = (dataset.to_string(), verb.to_string());
+            let reference: Vec<String> = reference.iter().map(|s| s.to_string()).collect();
+            let grant = auth::grant_of(&request);
+            let (_, body) = read_body(request, state.config.limits.body_bytes_max).await?;
+            let reference: Vec<&str> = reference.iter().map(String::as_str).collect();
+            partition_ops::manual(&lifecycle, &store, &dataset, &reference, &verb, grant.actor(), body).await
+        }
+        (&Method::GET, ["v1", "datasets", dataset, "routing"]) => {
+            let hot_ratio = state.config.ingest.routing_hot_ratio;
+            routing::report(state, dataset, &query_params(&request), hot_ratio).await
+        }
+        (&Method::GET, ["v1", "datasets", dataset, "manifest"]) => {
+            partition_ops::manifest(state.store()?, dataset, &query_params(&request)).await
         }
         (&Method::POST, ["v1", "datasets", dataset, "partitions", rest @ ..]) if rest.len() >= 2 => {
             let (verb, reference) = rest.split_last().expect("len >= 2");
@@ -450,6 +474,10 @@ async fn admin_route(
         (&Method::GET, ["v1", "policies"]) => policies::list(state.policies()?).await,
         (&Method::POST, ["v1", "policies", "reload"]) => policies::reload(state.policies()?).await,
         (&Method::GET, ["v1", "policies", name]) => policies::show(state.policies()?, name).await,
+        (&Method::GET, ["v1", "policies", name, "versions"]) => {
+            let params = query_params(&request);
+            policies::versions(state.policies()?, state.store()?.catalog(), name, &params).await
+        }
         (&Method::POST, ["v1", "policies", name, "rollback"]) => {
             let (runtime, name) = (state.policies()?.clone(), name.to_string());
             let (_, body) = read_body(request, body_bytes_max).await?;

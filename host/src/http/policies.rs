@@ -30,6 +30,29 @@ pub(super) async fn show(runtime: &Arc<PolicyRuntime>, name: &str) -> Result<Res
     Ok(json_response(StatusCode::OK, &serde_json::to_value(detail).unwrap_or_default()))
 }
 
+/// `GET /v1/policies/{name}/versions?limit=&cursor=`: every recorded
+/// version, newest first, a page at a time.
+pub(super) async fn versions(
+    runtime: &Arc<PolicyRuntime>,
+    catalog: &Arc<crate::catalog::Catalog>,
+    name: &str,
+    params: &[(String, String)],
+) -> Result<Response<Body>, Failure> {
+    let limit = super::pages::limit(params)?;
+    let before: Option<i64> = super::pages::cursor(params)?;
+    let policy = name.to_string();
+    let mut versions =
+        catalog.call(move |c| c.policy_versions_before(&policy, before, limit.saturating_add(1))).await?;
+    if versions.is_empty() && before.is_none() && !runtime.list().0.iter().any(|p| p.name == name) {
+        return Err(Failure::new(ErrorCode::PolicyNotFound, format!("no policy {name}")));
+    }
+    let more = versions.len() > limit;
+    versions.truncate(limit);
+    let next = super::pages::next_cursor(versions.last().map(|v| v.seq), more);
+    let views: Vec<crate::policy::VersionView> = versions.iter().map(crate::policy::VersionView::from).collect();
+    Ok(json_response(StatusCode::OK, &json!({ "policy": name, "versions": views, "next_cursor": next })))
+}
+
 pub(super) async fn reload(runtime: &Arc<PolicyRuntime>) -> Result<Response<Body>, Failure> {
     let runtime = runtime.clone();
     let report = blocking(move || runtime.reload()).await?;

@@ -179,7 +179,7 @@ fn internal(what: &str, error: impl std::fmt::Display) -> Failure {
 }
 
 /// The record batches of an Arrow IPC stream, whole.
-async fn batches(mut chunks: mpsc::Receiver<Result<Bytes, Failure>>) -> Result<Vec<RecordBatch>, Failure> {
+pub(super) async fn batches(mut chunks: mpsc::Receiver<Result<Bytes, Failure>>) -> Result<Vec<RecordBatch>, Failure> {
     let mut decoder = StreamDecoder::new();
     let mut out = Vec::new();
     while let Some(chunk) = chunks.recv().await {

@@ -19,7 +19,9 @@ pub(crate) fn for_code(code: ErrorCode) -> StatusCode {
         | ErrorCode::InvalidGzip
         | ErrorCode::InvalidDatasetName
         | ErrorCode::InvalidTimestamp
-        | ErrorCode::InvalidQuery => StatusCode::BAD_REQUEST,
+        | ErrorCode::InvalidQuery
+        | ErrorCode::InvalidCursor
+        | ErrorCode::ConfirmationRequired => StatusCode::BAD_REQUEST,
         ErrorCode::QueryRefused => StatusCode::FORBIDDEN,
         ErrorCode::QueryTimeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::QueryBusy | ErrorCode::CompileBusy => StatusCode::TOO_MANY_REQUESTS,
@@ -44,7 +46,8 @@ pub(crate) fn for_code(code: ErrorCode) -> StatusCode {
         | ErrorCode::ColumnExists
         | ErrorCode::CastNotLossless
         | ErrorCode::ColumnNotArchived
-        | ErrorCode::TokenExists => StatusCode::CONFLICT,
+        | ErrorCode::TokenExists
+        | ErrorCode::GuardRailRefused => StatusCode::CONFLICT,
         ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::IdempotencyKeyReused
         | ErrorCode::LimitExceeded

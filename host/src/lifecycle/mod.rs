@@ -33,6 +33,7 @@ mod error;
 mod execute;
 mod explain;
 pub mod guard;
+mod manual;
 mod moves;
 mod probes;
 mod run;
@@ -53,6 +54,7 @@ use crate::sync::Recover as _;
 use crate::tier::Tier;
 use crate::time::now_ns;
 use error::LifecycleError;
+pub use manual::{ManualAction, ManualOperation};
 
 /// The storage targets and the target of each tier (opened by the store
 /// from `[storage]`).

@@ -152,8 +152,8 @@ pub struct RunReport {
 #[derive(Debug)]
 pub(super) struct Manifest {
     seq: i64,
-    records: Vec<PartitionRecord>,
-    facts: Arc<Vec<PartitionFacts>>,
+    pub(super) records: Vec<PartitionRecord>,
+    pub(super) facts: Arc<Vec<PartitionFacts>>,
     facts_sha256: [u8; 32],
 }
 
@@ -289,7 +289,7 @@ impl Lifecycle {
 
     /// The dataset's partitions and their facts, rebuilt only when the
     /// catalog says a partition row changed since the last run.
-    async fn manifest(&self, dataset: &Arc<DatasetState>) -> Result<Arc<Manifest>, Failure> {
+    pub(super) async fn manifest(&self, dataset: &Arc<DatasetState>) -> Result<Arc<Manifest>, Failure> {
         let dataset_id = dataset.record.id;
         let cached = self.manifests.lock_or_recover().get(&dataset_id).cloned();
         if let Some(cached) = cached {
@@ -418,7 +418,7 @@ impl Lifecycle {
         unchanged
     }
 
-    fn rails(&self, dataset: &str) -> GuardRails {
+    pub(super) fn rails(&self, dataset: &str) -> GuardRails {
         let lifecycle = &self.config.lifecycle;
         let min_retention_ms = self.store.min_retention_ms(dataset);
         GuardRails {

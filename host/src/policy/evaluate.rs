@@ -35,8 +35,8 @@ pub struct Evaluated<T> {
 /// [`PolicyRuntime::partitioner_for`]).
 #[derive(Debug, Clone)]
 pub struct BoundPartitioner {
-    entry: Arc<PolicyEntry>,
-    version: Arc<LoadedVersion>,
+    pub(super) entry: Arc<PolicyEntry>,
+    pub(super) version: Arc<LoadedVersion>,
 }
 
 impl BoundPartitioner {
@@ -53,6 +53,20 @@ impl BoundPartitioner {
     /// The columns the partitioner reads.
     pub fn columns(&self) -> &[String] {
         &self.version.partitioner_columns
+    }
+
+    /// The built-in plugin's name (`partition-by-hash`, …), or `None` for
+    /// a custom component.
+    pub fn builtin(&self) -> Option<&str> {
+        match &self.version.definition.plugin {
+            PluginSource::Builtin(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The version's config, as the JSON the component is given.
+    pub fn config_json(&self) -> &str {
+        &self.version.definition.config_json
     }
 
     /// The field whose value *is* the key, when the partitioner says so

@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::BoundPartitioner;
 use super::definition::PluginSource;
 use super::plan::{self, PlanChange, PlanEntry};
 use super::{Candidate, LoadedVersion, PolicyEntry, PolicyError, PolicyRuntime, Step};
 use crate::catalog::PolicyVersionRecord;
-use crate::facts::{DatasetFacts, PartitionFacts};
+use crate::facts::{ColumnBatch, DatasetFacts, PartitionFacts};
 use crate::sandbox::{CallContext, PolicyKind};
 
 /// Which version a simulation evaluates.
@@ -188,6 +189,35 @@ impl PolicyRuntime {
         let version =
             LoadedVersion { seq: 0, definition, component, activated_at_ns: 0, partitioner_columns: Vec::new() };
         Ok(Arc::new(version))
+    }
+}
+
+impl PolicyRuntime {
+    /// Keys `rows` records (given as `columns`) with `partitioner`'s
+    /// component run under `config_json` — the active config or a
+    /// candidate, which the component's `validate-config` must accept
+    /// first. Answers like [`PolicyRuntime::partition_batch`]. Changes
+    /// nothing: the policy keeps its version and its config.
+    pub fn simulate_partition(
+        &self,
+        partitioner: &BoundPartitioner,
+        config_json: &str,
+        columns: &[ColumnBatch],
+        rows: u32,
+    ) -> Result<Vec<Result<String, String>>, PolicyError> {
+        let version = &partitioner.version;
+        let mut definition = version.definition.clone();
+        if definition.config_json != config_json {
+            let name = definition.name.clone();
+            let call = CallContext { policy: &name, limits: &definition.limits };
+            match version.component.validate_config(call, config_json) {
+                Ok(Ok(())) => {}
+                Ok(Err(problems)) => return Err(PolicyError::ConfigRejected { policy: name, problems }),
+                Err(source) => return Err(PolicyError::Evaluation { policy: name, source }),
+            }
+            definition.config_json = config_json.to_string();
+        }
+        self.call_partition(&partitioner.entry, &version.component, &definition, columns, rows)
     }
 }
 

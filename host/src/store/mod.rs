@@ -25,6 +25,7 @@ mod idempotency;
 mod keys;
 mod open;
 mod outcome;
+mod routing;
 mod seal;
 mod settings;
 mod write;
@@ -51,6 +52,7 @@ pub use delete::DeletionPlan;
 pub use open::Recovery;
 pub use outcome::{WriteAnswer, WriteOutcome};
 pub use settings::DatasetDefinition;
+pub use routing::{KeyCount, KeyWindows};
 pub use write::{Format, IDEMPOTENCY_KEY_BYTES_MAX, WriteRequest};
 
 /// An internal failure: `context` names what failed.
@@ -93,6 +95,8 @@ pub struct DatasetState {
     /// Set, under `sealing` held exclusively, when the dataset is deleted:
     /// a write that gets past its seal check afterwards is refused.
     deleted: AtomicBool,
+    /// Rows and bytes written per partition key over the last hour.
+    pub routing: KeyWindows,
 }
 
 impl DatasetState {
@@ -107,6 +111,7 @@ impl DatasetState {
             evolve: tokio::sync::Mutex::new(()),
             partitions: Mutex::new(HashMap::new()),
             sealing: tokio::sync::RwLock::new(()),
+            routing: KeyWindows::default(),
         }
     }
 

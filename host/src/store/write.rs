@@ -144,7 +144,10 @@ impl Store {
 
         let outcome = outcome_of(rows, writable.len(), &sealed, &line_errors);
         let idempotency = request.idempotency_key.clone().map(|key| (key, outcome.to_record(request_sha256)));
+        let routed: Vec<(String, u64, u64)> =
+            writable.iter().map(|w| (w.part.key.clone(), w.part.batch.num_rows() as u64, w.ipc.len() as u64)).collect();
         self.append(&dataset, writable, idempotency).await?;
+        dataset.routing.record(now_ns(), routed.iter().map(|(key, rows, bytes)| (key.as_str(), *rows, *bytes)));
         self.counters.rows_written.fetch_add((rows - sealed.rows()) as u64, Ordering::Relaxed);
         self.counters.rows_refused_sealed.fetch_add(sealed.rows() as u64, Ordering::Relaxed);
         self.counters.records_rejected.fetch_add(line_errors.len() as u64, Ordering::Relaxed);

@@ -400,6 +400,7 @@ mod tests {
             ("partition-by-consistent-hash", PolicyKind::Partitioner),
             ("partition-by-field", PolicyKind::Partitioner),
             ("partition-by-hash", PolicyKind::Partitioner),
+            ("partition-by-range", PolicyKind::Partitioner),
             ("retention-by-age", PolicyKind::Retention),
             ("tier-by-age", PolicyKind::Tiering),
         ];
