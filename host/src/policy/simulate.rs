@@ -213,11 +213,15 @@ impl PolicyRuntime {
             match version.component.validate_config(call, config_json) {
                 Ok(Ok(())) => {}
                 Ok(Err(problems)) => return Err(PolicyError::ConfigRejected { policy: name, problems }),
-                Err(source) => return Err(PolicyError::Evaluation { policy: name, source }),
+                Err(source) => {
+                    return Err(PolicyError::Evaluation { policy: name, step: Step::Candidate, source });
+                }
             }
             definition.config_json = config_json.to_string();
         }
-        self.call_partition(&partitioner.entry, &version.component, &definition, columns, rows)
+        // Counted as a candidate: a report's what-if never shows in the
+        // policy's per-version metrics.
+        self.call_partition(&partitioner.entry, &version.component, &definition, (columns, rows), Step::Candidate)
     }
 }
 

@@ -51,8 +51,8 @@ use crate::wal::Wal;
 pub use delete::DeletionPlan;
 pub use open::Recovery;
 pub use outcome::{WriteAnswer, WriteOutcome};
-pub use settings::DatasetDefinition;
 pub use routing::{KeyCount, KeyWindows};
+pub use settings::DatasetDefinition;
 pub use write::{Format, IDEMPOTENCY_KEY_BYTES_MAX, WriteRequest};
 
 /// An internal failure: `context` names what failed.
