@@ -140,3 +140,51 @@ fn the_python_scaffold_s_printed_steps_succeed_as_printed() {
     assert!(last.contains("period has not ended yet"), "{last}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_js_scaffold_s_printed_steps_succeed_as_printed() {
+    // componentize-js comes from .ci/policy-languages (npm, pinned).
+    let tools = Path::new(&std::env::var("HOME").unwrap()).join(".cache/strata-componentize-js/node_modules/.bin");
+    assert!(tools.join("componentize-js").is_file(), "componentize-js is missing: run .ci/policy-languages");
+    let strata = Path::new(env!("CARGO_BIN_EXE_strata"));
+    let bin_dir = strata.parent().unwrap();
+    let path = format!("{}:{}:{}", bin_dir.display(), tools.display(), std::env::var("PATH").unwrap_or_default());
+    let dir = support::temp_dir("js-scaffold");
+    let output = Command::new(strata)
+        .args(["policy", "new", "js-keep", "--kind", "retention", "--lang", "js", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{printed}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        printed.contains("-d stdio random clocks http fetch-event"),
+        "the build step disables the WASI features the host refuses:\n{printed}"
+    );
+    let project = dir.join("js-keep");
+    let source = std::fs::read_to_string(project.join("app.js")).unwrap();
+    assert!(source.matches("EDIT:").count() >= 2, "the template marks what to edit:\n{source}");
+    let commands = strata_policy::printed_commands(&printed);
+    assert!(commands.len() >= 4, "build, check and test steps:\n{printed}");
+    let mut last = String::new();
+    for command in &commands[1..] {
+        last = run_printed(command, &project, &path, &dir.join("unused-target"));
+    }
+    assert!(
+        last.contains("cpu/2025-06-01                   delete     period ended 364d ago, more than max_age 90d"),
+        "{last}"
+    );
+    assert!(last.contains("period ended 11d ago, within max_age 90d"), "{last}");
+    assert!(last.contains("period has not ended yet"), "{last}");
+
+    // Every problem of a rejected config is reported, not the first.
+    let output = Command::new(strata)
+        .args(["policy", "check", "js-keep.wasm", "--config", r#"{"max_age": "soon", "x": 1}"#])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("max_age: `soon` is not a duration") && stdout.contains("x: unknown key"), "{stdout}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

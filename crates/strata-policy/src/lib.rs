@@ -1,6 +1,6 @@
 //! The policy author's tools, shared by the light `strata-policy` binary
 //! and `strata policy …` in the server's binary: `new` (scaffold a policy
-//! in Rust or Python), `check` (a component against the
+//! in Rust, Python or JavaScript), `check` (a component against the
 //! contract), `test` (a component against a facts fixture, offline) and
 //! `simulate` (a candidate against a live server's real partitions).
 //!

@@ -16,7 +16,8 @@ pub struct NewArgs {
     /// partitioner, retention, tiering or archival.
     #[arg(long, default_value = "retention")]
     pub kind: String,
-    /// rust or python (a retention policy; componentize-py builds it).
+    /// rust, python or js (python and js: a retention policy, built by
+    /// componentize-py or componentize-js).
     #[arg(long, default_value = "rust")]
     pub lang: String,
     /// Where to create it.
@@ -74,8 +75,8 @@ pub(crate) fn run(args: &NewArgs, program: &str) -> anyhow::Result<()> {
             ("wit/policy.wit", WIT.to_string()),
             ("facts.json", fixture.to_string()),
         ],
-        "python" => crate::languages::files(&args.lang, kind, &fill, WIT, fixture)?,
-        other => bail!("--lang {other:?} must be rust or python"),
+        "python" | "js" => crate::languages::files(&args.lang, kind, &fill, WIT, fixture)?,
+        other => bail!("--lang {other:?} must be rust, python or js"),
     };
     for (path, contents) in &files {
         let path = project.join(path);
@@ -88,7 +89,7 @@ pub(crate) fn run(args: &NewArgs, program: &str) -> anyhow::Result<()> {
     println!("next, each step from {}:", project.display());
     let steps = match args.lang.as_str() {
         "rust" => rust_steps(&args.name, kind, program),
-        _ => crate::languages::steps(&args.name, kind, program, example_config(kind)),
+        lang => crate::languages::steps(lang, &args.name, kind, program, example_config(kind)),
     };
     print_steps(&project, &steps, &args.name, kind);
     Ok(())

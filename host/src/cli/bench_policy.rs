@@ -4,7 +4,9 @@
 //! - swap latency: policy file written → new version serving, through the
 //!   real watcher (debounce included), for a config edit and for a new build;
 //! - a no-op evaluation (an empty partition list);
-//! - a retention evaluation over 100,000 partitions;
+//! - a retention evaluation over 100,000 partitions, by the built-in and,
+//!   with `--languages`, by the Python and JavaScript templates (scaffolded
+//!   and built with the toolchains `.ci/policy-languages` installs);
 //! - a partitioner call on a 5,000-record batch against the same logic in
 //!   native Rust, and what the write path adds around it (the declared
 //!   columns out of the parsed Arrow batch, the key checks, routing by key),
@@ -46,6 +48,11 @@ pub struct PolicyBenchArgs {
     /// Run only one part: compile, swap, evaluations or partitioner.
     #[arg(long)]
     pub only: Option<String>,
+    /// Also evaluate the Python and JavaScript retention templates, built
+    /// with componentize-py and componentize-js (found on PATH or where
+    /// `.ci/policy-languages` installs them).
+    #[arg(long)]
+    pub languages: bool,
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -277,27 +284,87 @@ fn evaluations(root: &Path, args: &PolicyBenchArgs) -> anyhow::Result<()> {
         ms(max(&noop))
     );
     let facts = partitions(args.partitions, now_ns);
-    let mut deleted = 0;
-    let large = time(args.repetitions.min(10), || {
-        let decisions =
-            component.evaluate_retention(call, now_ns, config, &dataset, &facts).map_err(|e| anyhow::anyhow!("{e}"))?;
-        deleted = decisions.iter().filter(|d| d.action == crate::facts::RetentionAction::Delete).count();
-        Ok(())
-    })?;
-    println!(
-        "  retention-by-age, {} partitions        median {:>10}   max {}   ({deleted} deletes)",
-        args.partitions,
-        ms(median(large.clone())),
-        ms(max(&large))
-    );
-    let checked = time(args.repetitions.min(10), || {
+    let large = Large { call, now_ns, config, dataset: &dataset, facts: &facts, repetitions: args.repetitions.min(10) };
+    large.time("retention-by-age", &component)?;
+    let checked = time(large.repetitions, || {
         let decisions = crate::policy::plan::Decisions::Retention(
             component.evaluate_retention(call, now_ns, config, &dataset, &facts).map_err(|e| anyhow::anyhow!("{e}"))?,
         );
         crate::policy::plan::check_decisions(&decisions, &facts).map_err(|e| anyhow::anyhow!("{e}"))
     })?;
     println!("    … plus the host's contract checks         median {:>10}", ms(median(checked)));
+    if args.languages {
+        for lang in ["python", "js"] {
+            let bytes = build_template(root, lang)?;
+            let component = sandbox.load(&bytes, PolicyKind::Retention).map_err(|e| anyhow::anyhow!("{lang}: {e}"))?;
+            large.time(&format!("{lang} template ({} KiB)", bytes.len() / 1024), &component)?;
+        }
+        println!("    (the default deadline_ms is {})", PolicyLimits::default().deadline_ms);
+    }
     Ok(())
+}
+
+/// A retention evaluation over many partitions, the same for every component.
+struct Large<'a> {
+    call: CallContext<'a>,
+    now_ns: i64,
+    config: &'a str,
+    dataset: &'a DatasetFacts,
+    facts: &'a [PartitionFacts],
+    repetitions: usize,
+}
+
+impl Large<'_> {
+    /// Times `component` and prints its median, max and number of deletes.
+    fn time(&self, label: &str, component: &CompiledComponent) -> anyhow::Result<()> {
+        let mut deleted = 0;
+        let samples = time(self.repetitions, || {
+            let decisions = component
+                .evaluate_retention(self.call, self.now_ns, self.config, self.dataset, self.facts)
+                .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+            deleted = decisions.iter().filter(|d| d.action == crate::facts::RetentionAction::Delete).count();
+            Ok(())
+        })?;
+        println!(
+            "  {label}, {} partitions   median {:>10}   max {}   ({deleted} deletes)",
+            self.facts.len(),
+            ms(median(samples.clone())),
+            ms(max(&samples))
+        );
+        Ok(())
+    }
+}
+
+/// Scaffolds the `lang` retention template with `strata policy new` and
+/// runs its printed build step; the toolchain is looked up on PATH, then
+/// where `.ci/policy-languages` installs it.
+fn build_template(root: &Path, lang: &str) -> anyhow::Result<Vec<u8>> {
+    let name = format!("bench-{lang}");
+    let dir = root.join("templates");
+    std::fs::create_dir_all(&dir)?;
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["policy", "new", &name, "--kind", "retention", "--lang", lang, "--dir"])
+        .arg(&dir)
+        .output()?;
+    if !output.status.success() {
+        bail!("strata policy new --lang {lang}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let commands = strata_policy::printed_commands(&String::from_utf8_lossy(&output.stdout));
+    let build = commands.get(1).context("the scaffold prints a build step")?;
+    let home = std::env::var("HOME").unwrap_or_default();
+    let path = format!(
+        "{}:{home}/.cache/strata-componentize-venv/bin:{home}/.cache/strata-componentize-js/node_modules/.bin",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let project = dir.join(&name);
+    let started = Instant::now();
+    let built =
+        std::process::Command::new("sh").args(["-c", build]).current_dir(&project).env("PATH", path).output()?;
+    if !built.status.success() {
+        bail!("`{build}` failed (run .ci/policy-languages):\n{}", String::from_utf8_lossy(&built.stderr));
+    }
+    println!("  ({lang} template built in {:.1} s: {build})", started.elapsed().as_secs_f64());
+    Ok(std::fs::read(project.join(format!("{name}.wasm")))?)
 }
 
 /// The same logic as the `partition-by-hash` built-in, natively.
