@@ -247,6 +247,35 @@ impl S3Target {
         }
     }
 
+    /// Checks the object `meta` describes against `expected`: the size, then
+    /// the ETag as the proof when it is the MD5 written, else a streamed
+    /// read-back comparing size and CRC32C.
+    fn verify_stored(
+        &self,
+        key: &ObjectKey,
+        expected: &Fingerprint,
+        meta: &object_store::ObjectMeta,
+    ) -> Result<(), StorageError> {
+        let mismatch = |detail: String| StorageError::Mismatch { target: self.name.clone(), key: key.clone(), detail };
+        if meta.size != expected.size {
+            return Err(mismatch(format!("{} bytes stored, {} bytes expected", meta.size, expected.size)));
+        }
+        let md5: String = expected.md5.iter().map(|b| format!("{b:02x}")).collect();
+        if meta.e_tag.as_deref().map(|tag| tag.trim_matches('"').to_ascii_lowercase()) == Some(md5) {
+            return Ok(());
+        }
+        let mut hasher = FingerprintWriter::default();
+        self.get_to(key, &mut hasher)?;
+        let stored = hasher.finish();
+        if stored.size != expected.size || stored.crc32c != expected.crc32c {
+            return Err(mismatch(format!(
+                "{} bytes with CRC32C {:08x} stored, {} bytes with CRC32C {:08x} expected",
+                stored.size, stored.crc32c, expected.size, expected.crc32c
+            )));
+        }
+        Ok(())
+    }
+
     /// One conditional put (`If-None-Match: *`) of `bytes`.
     fn put_create(&self, key: &ObjectKey, bytes: Vec<u8>) -> Result<(), StorageError> {
         let (store, at) = (self.store.clone(), self.path(key));
@@ -430,24 +459,7 @@ impl StorageTarget for S3Target {
     fn verify(&self, key: &ObjectKey, expected: &Fingerprint) -> Result<(), StorageError> {
         let (store, at) = (self.store.clone(), self.path(key));
         let meta = self.block(Some(key), async move { store.head(&at).await })?;
-        let mismatch = |detail: String| StorageError::Mismatch { target: self.name.clone(), key: key.clone(), detail };
-        if meta.size != expected.size {
-            return Err(mismatch(format!("{} bytes stored, {} bytes expected", meta.size, expected.size)));
-        }
-        let md5: String = expected.md5.iter().map(|b| format!("{b:02x}")).collect();
-        if meta.e_tag.as_deref().map(|tag| tag.trim_matches('"').to_ascii_lowercase()) == Some(md5) {
-            return Ok(());
-        }
-        let mut hasher = FingerprintWriter::default();
-        self.get_to(key, &mut hasher)?;
-        let stored = hasher.finish();
-        if stored.size != expected.size || stored.crc32c != expected.crc32c {
-            return Err(mismatch(format!(
-                "{} bytes with CRC32C {:08x} stored, {} bytes with CRC32C {:08x} expected",
-                stored.size, stored.crc32c, expected.size, expected.crc32c
-            )));
-        }
-        Ok(())
+        self.verify_stored(key, expected, &meta)
     }
 
     /// One suffix read answers the size, the ETag and (for all but large
@@ -462,14 +474,8 @@ impl StorageTarget for S3Target {
             let meta = result.meta.clone();
             Ok::<_, object_store::Error>((meta, result.bytes().await?))
         })?;
+        self.verify_stored(key, expected, &meta)?;
         let mismatch = |detail: String| StorageError::Mismatch { target: self.name.clone(), key: key.clone(), detail };
-        if meta.size != expected.size {
-            return Err(mismatch(format!("{} bytes stored, {} bytes expected", meta.size, expected.size)));
-        }
-        let md5: String = expected.md5.iter().map(|b| format!("{b:02x}")).collect();
-        if meta.e_tag.as_deref().map(|tag| tag.trim_matches('"').to_ascii_lowercase()) != Some(md5) {
-            self.verify(key, expected)?;
-        }
         let tail_start = meta.size.saturating_sub(tail.len() as u64);
         let read = |range: Range<u64>| match range.start.checked_sub(tail_start) {
             Some(offset) if range.end <= meta.size => {
