@@ -84,11 +84,7 @@ fn expected(requests: u64, flushed: bool) -> BTreeMap<String, (u64, u64)> {
 /// fast: a 5,000-partition request on a loaded 2-core machine may take
 /// longer than the suite's usual 60 s client timeout.
 fn write(server: &Server, body: String) -> (u16, serde_json::Value) {
-    let client = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(600)).build().unwrap();
-    let url = format!("{}/api/v2/write?bucket=orders&precision=s", server.url);
-    let response = client.post(url).body(body).send().unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().unwrap_or(serde_json::Value::Null))
+    server.post_within("/api/v2/write?bucket=orders&precision=s", body, std::time::Duration::from_secs(600))
 }
 
 #[test]

@@ -283,7 +283,14 @@ impl Server {
     }
 
     pub fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, Value) {
-        let response = self.client().post(format!("{}{path}", self.url)).body(body).send().unwrap();
+        self.post_within(path, body, Duration::from_secs(60))
+    }
+
+    /// [`Server::post`] with its own client timeout, for a request a loaded
+    /// machine may take longer than a minute to answer.
+    pub fn post_within(&self, path: &str, body: impl Into<reqwest::blocking::Body>, timeout: Duration) -> (u16, Value) {
+        let request = self.client().post(format!("{}{path}", self.url)).timeout(timeout);
+        let response = request.body(body).send().unwrap();
         let status = response.status().as_u16();
         (status, response.json().unwrap_or(Value::Null))
     }
