@@ -867,3 +867,39 @@ fn csv_tells_null_from_the_empty_string() {
         assert_eq!(notes, ["", "", "a,\"b\"\nc", "x"]);
     }
 }
+
+/// Structured queries reuse connections to one database and keep their
+/// parsed statements: a query over buffered rows (which builds a temporary
+/// table) leaves nothing behind for the next, and a statement kept for the
+/// same text answers from the files as they are at each query.
+#[test]
+fn repeated_structured_queries_follow_buffers_and_flushes() {
+    let server = Server::start("query-reuse", "[ingest]\nflush_age_ms = 3600000\n");
+    let count_of = |host: &str| {
+        let body = json!({"time_range": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"},
+            "filters": {"column": "host", "op": "=", "value": host},
+            "downsample": {"aggregations": [{"fn": "count", "column": "v"}]}});
+        query(&server, body)["rows"][0]["count_v"].as_u64().unwrap_or(0)
+    };
+    let mut written = [0u64; 2];
+    for round in 0..6u64 {
+        let body: String = (0..50 + round)
+            .map(|i| format!("cpu,host=h{} v={i}i {}\n", i % 2, T0 + (round * 1000 + i as u64) as i64 * 1_000_000_000))
+            .collect();
+        for i in 0..50 + round {
+            written[(i % 2) as usize] += 1;
+        }
+        assert_eq!(server.post("/api/v2/write?bucket=cpu", body).0, 204);
+        // Buffered rows: each of these queries builds a temporary table.
+        for _ in 0..3 {
+            assert_eq!((count_of("h0"), count_of("h1")), (written[0], written[1]), "round {round}, buffered");
+        }
+        if round % 2 == 0 {
+            assert_eq!(server.post("/v1/flush", "").0, 200);
+            // Files only: the same text twice, the second from the kept statement.
+            for _ in 0..3 {
+                assert_eq!((count_of("h0"), count_of("h1")), (written[0], written[1]), "round {round}, flushed");
+            }
+        }
+    }
+}

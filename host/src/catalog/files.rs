@@ -7,12 +7,13 @@
 //! implies. Tombstoned rows stay until the sweeper has deleted their
 //! objects (`expired_tombstones`, then `forget_file`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-use super::{Catalog, CatalogError, Result};
+use super::datasets::{PARTITION_COLUMNS, partition_from_row};
+use super::{Catalog, CatalogError, PartitionRecord, Result};
 use crate::tier::Tier;
 
 /// A file row.
@@ -193,6 +194,19 @@ pub struct FlushCommit {
     pub flushed_wal_seq: u64,
 }
 
+/// A query's view of a dataset's partitions (see [`Catalog::live_in`]).
+#[derive(Debug)]
+pub struct LivePartitions {
+    /// The partitions in the range, oldest period first.
+    pub partitions: Vec<PartitionRecord>,
+    /// Live files of each (same order).
+    pub files: Vec<Vec<FileRecord>>,
+    /// The dataset's `partitions_seq` when read.
+    pub seq: i64,
+    /// Live partitions of the dataset, in the range or not.
+    pub total: usize,
+}
+
 impl Catalog {
     /// Live files of a partition.
     pub fn files(&self, partition_id: i64) -> Result<Vec<FileRecord>> {
@@ -203,6 +217,53 @@ impl Catalog {
         )?;
         let rows = statement.query_map([partition_id], file_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The live partitions of a dataset whose periods meet `[start, end)`
+    /// (all of them for `None`), oldest period first, each with its live
+    /// files: a query's snapshot, read under one lock in a few statements
+    /// whatever the number of partitions. The dataset's live partitions are
+    /// counted only when `counted` (`(partitions_seq, count)`) is stale.
+    pub fn live_in(
+        &self,
+        dataset_id: i64,
+        range: Option<(i64, i64)>,
+        counted: Option<(i64, usize)>,
+    ) -> Result<LivePartitions> {
+        let (start, end) = range.unwrap_or((i64::MIN, i64::MAX));
+        let connection = self.lock();
+        let seq: i64 =
+            connection
+                .query_row("SELECT partitions_seq FROM datasets WHERE id = ?1", [dataset_id], |row| row.get(0))?;
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 AND p.deleted_at_ns IS NULL \
+             AND p.period_end_ns > ?2 AND p.period_start_ns < ?3 ORDER BY p.period_start_ns, p.key"
+        ))?;
+        let partitions: Vec<PartitionRecord> = statement
+            .query_map(params![dataset_id, start, end], partition_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut statement = connection.prepare_cached(
+            "SELECT f.id, f.partition_id, f.storage_target, f.object_key, f.bytes, f.row_count, f.min_time_ns, \
+             f.max_time_ns, f.checksum_crc32c, f.column_count FROM files f JOIN partitions p ON p.id = f.partition_id \
+             WHERE p.dataset_id = ?1 AND p.deleted_at_ns IS NULL AND p.period_end_ns > ?2 AND p.period_start_ns < ?3 \
+             AND f.state = 'live' ORDER BY f.id",
+        )?;
+        let mut by_partition: HashMap<i64, Vec<FileRecord>> = HashMap::new();
+        for file in statement.query_map(params![dataset_id, start, end], file_from_row)? {
+            let file = file?;
+            by_partition.entry(file.partition_id).or_default().push(file);
+        }
+        let files = partitions.iter().map(|p| by_partition.remove(&p.id).unwrap_or_default()).collect();
+        let total = match counted {
+            Some((at, count)) if at == seq => count,
+            _ if range.is_none() => partitions.len(),
+            _ => connection.query_row(
+                "SELECT count(*) FROM partitions WHERE dataset_id = ?1 AND deleted_at_ns IS NULL",
+                [dataset_id],
+                |row| row.get::<_, i64>(0),
+            )? as usize,
+        };
+        Ok(LivePartitions { partitions, files, seq, total })
     }
 
     /// Every object key the catalog references (live or tombstoned) in a target.

@@ -88,7 +88,17 @@ pub struct QueryEngine {
     spares: std::sync::Mutex<Vec<Connection>>,
     /// The database structured queries share, and when it was opened.
     shared: std::sync::Mutex<Option<(Connection, Instant)>>,
+    /// Connections to the shared database between queries, each keeping
+    /// DuckDB's parsed statements (`prepare_cached`), tagged with when
+    /// their database was opened. Only a connection that answered cleanly
+    /// and holds no temporary table comes back.
+    idle: std::sync::Mutex<Vec<(Instant, Connection)>>,
 }
+
+/// Statements each pooled connection keeps parsed. A query's text names
+/// its files, so a statement is reused while the files it reads stay the
+/// same.
+const STATEMENTS_PER_CONNECTION: usize = 16;
 
 /// Files of one query fetched into the read cache at once.
 const FILLS_PER_QUERY_MAX: usize = 4;
@@ -172,6 +182,7 @@ impl QueryEngine {
             permits,
             spares: std::sync::Mutex::default(),
             shared: std::sync::Mutex::new(None),
+            idle: std::sync::Mutex::default(),
         }
     }
 
@@ -200,7 +211,8 @@ impl QueryEngine {
             "SET memory_limit = {memory}; SET threads = {threads}; SET temp_directory = {temp}; \
              SET max_temp_directory_size = {spill}; \
              SET autoinstall_known_extensions = false; SET autoload_known_extensions = false; \
-             SET parquet_metadata_cache = true;",
+             SET GLOBAL parquet_metadata_cache = true; SET GLOBAL enable_external_file_cache = false; \
+             SET GLOBAL cache_local_files = true; SET GLOBAL validate_external_file_cache = 'NO_VALIDATION';",
             memory = sql_string(&format!("{}B", config.memory_bytes_max)),
             threads = config.threads,
             temp = sql_string(&spill_dir.display().to_string()),
@@ -231,7 +243,8 @@ impl QueryEngine {
     /// interrupt. Sharing keeps
     /// the Parquet footers cached between queries (a key never names other
     /// bytes: writes are create-only) and saves opening a database.
-    fn shared_connection(&self) -> Result<Connection, Failure> {
+    /// Returns the connection and when its database was opened.
+    fn shared_connection(&self) -> Result<(Connection, Instant), Failure> {
         let mut shared = self.shared.lock_or_recover();
         if shared.as_ref().is_none_or(|(_, opened)| opened.elapsed() > SHARED_DATABASE_AGE_MAX) {
             let connection = QueryEngine::open_database(&self.config, &self.structured_spill_dir)?;
@@ -250,9 +263,29 @@ impl QueryEngine {
                 ))
                 .map_err(query_error)?;
             *shared = Some((connection, Instant::now()));
+            self.idle.lock_or_recover().clear();
         }
-        let (connection, _) = shared.as_ref().expect("opened above");
-        connection.try_clone().map_err(query_error)
+        let (connection, opened) = shared.as_ref().expect("opened above");
+        let mut idle = self.idle.lock_or_recover();
+        while let Some((tag, pooled)) = idle.pop() {
+            if tag == *opened {
+                return Ok((pooled, tag));
+            }
+        }
+        let connection = connection.try_clone().map_err(query_error)?;
+        connection.set_prepared_statement_cache_capacity(STATEMENTS_PER_CONNECTION);
+        Ok((connection, *opened))
+    }
+
+    /// Takes back a connection to the shared database after a clean answer
+    /// (no temporary table, no interrupt pending), unless its database has
+    /// been replaced meanwhile or enough connections are idle.
+    fn give_back(&self, opened: Instant, connection: Connection) {
+        let current = self.shared.lock_or_recover().as_ref().map(|(_, at)| *at);
+        let mut idle = self.idle.lock_or_recover();
+        if current == Some(opened) && idle.len() < self.config.concurrent_max {
+            idle.push((opened, connection));
+        }
     }
 
     /// A fresh in-memory database per query, locked down: it may open exactly
@@ -334,7 +367,8 @@ impl QueryEngine {
         let mut within_range = range.is_some();
         let mut files_complete = true;
         let columns = schema.columns.len() as i64 + 1;
-        stats.partitions_considered += snapshot.partitions.len();
+        stats.partitions_considered += snapshot.partitions_total;
+        stats.partitions_pruned += snapshot.partitions_total.saturating_sub(snapshot.partitions.len());
         for (partition, partition_files) in snapshot.partitions.iter().zip(&snapshot.files) {
             if let Some((start, end)) = range
                 && (partition.period_end_ns <= start || partition.period_start_ns >= end)
@@ -391,9 +425,10 @@ impl QueryEngine {
 
     /// The SQL of a relation over a source's files and buffered rows (which
     /// go into a temporary table of `connection` first).
-    fn relation(connection: &Connection, source: &Source) -> Result<String, Failure> {
-        let stored = Self::stored_relation(connection, source)?;
-        let Some(projection) = source.schema.projection() else { return Ok(stored) };
+    /// Also says whether it created a temporary table on `connection`.
+    fn relation(connection: &Connection, source: &Source) -> Result<(String, bool), Failure> {
+        let (stored, temporary) = Self::stored_relation(connection, source)?;
+        let Some(projection) = source.schema.projection() else { return Ok((stored, temporary)) };
         // Renamed, dropped or cast columns: files and buffers keep each
         // column's physical name and stored type; one projection gives every
         // query the schema's names and types.
@@ -404,11 +439,12 @@ impl QueryEngine {
                 None => format!("{} AS {}", quote(physical), quote(name)),
             })
             .collect();
-        Ok(format!("SELECT {} FROM ({stored})", columns.join(", ")))
+        Ok((format!("SELECT {} FROM ({stored})", columns.join(", ")), temporary))
     }
 
-    /// The relation over the stored data, under physical names.
-    fn stored_relation(connection: &Connection, source: &Source) -> Result<String, Failure> {
+    /// The relation over the stored data, under physical names, and
+    /// whether it needed a temporary table.
+    fn stored_relation(connection: &Connection, source: &Source) -> Result<(String, bool), Failure> {
         let schema = &source.schema;
         let list: Vec<String> = source.files.iter().map(|f| sql_string(f)).collect();
         // Union by name: binding every file's footer up front is what lets
@@ -421,7 +457,7 @@ impl QueryEngine {
             && !source.files.is_empty()
             && (source.files_complete || Self::has_every_column(connection, &files, schema)?)
         {
-            return Ok(files);
+            return Ok((files, false));
         }
         let buffer_table = format!("__buffered_{}", source.name.replace('-', "_"));
         let columns: Vec<String> = std::iter::once(format!("{} TIMESTAMP_NS", quote(&schema.time_column)))
@@ -443,14 +479,15 @@ impl QueryEngine {
             }
             appender.flush().map_err(query_error)?;
         }
-        Ok(if source.files.is_empty() {
+        let relation = if source.files.is_empty() {
             format!("SELECT * FROM {}", quote(&buffer_table))
         } else {
             // Columns added after the last flush (or only in partitions
             // this query pruned) exist only in the buffer table; UNION ALL
             // BY NAME fills them with NULL for the files.
             format!("{files} UNION ALL BY NAME SELECT * FROM {}", quote(&buffer_table))
-        })
+        };
+        Ok((relation, true))
     }
 
     /// Whether the relation `files` has every column of `schema`.
@@ -603,6 +640,56 @@ impl FirstAnswer {
     }
 }
 
+/// What `QueryJob::prepare` readies: the connection, whether it is a
+/// pooled one (and of which opening of the shared database), each
+/// dataset's source and its relation.
+struct Prepared {
+    connection: Connection,
+    pooled: Option<Instant>,
+    sources: Vec<Source>,
+    relations: Vec<String>,
+}
+
+/// A statement parsed for this query, or kept parsed by a pooled
+/// connection for the next query with the same text.
+enum Statement<'c> {
+    Cached(duckdb::CachedStatement<'c>),
+    Plain(duckdb::Statement<'c>),
+}
+
+impl<'c> Statement<'c> {
+    /// Parses `sql`; on a pooled connection (`keep`) the parsed statement
+    /// is kept for the next query with the same text (DuckDB still binds
+    /// it afresh each time: file readers cannot be cached).
+    fn parse(connection: &'c Connection, sql: &str, keep: bool) -> duckdb::Result<Statement<'c>> {
+        if keep {
+            connection.prepare_cached(sql).map(Statement::Cached)
+        } else {
+            connection.prepare(sql).map(Statement::Plain)
+        }
+    }
+}
+
+impl<'c> std::ops::Deref for Statement<'c> {
+    type Target = duckdb::Statement<'c>;
+
+    fn deref(&self) -> &duckdb::Statement<'c> {
+        match self {
+            Statement::Cached(statement) => statement,
+            Statement::Plain(statement) => statement,
+        }
+    }
+}
+
+impl<'c> std::ops::DerefMut for Statement<'c> {
+    fn deref_mut(&mut self) -> &mut duckdb::Statement<'c> {
+        match self {
+            Statement::Cached(statement) => statement,
+            Statement::Plain(statement) => statement,
+        }
+    }
+}
+
 /// The result chunks of a stream that ran to its end (or to a failure).
 struct Streamed {
     pending: Vec<Bytes>,
@@ -619,7 +706,7 @@ impl QueryJob {
         let _finished = FinishOnDrop(self.watch.clone());
         let abort_on_panic = AbortOnPanic(sender.clone());
         let mut stats = QueryStats::default();
-        let (connection, sources, relations) = match self.prepare(&mut stats) {
+        let Prepared { connection, pooled, sources, relations } = match self.prepare(&mut stats) {
             Ok(prepared) => prepared,
             Err(error) => return first.fail(&self.watch, error),
         };
@@ -627,7 +714,7 @@ impl QueryJob {
             Ok(sql) => sql,
             Err(error) => return first.fail(&self.watch, error),
         };
-        let mut statement = match connection.prepare(&sql) {
+        let mut statement = match Statement::parse(&connection, &sql, pooled.is_some()) {
             Ok(statement) => statement,
             Err(error) => return first.fail(&self.watch, missing_file(&sources, query_error(error))),
         };
@@ -652,6 +739,7 @@ impl QueryJob {
         first.started();
         stats.rows_returned = encoder.rows();
         stats.elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let clean = streamed.failure.is_none();
         self.end(streamed, &mut encoder, &stats, &sender);
         // The answer is complete; replace the database an SQL query
         // used before the next one needs one.
@@ -659,9 +747,12 @@ impl QueryJob {
         drop(abort_on_panic);
         drop(batches);
         drop(statement);
-        drop(connection);
-        drop(permit);
         self.watch.finish();
+        match pooled {
+            Some(opened) if clean && !self.watch.stopped() => self.engine.give_back(opened, connection),
+            _ => drop(connection),
+        }
+        drop(permit);
         if self.range.is_none() {
             self.engine.refill_spares();
         }
@@ -670,24 +761,32 @@ impl QueryJob {
     /// Each dataset's snapshot as a source, the connection (the shared
     /// database for a structured query, a fresh locked one for SQL) and each
     /// source's relation.
-    fn prepare(&self, stats: &mut QueryStats) -> Result<(Connection, Vec<Source>, Vec<String>), Failure> {
+    fn prepare(&self, stats: &mut QueryStats) -> Result<Prepared, Failure> {
         let mut sources = Vec::new();
         for (i, (dataset, _)) in self.datasets.iter().enumerate() {
-            let snapshot = self.store.snapshot(dataset)?;
             let range = self.range.or(self.planned.dataset_ranges.get(i).copied().flatten());
+            let snapshot = self.store.snapshot_in(dataset, range)?;
             sources.push(self.engine.source(dataset, &snapshot, range, &self.planned.key_filters, stats)?);
         }
         let files: Vec<&str> = sources.iter().flat_map(|s| s.files.iter().map(String::as_str)).collect();
         // A time range means a structured query.
-        let connection =
-            if self.range.is_some() { self.engine.shared_connection()? } else { self.engine.connect(&files)? };
+        let (connection, mut pooled) = if self.range.is_some() {
+            let (connection, opened) = self.engine.shared_connection()?;
+            (connection, Some(opened))
+        } else {
+            (self.engine.connect(&files)?, None)
+        };
         self.watch.attach(connection.interrupt_handle());
         let mut relations = Vec::new();
         for source in &sources {
             let relation = QueryEngine::relation(&connection, source);
-            relations.push(relation.map_err(|error| missing_file(&sources, error))?);
+            let (relation, temporary) = relation.map_err(|error| missing_file(&sources, error))?;
+            if temporary {
+                pooled = None;
+            }
+            relations.push(relation);
         }
-        Ok((connection, sources, relations))
+        Ok(Prepared { connection, pooled, sources, relations })
     }
 
     /// The text to prepare. A structured query names its one relation `src`

@@ -52,9 +52,18 @@ impl Watch {
         *self.handle.lock_or_recover() = Some(handle);
     }
 
-    /// The query is done; the watchdog ends.
+    /// The query is done; the watchdog ends. Once this returns no
+    /// interrupt reaches the connection any more (`interrupt` holds the
+    /// handle's lock while it interrupts), so the connection may serve
+    /// another query.
     pub(crate) fn finish(&self) {
         self.finished.store(true, Ordering::Release);
+        self.handle.lock_or_recover().take();
+    }
+
+    /// Whether the watchdog stopped (interrupted) the query.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire) != RUNNING
     }
 
     /// The error to answer when the watchdog stopped the query for memory

@@ -44,7 +44,7 @@ use crate::names::DatasetName;
 use crate::policy::PolicyRuntime;
 use crate::schema::DatasetSchema;
 use crate::storage::{StorageTarget, Targets};
-use crate::sync::RecoverRw as _;
+use crate::sync::{Recover as _, RecoverRw as _};
 use crate::time::now_ns;
 use crate::wal::Wal;
 
@@ -97,6 +97,9 @@ pub struct DatasetState {
     deleted: AtomicBool,
     /// Rows and bytes written per partition key over the last hour.
     pub routing: KeyWindows,
+    /// The number of live partitions, with the catalog's `partitions_seq`
+    /// it was counted at (a query's statistics; recounted when it moved).
+    partitions_counted: Mutex<Option<(i64, usize)>>,
 }
 
 impl DatasetState {
@@ -112,6 +115,7 @@ impl DatasetState {
             partitions: Mutex::new(HashMap::new()),
             sealing: tokio::sync::RwLock::new(()),
             routing: KeyWindows::default(),
+            partitions_counted: Mutex::new(None),
         }
     }
 
@@ -183,6 +187,8 @@ pub struct DatasetSnapshot {
     pub files: Vec<Vec<FileRecord>>,
     /// Buffered rows: `(partition id, batch)`.
     pub buffered: Vec<(i64, RecordBatch)>,
+    /// Live partitions of the dataset, those outside the range included.
+    pub partitions_total: usize,
 }
 
 impl Store {
@@ -265,14 +271,24 @@ impl Store {
     /// A snapshot of one dataset for readers: committed partitions and files
     /// plus buffered rows, taken atomically with respect to flush commits.
     pub fn snapshot(&self, dataset: &DatasetState) -> Result<DatasetSnapshot, Failure> {
+        self.snapshot_in(dataset, None)
+    }
+
+    /// [`Store::snapshot`] of the partitions whose periods meet `range`
+    /// (`[start, end)` in ns; every partition for `None`), and only their
+    /// buffered rows: what a query of that range can read, at a cost that
+    /// does not grow with the dataset's other partitions.
+    pub fn snapshot_in(&self, dataset: &DatasetState, range: Option<(i64, i64)>) -> Result<DatasetSnapshot, Failure> {
         let _visible = self.visibility.read_or_recover();
-        let partitions = self.catalog.partitions(dataset.record.id)?;
-        let mut files = Vec::new();
-        for partition in &partitions {
-            files.push(self.catalog.files(partition.id)?);
+        let counted = *dataset.partitions_counted.lock_or_recover();
+        let live = self.catalog.live_in(dataset.record.id, range, counted)?;
+        *dataset.partitions_counted.lock_or_recover() = Some((live.seq, live.total));
+        let mut buffered = self.buffers.dataset_batches(dataset.record.id);
+        if range.is_some() {
+            let ids: std::collections::HashSet<i64> = live.partitions.iter().map(|p| p.id).collect();
+            buffered.retain(|(id, _)| ids.contains(id));
         }
-        let buffered = self.buffers.dataset_batches(dataset.record.id);
-        Ok(DatasetSnapshot { partitions, files, buffered })
+        Ok(DatasetSnapshot { partitions: live.partitions, files: live.files, buffered, partitions_total: live.total })
     }
 
     /// The write path's counters.
