@@ -347,7 +347,7 @@ fn running_out_of_file_descriptors_sheds_connections_and_recovers() {
 
 #[test]
 fn idle_connections_do_not_pin_descriptors() {
-    let config = "[server]\nheader_read_timeout_ms = 60000\nidle_timeout_ms = 300\n";
+    let config = "[server]\nheader_read_timeout_ms = 60000\nidle_timeout_ms = 2000\n";
     let server = Server::start("edge-idle", config);
     let baseline = settled_descriptors(server.pid());
     let count = || std::fs::read_dir(format!("/proc/{}/fd", server.pid())).unwrap().count();

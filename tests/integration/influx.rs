@@ -409,7 +409,11 @@ fn influx_endpoints_take_the_projects_tokens() {
     assert_eq!(status, 204);
     let q = urlencode("SELECT count(usage) FROM cpu");
     assert_eq!(server.get(&format!("/query?db=telegraf&q={q}")).0, 401);
-    let (status, answer) = server.get(&format!("/query?db=telegraf&q={q}&u=grafana&p={reader}"));
+    // Tokens created offline reach the server when it next reads the token
+    // store, which may have happened between the writer's and the reader's.
+    let as_reader = format!("/query?db=telegraf&q={q}&u=grafana&p={reader}");
+    wait_for_status("the reader's token", || server.get(&as_reader).0, 200);
+    let (status, answer) = server.get(&as_reader);
     assert_eq!((status, &answer["results"][0]["series"][0]["values"][0][1]), (200, &json!(1)), "{answer}");
     let basic = format!(
         "Basic {}",

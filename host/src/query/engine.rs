@@ -201,6 +201,9 @@ impl QueryEngine {
     /// The Parquet metadata cache is safe because a file's key never names
     /// other bytes (writes are create-only; a rewrite gets a new key), and it
     /// saves reading each footer twice (binding the view, then the query).
+    /// It is set globally, so every connection to the database uses it, and
+    /// without revalidation: DuckDB would otherwise re-read the footer of
+    /// any file modified in the last 10 s, which every fresh flush is.
     /// It spills to `spill_dir`, at most `spill_bytes_max`; DuckDB writes
     /// its spill files itself, so the directory needs no grant in
     /// `allowed_directories` (and gets none: SQL cannot read or write it).
