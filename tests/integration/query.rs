@@ -884,7 +884,7 @@ fn repeated_structured_queries_follow_buffers_and_flushes() {
     let mut written = [0u64; 2];
     for round in 0..6u64 {
         let body: String = (0..50 + round)
-            .map(|i| format!("cpu,host=h{} v={i}i {}\n", i % 2, T0 + (round * 1000 + i as u64) as i64 * 1_000_000_000))
+            .map(|i| format!("cpu,host=h{} v={i}i {}\n", i % 2, T0 + (round * 1000 + i) as i64 * 1_000_000_000))
             .collect();
         for i in 0..50 + round {
             written[(i % 2) as usize] += 1;
