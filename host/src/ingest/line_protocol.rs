@@ -480,14 +480,71 @@ fn parse_field_value<'b>(
                     .parse()
                     .map_err(|_| LineFailure::Syntax(format!("invalid unsigned integer {token:?}")))?,
             ),
-            _ => match token.parse::<f64>() {
-                Ok(v) if v.is_finite() => Value::Float(v),
-                _ => return syntax(format!("invalid field value {token:?}")),
+            _ => match parse_float(token) {
+                Some(v) => Value::Float(v),
+                None => return syntax(format!("invalid field value {token:?}")),
             },
         },
         _ => return syntax(format!("invalid field value {token:?}")),
     };
     Ok((value, end))
+}
+
+/// A finite float from `token`, as `str::parse` reads it.
+#[inline]
+fn parse_float(token: &str) -> Option<f64> {
+    match plain_decimal(token.as_bytes()) {
+        Some(value) => Some(value),
+        None => token.parse::<f64>().ok().filter(|v| v.is_finite()),
+    }
+}
+
+/// Powers of ten that `f64` holds exactly.
+const EXACT_POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// The value of a plain decimal — an optional sign, 1 to 15 digits with at
+/// least one before an optional `.` that has at least one after it, no
+/// exponent — or `None` for anything else (then `str::parse` decides).
+/// With at most 15 digits the digits form an integer below 2^53 and the
+/// scale is a power of ten at most 10^15, both exact in `f64`, so the one
+/// IEEE division rounds correctly: the result is bit for bit what
+/// `str::parse` gives (Clinger's fast path).
+#[inline]
+fn plain_decimal(bytes: &[u8]) -> Option<f64> {
+    let (negative, digits) = match bytes.first()? {
+        b'-' => (true, &bytes[1..]),
+        b'+' => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let mut mantissa: u64 = 0;
+    let mut count = 0usize;
+    let mut point: Option<usize> = None;
+    for (i, byte) in digits.iter().enumerate() {
+        match byte {
+            b'0'..=b'9' => {
+                count += 1;
+                if count > 15 {
+                    return None;
+                }
+                mantissa = mantissa * 10 + u64::from(byte - b'0');
+            }
+            b'.' if point.is_none() && i > 0 => point = Some(i),
+            _ => return None,
+        }
+    }
+    let fraction = match point {
+        Some(at) if at + 1 == digits.len() => return None,
+        Some(at) => digits.len() - at - 1,
+        None => 0,
+    };
+    if count == 0 {
+        return None;
+    }
+    let value = mantissa as f64 / EXACT_POWERS_OF_TEN[fraction];
+    Some(if negative { -value } else { value })
 }
 
 #[cfg(test)]
@@ -631,6 +688,104 @@ mod tests {
         let mut builder = BatchBuilder::new(&schema, 10);
         let result = parse(b"m time=1 1", Precision::Nanoseconds, 0, &limits(), &mut builder).unwrap();
         assert_eq!(result.len(), 1, "the time column name is reserved");
+    }
+
+    /// The float `str::parse` gives for `token`, finite only.
+    fn slow_float(token: &str) -> Option<f64> {
+        token.parse::<f64>().ok().filter(|v| v.is_finite())
+    }
+
+    fn same_float(token: &str) {
+        let fast = parse_float(token).map(f64::to_bits);
+        assert_eq!(fast, slow_float(token).map(f64::to_bits), "{token:?}");
+        if let Some(value) = plain_decimal(token.as_bytes()) {
+            assert_eq!(Some(value.to_bits()), slow_float(token).map(f64::to_bits), "fast path on {token:?}");
+        }
+    }
+
+    #[test]
+    fn floats_read_bit_for_bit_like_str_parse() {
+        let edges = [
+            "0",
+            "-0",
+            "+0",
+            "0.0",
+            "-0.0",
+            "1",
+            "1.5",
+            "-1.5",
+            "+1.5",
+            "1.",
+            ".5",
+            "-.5",
+            "+.5",
+            ".",
+            "-",
+            "+",
+            "",
+            "1..2",
+            "1.2.3",
+            "--1",
+            "+-1",
+            "1e3",
+            "1E3",
+            "-2e-3",
+            "1e400",
+            "inf",
+            "-inf",
+            "NaN",
+            "nan",
+            "infinity",
+            "0.1",
+            "0.2",
+            "0.3",
+            "99.99",
+            "100.00",
+            "123456789012345",
+            "1234567890123456",
+            "0.000000000000001",
+            "0.0000000000000001",
+            "999999999999999",
+            "9999999999999999",
+            "9007199254740993",
+            "1.7976931348623157",
+            "4.9406564584124654",
+            "00000000000000.1",
+            "0000000000000000.1",
+            "12345678.1234567",
+            "12345678.12345678",
+            "1_0",
+            "1,0",
+            " 1",
+            "1 ",
+            "0x10",
+            "1.5e",
+            "١",
+        ];
+        for token in edges {
+            same_float(token);
+        }
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(15);
+        for _ in 0..200_000 {
+            let digits = rand::Rng::random_range(&mut rng, 1..=18usize);
+            let point = rand::Rng::random_range(&mut rng, 0..=digits + 1);
+            let mut token = String::new();
+            match rand::Rng::random_range(&mut rng, 0..4) {
+                0 => token.push('-'),
+                1 => token.push('+'),
+                _ => {}
+            }
+            for i in 0..digits {
+                if i == point {
+                    token.push('.');
+                }
+                token.push(char::from(b'0' + rand::Rng::random_range(&mut rng, 0..10u8)));
+            }
+            same_float(&token);
+            let value: f64 = rand::Rng::random_range(&mut rng, -1e6..1e6);
+            same_float(&format!("{value:.2}"));
+            same_float(&format!("{value}"));
+        }
     }
 
     #[test]
