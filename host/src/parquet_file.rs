@@ -943,6 +943,11 @@ mod tests {
             rows.iter().enumerate().map(|(i, (h, t, _))| (region.value(i), h.as_deref(), *t)).collect();
         assert!(keys.windows(2).all(|w| w[0] <= w[1]), "region, then host (null first), then time");
         assert_eq!(keys[0], ("east", None, 4), "a null tag sorts first within its region");
+        for (region, host, time) in &keys {
+            let expected =
+                (if time % 5 < 2 { "west" } else { "east" }, (time % 5 != 4).then(|| format!("h{}", time % 5)));
+            assert_eq!((*region, host.map(str::to_string)), expected, "each row keeps its own tags");
+        }
         let mut oracle: Vec<_> = rows.clone();
         oracle.sort_by_key(|r| r.1);
         assert_eq!(oracle.iter().map(|r| r.1).collect::<Vec<_>>(), (0..6_000).collect::<Vec<_>>(), "every row once");
