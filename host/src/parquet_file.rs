@@ -135,8 +135,8 @@ fn tag_dictionaries(batches: &[RecordBatch], column: usize) -> Result<Vec<TagDic
 
 /// One tag column's rank in every row of every batch: 0 for null, then
 /// 1.. in the byte order of the values (the order Parquet statistics and
-/// [`arrow::row`] use), and how many distinct values the column holds.
-fn tag_ranks(batches: &[RecordBatch], column: usize) -> Result<(Vec<Vec<u32>>, usize), ParquetFileError> {
+/// [`arrow::row`] use), and its distinct values in that order.
+fn tag_ranks(batches: &[RecordBatch], column: usize) -> Result<(Vec<Vec<u32>>, ArrayRef), ParquetFileError> {
     let dictionaries = tag_dictionaries(batches, column)?;
     let values: Vec<&arrow::array::StringArray> = dictionaries
         .iter()
@@ -146,17 +146,26 @@ fn tag_ranks(batches: &[RecordBatch], column: usize) -> Result<(Vec<Vec<u32>>, u
     let mut distinct: Vec<&str> = values.iter().flat_map(|v| v.iter().flatten()).collect();
     distinct.sort_unstable();
     distinct.dedup();
+    // Each batch's dictionary value is ranked once, by hashing; rows then
+    // take their key's rank.
+    let rank_of: rustc_hash::FxHashMap<&str, u32> =
+        distinct.iter().enumerate().map(|(rank, value)| (*value, rank as u32 + 1)).collect();
     let ranks = dictionaries
         .iter()
         .zip(&values)
         .map(|(dictionary, values)| {
-            let of_value: Vec<u32> =
-                values.iter().map(|v| v.map_or(0, |v| distinct.partition_point(|d| *d < v) as u32 + 1)).collect();
+            let of_value: Vec<u32> = values.iter().map(|v| v.map_or(0, |v| rank_of[v])).collect();
             let keys = dictionary.keys();
-            (0..keys.len()).map(|row| if keys.is_null(row) { 0 } else { of_value[keys.value(row) as usize] }).collect()
+            match keys.nulls() {
+                None => keys.values().iter().map(|key| of_value[*key as usize]).collect(),
+                Some(_) => (0..keys.len())
+                    .map(|row| if keys.is_null(row) { 0 } else { of_value[keys.value(row) as usize] })
+                    .collect(),
+            }
         })
         .collect();
-    Ok((ranks, distinct.len()))
+    let distinct: ArrayRef = std::sync::Arc::new(arrow::array::StringArray::from(distinct));
+    Ok((ranks, distinct))
 }
 
 /// The order of `batches`' rows by a sort key, as `(batch, row)` pairs:
@@ -178,44 +187,81 @@ fn key_order(batches: &[RecordBatch], ranks: &[Vec<Vec<u32>>], radices: &[u64]) 
     Some(order.into_iter().map(|(_, _, b, r)| (b as usize, r as usize)).collect())
 }
 
-/// A flush's sort key, each tag's rank per row of each batch (in key
-/// order) and each tag's radix (distinct values + 1).
-type FlushKey = (SortKey, Vec<Vec<Vec<u32>>>, Vec<u64>);
+/// A flush's tag columns in key order: each one's column index, rank per
+/// row of each batch and distinct values (sorted).
+struct FlushTags {
+    columns: Vec<usize>,
+    ranks: Vec<Vec<Vec<u32>>>,
+    distinct: Vec<ArrayRef>,
+}
 
-/// The sort key of freshly buffered rows: the tag columns (by index in
-/// `schema`) ordered by how many distinct values they hold, fewest first
-/// (ties in schema order), then time; with each tag's rank per row and
-/// its count of distinct values, in key order.
-fn flush_key(batches: &[RecordBatch], schema: &DatasetSchema) -> Result<FlushKey, ParquetFileError> {
+impl FlushTags {
+    /// The sort key: the tag columns, then time (index 0).
+    fn key(&self) -> SortKey {
+        self.columns.iter().copied().chain(std::iter::once(0)).collect()
+    }
+
+    /// Each tag's radix: its distinct values and null.
+    fn radices(&self) -> Vec<u64> {
+        self.distinct.iter().map(|values| values.len() as u64 + 1).collect()
+    }
+
+    /// Tag column `column` in the order `indices`, from the ranks alone: a
+    /// dictionary of the distinct values, sorted, with no string copied
+    /// per row.
+    fn column_in_order(&self, column: usize, indices: &[(usize, usize)]) -> Option<ArrayRef> {
+        let tag = self.columns.iter().position(|c| *c == column)?;
+        let ranks = &self.ranks[tag];
+        let keys: arrow::array::Int32Array =
+            indices.iter().map(|(b, r)| ranks[*b][*r].checked_sub(1).map(|key| key as i32)).collect();
+        let array =
+            arrow::array::DictionaryArray::<arrow::datatypes::Int32Type>::try_new(keys, self.distinct[tag].clone())
+                .expect("ranks index the distinct values");
+        Some(std::sync::Arc::new(array))
+    }
+}
+
+/// The tag columns of freshly buffered rows (by index in `schema`)
+/// ordered by how many distinct values they hold, fewest first (ties in
+/// schema order), with their ranks and values.
+fn flush_tags(batches: &[RecordBatch], schema: &DatasetSchema) -> Result<FlushTags, ParquetFileError> {
     let mut tags = Vec::new();
     for (index, column) in schema.columns.iter().enumerate() {
         if column.kind == crate::schema::ColumnKind::Tag {
             let (ranks, distinct) = tag_ranks(batches, index + 1)?;
-            tags.push((distinct, index + 1, ranks));
+            tags.push((distinct.len(), index + 1, ranks, distinct));
         }
     }
-    tags.sort_by_key(|(distinct, index, _)| (*distinct, *index));
-    let key: SortKey = tags.iter().map(|(_, index, _)| *index).chain(std::iter::once(0)).collect();
-    let radices = tags.iter().map(|(distinct, _, _)| *distinct as u64 + 1).collect();
-    Ok((key, tags.into_iter().map(|(_, _, ranks)| ranks).collect(), radices))
+    tags.sort_by_key(|(distinct, index, _, _)| (*distinct, *index));
+    let mut flush = FlushTags { columns: Vec::new(), ranks: Vec::new(), distinct: Vec::new() };
+    for (_, index, ranks, distinct) in tags {
+        flush.columns.push(index);
+        flush.ranks.push(ranks);
+        flush.distinct.push(distinct);
+    }
+    Ok(flush)
 }
 
-/// Concatenates batches sorted by `key` with one copy of the data.
-/// Buffered rows are usually time-sorted already; the sort puts each
-/// series' rows together.
+/// Concatenates batches sorted by the tags then time, with one copy of
+/// the data; tag columns are rebuilt from their ranks. Buffered rows are
+/// usually time-sorted already; the sort puts each series' rows together.
 fn sorted_by_key(
     schema: &SchemaRef,
     batches: &[RecordBatch],
-    key: &[usize],
-    ranks: &[Vec<Vec<u32>>],
-    radices: &[u64],
+    tags: &FlushTags,
 ) -> Result<RecordBatch, ParquetFileError> {
-    let indices = match key_order(batches, ranks, radices) {
+    let key = tags.key();
+    let indices = match key_order(batches, &tags.ranks, &tags.radices()) {
         Some(indices) => indices,
-        None => return sorted_by_rows(schema, &concat_batches(schema, batches)?, key),
+        None => return sorted_by_rows(schema, &concat_batches(schema, batches)?, &key),
     };
     let columns = (0..schema.fields().len())
         .map(|c| {
+            if let Some(column) = tags.column_in_order(c, &indices)
+                && column.data_type() == schema.field(c).data_type()
+            {
+                return Ok(column);
+            }
             let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
             interleave(&arrays, &indices)
         })
@@ -255,8 +301,9 @@ pub fn encode(
 ) -> Result<EncodedFile, ParquetFileError> {
     let conformed: Vec<RecordBatch> = batches.iter().map(|b| conform(b, schema)).collect::<Result<_, _>>()?;
     let target = schema.arrow_schema();
-    let (key, ranks, radices) = flush_key(&conformed, schema)?;
-    let all = sorted_by_key(&target, &conformed, &key, &ranks, &radices)?;
+    let tags = flush_tags(&conformed, schema)?;
+    let key = tags.key();
+    let all = sorted_by_key(&target, &conformed, &tags)?;
     let rows = all.num_rows() as i64;
     let (min_time_ns, max_time_ns) =
         time_range(&all).ok_or_else(|| ParquetFileError::Verify("no rows to flush".into()))?;
@@ -896,6 +943,11 @@ mod tests {
             rows.iter().enumerate().map(|(i, (h, t, _))| (region.value(i), h.as_deref(), *t)).collect();
         assert!(keys.windows(2).all(|w| w[0] <= w[1]), "region, then host (null first), then time");
         assert_eq!(keys[0], ("east", None, 4), "a null tag sorts first within its region");
+        for (region, host, time) in &keys {
+            let expected =
+                (if time % 5 < 2 { "west" } else { "east" }, (time % 5 != 4).then(|| format!("h{}", time % 5)));
+            assert_eq!((*region, host.map(str::to_string)), expected, "each row keeps its own tags");
+        }
         let mut oracle: Vec<_> = rows.clone();
         oracle.sort_by_key(|r| r.1);
         assert_eq!(oracle.iter().map(|r| r.1).collect::<Vec<_>>(), (0..6_000).collect::<Vec<_>>(), "every row once");

@@ -179,8 +179,15 @@ fn trim_line(line: &[u8]) -> std::ops::Range<usize> {
 /// What one body's lines share.
 #[derive(Default)]
 struct LineCaches<'b> {
-    /// Series text (measurement and tags) → resolved `(column, dictionary key)`.
-    series: FxHashMap<&'b str, Vec<(usize, i32)>>,
+    /// Series text (measurement and tags) → where its resolved tags are in
+    /// `resolved` (one allocation for all series, however many).
+    series: FxHashMap<&'b str, std::ops::Range<usize>>,
+    /// Every cached series' `(column, dictionary key)` pairs, back to back.
+    resolved: Vec<(usize, i32)>,
+    /// The previous new series' tag keys (as written) and columns, in
+    /// order: series usually name the same tags, and comparing is cheaper
+    /// than hashing every key.
+    tag_layout: Vec<(&'b str, usize)>,
     /// The previous line's field keys and columns, in order. Lines usually
     /// repeat them, and comparing is cheaper than hashing every key.
     field_layout: Vec<(&'b str, usize)>,
@@ -283,11 +290,16 @@ fn text_of<'v>(value: &'v Value<'_>) -> &'v str {
 const KEY_ESCAPES: &[u8] = b",= \\";
 const MEASUREMENT_ESCAPES: &[u8] = b", \\";
 
-fn parse_series(
-    series: &str,
+/// Resolves a series (measurement and tags) not seen before in the body,
+/// appending its `(column, dictionary key)` pairs to `resolved`.
+fn parse_series<'b>(
+    series: &'b str,
     limits: &IngestLimits,
     builder: &mut BatchBuilder<'_>,
-) -> Result<Vec<(usize, i32)>, LineFailure> {
+    tag_layout: &mut Vec<(&'b str, usize)>,
+    resolved: &mut Vec<(usize, i32)>,
+) -> Result<(), LineFailure> {
+    let first = resolved.len();
     let measurement_end = find_unescaped_byte(series, 0, b',');
     let measurement = unescape(&series[..measurement_end], MEASUREMENT_ESCAPES)?;
     if text_of(&measurement).is_empty() {
@@ -298,8 +310,9 @@ fn parse_series(
         format!("the measurement {} (stored as the {MEASUREMENT_COLUMN} tag)", start_of(text_of(&measurement)))
     })?;
     let column = builder.internal_column(MEASUREMENT_COLUMN, ColumnKind::Tag)?;
-    let mut resolved = vec![(column, builder.text_key(column, text_of(&measurement)))];
+    resolved.push((column, builder.text_key(column, text_of(&measurement))));
     let mut at = measurement_end;
+    let mut index = 0;
     while at < series.len() {
         let start = at + 1;
         let end = find_unescaped_byte(series, start, b',');
@@ -308,21 +321,51 @@ fn parse_series(
         if equals == pair.len() {
             return syntax(format!("tag {pair:?} has no '='"));
         }
-        let key = unescape(&pair[..equals], KEY_ESCAPES)?;
         let value = unescape(&pair[equals + 1..], KEY_ESCAPES)?;
-        let (key, value) = (text_of(&key), text_of(&value));
-        if key.is_empty() || value.is_empty() {
-            return syntax("tag key and value must not be empty");
-        }
-        within(value, limits.tag_value(), || format!("the value of tag {}", start_of(key)))?;
-        let column = builder.column(key, ColumnKind::Tag)?;
-        if resolved.iter().any(|(c, _)| *c == column) {
-            return syntax(format!("tag {key:?} appears twice"));
+        let value = text_of(&value);
+        let column = tag_column(&pair[..equals], value, index, tag_layout, limits, builder)?;
+        if resolved[first..].iter().any(|(c, _)| *c == column) {
+            return syntax(format!("tag {:?} appears twice", builder.column_name(column)));
         }
         resolved.push((column, builder.text_key(column, value)));
         at = end;
+        index += 1;
     }
-    Ok(resolved)
+    Ok(())
+}
+
+/// The column of a new series' `index`th tag (`raw_key` as written, with
+/// its unescaped `value`): the previous new series' when its key matches
+/// (no hashing), else resolved by name and remembered.
+#[inline]
+fn tag_column<'b>(
+    raw_key: &'b str,
+    value: &str,
+    index: usize,
+    tag_layout: &mut Vec<(&'b str, usize)>,
+    limits: &IngestLimits,
+    builder: &mut BatchBuilder<'_>,
+) -> Result<usize, LineFailure> {
+    let known = match tag_layout.get(index) {
+        Some((known, column)) if *known == raw_key => Some(*column),
+        _ => None,
+    };
+    if !value.is_empty()
+        && let Some(column) = known
+    {
+        within(value, limits.tag_value(), || format!("the value of tag {}", start_of(builder.column_name(column))))?;
+        return Ok(column);
+    }
+    let key = unescape(raw_key, KEY_ESCAPES)?;
+    let key = text_of(&key);
+    if key.is_empty() || value.is_empty() {
+        return syntax("tag key and value must not be empty");
+    }
+    within(value, limits.tag_value(), || format!("the value of tag {}", start_of(key)))?;
+    let column = builder.column(key, ColumnKind::Tag)?;
+    tag_layout.truncate(index);
+    tag_layout.push((raw_key, column));
+    Ok(column)
 }
 
 fn parse_line<'b>(
@@ -334,20 +377,25 @@ fn parse_line<'b>(
     caches: &mut LineCaches<'b>,
     values: &mut Vec<(usize, Value<'b>)>,
 ) -> Result<i64, LineFailure> {
-    let LineCaches { series: series_cache, field_layout } = caches;
+    let LineCaches { series: series_cache, resolved, tag_layout, field_layout } = caches;
     let series_end = find_unescaped_byte(line, 0, b' ');
     if series_end == line.len() {
         return syntax("missing fields");
     }
     let series = &line[..series_end];
     let tags = match series_cache.get(series) {
-        Some(tags) => tags,
+        Some(tags) => tags.clone(),
         None => {
-            let tags = parse_series(series, limits, builder)?;
-            series_cache.entry(series).or_insert(tags)
+            let start = resolved.len();
+            if let Err(error) = parse_series(series, limits, builder, tag_layout, resolved) {
+                resolved.truncate(start);
+                return Err(error);
+            }
+            series_cache.insert(series, start..resolved.len());
+            start..resolved.len()
         }
     };
-    values.extend(tags.iter().map(|(column, key)| (*column, Value::TextKey(*key))));
+    values.extend(resolved[tags].iter().map(|(column, key)| (*column, Value::TextKey(*key))));
 
     // Fields: key=value pairs up to the next unescaped space outside quotes.
     let bytes = line.as_bytes();
@@ -480,14 +528,71 @@ fn parse_field_value<'b>(
                     .parse()
                     .map_err(|_| LineFailure::Syntax(format!("invalid unsigned integer {token:?}")))?,
             ),
-            _ => match token.parse::<f64>() {
-                Ok(v) if v.is_finite() => Value::Float(v),
-                _ => return syntax(format!("invalid field value {token:?}")),
+            _ => match parse_float(token) {
+                Some(v) => Value::Float(v),
+                None => return syntax(format!("invalid field value {token:?}")),
             },
         },
         _ => return syntax(format!("invalid field value {token:?}")),
     };
     Ok((value, end))
+}
+
+/// A finite float from `token`, as `str::parse` reads it.
+#[inline]
+fn parse_float(token: &str) -> Option<f64> {
+    match plain_decimal(token.as_bytes()) {
+        Some(value) => Some(value),
+        None => token.parse::<f64>().ok().filter(|v| v.is_finite()),
+    }
+}
+
+/// Powers of ten that `f64` holds exactly.
+const EXACT_POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// The value of a plain decimal — an optional sign, 1 to 15 digits with at
+/// least one before an optional `.` that has at least one after it, no
+/// exponent — or `None` for anything else (then `str::parse` decides).
+/// With at most 15 digits the digits form an integer below 2^53 and the
+/// scale is a power of ten at most 10^15, both exact in `f64`, so the one
+/// IEEE division rounds correctly: the result is bit for bit what
+/// `str::parse` gives (Clinger's fast path).
+#[inline]
+fn plain_decimal(bytes: &[u8]) -> Option<f64> {
+    let (negative, digits) = match bytes.first()? {
+        b'-' => (true, &bytes[1..]),
+        b'+' => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let mut mantissa: u64 = 0;
+    let mut count = 0usize;
+    let mut point: Option<usize> = None;
+    for (i, byte) in digits.iter().enumerate() {
+        match byte {
+            b'0'..=b'9' => {
+                count += 1;
+                if count > 15 {
+                    return None;
+                }
+                mantissa = mantissa * 10 + u64::from(byte - b'0');
+            }
+            b'.' if point.is_none() && i > 0 => point = Some(i),
+            _ => return None,
+        }
+    }
+    let fraction = match point {
+        Some(at) if at + 1 == digits.len() => return None,
+        Some(at) => digits.len() - at - 1,
+        None => 0,
+    };
+    if count == 0 {
+        return None;
+    }
+    let value = mantissa as f64 / EXACT_POWERS_OF_TEN[fraction];
+    Some(if negative { -value } else { value })
 }
 
 #[cfg(test)]
@@ -631,6 +736,147 @@ mod tests {
         let mut builder = BatchBuilder::new(&schema, 10);
         let result = parse(b"m time=1 1", Precision::Nanoseconds, 0, &limits(), &mut builder).unwrap();
         assert_eq!(result.len(), 1, "the time column name is reserved");
+    }
+
+    /// Lines whose series name random tags in random orders (some twice,
+    /// some empty, some escaped) parse to the tags each line names, as
+    /// when every line is parsed alone: what the series and tag caches
+    /// remember from one line never leaks into the next.
+    #[test]
+    fn cached_series_and_tags_give_each_line_its_own_tags() {
+        let keys = [("a", "a"), ("b", "b"), ("c\\ d", "c d"), ("e\\=", "e=")];
+        let values = ["x", "y", "z\\,w", ""];
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        let mut body = String::new();
+        let mut expected = Vec::new();
+        for line in 0..3_000 {
+            let count = rand::Rng::random_range(&mut rng, 0..=4usize);
+            let mut series = String::from("m");
+            let mut tags = std::collections::BTreeMap::new();
+            let mut ok = true;
+            for _ in 0..count {
+                let (raw, key) = keys[rand::Rng::random_range(&mut rng, 0..keys.len())];
+                let value = values[rand::Rng::random_range(&mut rng, 0..values.len())];
+                series.push_str(&format!(",{raw}={value}"));
+                ok &= !value.is_empty() && tags.insert(key, value.replace('\\', "")).is_none();
+            }
+            body.push_str(&format!("{series} v={line} {line}\n"));
+            expected.push(ok.then_some(tags));
+        }
+        let (batch, errors) = run(&body);
+        let mut rows = 0..;
+        for (line, tags) in expected.iter().enumerate() {
+            let Some(tags) = tags else {
+                assert!(errors.iter().any(|e| e.line_number == line + 1), "line {} is refused", line + 1);
+                continue;
+            };
+            let row = rows.next().unwrap();
+            assert_eq!(batch.times[row], line as i64);
+            for (_, key) in keys {
+                let present = batch.columns.iter().any(|c| c.name == key);
+                let got = if present { text(&batch, key)[row].clone() } else { None };
+                assert_eq!(got, tags.get(key).cloned(), "line {} tag {key:?}", line + 1);
+            }
+        }
+        assert_eq!(batch.rows(), rows.next().unwrap());
+    }
+
+    /// The float `str::parse` gives for `token`, finite only.
+    fn slow_float(token: &str) -> Option<f64> {
+        token.parse::<f64>().ok().filter(|v| v.is_finite())
+    }
+
+    fn same_float(token: &str) {
+        let fast = parse_float(token).map(f64::to_bits);
+        assert_eq!(fast, slow_float(token).map(f64::to_bits), "{token:?}");
+        if let Some(value) = plain_decimal(token.as_bytes()) {
+            assert_eq!(Some(value.to_bits()), slow_float(token).map(f64::to_bits), "fast path on {token:?}");
+        }
+    }
+
+    #[test]
+    fn floats_read_bit_for_bit_like_str_parse() {
+        let edges = [
+            "0",
+            "-0",
+            "+0",
+            "0.0",
+            "-0.0",
+            "1",
+            "1.5",
+            "-1.5",
+            "+1.5",
+            "1.",
+            ".5",
+            "-.5",
+            "+.5",
+            ".",
+            "-",
+            "+",
+            "",
+            "1..2",
+            "1.2.3",
+            "--1",
+            "+-1",
+            "1e3",
+            "1E3",
+            "-2e-3",
+            "1e400",
+            "inf",
+            "-inf",
+            "NaN",
+            "nan",
+            "infinity",
+            "0.1",
+            "0.2",
+            "0.3",
+            "99.99",
+            "100.00",
+            "123456789012345",
+            "1234567890123456",
+            "0.000000000000001",
+            "0.0000000000000001",
+            "999999999999999",
+            "9999999999999999",
+            "9007199254740993",
+            "1.7976931348623157",
+            "4.9406564584124654",
+            "00000000000000.1",
+            "0000000000000000.1",
+            "12345678.1234567",
+            "12345678.12345678",
+            "1_0",
+            "1,0",
+            " 1",
+            "1 ",
+            "0x10",
+            "1.5e",
+            "١",
+        ];
+        for token in edges {
+            same_float(token);
+        }
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(15);
+        for _ in 0..200_000 {
+            let digits = rand::Rng::random_range(&mut rng, 1..=18usize);
+            let point = rand::Rng::random_range(&mut rng, 0..=digits + 1);
+            let mut token = String::new();
+            match rand::Rng::random_range(&mut rng, 0..4) {
+                0 => token.push('-'),
+                1 => token.push('+'),
+                _ => {}
+            }
+            for i in 0..digits {
+                if i == point {
+                    token.push('.');
+                }
+                token.push(char::from(b'0' + rand::Rng::random_range(&mut rng, 0..10u8)));
+            }
+            same_float(&token);
+            let value: f64 = rand::Rng::random_range(&mut rng, -1e6..1e6);
+            same_float(&format!("{value:.2}"));
+            same_float(&format!("{value}"));
+        }
     }
 
     #[test]
