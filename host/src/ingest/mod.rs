@@ -200,16 +200,21 @@ pub fn route(
     groups
         .into_iter()
         .map(|(bucket, key, rows)| {
-            let indices = UInt32Array::from(rows.clone());
-            let columns = whole
-                .columns()
-                .iter()
-                .map(|column| compact_dictionary(take(column.as_ref(), &indices, None).expect("indices are in range")))
-                .collect();
-            let batch = RecordBatch::try_new(whole.schema(), columns).expect("same schema");
+            let batch = take_rows(&whole, &UInt32Array::from(rows.clone()));
             PartitionRows { bucket: buckets[bucket].clone(), key: key.to_string(), batch, rows }
         })
         .collect()
+}
+
+/// The rows at `indices` of `batch` as a batch of their own: its arrays
+/// hold only those rows, and its dictionaries only the values they use.
+pub fn take_rows(batch: &RecordBatch, indices: &UInt32Array) -> RecordBatch {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| compact_dictionary(take(column.as_ref(), indices, None).expect("indices are in range")))
+        .collect();
+    RecordBatch::try_new(batch.schema(), columns).expect("same schema")
 }
 
 /// `column` with its dictionary cut to the values its rows use. `take`
