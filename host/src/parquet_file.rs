@@ -367,6 +367,10 @@ fn properties(encoding: Encoding, schema: &SchemaRef, key: &[usize]) -> Result<W
 fn write(all: &RecordBatch, encoding: Encoding, key: &[usize]) -> Result<Vec<u8>, ParquetFileError> {
     let mut bytes = Vec::new();
     let schema = all.schema();
+    // No row group holds more than the file's rows: the same layout, and
+    // bloom filters sized for them (not for a full row group, which a
+    // small file would allocate and fold down per tag column).
+    let encoding = Encoding { row_group_rows_max: encoding.row_group_rows_max.min(all.num_rows().max(1)), ..encoding };
     let mut writer = ArrowWriter::try_new(&mut bytes, schema.clone(), Some(properties(encoding, &schema, key)?))?;
     writer.write(all)?;
     writer.close()?;

@@ -422,18 +422,37 @@ impl GroupFailure {
     }
 }
 
-/// One request's rows as logged: per partition, an Arrow IPC stream.
+/// One request's rows as logged.
 #[derive(Debug, Clone)]
 pub(crate) struct WalEntry {
     /// The dataset's catalog id.
     pub dataset_id: i64,
     /// The idempotency key and the response first given, if any.
     pub idempotency: Option<(String, IdempotencyRecord)>,
-    /// `(partition id, Arrow IPC stream)` per partition.
-    pub parts: Vec<(i64, Vec<u8>)>,
+    /// The rows, per partition.
+    pub rows: LoggedRows,
 }
 
-const ENTRY_VERSION: u8 = 1;
+/// How an entry's rows are logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LoggedRows {
+    /// Entry version 1: `(partition id, Arrow IPC stream)` per partition.
+    /// Still read (a WAL written before version 2); no longer written.
+    PerPartition(Vec<(i64, Vec<u8>)>),
+    /// Entry version 2: `(partition id, rows)` per partition, whose rows
+    /// follow one another in that order in one Arrow IPC stream: one schema
+    /// and one dictionary per column for the whole request, so a request
+    /// spread over thousands of partitions logs about its rows' size.
+    Shared {
+        /// `(partition id, rows)`, in the stream's order.
+        parts: Vec<(i64, u32)>,
+        /// Every part's rows as one Arrow IPC stream.
+        ipc: Vec<u8>,
+    },
+}
+
+const ENTRY_VERSION_PER_PARTITION: u8 = 1;
+const ENTRY_VERSION_SHARED: u8 = 2;
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
@@ -475,9 +494,15 @@ impl<'a> Cursor<'a> {
 impl WalEntry {
     /// The binary form.
     pub fn encode(&self) -> Vec<u8> {
-        let ipc_bytes: usize = self.parts.iter().map(|(_, ipc)| ipc.len() + 12).sum();
-        let mut out = Vec::with_capacity(64 + ipc_bytes);
-        out.push(ENTRY_VERSION);
+        let rows_bytes = match &self.rows {
+            LoggedRows::PerPartition(parts) => parts.iter().map(|(_, ipc)| ipc.len() + 12).sum(),
+            LoggedRows::Shared { parts, ipc } => parts.len() * 12 + ipc.len() + 4,
+        };
+        let mut out = Vec::with_capacity(64 + rows_bytes);
+        out.push(match self.rows {
+            LoggedRows::PerPartition(_) => ENTRY_VERSION_PER_PARTITION,
+            LoggedRows::Shared { .. } => ENTRY_VERSION_SHARED,
+        });
         out.extend_from_slice(&self.dataset_id.to_le_bytes());
         match &self.idempotency {
             None => out.push(0),
@@ -489,19 +514,31 @@ impl WalEntry {
                 put_bytes(&mut out, record.response.as_bytes());
             }
         }
-        out.extend_from_slice(&(self.parts.len() as u32).to_le_bytes());
-        for (partition_id, ipc) in &self.parts {
-            out.extend_from_slice(&partition_id.to_le_bytes());
-            put_bytes(&mut out, ipc);
+        match &self.rows {
+            LoggedRows::PerPartition(parts) => {
+                out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+                for (partition_id, ipc) in parts {
+                    out.extend_from_slice(&partition_id.to_le_bytes());
+                    put_bytes(&mut out, ipc);
+                }
+            }
+            LoggedRows::Shared { parts, ipc } => {
+                out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+                for (partition_id, rows) in parts {
+                    out.extend_from_slice(&partition_id.to_le_bytes());
+                    out.extend_from_slice(&rows.to_le_bytes());
+                }
+                put_bytes(&mut out, ipc);
+            }
         }
         out
     }
 
-    /// Decodes [`WalEntry::encode`]'s output.
+    /// Decodes [`WalEntry::encode`]'s output (either version).
     pub fn decode(bytes: &[u8]) -> Result<WalEntry, WalError> {
         let mut cursor = Cursor(bytes);
         let version = cursor.u8()?;
-        if version != ENTRY_VERSION {
+        if version != ENTRY_VERSION_PER_PARTITION && version != ENTRY_VERSION_SHARED {
             return Err(WalError::Corrupt(format!("unknown entry version {version}")));
         }
         let dataset_id = cursor.i64()?;
@@ -516,12 +553,66 @@ impl WalEntry {
             }
         };
         let count = cursor.u32()? as usize;
-        let mut parts = Vec::with_capacity(count.min(1024));
-        for _ in 0..count {
-            let partition_id = cursor.i64()?;
-            parts.push((partition_id, cursor.bytes()?.to_vec()));
+        let rows = if version == ENTRY_VERSION_PER_PARTITION {
+            let mut parts = Vec::with_capacity(count.min(1024));
+            for _ in 0..count {
+                let partition_id = cursor.i64()?;
+                parts.push((partition_id, cursor.bytes()?.to_vec()));
+            }
+            LoggedRows::PerPartition(parts)
+        } else {
+            let mut parts = Vec::with_capacity(count.min(1 << 16));
+            for _ in 0..count {
+                parts.push((cursor.i64()?, cursor.u32()?));
+            }
+            LoggedRows::Shared { parts, ipc: cursor.bytes()?.to_vec() }
+        };
+        Ok(WalEntry { dataset_id, idempotency, rows })
+    }
+}
+
+impl WalEntry {
+    /// The partitions of the entry's rows, in order.
+    pub fn partition_ids(&self) -> Vec<i64> {
+        match &self.rows {
+            LoggedRows::PerPartition(parts) => parts.iter().map(|(id, _)| *id).collect(),
+            LoggedRows::Shared { parts, .. } => parts.iter().map(|(id, _)| *id).collect(),
         }
-        Ok(WalEntry { dataset_id, idempotency, parts })
+    }
+
+    /// Each partition's rows, decoded where `wanted[i]` is `Some` (as
+    /// batches of their own, never views of the shared stream), in order.
+    pub fn partition_batches<T>(&self, wanted: &[Option<T>]) -> Result<Vec<(i64, Option<RecordBatch>)>, WalError> {
+        match &self.rows {
+            LoggedRows::PerPartition(parts) => parts
+                .iter()
+                .zip(wanted)
+                .map(|((id, ipc), want)| Ok((*id, if want.is_some() { Some(decode_batch(ipc)?) } else { None })))
+                .collect(),
+            LoggedRows::Shared { parts, ipc } => {
+                let all = decode_batch(ipc)?;
+                let total: u64 = parts.iter().map(|(_, rows)| u64::from(*rows)).sum();
+                if total != all.num_rows() as u64 {
+                    return Err(WalError::Corrupt(format!(
+                        "entry parts count {total} rows, its stream {}",
+                        all.num_rows()
+                    )));
+                }
+                let mut offset = 0u32;
+                let mut out = Vec::with_capacity(parts.len());
+                for ((id, rows), want) in parts.iter().zip(wanted) {
+                    let batch = want.as_ref().map(|_| {
+                        crate::ingest::take_rows(
+                            &all,
+                            &arrow::array::UInt32Array::from_iter_values(offset..offset + rows),
+                        )
+                    });
+                    out.push((*id, batch));
+                    offset += rows;
+                }
+                Ok(out)
+            }
+        }
     }
 }
 
@@ -642,12 +733,52 @@ mod tests {
                 "k-1".into(),
                 IdempotencyRecord { request_sha256: [1; 32], status: 204, response: "{}".into() },
             )),
-            parts: vec![(3, vec![1, 2, 3]), (4, vec![])],
+            rows: LoggedRows::PerPartition(vec![(3, vec![1, 2, 3]), (4, vec![])]),
         };
         let decoded = WalEntry::decode(&entry.encode()).unwrap();
         assert_eq!(decoded.dataset_id, 7);
         assert_eq!(decoded.idempotency, entry.idempotency);
-        assert_eq!(decoded.parts, entry.parts);
+        assert_eq!(decoded.rows, entry.rows);
         assert!(WalEntry::decode(&entry.encode()[..10]).is_err());
+
+        let shared = WalEntry {
+            dataset_id: 8,
+            idempotency: None,
+            rows: LoggedRows::Shared { parts: vec![(3, 2), (9, 1)], ipc: vec![5, 6, 7] },
+        };
+        let bytes = shared.encode();
+        assert_eq!(bytes[0], ENTRY_VERSION_SHARED);
+        let decoded = WalEntry::decode(&bytes).unwrap();
+        assert_eq!((decoded.dataset_id, decoded.rows), (8, shared.rows));
+        assert!(WalEntry::decode(&bytes[..bytes.len() - 1]).is_err(), "a cut stream is corrupt");
+    }
+
+    /// Both entry versions give back each partition's own rows, and only
+    /// the partitions asked for.
+    #[test]
+    fn both_versions_give_each_partition_its_rows() {
+        use arrow::array::{Array, Int64Array};
+        let batch = |values: &[i64]| {
+            let schema = Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+                "v",
+                arrow::datatypes::DataType::Int64,
+                false,
+            )]));
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
+        };
+        let (a, b, c) = (batch(&[1, 2]), batch(&[3]), batch(&[4, 5, 6]));
+        let all = arrow::compute::concat_batches(&a.schema(), [&a, &b, &c]).unwrap();
+        let shared = LoggedRows::Shared { parts: vec![(10, 2), (11, 1), (12, 3)], ipc: encode_batch(&all) };
+        let per_partition =
+            LoggedRows::PerPartition(vec![(10, encode_batch(&a)), (11, encode_batch(&b)), (12, encode_batch(&c))]);
+        for rows in [shared, per_partition] {
+            let entry = WalEntry::decode(&WalEntry { dataset_id: 1, idempotency: None, rows }.encode()).unwrap();
+            assert_eq!(entry.partition_ids(), [10, 11, 12]);
+            let got = entry.partition_batches(&[Some(()), None, Some(())]).unwrap();
+            assert_eq!(got[0], (10, Some(a.clone())));
+            assert_eq!(got[1], (11, None));
+            assert_eq!(got[2], (12, Some(c.clone())));
+            assert_eq!(got[2].1.as_ref().unwrap().column(0).len(), 3);
+        }
     }
 }

@@ -43,6 +43,9 @@ pub enum Bench {
     Move(MoveArgs),
     /// `strata import` of the ingest data as a file against `bench ingest`.
     Import(super::bench_import::ImportBenchArgs),
+    /// One request whose rows fall into `--keys` partitions (new, then
+    /// existing) and their flush, against the same rows in one partition.
+    Partitions(super::bench_partitions::PartitionsArgs),
     /// Strata against the peers installed here (InfluxDB 1.x, VictoriaMetrics):
     /// the same data through each one's line-protocol endpoint, ingest rate,
     /// CPU and memory, and the same queries; `--hosts` sweeps cardinality.
@@ -130,6 +133,7 @@ pub fn run(bench: Bench) -> anyhow::Result<()> {
         Bench::Move(args) => move_partition(args),
         Bench::Storage(args) => super::bench_storage::run(args),
         Bench::Import(args) => super::bench_import::run(args),
+        Bench::Partitions(args) => super::bench_partitions::run(args),
         Bench::Peers(args) => super::bench_peers::run(args),
     }
 }
@@ -226,6 +230,8 @@ pub(super) struct Server {
     pub(super) child: Child,
     pub(super) url: String,
     pub(super) data_dir: PathBuf,
+    /// The `strata` executable serving.
+    pub(super) exe: PathBuf,
 }
 
 impl Server {
@@ -242,7 +248,7 @@ impl Server {
         if let Some(dir) = remove {
             let _ = std::fs::remove_dir_all(dir);
         }
-        (self.child, self.url) = spawn_server(&self.data_dir)?;
+        (self.child, self.url) = spawn_server(&self.exe, &self.data_dir)?;
         Ok(())
     }
 
@@ -272,6 +278,12 @@ pub(super) fn start_server() -> anyhow::Result<Server> {
 /// Starts `strata serve` on a fresh directory; `config` (TOML) goes into
 /// `strata.toml` there, with `files` (relative path, contents) beside it.
 pub(super) fn start_server_with(config: Option<(&str, &[(&str, &str)])>) -> anyhow::Result<Server> {
+    let exe = std::env::current_exe().context("locating the strata binary")?;
+    start_server_at(&exe, config)
+}
+
+/// [`start_server_with`], serving with the `strata` executable at `exe`.
+pub(super) fn start_server_at(exe: &Path, config: Option<(&str, &[(&str, &str)])>) -> anyhow::Result<Server> {
     let data_dir = std::env::temp_dir().join(format!("strata-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
     std::fs::create_dir_all(&data_dir)?;
@@ -283,14 +295,13 @@ pub(super) fn start_server_with(config: Option<(&str, &[(&str, &str)])>) -> anyh
         }
         std::fs::write(data_dir.join("strata.toml"), text)?;
     }
-    let (child, url) = spawn_server(&data_dir)?;
-    Ok(Server { child, url, data_dir })
+    let (child, url) = spawn_server(exe, &data_dir)?;
+    Ok(Server { child, url, data_dir, exe: exe.to_path_buf() })
 }
 
 /// Runs `strata serve` on `data_dir` (with its `strata.toml`, if any);
 /// returns the child and the URL it printed.
-fn spawn_server(data_dir: &Path) -> anyhow::Result<(Child, String)> {
-    let exe = std::env::current_exe().context("locating the strata binary")?;
+fn spawn_server(exe: &Path, data_dir: &Path) -> anyhow::Result<(Child, String)> {
     let mut command = Command::new(exe);
     command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir.join("data"));
     if data_dir.join("strata.toml").exists() {

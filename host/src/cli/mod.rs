@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_import;
+pub mod bench_partitions;
 pub mod bench_peers;
 pub mod bench_policy;
 pub mod bench_storage;

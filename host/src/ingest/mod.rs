@@ -9,9 +9,9 @@ pub mod line_protocol;
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, UInt32Array};
+use arrow::array::{Array, ArrayRef, DictionaryArray, Int32Array, UInt32Array};
 use arrow::compute::take;
-use arrow::datatypes::{Field, Schema};
+use arrow::datatypes::{Field, Int32Type, Schema};
 use arrow::record_batch::RecordBatch;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -200,16 +200,51 @@ pub fn route(
     groups
         .into_iter()
         .map(|(bucket, key, rows)| {
-            let indices = UInt32Array::from(rows.clone());
-            let columns = whole
-                .columns()
-                .iter()
-                .map(|column| take(column.as_ref(), &indices, None).expect("indices are in range"))
-                .collect();
-            let batch = RecordBatch::try_new(whole.schema(), columns).expect("same schema");
+            let batch = take_rows(&whole, &UInt32Array::from(rows.clone()));
             PartitionRows { bucket: buckets[bucket].clone(), key: key.to_string(), batch, rows }
         })
         .collect()
+}
+
+/// The rows at `indices` of `batch` as a batch of their own: its arrays
+/// hold only those rows, and its dictionaries only the values they use.
+pub fn take_rows(batch: &RecordBatch, indices: &UInt32Array) -> RecordBatch {
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| compact_dictionary(take(column.as_ref(), indices, None).expect("indices are in range")))
+        .collect();
+    RecordBatch::try_new(batch.schema(), columns).expect("same schema")
+}
+
+/// `column` with its dictionary cut to the values its rows use. `take`
+/// keeps the whole request's dictionary in every part, so without this each
+/// of N parts of an N-key request would carry all N keys' strings into the
+/// WAL, the buffers and the flush (N² bytes).
+fn compact_dictionary(column: ArrayRef) -> ArrayRef {
+    let Some(dictionary) = column.as_any().downcast_ref::<DictionaryArray<Int32Type>>() else { return column };
+    if dictionary.values().len() <= 1 {
+        return column;
+    }
+    let mut new_key_of: FxHashMap<i32, i32> = FxHashMap::default();
+    let mut used: Vec<u32> = Vec::new();
+    let keys: Int32Array = dictionary
+        .keys()
+        .iter()
+        .map(|key| {
+            key.map(|old| {
+                *new_key_of.entry(old).or_insert_with(|| {
+                    used.push(old as u32);
+                    used.len() as i32 - 1
+                })
+            })
+        })
+        .collect();
+    if used.len() == dictionary.values().len() {
+        return column;
+    }
+    let values = take(dictionary.values().as_ref(), &UInt32Array::from(used), None).expect("used keys are in range");
+    Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).expect("every new key indexes the new values"))
 }
 
 #[cfg(test)]
@@ -266,5 +301,29 @@ mod tests {
         assert_eq!((parts[0].key.as_str(), parts[0].batch.num_rows()), ("a", 2));
         assert_eq!(parts[0].rows, [0, 2]);
         assert_eq!(parts[1].rows, [1, 3]);
+    }
+
+    #[test]
+    fn each_part_carries_only_its_own_dictionary_values() {
+        let schema = DatasetSchema::empty("time");
+        let mut builder = BatchBuilder::new(&schema, 10);
+        let tenant = builder.column("tenant", ColumnKind::Tag).unwrap();
+        let names = ["t0", "t1", "t2", "t1", "t0", "t3"];
+        for (i, name) in names.iter().enumerate() {
+            builder.push_row(i as i64, &[(tenant, Value::Text(name))]).unwrap();
+        }
+        let parsed = builder.finish();
+        let schema = schema.evolve(&parsed.columns).unwrap().unwrap();
+        let keys: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let parts = route(parsed, &schema, Period::Day, Some(&keys));
+        assert_eq!(parts.len(), 4);
+        for part in &parts {
+            let column = part.batch.column_by_name("tenant").unwrap();
+            let dictionary = column.as_any().downcast_ref::<DictionaryArray<Int32Type>>().unwrap();
+            let strings = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
+            let strings = strings.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();
+            assert!(strings.iter().all(|s| s == Some(part.key.as_str())), "{} holds {strings:?}", part.key);
+            assert_eq!(dictionary.values().len(), 1, "{}'s dictionary holds only its own value", part.key);
+        }
     }
 }

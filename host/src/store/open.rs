@@ -19,7 +19,7 @@ use crate::names::DatasetName;
 use crate::storage::{StorageTarget, Targets};
 use crate::sync::Recover as _;
 use crate::tier::Tier;
-use crate::wal::{Wal, WalEntry, WalError, decode_batch};
+use crate::wal::{Wal, WalEntry, WalError};
 
 /// What start-up recovery did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -137,16 +137,19 @@ fn replay_entry(
     recovery: &mut Recovery,
 ) -> Result<(), WalError> {
     let entry = WalEntry::decode(payload)?;
-    let mut replayed = false;
-    for (partition_id, ipc) in &entry.parts {
-        let Some((dataset_id, flushed_seq)) = flushed.get(partition_id) else {
+    let mut wanted = Vec::new();
+    for partition_id in entry.partition_ids() {
+        let Some((dataset_id, flushed_seq)) = flushed.get(&partition_id) else {
             return Err(WalError::Corrupt(format!("entry {seq} names unknown partition {partition_id}")));
         };
-        if seq > *flushed_seq {
-            let batch = decode_batch(ipc)?;
+        wanted.push((seq > *flushed_seq).then_some(*dataset_id));
+    }
+    let replayed = wanted.iter().any(Option::is_some);
+    if replayed {
+        for ((partition_id, batch), dataset_id) in entry.partition_batches(&wanted)?.into_iter().zip(&wanted) {
+            let (Some(batch), Some(dataset_id)) = (batch, dataset_id) else { continue };
             recovery.rows_replayed += batch.num_rows() as u64;
-            buffers.insert(*dataset_id, *partition_id, seq, batch);
-            replayed = true;
+            buffers.insert(*dataset_id, partition_id, seq, batch);
         }
     }
     if let Some((key, record)) = entry.idempotency {

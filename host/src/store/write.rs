@@ -32,7 +32,7 @@ use crate::policy::PolicyRuntime;
 use crate::schema::{DatasetSchema, SchemaConflict};
 use crate::sync::{Recover as _, RecoverRw as _};
 use crate::time::now_ns;
-use crate::wal::{WalEntry, encode_batch};
+use crate::wal::{LoggedRows, WalEntry, encode_batch};
 
 /// The body format of a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +68,6 @@ pub(super) const LINE_ERRORS_LISTED_MAX: usize = 100;
 /// One partition's rows, ready for the WAL.
 struct WritablePart {
     part: PartitionRows,
-    /// `part.batch` as an Arrow IPC stream, the WAL's form.
-    ipc: Vec<u8>,
     handle: PartitionHandle,
 }
 
@@ -125,7 +123,7 @@ impl Store {
         let record_numbers = std::mem::take(&mut parsed.record_numbers);
         let schema = self.evolve_schema(&dataset, &parsed).await?;
         let rows = parsed.rows();
-        let parts = route_and_encode(parsed, schema, dataset.periods(), keys).await?;
+        let parts = route_rows(parsed, schema, dataset.periods(), keys).await?;
 
         let late_rows = self.late_rows(&dataset);
         let _not_sealing = dataset.sealing.read().await;
@@ -144,10 +142,15 @@ impl Store {
 
         let outcome = outcome_of(rows, writable.len(), &sealed, &line_errors);
         let idempotency = request.idempotency_key.clone().map(|key| (key, outcome.to_record(request_sha256)));
-        let routed: Vec<(String, u64, u64)> =
-            writable.iter().map(|w| (w.part.key.clone(), w.part.batch.num_rows() as u64, w.ipc.len() as u64)).collect();
-        self.append(&dataset, writable, idempotency).await?;
-        dataset.routing.record(now_ns(), routed.iter().map(|(key, rows, bytes)| (key.as_str(), *rows, *bytes)));
+        let routed: Vec<(String, u64)> =
+            writable.iter().map(|w| (w.part.key.clone(), w.part.batch.num_rows() as u64)).collect();
+        let logged_bytes = self.append(&dataset, writable, idempotency).await?;
+        // The parts share one logged stream: each is counted its rows' share.
+        let logged_rows = routed.iter().map(|(_, rows)| rows).sum::<u64>().max(1);
+        dataset.routing.record(
+            now_ns(),
+            routed.iter().map(|(key, rows)| (key.as_str(), *rows, logged_bytes * rows / logged_rows)),
+        );
         self.counters.rows_written.fetch_add((rows - sealed.rows()) as u64, Ordering::Relaxed);
         self.counters.rows_refused_sealed.fetch_add(sealed.rows() as u64, Ordering::Relaxed);
         self.counters.records_rejected.fetch_add(line_errors.len() as u64, Ordering::Relaxed);
@@ -246,21 +249,21 @@ impl Store {
     async fn check_seals(
         &self,
         dataset: &Arc<DatasetState>,
-        parts: Vec<(PartitionRows, Vec<u8>)>,
+        parts: Vec<PartitionRows>,
         rows: usize,
         late_rows: LateRows,
     ) -> Result<(Vec<WritablePart>, Vec<(String, Vec<u32>)>), Failure> {
         let mut writable = Vec::with_capacity(parts.len());
         let mut sealed = Vec::new();
-        if let Some((part, _)) = parts.iter().find(|(part, _)| !is_valid_partition_key(&part.key)) {
+        if let Some(part) = parts.iter().find(|part| !is_valid_partition_key(&part.key)) {
             // The runtime checked every key; this is the pair assertion
             // before a key reaches the catalog, ids and URLs.
             return Err(Failure::new(ErrorCode::Internal, format!("refusing invalid partition key {:?}", part.key)));
         }
         let handles = self.partition_handles(dataset, &parts).await?;
-        for ((part, ipc), handle) in parts.into_iter().zip(handles) {
+        for (part, handle) in parts.into_iter().zip(handles) {
             if !handle.read_only {
-                writable.push(WritablePart { part, ipc, handle });
+                writable.push(WritablePart { part, handle });
                 continue;
             }
             let label = partition_label(&dataset.name, &part.bucket.label, &part.key);
@@ -283,13 +286,13 @@ impl Store {
     async fn partition_handles(
         &self,
         dataset: &Arc<DatasetState>,
-        parts: &[(PartitionRows, Vec<u8>)],
+        parts: &[PartitionRows],
     ) -> Result<Vec<PartitionHandle>, Failure> {
         let mut handles: Vec<Option<PartitionHandle>> = Vec::with_capacity(parts.len());
         let mut missing: Vec<(Bucket, String)> = Vec::new();
         {
             let cache = dataset.partitions.lock_or_recover();
-            for (part, _) in parts {
+            for part in parts {
                 let handle = cache.get(&(part.bucket.label.clone(), part.key.clone())).cloned();
                 if handle.is_none() {
                     missing.push((part.bucket.clone(), part.key.clone()));
@@ -346,21 +349,25 @@ impl Store {
 
     /// Logs the parts (and the idempotency record) and waits for the fsync;
     /// the WAL writer then runs `apply`, in sequence order, which puts the
-    /// rows in the buffers and the record in memory.
+    /// rows in the buffers and the record in memory. Returns the size of
+    /// the logged rows' Arrow IPC stream.
     async fn append(
         &self,
         dataset: &DatasetState,
         writable: Vec<WritablePart>,
         idempotency: Option<(String, IdempotencyRecord)>,
-    ) -> Result<(), Failure> {
-        let mut wal_parts = Vec::with_capacity(writable.len());
-        let mut batches: Vec<(i64, RecordBatch)> = Vec::with_capacity(writable.len());
-        for WritablePart { part, ipc, handle } in writable {
-            wal_parts.push((handle.id, ipc));
-            batches.push((handle.id, part.batch));
-        }
+    ) -> Result<u64, Failure> {
+        let batches: Vec<(i64, RecordBatch)> =
+            writable.into_iter().map(|WritablePart { part, handle }| (handle.id, part.batch)).collect();
+        let (batches, (parts, ipc)) = on_blocking_pool(move || {
+            let logged = logged_rows(&batches);
+            (batches, logged)
+        })
+        .await?;
+        let logged_bytes = ipc.len() as u64;
         let dataset_id = dataset.record.id;
-        let payload = WalEntry { dataset_id, idempotency: idempotency.clone(), parts: wal_parts }.encode();
+        let rows = LoggedRows::Shared { parts, ipc };
+        let payload = WalEntry { dataset_id, idempotency: idempotency.clone(), rows }.encode();
         let buffers = self.buffers.clone();
         let memory = self.idempotency.clone();
         let apply = Box::new(move |seq: u64| {
@@ -378,8 +385,27 @@ impl Store {
                 Failure::from(e)
             }
         })?;
-        Ok(())
+        Ok(logged_bytes)
     }
+}
+
+/// The parts' rows in the WAL's form ([`LoggedRows::Shared`]): each part's
+/// partition and row count, and one Arrow IPC stream of them all, part
+/// after part (one schema and dictionary per column for the request, not
+/// one per partition).
+#[allow(clippy::type_complexity)]
+fn logged_rows(batches: &[(i64, RecordBatch)]) -> (Vec<(i64, u32)>, Vec<u8>) {
+    let parts = batches.iter().map(|(id, batch)| (*id, batch.num_rows() as u32)).collect();
+    let ipc = match batches {
+        [(_, only)] => encode_batch(only),
+        _ => {
+            let schema = batches[0].1.schema();
+            let all = arrow::compute::concat_batches(&schema, batches.iter().map(|(_, batch)| batch))
+                .expect("a request's parts share its schema");
+            encode_batch(&all)
+        }
+    };
+    (parts, ipc)
 }
 
 /// Parses `body` into Arrow columns against `schema`. Returns the rows and
@@ -419,24 +445,14 @@ fn schema_conflict(error: SchemaConflict) -> Failure {
     Failure::new(code, format!("{error}; nothing was written")).with_detail(detail)
 }
 
-/// Splits the rows into per-partition batches and encodes each for the WAL,
-/// off the async runtime.
-async fn route_and_encode(
+/// Splits the rows into per-partition batches, off the async runtime.
+async fn route_rows(
     parsed: ParsedBatch,
     schema: Arc<DatasetSchema>,
     period: Periods,
     keys: Option<Vec<String>>,
-) -> Result<Vec<(PartitionRows, Vec<u8>)>, Failure> {
-    on_blocking_pool(move || {
-        ingest::route(parsed, &schema, period, keys.as_deref())
-            .into_iter()
-            .map(|part| {
-                let ipc = encode_batch(&part.batch);
-                (part, ipc)
-            })
-            .collect()
-    })
-    .await
+) -> Result<Vec<PartitionRows>, Failure> {
+    on_blocking_pool(move || ingest::route(parsed, &schema, period, keys.as_deref())).await
 }
 
 /// The refusal of a request whose every row is for a sealed partition.
