@@ -207,7 +207,10 @@ impl Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// A partition's buffer is flushed to Parquet once it holds this many bytes.
+    /// A partition's buffer is flushed to Parquet once its rows take this
+    /// many bytes as Arrow batches — the form a flush decodes them into, so
+    /// this bounds a flush's memory. Buffers hold rows packed, in a third to
+    /// a fifth of that (`limits.buffer_bytes_max` counts the packed bytes).
     pub flush_bytes: u64,
     /// … or once its oldest row has waited this long, in ms.
     pub flush_age_ms: u64,

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use serde_json::{Value as Json, json};
 
@@ -19,6 +18,7 @@ use super::idempotency::{Claim, check_key_shape, request_digest};
 use super::keys::Keyed;
 use super::outcome::{WriteAnswer, WriteOutcome};
 use super::{DatasetState, PartitionHandle, Store, on_blocking_pool};
+use crate::buffer::PackedBatch;
 use crate::catalog::IdempotencyRecord;
 use crate::config::LateRows;
 use crate::error::{ErrorCode, Failure};
@@ -70,6 +70,8 @@ struct WritablePart {
     part: PartitionRows,
     /// `part.batch` as an Arrow IPC stream, the WAL's form.
     ipc: Vec<u8>,
+    /// `part.batch` packed, the buffer's form.
+    packed: PackedBatch,
     handle: PartitionHandle,
 }
 
@@ -246,21 +248,21 @@ impl Store {
     async fn check_seals(
         &self,
         dataset: &Arc<DatasetState>,
-        parts: Vec<(PartitionRows, Vec<u8>)>,
+        parts: Vec<(PartitionRows, Vec<u8>, PackedBatch)>,
         rows: usize,
         late_rows: LateRows,
     ) -> Result<(Vec<WritablePart>, Vec<(String, Vec<u32>)>), Failure> {
         let mut writable = Vec::with_capacity(parts.len());
         let mut sealed = Vec::new();
-        if let Some((part, _)) = parts.iter().find(|(part, _)| !is_valid_partition_key(&part.key)) {
+        if let Some((part, ..)) = parts.iter().find(|(part, ..)| !is_valid_partition_key(&part.key)) {
             // The runtime checked every key; this is the pair assertion
             // before a key reaches the catalog, ids and URLs.
             return Err(Failure::new(ErrorCode::Internal, format!("refusing invalid partition key {:?}", part.key)));
         }
         let handles = self.partition_handles(dataset, &parts).await?;
-        for ((part, ipc), handle) in parts.into_iter().zip(handles) {
+        for ((part, ipc, packed), handle) in parts.into_iter().zip(handles) {
             if !handle.read_only {
-                writable.push(WritablePart { part, ipc, handle });
+                writable.push(WritablePart { part, ipc, packed, handle });
                 continue;
             }
             let label = partition_label(&dataset.name, &part.bucket.label, &part.key);
@@ -283,13 +285,13 @@ impl Store {
     async fn partition_handles(
         &self,
         dataset: &Arc<DatasetState>,
-        parts: &[(PartitionRows, Vec<u8>)],
+        parts: &[(PartitionRows, Vec<u8>, PackedBatch)],
     ) -> Result<Vec<PartitionHandle>, Failure> {
         let mut handles: Vec<Option<PartitionHandle>> = Vec::with_capacity(parts.len());
         let mut missing: Vec<(Bucket, String)> = Vec::new();
         {
             let cache = dataset.partitions.lock_or_recover();
-            for (part, _) in parts {
+            for (part, ..) in parts {
                 let handle = cache.get(&(part.bucket.label.clone(), part.key.clone())).cloned();
                 if handle.is_none() {
                     missing.push((part.bucket.clone(), part.key.clone()));
@@ -354,18 +356,18 @@ impl Store {
         idempotency: Option<(String, IdempotencyRecord)>,
     ) -> Result<(), Failure> {
         let mut wal_parts = Vec::with_capacity(writable.len());
-        let mut batches: Vec<(i64, RecordBatch)> = Vec::with_capacity(writable.len());
-        for WritablePart { part, ipc, handle } in writable {
+        let mut batches: Vec<(i64, PackedBatch)> = Vec::with_capacity(writable.len());
+        for WritablePart { ipc, packed, handle, .. } in writable {
             wal_parts.push((handle.id, ipc));
-            batches.push((handle.id, part.batch));
+            batches.push((handle.id, packed));
         }
         let dataset_id = dataset.record.id;
         let payload = WalEntry { dataset_id, idempotency: idempotency.clone(), parts: wal_parts }.encode();
         let buffers = self.buffers.clone();
         let memory = self.idempotency.clone();
         let apply = Box::new(move |seq: u64| {
-            for (partition_id, batch) in batches {
-                buffers.insert(dataset_id, partition_id, seq, batch);
+            for (partition_id, packed) in batches {
+                buffers.insert_packed(dataset_id, partition_id, seq, packed);
             }
             if let Some((key, record)) = idempotency {
                 memory.lock_or_recover().recent.insert((dataset_id, key), (seq, record));
@@ -419,20 +421,21 @@ fn schema_conflict(error: SchemaConflict) -> Failure {
     Failure::new(code, format!("{error}; nothing was written")).with_detail(detail)
 }
 
-/// Splits the rows into per-partition batches and encodes each for the WAL,
-/// off the async runtime.
+/// Splits the rows into per-partition batches and encodes each for the WAL
+/// and packs it for the buffers, off the async runtime.
 async fn route_and_encode(
     parsed: ParsedBatch,
     schema: Arc<DatasetSchema>,
     period: Periods,
     keys: Option<Vec<String>>,
-) -> Result<Vec<(PartitionRows, Vec<u8>)>, Failure> {
+) -> Result<Vec<(PartitionRows, Vec<u8>, PackedBatch)>, Failure> {
     on_blocking_pool(move || {
         ingest::route(parsed, &schema, period, keys.as_deref())
             .into_iter()
             .map(|part| {
                 let ipc = encode_batch(&part.batch);
-                (part, ipc)
+                let packed = PackedBatch::pack(&part.batch);
+                (part, ipc, packed)
             })
             .collect()
     })
