@@ -7,9 +7,9 @@
 //! therefore record S in the catalog and WAL replay can skip P's rows ≤ S.
 //! A chunk is packed before it is inserted and never changes afterwards;
 //! reading it gives back exactly the rows that were written.
-//! `bytes()` is the memory the packed chunks hold; `flush_bytes` compares
-//! against a partition's unpacked (Arrow) size, which is what a flush
-//! materializes.
+//! `bytes()` is the memory the packed chunks hold; `flush_bytes` and
+//! `buffer_bytes_max` compare against the unpacked (Arrow) size, which is
+//! what a flush or a query materializes.
 
 mod pack;
 
@@ -61,6 +61,7 @@ pub struct FlushSnapshot {
 pub struct Buffers {
     partitions: Mutex<HashMap<i64, PartitionBuffer>>,
     bytes: AtomicU64,
+    unpacked: AtomicU64,
     rows: AtomicU64,
 }
 
@@ -105,12 +106,19 @@ impl Buffers {
         buffer.unpacked += unpacked;
         buffer.rows += rows;
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.unpacked.fetch_add(unpacked, Ordering::Relaxed);
         self.rows.fetch_add(rows, Ordering::Relaxed);
     }
 
     /// Memory held by buffered rows across all partitions, in bytes.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The size as Arrow batches of the rows buffered across all partitions
+    /// (what reading them all would allocate), in bytes.
+    pub fn unpacked_bytes(&self) -> u64 {
+        self.unpacked.load(Ordering::Relaxed)
     }
 
     /// Rows buffered across all partitions.
@@ -133,14 +141,14 @@ impl Buffers {
         due.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// The largest partitions holding at least `bytes` between them, for relief
-    /// under memory pressure.
+    /// The largest partitions holding at least `bytes` (as Arrow batches)
+    /// between them, for relief under memory pressure.
     pub fn largest(&self, bytes: u64) -> Vec<i64> {
         let partitions = self.lock();
         let mut all: Vec<(u64, i64)> = partitions
             .iter()
             .filter(|(_, b)| !b.flushing && !b.chunks.is_empty())
-            .map(|(id, b)| (b.bytes, *id))
+            .map(|(id, b)| (b.unpacked, *id))
             .collect();
         all.sort_by(|a, b| b.cmp(a));
         let mut total = 0;
@@ -182,7 +190,9 @@ impl Buffers {
         let removed_bytes: u64 = removed.iter().map(|c| c.rows.bytes()).sum();
         let removed_rows: u64 = removed.iter().map(|c| c.rows.num_rows() as u64).sum();
         buffer.bytes -= removed_bytes;
-        buffer.unpacked -= removed.iter().map(|c| c.rows.unpacked_bytes()).sum::<u64>();
+        let removed_unpacked: u64 = removed.iter().map(|c| c.rows.unpacked_bytes()).sum();
+        buffer.unpacked -= removed_unpacked;
+        self.unpacked.fetch_sub(removed_unpacked, Ordering::Relaxed);
         buffer.rows -= removed_rows;
         buffer.flushing = false;
         buffer.oldest = Instant::now();

@@ -171,8 +171,10 @@ pub struct Limits {
     pub columns_per_dataset_max: usize,
     /// Datasets in the store.
     pub datasets_max: usize,
-    /// Bytes of rows held in memory awaiting flush; beyond it writes get 503
-    /// `buffer_full` with `Retry-After`.
+    /// Bytes of rows held in memory awaiting flush, counted as Arrow batches
+    /// (what a flush or query unpacks them into; held packed, they take a
+    /// third to a fifth of it: `strata_buffered_bytes`); beyond it writes get
+    /// 503 `buffer_full` with `Retry-After`.
     pub buffer_bytes_max: u64,
 }
 

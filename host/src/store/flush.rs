@@ -75,8 +75,9 @@ impl Store {
         let ingest = &self.config.ingest;
         let due = self.buffers.due(ingest.flush_bytes, Duration::from_millis(ingest.flush_age_ms), everything);
         let high_water = self.config.limits.buffer_bytes_max / 2;
-        if due.is_empty() && self.buffers.bytes() > high_water {
-            return self.buffers.largest(self.buffers.bytes() - high_water);
+        let buffered = self.buffers.unpacked_bytes();
+        if due.is_empty() && buffered > high_water {
+            return self.buffers.largest(buffered - high_water);
         }
         due
     }

@@ -165,12 +165,12 @@ impl Store {
         }
         let name = DatasetName::parse(&request.dataset).map_err(|m| Failure::new(ErrorCode::InvalidDatasetName, m))?;
         check_key_shape(request.idempotency_key.as_deref())?;
-        if self.buffers.bytes() >= self.config.limits.buffer_bytes_max {
+        if self.buffers.unpacked_bytes() >= self.config.limits.buffer_bytes_max {
             return Err(Failure::new(
                 ErrorCode::BufferFull,
                 format!(
                     "{} bytes are waiting to be flushed (limits.buffer_bytes_max); retry shortly",
-                    self.buffers.bytes()
+                    self.buffers.unpacked_bytes()
                 ),
             )
             .with_retry_after(1));
