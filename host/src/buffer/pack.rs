@@ -177,7 +177,7 @@ fn pack_floats(array: &Float64Array) -> Option<Column> {
 #[inline]
 fn scale(v: f64, power: f64) -> Option<i64> {
     let x = v * power;
-    if !(x.abs() < SCALED_MAX) {
+    if x.is_nan() || x.abs() >= SCALED_MAX {
         return None;
     }
     let m = (x + ROUNDER) - ROUNDER;
