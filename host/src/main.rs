@@ -8,9 +8,9 @@ use clap::Parser;
 /// ingest CPU. Buffers up to 32 MiB now come from the heap and the heap is
 /// trimmed only past 512 MiB of free space. And each thread that allocates
 /// under contention gets an arena of its own (up to 8 per core), each
-/// keeping what its threads freed: ingesting 4 M rows peaked at 840 MB with
-/// those, 500 MB with 2 arenas and 330 MB with 1, at the same throughput
-/// and CPU, so there is one per 8 cores. A setting given in glibc's
+/// keeping what its threads freed: on 2 cores, ingesting 4 M rows peaked
+/// at 500 MB with 2 arenas and 330 MB with 1, at the same throughput and
+/// CPU within noise, so there is one per 8 cores. A setting given in glibc's
 /// environment variables (`MALLOC_ARENA_MAX`, `MALLOC_TRIM_THRESHOLD_`,
 /// `MALLOC_MMAP_THRESHOLD_`) is left as given.
 #[allow(unsafe_code)]
