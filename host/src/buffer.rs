@@ -1,35 +1,45 @@
-//! In-memory rows awaiting flush, per partition, kept as Arrow batches so that
-//! queries can read them.
+//! In-memory rows awaiting flush, per partition, kept packed (see
+//! [`pack`]) and decoded to Arrow batches when queries or flushes read them.
 //!
 //! **Invariant:** chunks arrive in WAL sequence order (the WAL writer thread
 //! inserts them), so "every chunk of partition P with seq ≤ S" is exactly the
 //! set of P's acknowledged rows up to S. A flush that commits P up to S can
 //! therefore record S in the catalog and WAL replay can skip P's rows ≤ S.
+//! A chunk is packed before it is inserted and never changes afterwards;
+//! reading it gives back exactly the rows that were written.
+//! `bytes()` is the memory the packed chunks hold; `flush_bytes` and
+//! `buffer_bytes_max` compare against the unpacked (Arrow) size, which is
+//! what a flush or a query materializes.
+
+mod pack;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::sync::Recover as _;
 use arrow::record_batch::RecordBatch;
 
+pub use pack::PackedBatch;
+
 /// One request's rows for one partition.
 #[derive(Debug, Clone)]
-pub struct Chunk {
+struct Chunk {
     /// The WAL sequence of the request.
-    pub seq: u64,
-    /// The rows.
-    pub batch: RecordBatch,
-    /// Memory held by the batch, in bytes.
-    pub bytes: u64,
+    seq: u64,
+    /// The rows, packed.
+    rows: Arc<PackedBatch>,
 }
 
 #[derive(Debug)]
 struct PartitionBuffer {
     dataset_id: i64,
     chunks: Vec<Chunk>,
+    /// Memory the chunks hold.
     bytes: u64,
+    /// Their size as Arrow batches.
+    unpacked: u64,
     rows: u64,
     oldest: Instant,
     flushing: bool,
@@ -51,6 +61,7 @@ pub struct FlushSnapshot {
 pub struct Buffers {
     partitions: Mutex<HashMap<i64, PartitionBuffer>>,
     bytes: AtomicU64,
+    unpacked: AtomicU64,
     rows: AtomicU64,
 }
 
@@ -62,15 +73,20 @@ impl Buffers {
         self.partitions.lock_or_recover()
     }
 
-    /// Adds a chunk (called in WAL order).
+    /// Packs and adds a chunk (called in WAL order).
     pub fn insert(&self, dataset_id: i64, partition_id: i64, seq: u64, batch: RecordBatch) {
-        let bytes = batch.get_array_memory_size() as u64;
-        let rows = batch.num_rows() as u64;
+        self.insert_packed(dataset_id, partition_id, seq, PackedBatch::pack(&batch));
+    }
+
+    /// Adds a packed chunk (called in WAL order).
+    pub fn insert_packed(&self, dataset_id: i64, partition_id: i64, seq: u64, packed: PackedBatch) {
+        let (bytes, unpacked, rows) = (packed.bytes(), packed.unpacked_bytes(), packed.num_rows() as u64);
         let mut partitions = self.lock();
         let buffer = partitions.entry(partition_id).or_insert_with(|| PartitionBuffer {
             dataset_id,
             chunks: Vec::new(),
             bytes: 0,
+            unpacked: 0,
             rows: 0,
             oldest: Instant::now(),
             flushing: false,
@@ -85,16 +101,24 @@ impl Buffers {
                 last.seq
             );
         }
-        buffer.chunks.push(Chunk { seq, batch, bytes });
+        buffer.chunks.push(Chunk { seq, rows: Arc::new(packed) });
         buffer.bytes += bytes;
+        buffer.unpacked += unpacked;
         buffer.rows += rows;
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.unpacked.fetch_add(unpacked, Ordering::Relaxed);
         self.rows.fetch_add(rows, Ordering::Relaxed);
     }
 
-    /// Bytes buffered across all partitions.
+    /// Memory held by buffered rows across all partitions, in bytes.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The size as Arrow batches of the rows buffered across all partitions
+    /// (what reading them all would allocate), in bytes.
+    pub fn unpacked_bytes(&self) -> u64 {
+        self.unpacked.load(Ordering::Relaxed)
     }
 
     /// Rows buffered across all partitions.
@@ -102,28 +126,29 @@ impl Buffers {
         self.rows.load(Ordering::Relaxed)
     }
 
-    /// Partitions to flush: those over `flush_bytes` or older than `flush_age`,
-    /// or all of them when `everything`; largest first.
+    /// Partitions to flush: those whose rows take `flush_bytes` or more as
+    /// Arrow batches or are older than `flush_age`, or all of them when
+    /// `everything`; largest first.
     pub fn due(&self, flush_bytes: u64, flush_age: Duration, everything: bool) -> Vec<i64> {
         let partitions = self.lock();
         let mut due: Vec<(u64, i64)> = partitions
             .iter()
             .filter(|(_, b)| !b.flushing && !b.chunks.is_empty())
-            .filter(|(_, b)| everything || b.bytes >= flush_bytes || b.oldest.elapsed() >= flush_age)
-            .map(|(id, b)| (b.bytes, *id))
+            .filter(|(_, b)| everything || b.unpacked >= flush_bytes || b.oldest.elapsed() >= flush_age)
+            .map(|(id, b)| (b.unpacked, *id))
             .collect();
         due.sort_by(|a, b| b.cmp(a));
         due.into_iter().map(|(_, id)| id).collect()
     }
 
-    /// The largest partitions holding at least `bytes` between them, for relief
-    /// under memory pressure.
+    /// The largest partitions holding at least `bytes` (as Arrow batches)
+    /// between them, for relief under memory pressure.
     pub fn largest(&self, bytes: u64) -> Vec<i64> {
         let partitions = self.lock();
         let mut all: Vec<(u64, i64)> = partitions
             .iter()
             .filter(|(_, b)| !b.flushing && !b.chunks.is_empty())
-            .map(|(id, b)| (b.bytes, *id))
+            .map(|(id, b)| (b.unpacked, *id))
             .collect();
         all.sort_by(|a, b| b.cmp(a));
         let mut total = 0;
@@ -138,18 +163,21 @@ impl Buffers {
     }
 
     /// Marks a partition as flushing and returns its rows; `None` if it is
-    /// empty or already flushing.
+    /// empty or already flushing. The rows are unpacked outside the lock.
     pub fn begin_flush(&self, partition_id: i64) -> Option<FlushSnapshot> {
-        let mut partitions = self.lock();
-        let buffer = partitions.get_mut(&partition_id)?;
-        if buffer.flushing || buffer.chunks.is_empty() {
-            return None;
-        }
-        buffer.flushing = true;
+        let (dataset_id, chunks) = {
+            let mut partitions = self.lock();
+            let buffer = partitions.get_mut(&partition_id)?;
+            if buffer.flushing || buffer.chunks.is_empty() {
+                return None;
+            }
+            buffer.flushing = true;
+            (buffer.dataset_id, buffer.chunks.clone())
+        };
         Some(FlushSnapshot {
-            dataset_id: buffer.dataset_id,
-            batches: buffer.chunks.iter().map(|c| c.batch.clone()).collect(),
-            max_seq: buffer.chunks.last().map(|c| c.seq).unwrap_or(0),
+            dataset_id,
+            batches: chunks.iter().map(|c| c.rows.unpack()).collect(),
+            max_seq: chunks.last().map(|c| c.seq).unwrap_or(0),
         })
     }
 
@@ -159,9 +187,12 @@ impl Buffers {
         let Some(buffer) = partitions.get_mut(&partition_id) else { return };
         let keep_from = buffer.chunks.partition_point(|c| c.seq <= max_seq);
         let removed: Vec<Chunk> = buffer.chunks.drain(..keep_from).collect();
-        let removed_bytes: u64 = removed.iter().map(|c| c.bytes).sum();
-        let removed_rows: u64 = removed.iter().map(|c| c.batch.num_rows() as u64).sum();
+        let removed_bytes: u64 = removed.iter().map(|c| c.rows.bytes()).sum();
+        let removed_rows: u64 = removed.iter().map(|c| c.rows.num_rows() as u64).sum();
         buffer.bytes -= removed_bytes;
+        let removed_unpacked: u64 = removed.iter().map(|c| c.rows.unpacked_bytes()).sum();
+        buffer.unpacked -= removed_unpacked;
+        self.unpacked.fetch_sub(removed_unpacked, Ordering::Relaxed);
         buffer.rows -= removed_rows;
         buffer.flushing = false;
         buffer.oldest = Instant::now();
@@ -184,18 +215,31 @@ impl Buffers {
         self.lock().values().filter_map(|b| b.chunks.first().map(|c| c.seq)).min()
     }
 
-    /// Buffered `(rows, bytes)` of one partition.
+    /// Buffered `(rows, bytes held)` of one partition.
     pub fn partition_stats(&self, partition_id: i64) -> (u64, u64) {
         self.lock().get(&partition_id).map(|b| (b.rows, b.bytes)).unwrap_or((0, 0))
     }
 
-    /// Buffered rows of a dataset, per partition.
+    /// The size as Arrow batches (what a flush materializes) of one
+    /// partition's buffered rows.
+    pub fn partition_unpacked_bytes(&self, partition_id: i64) -> u64 {
+        self.lock().get(&partition_id).map(|b| b.unpacked).unwrap_or(0)
+    }
+
+    /// The partitions of a dataset holding buffered rows, with their row counts.
+    pub fn dataset_partitions(&self, dataset_id: i64) -> Vec<(i64, u64)> {
+        self.lock().iter().filter(|(_, b)| b.dataset_id == dataset_id).map(|(id, b)| (*id, b.rows)).collect()
+    }
+
+    /// Buffered rows of a dataset, per partition, unpacked outside the lock.
     pub fn dataset_batches(&self, dataset_id: i64) -> Vec<(i64, RecordBatch)> {
-        self.lock()
+        let chunks: Vec<(i64, Arc<PackedBatch>)> = self
+            .lock()
             .iter()
             .filter(|(_, b)| b.dataset_id == dataset_id)
-            .flat_map(|(id, b)| b.chunks.iter().map(move |c| (*id, c.batch.clone())))
-            .collect()
+            .flat_map(|(id, b)| b.chunks.iter().map(move |c| (*id, c.rows.clone())))
+            .collect();
+        chunks.into_iter().map(|(id, rows)| (id, rows.unpack())).collect()
     }
 }
 

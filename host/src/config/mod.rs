@@ -171,8 +171,10 @@ pub struct Limits {
     pub columns_per_dataset_max: usize,
     /// Datasets in the store.
     pub datasets_max: usize,
-    /// Bytes of rows held in memory awaiting flush; beyond it writes get 503
-    /// `buffer_full` with `Retry-After`.
+    /// Bytes of rows held in memory awaiting flush, counted as Arrow batches
+    /// (what a flush or query unpacks them into; held packed, they take a
+    /// third to a fifth of it: `strata_buffered_bytes`); beyond it writes get
+    /// 503 `buffer_full` with `Retry-After`.
     pub buffer_bytes_max: u64,
 }
 
@@ -207,7 +209,10 @@ impl Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// A partition's buffer is flushed to Parquet once it holds this many bytes.
+    /// A partition's buffer is flushed to Parquet once its rows take this
+    /// many bytes as Arrow batches — the form a flush decodes them into, so
+    /// this bounds a flush's memory. Buffers hold rows packed, in a third to
+    /// a fifth of that (`limits.buffer_bytes_max` counts the packed bytes).
     pub flush_bytes: u64,
     /// … or once its oldest row has waited this long, in ms.
     pub flush_age_ms: u64,

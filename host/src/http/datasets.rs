@@ -167,9 +167,15 @@ pub(super) async fn seal(
 
 pub(super) fn metrics(store: &Arc<Store>, policy_metrics: &str) -> Response<Body> {
     let mut text = String::new();
-    let _ = writeln!(text, "# HELP strata_buffered_bytes Bytes of rows waiting to be flushed.");
+    let _ = writeln!(text, "# HELP strata_buffered_bytes Memory held by rows waiting to be flushed, in bytes.");
     let _ = writeln!(text, "# TYPE strata_buffered_bytes gauge");
     let _ = writeln!(text, "strata_buffered_bytes {}", store.buffers().bytes());
+    let _ = writeln!(
+        text,
+        "# HELP strata_buffered_arrow_bytes Bytes the buffered rows take unpacked (limits.buffer_bytes_max)."
+    );
+    let _ = writeln!(text, "# TYPE strata_buffered_arrow_bytes gauge");
+    let _ = writeln!(text, "strata_buffered_arrow_bytes {}", store.buffers().unpacked_bytes());
     let _ = writeln!(text, "# HELP strata_buffered_rows Rows waiting to be flushed.");
     let _ = writeln!(text, "# TYPE strata_buffered_rows gauge");
     let _ = writeln!(text, "strata_buffered_rows {}", store.buffers().rows());

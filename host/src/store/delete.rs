@@ -61,7 +61,7 @@ impl Store {
     pub async fn deletion_plan(&self, dataset: &DatasetState) -> Result<DeletionPlan, Failure> {
         let id = dataset.record.id;
         let footprint = self.catalog.call(move |c| c.dataset_footprint(id)).await?;
-        let buffered_rows = self.buffers.dataset_batches(id).iter().map(|(_, batch)| batch.num_rows() as u64).sum();
+        let buffered_rows = self.buffers.dataset_partitions(id).iter().map(|(_, rows)| rows).sum();
         Ok(DeletionPlan { footprint, buffered_rows })
     }
 
@@ -85,7 +85,7 @@ impl Store {
         self.catalog.call(move |c| c.tombstone_dataset(id, &owned, wal_seq, &detail, now_ns())).await?;
         dataset.deleted.store(true, Ordering::Release);
         self.deleting.lock_or_recover().insert(name.clone());
-        let partitions: HashSet<i64> = self.buffers.dataset_batches(id).into_iter().map(|(p, _)| p).collect();
+        let partitions: HashSet<i64> = self.buffers.dataset_partitions(id).into_iter().map(|(p, _)| p).collect();
         for partition in partitions {
             if let Some(snapshot) = self.buffers.begin_flush(partition) {
                 self.buffers.finish_flush(partition, snapshot.max_seq);

@@ -75,8 +75,9 @@ impl Store {
         let ingest = &self.config.ingest;
         let due = self.buffers.due(ingest.flush_bytes, Duration::from_millis(ingest.flush_age_ms), everything);
         let high_water = self.config.limits.buffer_bytes_max / 2;
-        if due.is_empty() && self.buffers.bytes() > high_water {
-            return self.buffers.largest(self.buffers.bytes() - high_water);
+        let buffered = self.buffers.unpacked_bytes();
+        if due.is_empty() && buffered > high_water {
+            return self.buffers.largest(buffered - high_water);
         }
         due
     }
@@ -130,7 +131,7 @@ impl Store {
     /// partition had nothing to flush (or is being flushed).
     #[allow(clippy::type_complexity)]
     fn write_files(&self, partitions: &[i64]) -> Vec<(i64, Result<Option<Written>, Failure>)> {
-        let largest = partitions.iter().map(|id| self.buffers.partition_stats(*id).1).max().unwrap_or(0);
+        let largest = partitions.iter().map(|id| self.buffers.partition_unpacked_bytes(*id)).max().unwrap_or(0);
         let by_bytes = (FLUSH_PARALLEL_BYTES / largest.max(1)).max(1) as usize;
         let workers = FLUSH_WORKERS.min(by_bytes).min(partitions.len()).max(1);
         if workers == 1 {

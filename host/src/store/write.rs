@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arrow::record_batch::RecordBatch;
+
 use bytes::Bytes;
 use serde_json::{Value as Json, json};
 
@@ -19,6 +20,7 @@ use super::idempotency::{Claim, check_key_shape, request_digest};
 use super::keys::Keyed;
 use super::outcome::{WriteAnswer, WriteOutcome};
 use super::{DatasetState, PartitionHandle, Store, on_blocking_pool};
+use crate::buffer::PackedBatch;
 use crate::catalog::IdempotencyRecord;
 use crate::config::LateRows;
 use crate::error::{ErrorCode, Failure};
@@ -68,6 +70,8 @@ pub(super) const LINE_ERRORS_LISTED_MAX: usize = 100;
 /// One partition's rows, ready for the WAL.
 struct WritablePart {
     part: PartitionRows,
+    /// `part.batch` packed, the buffer's form.
+    packed: PackedBatch,
     handle: PartitionHandle,
 }
 
@@ -123,7 +127,7 @@ impl Store {
         let record_numbers = std::mem::take(&mut parsed.record_numbers);
         let schema = self.evolve_schema(&dataset, &parsed).await?;
         let rows = parsed.rows();
-        let parts = route_rows(parsed, schema, dataset.periods(), keys).await?;
+        let parts = route_and_pack(parsed, schema, dataset.periods(), keys).await?;
 
         let late_rows = self.late_rows(&dataset);
         let _not_sealing = dataset.sealing.read().await;
@@ -166,12 +170,12 @@ impl Store {
         }
         let name = DatasetName::parse(&request.dataset).map_err(|m| Failure::new(ErrorCode::InvalidDatasetName, m))?;
         check_key_shape(request.idempotency_key.as_deref())?;
-        if self.buffers.bytes() >= self.config.limits.buffer_bytes_max {
+        if self.buffers.unpacked_bytes() >= self.config.limits.buffer_bytes_max {
             return Err(Failure::new(
                 ErrorCode::BufferFull,
                 format!(
                     "{} bytes are waiting to be flushed (limits.buffer_bytes_max); retry shortly",
-                    self.buffers.bytes()
+                    self.buffers.unpacked_bytes()
                 ),
             )
             .with_retry_after(1));
@@ -249,21 +253,21 @@ impl Store {
     async fn check_seals(
         &self,
         dataset: &Arc<DatasetState>,
-        parts: Vec<PartitionRows>,
+        parts: Vec<(PartitionRows, PackedBatch)>,
         rows: usize,
         late_rows: LateRows,
     ) -> Result<(Vec<WritablePart>, Vec<(String, Vec<u32>)>), Failure> {
         let mut writable = Vec::with_capacity(parts.len());
         let mut sealed = Vec::new();
-        if let Some(part) = parts.iter().find(|part| !is_valid_partition_key(&part.key)) {
+        if let Some((part, _)) = parts.iter().find(|(part, _)| !is_valid_partition_key(&part.key)) {
             // The runtime checked every key; this is the pair assertion
             // before a key reaches the catalog, ids and URLs.
             return Err(Failure::new(ErrorCode::Internal, format!("refusing invalid partition key {:?}", part.key)));
         }
         let handles = self.partition_handles(dataset, &parts).await?;
-        for (part, handle) in parts.into_iter().zip(handles) {
+        for ((part, packed), handle) in parts.into_iter().zip(handles) {
             if !handle.read_only {
-                writable.push(WritablePart { part, handle });
+                writable.push(WritablePart { part, packed, handle });
                 continue;
             }
             let label = partition_label(&dataset.name, &part.bucket.label, &part.key);
@@ -286,13 +290,13 @@ impl Store {
     async fn partition_handles(
         &self,
         dataset: &Arc<DatasetState>,
-        parts: &[PartitionRows],
+        parts: &[(PartitionRows, PackedBatch)],
     ) -> Result<Vec<PartitionHandle>, Failure> {
         let mut handles: Vec<Option<PartitionHandle>> = Vec::with_capacity(parts.len());
         let mut missing: Vec<(Bucket, String)> = Vec::new();
         {
             let cache = dataset.partitions.lock_or_recover();
-            for part in parts {
+            for (part, _) in parts {
                 let handle = cache.get(&(part.bucket.label.clone(), part.key.clone())).cloned();
                 if handle.is_none() {
                     missing.push((part.bucket.clone(), part.key.clone()));
@@ -357,13 +361,13 @@ impl Store {
         writable: Vec<WritablePart>,
         idempotency: Option<(String, IdempotencyRecord)>,
     ) -> Result<u64, Failure> {
-        let batches: Vec<(i64, RecordBatch)> =
-            writable.into_iter().map(|WritablePart { part, handle }| (handle.id, part.batch)).collect();
-        let (batches, (parts, ipc)) = on_blocking_pool(move || {
-            let logged = logged_rows(&batches);
-            (batches, logged)
-        })
-        .await?;
+        let mut batches: Vec<(i64, RecordBatch)> = Vec::with_capacity(writable.len());
+        let mut packed: Vec<(i64, PackedBatch)> = Vec::with_capacity(writable.len());
+        for WritablePart { part, packed: rows, handle } in writable {
+            batches.push((handle.id, part.batch));
+            packed.push((handle.id, rows));
+        }
+        let (parts, ipc) = on_blocking_pool(move || logged_rows(&batches)).await?;
         let logged_bytes = ipc.len() as u64;
         let dataset_id = dataset.record.id;
         let rows = LoggedRows::Shared { parts, ipc };
@@ -371,8 +375,8 @@ impl Store {
         let buffers = self.buffers.clone();
         let memory = self.idempotency.clone();
         let apply = Box::new(move |seq: u64| {
-            for (partition_id, batch) in batches {
-                buffers.insert(dataset_id, partition_id, seq, batch);
+            for (partition_id, rows) in packed {
+                buffers.insert_packed(dataset_id, partition_id, seq, rows);
             }
             if let Some((key, record)) = idempotency {
                 memory.lock_or_recover().recent.insert((dataset_id, key), (seq, record));
@@ -445,14 +449,24 @@ fn schema_conflict(error: SchemaConflict) -> Failure {
     Failure::new(code, format!("{error}; nothing was written")).with_detail(detail)
 }
 
-/// Splits the rows into per-partition batches, off the async runtime.
-async fn route_rows(
+/// Splits the rows into per-partition batches and packs each for the
+/// buffers, off the async runtime.
+async fn route_and_pack(
     parsed: ParsedBatch,
     schema: Arc<DatasetSchema>,
     period: Periods,
     keys: Option<Vec<String>>,
-) -> Result<Vec<PartitionRows>, Failure> {
-    on_blocking_pool(move || ingest::route(parsed, &schema, period, keys.as_deref())).await
+) -> Result<Vec<(PartitionRows, PackedBatch)>, Failure> {
+    on_blocking_pool(move || {
+        ingest::route(parsed, &schema, period, keys.as_deref())
+            .into_iter()
+            .map(|part| {
+                let packed = PackedBatch::pack(&part.batch);
+                (part, packed)
+            })
+            .collect()
+    })
+    .await
 }
 
 /// The refusal of a request whose every row is for a sealed partition.
