@@ -231,12 +231,13 @@ impl Buffers {
         self.lock().iter().filter(|(_, b)| b.dataset_id == dataset_id).map(|(id, b)| (*id, b.rows)).collect()
     }
 
-    /// Buffered rows of a dataset, per partition, unpacked outside the lock.
-    pub fn dataset_batches(&self, dataset_id: i64) -> Vec<(i64, RecordBatch)> {
+    /// Buffered rows of a dataset's partitions that `wanted` accepts, per
+    /// partition, unpacked outside the lock (only those are unpacked).
+    pub fn dataset_batches(&self, dataset_id: i64, wanted: impl Fn(i64) -> bool) -> Vec<(i64, RecordBatch)> {
         let chunks: Vec<(i64, Arc<PackedBatch>)> = self
             .lock()
             .iter()
-            .filter(|(_, b)| b.dataset_id == dataset_id)
+            .filter(|(id, b)| b.dataset_id == dataset_id && wanted(**id))
             .flat_map(|(id, b)| b.chunks.iter().map(move |c| (*id, c.rows.clone())))
             .collect();
         chunks.into_iter().map(|(id, rows)| (id, rows.unpack())).collect()

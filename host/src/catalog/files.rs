@@ -113,6 +113,10 @@ pub(super) fn insert_live_file(tx: &Connection, partition_id: i64, file: &NewFil
     Ok(tx.last_insert_rowid())
 }
 
+/// The columns [`file_from_row`] reads, of `files f`.
+pub(super) const FILE_COLUMNS: &str = "f.id, f.partition_id, f.storage_target, f.object_key, f.bytes, f.row_count, f.min_time_ns, f.max_time_ns, \
+     f.checksum_crc32c, f.column_count";
+
 pub(super) fn file_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
         id: row.get(0)?,
@@ -210,11 +214,14 @@ pub struct LivePartitions {
 impl Catalog {
     /// Live files of a partition.
     pub fn files(&self, partition_id: i64) -> Result<Vec<FileRecord>> {
-        let connection = self.lock();
-        let mut statement = connection.prepare(
-            "SELECT id, partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, column_count \
-             FROM files WHERE partition_id = ?1 AND state = 'live' ORDER BY id",
-        )?;
+        Self::live_files(&self.lock(), partition_id)
+    }
+
+    /// Live files of a partition, on a connection already held.
+    pub(super) fn live_files(connection: &Connection, partition_id: i64) -> Result<Vec<FileRecord>> {
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS} FROM files f WHERE f.partition_id = ?1 AND f.state = 'live' ORDER BY f.id"
+        ))?;
         let rows = statement.query_map([partition_id], file_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -242,12 +249,11 @@ impl Catalog {
         let partitions: Vec<PartitionRecord> = statement
             .query_map(params![dataset_id, start, end], partition_from_row)?
             .collect::<rusqlite::Result<_>>()?;
-        let mut statement = connection.prepare_cached(
-            "SELECT f.id, f.partition_id, f.storage_target, f.object_key, f.bytes, f.row_count, f.min_time_ns, \
-             f.max_time_ns, f.checksum_crc32c, f.column_count FROM files f JOIN partitions p ON p.id = f.partition_id \
+        let mut statement = connection.prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS} FROM files f JOIN partitions p ON p.id = f.partition_id \
              WHERE p.dataset_id = ?1 AND p.deleted_at_ns IS NULL AND p.period_end_ns > ?2 AND p.period_start_ns < ?3 \
-             AND f.state = 'live' ORDER BY f.id",
-        )?;
+             AND f.state = 'live' ORDER BY f.id"
+        ))?;
         let mut by_partition: HashMap<i64, Vec<FileRecord>> = HashMap::new();
         for file in statement.query_map(params![dataset_id, start, end], file_from_row)? {
             let file = file?;
@@ -483,10 +489,10 @@ impl Catalog {
             [before_ns],
         )?;
         let files = {
-            let mut statement = tx.prepare(
-                "SELECT id, partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, checksum_crc32c, column_count \
-                 FROM files WHERE state = 'tombstoned' AND tombstoned_at_ns < ?1 ORDER BY id LIMIT 10000",
-            )?;
+            let mut statement = tx.prepare(&format!(
+                "SELECT {FILE_COLUMNS} FROM files f WHERE f.state = 'tombstoned' AND f.tombstoned_at_ns < ?1 \
+                 ORDER BY f.id LIMIT 10000"
+            ))?;
             let rows = statement.query_map([before_ns], file_from_row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };

@@ -12,7 +12,6 @@ use rusqlite::params;
 use rusqlite::types::Value;
 
 use super::datasets::{PARTITION_COLUMNS, partition_from_row};
-use super::files::file_from_row;
 use super::runs_audit::{AuditKind, INSERT_AUDIT};
 use super::{Catalog, PartitionRecord, Result};
 use crate::catalog::FileRecord;
@@ -53,9 +52,6 @@ impl PartitionCursor {
 
 /// A partition row with its live files.
 pub type PartitionWithFiles = (PartitionRecord, Vec<FileRecord>);
-
-const LIVE_FILES: &str = "SELECT id, partition_id, storage_target, object_key, bytes, row_count, min_time_ns, max_time_ns, \
-     checksum_crc32c, column_count FROM files WHERE partition_id = ?1 AND state = 'live' ORDER BY id";
 
 /// A partition key's all-time totals in the catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,10 +129,9 @@ impl Catalog {
             .collect::<rusqlite::Result<_>>()?;
         let more = records.len() > limit;
         records.truncate(limit);
-        let mut files = connection.prepare_cached(LIVE_FILES)?;
         let mut page = Vec::with_capacity(records.len());
         for record in records {
-            let live = files.query_map([record.id], file_from_row)?.collect::<rusqlite::Result<_>>()?;
+            let live = Catalog::live_files(&connection, record.id)?;
             page.push((record, live));
         }
         Ok((page, more))
@@ -160,10 +155,9 @@ impl Catalog {
         let records: Vec<PartitionRecord> = statement
             .query_map(params![dataset_id, label, at_ns], partition_from_row)?
             .collect::<rusqlite::Result<_>>()?;
-        let mut files = connection.prepare_cached(LIVE_FILES)?;
         let mut out = Vec::with_capacity(records.len());
         for record in records {
-            let live = files.query_map([record.id], file_from_row)?.collect::<rusqlite::Result<_>>()?;
+            let live = Catalog::live_files(&connection, record.id)?;
             out.push((record, live));
         }
         Ok(out)

@@ -372,13 +372,8 @@ impl QueryEngine {
         let columns = schema.columns.len() as i64 + 1;
         stats.partitions_considered += snapshot.partitions_total;
         stats.partitions_pruned += snapshot.partitions_total.saturating_sub(snapshot.partitions.len());
+        // The snapshot holds only the partitions whose periods meet `range`.
         for (partition, partition_files) in snapshot.partitions.iter().zip(&snapshot.files) {
-            if let Some((start, end)) = range
-                && (partition.period_end_ns <= start || partition.period_start_ns >= end)
-            {
-                stats.partitions_pruned += 1;
-                continue;
-            }
             if prunable_by_key(partition.key_field.as_deref(), &partition.key, key_filters) {
                 stats.partitions_pruned_by_key += 1;
                 continue;
@@ -768,7 +763,7 @@ impl QueryJob {
         let mut sources = Vec::new();
         for (i, (dataset, _)) in self.datasets.iter().enumerate() {
             let range = self.range.or(self.planned.dataset_ranges.get(i).copied().flatten());
-            let snapshot = self.store.snapshot_in(dataset, range)?;
+            let snapshot = self.store.snapshot(dataset, range)?;
             sources.push(self.engine.source(dataset, &snapshot, range, &self.planned.key_filters, stats)?);
         }
         let files: Vec<&str> = sources.iter().flat_map(|s| s.files.iter().map(String::as_str)).collect();

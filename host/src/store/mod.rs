@@ -268,26 +268,19 @@ impl Store {
         let _ = self.policies.set(policies);
     }
 
-    /// A snapshot of one dataset for readers: committed partitions and files
-    /// plus buffered rows, taken atomically with respect to flush commits.
-    pub fn snapshot(&self, dataset: &DatasetState) -> Result<DatasetSnapshot, Failure> {
-        self.snapshot_in(dataset, None)
-    }
-
-    /// [`Store::snapshot`] of the partitions whose periods meet `range`
-    /// (`[start, end)` in ns; every partition for `None`), and only their
-    /// buffered rows: what a query of that range can read, at a cost that
-    /// does not grow with the dataset's other partitions.
-    pub fn snapshot_in(&self, dataset: &DatasetState, range: Option<(i64, i64)>) -> Result<DatasetSnapshot, Failure> {
+    /// A snapshot of one dataset for readers, taken atomically with respect
+    /// to flush commits: the committed partitions whose periods meet
+    /// `range` (`[start, end)` in ns; every partition for `None`) with their
+    /// files, and only their buffered rows: what a query of that range can
+    /// read, at a cost that does not grow with the dataset's other
+    /// partitions.
+    pub fn snapshot(&self, dataset: &DatasetState, range: Option<(i64, i64)>) -> Result<DatasetSnapshot, Failure> {
         let _visible = self.visibility.read_or_recover();
         let counted = *dataset.partitions_counted.lock_or_recover();
         let live = self.catalog.live_in(dataset.record.id, range, counted)?;
         *dataset.partitions_counted.lock_or_recover() = Some((live.seq, live.total));
-        let mut buffered = self.buffers.dataset_batches(dataset.record.id);
-        if range.is_some() {
-            let ids: std::collections::HashSet<i64> = live.partitions.iter().map(|p| p.id).collect();
-            buffered.retain(|(id, _)| ids.contains(id));
-        }
+        let ids: std::collections::HashSet<i64> = live.partitions.iter().map(|p| p.id).collect();
+        let buffered = self.buffers.dataset_batches(dataset.record.id, |id| ids.contains(&id));
         Ok(DatasetSnapshot { partitions: live.partitions, files: live.files, buffered, partitions_total: live.total })
     }
 
