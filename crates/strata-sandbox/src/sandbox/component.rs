@@ -3,6 +3,7 @@
 //! instantiation from the prepared `InstancePre`, the call, and the answer
 //! measured against the output limits and lifted into plain values.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ use super::convert::{
     retention_decisions, tier_decisions,
 };
 use super::error::{Result, SandboxError};
-use super::limits::{self, GuestLimiter, PolicyLimits, check_output, string_bytes};
+use super::limits::{self, GuestLimiter, PolicyLimits, Ticking, check_output, string_bytes};
 use super::wasi::{CAPTURED_OUTPUT_BYTES_MAX, CapturedOutput, GuestIdentity, GuestLogLevels, GuestState};
 use crate::facts::{ArchiveDecision, ColumnBatch, DatasetFacts, PartitionFacts, RetentionDecision, TierDecision};
 
@@ -101,6 +102,8 @@ pub struct CompiledComponent {
     pre: WorldPre,
     source: CompileSource,
     log_levels: GuestLogLevels,
+    /// Where calls say they are in progress, so the epoch advances.
+    ticking: Arc<Ticking>,
 }
 
 impl std::fmt::Debug for CompiledComponent {
@@ -130,8 +133,9 @@ impl CompiledComponent {
         pre: WorldPre,
         source: CompileSource,
         log_levels: GuestLogLevels,
+        ticking: Arc<Ticking>,
     ) -> CompiledComponent {
-        CompiledComponent { kind, sha256, pre, source, log_levels }
+        CompiledComponent { kind, sha256, pre, source, log_levels, ticking }
     }
 
     /// The world it implements.
@@ -283,6 +287,8 @@ impl CompiledComponent {
         let identity = GuestIdentity { policy: call.policy, version, log_level: self.log_levels.get(call.policy) };
         let state = GuestState::new(identity, GuestLimiter::new(call.limits), &stdout, &stderr);
         let mut store = Store::new(self.engine(), state);
+        // Before the deadline is set: it counts ticks from now.
+        let _ticking = self.ticking.call();
         limits::limit_store(&mut store, call.limits, |state: &mut GuestState| &mut state.limiter)?;
 
         let started = Instant::now();

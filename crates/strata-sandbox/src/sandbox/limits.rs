@@ -3,13 +3,13 @@
 //! Every call gets a fresh Store with the policy's [`PolicyLimits`]: a
 //! memory cap (a [`GuestLimiter`] that traps on the growth past it), an
 //! epoch deadline counted in ticks of [`EPOCH_TICK`] (the [`EpochTicker`]
-//! thread advances the engine's epoch), and optional fuel. Exceeding one
+//! thread advances the engine's epoch while any call is in progress), and optional fuel. Exceeding one
 //! is classified into the [`SandboxError`] naming the limit, so the host
 //! thread always returns with a reason. Answers are then measured against
 //! the output limits ([`check_output`]) before anything reads them.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -90,29 +90,85 @@ const MEMORIES_MAX: usize = 10;
 /// Native stack a guest may use before it traps with a stack overflow.
 pub(super) const WASM_STACK_BYTES_MAX: usize = 1024 * 1024;
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// The calls in progress, shared by the [`EpochTicker`] and every
+/// component: the epoch advances only while a guest runs, so an idle
+/// server's sandbox does not wake a thousand times a second.
+#[derive(Default)]
+pub(super) struct Ticking {
+    calls: Mutex<usize>,
+    changed: Condvar,
+    stop: AtomicBool,
+    /// Epoch increments so far.
+    ticks: AtomicU64,
+}
+
+impl Ticking {
+    /// Marks a call in progress until the guard is dropped; the ticker
+    /// starts within a tick. Deadlines count ticks from the call's own
+    /// start, so a paused ticker never shortens or lengthens one.
+    pub(super) fn call(self: &Arc<Self>) -> CallTicking {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        *calls += 1;
+        if *calls == 1 {
+            self.changed.notify_all();
+        }
+        CallTicking(self.clone())
+    }
+
+    /// Waits until a call is in progress; false once stopping.
+    fn wait_for_a_call(&self) -> bool {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        while *calls == 0 && !self.stop.load(Ordering::Relaxed) {
+            calls = self.changed.wait(calls).unwrap_or_else(PoisonError::into_inner);
+        }
+        !self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// A call in progress (see [`Ticking::call`]).
+pub(super) struct CallTicking(Arc<Ticking>);
+
+impl Drop for CallTicking {
+    fn drop(&mut self) {
+        let mut calls = self.0.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        *calls -= 1;
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] while a call is in
+/// progress, until dropped.
 pub(super) struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    ticking: Arc<Ticking>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl EpochTicker {
     pub(super) fn start(engine: Engine) -> std::io::Result<EpochTicker> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let ticking = Arc::new(Ticking::default());
+        let state = ticking.clone();
         let thread = std::thread::Builder::new().name("strata-policy-epoch".into()).spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
+            while state.wait_for_a_call() {
                 std::thread::sleep(EPOCH_TICK);
                 engine.increment_epoch();
+                state.ticks.fetch_add(1, Ordering::Relaxed);
             }
         })?;
-        Ok(EpochTicker { stop, thread: Some(thread) })
+        Ok(EpochTicker { ticking, thread: Some(thread) })
+    }
+
+    /// What components mark their calls in.
+    pub(super) fn ticking(&self) -> Arc<Ticking> {
+        self.ticking.clone()
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        {
+            let _calls = self.ticking.calls.lock().unwrap_or_else(PoisonError::into_inner);
+            self.ticking.stop.store(true, Ordering::Relaxed);
+            self.ticking.changed.notify_all();
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -237,6 +293,32 @@ mod tests {
     use super::*;
     use crate::sandbox::PolicyKind;
     use crate::sandbox::tests::{evaluate, limits, retention_fixture, sandbox};
+
+    #[test]
+    fn the_epoch_advances_only_while_a_call_is_in_progress() {
+        let sandbox = sandbox();
+        let ticking = sandbox.ticker.ticking();
+        // A fresh sandbox, and one after a finished call, stay asleep.
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(ticking.ticks.load(Ordering::Relaxed), 0);
+        let component = sandbox.load(&retention_fixture(""), PolicyKind::Retention).unwrap();
+        evaluate(&component, &limits()).unwrap();
+        let after_call = ticking.ticks.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+        // At most the tick that was sleeping when the call ended.
+        let settled = ticking.ticks.load(Ordering::Relaxed);
+        assert!(settled <= after_call + 1, "{after_call} → {settled}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(ticking.ticks.load(Ordering::Relaxed), settled, "the ticker kept waking with no call");
+        // While a call is in progress it ticks.
+        let call = ticking.call();
+        let waited = Instant::now();
+        while ticking.ticks.load(Ordering::Relaxed) < settled + 5 {
+            assert!(waited.elapsed() < Duration::from_secs(10), "the ticker did not start for a call");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(call);
+    }
 
     #[test]
     fn an_infinite_loop_is_stopped_at_the_deadline() {

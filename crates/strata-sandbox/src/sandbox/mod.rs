@@ -6,7 +6,7 @@
 //! and the plain values of [`crate::facts`].
 //!
 //! - One [`Engine`] with epoch interruption (a ticker thread advances the
-//!   epoch every millisecond) and fuel metering, shared by every policy.
+//!   epoch every millisecond while a call is in progress) and fuel metering, shared by every policy.
 //! - Components are compiled once and cached on disk by the sha256 of their
 //!   bytes (`cache`); each loaded version keeps an `InstancePre`, so an
 //!   evaluation is "new Store + instantiate + call" (`component`).
@@ -70,7 +70,7 @@ pub struct Sandbox {
     linker: Linker<GuestState>,
     cache: Option<CompileCache>,
     log_levels: GuestLogLevels,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -104,7 +104,7 @@ impl Sandbox {
         };
         let ticker = EpochTicker::start(engine.clone())
             .map_err(|e| SandboxError::Internal(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Sandbox { engine, linker, cache, log_levels: GuestLogLevels::default(), _ticker: ticker })
+        Ok(Sandbox { engine, linker, cache, log_levels: GuestLogLevels::default(), ticker })
     }
 
     /// Sets the least severe guest `log` level shown for `policy` (see
@@ -134,7 +134,7 @@ impl Sandbox {
         check_imports(&component, &self.engine)?;
         let instance_pre = self.instance_pre(&component)?;
         let pre = prepare_world(instance_pre, kind)?;
-        Ok(CompiledComponent::new(kind, sha256, pre, source, self.log_levels.clone()))
+        Ok(CompiledComponent::new(kind, sha256, pre, source, self.log_levels.clone(), self.ticker.ticking()))
     }
 
     /// Compiles `bytes` and reports its imports, exports and the policy
