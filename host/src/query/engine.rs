@@ -86,6 +86,10 @@ pub struct QueryEngine {
     /// will use them (opening one costs ~10 ms) with the settings every
     /// query shares, and not yet locked down or used.
     spares: std::sync::Mutex<Vec<Connection>>,
+    /// Locked-down SQL databases kept after their query, most recently
+    /// used last, by the exact set of files each may open (see
+    /// [`QueryEngine::connect`]).
+    locked: std::sync::Mutex<Vec<LockedDatabase>>,
     /// The database structured queries share, and when it was opened.
     shared: std::sync::Mutex<Option<(Connection, Instant)>>,
     /// Connections to the shared database between queries, each keeping
@@ -105,6 +109,18 @@ const FILLS_PER_QUERY_MAX: usize = 4;
 
 /// Fresh databases kept ready for SQL queries.
 const SPARE_DATABASES: usize = 1;
+
+/// Locked-down SQL databases kept for the next query over the same files.
+const LOCKED_DATABASES_KEPT: usize = 4;
+
+/// A locked-down SQL database: the files it may open (sorted, distinct),
+/// a connection to it, and when it was opened.
+#[derive(Debug)]
+struct LockedDatabase {
+    files: Vec<String>,
+    connection: Connection,
+    opened: Instant,
+}
 
 /// The shared database is replaced this often, which bounds its cache of
 /// Parquet footers to the files read meanwhile.
@@ -181,6 +197,7 @@ impl QueryEngine {
             structured_spill_dir: temp_dir.join("structured"),
             permits,
             spares: std::sync::Mutex::default(),
+            locked: std::sync::Mutex::default(),
             shared: std::sync::Mutex::new(None),
             idle: std::sync::Mutex::default(),
         }
@@ -291,26 +308,51 @@ impl QueryEngine {
         }
     }
 
-    /// A fresh in-memory database per query, locked down: it may open exactly
-    /// `files` (the query's snapshot) and nothing else — no directory, not
-    /// its own spill directory — load no extension and change no setting.
-    /// DuckDB's grants do not tell reading from writing, so `sql_guard`
-    /// keeps every statement but one query away from it. Its tables and views
-    /// (the buffered rows, the dataset views) are private to the query. A
-    /// spare is used when one is ready.
+    /// A connection to an in-memory database locked down for this query:
+    /// it may open exactly `files` (the query's snapshot) and nothing else —
+    /// no directory, not its own spill directory — load no extension and
+    /// change no setting. DuckDB's grants do not tell reading from writing,
+    /// so `sql_guard` keeps every statement but one query away from it. Its
+    /// tables and views (the buffered rows, the dataset views) are
+    /// temporary, so private to the connection and gone with it.
+    ///
+    /// The database is kept for the next query over exactly the same files
+    /// (a dashboard refreshing between flushes): one query never gains a
+    /// file another query's snapshot had and its own has not, and the
+    /// footers parsed stay cached (a key never names other bytes). A
+    /// spare is used for a new set of files when one is ready.
     fn connect(&self, files: &[&str]) -> Result<Connection, Failure> {
+        let mut wanted: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        {
+            let mut locked = self.locked.lock_or_recover();
+            locked.retain(|db| db.opened.elapsed() <= SHARED_DATABASE_AGE_MAX);
+            if let Some(at) = locked.iter().position(|db| db.files == wanted) {
+                let db = locked.remove(at);
+                let connection = db.connection.try_clone().map_err(query_error);
+                locked.push(db);
+                return connection;
+            }
+        }
         let spare = self.spares.lock_or_recover().pop();
         let connection = match spare {
             Some(connection) => connection,
             None => QueryEngine::open_database(&self.config, &self.sql_spill_dir)?,
         };
-        let allowed: Vec<String> = files.iter().map(|f| sql_string(f)).collect();
+        let allowed: Vec<String> = wanted.iter().map(|f| sql_string(f)).collect();
         let settings = format!(
             "SET allowed_paths = [{allowed}]; SET enable_external_access = false; SET lock_configuration = true;",
             allowed = allowed.join(", "),
         );
         connection.execute_batch(&settings).map_err(query_error)?;
-        Ok(connection)
+        let query_connection = connection.try_clone().map_err(query_error)?;
+        let mut locked = self.locked.lock_or_recover();
+        locked.push(LockedDatabase { files: wanted, connection, opened: Instant::now() });
+        if locked.len() > LOCKED_DATABASES_KEPT {
+            locked.remove(0);
+        }
+        Ok(query_connection)
     }
 
     /// Where DuckDB reads each of `chosen`, in order: a local target's file
@@ -739,8 +781,8 @@ impl QueryJob {
         stats.elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let clean = streamed.failure.is_none();
         self.end(streamed, &mut encoder, &stats, &sender);
-        // The answer is complete; replace the database an SQL query
-        // used before the next one needs one.
+        // The answer is complete; an SQL query over new files opened a
+        // spare, so another is opened before the next one needs it.
         drop(sender);
         drop(abort_on_panic);
         drop(batches);
