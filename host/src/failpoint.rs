@@ -90,6 +90,7 @@ pub const STEPS: &[&str] = &[
     "wal.before_fsync",
     "local.put.before_dir_sync",
     "flush.after_file_write",
+    "flush.before_seal",
     "flush.after_commit",
     "lifecycle.move.after_copy",
     "lifecycle.move.after_commit",

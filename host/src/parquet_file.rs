@@ -363,6 +363,9 @@ fn properties(encoding: Encoding, schema: &SchemaRef, key: &[usize]) -> Result<W
     Ok(builder.build())
 }
 
+/// Rows up to which a flushed file is written uncompressed.
+const UNCOMPRESSED_ROWS_MAX: usize = 16;
+
 /// Writes one batch, sorted by `key`, as a Parquet file.
 fn write(all: &RecordBatch, encoding: Encoding, key: &[usize]) -> Result<Vec<u8>, ParquetFileError> {
     let mut bytes = Vec::new();
@@ -371,7 +374,13 @@ fn write(all: &RecordBatch, encoding: Encoding, key: &[usize]) -> Result<Vec<u8>
     // bloom filters sized for them (not for a full row group, which a
     // small file would allocate and fold down per tag column).
     let encoding = Encoding { row_group_rows_max: encoding.row_group_rows_max.min(all.num_rows().max(1)), ..encoding };
-    let mut writer = ArrowWriter::try_new(&mut bytes, schema.clone(), Some(properties(encoding, &schema, key)?))?;
+    let mut properties = properties(encoding, &schema, key)?;
+    if all.num_rows() <= UNCOMPRESSED_ROWS_MAX {
+        // Pages of a few values gain nothing from zstd, and its compressor
+        // and decompressor per column cost more than encoding the file.
+        properties = properties.into_builder().set_compression(Compression::UNCOMPRESSED).build();
+    }
+    let mut writer = ArrowWriter::try_new(&mut bytes, schema.clone(), Some(properties))?;
     writer.write(all)?;
     writer.close()?;
     Ok(bytes)
@@ -912,6 +921,31 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_file_of_a_few_rows_is_uncompressed_and_reads_back() {
+        let schema = DatasetSchema::empty("time")
+            .evolve(&[ColumnDef { name: "v".into(), kind: ColumnKind::Float }])
+            .unwrap()
+            .unwrap();
+        let batch = |rows: i64| {
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(TimestampNanosecondArray::from((0..rows).collect::<Vec<_>>())),
+                Arc::new(Float64Array::from((0..rows).map(|r| r as f64 * 0.5).collect::<Vec<_>>())),
+            ];
+            RecordBatch::try_new(schema.arrow_schema(), columns).unwrap()
+        };
+        let codecs = |rows: i64| {
+            let file = encode(&[batch(rows)], &schema, 1_000, 3).unwrap();
+            assert_eq!(read_all(&file.bytes).num_rows() as i64, rows);
+            let reader = SerializedFileReader::new(Bytes::from(file.bytes)).unwrap();
+            let group = reader.metadata().row_group(0);
+            group.columns().iter().map(|c| c.compression()).collect::<Vec<_>>()
+        };
+        let few = UNCOMPRESSED_ROWS_MAX as i64;
+        assert!(codecs(few).iter().all(|c| *c == Compression::UNCOMPRESSED));
+        assert!(codecs(few + 1).iter().all(|c| matches!(c, Compression::ZSTD(_))));
     }
 
     #[test]

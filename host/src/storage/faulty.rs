@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Fingerprint, ObjectKey, ObjectMeta, StorageError, StorageTarget};
+use super::{Fingerprint, ObjectKey, ObjectMeta, PutBatch, StorageError, StorageTarget};
 use crate::failpoint::{Action, StorageOp};
 
 /// Wraps a target; each faulty operation errors, moves half the bytes,
@@ -135,6 +135,26 @@ impl StorageTarget for Faulty {
             Some(action) => self.inner.put(key, &damage(bytes.to_vec(), action)),
             None => self.inner.put(key, bytes),
         }
+    }
+
+    fn begin_batch(&self) -> Result<PutBatch, StorageError> {
+        self.inner.begin_batch()
+    }
+
+    fn put_in(&self, batch: &PutBatch, key: &ObjectKey, bytes: &[u8]) -> Result<(), StorageError> {
+        match self.fault(StorageOp::Put, key)? {
+            Some(action) => self.inner.put_in(batch, key, &damage(bytes.to_vec(), action)),
+            None => self.inner.put_in(batch, key, bytes),
+        }
+    }
+
+    fn seal_batch(&self, batch: PutBatch) -> Result<(), StorageError> {
+        self.inner.seal_batch(batch)
+    }
+
+    /// A target with faults lies about its puts or reads: they are checked.
+    fn puts_are_exact(&self) -> bool {
+        self.faults.is_empty() && self.inner.puts_are_exact()
     }
 
     fn put_file(&self, key: &ObjectKey, path: &Path) -> Result<(), StorageError> {

@@ -2,17 +2,19 @@
 //! truncation.
 //!
 //! A flush takes a partition's buffered chunks (seq ≤ S), writes them as one
-//! create-only file, verifies it as stored (its fingerprint, streamed back,
-//! and its footer's row count), and commits the file with
-//! `flushed_wal_seq = S` in one catalog transaction under the `visibility`
-//! lock, then drops the chunks it covered. Partitions flush in groups: their
-//! files are written on several threads (each fsync'd before the commit, as
-//! one), and one transaction commits the whole group, so a flush of
-//! thousands of small partitions costs a few transactions, not thousands. A file written but never
-//! committed is unreferenced and deleted at once (or by the next start-up's
-//! orphan sweep). WAL segments go only once every entry in them is below the
-//! watermark `min(lowest buffered seq, last applied seq + 1)`, and only after
-//! the idempotency keys of those entries are saved in the catalog.
+//! create-only file, checks it as stored (see `check_stored`), and commits
+//! the file with `flushed_wal_seq = S` in one catalog transaction under the
+//! `visibility` lock, then drops the chunks it covered. Partitions flush in
+//! groups: their files are written on several threads into one storage
+//! batch, the batch is sealed (made durable together: one `syncfs` on a
+//! local target, each put on its own on a remote one), and only then does
+//! one transaction commit the whole group, so a flush of thousands of small
+//! partitions costs a few syncs and transactions, not thousands. A file
+//! written but never committed is unreferenced and deleted at once (or by
+//! the next start-up's orphan sweep). WAL segments go only once every entry
+//! in them is below the watermark `min(lowest buffered seq, last applied
+//! seq + 1)`, and only after the idempotency keys of those entries are saved
+//! in the catalog.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,15 +25,14 @@ use crate::buffer::FlushSnapshot;
 use crate::catalog::{FlushCommit, IdempotencyRecord, NewFile};
 use crate::error::{ErrorCode, Failure};
 use crate::parquet_file;
-use crate::storage::{Fingerprint, ObjectKey};
+use crate::storage::{Fingerprint, ObjectKey, PutBatch};
 use crate::sync::{Recover as _, RecoverRw as _};
 use crate::time::now_ns;
 
 /// Partitions committed by one catalog transaction.
 const FLUSH_GROUP: usize = 1024;
-/// Threads writing a group's files at most: encoding uses both cores and
-/// concurrent fsyncs share the file system's journal commits, so 5,000
-/// small partitions flush in about the time of a few hundred fsyncs.
+/// Threads writing a group's files at most: encoding uses every core, and a
+/// target whose puts are each durable (remote) overlaps their latency.
 const FLUSH_WORKERS: usize = 16;
 /// Buffered bytes that may be encoded at once across a group's threads:
 /// large partitions flush one or a few at a time, as before.
@@ -88,9 +89,16 @@ impl Store {
     /// file fails keeps its rows buffered; a failed commit keeps every
     /// partition's. Returns how many were committed, and the failures.
     fn flush_group(&self, partitions: &[i64]) -> (usize, Vec<(i64, Failure)>) {
+        let batch = match self.hot.begin_batch() {
+            Ok(batch) => batch,
+            Err(error) => {
+                let error = Failure::from(error);
+                return (0, partitions.iter().map(|id| (*id, error.clone())).collect());
+            }
+        };
         let mut errors = Vec::new();
         let mut written = Vec::with_capacity(partitions.len());
-        for (partition_id, result) in self.write_files(partitions) {
+        for (partition_id, result) in self.write_files(partitions, &batch) {
             match result {
                 Ok(Some(file)) => written.push(file),
                 Ok(None) => {}
@@ -100,6 +108,12 @@ impl Store {
         if written.is_empty() {
             return (0, errors);
         }
+        crate::failpoint::hit("flush.before_seal");
+        // Nothing is committed before the files' bytes and directory
+        // entries are durable.
+        if let Err(error) = self.hot.seal_batch(batch) {
+            return (0, self.abandon(&written, Failure::from(error), errors));
+        }
         let commits: Vec<FlushCommit> = written
             .iter()
             .map(|w| FlushCommit { partition_id: w.partition_id, file: w.file.clone(), flushed_wal_seq: w.max_seq })
@@ -107,14 +121,7 @@ impl Store {
         let visible = self.visibility.write_or_recover();
         if let Err(error) = self.catalog.commit_flushes(&commits, now_ns()) {
             drop(visible);
-            let error = Failure::from(error);
-            for w in &written {
-                self.buffers.abort_flush(w.partition_id);
-                // Never committed, so unreferenced: safe to remove now.
-                let _ = self.hot.delete(&w.key);
-                errors.push((w.partition_id, error.clone()));
-            }
-            return (0, errors);
+            return (0, self.abandon(&written, Failure::from(error), errors));
         }
         for w in &written {
             self.note_flushed_wal_seq(w.partition_id, w.max_seq);
@@ -126,16 +133,29 @@ impl Store {
         (written.len(), errors)
     }
 
+    /// Gives up on written files: their partitions' rows stay buffered and
+    /// the files, never committed, are removed. Returns `errors` with one
+    /// for each.
+    fn abandon(&self, written: &[Written], error: Failure, mut errors: Vec<(i64, Failure)>) -> Vec<(i64, Failure)> {
+        for w in written {
+            self.buffers.abort_flush(w.partition_id);
+            // Never committed, so unreferenced: safe to remove now.
+            let _ = self.hot.delete(&w.key);
+            errors.push((w.partition_id, error.clone()));
+        }
+        errors
+    }
+
     /// Writes and verifies the file of each partition, on up to
     /// `FLUSH_WORKERS` threads (fewer for large partitions). `Ok(None)`: the
     /// partition had nothing to flush (or is being flushed).
     #[allow(clippy::type_complexity)]
-    fn write_files(&self, partitions: &[i64]) -> Vec<(i64, Result<Option<Written>, Failure>)> {
+    fn write_files(&self, partitions: &[i64], batch: &PutBatch) -> Vec<(i64, Result<Option<Written>, Failure>)> {
         let largest = partitions.iter().map(|id| self.buffers.partition_unpacked_bytes(*id)).max().unwrap_or(0);
         let by_bytes = (FLUSH_PARALLEL_BYTES / largest.max(1)).max(1) as usize;
         let workers = FLUSH_WORKERS.min(by_bytes).min(partitions.len()).max(1);
         if workers == 1 {
-            return partitions.iter().map(|id| (*id, self.write_partition(*id))).collect();
+            return partitions.iter().map(|id| (*id, self.write_partition(*id, batch))).collect();
         }
         let next = AtomicUsize::new(0);
         let mut results: Vec<(usize, i64, Result<Option<Written>, Failure>)> = std::thread::scope(|scope| {
@@ -146,7 +166,7 @@ impl Store {
                         loop {
                             let i = next.fetch_add(1, Ordering::Relaxed);
                             let Some(id) = partitions.get(i) else { return mine };
-                            mine.push((i, *id, self.write_partition(*id)));
+                            mine.push((i, *id, self.write_partition(*id, batch)));
                         }
                     })
                 })
@@ -159,10 +179,10 @@ impl Store {
 
     /// Takes a partition's buffered rows and writes them as one verified
     /// file; on failure the rows stay buffered and a written file is removed.
-    fn write_partition(&self, partition_id: i64) -> Result<Option<Written>, Failure> {
+    fn write_partition(&self, partition_id: i64, batch: &PutBatch) -> Result<Option<Written>, Failure> {
         let Some(snapshot) = self.buffers.begin_flush(partition_id) else { return Ok(None) };
         let mut written: Option<ObjectKey> = None;
-        match self.write_snapshot(partition_id, &snapshot, &mut written) {
+        match self.write_snapshot(partition_id, &snapshot, batch, &mut written) {
             Ok(file) => {
                 let key = written.expect("a written file has its key");
                 Ok(Some(Written { partition_id, max_seq: snapshot.max_seq, key, file }))
@@ -182,6 +202,7 @@ impl Store {
         &self,
         partition_id: i64,
         snapshot: &FlushSnapshot,
+        batch: &PutBatch,
         written: &mut Option<ObjectKey>,
     ) -> Result<NewFile, Failure> {
         let dataset = self.datasets().into_iter().find(|d| d.record.id == snapshot.dataset_id).ok_or_else(|| {
@@ -193,16 +214,29 @@ impl Store {
             .map_err(|e| internal("encode Parquet", e))?;
         let file_name = format!("{:020}-{:016x}", snapshot.max_seq, rand::random::<u64>());
         let key = ObjectKey::data_file(snapshot.dataset_id, partition_id, &file_name);
-        self.hot.put(&key, &file.bytes)?;
+        self.hot.put_in(batch, &key, &file.bytes)?;
         *written = Some(key.clone());
         crate::failpoint::hit("flush.after_file_write");
-        // Pair assertion across the IO: what storage holds is what we
-        // encoded (size and checksum streamed back, the footer's row count
-        // by ranged reads).
-        let fingerprint = Fingerprint::of(&file.bytes);
-        self.hot.verify(&key, &fingerprint)?;
-        crate::storage::check_footer(self.hot.as_ref(), &key, fingerprint.size, file.rows)?;
+        self.check_stored(&key, &file)?;
         Ok(NewFile::encoded(self.hot.name(), key.to_string(), &file))
+    }
+
+    /// Pair assertion across the IO: what storage holds is what we encoded.
+    /// A target whose puts are exact (a local directory) stores the very
+    /// bytes `encode` checked in memory (checksum, footer, row count): a
+    /// read-back would come from the page cache the write filled, and the
+    /// batch's seal reports any writeback error; the CRC32C committed with
+    /// the file is what moves, archives and compactions check the stored
+    /// bytes against. Any other target is read back: size and checksum
+    /// streamed, the footer's row count by ranged reads.
+    fn check_stored(&self, key: &ObjectKey, file: &parquet_file::EncodedFile) -> Result<(), Failure> {
+        if self.hot.puts_are_exact() {
+            return Ok(());
+        }
+        let fingerprint = Fingerprint::of(&file.bytes);
+        self.hot.verify(key, &fingerprint)?;
+        crate::storage::check_footer(self.hot.as_ref(), key, fingerprint.size, file.rows)?;
+        Ok(())
     }
 
     /// Records a committed flush's sequence: replay skips a partition's rows
