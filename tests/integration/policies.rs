@@ -308,7 +308,11 @@ fn hostile_components_fail_cleanly_and_the_server_keeps_serving() {
                 loop {
                     let started = Instant::now();
                     let ok = client().get(format!("{url}/health")).send().is_ok_and(|r| r.status() == 200);
-                    if !ok || started.elapsed() > Duration::from_millis(250) {
+                    // A stall is a second: compiling a component uses both
+                    // cores, and a loaded machine delays a health check by
+                    // hundreds of ms. That /health answers while a guest loops
+                    // is checked by the count of checks below.
+                    if !ok || started.elapsed() > Duration::from_secs(1) {
                         failures.fetch_add(1, Ordering::Relaxed);
                     }
                     checks.fetch_add(1, Ordering::Relaxed);
