@@ -53,9 +53,15 @@ impl Value<'_> {
 }
 
 /// A dictionary-encoded string column under construction.
+///
+/// Values are found by their 64-bit hash, and a hit is confirmed against
+/// the value already in the dictionary: no value is copied into a key of
+/// its own, and growing the table moves hashes instead of re-hashing text.
+/// A value whose hash an earlier, different value holds goes to `collided`.
 #[derive(Debug)]
 pub struct TextBuilder {
-    lookup: FxHashMap<Box<str>, i32>,
+    by_hash: FxHashMap<u64, i32>,
+    collided: FxHashMap<Box<str>, i32>,
     values: StringBuilder,
     keys: Vec<i32>,
     validity: NullBufferBuilder,
@@ -71,7 +77,8 @@ impl TextBuilder {
     /// A builder with room for `capacity` rows.
     pub fn with_capacity(capacity: usize) -> TextBuilder {
         TextBuilder {
-            lookup: FxHashMap::default(),
+            by_hash: FxHashMap::default(),
+            collided: FxHashMap::default(),
             values: StringBuilder::new(),
             keys: Vec::with_capacity(capacity),
             validity: NullBufferBuilder::new(capacity),
@@ -79,14 +86,39 @@ impl TextBuilder {
     }
 
     /// The dictionary key of `text`, adding it if new.
+    #[inline]
     pub fn key_of(&mut self, text: &str) -> i32 {
-        if let Some(key) = self.lookup.get(text) {
-            return *key;
+        self.key_with_hash(text, text_hash(text))
+    }
+
+    fn key_with_hash(&mut self, text: &str, hash: u64) -> i32 {
+        let next = self.by_hash.len() as i32 + self.collided.len() as i32;
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(next);
+                self.values.append_value(text);
+                next
+            }
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                let key = *slot.get();
+                if self.value(key) == text.as_bytes() {
+                    return key;
+                }
+                if let Some(key) = self.collided.get(text) {
+                    return *key;
+                }
+                self.values.append_value(text);
+                self.collided.insert(text.into(), next);
+                next
+            }
         }
-        let key = self.lookup.len() as i32;
-        self.values.append_value(text);
-        self.lookup.insert(text.into(), key);
-        key
+    }
+
+    /// The bytes of the value with dictionary key `key`.
+    fn value(&self, key: i32) -> &[u8] {
+        let offsets = self.values.offsets_slice();
+        let (start, end) = (offsets[key as usize] as usize, offsets[key as usize + 1] as usize);
+        &self.values.values_slice()[start..end]
     }
 
     fn push_key(&mut self, key: i32) {
@@ -104,6 +136,13 @@ impl TextBuilder {
         let values = Arc::new(self.values.finish());
         Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).expect("every key was issued by this dictionary"))
     }
+}
+
+/// The hash a [`TextBuilder`] files a value under.
+#[inline]
+fn text_hash(text: &str) -> u64 {
+    use std::hash::BuildHasher as _;
+    rustc_hash::FxBuildHasher.hash_one(text.as_bytes())
 }
 
 #[derive(Debug)]
@@ -521,6 +560,41 @@ impl<'s> BatchBuilder<'s> {
 mod tests {
     use super::*;
     use arrow::array::{AsArray, Float64Array};
+
+    /// Keys are issued in first-seen order and values come back as given,
+    /// as a plain map of owned strings issues them, also when values share
+    /// a hash (forced here by filing every value under one of 3 hashes).
+    #[test]
+    fn dictionary_keys_agree_with_a_map_of_strings_even_when_hashes_collide() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(4);
+        let texts: Vec<String> = (0..20_000)
+            .map(|_| match rng.random_range(0..4) {
+                0 => String::new(),
+                1 => format!("host_{}", rng.random_range(0..5_000)),
+                2 => format!("é{}", rng.random_range(0..50)),
+                _ => "x".repeat(rng.random_range(1..40)),
+            })
+            .collect();
+        for forced in [false, true] {
+            let mut builder = TextBuilder::default();
+            let mut reference: std::collections::HashMap<&str, i32> = std::collections::HashMap::new();
+            for text in &texts {
+                let next = reference.len() as i32;
+                let want = *reference.entry(text.as_str()).or_insert(next);
+                let got = if forced { builder.key_with_hash(text, text_hash(text) % 3) } else { builder.key_of(text) };
+                assert_eq!(got, want, "{text:?}");
+                builder.push_key(got);
+            }
+            let array = builder.finish();
+            let dict = array.as_dictionary::<Int32Type>();
+            let values = dict.values().as_string::<i32>();
+            assert_eq!(values.len(), reference.len());
+            for (key, text) in dict.keys().values().iter().zip(&texts) {
+                assert_eq!(values.value(*key as usize), text);
+            }
+        }
+    }
 
     #[test]
     fn rows_are_padded_with_nulls() {

@@ -191,6 +191,22 @@ struct LineCaches<'b> {
     /// The previous line's field keys and columns, in order. Lines usually
     /// repeat them, and comparing is cheaper than hashing every key.
     field_layout: Vec<(&'b str, usize)>,
+    /// Lines whose series was (`hits`) and was not (`misses`) in `series`.
+    hits: usize,
+    misses: usize,
+}
+
+impl LineCaches<'_> {
+    /// Misses after which a cache that rarely hits is no longer kept.
+    const SERIES_MISSES_TRIED: usize = 1024;
+
+    /// Whether lines still look their series up: a body whose lines mostly
+    /// name series not seen before in it (a request over many thousands of
+    /// series) would pay for hashing and storing each series for nothing.
+    #[inline]
+    fn series_cached(&self) -> bool {
+        self.misses < Self::SERIES_MISSES_TRIED || self.hits >= self.misses / 8
+    }
 }
 
 enum LineFailure {
@@ -368,6 +384,38 @@ fn tag_column<'b>(
     Ok(column)
 }
 
+/// Appends the `(column, dictionary key)` of `series`' measurement and
+/// tags to `values`: from the body's series cache, or parsed (and cached
+/// while the cache is kept).
+fn resolve_series<'b>(
+    series: &'b str,
+    limits: &IngestLimits,
+    builder: &mut BatchBuilder<'_>,
+    caches: &mut LineCaches<'b>,
+    values: &mut Vec<(usize, Value<'b>)>,
+) -> Result<(), LineFailure> {
+    let cached = caches.series_cached();
+    let LineCaches { series: series_cache, resolved, tag_layout, hits, misses, .. } = caches;
+    if cached && let Some(tags) = series_cache.get(series) {
+        *hits += 1;
+        values.extend(resolved[tags.clone()].iter().map(|(column, key)| (*column, Value::TextKey(*key))));
+        return Ok(());
+    }
+    *misses += 1;
+    let start = resolved.len();
+    if let Err(error) = parse_series(series, limits, builder, tag_layout, resolved) {
+        resolved.truncate(start);
+        return Err(error);
+    }
+    values.extend(resolved[start..].iter().map(|(column, key)| (*column, Value::TextKey(*key))));
+    if cached {
+        series_cache.insert(series, start..resolved.len());
+    } else {
+        resolved.truncate(start);
+    }
+    Ok(())
+}
+
 fn parse_line<'b>(
     line: &'b str,
     precision: Precision,
@@ -377,25 +425,13 @@ fn parse_line<'b>(
     caches: &mut LineCaches<'b>,
     values: &mut Vec<(usize, Value<'b>)>,
 ) -> Result<i64, LineFailure> {
-    let LineCaches { series: series_cache, resolved, tag_layout, field_layout } = caches;
     let series_end = find_unescaped_byte(line, 0, b' ');
     if series_end == line.len() {
         return syntax("missing fields");
     }
     let series = &line[..series_end];
-    let tags = match series_cache.get(series) {
-        Some(tags) => tags.clone(),
-        None => {
-            let start = resolved.len();
-            if let Err(error) = parse_series(series, limits, builder, tag_layout, resolved) {
-                resolved.truncate(start);
-                return Err(error);
-            }
-            series_cache.insert(series, start..resolved.len());
-            start..resolved.len()
-        }
-    };
-    values.extend(resolved[tags].iter().map(|(column, key)| (*column, Value::TextKey(*key))));
+    resolve_series(series, limits, builder, caches, values)?;
+    let LineCaches { field_layout, .. } = caches;
 
     // Fields: key=value pairs up to the next unescaped space outside quotes.
     let bytes = line.as_bytes();
@@ -623,6 +659,49 @@ mod tests {
     fn column<'a>(batch: &'a super::super::batch::ParsedBatch, name: &str) -> &'a dyn Array {
         let index = batch.columns.iter().position(|c| c.name == name).unwrap();
         batch.arrays[index].as_ref()
+    }
+
+    /// A body of thousands of series, each new (where lines stop looking
+    /// their series up), then repeats, escapes and bad lines, parses as each
+    /// of its lines parses alone.
+    #[test]
+    fn a_body_of_mostly_new_series_parses_as_its_lines_do_alone() {
+        let mut lines: Vec<String> = (0..3_000).map(|i| format!("m,host=h{i},zone=z{} v={i} {i}", i % 7)).collect();
+        lines.push("m,host=h\\ 1\\,2,zone=z1 v=1 5".into());
+        lines.push("m,host v=1 6".into());
+        lines.push("m,zone=z9,host=h5 v=2 7".into());
+        lines.push("m,host=h17,zone=z3 v=3 8".into());
+        lines.push("m,host=h17,host=h18 v=3 9".into());
+        lines.push("m\\ x,host=h\\=2 v=4 10".into());
+        let body = lines.join("\n");
+        let (whole, errors) = run(&body);
+        let (mut hosts, mut zones, mut numbers) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, line) in lines.iter().enumerate() {
+            let (alone, alone_errors) = run(line);
+            if let Some(error) = alone_errors.first() {
+                numbers.push((i + 1, error.error_message.clone()));
+                continue;
+            }
+            let value =
+                |name: &str| if alone.columns.iter().any(|c| c.name == name) { text(&alone, name) } else { vec![None] };
+            hosts.extend(value("host"));
+            zones.extend(value("zone"));
+        }
+        let got: Vec<(usize, String)> = errors.iter().map(|e| (e.line_number, e.error_message.clone())).collect();
+        assert_eq!(got, numbers);
+        assert_eq!(text(&whole, "host"), hosts);
+        assert_eq!(text(&whole, "zone"), zones);
+        assert_eq!(text(&whole, MEASUREMENT_COLUMN).last().unwrap().as_deref(), Some("m x"));
+    }
+
+    #[test]
+    fn the_series_cache_is_kept_while_it_hits() {
+        let caches = |hits, misses| LineCaches { hits, misses, ..LineCaches::default() };
+        assert!(caches(0, 1023).series_cached(), "a body's first series are all new");
+        assert!(!caches(0, 1024).series_cached());
+        assert!(!caches(127, 1024).series_cached());
+        assert!(caches(128, 1024).series_cached());
+        assert!(caches(4_900, 100).series_cached(), "100 series repeated");
     }
 
     #[test]
