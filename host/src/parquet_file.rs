@@ -15,13 +15,13 @@ use arrow::array::{Array, ArrayRef, TimestampNanosecondArray, new_null_array};
 use arrow::compute::{cast, concat_batches, interleave};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::FOOTER_SIZE;
 use parquet::file::metadata::{FooterTail, KeyValue, ParquetMetaDataReader, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
-use parquet::file::reader::{ChunkReader, FileReader, SerializedFileReader};
+use parquet::file::reader::ChunkReader;
 use parquet::schema::types::ColumnPath;
 
 use crate::schema::DatasetSchema;
@@ -409,8 +409,16 @@ pub fn verify(bytes: &[u8], rows: i64, checksum_crc32c: u32) -> Result<(), Parqu
     if actual != checksum_crc32c {
         return Err(ParquetFileError::Verify(format!("checksum {actual:08x}, expected {checksum_crc32c:08x}")));
     }
-    let reader = SerializedFileReader::new(Bytes::copy_from_slice(bytes))?;
-    let footer_rows = reader.metadata().file_metadata().num_rows();
+    // The footer alone is decoded, in place: no copy of the file.
+    let body_end = bytes.len().checked_sub(FOOTER_SIZE).filter(|_| bytes.starts_with(b"PAR1"));
+    let body_end = body_end.ok_or_else(|| ParquetFileError::Verify("not a Parquet file".into()))?;
+    let tail = FooterTail::try_from(&bytes[body_end..])?;
+    let metadata_start = body_end
+        .checked_sub(tail.metadata_length())
+        .filter(|start| *start >= 4)
+        .ok_or_else(|| ParquetFileError::Verify("the footer is longer than the file".into()))?;
+    let metadata = ParquetMetaDataReader::decode_metadata(&bytes[metadata_start..body_end])?;
+    let footer_rows = metadata.file_metadata().num_rows();
     if footer_rows != rows {
         return Err(ParquetFileError::Verify(format!("footer says {footer_rows} rows, expected {rows}")));
     }
@@ -774,6 +782,8 @@ mod tests {
     use crate::schema::{ColumnDef, ColumnKind};
     use arrow::array::Float64Array;
     use arrow::datatypes::{Field, Schema};
+    use bytes::Bytes;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
 
     #[test]
     fn batches_of_older_schemas_are_conformed_and_sorted() {
@@ -807,6 +817,16 @@ mod tests {
         corrupted[10] ^= 1;
         assert!(verify(&corrupted, 3, file.checksum_crc32c).is_err());
         assert!(verify(&file.bytes, 4, file.checksum_crc32c).is_err());
+        assert!(verify(&file.bytes, 3, file.checksum_crc32c).is_ok());
+        // Bytes whose checksum is right but that are no whole Parquet file.
+        let n = file.bytes.len();
+        let mut footer_too_long = file.bytes.clone();
+        footer_too_long[n - 8..n - 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut no_magic = file.bytes.clone();
+        no_magic[0] = b'X';
+        for bad in [&file.bytes[..n - 3], &file.bytes[..4], &footer_too_long[..], &no_magic[..], &[][..]] {
+            assert!(verify(bad, 3, crc32c::crc32c(bad)).is_err(), "{} bytes", bad.len());
+        }
     }
 
     fn tagged_schema() -> DatasetSchema {
