@@ -122,8 +122,9 @@ struct LockedDatabase {
     opened: Instant,
 }
 
-/// The shared database is replaced this often, which bounds its cache of
-/// Parquet footers to the files read meanwhile.
+/// The shared database is replaced this often, and a kept locked-down SQL
+/// database lives no longer, which bounds their caches of Parquet footers
+/// to the files read meanwhile.
 const SHARED_DATABASE_AGE_MAX: Duration = Duration::from_secs(600);
 
 fn query_error(error: duckdb::Error) -> Failure {
@@ -799,8 +800,8 @@ impl QueryJob {
     }
 
     /// Each dataset's snapshot as a source, the connection (the shared
-    /// database for a structured query, a fresh locked one for SQL) and each
-    /// source's relation.
+    /// database for a structured query, a locked one for exactly the
+    /// snapshot's files for SQL) and each source's relation.
     fn prepare(&self, stats: &mut QueryStats) -> Result<Prepared, Failure> {
         let mut sources = Vec::new();
         for (i, (dataset, _)) in self.datasets.iter().enumerate() {
