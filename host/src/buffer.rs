@@ -10,6 +10,12 @@
 //! `bytes()` is the memory the packed chunks hold; `flush_bytes` and
 //! `buffer_bytes_max` compare against the unpacked (Arrow) size, which is
 //! what a flush or a query materializes.
+//!
+//! A request's small parts (one row per tenant of a 5,000-tenant request)
+//! share one packed chunk: each partition's chunk is a range of it, counted
+//! its rows' share of the bytes. The shared chunk is freed with the last
+//! range; only parts below [`SHARED_PART_ROWS_MAX`] rows share, so a range
+//! never keeps alive more than that many rows per partition of its request.
 
 mod pack;
 
@@ -23,13 +29,36 @@ use arrow::record_batch::RecordBatch;
 
 pub use pack::PackedBatch;
 
+/// Parts of a request with fewer rows than this share one packed chunk.
+pub const SHARED_PART_ROWS_MAX: usize = 256;
+
 /// One request's rows for one partition.
 #[derive(Debug, Clone)]
 struct Chunk {
     /// The WAL sequence of the request.
     seq: u64,
-    /// The rows, packed.
-    rows: Arc<PackedBatch>,
+    /// The packed rows: these and, when shared, other partitions' rows.
+    packed: Arc<PackedBatch>,
+    /// This partition's rows of `packed`.
+    start: usize,
+    len: usize,
+    /// Memory counted for them (their share of a shared chunk).
+    bytes: u64,
+    /// Their size as Arrow.
+    unpacked: u64,
+}
+
+impl Chunk {
+    fn new(seq: u64, packed: Arc<PackedBatch>, start: usize, len: usize) -> Chunk {
+        let total = packed.num_rows().max(1) as u64;
+        let share = |n: u64| if len == packed.num_rows() { n } else { (n * len as u64).div_ceil(total) };
+        let (bytes, unpacked) = (share(packed.bytes()), share(packed.unpacked_bytes()));
+        Chunk { seq, packed, start, len, bytes, unpacked }
+    }
+
+    fn unpack(&self) -> RecordBatch {
+        self.packed.unpack_range(self.start, self.len)
+    }
 }
 
 #[derive(Debug)]
@@ -80,8 +109,28 @@ impl Buffers {
 
     /// Adds a packed chunk (called in WAL order).
     pub fn insert_packed(&self, dataset_id: i64, partition_id: i64, seq: u64, packed: PackedBatch) {
-        let (bytes, unpacked, rows) = (packed.bytes(), packed.unpacked_bytes(), packed.num_rows() as u64);
+        let rows = packed.num_rows();
+        let chunk = Chunk::new(seq, Arc::new(packed), 0, rows);
+        self.push(&mut self.lock(), dataset_id, partition_id, chunk);
+    }
+
+    /// Adds one request's rows, each part `(partition, packed chunk, first
+    /// row, rows)`: a range of a chunk that several partitions may share
+    /// (called in WAL order).
+    pub fn insert_ranges(
+        &self,
+        dataset_id: i64,
+        seq: u64,
+        parts: impl IntoIterator<Item = (i64, Arc<PackedBatch>, usize, usize)>,
+    ) {
         let mut partitions = self.lock();
+        for (partition_id, packed, start, len) in parts {
+            self.push(&mut partitions, dataset_id, partition_id, Chunk::new(seq, packed, start, len));
+        }
+    }
+
+    fn push(&self, partitions: &mut HashMap<i64, PartitionBuffer>, dataset_id: i64, partition_id: i64, chunk: Chunk) {
+        let (seq, bytes, unpacked, rows) = (chunk.seq, chunk.bytes, chunk.unpacked, chunk.len as u64);
         let buffer = partitions.entry(partition_id).or_insert_with(|| PartitionBuffer {
             dataset_id,
             chunks: Vec::new(),
@@ -101,7 +150,7 @@ impl Buffers {
                 last.seq
             );
         }
-        buffer.chunks.push(Chunk { seq, rows: Arc::new(packed) });
+        buffer.chunks.push(chunk);
         buffer.bytes += bytes;
         buffer.unpacked += unpacked;
         buffer.rows += rows;
@@ -176,7 +225,7 @@ impl Buffers {
         };
         Some(FlushSnapshot {
             dataset_id,
-            batches: chunks.iter().map(|c| c.rows.unpack()).collect(),
+            batches: chunks.iter().map(Chunk::unpack).collect(),
             max_seq: chunks.last().map(|c| c.seq).unwrap_or(0),
         })
     }
@@ -187,10 +236,10 @@ impl Buffers {
         let Some(buffer) = partitions.get_mut(&partition_id) else { return };
         let keep_from = buffer.chunks.partition_point(|c| c.seq <= max_seq);
         let removed: Vec<Chunk> = buffer.chunks.drain(..keep_from).collect();
-        let removed_bytes: u64 = removed.iter().map(|c| c.rows.bytes()).sum();
-        let removed_rows: u64 = removed.iter().map(|c| c.rows.num_rows() as u64).sum();
+        let removed_bytes: u64 = removed.iter().map(|c| c.bytes).sum();
+        let removed_rows: u64 = removed.iter().map(|c| c.len as u64).sum();
         buffer.bytes -= removed_bytes;
-        let removed_unpacked: u64 = removed.iter().map(|c| c.rows.unpacked_bytes()).sum();
+        let removed_unpacked: u64 = removed.iter().map(|c| c.unpacked).sum();
         buffer.unpacked -= removed_unpacked;
         self.unpacked.fetch_sub(removed_unpacked, Ordering::Relaxed);
         buffer.rows -= removed_rows;
@@ -234,13 +283,13 @@ impl Buffers {
     /// Buffered rows of a dataset's partitions that `wanted` accepts, per
     /// partition, unpacked outside the lock (only those are unpacked).
     pub fn dataset_batches(&self, dataset_id: i64, wanted: impl Fn(i64) -> bool) -> Vec<(i64, RecordBatch)> {
-        let chunks: Vec<(i64, Arc<PackedBatch>)> = self
+        let chunks: Vec<(i64, Chunk)> = self
             .lock()
             .iter()
             .filter(|(id, b)| b.dataset_id == dataset_id && wanted(**id))
-            .flat_map(|(id, b)| b.chunks.iter().map(move |c| (*id, c.rows.clone())))
+            .flat_map(|(id, b)| b.chunks.iter().map(move |c| (*id, c.clone())))
             .collect();
-        chunks.into_iter().map(|(id, rows)| (id, rows.unpack())).collect()
+        chunks.into_iter().map(|(id, chunk)| (id, chunk.unpack())).collect()
     }
 }
 
@@ -260,6 +309,32 @@ mod tests {
         let buffers = Buffers::default();
         buffers.insert(1, 7, 5, batch(1));
         buffers.insert(1, 7, 4, batch(1));
+    }
+
+    #[test]
+    fn partitions_sharing_a_chunk_read_and_flush_their_own_rows() {
+        let buffers = Buffers::default();
+        let rows = RecordBatch::try_from_iter([("v", Arc::new(Int64Array::from_iter_values(0..10)) as _)]).unwrap();
+        let shared = Arc::new(PackedBatch::pack(&rows));
+        let ranges = [(20, 0, 3), (21, 3, 6), (22, 9, 1)];
+        buffers.insert_ranges(1, 5, ranges.map(|(id, start, len)| (id, shared.clone(), start, len)));
+        assert_eq!((buffers.rows(), buffers.partition_stats(21).0), (10, 6));
+        assert!(buffers.bytes() >= shared.bytes(), "the shares cover the chunk");
+        let mut read = buffers.dataset_batches(1, |id| id != 20);
+        read.sort_by_key(|(id, _)| *id);
+        assert_eq!(read.len(), 2);
+        assert_eq!((read[0].0, &read[0].1), (21, &rows.slice(3, 6)));
+        assert_eq!((read[1].0, &read[1].1), (22, &rows.slice(9, 1)));
+        let flushed = buffers.begin_flush(21).unwrap();
+        assert_eq!(flushed.batches, vec![rows.slice(3, 6)]);
+        buffers.finish_flush(21, flushed.max_seq);
+        assert_eq!((buffers.rows(), Arc::strong_count(&shared)), (4, 3), "the other two ranges keep the chunk");
+        for id in [20, 22] {
+            let flushed = buffers.begin_flush(id).unwrap();
+            buffers.finish_flush(id, flushed.max_seq);
+        }
+        assert_eq!((buffers.rows(), buffers.bytes(), buffers.unpacked_bytes()), (0, 0, 0));
+        assert_eq!(Arc::strong_count(&shared), 1, "the last range freed the chunk");
     }
 
     #[test]

@@ -312,7 +312,7 @@ fn sealed_partitions_refuse_writes() {
 fn late_rows_can_be_refused_row_by_row() {
     // Globally refuse_rows; the `strict` dataset keeps the default behaviour.
     let config = format!("{CONFIG}late_rows = \"refuse_rows\"\n[datasets.strict]\nlate_rows = \"refuse_request\"\n");
-    let server = Server::start("late-rows", &config);
+    let mut server = Server::start("late-rows", &config);
     for dataset in ["late", "strict"] {
         let day1 = r#"[{"time":"2026-02-01T00:00:00Z","v":1}]"#;
         assert_eq!(server.post(&format!("/v1/datasets/{dataset}/records"), day1).0, 200);
@@ -367,12 +367,7 @@ fn late_rows_can_be_refused_row_by_row() {
     assert_eq!(error["error"]["refused"], json!([{ "record": 1, "partition": "late/2026-02-01" }]));
     assert_eq!(server.get("/v1/datasets/late").1["rows"], 5);
 
-    server.flush();
-    let mut values: Vec<f64> = server.committed_rows("late").iter().map(|r| r["v"].as_f64().unwrap()).collect();
-    values.sort_by(f64::total_cmp);
-    assert_eq!(values, [1.0, 2.0, 4.0, 6.0, 8.0]);
-
-    // Written: 1 + 1 + 2 + 2 (the replay wrote nothing). Refused for sealed
+    // Written: 1 + 1 + 2 + 2 (the retry wrote nothing). Refused for sealed
     // partitions: 4 (strict, whole) + 2 + 1 + 1 (whole). Rejected: one line.
     let metrics = server.get_text("/metrics");
     for expected in [
@@ -382,6 +377,14 @@ fn late_rows_can_be_refused_row_by_row() {
     ] {
         assert!(metrics.contains(expected), "{expected:?} in\n{metrics}");
     }
+
+    // The WAL logged only the written rows: after a kill -9 the replay
+    // buffers exactly those again.
+    server.restart();
+    server.flush();
+    let mut values: Vec<f64> = server.committed_rows("late").iter().map(|r| r["v"].as_f64().unwrap()).collect();
+    values.sort_by(f64::total_cmp);
+    assert_eq!(values, [1.0, 2.0, 4.0, 6.0, 8.0]);
 }
 
 #[test]

@@ -83,8 +83,19 @@ impl PackedBatch {
 
     /// The rows as Arrow again.
     pub fn unpack(&self) -> RecordBatch {
-        let columns = self.columns.iter().map(|c| c.unpack(self.rows)).collect();
-        let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
+        self.unpack_range(0, self.rows)
+    }
+
+    /// Rows `start..start + len` as Arrow, decoding only those. A range of
+    /// fewer rows than the chunk keeps only the dictionary values its rows
+    /// use (a chunk shared by many partitions holds all their values).
+    ///
+    /// Panics when the range is out of bounds.
+    pub fn unpack_range(&self, start: usize, len: usize) -> RecordBatch {
+        assert!(start + len <= self.rows, "rows {start}..{} of a chunk of {}", start + len, self.rows);
+        let whole = start == 0 && len == self.rows;
+        let columns = self.columns.iter().map(|c| c.unpack(start, len, whole)).collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(len));
         RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
             .expect("unpacked columns keep their types and row count")
     }
@@ -196,33 +207,12 @@ fn pack_text(array: &DictionaryArray<Int32Type>) -> Option<Column> {
     }
     let keys = array.keys();
     let nulls = keys.nulls().filter(|n| n.null_count() > 0).cloned();
-    let valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
     // Only the values some row uses are kept (the dictionary of a request
     // split over partitions is shared by all of them).
-    let mut renumbered = vec![-1i32; values.len()];
-    let mut kept: Vec<usize> = Vec::new();
-    let mut new_keys = vec![0i64; keys.len()];
-    for (i, key) in keys.values().iter().enumerate() {
-        if !valid(i) {
-            continue;
-        }
-        let slot = &mut renumbered[*key as usize];
-        if *slot < 0 {
-            *slot = kept.len() as i32;
-            kept.push(*key as usize);
-        }
-        new_keys[i] = i64::from(*slot);
-    }
-    let mut text = Vec::with_capacity(kept.iter().map(|k| values.value(*k).len()).sum());
-    let mut offsets = Vec::with_capacity(kept.len() + 1);
-    offsets.push(0i32);
-    for k in &kept {
-        text.extend_from_slice(values.value(*k).as_bytes());
-        offsets.push(text.len() as i32);
-    }
-    let values = StringArray::new(OffsetBuffer::new(offsets.into()), Buffer::from_vec(text), None);
-    let keys = Ints::pack(&new_keys, None, false, false);
-    Some(Column::Text { keys, nulls, values: Arc::new(values) })
+    let (keys, values) = used_values(keys.values().to_vec(), &nulls, values);
+    let keys: Vec<i64> = keys.into_iter().map(i64::from).collect();
+    let keys = Ints::pack(&keys, None, false, false);
+    Some(Column::Text { keys, nulls, values })
 }
 
 impl Column {
@@ -238,27 +228,59 @@ impl Column {
             }
     }
 
-    fn unpack(&self, rows: usize) -> ArrayRef {
+    /// Rows `start..start + len`; `whole` when that is every row.
+    fn unpack(&self, start: usize, len: usize, whole: bool) -> ArrayRef {
+        let sliced = |n: &Option<NullBuffer>| n.as_ref().map(|n| n.slice(start, len)).filter(|n| n.null_count() > 0);
         match self {
-            Column::Plain(array) => array.clone(),
+            Column::Plain(array) if whole => array.clone(),
+            Column::Plain(array) => array.slice(start, len),
             Column::Decimal { exponent, ints, nulls } => {
                 let power = POWERS_OF_TEN[*exponent as usize];
-                let values: Vec<f64> = ints.unpack(rows).into_iter().map(|m| m as i64 as f64 / power).collect();
-                Arc::new(Float64Array::new(values.into(), nulls.clone()))
+                let values: Vec<f64> = ints.unpack(start, len).into_iter().map(|m| m as i64 as f64 / power).collect();
+                Arc::new(Float64Array::new(values.into(), sliced(nulls)))
             }
             Column::Integer { data_type, ints, nulls } => {
-                let values = Buffer::from_vec(ints.unpack(rows));
-                let data = ArrayData::builder(data_type.clone()).len(rows).add_buffer(values).nulls(nulls.clone());
+                let values = Buffer::from_vec(ints.unpack(start, len));
+                let data = ArrayData::builder(data_type.clone()).len(len).add_buffer(values).nulls(sliced(nulls));
                 make_array(data.build().expect("an 8-byte value per row"))
             }
             Column::Text { keys, nulls, values } => {
-                let keys: Vec<i32> = keys.unpack(rows).into_iter().map(|k| k as i32).collect();
-                let keys = Int32Array::new(keys.into(), nulls.clone());
-                let values: ArrayRef = values.clone();
+                let nulls = sliced(nulls);
+                let keys: Vec<i32> = keys.unpack(start, len).into_iter().map(|k| k as i32).collect();
+                let (keys, values) = if whole { (keys, values.clone()) } else { used_values(keys, &nulls, values) };
+                let keys = Int32Array::new(keys.into(), nulls);
+                let values: ArrayRef = values;
                 Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).expect("keys index the kept values"))
             }
         }
     }
+}
+
+/// `keys` renumbered over only the `values` a valid row uses, in order of
+/// first use, and those values.
+fn used_values(mut keys: Vec<i32>, nulls: &Option<NullBuffer>, values: &StringArray) -> (Vec<i32>, Arc<StringArray>) {
+    let mut renumbered = vec![-1i32; values.len()];
+    let mut kept: Vec<usize> = Vec::new();
+    for (i, key) in keys.iter_mut().enumerate() {
+        if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+            *key = 0;
+            continue;
+        }
+        let slot = &mut renumbered[*key as usize];
+        if *slot < 0 {
+            *slot = kept.len() as i32;
+            kept.push(*key as usize);
+        }
+        *key = *slot;
+    }
+    let mut text = Vec::with_capacity(kept.iter().map(|k| values.value(*k).len()).sum());
+    let mut offsets = Vec::with_capacity(kept.len() + 1);
+    offsets.push(0i32);
+    for k in &kept {
+        text.extend_from_slice(values.value(*k).as_bytes());
+        offsets.push(text.len() as i32);
+    }
+    (keys, Arc::new(StringArray::new(OffsetBuffer::new(offsets.into()), Buffer::from_vec(text), None)))
 }
 
 impl Ints {
@@ -292,8 +314,9 @@ impl Ints {
         Ints { base, step, width, words: pack_bits(&offsets, width) }
     }
 
-    fn unpack(&self, len: usize) -> Vec<u64> {
-        let mut out = unpack_bits(&self.words, self.width, len);
+    /// Values `start..start + len`.
+    fn unpack(&self, start: usize, len: usize) -> Vec<u64> {
+        let mut out = unpack_bits(&self.words, self.width, start, len);
         if self.step != 1 {
             out.iter_mut().for_each(|n| *n = n.wrapping_mul(self.step));
         }
@@ -332,13 +355,14 @@ fn pack_bits(values: &[u64], width: u32) -> Box<[u64]> {
     words.into()
 }
 
-fn unpack_bits(words: &[u64], width: u32, len: usize) -> Vec<u64> {
+/// Values `start..start + len` of [`pack_bits`]' `words`.
+fn unpack_bits(words: &[u64], width: u32, start: usize, len: usize) -> Vec<u64> {
     let width = width as usize;
     if width == 0 {
         return vec![0; len];
     }
     let mask = if width == 64 { u64::MAX } else { (1 << width) - 1 };
-    (0..len)
+    (start..start + len)
         .map(|i| {
             let bit = i * width;
             let (word, shift) = (bit / 64, bit % 64);
@@ -525,11 +549,32 @@ mod tests {
     }
 
     #[test]
+    fn a_range_comes_back_as_those_rows_with_only_their_dictionary_values() {
+        let mut rng = StdRng::seed_from_u64(20);
+        let batch = random_batch(&mut rng, 5000, 3000);
+        let packed = PackedBatch::pack(&batch);
+        for (start, len) in [(0, 0), (0, 1), (17, 100), (4999, 1), (1234, 2000), (0, 5000), (64, 64)] {
+            let got = packed.unpack_range(start, len);
+            let want = batch.slice(start, len);
+            assert_eq!((got.schema(), got.num_rows()), (want.schema(), len));
+            for (i, (got, want)) in got.columns().iter().zip(want.columns()).enumerate() {
+                assert_eq!(got.logical_nulls(), want.logical_nulls(), "nulls of column {i} in {start}+{len}");
+                assert_eq!(got.to_data(), want.to_data(), "column {i} in {start}+{len}");
+                if let Some(dictionary) = got.as_dictionary_opt::<Int32Type>() {
+                    assert!(dictionary.values().len() <= len.max(1), "column {i} in {start}+{len} kept unused values");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn bits_pack_at_every_width() {
         for width in 0..=64u32 {
             let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
             let values: Vec<u64> = (0..130u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & mask).collect();
-            assert_eq!(unpack_bits(&pack_bits(&values, width), width, values.len()), values, "width {width}");
+            let words = pack_bits(&values, width);
+            assert_eq!(unpack_bits(&words, width, 0, values.len()), values, "width {width}");
+            assert_eq!(unpack_bits(&words, width, 61, 7), values[61..68], "width {width}, a range");
         }
     }
 }

@@ -5,7 +5,7 @@
 //! its committed files, kept by the commits in `files` and by triggers
 //! (`live_files`, `has_archive`, the dataset's `partitions_seq`).
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 use serde::Serialize;
 
 use super::runs_audit::{AuditKind, INSERT_AUDIT};
@@ -198,27 +198,39 @@ impl Catalog {
 
     /// The partitions for many `(bucket, key)` pairs, those missing created,
     /// in one transaction (one fsync however many a request touches); in
-    /// the order asked.
+    /// the order asked. A partition created here records `key_field` as
+    /// its keying ([`Catalog::note_key_field`] of its first write), so a
+    /// new partition costs one statement.
     pub fn partitions_for(
         &self,
         dataset_id: i64,
         wanted: &[(Bucket, String)],
+        key_field: &str,
         now_ns: i64,
     ) -> Result<Vec<PartitionRecord>> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         let mut out = Vec::with_capacity(wanted.len());
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO partitions (dataset_id, period_label, period_start_ns, period_end_ns, key, created_at_ns, last_written_at_ns) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            )?;
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO partitions (dataset_id, period_label, period_start_ns, period_end_ns, key, created_at_ns, last_written_at_ns, key_field) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) ON CONFLICT DO NOTHING RETURNING {}",
+                PARTITION_COLUMNS.replace("p.", "")
+            ))?;
             let mut select = tx.prepare_cached(&format!(
                 "SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 AND p.period_label = ?2 AND p.key = ?3"
             ))?;
             for (bucket, key) in wanted {
-                insert.execute(params![dataset_id, bucket.label, bucket.start_ns, bucket.end_ns, key, now_ns])?;
-                out.push(select.query_row(params![dataset_id, bucket.label, key], partition_from_row)?);
+                let created = insert
+                    .query_row(
+                        params![dataset_id, bucket.label, bucket.start_ns, bucket.end_ns, key, now_ns, key_field],
+                        partition_from_row,
+                    )
+                    .optional()?;
+                out.push(match created {
+                    Some(record) => record,
+                    None => select.query_row(params![dataset_id, bucket.label, key], partition_from_row)?,
+                });
             }
         }
         tx.commit()?;

@@ -125,6 +125,18 @@ impl Precision {
     }
 }
 
+/// A request's rows grouped by partition: one batch, part after part.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// Every row: the time column first, then the request's columns in
+    /// schema order; part `i`'s rows are `parts[i].offset..` for its rows'
+    /// count, in the order they came.
+    pub batch: RecordBatch,
+    /// The parts, largest first (parts of as many rows in order of first
+    /// appearance).
+    pub parts: Vec<PartitionRows>,
+}
+
 /// The rows of one request that belong to one partition.
 #[derive(Debug, Clone)]
 pub struct PartitionRows {
@@ -132,21 +144,37 @@ pub struct PartitionRows {
     pub bucket: Bucket,
     /// The partition key ("" when the dataset has no partitioner).
     pub key: String,
-    /// The rows: the time column first, then the request's columns in schema order.
-    pub batch: RecordBatch,
-    /// The index in the parsed batch of each row of `batch`, in order.
+    /// The index in the parsed batch of each of the part's rows, in order.
     pub rows: Vec<u32>,
+    /// Where its rows start in [`Routed::batch`].
+    pub offset: usize,
 }
 
-/// Splits a parsed request into per-partition batches. `keys` holds one
-/// partition key per row (from the partitioner) or `None` for the empty key.
+impl PartitionRows {
+    /// The part's rows in [`Routed::batch`].
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.rows.len()
+    }
+}
+
+impl Routed {
+    /// One part's rows as a batch of their own (dictionaries cut to the
+    /// values they use).
+    pub fn part_batch(&self, part: &PartitionRows) -> RecordBatch {
+        let range = part.range();
+        take_rows(&self.batch, &UInt32Array::from_iter_values(range.start as u32..range.end as u32))
+    }
+}
+
+/// Groups a parsed request's rows by partition. `keys` holds one partition
+/// key per row (from the partitioner) or `None` for the empty key.
 /// `schema` must already contain every column of `parsed`.
 pub fn route(
     mut parsed: ParsedBatch,
     schema: &DatasetSchema,
     period: impl Into<Periods>,
     keys: Option<&[String]>,
-) -> Vec<PartitionRows> {
+) -> Routed {
     assert!(keys.is_none_or(|keys| keys.len() == parsed.rows()), "the partitioner gives one key per row");
     let position = |name: &str| schema.columns.iter().position(|c| c.name == name).unwrap_or(usize::MAX);
     let mut order: Vec<usize> = (0..parsed.columns.len()).collect();
@@ -195,15 +223,22 @@ pub fn route(
     let buckets = buckets.into_buckets();
     if groups.len() == 1 {
         let (bucket, key, rows) = groups.pop().expect("one group");
-        return vec![PartitionRows { bucket: buckets[bucket].clone(), key: key.to_string(), batch: whole, rows }];
+        let part = PartitionRows { bucket: buckets[bucket].clone(), key: key.to_string(), rows, offset: 0 };
+        return Routed { batch: whole, parts: vec![part] };
     }
-    groups
+    groups.sort_by_key(|(_, _, rows)| std::cmp::Reverse(rows.len()));
+    let order = UInt32Array::from_iter_values(groups.iter().flat_map(|(_, _, rows)| rows.iter().copied()));
+    let columns = whole.columns().iter().map(|c| take(c.as_ref(), &order, None).expect("indices are in range"));
+    let batch = RecordBatch::try_new(whole.schema(), columns.collect()).expect("same schema");
+    let mut offset = 0;
+    let parts = groups
         .into_iter()
         .map(|(bucket, key, rows)| {
-            let batch = take_rows(&whole, &UInt32Array::from(rows.clone()));
-            PartitionRows { bucket: buckets[bucket].clone(), key: key.to_string(), batch, rows }
+            offset += rows.len();
+            PartitionRows { bucket: buckets[bucket].clone(), key: key.to_string(), offset: offset - rows.len(), rows }
         })
-        .collect()
+        .collect();
+    Routed { batch, parts }
 }
 
 /// The rows at `indices` of `batch` as a batch of their own: its arrays
@@ -277,12 +312,27 @@ mod tests {
         }
         let parsed = builder.finish();
         let schema = schema.evolve(&parsed.columns).unwrap().unwrap();
-        let parts = route(parsed, &schema, Period::Day, None);
-        let labels: Vec<(&str, usize)> = parts.iter().map(|p| (p.bucket.label.as_str(), p.batch.num_rows())).collect();
+        let routed = route(parsed, &schema, Period::Day, None);
+        let parts = &routed.parts;
+        let labels: Vec<(&str, usize)> = parts.iter().map(|p| (p.bucket.label.as_str(), p.rows.len())).collect();
         assert_eq!(labels, vec![("1970-01-02", 2), ("1970-01-01", 2), ("1970-01-03", 1)]);
         let rows: Vec<&[u32]> = parts.iter().map(|p| p.rows.as_slice()).collect();
         assert_eq!(rows, [&[0, 2][..], &[1, 3], &[4]]);
-        assert_eq!(parts[0].batch.schema().field(0).name(), "time");
+        assert_eq!(routed.batch.schema().field(0).name(), "time");
+        let values = |part| {
+            routed
+                .part_batch(part)
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::Float64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(
+            [values(&parts[0]), values(&parts[1]), values(&parts[2])],
+            [vec![0.0, 2.0], vec![1.0, 3.0], vec![4.0]]
+        );
     }
 
     #[test]
@@ -296,11 +346,12 @@ mod tests {
         let parsed = builder.finish();
         let schema = schema.evolve(&parsed.columns).unwrap().unwrap();
         let keys: Vec<String> = ["a", "b", "a", "b"].iter().map(|s| s.to_string()).collect();
-        let parts = route(parsed, &schema, Period::Day, Some(&keys));
+        let routed = route(parsed, &schema, Period::Day, Some(&keys));
+        let parts = &routed.parts;
         assert_eq!(parts.len(), 2);
-        assert_eq!((parts[0].key.as_str(), parts[0].batch.num_rows()), ("a", 2));
+        assert_eq!((parts[0].key.as_str(), parts[0].range()), ("a", 0..2));
         assert_eq!(parts[0].rows, [0, 2]);
-        assert_eq!(parts[1].rows, [1, 3]);
+        assert_eq!((parts[1].rows.as_slice(), parts[1].range()), (&[1, 3][..], 2..4));
     }
 
     #[test]
@@ -315,10 +366,12 @@ mod tests {
         let parsed = builder.finish();
         let schema = schema.evolve(&parsed.columns).unwrap().unwrap();
         let keys: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let parts = route(parsed, &schema, Period::Day, Some(&keys));
-        assert_eq!(parts.len(), 4);
-        for part in &parts {
-            let column = part.batch.column_by_name("tenant").unwrap();
+        let routed = route(parsed, &schema, Period::Day, Some(&keys));
+        let parts = &routed.parts;
+        assert_eq!(parts.iter().map(|p| p.rows.len()).collect::<Vec<_>>(), [2, 2, 1, 1], "largest first");
+        for part in parts {
+            let batch = routed.part_batch(part);
+            let column = batch.column_by_name("tenant").unwrap();
             let dictionary = column.as_any().downcast_ref::<DictionaryArray<Int32Type>>().unwrap();
             let strings = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8).unwrap();
             let strings = strings.as_any().downcast_ref::<arrow::array::StringArray>().unwrap();

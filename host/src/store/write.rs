@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use arrow::array::UInt32Array;
 use arrow::record_batch::RecordBatch;
 
 use bytes::Bytes;
@@ -20,14 +21,14 @@ use super::idempotency::{Claim, check_key_shape, request_digest};
 use super::keys::Keyed;
 use super::outcome::{WriteAnswer, WriteOutcome};
 use super::{DatasetState, PartitionHandle, Store, on_blocking_pool};
-use crate::buffer::PackedBatch;
+use crate::buffer::{PackedBatch, SHARED_PART_ROWS_MAX};
 use crate::catalog::IdempotencyRecord;
 use crate::config::LateRows;
 use crate::error::{ErrorCode, Failure};
 use crate::facts::is_valid_partition_key;
 use crate::ingest::batch::{BatchBuilder, ParsedBatch};
 use crate::ingest::line_protocol::{self, LineError};
-use crate::ingest::{self, IngestLimits, PartitionRows, Precision};
+use crate::ingest::{self, IngestLimits, PartitionRows, Precision, Routed};
 use crate::names::{DatasetName, partition_label};
 use crate::period::{Bucket, Periods};
 use crate::policy::PolicyRuntime;
@@ -67,11 +68,18 @@ pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 256;
 /// Rejected lines (and refused rows) listed in an answer.
 pub(super) const LINE_ERRORS_LISTED_MAX: usize = 100;
 
+/// One partition's rows in the buffers' form: a range of a packed chunk
+/// (its own, or one the request's small parts share).
+struct PackedPart {
+    chunk: Arc<PackedBatch>,
+    /// Where the part's rows start in `chunk`.
+    start: usize,
+}
+
 /// One partition's rows, ready for the WAL.
 struct WritablePart {
     part: PartitionRows,
-    /// `part.batch` packed, the buffer's form.
-    packed: PackedBatch,
+    packed: PackedPart,
     handle: PartitionHandle,
 }
 
@@ -127,12 +135,12 @@ impl Store {
         let record_numbers = std::mem::take(&mut parsed.record_numbers);
         let schema = self.evolve_schema(&dataset, &parsed).await?;
         let rows = parsed.rows();
-        let parts = route_and_pack(parsed, schema, dataset.periods(), keys).await?;
+        let (routed, parts) = route_and_pack(parsed, schema, dataset.periods(), keys).await?;
 
         let late_rows = self.late_rows(&dataset);
         let _not_sealing = dataset.sealing.read().await;
         dataset.refuse_if_deleted()?;
-        let (mut writable, sealed) = self.check_seals(&dataset, parts, rows, late_rows).await?;
+        let (mut writable, sealed) = self.check_seals(&dataset, parts, rows, late_rows, &key_field).await?;
         if let Some(delay) = crate::failpoint::delay("ingest.after_seal_check") {
             tokio::time::sleep(delay).await;
         }
@@ -146,9 +154,10 @@ impl Store {
 
         let outcome = outcome_of(rows, writable.len(), &sealed, &line_errors);
         let idempotency = request.idempotency_key.clone().map(|key| (key, outcome.to_record(request_sha256)));
+        let logged = if sealed.rows() == 0 { routed } else { rows_of(&routed, &writable) };
         let routed: Vec<(String, u64)> =
-            writable.iter().map(|w| (w.part.key.clone(), w.part.batch.num_rows() as u64)).collect();
-        let logged_bytes = self.append(&dataset, writable, idempotency).await?;
+            writable.iter().map(|w| (w.part.key.clone(), w.part.rows.len() as u64)).collect();
+        let logged_bytes = self.append(&dataset, logged, writable, idempotency).await?;
         // The parts share one logged stream: each is counted its rows' share.
         let logged_rows = routed.iter().map(|(_, rows)| rows).sum::<u64>().max(1);
         dataset.routing.record(
@@ -253,9 +262,10 @@ impl Store {
     async fn check_seals(
         &self,
         dataset: &Arc<DatasetState>,
-        parts: Vec<(PartitionRows, PackedBatch)>,
+        parts: Vec<(PartitionRows, PackedPart)>,
         rows: usize,
         late_rows: LateRows,
+        key_field: &str,
     ) -> Result<(Vec<WritablePart>, Vec<(String, Vec<u32>)>), Failure> {
         let mut writable = Vec::with_capacity(parts.len());
         let mut sealed = Vec::new();
@@ -264,7 +274,7 @@ impl Store {
             // before a key reaches the catalog, ids and URLs.
             return Err(Failure::new(ErrorCode::Internal, format!("refusing invalid partition key {:?}", part.key)));
         }
-        let handles = self.partition_handles(dataset, &parts).await?;
+        let handles = self.partition_handles(dataset, &parts, key_field).await?;
         for ((part, packed), handle) in parts.into_iter().zip(handles) {
             if !handle.read_only {
                 writable.push(WritablePart { part, packed, handle });
@@ -286,11 +296,12 @@ impl Store {
 
     /// The handle of each part's partition: from the dataset's cache, and
     /// those missing from the catalog in one call (one transaction creates
-    /// every new partition of the request).
+    /// every new partition of the request, keyed by `key_field`).
     async fn partition_handles(
         &self,
         dataset: &Arc<DatasetState>,
-        parts: &[(PartitionRows, PackedBatch)],
+        parts: &[(PartitionRows, PackedPart)],
+        key_field: &str,
     ) -> Result<Vec<PartitionHandle>, Failure> {
         let mut handles: Vec<Option<PartitionHandle>> = Vec::with_capacity(parts.len());
         let mut missing: Vec<(Bucket, String)> = Vec::new();
@@ -306,7 +317,9 @@ impl Store {
         }
         if !missing.is_empty() {
             let dataset_id = dataset.record.id;
-            let records = self.catalog.call(move |c| c.partitions_for(dataset_id, &missing, now_ns())).await?;
+            let key_field = key_field.to_string();
+            let records =
+                self.catalog.call(move |c| c.partitions_for(dataset_id, &missing, &key_field, now_ns())).await?;
             let mut cache = dataset.partitions.lock_or_recover();
             let mut records = records.into_iter();
             for slot in handles.iter_mut().filter(|h| h.is_none()) {
@@ -353,21 +366,22 @@ impl Store {
 
     /// Logs the parts (and the idempotency record) and waits for the fsync;
     /// the WAL writer then runs `apply`, in sequence order, which puts the
-    /// rows in the buffers and the record in memory. Returns the size of
-    /// the logged rows' Arrow IPC stream.
+    /// rows in the buffers and the record in memory. `logged` holds the
+    /// writable parts' rows, part after part. Returns the size of the logged
+    /// rows' Arrow IPC stream.
     async fn append(
         &self,
         dataset: &DatasetState,
+        logged: RecordBatch,
         writable: Vec<WritablePart>,
         idempotency: Option<(String, IdempotencyRecord)>,
     ) -> Result<u64, Failure> {
-        let mut batches: Vec<(i64, RecordBatch)> = Vec::with_capacity(writable.len());
-        let mut packed: Vec<(i64, PackedBatch)> = Vec::with_capacity(writable.len());
-        for WritablePart { part, packed: rows, handle } in writable {
-            batches.push((handle.id, part.batch));
-            packed.push((handle.id, rows));
-        }
-        let (parts, ipc) = on_blocking_pool(move || logged_rows(&batches)).await?;
+        let parts: Vec<(i64, u32)> = writable.iter().map(|w| (w.handle.id, w.part.rows.len() as u32)).collect();
+        let packed: Vec<(i64, Arc<PackedBatch>, usize, usize)> = writable
+            .into_iter()
+            .map(|WritablePart { part, packed, handle }| (handle.id, packed.chunk, packed.start, part.rows.len()))
+            .collect();
+        let ipc = on_blocking_pool(move || encode_batch(&logged)).await?;
         let logged_bytes = ipc.len() as u64;
         let dataset_id = dataset.record.id;
         let rows = LoggedRows::Shared { parts, ipc };
@@ -375,9 +389,7 @@ impl Store {
         let buffers = self.buffers.clone();
         let memory = self.idempotency.clone();
         let apply = Box::new(move |seq: u64| {
-            for (partition_id, rows) in packed {
-                buffers.insert_packed(dataset_id, partition_id, seq, rows);
-            }
+            buffers.insert_ranges(dataset_id, seq, packed);
             if let Some((key, record)) = idempotency {
                 memory.lock_or_recover().recent.insert((dataset_id, key), (seq, record));
             }
@@ -393,23 +405,13 @@ impl Store {
     }
 }
 
-/// The parts' rows in the WAL's form ([`LoggedRows::Shared`]): each part's
-/// partition and row count, and one Arrow IPC stream of them all, part
-/// after part (one schema and dictionary per column for the request, not
-/// one per partition).
-#[allow(clippy::type_complexity)]
-fn logged_rows(batches: &[(i64, RecordBatch)]) -> (Vec<(i64, u32)>, Vec<u8>) {
-    let parts = batches.iter().map(|(id, batch)| (*id, batch.num_rows() as u32)).collect();
-    let ipc = match batches {
-        [(_, only)] => encode_batch(only),
-        _ => {
-            let schema = batches[0].1.schema();
-            let all = arrow::compute::concat_batches(&schema, batches.iter().map(|(_, batch)| batch))
-                .expect("a request's parts share its schema");
-            encode_batch(&all)
-        }
-    };
-    (parts, ipc)
+/// The writable parts' rows of `routed`, part after part: the WAL's
+/// [`LoggedRows::Shared`] stream when some parts were refused as sealed.
+fn rows_of(routed: &RecordBatch, writable: &[WritablePart]) -> RecordBatch {
+    let rows = writable.iter().flat_map(|w| w.part.range()).map(|row| row as u32);
+    let order = UInt32Array::from_iter_values(rows);
+    let columns = routed.columns().iter().map(|c| arrow::compute::take(c, &order, None).expect("rows are in range"));
+    RecordBatch::try_new(routed.schema(), columns.collect()).expect("same schema")
 }
 
 /// Parses `body` into Arrow columns against `schema`. Returns the rows and
@@ -449,24 +451,46 @@ fn schema_conflict(error: SchemaConflict) -> Failure {
     Failure::new(code, format!("{error}; nothing was written")).with_detail(detail)
 }
 
-/// Splits the rows into per-partition batches and packs each for the
-/// buffers, off the async runtime.
+/// Groups the rows by partition and packs them for the buffers, off the
+/// async runtime. Returns every row, part after part (the WAL's form), and
+/// each part with its packed rows.
 async fn route_and_pack(
     parsed: ParsedBatch,
     schema: Arc<DatasetSchema>,
     period: Periods,
     keys: Option<Vec<String>>,
-) -> Result<Vec<(PartitionRows, PackedBatch)>, Failure> {
+) -> Result<(RecordBatch, Vec<(PartitionRows, PackedPart)>), Failure> {
     on_blocking_pool(move || {
-        ingest::route(parsed, &schema, period, keys.as_deref())
-            .into_iter()
-            .map(|part| {
-                let packed = PackedBatch::pack(&part.batch);
-                (part, packed)
-            })
-            .collect()
+        let routed = ingest::route(parsed, &schema, period, keys.as_deref());
+        let packed = pack_parts(&routed);
+        (routed.batch, routed.parts.into_iter().zip(packed).collect())
     })
     .await
+}
+
+/// The buffers' form of each part. A part of [`SHARED_PART_ROWS_MAX`] rows
+/// or more is packed alone; the smaller ones, which come last (parts come
+/// largest first), share one chunk, so a request into thousands of
+/// partitions packs a few chunks rather than one per partition.
+fn pack_parts(routed: &Routed) -> Vec<PackedPart> {
+    let parts = &routed.parts;
+    if let [_] = parts.as_slice() {
+        return vec![PackedPart { chunk: Arc::new(PackedBatch::pack(&routed.batch)), start: 0 }];
+    }
+    let alone = parts.partition_point(|p| p.rows.len() >= SHARED_PART_ROWS_MAX);
+    let mut packed: Vec<PackedPart> = parts[..alone]
+        .iter()
+        .map(|part| PackedPart { chunk: Arc::new(PackedBatch::pack(&routed.part_batch(part))), start: 0 })
+        .collect();
+    if let Some(first) = parts.get(alone) {
+        let tail = first.offset..routed.batch.num_rows();
+        let rows = UInt32Array::from_iter_values(tail.start as u32..tail.end as u32);
+        let chunk = Arc::new(PackedBatch::pack(&ingest::take_rows(&routed.batch, &rows)));
+        packed.extend(
+            parts[alone..].iter().map(|part| PackedPart { chunk: chunk.clone(), start: part.offset - tail.start }),
+        );
+    }
+    packed
 }
 
 /// The refusal of a request whose every row is for a sealed partition.
