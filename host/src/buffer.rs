@@ -19,7 +19,7 @@
 
 mod pack;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -88,7 +88,7 @@ pub struct FlushSnapshot {
 /// Buffered rows of every partition.
 #[derive(Debug, Default)]
 pub struct Buffers {
-    partitions: Mutex<HashMap<i64, PartitionBuffer>>,
+    partitions: Mutex<FxHashMap<i64, PartitionBuffer>>,
     bytes: AtomicU64,
     unpacked: AtomicU64,
     rows: AtomicU64,
@@ -98,7 +98,7 @@ impl Buffers {
     /// Locks the partitions, carrying on past a poisoned lock: each critical
     /// section below leaves the map consistent at every panic point (the
     /// store's stance on poisoned locks, `store` module doc).
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, PartitionBuffer>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<i64, PartitionBuffer>> {
         self.partitions.lock_or_recover()
     }
 
@@ -129,7 +129,7 @@ impl Buffers {
         }
     }
 
-    fn push(&self, partitions: &mut HashMap<i64, PartitionBuffer>, dataset_id: i64, partition_id: i64, chunk: Chunk) {
+    fn push(&self, partitions: &mut FxHashMap<i64, PartitionBuffer>, dataset_id: i64, partition_id: i64, chunk: Chunk) {
         let (seq, bytes, unpacked, rows) = (chunk.seq, chunk.bytes, chunk.unpacked, chunk.len as u64);
         let buffer = partitions.entry(partition_id).or_insert_with(|| PartitionBuffer {
             dataset_id,

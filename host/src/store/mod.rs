@@ -75,6 +75,28 @@ struct PartitionHandle {
     key_field: Option<Arc<str>>,
 }
 
+/// A dataset's partition handles by period label, then key: found by
+/// `&str`, with no key built per lookup (a request may touch thousands).
+#[derive(Debug, Default)]
+struct HandleCache(rustc_hash::FxHashMap<String, rustc_hash::FxHashMap<String, PartitionHandle>>);
+
+impl HandleCache {
+    fn get(&self, label: &str, key: &str) -> Option<&PartitionHandle> {
+        self.0.get(label)?.get(key)
+    }
+
+    fn get_mut(&mut self, label: &str, key: &str) -> Option<&mut PartitionHandle> {
+        self.0.get_mut(label)?.get_mut(key)
+    }
+
+    fn insert(&mut self, label: &str, key: &str, handle: PartitionHandle) {
+        match self.0.get_mut(label) {
+            Some(keys) => keys.insert(key.to_string(), handle),
+            None => self.0.entry(label.to_string()).or_default().insert(key.to_string(), handle),
+        };
+    }
+}
+
 /// A dataset as the store keeps it in memory.
 #[derive(Debug)]
 pub struct DatasetState {
@@ -84,7 +106,7 @@ pub struct DatasetState {
     pub name: DatasetName,
     schema: RwLock<Arc<DatasetSchema>>,
     evolve: tokio::sync::Mutex<()>,
-    partitions: Mutex<HashMap<(String, String), PartitionHandle>>,
+    partitions: Mutex<HandleCache>,
     /// Held shared by a write from its check of the partitions' read-only
     /// flags until its rows are in the buffers, and exclusively by a seal:
     /// once a seal returns, every write either saw the partition sealed or
@@ -112,7 +134,7 @@ impl DatasetState {
             record,
             schema: RwLock::new(Arc::new(schema)),
             evolve: tokio::sync::Mutex::new(()),
-            partitions: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(HandleCache::default()),
             sealing: tokio::sync::RwLock::new(()),
             routing: KeyWindows::default(),
             partitions_counted: Mutex::new(None),

@@ -78,14 +78,18 @@ impl Store {
         self.catalog.call(move |c| c.set_read_only(&name, &labelled, read_only, now_ns())).await?;
         let mut handles = dataset.partitions.lock_or_recover();
         for partition in partitions {
-            handles
-                .entry((partition.period_label.clone(), partition.key.clone()))
-                .and_modify(|handle| handle.read_only = read_only)
-                .or_insert(PartitionHandle {
-                    id: partition.id,
-                    read_only,
-                    key_field: partition.key_field.as_deref().map(Arc::from),
-                });
+            match handles.get_mut(&partition.period_label, &partition.key) {
+                Some(handle) => handle.read_only = read_only,
+                None => handles.insert(
+                    &partition.period_label,
+                    &partition.key,
+                    PartitionHandle {
+                        id: partition.id,
+                        read_only,
+                        key_field: partition.key_field.as_deref().map(Arc::from),
+                    },
+                ),
+            }
         }
         Ok(())
     }

@@ -156,7 +156,7 @@ impl Store {
         let idempotency = request.idempotency_key.clone().map(|key| (key, outcome.to_record(request_sha256)));
         let logged = if sealed.rows() == 0 { routed } else { rows_of(&routed, &writable) };
         let routed: Vec<(String, u64)> =
-            writable.iter().map(|w| (w.part.key.clone(), w.part.rows.len() as u64)).collect();
+            writable.iter_mut().map(|w| (std::mem::take(&mut w.part.key), w.part.rows.len() as u64)).collect();
         let logged_bytes = self.append(&dataset, logged, writable, idempotency).await?;
         // The parts share one logged stream: each is counted its rows' share.
         let logged_rows = routed.iter().map(|(_, rows)| rows).sum::<u64>().max(1);
@@ -308,7 +308,7 @@ impl Store {
         {
             let cache = dataset.partitions.lock_or_recover();
             for (part, _) in parts {
-                let handle = cache.get(&(part.bucket.label.clone(), part.key.clone())).cloned();
+                let handle = cache.get(&part.bucket.label, &part.key).cloned();
                 if handle.is_none() {
                     missing.push((part.bucket.clone(), part.key.clone()));
                 }
@@ -329,7 +329,7 @@ impl Store {
                     read_only: record.read_only,
                     key_field: record.key_field.map(Arc::from),
                 };
-                cache.insert((record.period_label, record.key), handle.clone());
+                cache.insert(&record.period_label, &record.key, handle.clone());
                 *slot = Some(handle);
             }
         }
@@ -357,7 +357,7 @@ impl Store {
         for (i, now) in stale.into_iter().zip(now) {
             let WritablePart { part, handle, .. } = &mut writable[i];
             handle.key_field = Some(Arc::from(now));
-            if let Some(cached) = cache.get_mut(&(part.bucket.label.clone(), part.key.clone())) {
+            if let Some(cached) = cache.get_mut(&part.bucket.label, &part.key) {
                 cached.key_field = handle.key_field.clone();
             }
         }
