@@ -404,9 +404,42 @@ mod tests {
             catalog.forget_file(tombstone.id).unwrap();
         }
         changed("sweeping a tombstone (no partition row changes)", false);
+        let wanted = [(bucket.clone(), "a".to_string()), (bucket.clone(), String::new())];
+        let records = catalog.partitions_for(cpu.id, &wanted, "tenant", 6).unwrap();
+        assert_eq!((records[0].key.as_str(), records[1].id), ("a", partition.id), "in the order asked");
+        changed("partitions created together", true);
+        let ids = |records: &[PartitionRecord]| records.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(&catalog.partitions_for(cpu.id, &wanted, "tenant", 6).unwrap()), ids(&records));
+        changed("partitions that all exist", false);
         catalog.delete_partition(partition.id, 6).unwrap();
         changed("a delete", true);
         assert!(seq() > 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn partitions_created_for_a_write_are_keyed_by_it_and_existing_ones_keep_their_keying() {
+        let (catalog, dir) = catalog();
+        let cpu = catalog.create_dataset("cpu", Period::Day, "time", 1).unwrap();
+        let (day, next) = (Period::Day.bucket(0), Period::Day.bucket(86_400_000_000_000));
+        let old = catalog.partition(cpu.id, &day, "t1", 1).unwrap();
+        let tricky = "t\"2\u{e9}]";
+        let wanted: Vec<(Bucket, String)> =
+            [(next.clone(), "t1"), (day.clone(), tricky), (day.clone(), "t1"), (next.clone(), "t3")]
+                .into_iter()
+                .map(|(b, k)| (b, k.to_string()))
+                .collect();
+        let records = catalog.partitions_for(cpu.id, &wanted, "tenant", 7).unwrap();
+        let got: Vec<(&str, &str, Option<&str>)> =
+            records.iter().map(|r| (r.period_label.as_str(), r.key.as_str(), r.key_field.as_deref())).collect();
+        let (d, n) = (day.label.as_str(), next.label.as_str());
+        assert_eq!(
+            got,
+            [(n, "t1", Some("tenant")), (d, tricky, Some("tenant")), (d, "t1", None), (n, "t3", Some("tenant"))]
+        );
+        assert_eq!(records[2].id, old.id);
+        assert_eq!(records[0].period_start_ns, next.start_ns);
+        assert_eq!(catalog.partitions(cpu.id).unwrap().len(), 4);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
