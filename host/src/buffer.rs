@@ -70,6 +70,9 @@ struct PartitionBuffer {
     /// Their size as Arrow batches.
     unpacked: u64,
     rows: u64,
+    /// The WAL sequence of the last chunk (kept beside the counters, so the
+    /// order check reads no chunk).
+    last_seq: u64,
     oldest: Instant,
     flushing: bool,
 }
@@ -110,8 +113,7 @@ impl Buffers {
     /// Adds a packed chunk (called in WAL order).
     pub fn insert_packed(&self, dataset_id: i64, partition_id: i64, seq: u64, packed: PackedBatch) {
         let rows = packed.num_rows();
-        let chunk = Chunk::new(seq, Arc::new(packed), 0, rows);
-        self.push(&mut self.lock(), dataset_id, partition_id, chunk);
+        self.insert_ranges(dataset_id, seq, [(partition_id, Arc::new(packed), 0, rows)]);
     }
 
     /// Adds one request's rows, each part `(partition, packed chunk, first
@@ -123,37 +125,13 @@ impl Buffers {
         seq: u64,
         parts: impl IntoIterator<Item = (i64, Arc<PackedBatch>, usize, usize)>,
     ) {
+        let (mut bytes, mut unpacked, mut rows) = (0, 0, 0);
         let mut partitions = self.lock();
         for (partition_id, packed, start, len) in parts {
-            self.push(&mut partitions, dataset_id, partition_id, Chunk::new(seq, packed, start, len));
+            let chunk = Chunk::new(seq, packed, start, len);
+            (bytes, unpacked, rows) = (bytes + chunk.bytes, unpacked + chunk.unpacked, rows + len as u64);
+            push(&mut partitions, dataset_id, partition_id, chunk);
         }
-    }
-
-    fn push(&self, partitions: &mut FxHashMap<i64, PartitionBuffer>, dataset_id: i64, partition_id: i64, chunk: Chunk) {
-        let (seq, bytes, unpacked, rows) = (chunk.seq, chunk.bytes, chunk.unpacked, chunk.len as u64);
-        let buffer = partitions.entry(partition_id).or_insert_with(|| PartitionBuffer {
-            dataset_id,
-            chunks: Vec::new(),
-            bytes: 0,
-            unpacked: 0,
-            rows: 0,
-            oldest: Instant::now(),
-            flushing: false,
-        });
-        if buffer.chunks.is_empty() {
-            buffer.oldest = Instant::now();
-        }
-        if let Some(last) = buffer.chunks.last() {
-            assert!(
-                last.seq <= seq,
-                "the buffer receives WAL entries in sequence order: partition {partition_id} got seq {seq} after {}",
-                last.seq
-            );
-        }
-        buffer.chunks.push(chunk);
-        buffer.bytes += bytes;
-        buffer.unpacked += unpacked;
-        buffer.rows += rows;
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.unpacked.fetch_add(unpacked, Ordering::Relaxed);
         self.rows.fetch_add(rows, Ordering::Relaxed);
@@ -291,6 +269,36 @@ impl Buffers {
             .collect();
         chunks.into_iter().map(|(id, chunk)| (id, chunk.unpack())).collect()
     }
+}
+
+/// Appends a chunk to its partition's buffer (the caller adds it to the
+/// totals).
+fn push(partitions: &mut FxHashMap<i64, PartitionBuffer>, dataset_id: i64, partition_id: i64, chunk: Chunk) {
+    let buffer = partitions.entry(partition_id).or_insert_with(|| PartitionBuffer {
+        dataset_id,
+        chunks: Vec::new(),
+        bytes: 0,
+        unpacked: 0,
+        rows: 0,
+        last_seq: 0,
+        oldest: Instant::now(),
+        flushing: false,
+    });
+    if buffer.chunks.is_empty() {
+        buffer.oldest = Instant::now();
+    } else {
+        assert!(
+            buffer.last_seq <= chunk.seq,
+            "the buffer receives WAL entries in sequence order: partition {partition_id} got seq {} after {}",
+            chunk.seq,
+            buffer.last_seq
+        );
+    }
+    buffer.last_seq = chunk.seq;
+    buffer.bytes += chunk.bytes;
+    buffer.unpacked += chunk.unpacked;
+    buffer.rows += chunk.len as u64;
+    buffer.chunks.push(chunk);
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! windows empty (the catalog keeps the all-time totals).
 
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::Mutex;
 
 use crate::sync::Recover as _;
@@ -27,7 +29,7 @@ pub struct KeyCount {
 #[derive(Debug)]
 struct Slot {
     minute: i64,
-    keys: HashMap<String, KeyCount>,
+    keys: FxHashMap<String, KeyCount>,
 }
 
 /// One dataset's ring of per-key counters.
@@ -45,7 +47,7 @@ impl KeyWindows {
             slots.pop_front();
         }
         if slots.back().is_none_or(|s| s.minute < minute) {
-            slots.push_back(Slot { minute, keys: HashMap::new() });
+            slots.push_back(Slot { minute, keys: FxHashMap::default() });
         }
         let slot = slots.back_mut().expect("a slot was just ensured");
         for (key, rows, bytes) in parts {
