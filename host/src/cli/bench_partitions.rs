@@ -1,13 +1,12 @@
 //! `strata bench partitions`: what many partitions cost against their
 //! rows. One line-protocol request of `--rows` rows, one tenant per row
 //! over `--keys` tenants, into a dataset keyed by `builtin:partition-by-field`
-//! on `tenant`: timed while it creates the partitions, again into the
-//! existing ones, then the `POST /v1/flush` of them all. The same rows with a
-//! single tenant (one partition) are the baseline, and the report is their
-//! ratios. Into existing partitions each request is sent 7 times and the
-//! median counts. `--server-binary` (repeatable) alternates servers round
-//! by round, so an old and a new build compare within one run of a shared
-//! machine.
+//! on `tenant`: timed while it creates the partitions, then (after a second
+//! request) the `POST /v1/flush` of them all, then into the existing
+//! partitions, 7 times, the median counting. The same rows with a single
+//! tenant (one partition) are the baseline, and the report is their ratios.
+//! `--server-binary` (repeatable) alternates servers round by round, so an
+//! old and a new build compare within one run of a shared machine.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -141,11 +140,13 @@ async fn measure(server: &Server, many: &Bytes, one: &Bytes) -> anyhow::Result<R
         one_new: timed(&mut sender, &authority, pid, &write_path("one"), one.clone()).await?,
         ..Round::default()
     };
-    round.one_existing = median_of(&mut sender, &authority, pid, &write_path("one"), one).await?;
+    timed(&mut sender, &authority, pid, &write_path("one"), one.clone()).await?;
     round.one_flush = timed(&mut sender, &authority, pid, "/v1/flush", Bytes::new()).await?;
     round.many_new = timed(&mut sender, &authority, pid, &write_path("many"), many.clone()).await?;
-    round.many_existing = median_of(&mut sender, &authority, pid, &write_path("many"), many).await?;
+    timed(&mut sender, &authority, pid, &write_path("many"), many.clone()).await?;
     round.many_flush = timed(&mut sender, &authority, pid, "/v1/flush", Bytes::new()).await?;
+    round.one_existing = median_of(&mut sender, &authority, pid, &write_path("one"), one).await?;
+    round.many_existing = median_of(&mut sender, &authority, pid, &write_path("many"), many).await?;
     Ok(round)
 }
 
