@@ -63,6 +63,17 @@ impl Catalog {
         tx.commit()?;
         Ok(())
     }
+
+    /// Forgets up to `limit` idempotency records stored before
+    /// `before_ns`; returns how many. Callers loop while it returns
+    /// `limit`, so the catalog is never held for one long delete.
+    pub fn prune_idempotency(&self, before_ns: i64, limit: usize) -> Result<usize> {
+        Ok(self.lock().execute(
+            "DELETE FROM idempotency_keys WHERE rowid IN \
+             (SELECT rowid FROM idempotency_keys WHERE created_at_ns < ?1 ORDER BY created_at_ns LIMIT ?2)",
+            params![before_ns, limit as i64],
+        )?)
+    }
 }
 
 #[cfg(test)]
@@ -88,6 +99,23 @@ mod tests {
         catalog.save_idempotency(&[(dataset.id, "k".into(), record.clone())], 3).unwrap();
         assert_eq!(catalog.idempotency(dataset.id, "k").unwrap(), Some(record));
         assert_eq!(catalog.idempotency(dataset.id, "other").unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn pruning_forgets_only_records_stored_before_the_cutoff_a_batch_at_a_time() {
+        let (catalog, dir) = catalog();
+        let dataset = catalog.create_dataset("ev", Period::Day, "time", 1).unwrap();
+        let record = IdempotencyRecord { request_sha256: [3; 32], status: 204, response: String::new() };
+        for at in 0..5 {
+            catalog.save_idempotency(&[(dataset.id, format!("k{at}"), record.clone())], at * 10).unwrap();
+        }
+        assert_eq!(catalog.prune_idempotency(30, 2).unwrap(), 2, "a batch");
+        assert_eq!(catalog.prune_idempotency(30, 2).unwrap(), 1, "the last one before the cutoff");
+        assert_eq!(catalog.prune_idempotency(30, 2).unwrap(), 0);
+        let kept: Vec<bool> =
+            (0..5).map(|at| catalog.idempotency(dataset.id, &format!("k{at}")).unwrap().is_some()).collect();
+        assert_eq!(kept, [false, false, false, true, true]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

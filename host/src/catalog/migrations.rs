@@ -240,6 +240,10 @@ CREATE TABLE partition_specs (
 );
 ALTER TABLE datasets ADD COLUMN deleted_at_ns INTEGER;
 "#,
+    // Idempotency keys are forgotten after `ingest.idempotency_retention_hours`.
+    r#"
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys(created_at_ns);
+"#,
 ];
 
 /// Brings the schema of `connection` up to the last migration.

@@ -235,7 +235,14 @@ pub struct IngestConfig {
     /// /v1/datasets/{ds}/routing`, `strata_routing_hot_keys`) when it took
     /// more than this many times the mean rows per key; above 1.
     pub routing_hot_ratio: f64,
+    /// A write's idempotency key answers retries for at least this many
+    /// hours; older keys are then forgotten (a retry after that writes
+    /// again). 1 to 87,600 (ten years).
+    pub idempotency_retention_hours: u64,
 }
+
+/// The longest `ingest.idempotency_retention_hours`: ten years.
+const IDEMPOTENCY_RETENTION_HOURS_MAX: u64 = 87_600;
 
 /// What a write does with rows whose partition is sealed (read-only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -261,6 +268,7 @@ impl Default for IngestConfig {
             default_time_column: "time".to_string(),
             late_rows: LateRows::RefuseRequest,
             routing_hot_ratio: 1.5,
+            idempotency_retention_hours: 24,
         }
     }
 }
@@ -350,6 +358,12 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "ingest.routing_hot_ratio = {} must be a number above 1",
                 self.ingest.routing_hot_ratio
+            )));
+        }
+        if !(1..=IDEMPOTENCY_RETENTION_HOURS_MAX).contains(&self.ingest.idempotency_retention_hours) {
+            return Err(ConfigError::Invalid(format!(
+                "ingest.idempotency_retention_hours = {} must be within 1..={IDEMPOTENCY_RETENTION_HOURS_MAX}",
+                self.ingest.idempotency_retention_hours
             )));
         }
         self.validate_datasets()?;
@@ -622,6 +636,15 @@ mod tests {
         assert!(Config::parse("[lifecycle.compaction]\nchunk_files = 1\n").is_err());
         assert!(Config::parse("[lifecycle.compaction]\nsmall_file_bytes = 10\ntarget_file_bytes = 5\n").is_err());
         assert!(Config::parse("[lifecycle.compaction]\nmax_attempts = 0\n").is_err());
+        for hours in [0, 87_601, u64::MAX / 2] {
+            let refused = Config::parse(&format!("[ingest]\nidempotency_retention_hours = {hours}\n")).unwrap_err();
+            assert!(refused.to_string().contains("idempotency_retention_hours"), "{refused}");
+        }
+        let config = Config::parse("[ingest]\nidempotency_retention_hours = 87600\n").unwrap();
+        assert_eq!(
+            (config.ingest.idempotency_retention_hours, Config::default().ingest.idempotency_retention_hours),
+            (87_600, 24)
+        );
         assert!(
             Config::parse("[lifecycle.compaction]\nchunk_size = 4\n").unwrap_err().to_string().contains("chunk_size")
         );

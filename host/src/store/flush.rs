@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Store, internal, on_blocking_pool};
 use crate::buffer::FlushSnapshot;
@@ -279,6 +279,7 @@ impl Store {
     pub async fn run_flusher(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pruned_at: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -286,6 +287,14 @@ impl Store {
             }
             if let Err(error) = self.flush(false).await {
                 tracing::error!(%error, "flush round failed");
+            }
+            if pruned_at.is_none_or(|at| at.elapsed() >= super::idempotency::PRUNE_EVERY) {
+                pruned_at = Some(Instant::now());
+                match self.prune_idempotency_keys().await {
+                    Ok(0) => {}
+                    Ok(keys) => tracing::info!(keys, "expired idempotency keys forgotten"),
+                    Err(error) => tracing::error!(%error, "forgetting expired idempotency keys failed"),
+                }
             }
         }
     }

@@ -8,6 +8,7 @@
 //! told to retry.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -17,6 +18,12 @@ use super::{DatasetState, IdempotencyMemory, Store};
 use crate::catalog::IdempotencyRecord;
 use crate::error::{ErrorCode, Failure};
 use crate::sync::Recover as _;
+use crate::time::now_ns;
+
+/// How often the flusher forgets idempotency keys past their retention.
+pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Keys forgotten per catalog call.
+const PRUNE_BATCH: usize = 10_000;
 
 /// Removes an idempotency key from the in-flight set when the request ends.
 pub(super) struct InFlight {
@@ -81,6 +88,25 @@ impl Store {
             return replay_record(&record, request_sha256).map(Claim::Replay);
         }
         Ok(Claim::Proceed(Some(guard)))
+    }
+}
+
+impl Store {
+    /// Forgets the idempotency keys stored more than
+    /// `ingest.idempotency_retention_hours` ago (a key lives in memory
+    /// until its WAL entry is truncated and is stored then, so each is kept
+    /// at least that long after its write). Returns how many.
+    pub(super) async fn prune_idempotency_keys(&self) -> Result<usize, Failure> {
+        let retention_ns = self.config.ingest.idempotency_retention_hours as i64 * 3_600_000_000_000;
+        let before_ns = now_ns().saturating_sub(retention_ns);
+        let mut pruned = 0;
+        loop {
+            let batch = self.catalog.call(move |c| c.prune_idempotency(before_ns, PRUNE_BATCH)).await?;
+            pruned += batch;
+            if batch < PRUNE_BATCH {
+                return Ok(pruned);
+            }
+        }
     }
 }
 
