@@ -285,6 +285,18 @@ impl Catalog {
         Self::partitions_in(&self.lock(), dataset_id)
     }
 
+    /// A dataset's `(partitions, committed rows, bytes)`, summed by the
+    /// catalog (a listing of datasets reads no partition rows).
+    pub fn dataset_totals(&self, dataset_id: i64) -> Result<(i64, i64, i64)> {
+        Ok(self
+            .lock()
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(row_count), 0), coalesce(sum(bytes), 0) FROM partitions \
+             WHERE dataset_id = ?1 AND deleted_at_ns IS NULL",
+            )?
+            .query_row([dataset_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?)
+    }
+
     fn partitions_in(connection: &Connection, dataset_id: i64) -> Result<Vec<PartitionRecord>> {
         let mut statement = connection.prepare_cached(&format!(
             "SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 AND p.deleted_at_ns IS NULL \

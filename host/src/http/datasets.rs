@@ -21,11 +21,9 @@ pub(super) fn find(store: &Store, raw: &str) -> Result<Arc<DatasetState>, Failur
 
 pub(super) async fn summary(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> Result<Json, Failure> {
     let id = dataset.record.id;
-    let partitions = store.catalog().call(move |catalog| catalog.partitions(id)).await?;
+    let (partitions, rows, bytes) = store.catalog().call(move |catalog| catalog.dataset_totals(id)).await?;
     let schema = dataset.schema();
-    let rows: i64 = partitions.iter().map(|p| p.rows).sum();
-    let bytes: i64 = partitions.iter().map(|p| p.bytes).sum();
-    let buffered_rows: u64 = partitions.iter().map(|p| store.buffered(p.id).0).sum();
+    let buffered_rows = store.buffered_rows_of(id);
     Ok(json!({
         "name": dataset.name.as_str(),
         "period": dataset.periods().latest().1.as_str(),
@@ -33,7 +31,7 @@ pub(super) async fn summary(store: &Arc<Store>, dataset: &Arc<DatasetState>) -> 
         "created_at": rfc3339(dataset.record.created_at_ns),
         "schema_version": schema.version,
         "columns": schema.columns.iter().map(|c| json!({ "name": c.name, "kind": c.kind.as_str() })).collect::<Vec<_>>(),
-        "partitions": partitions.len(),
+        "partitions": partitions,
         "rows": rows as u64 + buffered_rows,
         "committed_rows": rows,
         "buffered_rows": buffered_rows,

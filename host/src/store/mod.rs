@@ -315,4 +315,9 @@ impl Store {
     pub fn buffered(&self, partition_id: i64) -> (u64, u64) {
         self.buffers.partition_stats(partition_id)
     }
+
+    /// Rows buffered across a dataset's partitions.
+    pub fn buffered_rows_of(&self, dataset_id: i64) -> u64 {
+        self.buffers.dataset_partitions(dataset_id).iter().map(|(_, rows)| rows).sum()
+    }
 }
