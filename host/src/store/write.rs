@@ -135,7 +135,7 @@ impl Store {
         let record_numbers = std::mem::take(&mut parsed.record_numbers);
         let schema = self.evolve_schema(&dataset, &parsed).await?;
         let rows = parsed.rows();
-        let (routed, parts) = route_and_pack(parsed, schema, dataset.periods(), keys).await?;
+        let (grouped, parts) = route_and_pack(parsed, schema, dataset.periods(), keys).await?;
 
         let late_rows = self.late_rows(&dataset);
         let _not_sealing = dataset.sealing.read().await;
@@ -154,7 +154,7 @@ impl Store {
 
         let outcome = outcome_of(rows, writable.len(), &sealed, &line_errors);
         let idempotency = request.idempotency_key.clone().map(|key| (key, outcome.to_record(request_sha256)));
-        let logged = if sealed.rows() == 0 { routed } else { rows_of(&routed, &writable) };
+        let logged = if sealed.rows() == 0 { grouped } else { rows_of(&grouped, &writable) };
         let routed: Vec<(String, u64)> =
             writable.iter_mut().map(|w| (std::mem::take(&mut w.part.key), w.part.rows.len() as u64)).collect();
         let logged_bytes = self.append(&dataset, logged, writable, idempotency).await?;
@@ -405,13 +405,13 @@ impl Store {
     }
 }
 
-/// The writable parts' rows of `routed`, part after part: the WAL's
+/// The writable parts' rows of `grouped`, part after part: the WAL's
 /// [`LoggedRows::Shared`] stream when some parts were refused as sealed.
-fn rows_of(routed: &RecordBatch, writable: &[WritablePart]) -> RecordBatch {
+fn rows_of(grouped: &RecordBatch, writable: &[WritablePart]) -> RecordBatch {
     let rows = writable.iter().flat_map(|w| w.part.range()).map(|row| row as u32);
     let order = UInt32Array::from_iter_values(rows);
-    let columns = routed.columns().iter().map(|c| arrow::compute::take(c, &order, None).expect("rows are in range"));
-    RecordBatch::try_new(routed.schema(), columns.collect()).expect("same schema")
+    let columns = grouped.columns().iter().map(|c| arrow::compute::take(c, &order, None).expect("rows are in range"));
+    RecordBatch::try_new(grouped.schema(), columns.collect()).expect("same schema")
 }
 
 /// Parses `body` into Arrow columns against `schema`. Returns the rows and
