@@ -279,7 +279,9 @@ impl Store {
     pub async fn run_flusher(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pruned_at: Option<Instant> = None;
+        // Expired idempotency keys are forgotten a batch per tick, between
+        // flushes, so a backlog never holds a flush up.
+        let (mut pruned_at, mut more_expired): (Option<Instant>, bool) = (None, false);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -288,13 +290,19 @@ impl Store {
             if let Err(error) = self.flush(false).await {
                 tracing::error!(%error, "flush round failed");
             }
-            if pruned_at.is_none_or(|at| at.elapsed() >= super::idempotency::PRUNE_EVERY) {
+            if more_expired || pruned_at.is_none_or(|at| at.elapsed() >= super::idempotency::PRUNE_EVERY) {
                 pruned_at = Some(Instant::now());
-                match self.prune_idempotency_keys().await {
-                    Ok(0) => {}
-                    Ok(keys) => tracing::info!(keys, "expired idempotency keys forgotten"),
-                    Err(error) => tracing::error!(%error, "forgetting expired idempotency keys failed"),
-                }
+                more_expired = match self.prune_idempotency_keys().await {
+                    Ok((0, _)) => false,
+                    Ok((keys, more)) => {
+                        tracing::info!(keys, "expired idempotency keys forgotten");
+                        more
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "forgetting expired idempotency keys failed");
+                        false
+                    }
+                };
             }
         }
     }

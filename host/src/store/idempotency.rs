@@ -92,21 +92,16 @@ impl Store {
 }
 
 impl Store {
-    /// Forgets the idempotency keys stored more than
-    /// `ingest.idempotency_retention_hours` ago (a key lives in memory
+    /// Forgets up to [`PRUNE_BATCH`] of the idempotency keys stored more
+    /// than `ingest.idempotency_retention_hours` ago (a key lives in memory
     /// until its WAL entry is truncated and is stored then, so each is kept
-    /// at least that long after its write). Returns how many.
-    pub(super) async fn prune_idempotency_keys(&self) -> Result<usize, Failure> {
+    /// at least that long after its write). Returns how many, and whether
+    /// more may be waiting (a full batch).
+    pub(super) async fn prune_idempotency_keys(&self) -> Result<(usize, bool), Failure> {
         let retention_ns = self.config.ingest.idempotency_retention_hours as i64 * 3_600_000_000_000;
         let before_ns = now_ns().saturating_sub(retention_ns);
-        let mut pruned = 0;
-        loop {
-            let batch = self.catalog.call(move |c| c.prune_idempotency(before_ns, PRUNE_BATCH)).await?;
-            pruned += batch;
-            if batch < PRUNE_BATCH {
-                return Ok(pruned);
-            }
-        }
+        let pruned = self.catalog.call(move |c| c.prune_idempotency(before_ns, PRUNE_BATCH)).await?;
+        Ok((pruned, pruned == PRUNE_BATCH))
     }
 }
 
