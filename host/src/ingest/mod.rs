@@ -228,8 +228,7 @@ pub fn route(
     }
     groups.sort_by_key(|(_, _, rows)| std::cmp::Reverse(rows.len()));
     let order = UInt32Array::from_iter_values(groups.iter().flat_map(|(_, _, rows)| rows.iter().copied()));
-    let columns = whole.columns().iter().map(|c| take(c.as_ref(), &order, None).expect("indices are in range"));
-    let batch = RecordBatch::try_new(whole.schema(), columns.collect()).expect("same schema");
+    let batch = take_batch(&whole, &order);
     let mut offset = 0;
     let parts = groups
         .into_iter()
@@ -244,12 +243,16 @@ pub fn route(
 /// The rows at `indices` of `batch` as a batch of their own: its arrays
 /// hold only those rows, and its dictionaries only the values they use.
 pub fn take_rows(batch: &RecordBatch, indices: &UInt32Array) -> RecordBatch {
-    let columns = batch
-        .columns()
-        .iter()
-        .map(|column| compact_dictionary(take(column.as_ref(), indices, None).expect("indices are in range")))
-        .collect();
+    let taken = take_batch(batch, indices);
+    let columns = taken.columns().iter().cloned().map(compact_dictionary).collect();
     RecordBatch::try_new(batch.schema(), columns).expect("same schema")
+}
+
+/// The rows at `indices` of `batch`, its dictionaries kept whole (for a
+/// batch that keeps all of the request's rows, like the WAL's).
+pub fn take_batch(batch: &RecordBatch, indices: &UInt32Array) -> RecordBatch {
+    let columns = batch.columns().iter().map(|c| take(c.as_ref(), indices, None).expect("indices are in range"));
+    RecordBatch::try_new(batch.schema(), columns.collect()).expect("same schema")
 }
 
 /// `column` with its dictionary cut to the values its rows use. `take`

@@ -409,9 +409,7 @@ impl Store {
 /// [`LoggedRows::Shared`] stream when some parts were refused as sealed.
 fn rows_of(grouped: &RecordBatch, writable: &[WritablePart]) -> RecordBatch {
     let rows = writable.iter().flat_map(|w| w.part.range()).map(|row| row as u32);
-    let order = UInt32Array::from_iter_values(rows);
-    let columns = grouped.columns().iter().map(|c| arrow::compute::take(c, &order, None).expect("rows are in range"));
-    RecordBatch::try_new(grouped.schema(), columns.collect()).expect("same schema")
+    ingest::take_batch(grouped, &UInt32Array::from_iter_values(rows))
 }
 
 /// Parses `body` into Arrow columns against `schema`. Returns the rows and
