@@ -86,9 +86,10 @@ impl PackedBatch {
         self.unpack_range(0, self.rows)
     }
 
-    /// Rows `start..start + len` as Arrow, decoding only those. A range of
-    /// fewer rows than the chunk keeps only the dictionary values its rows
-    /// use (a chunk shared by many partitions holds all their values).
+    /// Rows `start..start + len` as Arrow, decoding only those. A packed
+    /// text column's range of fewer rows than the chunk keeps only the
+    /// dictionary values its rows use (a chunk shared by many partitions
+    /// holds all their values); a column kept as it came is sliced.
     ///
     /// Panics when the range is out of bounds.
     pub fn unpack_range(&self, start: usize, len: usize) -> RecordBatch {
@@ -209,8 +210,7 @@ fn pack_text(array: &DictionaryArray<Int32Type>) -> Option<Column> {
     let nulls = keys.nulls().filter(|n| n.null_count() > 0).cloned();
     // Only the values some row uses are kept (the dictionary of a request
     // split over partitions is shared by all of them).
-    let (keys, values) = used_values(keys.values().to_vec(), &nulls, values);
-    let keys: Vec<i64> = keys.into_iter().map(i64::from).collect();
+    let (keys, values) = used_values::<i64>(keys.values().iter().copied(), &nulls, values);
     let keys = Ints::pack(&keys, None, false, false);
     Some(Column::Text { keys, nulls, values })
 }
@@ -246,8 +246,9 @@ impl Column {
             }
             Column::Text { keys, nulls, values } => {
                 let nulls = sliced(nulls);
-                let keys: Vec<i32> = keys.unpack(start, len).into_iter().map(|k| k as i32).collect();
-                let (keys, values) = if whole { (keys, values.clone()) } else { used_values(keys, &nulls, values) };
+                let keys = keys.unpack(start, len).into_iter().map(|k| k as i32);
+                let (keys, values) =
+                    if whole { (keys.collect(), values.clone()) } else { used_values::<i32>(keys, &nulls, values) };
                 let keys = Int32Array::new(keys.into(), nulls);
                 let values: ArrayRef = values;
                 Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).expect("keys index the kept values"))
@@ -257,21 +258,26 @@ impl Column {
 }
 
 /// `keys` renumbered over only the `values` a valid row uses, in order of
-/// first use, and those values.
-fn used_values(mut keys: Vec<i32>, nulls: &Option<NullBuffer>, values: &StringArray) -> (Vec<i32>, Arc<StringArray>) {
+/// first use (a null row's key is 0), and those values.
+fn used_values<K: From<i32>>(
+    keys: impl ExactSizeIterator<Item = i32>,
+    nulls: &Option<NullBuffer>,
+    values: &StringArray,
+) -> (Vec<K>, Arc<StringArray>) {
     let mut renumbered = vec![-1i32; values.len()];
     let mut kept: Vec<usize> = Vec::new();
-    for (i, key) in keys.iter_mut().enumerate() {
+    let mut new_keys = Vec::with_capacity(keys.len());
+    for (i, key) in keys.enumerate() {
         if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
-            *key = 0;
+            new_keys.push(K::from(0));
             continue;
         }
-        let slot = &mut renumbered[*key as usize];
+        let slot = &mut renumbered[key as usize];
         if *slot < 0 {
             *slot = kept.len() as i32;
-            kept.push(*key as usize);
+            kept.push(key as usize);
         }
-        *key = *slot;
+        new_keys.push(K::from(*slot));
     }
     let mut text = Vec::with_capacity(kept.iter().map(|k| values.value(*k).len()).sum());
     let mut offsets = Vec::with_capacity(kept.len() + 1);
@@ -280,7 +286,7 @@ fn used_values(mut keys: Vec<i32>, nulls: &Option<NullBuffer>, values: &StringAr
         text.extend_from_slice(values.value(*k).as_bytes());
         offsets.push(text.len() as i32);
     }
-    (keys, Arc::new(StringArray::new(OffsetBuffer::new(offsets.into()), Buffer::from_vec(text), None)))
+    (new_keys, Arc::new(StringArray::new(OffsetBuffer::new(offsets.into()), Buffer::from_vec(text), None)))
 }
 
 impl Ints {
