@@ -16,6 +16,7 @@ mod integrity;
 mod lifecycle;
 mod many_partitions;
 mod metrics;
+mod native_query;
 mod partition_ops;
 mod partitioning;
 mod policies;

@@ -78,6 +78,11 @@ pub struct QueryConfig {
     /// Read archived partitions in place; when false they are skipped and
     /// listed in the answer's `stats.archived_skipped`.
     pub read_archived: bool,
+    /// Answer selective downsamples (tags pinned by `=` or `in`) in the
+    /// server itself, reading only the Parquet pages that may match; when
+    /// false, DuckDB answers every query. The answer's `stats.executor`
+    /// says which one did.
+    pub native: bool,
 }
 
 impl Default for QueryConfig {
@@ -90,6 +95,7 @@ impl Default for QueryConfig {
             sql_bytes_max: 64 * 1024,
             spill_bytes_max: 1024 * 1024 * 1024,
             read_archived: true,
+            native: true,
         }
     }
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 
+use super::native::{self, Footers, NativePlan, Outcome};
 use super::output::{Encoder, OutputFormat};
 use super::plan::{KeyFilter, Param, PlannedQuery, QueryRequest, plan, prunable_by_key, quote};
 use super::watchdog::{self, FinishOnDrop, Watch};
@@ -57,8 +58,11 @@ pub struct QueryStats {
     /// Wall time, ms.
     pub elapsed_ms: f64,
     /// Of which: the snapshot, the database and its views, and planning,
-    /// until DuckDB starts executing, ms.
+    /// until DuckDB (or the native executor) starts executing, ms.
     pub setup_ms: f64,
+    /// What computed the answer: `duckdb`, or `native` for a selective
+    /// downsample the server answers itself (see `query::native`).
+    pub executor: &'static str,
 }
 
 /// A running query's output: a stream of encoded chunks.
@@ -97,6 +101,8 @@ pub struct QueryEngine {
     /// their database was opened. Only a connection that answered cleanly
     /// and holds no temporary table comes back.
     idle: std::sync::Mutex<Vec<(Instant, Connection)>>,
+    /// Parsed footers of the files the native executor read.
+    footers: Footers,
 }
 
 /// Statements each pooled connection keeps parsed. A query's text names
@@ -176,7 +182,7 @@ struct Source {
     file_names: Vec<(String, String)>,
     /// Where `files` are read: the read cache's copies stay pinned (safe
     /// from eviction) until the query's answer has been produced.
-    _readable: Vec<Readable>,
+    readable: Vec<Readable>,
     buffered: Vec<RecordBatch>,
     /// Every partition read lies wholly inside the query's time range.
     within_range: bool,
@@ -201,6 +207,7 @@ impl QueryEngine {
             locked: std::sync::Mutex::default(),
             shared: std::sync::Mutex::new(None),
             idle: std::sync::Mutex::default(),
+            footers: Footers::default(),
         }
     }
 
@@ -457,7 +464,7 @@ impl QueryEngine {
             schema,
             files,
             file_names,
-            _readable: readable,
+            readable,
             buffered,
             within_range,
             files_complete,
@@ -553,8 +560,9 @@ impl QueryEngine {
     ) -> Result<QueryResult, Failure> {
         let schema = dataset.schema();
         let planned = plan(&request, &schema)?;
-        self.run(store, vec![(dataset, "src".to_string())], Some((planned.start_ns, planned.end_ns)), planned, format)
-            .await
+        let native = if self.config.native { NativePlan::new(&request, &schema) } else { None };
+        let range = Some((planned.start_ns, planned.end_ns));
+        self.run(store, vec![(dataset, "src".to_string())], range, planned, native, format).await
     }
 
     /// Runs read-only SQL over views named after the datasets it reads as
@@ -607,7 +615,7 @@ impl QueryEngine {
             key_filters: Vec::new(),
             dataset_ranges,
         };
-        self.run(store, datasets, None, planned, format).await
+        self.run(store, datasets, None, planned, None, format).await
     }
 
     async fn run(
@@ -616,6 +624,7 @@ impl QueryEngine {
         datasets: Vec<(Arc<DatasetState>, String)>,
         range: Option<(i64, i64)>,
         planned: PlannedQuery,
+        native: Option<NativePlan>,
         format: OutputFormat,
     ) -> Result<QueryResult, Failure> {
         let started = Instant::now();
@@ -633,8 +642,17 @@ impl QueryEngine {
         let watch = Arc::new(Watch::default());
         // The watchdog starts first, so its baseline predates the query.
         tokio::spawn(watchdog::run(watch.clone(), timeout, self.config.memory_bytes_max));
-        let job =
-            QueryJob { engine: self.clone(), store: store.clone(), datasets, range, planned, format, started, watch };
+        let job = QueryJob {
+            engine: self.clone(),
+            store: store.clone(),
+            datasets,
+            range,
+            planned,
+            native,
+            format,
+            started,
+            watch,
+        };
         tokio::task::spawn_blocking(move || job.answer(permit, FirstAnswer(Some(first_sender)), sender));
         let first =
             first_receiver.await.unwrap_or_else(|_| Err(Failure::new(ErrorCode::Internal, "query worker ended early")));
@@ -653,6 +671,8 @@ struct QueryJob {
     /// The structured query's time range; `None` for SQL.
     range: Option<(i64, i64)>,
     planned: PlannedQuery,
+    /// The plan of the native executor, when it may answer.
+    native: Option<NativePlan>,
     format: OutputFormat,
     started: Instant,
     watch: Arc<Watch>,
@@ -746,8 +766,24 @@ impl QueryJob {
     ) {
         let _finished = FinishOnDrop(self.watch.clone());
         let abort_on_panic = AbortOnPanic(sender.clone());
-        let mut stats = QueryStats::default();
-        let Prepared { connection, pooled, sources, relations } = match self.prepare(&mut stats) {
+        let mut stats = QueryStats { executor: "duckdb", ..QueryStats::default() };
+        let sources = match self.sources(&mut stats) {
+            Ok(sources) => sources,
+            Err(error) => return first.fail(&self.watch, error),
+        };
+        if let Some(plan) = &self.native {
+            stats.setup_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            let source = &sources[0];
+            match native::answer(plan, &source.readable, &source.buffered, &self.engine.footers, &self.watch) {
+                Ok(Outcome::Answered(batch)) => {
+                    stats.executor = "native";
+                    return self.answer_with(batch, stats, permit, first, &sender);
+                }
+                Ok(Outcome::Declined) => {}
+                Err(error) => return first.fail(&self.watch, missing_file(&sources, error)),
+            }
+        }
+        let Prepared { connection, pooled, sources, relations } = match self.prepare(sources) {
             Ok(prepared) => prepared,
             Err(error) => return first.fail(&self.watch, error),
         };
@@ -799,16 +835,50 @@ impl QueryJob {
         }
     }
 
+    /// Sends `batch`, the whole answer the native executor computed.
+    fn answer_with(
+        &self,
+        batch: RecordBatch,
+        mut stats: QueryStats,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        mut first: FirstAnswer,
+        sender: &mpsc::Sender<Result<Bytes, Failure>>,
+    ) {
+        let mut encoder = Encoder::new(self.format, self.planned.time_columns.clone());
+        let mut pending = vec![Bytes::from(encoder.begin(&batch.schema()))];
+        let failure = match encoder.batch(&batch) {
+            Ok(bytes) => {
+                pending.push(Bytes::from(bytes));
+                None
+            }
+            Err(error) => Some(error),
+        };
+        if let (Some(error), true) = (&failure, first.pending()) {
+            return first.fail(&self.watch, error.clone());
+        }
+        first.started();
+        stats.rows_returned = encoder.rows();
+        stats.elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.end(Streamed { pending, failure }, &mut encoder, &stats, sender);
+        self.watch.finish();
+        drop(permit);
+    }
+
     /// Each dataset's snapshot as a source, the connection (the shared
     /// database for a structured query, a locked one for exactly the
     /// snapshot's files for SQL) and each source's relation.
-    fn prepare(&self, stats: &mut QueryStats) -> Result<Prepared, Failure> {
+    fn sources(&self, stats: &mut QueryStats) -> Result<Vec<Source>, Failure> {
         let mut sources = Vec::new();
         for (i, (dataset, _)) in self.datasets.iter().enumerate() {
             let range = self.range.or(self.planned.dataset_ranges.get(i).copied().flatten());
             let snapshot = self.store.snapshot(dataset, range)?;
             sources.push(self.engine.source(dataset, &snapshot, range, &self.planned.key_filters, stats)?);
         }
+        Ok(sources)
+    }
+
+    /// The connection for `sources` and each source's relation.
+    fn prepare(&self, sources: Vec<Source>) -> Result<Prepared, Failure> {
         let files: Vec<&str> = sources.iter().flat_map(|s| s.files.iter().map(String::as_str)).collect();
         // A time range means a structured query.
         let (connection, mut pooled) = if self.range.is_some() {

@@ -8,6 +8,7 @@
 
 mod engine;
 pub mod influxql;
+mod native;
 pub mod output;
 mod parser;
 pub mod plan;

@@ -657,22 +657,22 @@ fn output_aggregates(
 }
 
 /// The time buckets a downsampled range covers.
-struct Buckets {
+pub(super) struct Buckets {
     /// The start of the first bucket (the range's start without an interval).
-    first_ns: i64,
+    pub(super) first_ns: i64,
     /// The end of the range (exclusive).
-    end_ns: i64,
+    pub(super) end_ns: i64,
     /// The bucket width (the range's width, at least 1, without an interval).
-    width_ns: i64,
+    pub(super) width_ns: i64,
     /// Whether the whole range lies in one bucket.
-    single: bool,
+    pub(super) single: bool,
     /// Whether the range holds no time at all.
-    empty: bool,
+    pub(super) empty: bool,
 }
 
 impl Buckets {
     /// The buckets of width `interval` (none: one bucket) over `start_ns..end_ns`.
-    fn new(interval: Option<&str>, start_ns: i64, end_ns: i64) -> Result<Buckets, Failure> {
+    pub(super) fn new(interval: Option<&str>, start_ns: i64, end_ns: i64) -> Result<Buckets, Failure> {
         let (first_ns, width_ns, single) = match interval {
             Some(raw) => {
                 let width = interval_ns(raw)?;

@@ -61,6 +61,13 @@ impl Readable {
         }
     }
 
+    /// Opens the file for reading. Its bytes never change while it is
+    /// readable: keys are written create-only, and a cached copy stays
+    /// pinned.
+    pub fn open(&self) -> std::io::Result<std::fs::File> {
+        std::fs::File::open(self.path())
+    }
+
     /// Bytes served by the read cache without a fetch (0 for local files).
     pub fn bytes_from_cache(&self) -> u64 {
         match self {
