@@ -1,6 +1,7 @@
 //! The native executor against DuckDB: the same structured queries over the
 //! same snapshot (files of several row groups and pages, a column some
-//! files lack, a tag only buffered rows have, buffered rows), answered by
+//! files lack, a tag only buffered rows have, buffered rows; with and
+//! without groups), answered by
 //! two engines, one with `query.native` on and one with it off, must be
 //! the same answers: same columns, types and nullability, same rows.
 
@@ -112,6 +113,16 @@ fn random_query(rng: &mut StdRng) -> (Value, bool) {
         downsample["interval"] = json!(interval);
     }
     let mut query = json!({"time_range": {"start": start, "end": end}, "filters": filters, "downsample": downsample});
+    // Groups, some of them null where a row lacks the tag (`zone`).
+    let groups = [
+        json!([]),
+        json!(["host"]),
+        json!(["region"]),
+        json!(["zone"]),
+        json!(["region", "host"]),
+        json!(["zone", "host"]),
+    ];
+    query["group_by"] = groups[rng.random_range(0..groups.len())].clone();
     if rng.random_bool(0.5) {
         query["order"] = json!("desc");
     }
@@ -156,6 +167,9 @@ fn assert_same(native: &RecordBatch, duckdb: &RecordBatch, query: &Value) {
                 continue;
             }
             match n.data_type() {
+                DataType::Utf8 => {
+                    assert_eq!(n.as_string::<i32>().value(row), d.as_string::<i32>().value(row), "{query}")
+                }
                 DataType::Float64 => {
                     let (a, b) =
                         (n.as_primitive::<Float64Type>().value(row), d.as_primitive::<Float64Type>().value(row));

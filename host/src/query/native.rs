@@ -21,7 +21,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, UInt64Type};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
@@ -78,6 +78,8 @@ pub(crate) struct NativePlan {
     time_column: String,
     /// Every row must hold, in each column, one of its values.
     filters: Vec<(String, Vec<String>)>,
+    /// Tag columns to group by, in order.
+    groups: Vec<String>,
     aggregates: Vec<Aggregate>,
     start_ns: i64,
     end_ns: i64,
@@ -93,14 +95,21 @@ pub(crate) struct NativePlan {
 
 impl NativePlan {
     /// The plan of `request`, if the executor answers it: a downsample
-    /// without gap filling or groups, at least one tag pinned by `=` or
-    /// `in` (only such conditions, joined by `and`), aggregations it
-    /// computes over columns stored under their own names. `request` has
+    /// without gap filling, grouped by tags if at all, at least one tag
+    /// pinned by `=` or `in` (only such conditions, joined by `and`),
+    /// aggregations it computes over columns stored under their own names. `request` has
     /// already been planned as SQL, so it is valid.
     pub(crate) fn new(request: &QueryRequest, schema: &DatasetSchema) -> Option<NativePlan> {
         let downsample = request.downsample.as_ref()?;
-        if downsample.fill != Fill::None || !request.group_by.is_empty() || schema.projection().is_some() {
+        if downsample.fill != Fill::None || schema.projection().is_some() {
             return None;
+        }
+        let mut groups: Vec<String> = Vec::new();
+        for column in &request.group_by {
+            if schema.kind_of(column)? != ColumnKind::Tag || groups.contains(column) || groups.len() == GROUPS_MAX {
+                return None;
+            }
+            groups.push(column.clone());
         }
         let mut filters = Vec::new();
         tag_conditions(request.filters.as_ref()?, schema, &mut filters)?;
@@ -137,6 +146,7 @@ impl NativePlan {
         Some(NativePlan {
             time_column: schema.time_column.clone(),
             filters,
+            groups,
             aggregates,
             start_ns,
             end_ns,
@@ -149,10 +159,11 @@ impl NativePlan {
         })
     }
 
-    /// The answer's schema: the bucket label as epoch ns, then each
-    /// aggregate, all nullable, as DuckDB types them.
+    /// The answer's schema: the bucket label as epoch ns, the group
+    /// columns, then each aggregate, all nullable, as DuckDB types them.
     fn output_schema(&self) -> Schema {
         let mut fields = vec![Field::new(&self.time_column, DataType::Int64, true)];
+        fields.extend(self.groups.iter().map(|group| Field::new(group, DataType::Utf8, true)));
         for aggregate in &self.aggregates {
             let data_type = match (aggregate.function, aggregate.kind) {
                 (Function::Count, _) => DataType::Int64,
@@ -168,8 +179,8 @@ impl NativePlan {
     /// The columns a file or buffer must be read for.
     fn columns(&self) -> Vec<&str> {
         let mut columns = vec![self.time_column.as_str()];
-        let used =
-            self.filters.iter().map(|(c, _)| c.as_str()).chain(self.aggregates.iter().map(|a| a.column.as_str()));
+        let used = self.filters.iter().map(|(c, _)| c.as_str()).chain(self.groups.iter().map(String::as_str));
+        let used = used.chain(self.aggregates.iter().map(|a| a.column.as_str()));
         for column in used {
             if !columns.contains(&column) {
                 columns.push(column);
@@ -214,7 +225,25 @@ impl Footers {
             return Ok(found.clone());
         }
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let loaded = ArrowReaderMetadata::load(reader, options)?;
+        let loaded = ArrowReaderMetadata::load(reader, options.clone())?;
+        // Text as dictionaries: decoding keeps each page's dictionary
+        // instead of copying a string per row, and a filter or a group
+        // looks at each distinct value once.
+        let fields: Vec<Field> = loaded
+            .schema()
+            .fields()
+            .iter()
+            .map(|field| match field.data_type() {
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Field::new(
+                    field.name(),
+                    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                    field.is_nullable(),
+                ),
+                _ => field.as_ref().clone(),
+            })
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(fields, loaded.schema().metadata().clone()));
+        let loaded = ArrowReaderMetadata::try_new(loaded.metadata().clone(), options.with_schema(schema))?;
         let mut kept = self.0.lock_or_recover();
         let (map, order) = &mut *kept;
         if map.insert(path.to_path_buf(), loaded.clone()).is_none() {
@@ -521,21 +550,93 @@ fn float_after(a: f64, b: f64) -> bool {
     }
 }
 
-/// The buckets seen so far and their states.
+/// Group columns a native answer may have: a group is its columns' value
+/// ids packed into one `u128`.
+const GROUPS_MAX: usize = 4;
+
+/// Distinct (bucket, group) pairs a native answer may hold; past it,
+/// DuckDB (which can spill) answers.
+const SLOTS_MAX: usize = 1 << 20;
+
+/// The id of a null group value.
+const NULL_VALUE: u32 = u32::MAX;
+
+/// The values one group column has taken, each with an id.
+#[derive(Default)]
+struct GroupValues {
+    ids: FxHashMap<String, u32>,
+    texts: Vec<String>,
+}
+
+impl GroupValues {
+    fn id(&mut self, text: &str) -> u32 {
+        if let Some(id) = self.ids.get(text) {
+            return *id;
+        }
+        let id = self.texts.len() as u32;
+        self.ids.insert(text.to_string(), id);
+        self.texts.push(text.to_string());
+        id
+    }
+
+    /// Each row's value id; `None` for a column that is not text.
+    fn ids_of(&mut self, array: &dyn Array) -> Option<Vec<u32>> {
+        let mut texts = |strings: &mut dyn Iterator<Item = Option<&str>>| -> Vec<u32> {
+            strings.map(|t| t.map_or(NULL_VALUE, |t| self.id(t))).collect()
+        };
+        Some(match array.data_type() {
+            DataType::Utf8 => texts(&mut array.as_string::<i32>().iter()),
+            DataType::LargeUtf8 => texts(&mut array.as_string::<i64>().iter()),
+            DataType::Utf8View => texts(&mut array.as_string_view().iter()),
+            DataType::Dictionary(_, _) => {
+                let dictionary = array.as_any_dictionary_opt()?;
+                let values = self.ids_of(dictionary.values().as_ref())?;
+                let keys = dictionary.normalized_keys();
+                let id = |row: usize| values.get(keys[row]).copied().filter(|_| array.is_valid(row));
+                (0..array.len()).map(|row| id(row).unwrap_or(NULL_VALUE)).collect()
+            }
+            _ => return None,
+        })
+    }
+
+    fn text(&self, id: u32) -> Option<&str> {
+        self.texts.get(id as usize).map(String::as_str)
+    }
+}
+
+/// The buckets (and groups) seen so far and their states.
 struct Accumulator<'p> {
     plan: &'p NativePlan,
-    /// Bucket label → slot.
-    slots: FxHashMap<i64, usize>,
+    /// Per group column, its values.
+    values: Vec<GroupValues>,
+    /// Each group's value ids (packed, 32 bits per column), and the
+    /// group's id.
+    groups: FxHashMap<u128, u32>,
+    group_keys: Vec<u128>,
+    /// (bucket label, group) → slot.
+    slots: FxHashMap<(i64, u32), usize>,
+    /// Per slot: its bucket label and group.
     labels: Vec<i64>,
+    slot_groups: Vec<u32>,
     /// `aggregates.len()` states per slot.
     states: Vec<State>,
-    /// The last bucket hit: rows of a series come in time order.
-    last: Option<(i64, usize)>,
+    /// The last slot hit: rows of a series come in time order.
+    last: Option<((i64, u32), usize)>,
 }
 
 impl<'p> Accumulator<'p> {
     fn new(plan: &'p NativePlan) -> Accumulator<'p> {
-        Accumulator { plan, slots: FxHashMap::default(), labels: Vec::new(), states: Vec::new(), last: None }
+        Accumulator {
+            plan,
+            values: plan.groups.iter().map(|_| GroupValues::default()).collect(),
+            groups: FxHashMap::default(),
+            group_keys: Vec::new(),
+            slots: FxHashMap::default(),
+            labels: Vec::new(),
+            slot_groups: Vec::new(),
+            states: Vec::new(),
+            last: None,
+        }
     }
 
     fn initial(aggregate: &Aggregate) -> State {
@@ -549,20 +650,35 @@ impl<'p> Accumulator<'p> {
         }
     }
 
-    fn slot(&mut self, label: i64) -> usize {
+    /// The group of the packed value ids `key`.
+    fn group(&mut self, key: u128) -> u32 {
+        if let Some(group) = self.groups.get(&key) {
+            return *group;
+        }
+        let group = self.group_keys.len() as u32;
+        self.groups.insert(key, group);
+        self.group_keys.push(key);
+        group
+    }
+
+    fn slot(&mut self, label: i64, group: u32) -> Result<usize, Stop> {
         if let Some((last, slot)) = self.last
-            && last == label
+            && last == (label, group)
         {
-            return slot;
+            return Ok(slot);
         }
         let next = self.labels.len();
-        let slot = *self.slots.entry(label).or_insert(next);
+        let slot = *self.slots.entry((label, group)).or_insert(next);
         if slot == next {
+            if next >= SLOTS_MAX {
+                return Err(Stop::Declined);
+            }
             self.labels.push(label);
+            self.slot_groups.push(group);
             self.states.extend(self.plan.aggregates.iter().map(Accumulator::initial));
         }
-        self.last = Some((label, slot));
-        slot
+        self.last = Some(((label, group), slot));
+        Ok(slot)
     }
 
     /// Adds the rows of `batch` in the range that pass the filters.
@@ -604,13 +720,27 @@ impl<'p> Accumulator<'p> {
                 _ => return Err(Stop::Declined),
             });
         }
+        let mut group_ids = Vec::with_capacity(plan.groups.len());
+        for (values, column) in self.values.iter_mut().zip(&plan.groups) {
+            group_ids.push(match batch.column_by_name(column) {
+                None => vec![NULL_VALUE; rows],
+                Some(array) => values.ids_of(array.as_ref()).ok_or(Stop::Declined)?,
+            });
+        }
         let width = plan.width_ns;
+        let mut last_group = None;
         for (row, time) in times.iter().enumerate() {
             if !keep[row] {
                 continue;
             }
             let label = if plan.single { plan.first_ns } else { time - time.rem_euclid(width) };
-            let base = self.slot(label) * inputs.len();
+            let key = group_ids.iter().enumerate().fold(0u128, |key, (c, ids)| key | u128::from(ids[row]) << (32 * c));
+            let group = match last_group {
+                Some((last, group)) if last == key => group,
+                _ => self.group(key),
+            };
+            last_group = Some((key, group));
+            let base = self.slot(label, group)? * inputs.len();
             for (j, input) in inputs.iter().enumerate() {
                 update(&mut self.states[base + j], input, row);
             }
@@ -618,20 +748,36 @@ impl<'p> Accumulator<'p> {
         Ok(())
     }
 
-    /// The answer: buckets by label in the plan's order, paged.
+    /// The answer: by bucket label in the plan's order, then by each
+    /// group column ascending (nulls last, as DuckDB sorts), paged.
     fn finish(self) -> RecordBatch {
         let plan = self.plan;
         let mut order: Vec<usize> = (0..self.labels.len()).collect();
-        order.sort_unstable_by_key(|&slot| self.labels[slot]);
-        if plan.desc {
-            order.reverse();
-        }
+        let group_text = |slot: usize, column: usize| {
+            let id = (self.group_keys[self.slot_groups[slot] as usize] >> (32 * column)) as u32;
+            self.values[column].text(id)
+        };
+        order.sort_unstable_by(|&a, &b| {
+            let by_time = self.labels[a].cmp(&self.labels[b]);
+            let by_time = if plan.desc { by_time.reverse() } else { by_time };
+            (0..plan.groups.len()).fold(by_time, |order, column| {
+                order.then_with(|| match (group_text(a, column), group_text(b, column)) {
+                    (Some(x), Some(y)) => x.as_bytes().cmp(y.as_bytes()),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                })
+            })
+        });
         let skip = usize::try_from(plan.offset.unwrap_or(0)).unwrap_or(usize::MAX);
         let take = plan.limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
         let chosen: Vec<usize> = order.into_iter().skip(skip).take(take).collect();
         let width = plan.aggregates.len();
         let mut columns: Vec<ArrayRef> =
             vec![Arc::new(Int64Array::from_iter_values(chosen.iter().map(|&s| self.labels[s])))];
+        for column in 0..plan.groups.len() {
+            columns.push(Arc::new(StringArray::from_iter(chosen.iter().map(|&slot| group_text(slot, column)))));
+        }
         for (j, aggregate) in plan.aggregates.iter().enumerate() {
             let states = chosen.iter().map(|&slot| self.states[slot * width + j]);
             let column: ArrayRef = match aggregate.function {
@@ -724,7 +870,7 @@ fn matching(array: &dyn Array, values: &[String]) -> Option<Vec<bool>> {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{DictionaryArray, StringArray};
+    use arrow::array::DictionaryArray;
     use arrow::datatypes::Int32Type;
 
     use super::*;
@@ -787,7 +933,9 @@ mod tests {
             serde_json::json!([{"fn": "min", "column": "i"}, {"fn": "count", "column": "note"}]),
             none
         ));
-        assert!(!with(host.clone(), avg.clone(), serde_json::json!({"group_by": ["host"]})));
+        assert!(with(host.clone(), avg.clone(), serde_json::json!({"group_by": ["host"]})));
+        assert!(!with(host.clone(), avg.clone(), serde_json::json!({"group_by": ["note"]})));
+        assert!(!with(host.clone(), avg.clone(), serde_json::json!({"group_by": ["host", "host"]})));
         let mut filled = serde_json::json!({"time_range": {"start": 0, "end": 1_000_000}, "filters": host,
             "downsample": {"interval": "1s", "aggregations": avg, "fill": "null"}});
         assert!(NativePlan::new(&request(filled.clone()), &schema()).is_none());
@@ -799,6 +947,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of one range are the point
     fn ranges_intersect() {
         assert_eq!(intersect(&[0..10, 20..30], &[5..25]), vec![5..10, 20..25]);
         assert_eq!(intersect(&[0..10], &[0..4, 4..8]), vec![0..8]);
