@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
 
-use super::native::{self, Footers, NativePlan, Outcome};
+use super::native::{self, NativePlan, Outcome};
 use super::output::{Encoder, OutputFormat};
 use super::plan::{KeyFilter, Param, PlannedQuery, QueryRequest, plan, prunable_by_key, quote};
 use super::watchdog::{self, FinishOnDrop, Watch};
@@ -101,8 +101,8 @@ pub struct QueryEngine {
     /// their database was opened. Only a connection that answered cleanly
     /// and holds no temporary table comes back.
     idle: std::sync::Mutex<Vec<(Instant, Connection)>>,
-    /// Parsed footers of the files the native executor read.
-    footers: Footers,
+    /// The footers and bloom filters the native executor read.
+    native: native::Caches,
 }
 
 /// Statements each pooled connection keeps parsed. A query's text names
@@ -207,7 +207,7 @@ impl QueryEngine {
             locked: std::sync::Mutex::default(),
             shared: std::sync::Mutex::new(None),
             idle: std::sync::Mutex::default(),
-            footers: Footers::default(),
+            native: native::Caches::default(),
         }
     }
 
@@ -774,7 +774,7 @@ impl QueryJob {
         if let Some(plan) = &self.native {
             stats.setup_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             let source = &sources[0];
-            match native::answer(plan, &source.readable, &source.buffered, &self.engine.footers, &self.watch) {
+            match native::answer(plan, &source.readable, &source.buffered, &self.engine.native, &self.watch) {
                 Ok(Outcome::Answered(batch)) => {
                     stats.executor = "native";
                     return self.answer_with(batch, stats, permit, first, &sender);

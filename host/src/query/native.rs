@@ -213,11 +213,18 @@ fn tag_conditions(filter: &Filter, schema: &DatasetSchema, out: &mut Vec<(String
     }
 }
 
+/// What the executor keeps between queries: footers and bloom filters.
+#[derive(Debug, Default)]
+pub(crate) struct Caches {
+    footers: Footers,
+    blooms: Blooms,
+}
+
 /// Each file's parsed footer with its page index, by path, the oldest
 /// forgotten first past `FOOTERS_KEPT`. Safe to keep: a key never names
 /// other bytes (files are written create-only; a rewrite gets a new key).
 #[derive(Debug, Default)]
-pub(crate) struct Footers(Mutex<(FxHashMap<PathBuf, ArrowReaderMetadata>, VecDeque<PathBuf>)>);
+struct Footers(Mutex<(FxHashMap<PathBuf, ArrowReaderMetadata>, VecDeque<PathBuf>)>);
 
 impl Footers {
     fn get<R: ChunkReader>(&self, path: &Path, reader: &R) -> parquet::errors::Result<ArrowReaderMetadata> {
@@ -258,6 +265,52 @@ impl Footers {
     }
 }
 
+/// Bytes of bloom filters kept between queries.
+const BLOOM_BYTES_KEPT: u64 = 64 * 1024 * 1024;
+
+/// A row group's column: file, row group, leaf column.
+type BloomKey = (PathBuf, usize, usize);
+
+/// Bloom filters read so far (`None`: the column chunk has none), the
+/// oldest forgotten first past `BLOOM_BYTES_KEPT`. A query for one series
+/// of a high-cardinality dataset checks one per row group in range; kept,
+/// a check is a hash and a few bit tests instead of a 32 KiB read.
+#[derive(Debug, Default)]
+pub(crate) struct Blooms(Mutex<BloomCache>);
+
+#[derive(Debug, Default)]
+struct BloomCache {
+    filters: FxHashMap<BloomKey, Option<Arc<Sbbf>>>,
+    order: VecDeque<(BloomKey, u64)>,
+    bytes: u64,
+}
+
+impl Blooms {
+    fn get<R: ChunkReader>(
+        &self,
+        key: BloomKey,
+        column: &parquet::file::metadata::ColumnChunkMetaData,
+        reader: &R,
+    ) -> parquet::errors::Result<Option<Arc<Sbbf>>> {
+        if let Some(found) = self.0.lock_or_recover().filters.get(&key) {
+            return Ok(found.clone());
+        }
+        let read = Sbbf::read_from_column_chunk(column, reader)?.map(Arc::new);
+        let size = u64::try_from(column.bloom_filter_length().unwrap_or(0)).unwrap_or(0) + 64;
+        let mut cache = self.0.lock_or_recover();
+        if cache.filters.insert(key.clone(), read.clone()).is_none() {
+            cache.order.push_back((key, size));
+            cache.bytes += size;
+            while cache.bytes > BLOOM_BYTES_KEPT {
+                let Some((oldest, size)) = cache.order.pop_front() else { break };
+                cache.filters.remove(&oldest);
+                cache.bytes -= size;
+            }
+        }
+        Ok(read)
+    }
+}
+
 /// What the executor made of a query.
 pub(crate) enum Outcome {
     /// The whole answer.
@@ -284,14 +337,14 @@ pub(crate) fn answer(
     plan: &NativePlan,
     files: &[Readable],
     buffered: &[RecordBatch],
-    footers: &Footers,
+    caches: &Caches,
     watch: &Watch,
 ) -> Result<Outcome, Failure> {
     let mut accumulator = Accumulator::new(plan);
     let scanned = (|| -> Result<(), Stop> {
         for file in files {
             let reader = file.open().map_err(|e| internal(file.path(), e))?;
-            scan_file(plan, file.path(), reader, footers, watch, &mut accumulator)?;
+            scan_file(plan, file.path(), reader, caches, watch, &mut accumulator)?;
         }
         for batch in buffered {
             accumulator.add(batch)?;
@@ -326,11 +379,11 @@ fn scan_file<R: ChunkReader + 'static>(
     plan: &NativePlan,
     path: &Path,
     reader: R,
-    footers: &Footers,
+    caches: &Caches,
     watch: &Watch,
     accumulator: &mut Accumulator<'_>,
 ) -> Result<(), Stop> {
-    let metadata = footers.get(path, &reader).map_err(|e| internal(path, e))?;
+    let metadata = caches.footers.get(path, &reader).map_err(|e| internal(path, e))?;
     let parquet = metadata.metadata().clone();
     let descriptor = parquet.file_metadata().schema_descr();
     // Files are flat: each top-level field is one leaf, in order.
@@ -350,7 +403,8 @@ fn scan_file<R: ChunkReader + 'static>(
     for group in 0..parquet.num_row_groups() {
         let rows = parquet.row_group(group).num_rows().max(0) as usize;
         if !group_may_match(&parquet, group, plan, time, &filters)
-            || !blooms_may_match(&parquet, group, &reader, &filters).map_err(|e| internal(path, e))?
+            || !blooms_may_match(&parquet, group, (path, &reader, &caches.blooms), &filters)
+                .map_err(|e| internal(path, e))?
         {
             continue;
         }
@@ -427,12 +481,12 @@ fn group_may_match(
 fn blooms_may_match<R: ChunkReader>(
     parquet: &ParquetMetaData,
     group: usize,
-    reader: &R,
+    (path, reader, blooms): (&Path, &R, &Blooms),
     filters: &[(usize, &[String])],
 ) -> parquet::errors::Result<bool> {
     for (index, values) in filters {
         let column = parquet.row_group(group).column(*index);
-        if let Some(bloom) = Sbbf::read_from_column_chunk(column, reader)?
+        if let Some(bloom) = blooms.get((path.to_path_buf(), group, *index), column, reader)?
             && !values.iter().any(|value| bloom.check(value.as_str()))
         {
             return Ok(false);
@@ -622,6 +676,8 @@ struct Accumulator<'p> {
     states: Vec<State>,
     /// The last slot hit: rows of a series come in time order.
     last: Option<((i64, u32), usize)>,
+    /// Per filter, the last dictionary matched and its answer.
+    dictionaries: Vec<Option<(ArrayRef, Vec<bool>)>>,
 }
 
 impl<'p> Accumulator<'p> {
@@ -636,6 +692,7 @@ impl<'p> Accumulator<'p> {
             slot_groups: Vec::new(),
             states: Vec::new(),
             last: None,
+            dictionaries: plan.filters.iter().map(|_| None).collect(),
         }
     }
 
@@ -697,9 +754,10 @@ impl<'p> Accumulator<'p> {
             _ => return Err(Stop::Declined),
         };
         let mut keep: Vec<bool> = times.iter().map(|t| *t >= plan.start_ns && *t < plan.end_ns).collect();
-        for (column, values) in &plan.filters {
+        for (filter, (column, values)) in plan.filters.iter().enumerate() {
             let Some(array) = batch.column_by_name(column) else { return Ok(()) };
-            let Some(matching) = matching(array.as_ref(), values) else { return Err(Stop::Declined) };
+            let seen = &mut self.dictionaries[filter];
+            let Some(matching) = matching(array.as_ref(), values, seen) else { return Err(Stop::Declined) };
             keep.iter_mut().zip(matching).for_each(|(k, m)| *k &= m);
         }
         let columns: Vec<Option<&ArrayRef>> = plan.aggregates.iter().map(|a| batch.column_by_name(&a.column)).collect();
@@ -852,7 +910,11 @@ fn update(state: &mut State, input: &Input<'_>, row: usize) {
 
 /// For each row of a text column, whether it holds one of `values`
 /// (null: no); `None` for a column that is not text.
-fn matching(array: &dyn Array, values: &[String]) -> Option<Vec<bool>> {
+///
+/// `seen` keeps the last dictionary's answer: the batches of one column
+/// chunk share its dictionary, which can hold thousands of values. It
+/// holds the dictionary itself, so the pointer compared cannot be reused.
+fn matching(array: &dyn Array, values: &[String], seen: &mut Option<(ArrayRef, Vec<bool>)>) -> Option<Vec<bool>> {
     let hit = |text: &str| values.iter().any(|v| v == text);
     Some(match array.data_type() {
         DataType::Utf8 => array.as_string::<i32>().iter().map(|t| t.is_some_and(hit)).collect(),
@@ -860,7 +922,12 @@ fn matching(array: &dyn Array, values: &[String]) -> Option<Vec<bool>> {
         DataType::Utf8View => array.as_string_view().iter().map(|t| t.is_some_and(hit)).collect(),
         DataType::Dictionary(_, _) => {
             let dictionary = array.as_any_dictionary_opt()?;
-            let hits = matching(dictionary.values().as_ref(), values)?;
+            let dictionary_values = dictionary.values();
+            if !seen.as_ref().is_some_and(|(kept, _)| Arc::ptr_eq(kept, dictionary_values)) {
+                let hits = matching(dictionary_values.as_ref(), values, &mut None)?;
+                *seen = Some((dictionary_values.clone(), hits));
+            }
+            let hits = &seen.as_ref().expect("set above").1;
             let keys = dictionary.normalized_keys();
             (0..array.len()).map(|row| array.is_valid(row) && hits.get(keys[row]).copied().unwrap_or(false)).collect()
         }
@@ -870,7 +937,7 @@ fn matching(array: &dyn Array, values: &[String]) -> Option<Vec<bool>> {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::DictionaryArray;
+    use arrow::array::{DictionaryArray, Int32Array};
     use arrow::datatypes::Int32Type;
 
     use super::*;
@@ -967,9 +1034,19 @@ mod tests {
     fn text_matches_plain_and_dictionary_columns() {
         let plain = StringArray::from(vec![Some("a"), None, Some("b"), Some("c")]);
         let values = ["a".to_string(), "c".to_string()];
-        assert_eq!(matching(&plain, &values), Some(vec![true, false, false, true]));
+        assert_eq!(matching(&plain, &values, &mut None), Some(vec![true, false, false, true]));
         let dictionary: DictionaryArray<Int32Type> = vec![Some("c"), Some("b"), None, Some("a")].into_iter().collect();
-        assert_eq!(matching(&dictionary, &values), Some(vec![true, false, false, true]));
-        assert_eq!(matching(&Int64Array::from(vec![1]), &values), None);
+        let mut seen = None;
+        assert_eq!(matching(&dictionary, &values, &mut seen), Some(vec![true, false, false, true]));
+        // The same dictionary again (as the next batch of a column chunk
+        // has it), with other keys: the kept answer is reused, rightly.
+        let again = DictionaryArray::<Int32Type>::try_new(Int32Array::from(vec![2, 0, 1]), dictionary.values().clone())
+            .unwrap();
+        assert!(seen.as_ref().is_some_and(|(kept, _)| Arc::ptr_eq(kept, again.values())));
+        assert_eq!(matching(&again, &values, &mut seen), Some(vec![true, true, false]));
+        // Another dictionary with the same values is matched afresh.
+        let other: DictionaryArray<Int32Type> = vec![Some("a"), Some("x")].into_iter().collect();
+        assert_eq!(matching(&other, &values, &mut seen), Some(vec![true, false]));
+        assert_eq!(matching(&Int64Array::from(vec![1]), &values, &mut None), None);
     }
 }
