@@ -343,6 +343,7 @@ pub(crate) fn answer(
     let mut accumulator = Accumulator::new(plan);
     let scanned = (|| -> Result<(), Stop> {
         for file in files {
+            check(watch)?;
             let reader = file.open().map_err(|e| internal(file.path(), e))?;
             scan_file(plan, file.path(), reader, caches, watch, &mut accumulator)?;
         }
