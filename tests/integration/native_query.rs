@@ -1,7 +1,7 @@
 //! The native executor against DuckDB: the same structured queries over the
 //! same snapshot (files of several row groups and pages, a column some
 //! files lack, a tag only buffered rows have, buffered rows; with and
-//! without groups), answered by
+//! without groups, gap-filled or not), answered by
 //! two engines, one with `query.native` on and one with it off, must be
 //! the same answers: same columns, types and nullability, same rows.
 
@@ -111,6 +111,10 @@ fn random_query(rng: &mut StdRng) -> (Value, bool) {
     let interval = ["10s", "1m", "7m", "1h", "1d", ""][rng.random_range(0..6)];
     if !interval.is_empty() {
         downsample["interval"] = json!(interval);
+    }
+    // Gap filling, over ranges short enough to fill.
+    if end - start <= DAY && interval != "10s" {
+        downsample["fill"] = json!(["none", "null", "previous"][rng.random_range(0..3)]);
     }
     let mut query = json!({"time_range": {"start": start, "end": end}, "filters": filters, "downsample": downsample});
     // Groups, some of them null where a row lacks the tag (`zone`).

@@ -89,19 +89,21 @@ pub(crate) struct NativePlan {
     /// The whole range is one bucket, labelled `first_ns`.
     single: bool,
     desc: bool,
+    /// Gap filling.
+    fill: Fill,
     limit: Option<u64>,
     offset: Option<u64>,
 }
 
 impl NativePlan {
     /// The plan of `request`, if the executor answers it: a downsample
-    /// without gap filling, grouped by tags if at all, at least one tag
+    /// (gap-filled or not), grouped by tags if at all, at least one tag
     /// pinned by `=` or `in` (only such conditions, joined by `and`),
     /// aggregations it computes over columns stored under their own names. `request` has
     /// already been planned as SQL, so it is valid.
     pub(crate) fn new(request: &QueryRequest, schema: &DatasetSchema) -> Option<NativePlan> {
         let downsample = request.downsample.as_ref()?;
-        if downsample.fill != Fill::None || schema.projection().is_some() {
+        if schema.projection().is_some() {
             return None;
         }
         let mut groups: Vec<String> = Vec::new();
@@ -154,6 +156,7 @@ impl NativePlan {
             width_ns: buckets.width_ns,
             single: buckets.single,
             desc: request.order == Order::Desc,
+            fill: downsample.fill,
             limit: request.limit,
             offset: request.offset,
         })
@@ -353,7 +356,11 @@ pub(crate) fn answer(
         Ok(())
     })();
     match scanned {
-        Ok(()) => Ok(Outcome::Answered(accumulator.finish())),
+        Ok(()) => match accumulator.finish() {
+            Ok(batch) => Ok(Outcome::Answered(batch)),
+            Err(Stop::Declined) => Ok(Outcome::Declined),
+            Err(Stop::Failed(failure)) => Err(failure),
+        },
         Err(Stop::Declined) => Ok(Outcome::Declined),
         Err(Stop::Failed(failure)) => Err(failure),
     }
@@ -807,20 +814,86 @@ impl<'p> Accumulator<'p> {
         Ok(())
     }
 
+    /// A slot's value of aggregate `j`, as the SQL finalizes it.
+    fn cell(&self, slot: usize, j: usize) -> Cell {
+        let aggregate = &self.plan.aggregates[j];
+        match self.states[slot * self.plan.aggregates.len() + j] {
+            State::Count(n) => Cell::Integer(Some(n)),
+            State::Sum(sum, n) if n > 0 => {
+                Cell::Float(Some(if aggregate.function == Function::Avg { sum / n as f64 } else { sum }))
+            }
+            State::Sum(..) => Cell::Float(None),
+            State::Float(v, _) => Cell::Float(v),
+            State::Integer(v, _) => Cell::Integer(v),
+            State::Unsigned(v, _) => Cell::Unsigned(v),
+        }
+    }
+
+    /// The answer's rows, unordered: one per (bucket, group) with rows,
+    /// or, gap-filled, one per bucket of the range for every group (the
+    /// one group of an ungrouped query even without rows), empty buckets
+    /// null, or with `previous` each group's last non-null value so far.
+    fn rows(&mut self) -> Result<Vec<Row>, Stop> {
+        let plan = self.plan;
+        let empty = || plan.aggregates.iter().map(Cell::empty).collect::<Vec<_>>();
+        if plan.fill == Fill::None {
+            return Ok((0..self.labels.len())
+                .map(|slot| Row {
+                    label: self.labels[slot],
+                    group: self.slot_groups[slot],
+                    cells: (0..plan.aggregates.len()).map(|j| self.cell(slot, j)).collect(),
+                })
+                .collect());
+        }
+        if plan.groups.is_empty() {
+            self.group(0);
+        }
+        let mut buckets = Vec::new();
+        let mut label = Some(plan.first_ns);
+        while let Some(at) = label.filter(|at| *at < plan.end_ns) {
+            if buckets.len().saturating_mul(self.group_keys.len().max(1)) >= SLOTS_MAX {
+                return Err(Stop::Declined);
+            }
+            buckets.push(at);
+            label = if plan.single { None } else { at.checked_add(plan.width_ns) };
+        }
+        let mut rows = Vec::with_capacity(buckets.len() * self.group_keys.len());
+        for group in 0..self.group_keys.len() as u32 {
+            let mut carried = empty();
+            for &label in &buckets {
+                let mut cells = match self.slots.get(&(label, group)) {
+                    Some(&slot) => (0..plan.aggregates.len()).map(|j| self.cell(slot, j)).collect(),
+                    None => empty(),
+                };
+                if plan.fill == Fill::Previous {
+                    for (cell, last) in cells.iter_mut().zip(carried.iter_mut()) {
+                        if cell.is_null() {
+                            *cell = *last;
+                        } else {
+                            *last = *cell;
+                        }
+                    }
+                }
+                rows.push(Row { label, group, cells });
+            }
+        }
+        Ok(rows)
+    }
+
     /// The answer: by bucket label in the plan's order, then by each
     /// group column ascending (nulls last, as DuckDB sorts), paged.
-    fn finish(self) -> RecordBatch {
+    fn finish(mut self) -> Result<RecordBatch, Stop> {
         let plan = self.plan;
-        let mut order: Vec<usize> = (0..self.labels.len()).collect();
-        let group_text = |slot: usize, column: usize| {
-            let id = (self.group_keys[self.slot_groups[slot] as usize] >> (32 * column)) as u32;
+        let mut rows = self.rows()?;
+        let group_text = |group: u32, column: usize| {
+            let id = (self.group_keys[group as usize] >> (32 * column)) as u32;
             self.values[column].text(id)
         };
-        order.sort_unstable_by(|&a, &b| {
-            let by_time = self.labels[a].cmp(&self.labels[b]);
+        rows.sort_unstable_by(|a, b| {
+            let by_time = a.label.cmp(&b.label);
             let by_time = if plan.desc { by_time.reverse() } else { by_time };
             (0..plan.groups.len()).fold(by_time, |order, column| {
-                order.then_with(|| match (group_text(a, column), group_text(b, column)) {
+                order.then_with(|| match (group_text(a.group, column), group_text(b.group, column)) {
                     (Some(x), Some(y)) => x.as_bytes().cmp(y.as_bytes()),
                     (Some(_), None) => std::cmp::Ordering::Less,
                     (None, Some(_)) => std::cmp::Ordering::Greater,
@@ -830,44 +903,61 @@ impl<'p> Accumulator<'p> {
         });
         let skip = usize::try_from(plan.offset.unwrap_or(0)).unwrap_or(usize::MAX);
         let take = plan.limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
-        let chosen: Vec<usize> = order.into_iter().skip(skip).take(take).collect();
-        let width = plan.aggregates.len();
-        let mut columns: Vec<ArrayRef> =
-            vec![Arc::new(Int64Array::from_iter_values(chosen.iter().map(|&s| self.labels[s])))];
+        let chosen: Vec<&Row> = rows.iter().skip(skip).take(take).collect();
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(chosen.iter().map(|r| r.label)))];
         for column in 0..plan.groups.len() {
-            columns.push(Arc::new(StringArray::from_iter(chosen.iter().map(|&slot| group_text(slot, column)))));
+            columns.push(Arc::new(StringArray::from_iter(chosen.iter().map(|r| group_text(r.group, column)))));
         }
         for (j, aggregate) in plan.aggregates.iter().enumerate() {
-            let states = chosen.iter().map(|&slot| self.states[slot * width + j]);
-            let column: ArrayRef = match aggregate.function {
-                Function::Count => Arc::new(Int64Array::from_iter_values(states.map(|s| match s {
-                    State::Count(n) => n,
-                    _ => 0,
-                }))),
-                Function::Avg | Function::Sum => Arc::new(Float64Array::from_iter(states.map(|s| match s {
-                    State::Sum(sum, n) if n > 0 => {
-                        Some(if aggregate.function == Function::Avg { sum / n as f64 } else { sum })
-                    }
+            let cells = chosen.iter().map(|r| r.cells[j]);
+            let column: ArrayRef = match Cell::empty(aggregate) {
+                Cell::Float(_) => Arc::new(Float64Array::from_iter(cells.map(|c| match c {
+                    Cell::Float(v) => v,
                     _ => None,
                 }))),
-                Function::Min | Function::Max => match aggregate.kind {
-                    ColumnKind::Float => Arc::new(Float64Array::from_iter(states.map(|s| match s {
-                        State::Float(v, _) => v,
-                        _ => None,
-                    }))),
-                    ColumnKind::Unsigned => Arc::new(UInt64Array::from_iter(states.map(|s| match s {
-                        State::Unsigned(v, _) => v,
-                        _ => None,
-                    }))),
-                    _ => Arc::new(Int64Array::from_iter(states.map(|s| match s {
-                        State::Integer(v, _) => v,
-                        _ => None,
-                    }))),
-                },
+                Cell::Unsigned(_) => Arc::new(UInt64Array::from_iter(cells.map(|c| match c {
+                    Cell::Unsigned(v) => v,
+                    _ => None,
+                }))),
+                Cell::Integer(_) => Arc::new(Int64Array::from_iter(cells.map(|c| match c {
+                    Cell::Integer(v) => v,
+                    _ => None,
+                }))),
             };
             columns.push(column);
         }
-        RecordBatch::try_new(Arc::new(plan.output_schema()), columns).expect("columns match the output schema")
+        Ok(RecordBatch::try_new(Arc::new(plan.output_schema()), columns).expect("columns match the output schema"))
+    }
+}
+
+/// One row of the answer before it is ordered.
+struct Row {
+    label: i64,
+    group: u32,
+    cells: Vec<Cell>,
+}
+
+/// One aggregate's value in a row of the answer.
+#[derive(Debug, Clone, Copy)]
+enum Cell {
+    Float(Option<f64>),
+    Integer(Option<i64>),
+    Unsigned(Option<u64>),
+}
+
+impl Cell {
+    /// The null of `aggregate`'s output type.
+    fn empty(aggregate: &Aggregate) -> Cell {
+        match (aggregate.function, aggregate.kind) {
+            (Function::Count, _) => Cell::Integer(None),
+            (Function::Avg | Function::Sum, _) | (_, ColumnKind::Float) => Cell::Float(None),
+            (_, ColumnKind::Unsigned) => Cell::Unsigned(None),
+            _ => Cell::Integer(None),
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self, Cell::Float(None) | Cell::Integer(None) | Cell::Unsigned(None))
     }
 }
 
@@ -1006,7 +1096,7 @@ mod tests {
         assert!(!with(host.clone(), avg.clone(), serde_json::json!({"group_by": ["host", "host"]})));
         let mut filled = serde_json::json!({"time_range": {"start": 0, "end": 1_000_000}, "filters": host,
             "downsample": {"interval": "1s", "aggregations": avg, "fill": "null"}});
-        assert!(NativePlan::new(&request(filled.clone()), &schema()).is_none());
+        assert!(NativePlan::new(&request(filled.clone()), &schema()).is_some());
         // More buckets than it keeps.
         filled["downsample"]["fill"] = Json::from("none");
         filled["downsample"]["interval"] = Json::from("1ns");
