@@ -313,13 +313,7 @@ fn sql_naming_a_dataset_the_caller_may_not_read_is_forbidden() {
     let mut server = loaded_server("hostile-sql-scope", CONFIG);
     let data_dir = server.data_dir.clone();
     server.terminate();
-    let mut config = strata::config::Config::default();
-    config.server.data_dir = data_dir.clone();
-    config.validate().unwrap();
-    let config = Arc::new(config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let (store, _) = strata::store::Store::open(config.clone()).unwrap();
-    let store = Arc::new(store);
+    let (config, runtime, store) = crate::support::open_store(&data_dir);
     let engine = Arc::new(QueryEngine::new(config.query.clone(), store.targets().clone(), &data_dir.join("query-tmp")));
     let no_orders: DatasetFilter = Arc::new(|name: &str| name != "orders");
     let run = |sql: &str| runtime.block_on(engine.sql(&store, sql, OutputFormat::Json, no_orders.clone()));

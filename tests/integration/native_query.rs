@@ -223,13 +223,7 @@ fn native_answers_are_duckdbs_over_files_and_buffers() {
     let data_dir = server.data_dir.clone();
     server.kill9();
 
-    let mut config = strata::config::Config::default();
-    config.server.data_dir = data_dir.clone();
-    config.validate().unwrap();
-    let config = Arc::new(config);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let (store, _) = strata::store::Store::open(config.clone()).unwrap();
-    let store = Arc::new(store);
+    let (config, runtime, store) = crate::support::open_store(&data_dir);
     let engine = |native: bool, dir: &str| {
         let mut query = config.query.clone();
         query.native = native;

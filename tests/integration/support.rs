@@ -364,6 +364,21 @@ impl Drop for Server {
     }
 }
 
+/// A store opened in this process on a stopped server's data directory
+/// (default configuration), its configuration, and a runtime to drive
+/// queries on it.
+pub fn open_store(
+    data_dir: &Path,
+) -> (std::sync::Arc<strata::config::Config>, tokio::runtime::Runtime, std::sync::Arc<strata::store::Store>) {
+    let mut config = strata::config::Config::default();
+    config.server.data_dir = data_dir.to_path_buf();
+    config.validate().unwrap();
+    let config = std::sync::Arc::new(config);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let (store, _) = strata::store::Store::open(config.clone()).unwrap();
+    (config, runtime, std::sync::Arc::new(store))
+}
+
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
 }
