@@ -560,7 +560,7 @@ impl QueryEngine {
     ) -> Result<QueryResult, Failure> {
         let schema = dataset.schema();
         let planned = plan(&request, &schema)?;
-        let native = if self.config.native { NativePlan::new(&request, &schema) } else { None };
+        let native = if self.config.native { NativePlan::new(&request, &schema, &planned) } else { None };
         let range = Some((planned.start_ns, planned.end_ns));
         self.run(store, vec![(dataset, "src".to_string())], range, planned, native, format).await
     }
@@ -810,14 +810,10 @@ impl QueryJob {
         let Some(streamed) = self.stream(&mut batches, &mut encoder, &sources, &mut first, &sender) else {
             return; // the client went away
         };
-        if let (Some(error), true) = (&streamed.failure, first.pending()) {
-            return first.fail(&self.watch, error.clone());
-        }
-        first.started();
-        stats.rows_returned = encoder.rows();
-        stats.elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let clean = streamed.failure.is_none();
-        self.end(streamed, &mut encoder, &stats, &sender);
+        if !self.conclude(streamed, &mut encoder, stats, &mut first, &sender) {
+            return;
+        }
         // The answer is complete; an SQL query over new files opened a
         // spare, so another is opened before the next one needs it.
         drop(sender);
@@ -839,7 +835,7 @@ impl QueryJob {
     fn answer_with(
         &self,
         batch: RecordBatch,
-        mut stats: QueryStats,
+        stats: QueryStats,
         permit: tokio::sync::OwnedSemaphorePermit,
         mut first: FirstAnswer,
         sender: &mpsc::Sender<Result<Bytes, Failure>>,
@@ -853,20 +849,35 @@ impl QueryJob {
             }
             Err(error) => Some(error),
         };
-        if let (Some(error), true) = (&failure, first.pending()) {
-            return first.fail(&self.watch, error.clone());
-        }
-        first.started();
-        stats.rows_returned = encoder.rows();
-        stats.elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
-        self.end(Streamed { pending, failure }, &mut encoder, &stats, sender);
+        self.conclude(Streamed { pending, failure }, &mut encoder, stats, &mut first, sender);
         self.watch.finish();
         drop(permit);
     }
 
-    /// Each dataset's snapshot as a source, the connection (the shared
-    /// database for a structured query, a locked one for exactly the
-    /// snapshot's files for SQL) and each source's relation.
+    /// Ends an answer whose batches are all encoded. A failure before
+    /// anything was sent becomes the request's error status (`false`);
+    /// otherwise the rest goes out with the statistics (`true`).
+    fn conclude(
+        &self,
+        streamed: Streamed,
+        encoder: &mut Encoder,
+        mut stats: QueryStats,
+        first: &mut FirstAnswer,
+        sender: &mpsc::Sender<Result<Bytes, Failure>>,
+    ) -> bool {
+        if let (Some(error), true) = (&streamed.failure, first.pending()) {
+            first.fail(&self.watch, error.clone());
+            return false;
+        }
+        first.started();
+        stats.rows_returned = encoder.rows();
+        stats.elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.end(streamed, encoder, &stats, sender);
+        true
+    }
+
+    /// Each dataset's snapshot as a source (files resolved, buffered rows
+    /// taken), counted in `stats`.
     fn sources(&self, stats: &mut QueryStats) -> Result<Vec<Source>, Failure> {
         let mut sources = Vec::new();
         for (i, (dataset, _)) in self.datasets.iter().enumerate() {
