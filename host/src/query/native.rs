@@ -8,11 +8,12 @@
 //! skips row groups by their statistics and pages by the page index,
 //! decodes only the pages left and only the columns used, and aggregates
 //! the matching rows in one pass; each file's footer and page index are
-//! parsed once and kept ([`Footers`]).
+//! parsed once and kept, and so are the bloom filters read ([`Caches`]).
 //!
 //! It answers only what it answers exactly as the SQL plan would: the same
 //! columns, types, bucket labels, order, paging and nulls (the
-//! differential test in `tests/integration/query.rs` holds it to that).
+//! differential test in `tests/integration/native_query.rs` holds it to
+//! that).
 //! Any other query, and any file or buffer whose columns are not the plain
 //! types it expects, is left to DuckDB ([`Outcome::Declined`]).
 
@@ -35,7 +36,7 @@ use parquet::file::statistics::Statistics;
 use rustc_hash::FxHashMap;
 use serde_json::Value as Json;
 
-use super::plan::{Buckets, Fill, Filter, Order, QueryRequest, time_range_ns};
+use super::plan::{Buckets, Fill, Filter, Order, PlannedQuery, QueryRequest};
 use super::watchdog::Watch;
 use crate::error::{ErrorCode, Failure};
 use crate::schema::{ColumnKind, DatasetSchema};
@@ -99,9 +100,10 @@ impl NativePlan {
     /// The plan of `request`, if the executor answers it: a downsample
     /// (gap-filled or not), grouped by tags if at all, at least one tag
     /// pinned by `=` or `in` (only such conditions, joined by `and`),
-    /// aggregations it computes over columns stored under their own names. `request` has
-    /// already been planned as SQL, so it is valid.
-    pub(crate) fn new(request: &QueryRequest, schema: &DatasetSchema) -> Option<NativePlan> {
+    /// aggregations it computes over columns stored under their own names.
+    /// `request` has already been planned as SQL (`planned`), so it is
+    /// valid and its range parsed.
+    pub(crate) fn new(request: &QueryRequest, schema: &DatasetSchema, planned: &PlannedQuery) -> Option<NativePlan> {
         let downsample = request.downsample.as_ref()?;
         if schema.projection().is_some() {
             return None;
@@ -118,7 +120,7 @@ impl NativePlan {
         if filters.is_empty() {
             return None;
         }
-        let (start_ns, end_ns) = time_range_ns(&request.time_range).ok()?;
+        let (start_ns, end_ns) = (planned.start_ns, planned.end_ns);
         if end_ns <= start_ns {
             return None;
         }
@@ -168,11 +170,10 @@ impl NativePlan {
         let mut fields = vec![Field::new(&self.time_column, DataType::Int64, true)];
         fields.extend(self.groups.iter().map(|group| Field::new(group, DataType::Utf8, true)));
         for aggregate in &self.aggregates {
-            let data_type = match (aggregate.function, aggregate.kind) {
-                (Function::Count, _) => DataType::Int64,
-                (Function::Avg | Function::Sum, _) | (_, ColumnKind::Float) => DataType::Float64,
-                (_, ColumnKind::Unsigned) => DataType::UInt64,
-                _ => DataType::Int64,
+            let data_type = match Cell::empty(aggregate) {
+                Cell::Float(_) => DataType::Float64,
+                Cell::Integer(_) => DataType::Int64,
+                Cell::Unsigned(_) => DataType::UInt64,
             };
             fields.push(Field::new(&aggregate.alias, data_type, true));
         }
@@ -223,16 +224,55 @@ pub(crate) struct Caches {
     blooms: Blooms,
 }
 
+/// A map that forgets its oldest entries once their costs pass `budget`.
+#[derive(Debug)]
+struct Kept<K, V> {
+    entries: FxHashMap<K, V>,
+    order: VecDeque<(K, u64)>,
+    cost: u64,
+    budget: u64,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Kept<K, V> {
+    fn new(budget: u64) -> Kept<K, V> {
+        Kept { entries: FxHashMap::default(), order: VecDeque::new(), cost: 0, budget }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.entries.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: K, value: V, cost: u64) {
+        if self.entries.insert(key.clone(), value).is_some() {
+            return;
+        }
+        self.order.push_back((key, cost));
+        self.cost += cost;
+        while self.cost > self.budget {
+            let Some((oldest, cost)) = self.order.pop_front() else { break };
+            self.entries.remove(&oldest);
+            self.cost -= cost;
+        }
+    }
+}
+
 /// Each file's parsed footer with its page index, by path, the oldest
 /// forgotten first past `FOOTERS_KEPT`. Safe to keep: a key never names
 /// other bytes (files are written create-only; a rewrite gets a new key).
-#[derive(Debug, Default)]
-struct Footers(Mutex<(FxHashMap<PathBuf, ArrowReaderMetadata>, VecDeque<PathBuf>)>);
+#[derive(Debug)]
+struct Footers(Mutex<Kept<PathBuf, ArrowReaderMetadata>>);
+
+impl Default for Footers {
+    fn default() -> Footers {
+        Footers(Mutex::new(Kept::new(FOOTERS_KEPT as u64)))
+    }
+}
 
 impl Footers {
     fn get<R: ChunkReader>(&self, path: &Path, reader: &R) -> parquet::errors::Result<ArrowReaderMetadata> {
-        if let Some(found) = self.0.lock_or_recover().0.get(path) {
-            return Ok(found.clone());
+        let key = path.to_path_buf();
+        if let Some(found) = self.0.lock_or_recover().get(&key) {
+            return Ok(found);
         }
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let loaded = ArrowReaderMetadata::load(reader, options.clone())?;
@@ -254,16 +294,7 @@ impl Footers {
             .collect();
         let schema = Arc::new(Schema::new_with_metadata(fields, loaded.schema().metadata().clone()));
         let loaded = ArrowReaderMetadata::try_new(loaded.metadata().clone(), options.with_schema(schema))?;
-        let mut kept = self.0.lock_or_recover();
-        let (map, order) = &mut *kept;
-        if map.insert(path.to_path_buf(), loaded.clone()).is_none() {
-            order.push_back(path.to_path_buf());
-            while order.len() > FOOTERS_KEPT {
-                if let Some(oldest) = order.pop_front() {
-                    map.remove(&oldest);
-                }
-            }
-        }
+        self.0.lock_or_recover().insert(key, loaded.clone(), 1);
         Ok(loaded)
     }
 }
@@ -278,14 +309,13 @@ type BloomKey = (PathBuf, usize, usize);
 /// oldest forgotten first past `BLOOM_BYTES_KEPT`. A query for one series
 /// of a high-cardinality dataset checks one per row group in range; kept,
 /// a check is a hash and a few bit tests instead of a 32 KiB read.
-#[derive(Debug, Default)]
-pub(crate) struct Blooms(Mutex<BloomCache>);
+#[derive(Debug)]
+struct Blooms(Mutex<Kept<BloomKey, Option<Arc<Sbbf>>>>);
 
-#[derive(Debug, Default)]
-struct BloomCache {
-    filters: FxHashMap<BloomKey, Option<Arc<Sbbf>>>,
-    order: VecDeque<(BloomKey, u64)>,
-    bytes: u64,
+impl Default for Blooms {
+    fn default() -> Blooms {
+        Blooms(Mutex::new(Kept::new(BLOOM_BYTES_KEPT)))
+    }
 }
 
 impl Blooms {
@@ -295,21 +325,12 @@ impl Blooms {
         column: &parquet::file::metadata::ColumnChunkMetaData,
         reader: &R,
     ) -> parquet::errors::Result<Option<Arc<Sbbf>>> {
-        if let Some(found) = self.0.lock_or_recover().filters.get(&key) {
-            return Ok(found.clone());
+        if let Some(found) = self.0.lock_or_recover().get(&key) {
+            return Ok(found);
         }
         let read = Sbbf::read_from_column_chunk(column, reader)?.map(Arc::new);
         let size = u64::try_from(column.bloom_filter_length().unwrap_or(0)).unwrap_or(0) + 64;
-        let mut cache = self.0.lock_or_recover();
-        if cache.filters.insert(key.clone(), read.clone()).is_none() {
-            cache.order.push_back((key, size));
-            cache.bytes += size;
-            while cache.bytes > BLOOM_BYTES_KEPT {
-                let Some((oldest, size)) = cache.order.pop_front() else { break };
-                cache.filters.remove(&oldest);
-                cache.bytes -= size;
-            }
-        }
+        self.0.lock_or_recover().insert(key, read.clone(), size);
         Ok(read)
     }
 }
@@ -628,37 +649,21 @@ const NULL_VALUE: u32 = u32::MAX;
 struct GroupValues {
     ids: FxHashMap<String, u32>,
     texts: Vec<String>,
+    /// The last dictionary seen and its values' ids.
+    seen: Option<(ArrayRef, Vec<u32>)>,
 }
 
 impl GroupValues {
-    fn id(&mut self, text: &str) -> u32 {
-        if let Some(id) = self.ids.get(text) {
-            return *id;
-        }
-        let id = self.texts.len() as u32;
-        self.ids.insert(text.to_string(), id);
-        self.texts.push(text.to_string());
-        id
-    }
-
     /// Each row's value id; `None` for a column that is not text.
     fn ids_of(&mut self, array: &dyn Array) -> Option<Vec<u32>> {
-        let mut texts = |strings: &mut dyn Iterator<Item = Option<&str>>| -> Vec<u32> {
-            strings.map(|t| t.map_or(NULL_VALUE, |t| self.id(t))).collect()
+        let (ids, texts) = (&mut self.ids, &mut self.texts);
+        let mut id = |text: &str| {
+            *ids.entry(text.to_string()).or_insert_with(|| {
+                texts.push(text.to_string());
+                texts.len() as u32 - 1
+            })
         };
-        Some(match array.data_type() {
-            DataType::Utf8 => texts(&mut array.as_string::<i32>().iter()),
-            DataType::LargeUtf8 => texts(&mut array.as_string::<i64>().iter()),
-            DataType::Utf8View => texts(&mut array.as_string_view().iter()),
-            DataType::Dictionary(_, _) => {
-                let dictionary = array.as_any_dictionary_opt()?;
-                let values = self.ids_of(dictionary.values().as_ref())?;
-                let keys = dictionary.normalized_keys();
-                let id = |row: usize| values.get(keys[row]).copied().filter(|_| array.is_valid(row));
-                (0..array.len()).map(|row| id(row).unwrap_or(NULL_VALUE)).collect()
-            }
-            _ => return None,
-        })
+        per_row(array, NULL_VALUE, &mut id, &mut self.seen)
     }
 
     fn text(&self, id: u32) -> Option<&str> {
@@ -946,7 +951,8 @@ enum Cell {
 }
 
 impl Cell {
-    /// The null of `aggregate`'s output type.
+    /// The null of `aggregate`'s output type (which is DuckDB's type of
+    /// the aggregate).
     fn empty(aggregate: &Aggregate) -> Cell {
         match (aggregate.function, aggregate.kind) {
             (Function::Count, _) => Cell::Integer(None),
@@ -1001,26 +1007,39 @@ fn update(state: &mut State, input: &Input<'_>, row: usize) {
 
 /// For each row of a text column, whether it holds one of `values`
 /// (null: no); `None` for a column that is not text.
-///
-/// `seen` keeps the last dictionary's answer: the batches of one column
-/// chunk share its dictionary, which can hold thousands of values. It
-/// holds the dictionary itself, so the pointer compared cannot be reused.
 fn matching(array: &dyn Array, values: &[String], seen: &mut Option<(ArrayRef, Vec<bool>)>) -> Option<Vec<bool>> {
-    let hit = |text: &str| values.iter().any(|v| v == text);
+    per_row(array, false, &mut |text| values.iter().any(|v| v == text), seen)
+}
+
+/// Each row of a text column through `each`, `null` for a null row;
+/// `None` for a column that is not text. A dictionary's values go through
+/// `each` once, and `seen` keeps the last dictionary's results: the
+/// batches of one column chunk share its dictionary, which can hold
+/// thousands of values. It holds the dictionary itself, so the pointer
+/// compared cannot be reused by another.
+fn per_row<T: Copy>(
+    array: &dyn Array,
+    null: T,
+    each: &mut dyn FnMut(&str) -> T,
+    seen: &mut Option<(ArrayRef, Vec<T>)>,
+) -> Option<Vec<T>> {
+    let mut texts =
+        |strings: &mut dyn Iterator<Item = Option<&str>>| strings.map(|t| t.map_or(null, &mut *each)).collect();
     Some(match array.data_type() {
-        DataType::Utf8 => array.as_string::<i32>().iter().map(|t| t.is_some_and(hit)).collect(),
-        DataType::LargeUtf8 => array.as_string::<i64>().iter().map(|t| t.is_some_and(hit)).collect(),
-        DataType::Utf8View => array.as_string_view().iter().map(|t| t.is_some_and(hit)).collect(),
+        DataType::Utf8 => texts(&mut array.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => texts(&mut array.as_string::<i64>().iter()),
+        DataType::Utf8View => texts(&mut array.as_string_view().iter()),
         DataType::Dictionary(_, _) => {
             let dictionary = array.as_any_dictionary_opt()?;
-            let dictionary_values = dictionary.values();
-            if !seen.as_ref().is_some_and(|(kept, _)| Arc::ptr_eq(kept, dictionary_values)) {
-                let hits = matching(dictionary_values.as_ref(), values, &mut None)?;
-                *seen = Some((dictionary_values.clone(), hits));
+            let values = dictionary.values();
+            if !seen.as_ref().is_some_and(|(kept, _)| Arc::ptr_eq(kept, values)) {
+                let mapped = per_row(values.as_ref(), null, each, &mut None)?;
+                *seen = Some((values.clone(), mapped));
             }
-            let hits = &seen.as_ref().expect("set above").1;
+            let mapped = &seen.as_ref().expect("set above").1;
             let keys = dictionary.normalized_keys();
-            (0..array.len()).map(|row| array.is_valid(row) && hits.get(keys[row]).copied().unwrap_or(false)).collect()
+            let value = |row: usize| mapped.get(keys[row]).copied().filter(|_| array.is_valid(row));
+            (0..array.len()).map(|row| value(row).unwrap_or(null)).collect()
         }
         _ => return None,
     })
@@ -1051,6 +1070,14 @@ mod tests {
         serde_json::from_value(query).unwrap()
     }
 
+    /// The native plan of `query`, planned as SQL first as the engine
+    /// does (a query the SQL plan refuses never reaches the executor).
+    fn native(query: Json) -> Option<NativePlan> {
+        let request = request(query);
+        let planned = super::super::plan::plan(&request, &schema()).ok()?;
+        NativePlan::new(&request, &schema(), &planned)
+    }
+
     #[test]
     fn only_downsamples_pinning_tags_are_native() {
         let with = |filters: Json, aggregations: Json, extra: Json| {
@@ -1059,7 +1086,7 @@ mod tests {
             for (key, value) in extra.as_object().unwrap() {
                 query[key] = value.clone();
             }
-            NativePlan::new(&request(query), &schema()).is_some()
+            native(query).is_some()
         };
         let host = serde_json::json!({"column": "host", "op": "=", "value": "a"});
         let avg = serde_json::json!([{"fn": "avg", "column": "f"}]);
@@ -1096,12 +1123,12 @@ mod tests {
         assert!(!with(host.clone(), avg.clone(), serde_json::json!({"group_by": ["host", "host"]})));
         let mut filled = serde_json::json!({"time_range": {"start": 0, "end": 1_000_000}, "filters": host,
             "downsample": {"interval": "1s", "aggregations": avg, "fill": "null"}});
-        assert!(NativePlan::new(&request(filled.clone()), &schema()).is_some());
+        assert!(native(filled.clone()).is_some());
         // More buckets than it keeps.
         filled["downsample"]["fill"] = Json::from("none");
         filled["downsample"]["interval"] = Json::from("1ns");
         filled["time_range"]["end"] = Json::from(1i64 << 40);
-        assert!(NativePlan::new(&request(filled), &schema()).is_none());
+        assert!(native(filled).is_none());
     }
 
     #[test]
@@ -1110,6 +1137,17 @@ mod tests {
         assert_eq!(intersect(&[0..10, 20..30], &[5..25]), vec![5..10, 20..25]);
         assert_eq!(intersect(&[0..10], &[0..4, 4..8]), vec![0..8]);
         assert_eq!(intersect(&[0..10], &[10..20]), Vec::<Range<usize>>::new());
+    }
+
+    #[test]
+    fn kept_entries_are_forgotten_oldest_first_past_the_budget() {
+        let mut kept = Kept::new(10);
+        kept.insert("a", 1, 4);
+        kept.insert("b", 2, 4);
+        kept.insert("a", 9, 4); // already kept: counted once, value replaced
+        assert_eq!((kept.get(&"a"), kept.get(&"b"), kept.cost), (Some(9), Some(2), 8));
+        kept.insert("c", 3, 4);
+        assert_eq!((kept.get(&"a"), kept.get(&"b"), kept.get(&"c"), kept.cost), (None, Some(2), Some(3), 8));
     }
 
     #[test]
