@@ -441,11 +441,15 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         let cpu_after = pid.and_then(proc_cpu_seconds);
         let mut sender = connect(&authority).await?;
         let buffered = buffered_at(&mut sender, &authority).await?;
+        let flushing = Instant::now();
         let flush_status = post(&mut sender, &authority, "/v1/flush", Bytes::new()).await?;
+        let flush_elapsed = flushing.elapsed();
+        let cpu_flushed = pid.and_then(proc_cpu_seconds);
         let report = IngestReport {
             body_bytes,
             elapsed,
             cpu_seconds: cpu_before.zip(cpu_after).map(|(before, after)| after - before),
+            flush: (flush_elapsed, cpu_after.zip(cpu_flushed).map(|(before, after)| after - before)),
             disk_bytes: server.as_ref().map(|s| dir_bytes(&s.storage())),
             flush_status,
             peak_rss_bytes: pid.and_then(proc_peak_rss_bytes),
@@ -512,6 +516,9 @@ struct IngestReport {
     elapsed: Duration,
     /// Server CPU time spent meanwhile (a server this command started).
     cpu_seconds: Option<f64>,
+    /// The final flush of the rows still buffered: its wall time and the
+    /// server's CPU time (a server this command started).
+    flush: (Duration, Option<f64>),
     /// Parquet on disk after the flush (a server this command started).
     disk_bytes: Option<u64>,
     /// The status `POST /v1/flush` answered.
@@ -544,6 +551,21 @@ impl IngestReport {
                 cpu / (args.rows as f64 / 1e6)
             );
         }
+        let (rows, bytes) = self.buffered;
+        let (flush_elapsed, flush_cpu) = self.flush;
+        if let (Some(cpu), Some(flush_cpu)) = (self.cpu_seconds, flush_cpu) {
+            println!(
+                "  final flush               {rows} rows in {:.3} s, {flush_cpu:.2} CPU-s",
+                flush_elapsed.as_secs_f64()
+            );
+            // Every row is parsed, logged and buffered in the window and
+            // flushed once, in it or in the final flush: this figure does not
+            // depend on how many flushes the window happened to hold.
+            println!(
+                "  server CPU, every row flushed {:.2} CPU-s per million rows",
+                (cpu + flush_cpu) / (args.rows as f64 / 1e6)
+            );
+        }
         if let Some(disk) = self.disk_bytes {
             println!(
                 "  Parquet on disk           {:.1} MB ({:.2} bytes/row, flush answered {})",
@@ -555,7 +577,6 @@ impl IngestReport {
         if let Some(rss) = self.peak_rss_bytes {
             println!("  server peak RSS           {:.0} MB", rss as f64 / 1e6);
         }
-        let (rows, bytes) = self.buffered;
         println!(
             "  buffered at the last ack  {rows} rows, {:.1} MB ({:.1} bytes per buffered row)",
             bytes as f64 / 1e6,
