@@ -441,7 +441,17 @@ fn parse_line<'b>(
     }
     let mut fields = 0;
     loop {
-        let key_end = find_unescaped(line, at, b"= ,");
+        // A line usually names the previous line's field here: its key
+        // followed by `=` ends where a scan would stop (the key holds no
+        // unescaped stop, and ends outside an escape).
+        let key_end = match field_layout.get(fields) {
+            Some((known, _))
+                if bytes[at..].starts_with(known.as_bytes()) && bytes.get(at + known.len()) == Some(&b'=') =>
+            {
+                at + known.len()
+            }
+            _ => find_unescaped(line, at, b"= ,"),
+        };
         if key_end >= bytes.len() || bytes[key_end] != b'=' {
             return syntax("field has no '='");
         }
@@ -542,6 +552,9 @@ fn parse_field_value<'b>(
         }
         return Ok((value, end));
     }
+    if let Some((value, end)) = plain_decimal_at(line, start) {
+        return Ok((Value::Float(value), end));
+    }
     let end = memchr::memchr2(b',', b' ', &line[start..]).map_or(line.len(), |offset| start + offset);
     let token = &text[start..end];
     let first = token.as_bytes().first().copied().unwrap_or(b'x');
@@ -577,9 +590,9 @@ fn parse_field_value<'b>(
 /// A finite float from `token`, as `str::parse` reads it.
 #[inline]
 fn parse_float(token: &str) -> Option<f64> {
-    match plain_decimal(token.as_bytes()) {
-        Some(value) => Some(value),
-        None => token.parse::<f64>().ok().filter(|v| v.is_finite()),
+    match plain_decimal_at(token.as_bytes(), 0) {
+        Some((value, end)) if end == token.len() => Some(value),
+        _ => token.parse::<f64>().ok().filter(|v| v.is_finite()),
     }
 }
 
@@ -589,24 +602,26 @@ const EXACT_POWERS_OF_TEN: [f64; 23] = [
     1e21, 1e22,
 ];
 
-/// The value of a plain decimal — an optional sign, 1 to 15 digits with at
-/// least one before an optional `.` that has at least one after it, no
-/// exponent — or `None` for anything else (then `str::parse` decides).
+/// The value of a plain decimal token starting at `start` of `line` and
+/// ending at the next `,` or ` ` (or the line's end), with that end — or
+/// `None` when the token is anything else (then `str::parse` decides). A
+/// plain decimal is an optional sign, 1 to 15 digits with at least one
+/// before an optional `.` that has at least one after it, no exponent.
 /// With at most 15 digits the digits form an integer below 2^53 and the
 /// scale is a power of ten at most 10^15, both exact in `f64`, so the one
 /// IEEE division rounds correctly: the result is bit for bit what
-/// `str::parse` gives (Clinger's fast path).
+/// `str::parse` gives (Clinger's fast path). Finding the token's end and
+/// reading its digits are one pass.
 #[inline]
-fn plain_decimal(bytes: &[u8]) -> Option<f64> {
-    let (negative, digits) = match bytes.first()? {
-        b'-' => (true, &bytes[1..]),
-        b'+' => (false, &bytes[1..]),
-        _ => (false, bytes),
-    };
+fn plain_decimal_at(line: &[u8], start: usize) -> Option<(f64, usize)> {
+    let sign = *line.get(start)?;
+    let negative = sign == b'-';
+    let mut i = if matches!(sign, b'-' | b'+') { start + 1 } else { start };
+    let digits_start = i;
     let mut mantissa: u64 = 0;
     let mut count = 0usize;
     let mut point: Option<usize> = None;
-    for (i, byte) in digits.iter().enumerate() {
+    while let Some(byte) = line.get(i) {
         match byte {
             b'0'..=b'9' => {
                 count += 1;
@@ -615,20 +630,22 @@ fn plain_decimal(bytes: &[u8]) -> Option<f64> {
                 }
                 mantissa = mantissa * 10 + u64::from(byte - b'0');
             }
-            b'.' if point.is_none() && i > 0 => point = Some(i),
+            b'.' if point.is_none() && i > digits_start => point = Some(i),
+            b',' | b' ' => break,
             _ => return None,
         }
+        i += 1;
     }
     let fraction = match point {
-        Some(at) if at + 1 == digits.len() => return None,
-        Some(at) => digits.len() - at - 1,
+        Some(at) if at + 1 == i => return None,
+        Some(at) => i - at - 1,
         None => 0,
     };
     if count == 0 {
         return None;
     }
     let value = mantissa as f64 / EXACT_POWERS_OF_TEN[fraction];
-    Some(if negative { -value } else { value })
+    Some((if negative { -value } else { value }, i))
 }
 
 #[cfg(test)]
@@ -692,6 +709,55 @@ mod tests {
         assert_eq!(text(&whole, "host"), hosts);
         assert_eq!(text(&whole, "zone"), zones);
         assert_eq!(text(&whole, MEASUREMENT_COLUMN).last().unwrap().as_deref(), Some("m x"));
+    }
+
+    /// Lines whose field keys extend, shorten, escape or repeat the
+    /// previous line's (where a key is matched against the previous line's
+    /// instead of scanned) parse as each line parses alone.
+    #[test]
+    fn field_keys_like_the_previous_lines_parse_as_their_lines_do_alone() {
+        let lines = [
+            "m ab=1,cd=2 1",
+            "m ab=3,cd=4 2",
+            "m abc=5,cd=6 3",
+            "m ab=7,c=8 4",
+            "m ab==9,cd=1 5",
+            "m ab\\==1,cd=2 6",
+            "m a\\ b=1,cd=2 7",
+            "m a\\ b=1,cd=2 8",
+            "m a\\ bc=1,cd=2 9",
+            "m ab=1.5,cd=2.25,ef=-3,gh=+4.0 10",
+            "m ab=1.5i,cd=2 11",
+            "m ab=1.5,cd=2u3 12",
+            "m ab=1.5,cd=2.,ef=.5 13",
+            "m ab=1.5,cd=1e3,ef=123456789012345.6 14",
+            "m ab=1.5,st=\"x\" 15",
+            "m ab=1.5x,cd=2 16",
+            "m ab=1.5,cd=2 17",
+        ];
+        let body = lines.join("\n");
+        let (whole, errors) = run(&body);
+        let mut row = 0;
+        for (i, line) in lines.iter().enumerate() {
+            let (alone, alone_errors) = run(line);
+            let error = errors.iter().find(|e| e.line_number == i + 1).map(|e| e.error_message.clone());
+            assert_eq!(error, alone_errors.first().map(|e| e.error_message.clone()), "{line}");
+            if error.is_some() {
+                continue;
+            }
+            for (c, def) in alone.columns.iter().enumerate() {
+                let index = whole.columns.iter().position(|w| w.name == def.name).unwrap();
+                let got = whole.arrays[index].slice(row, 1);
+                let want = alone.arrays[c].slice(0, 1);
+                if def.kind == ColumnKind::Tag || def.kind == ColumnKind::Text {
+                    assert_eq!(text(&whole, &def.name)[row], text(&alone, &def.name)[0], "{line}: {}", def.name);
+                } else {
+                    assert_eq!(got.to_data(), want.to_data(), "{line}: {}", def.name);
+                }
+            }
+            row += 1;
+        }
+        assert_eq!(whole.rows(), row);
     }
 
     #[test]
@@ -868,7 +934,9 @@ mod tests {
     fn same_float(token: &str) {
         let fast = parse_float(token).map(f64::to_bits);
         assert_eq!(fast, slow_float(token).map(f64::to_bits), "{token:?}");
-        if let Some(value) = plain_decimal(token.as_bytes()) {
+        if let Some((value, end)) = plain_decimal_at(token.as_bytes(), 0)
+            && end == token.len()
+        {
             assert_eq!(Some(value.to_bits()), slow_float(token).map(f64::to_bits), "fast path on {token:?}");
         }
     }
