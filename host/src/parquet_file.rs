@@ -1108,7 +1108,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rows, 50_000);
-        let footer = u64::from(u32::from_le_bytes(file.bytes[file.bytes.len() - 8..][..4].try_into().unwrap()));
+        let tail: &[u8; 8] = file.bytes[file.bytes.len() - 8..].try_into().unwrap();
+        let footer = FooterTail::try_new(tail).unwrap().metadata_length() as u64;
         assert!(read <= FOOTER_READ_BYTES + 4 + footer && read < len, "{read} of {len} bytes read: the footer only");
         assert_eq!(requests, 3, "a footer of 50 row groups takes a read of its own");
         // Times at random gaps, so the file is larger than the end read.

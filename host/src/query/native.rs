@@ -238,7 +238,10 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Kept<K, V> {
         Kept { entries: FxHashMap::default(), order: VecDeque::new(), cost: 0, budget }
     }
 
-    fn get(&self, key: &K) -> Option<V> {
+    fn get<Q: std::hash::Hash + Eq + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.entries.get(key).cloned()
     }
 
@@ -270,8 +273,7 @@ impl Default for Footers {
 
 impl Footers {
     fn get<R: ChunkReader>(&self, path: &Path, reader: &R) -> parquet::errors::Result<ArrowReaderMetadata> {
-        let key = path.to_path_buf();
-        if let Some(found) = self.0.lock_or_recover().get(&key) {
+        if let Some(found) = self.0.lock_or_recover().get(path) {
             return Ok(found);
         }
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
@@ -294,7 +296,7 @@ impl Footers {
             .collect();
         let schema = Arc::new(Schema::new_with_metadata(fields, loaded.schema().metadata().clone()));
         let loaded = ArrowReaderMetadata::try_new(loaded.metadata().clone(), options.with_schema(schema))?;
-        self.0.lock_or_recover().insert(key, loaded.clone(), 1);
+        self.0.lock_or_recover().insert(path.to_path_buf(), loaded.clone(), 1);
         Ok(loaded)
     }
 }
@@ -364,8 +366,8 @@ pub(crate) fn answer(
     caches: &Caches,
     watch: &Watch,
 ) -> Result<Outcome, Failure> {
-    let mut accumulator = Accumulator::new(plan);
-    let scanned = (|| -> Result<(), Stop> {
+    let answered = (|| -> Result<RecordBatch, Stop> {
+        let mut accumulator = Accumulator::new(plan);
         for file in files {
             check(watch)?;
             let reader = file.open().map_err(|e| internal(file.path(), e))?;
@@ -374,14 +376,10 @@ pub(crate) fn answer(
         for batch in buffered {
             accumulator.add(batch)?;
         }
-        Ok(())
+        accumulator.finish()
     })();
-    match scanned {
-        Ok(()) => match accumulator.finish() {
-            Ok(batch) => Ok(Outcome::Answered(batch)),
-            Err(Stop::Declined) => Ok(Outcome::Declined),
-            Err(Stop::Failed(failure)) => Err(failure),
-        },
+    match answered {
+        Ok(batch) => Ok(Outcome::Answered(batch)),
         Err(Stop::Declined) => Ok(Outcome::Declined),
         Err(Stop::Failed(failure)) => Err(failure),
     }
