@@ -3,9 +3,11 @@
 //! A partition row is created on first use (`INSERT OR IGNORE`, so two
 //! writers racing for it get the same row) and carries the statistics of
 //! its committed files, kept by the commits in `files` and by triggers
-//! (`live_files`, `has_archive`, the dataset's `partitions_seq`).
+//! (`live_files`, `has_archive`, the dataset's `partitions_seq`; the
+//! statements that create partitions move `partitions_seq` themselves,
+//! once per transaction).
 
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::runs_audit::{AuditKind, INSERT_AUDIT};
@@ -81,6 +83,26 @@ pub struct PartitionRecord {
 pub(super) const PARTITION_COLUMNS: &str = "p.id, p.dataset_id, p.period_label, p.period_start_ns, p.period_end_ns, p.key, p.tier, p.read_only, \
      p.row_count, p.bytes, p.min_time_ns, p.max_time_ns, p.created_at_ns, p.last_written_at_ns, p.flushed_wal_seq, \
      p.live_files, p.has_archive, p.key_field";
+
+/// The partitions of a JSON array of `[label, start, end, key]` (`?2`) in
+/// a dataset (`?1`), in the array's order. `CROSS JOIN` keeps the array
+/// the outer loop: each element is one search of the unique index, where
+/// the planner would otherwise scan the dataset's partitions and walk the
+/// array for each.
+fn partitions_asked() -> String {
+    format!(
+        "SELECT {PARTITION_COLUMNS} FROM json_each(?2) AS j \
+         CROSS JOIN partitions p ON p.dataset_id = ?1 AND p.period_label = j.value ->> 0 AND p.key = j.value ->> 3 \
+         ORDER BY j.key"
+    )
+}
+
+/// Moves a dataset's `partitions_seq` on: once per transaction that
+/// creates partitions (updates and deletes move it by trigger).
+fn bump_partitions_seq(tx: &rusqlite::Transaction<'_>, dataset_id: i64) -> rusqlite::Result<()> {
+    tx.execute("UPDATE datasets SET partitions_seq = partitions_seq + 1 WHERE id = ?1", [dataset_id])?;
+    Ok(())
+}
 
 pub(super) fn partition_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PartitionRecord> {
     Ok(PartitionRecord {
@@ -183,24 +205,32 @@ impl Catalog {
 
     /// The partition for `(bucket, key)`, created if missing.
     pub fn partition(&self, dataset_id: i64, bucket: &Bucket, key: &str, now_ns: i64) -> Result<PartitionRecord> {
-        let connection = self.lock();
-        connection.execute(
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        let created = tx.execute(
             "INSERT OR IGNORE INTO partitions (dataset_id, period_label, period_start_ns, period_end_ns, key, created_at_ns, last_written_at_ns) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
             params![dataset_id, bucket.label, bucket.start_ns, bucket.end_ns, key, now_ns],
         )?;
-        Ok(connection.query_row(
+        if created > 0 {
+            bump_partitions_seq(&tx, dataset_id)?;
+        }
+        let record = tx.query_row(
             &format!("SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 AND p.period_label = ?2 AND p.key = ?3"),
             params![dataset_id, bucket.label, key],
             partition_from_row,
-        )?)
+        )?;
+        tx.commit()?;
+        Ok(record)
     }
 
     /// The partitions for many `(bucket, key)` pairs, those missing created,
     /// in one transaction (one fsync however many a request touches); in
     /// the order asked. A partition created here records `key_field` as
-    /// its keying ([`Catalog::note_key_field`] of its first write), so a
-    /// new partition costs one statement.
+    /// its keying ([`Catalog::note_key_field`] of its first write). The
+    /// pairs travel as one JSON array, so thousands of new partitions are
+    /// one statement that inserts them and one that reads them all back,
+    /// not two statements (and a statement journal) per partition.
     pub fn partitions_for(
         &self,
         dataset_id: i64,
@@ -208,30 +238,32 @@ impl Catalog {
         key_field: &str,
         now_ns: i64,
     ) -> Result<Vec<PartitionRecord>> {
+        let pairs: Vec<(&str, i64, i64, &str)> =
+            wanted.iter().map(|(b, key)| (b.label.as_str(), b.start_ns, b.end_ns, key.as_str())).collect();
+        let pairs = serde_json::to_string(&pairs).expect("strings and integers serialize");
         let mut connection = self.lock();
         let tx = connection.transaction()?;
-        let mut out = Vec::with_capacity(wanted.len());
-        {
-            let mut insert = tx.prepare_cached(&format!(
+        // `WHERE true`: an upsert after `INSERT ... SELECT` needs a WHERE.
+        let created = tx
+            .prepare_cached(
                 "INSERT INTO partitions (dataset_id, period_label, period_start_ns, period_end_ns, key, created_at_ns, last_written_at_ns, key_field) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) ON CONFLICT DO NOTHING RETURNING {}",
-                PARTITION_COLUMNS.replace("p.", "")
-            ))?;
-            let mut select = tx.prepare_cached(&format!(
-                "SELECT {PARTITION_COLUMNS} FROM partitions p WHERE p.dataset_id = ?1 AND p.period_label = ?2 AND p.key = ?3"
-            ))?;
-            for (bucket, key) in wanted {
-                let created = insert
-                    .query_row(
-                        params![dataset_id, bucket.label, bucket.start_ns, bucket.end_ns, key, now_ns, key_field],
-                        partition_from_row,
-                    )
-                    .optional()?;
-                out.push(match created {
-                    Some(record) => record,
-                    None => select.query_row(params![dataset_id, bucket.label, key], partition_from_row)?,
-                });
-            }
+                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?2, ?2, ?3 FROM json_each(?4) WHERE true \
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![dataset_id, now_ns, key_field, pairs])?;
+        if created > 0 {
+            bump_partitions_seq(&tx, dataset_id)?;
+        }
+        let out = tx
+            .prepare_cached(&partitions_asked())?
+            .query_map(params![dataset_id, pairs], partition_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if out.len() != wanted.len() {
+            return Err(CatalogError::Corrupt(format!(
+                "{} partitions asked for, {} found after creating them",
+                wanted.len(),
+                out.len()
+            )));
         }
         tx.commit()?;
         Ok(out)
@@ -452,6 +484,44 @@ mod tests {
         assert_eq!(records[2].id, old.id);
         assert_eq!(records[0].period_start_ns, next.start_ns);
         assert_eq!(catalog.partitions(cpu.id).unwrap().len(), 4);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_thousand_partitions_asked_at_once_come_back_in_the_order_asked() {
+        let (catalog, dir) = catalog();
+        let cpu = catalog.create_dataset("cpu", Period::Day, "time", 1).unwrap();
+        let buckets = [Period::Day.bucket(0), Period::Day.bucket(4_102_444_800_000_000_000)];
+        // Every third key exists before; keys that look like numbers stay text.
+        let wanted: Vec<(Bucket, String)> =
+            (0..1200).map(|i| (buckets[i % 2].clone(), format!("{:03}", (i * 7919) % 1200))).collect();
+        for (bucket, key) in wanted.iter().step_by(3) {
+            catalog.partition(cpu.id, bucket, key, 1).unwrap();
+        }
+        let before = catalog.partitions_seq(cpu.id).unwrap();
+        let records = catalog.partitions_for(cpu.id, &wanted, "tenant", 2).unwrap();
+        let got: Vec<(&str, i64, &str)> =
+            records.iter().map(|r| (r.period_label.as_str(), r.period_end_ns, r.key.as_str())).collect();
+        let asked: Vec<(&str, i64, &str)> =
+            wanted.iter().map(|(b, k)| (b.label.as_str(), b.end_ns, k.as_str())).collect();
+        assert_eq!(got, asked);
+        let created: Vec<bool> = records.iter().map(|r| r.key_field.is_some()).collect();
+        assert_eq!(created, (0..1200).map(|i| i % 3 != 0).collect::<Vec<_>>(), "only the new ones are keyed");
+        assert_eq!(catalog.partitions_seq(cpu.id).unwrap(), before + 1, "one creating transaction");
+        assert_eq!(catalog.partitions(cpu.id).unwrap().len(), 1200);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn partitions_asked_at_once_are_each_one_index_search() {
+        let (catalog, dir) = catalog();
+        let steps: Vec<String> = {
+            let connection = catalog.lock();
+            let mut plan = connection.prepare(&format!("EXPLAIN QUERY PLAN {}", partitions_asked())).unwrap();
+            plan.query_map(params![1, "[]"], |row| row.get(3)).unwrap().collect::<rusqlite::Result<_>>().unwrap()
+        };
+        assert!(steps[0].starts_with("SCAN j"), "{steps:?}");
+        assert!(steps[1].starts_with("SEARCH p USING INDEX sqlite_autoindex_partitions_1"), "{steps:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
