@@ -102,6 +102,7 @@ pub const STEPS: &[&str] = &[
     "compaction.after_write",
     "compaction.after_commit",
     "compaction.read_back",
+    "query.native.before_file",
 ];
 
 /// Steps that can also `corrupt` the bytes they read back, where a
@@ -110,8 +111,10 @@ pub const STEPS: &[&str] = &[
 pub const CORRUPTIBLE_STEPS: &[&str] = &["compaction.read_back"];
 
 /// Steps that can `delay`: a write between its check of the partitions'
-/// read-only flags and its rows reaching the buffers (the seal race).
-pub const DELAYABLE_STEPS: &[&str] = &["ingest.after_seal_check"];
+/// read-only flags and its rows reaching the buffers (the seal race), and
+/// the native query executor before it opens each file (a query that
+/// outlives its deadline there).
+pub const DELAYABLE_STEPS: &[&str] = &["ingest.after_seal_check", "query.native.before_file"];
 
 /// How long a `delay` waits.
 pub const DELAY: std::time::Duration = std::time::Duration::from_secs(1);

@@ -264,3 +264,27 @@ fn native_answers_are_duckdbs_over_files_and_buffers() {
     assert_eq!(document["rows"][0]["count_i"].as_i64().unwrap(), counted);
     assert!(counted > 500, "{counted}");
 }
+
+#[test]
+fn a_native_query_past_its_deadline_is_stopped_and_the_server_answers_the_next() {
+    // The executor waits a second before each file (a fail point): past
+    // the 300 ms deadline before it reads anything.
+    let failpoints = [("STRATA_FAILPOINTS", "query.native.before_file=delay")];
+    let server = Server::start_with_env("native-timeout", "[query]\ntimeout_ms = 300\n", &failpoints);
+    let text: String = (0..100).map(|i| format!("m,host=h{:02} f={i}.5 {}\n", i % 4, T0 + i * SECOND)).collect();
+    assert_eq!(server.post("/api/v2/write?bucket=m", text).0, 204);
+    server.flush();
+    let query = json!({"time_range": {"start": T0, "end": T0 + DAY},
+        "filters": {"column": "host", "op": "=", "value": "h01"},
+        "downsample": {"interval": "1h", "aggregations": [{"fn": "avg", "column": "f"}]}});
+    let started = std::time::Instant::now();
+    let (status, error) = server.post("/v1/datasets/m/query", query.to_string());
+    assert_eq!((status, error["error"]["code"].as_str()), (504, Some("query_timeout")), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "stopped at the next check");
+    assert_eq!(server.get("/health").0, 200);
+    let (status, answer) = server.post("/v1/sql", "SELECT count(*) AS n, sum(f) AS s FROM m WHERE host = 'h01'");
+    assert_eq!(
+        (status, answer["rows"][0]["n"].as_u64(), answer["rows"][0]["s"].as_f64()),
+        (200, Some(25), Some(1237.5))
+    );
+}

@@ -358,7 +358,8 @@ impl From<Failure> for Stop {
 }
 
 /// Answers `plan` over `files` and `buffered` (the query's snapshot), or
-/// declines. Blocking; checks `watch` between batches.
+/// declines. Blocking; checks `watch` before each file, between a file's
+/// batches and before each buffered batch.
 pub(crate) fn answer(
     plan: &NativePlan,
     files: &[Readable],
@@ -369,11 +370,16 @@ pub(crate) fn answer(
     let answered = (|| -> Result<RecordBatch, Stop> {
         let mut accumulator = Accumulator::new(plan);
         for file in files {
+            crate::failpoint::hit("query.native.before_file");
+            if let Some(delay) = crate::failpoint::delay("query.native.before_file") {
+                std::thread::sleep(delay);
+            }
             check(watch)?;
             let reader = file.open().map_err(|e| internal(file.path(), e))?;
             scan_file(plan, file.path(), reader, caches, watch, &mut accumulator)?;
         }
         for batch in buffered {
+            check(watch)?;
             accumulator.add(batch)?;
         }
         accumulator.finish()
