@@ -577,7 +577,9 @@ fn parse_field_value<'b>(
                     .parse()
                     .map_err(|_| LineFailure::Syntax(format!("invalid unsigned integer {token:?}")))?,
             ),
-            _ => match parse_float(token) {
+            // A plain decimal took the fast path above; this is the rest
+            // (exponents, more than 15 digits, `1.`, `.5`, ...).
+            _ => match token.parse::<f64>().ok().filter(|v| v.is_finite()) {
                 Some(v) => Value::Float(v),
                 None => return syntax(format!("invalid field value {token:?}")),
             },
@@ -585,15 +587,6 @@ fn parse_field_value<'b>(
         _ => return syntax(format!("invalid field value {token:?}")),
     };
     Ok((value, end))
-}
-
-/// A finite float from `token`, as `str::parse` reads it.
-#[inline]
-fn parse_float(token: &str) -> Option<f64> {
-    match plain_decimal_at(token.as_bytes(), 0) {
-        Some((value, end)) if end == token.len() => Some(value),
-        _ => token.parse::<f64>().ok().filter(|v| v.is_finite()),
-    }
 }
 
 /// Powers of ten that `f64` holds exactly.
@@ -929,6 +922,15 @@ mod tests {
     /// The float `str::parse` gives for `token`, finite only.
     fn slow_float(token: &str) -> Option<f64> {
         token.parse::<f64>().ok().filter(|v| v.is_finite())
+    }
+
+    /// A finite float from a whole `token`, as `parse_field_value` reads
+    /// one: the fast path where it answers, else `str::parse`.
+    fn parse_float(token: &str) -> Option<f64> {
+        match plain_decimal_at(token.as_bytes(), 0) {
+            Some((value, end)) if end == token.len() => Some(value),
+            _ => slow_float(token),
+        }
     }
 
     fn same_float(token: &str) {
